@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Set up AnyMoLe Bridge on Debian 12 / Ubuntu: system libraries, a virtual environment in .venv, the package.
+#   bash scripts/setup.sh          runtime only (server, CLI, offline demo)
+#   bash scripts/setup.sh --dev    + test tools: pytest, ruff, mypy, Blender and the glTF validator, buf
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEV=0
+[[ "${1:-}" == "--dev" ]] && DEV=1
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+# --- system packages ---------------------------------------------------------------------------------------
+APT_PKGS=(libassimp5 libegl1 libegl-mesa0 libgl1-mesa-dri)
+if [[ $DEV == 1 ]]; then
+    APT_PKGS+=(blender nodejs npm)
+fi
+missing=()
+for p in "${APT_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# node/npm may come from elsewhere than Debian (nodesource, nvm): accept any working binary.
+if command -v npm >/dev/null; then missing=("${missing[@]/npm}"); missing=("${missing[@]/nodejs}"); fi
+read -r -a missing <<<"${missing[*]:-}"
+if (( ${#missing[@]} )); then
+    say "installing system packages: ${missing[*]}"
+    SUDO=""; [[ $(id -u) != 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- python ------------------------------------------------------------------------------------------------
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+    say "creating .venv with $($PY --version)"
+    $PY -m venv .venv
+fi
+EXTRA=""; [[ $DEV == 1 ]] && EXTRA="[dev]"
+say "installing anymole$EXTRA (torch 2.13.0 CPU wheel unless a CUDA torch is already present)"
+# Pin torch explicitly: an unpinned torch pulls a multi-GB CUDA build.
+if .venv/bin/python -c "import torch" 2>/dev/null; then TORCH=(); else TORCH=("torch==2.13.0"); fi
+.venv/bin/python -m pip install -q --disable-pip-version-check "${TORCH[@]}" -e ".$EXTRA"
+
+# --- dev tools from npm (validator for our GLB files, buf for proto lint) -----------------------------------
+if [[ $DEV == 1 ]]; then
+    if [[ ! -x .tools/node_modules/.bin/buf || ! -d .tools/node_modules/gltf-validator ]]; then
+        say "installing gltf-validator and @bufbuild/buf into .tools/"
+        mkdir -p .tools
+        npm install --silent --no-audit --no-fund --prefix .tools gltf-validator @bufbuild/buf >/dev/null
+    fi
+fi
+say "done. Try: .venv/bin/anymole --help"

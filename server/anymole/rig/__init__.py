@@ -1,0 +1,7 @@
+"""Rig math: skeletons, batched quaternion and rotation conversions, forward kinematics, skinning."""
+
+from anymole.rig.character import Character, SkinnedMesh
+from anymole.rig.motion import Motion
+from anymole.rig.skeleton import Skeleton
+
+__all__ = ["Character", "Motion", "SkinnedMesh", "Skeleton"]

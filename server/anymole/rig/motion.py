@@ -1,0 +1,70 @@
+"""`Motion`: an animation clip sampled on a regular time grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Motion"]
+
+
+@dataclass(frozen=True, eq=False)
+class Motion:
+    """Local joint rotations and root translation at a fixed frame rate.
+
+    Attributes:
+        fps: frames per second (> 0).
+        rotations: ``(F, J, 4)`` float, unit, xyzw, parent-relative (full local rotation, not a delta
+            from the rest pose).
+        root_translation: ``(F, 3)`` float, local translation of the root joint (m); equals its world
+            position when the root has no parent transform.
+        translations: optional ``(F, J, 3)`` local translations of every joint (m), for clips that
+            animate non-root translations (e.g. a hip under a static root). ``None`` means the skeleton's
+            rest offsets for every non-root joint. When given, ``translations[:, root]`` equals
+            ``root_translation``.
+        name: clip name (``""`` when the file has none).
+    """
+
+    fps: float
+    rotations: torch.Tensor
+    root_translation: torch.Tensor
+    translations: torch.Tensor | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fps > 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+        if self.rotations.ndim != 3 or self.rotations.shape[-1] != 4:
+            raise ValueError(f"rotations must have shape (F, J, 4), got {tuple(self.rotations.shape)}")
+        f = self.rotations.shape[0]
+        if tuple(self.root_translation.shape) != (f, 3):
+            raise ValueError(f"root_translation must have shape ({f}, 3), got {tuple(self.root_translation.shape)}")
+        if self.translations is not None and tuple(self.translations.shape) != (f, self.rotations.shape[1], 3):
+            raise ValueError(
+                f"translations must have shape ({f}, {self.rotations.shape[1]}, 3), "
+                f"got {tuple(self.translations.shape)}"
+            )
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.rotations.shape[0])
+
+    @property
+    def num_joints(self) -> int:
+        return int(self.rotations.shape[1])
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first to the last frame: ``(F - 1) / fps``."""
+        return (self.num_frames - 1) / self.fps
+
+    def slice(self, start: int, stop: int) -> Motion:
+        """Frames ``start:stop`` (Python slice semantics) as a new clip."""
+        return Motion(
+            fps=self.fps,
+            rotations=self.rotations[start:stop],
+            root_translation=self.root_translation[start:stop],
+            translations=None if self.translations is None else self.translations[start:stop],
+            name=self.name,
+        )
