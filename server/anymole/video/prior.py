@@ -1,0 +1,113 @@
+"""`VideoPrior`: the interface every video diffusion backend implements.
+
+The sampler (`video.sampler`) and ICAdapt (`video.icadapt`) know only this protocol, never a class.
+
+Layouts, declared once for the whole `video` package:
+- videos: ``(B, 3, T, H, W)`` float in [0, 1];
+- images: ``(B, 3, H, W)`` float in [0, 1];
+- latents: ``(B, C, T, h, w)`` with ``h = H / vae_scale_factor``; already multiplied by the VAE scale factor,
+  i.e. in the space the denoiser works in;
+- timesteps: ``(B,)`` int64 in ``[0, num_train_timesteps)``;
+- fps: ``(B,)`` float, frames per second of the clip (the frame-stride/fps embedding input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["VideoCondition", "VideoPrior"]
+
+
+@dataclass
+class VideoCondition:
+    """Everything the denoiser is conditioned on, precomputed once per window.
+
+    Attributes:
+        context: ``(B, L, D)`` cross-attention tokens (text embedding, then image tokens from the resampler,
+            concatenated as the backend expects).
+        concat: ``(B, C, T, h, w)`` latents concatenated to the noisy input channel-wise (first/last frame
+            latents at their slots, zeros elsewhere, for interpolation models).
+        fps: ``(B,)`` float frames per second.
+    """
+
+    context: torch.Tensor
+    concat: torch.Tensor
+    fps: torch.Tensor
+
+    def repeat(self, n: int) -> VideoCondition:
+        """Concatenate ``n`` copies along the batch (used for classifier-free guidance batching)."""
+        return VideoCondition(
+            context=self.context.repeat(n, *([1] * (self.context.ndim - 1))),
+            concat=self.concat.repeat(n, *([1] * (self.concat.ndim - 1))),
+            fps=self.fps.repeat(n),
+        )
+
+
+@runtime_checkable
+class VideoPrior(Protocol):
+    """A latent video diffusion model usable for guided in-betweening and in-context adaptation."""
+
+    #: channels of the latent space (4 for the SD-style VAE).
+    latent_channels: int
+    #: spatial down-sampling of the VAE (8).
+    vae_scale_factor: int
+    #: frames the denoiser sees at once (16 for DynamiCrafter).
+    num_frames: int
+    #: number of training diffusion steps (1000).
+    num_train_timesteps: int
+    #: what the denoiser predicts: "v" (v-parameterisation) or "epsilon".
+    prediction_type: str
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """VAE-encode ``video (B, 3, T, H, W)`` in [0, 1] to scaled latents ``(B, C, T, h, w)`` (mean, no sampling)."""
+        ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decode scaled latents ``(B, C, T, h, w)`` to a video ``(B, 3, T, H, W)`` in [0, 1]."""
+        ...
+
+    def condition(
+        self,
+        prompts: list[str],
+        first: torch.Tensor,
+        last: torch.Tensor | None,
+        fps: torch.Tensor,
+        num_frames: int | None = None,
+    ) -> VideoCondition:
+        """Build the conditioning for a batch of windows.
+
+        Args:
+            prompts: ``B`` captions ("" for the unconditional branch).
+            first: ``(B, 3, H, W)`` first frame in [0, 1] (image cross-attention and the first concat slot).
+            last: ``(B, 3, H, W)`` last frame, or ``None`` for image-to-video without an end frame.
+            fps: ``(B,)`` frames per second of the window.
+            num_frames: window length ``T`` (defaults to ``self.num_frames``).
+        """
+        ...
+
+    def unconditional(self, cond: VideoCondition) -> VideoCondition:
+        """The null conditioning for classifier-free guidance (empty text, zero-image tokens, same concat)."""
+        ...
+
+    def predict(self, latents: torch.Tensor, t: torch.Tensor, cond: VideoCondition) -> torch.Tensor:
+        """One denoiser evaluation: ``latents (B, C, T, h, w)``, ``t (B,)`` → model output of the same shape
+        (v or epsilon, see `prediction_type`)."""
+        ...
+
+    def trainable_parameters(self, mode: str = "spatial") -> Iterable[torch.nn.Parameter]:
+        """Parameters ICAdapt optimises. ``"spatial"``: the denoiser minus temporal layers and time/fps
+        embeddings (as the reference); ``"full"``: the whole denoiser; ``"lora"``: LoRA adapters only."""
+        ...
+
+    def save_adapted(self, path: Path) -> None:
+        """Write the adapted (trainable) weights as safetensors plus a JSON config beside it."""
+        ...
+
+    def load_adapted(self, path: Path) -> None:
+        """Load weights written by `save_adapted`; raises `ModelUnavailable` on a mismatched model."""
+        ...
