@@ -1,7 +1,8 @@
 """Rig math: skeletons, batched quaternion and rotation conversions, forward kinematics, skinning."""
 
 from anymole.rig.character import Character, SkinnedMesh
+from anymole.rig.fk import fk_motion, forward_kinematics, global_to_local
 from anymole.rig.motion import Motion
 from anymole.rig.skeleton import Skeleton
 
-__all__ = ["Character", "Motion", "SkinnedMesh", "Skeleton"]
+__all__ = ["Character", "Motion", "Skeleton", "SkinnedMesh", "fk_motion", "forward_kinematics", "global_to_local"]
