@@ -4,5 +4,18 @@ from anymole.rig.character import Character, SkinnedMesh
 from anymole.rig.fk import fk_motion, forward_kinematics, global_to_local
 from anymole.rig.motion import Motion
 from anymole.rig.skeleton import Skeleton
+from anymole.rig.skinning import joint_matrices, linear_blend_skinning, skin_normals, skinning_matrices
 
-__all__ = ["Character", "Motion", "Skeleton", "SkinnedMesh", "fk_motion", "forward_kinematics", "global_to_local"]
+__all__ = [
+    "Character",
+    "Motion",
+    "Skeleton",
+    "SkinnedMesh",
+    "fk_motion",
+    "forward_kinematics",
+    "global_to_local",
+    "joint_matrices",
+    "linear_blend_skinning",
+    "skin_normals",
+    "skinning_matrices",
+]
