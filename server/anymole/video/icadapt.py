@@ -1,0 +1,251 @@
+"""ICAdapt: in-context fine-tuning of the video prior on clips of the scene's own context renders.
+
+AnyMoLe supplementary A.1 and the reference trainer: v-target L2 loss at a uniformly drawn timestep, one fixed
+caption for the scene, the fps of each clip (30/15/10) fed to the fps embedding, AdamW at lr 1e-5, batch 4 with
+gradient accumulation 2, grad-norm clip 0.5, 500 optimiser steps, classifier-free-guidance dropout of the
+conditioning (text alone 5 %, text and image 5 %, image alone 5 %; the concatenated frame latents are never
+dropped). By default only the spatial layers train (``mode="spatial"``), as in the reference.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from anymole.errors import InvalidInput
+from anymole.video.clips import ClipBank
+from anymole.video.prior import VideoCondition, VideoPrior
+from anymole.video.schedule import DDIMSchedule
+
+__all__ = ["AdaptedWeights", "ICAdaptConfig", "encode_views", "icadapt", "icadapt_loss"]
+
+OnStep = Callable[..., None]
+MODES = ("spatial", "full", "lora")
+
+
+@dataclass(frozen=True)
+class ICAdaptConfig:
+    """ICAdapt settings; the defaults are the paper's and the reference trainer's.
+
+    Attributes:
+        steps: optimiser steps (500).
+        lr: AdamW learning rate (1e-5).
+        batch_size: clips per micro-batch (4).
+        grad_accum: micro-batches per optimiser step (2; effective batch 8).
+        mode: ``"spatial"`` (denoiser minus temporal layers and time/fps embeddings), ``"full"`` or ``"lora"``.
+        autocast_dtype: ``"bf16"``, ``"fp16"`` or ``"fp32"`` (no autocast); autocast applies on CUDA only.
+        gradient_checkpointing: recompute activations in backward (if the backend supports it).
+        grad_clip: max global grad norm (0.5).
+        weight_decay: AdamW weight decay (0.01, torch's default, which the reference keeps).
+        uncond_prob: each of the three conditioning-dropout cases happens with this probability (0.05).
+        seed: RNG seed for clip order, timesteps, noise and dropout (20240725, the reference's).
+    """
+
+    steps: int = 500
+    lr: float = 1e-5
+    batch_size: int = 4
+    grad_accum: int = 2
+    mode: str = "spatial"
+    autocast_dtype: str = "bf16"
+    gradient_checkpointing: bool = True
+    grad_clip: float = 0.5
+    weight_decay: float = 1e-2
+    uncond_prob: float = 0.05
+    seed: int = 20240725
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise InvalidInput(name, f"must be ≥ 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise InvalidInput("lr", f"must be > 0, got {self.lr}")
+        if self.mode not in MODES:
+            raise InvalidInput("mode", f"expected one of {MODES}, got {self.mode!r}")
+        if self.autocast_dtype not in ("bf16", "fp16", "fp32"):
+            raise InvalidInput("autocast_dtype", f"expected bf16, fp16 or fp32, got {self.autocast_dtype!r}")
+        if not 0 <= 3 * self.uncond_prob <= 1:
+            raise InvalidInput("uncond_prob", f"must be in [0, 1/3], got {self.uncond_prob}")
+
+
+@dataclass
+class AdaptedWeights:
+    """What an ICAdapt run produced. The adapted weights live in the prior itself (save them with
+    ``prior.save_adapted`` or `anymole.video.cache`).
+
+    Attributes:
+        config: the settings used.
+        losses: mean training loss of each optimiser step.
+        trainable_parameters: number of parameters optimised.
+        seconds: wall-clock time of the optimisation loop.
+    """
+
+    config: ICAdaptConfig
+    losses: list[float] = field(default_factory=list)
+    trainable_parameters: int = 0
+    seconds: float = 0.0
+
+
+def _autocast(device: torch.device, name: str) -> torch.autocast:
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == "cuda")
+
+
+@torch.no_grad()
+def encode_views(
+    prior: VideoPrior, videos: torch.Tensor, chunk: int = 16, autocast_dtype: str = "bf16"
+) -> torch.Tensor:
+    """VAE-encode every frame of every view once: ``(V, 3, F, H, W)`` → latents ``(V, C, F, h, w)`` float32."""
+    out = []
+    for v in range(videos.shape[0]):
+        parts = []
+        for s in range(0, videos.shape[2], chunk):
+            with _autocast(videos.device, autocast_dtype):
+                parts.append(prior.encode(videos[v : v + 1, :, s : s + chunk]).float())
+        out.append(torch.cat(parts, dim=2))
+    return torch.cat(out)
+
+
+def _dropout_condition(
+    prior: VideoPrior,
+    caption: str,
+    first: torch.Tensor,
+    last: torch.Tensor,
+    fps: torch.Tensor,
+    u: torch.Tensor,
+    p: float,
+) -> VideoCondition:
+    """Conditioning with the reference's CFG dropout: ``u < p`` drops the text, ``p ≤ u < 2p`` drops text and
+    image, ``2p ≤ u < 3p`` drops the image (per sample, ``u ~ U[0, 1)`` of shape ``(B,)``).
+
+    The protocol exposes the context only as ``[text tokens ; image tokens]``, so "image dropped, text kept"
+    is built as ``cond(caption, x) − cond("", x) + null``: position-wise that is ``[T(caption) ; I(0)]``.
+    """
+    b = first.shape[0]
+    drop_text = u < 2 * p
+    prompts = ["" if d else caption for d in drop_text.tolist()]
+    cond = prior.condition(prompts, first, last, fps)
+    null = prior.unconditional(cond)
+    drop_image = (u >= p) & (u < 3 * p)
+    if not bool(drop_image.any()):
+        return cond
+    image_only = drop_image & ~drop_text
+    context = torch.where(drop_image[:, None, None] & drop_text[:, None, None], null.context, cond.context)
+    if bool(image_only.any()):
+        empty = prior.condition([""] * b, first, last, fps)
+        swapped = cond.context - empty.context + null.context
+        context = torch.where(image_only[:, None, None], swapped, context)
+    return VideoCondition(context=context, concat=cond.concat, fps=cond.fps)
+
+
+def icadapt_loss(
+    prior: VideoPrior,
+    schedule: DDIMSchedule,
+    x0: torch.Tensor,
+    cond: VideoCondition,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
+    """The training loss: ``‖D(x_t, t, c) − target‖²`` averaged, with ``x_t = q(x_0, t, ε)`` and the target
+    ``v`` (or ``ε``) of `DDIMSchedule.training_target`.
+
+    Args:
+        x0: clean latents ``(B, C, T, h, w)``.
+        cond: conditioning for the batch.
+        t: ``(B,)`` int64 timesteps.
+        noise: ``ε``, shape of ``x0``.
+    """
+    x_t = schedule.add_noise(x0, noise, t)
+    target = schedule.training_target(x0, noise, t)
+    return F.mse_loss(prior.predict(x_t, t, cond).float(), target.float())
+
+
+def _batches(n: int, batch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless shuffled epochs over ``n`` clips (a new permutation each epoch, like a shuffling loader)."""
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        if n <= batch:
+            yield perm
+            continue
+        for s in range(0, n - batch + 1, batch):  # drop the incomplete last batch
+            yield perm[s : s + batch]
+
+
+def icadapt(
+    prior: VideoPrior,
+    clips: ClipBank,
+    cfg: ICAdaptConfig | None = None,
+    on_step: OnStep | None = None,
+    schedule: DDIMSchedule | None = None,
+) -> AdaptedWeights:
+    """Fine-tune ``prior`` in place on the scene's clips.
+
+    Args:
+        prior: the video prior (an ``nn.Module`` backend); only ``prior.trainable_parameters(cfg.mode)`` change.
+        clips: the context renders, their Algorithm-1 clips and the scene caption (on the training device).
+        cfg: settings (defaults: the paper's).
+        on_step: ``on_step("icadapt", fraction)`` after each optimiser step; raising stops the run.
+        schedule: the training noise schedule (default `DDIMSchedule()`, DynamiCrafter's).
+
+    Returns:
+        The run's summary; the weights are adapted in ``prior``.
+    """
+    cfg = cfg or ICAdaptConfig()
+    schedule = schedule or DDIMSchedule(prediction_type=prior.prediction_type)
+    device = clips.videos.device
+    per_frame = encode_views(prior, clips.videos, autocast_dtype=cfg.autocast_dtype)
+    params = list(prior.trainable_parameters(cfg.mode))
+    if not params:
+        raise InvalidInput("mode", f"the prior has no trainable parameters for mode {cfg.mode!r}")
+    module = prior if isinstance(prior, torch.nn.Module) else None
+    if module is not None:
+        module.requires_grad_(False)
+        module.train()
+    for p in params:
+        p.requires_grad_(True)
+    checkpointing = getattr(prior, "enable_gradient_checkpointing", None)
+    if checkpointing is not None:
+        checkpointing(cfg.gradient_checkpointing)
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+    )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batches = _batches(len(clips), cfg.batch_size, generator)
+    result = AdaptedWeights(cfg, trainable_parameters=sum(p.numel() for p in params))
+    start = time.perf_counter()
+    try:
+        for step in range(cfg.steps):
+            total = torch.zeros((), device=device)
+            for _ in range(cfg.grad_accum):
+                index = next(batches)
+                x0 = clips.latents(per_frame, index)
+                first, last = clips.endpoints(index)
+                fps = clips.fps[index].to(device)
+                u = torch.rand(len(index), generator=generator).to(device)
+                t = torch.randint(0, schedule.num_train_timesteps, (len(index),), generator=generator).to(
+                    device
+                )
+                noise = torch.randn(x0.shape, generator=generator).to(device)
+                with _autocast(device, cfg.autocast_dtype):
+                    cond = _dropout_condition(prior, clips.caption, first, last, fps, u, cfg.uncond_prob)
+                    loss = icadapt_loss(prior, schedule, x0, cond, t, noise) / cfg.grad_accum
+                loss.backward()
+                total += loss.detach()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            result.losses.append(float(total))
+            if on_step is not None:
+                on_step("icadapt", (step + 1) / cfg.steps)
+    finally:
+        result.seconds = time.perf_counter() - start
+        for p in params:
+            p.requires_grad_(False)
+        if checkpointing is not None:
+            checkpointing(False)
+        if module is not None:
+            module.eval()
+    return result
