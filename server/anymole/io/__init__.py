@@ -1,1 +1,57 @@
-"""io"""
+"""Asset import and export: FBX, glTF/GLB, BVH and Collada → `anymole.rig.Character`; GLB and BVH out.
+
+Public API::
+
+    load_character(path, *, scale=None, clip=None, fps=None) -> Character
+    write_glb(path, character, motions=None)
+    write_bvh(path, skeleton, motion, *, order="ZYX", unit_scale=1.0)
+    describe(character) -> dict
+
+Native parsing (libassimp) runs in a reusable child process (`anymole.io._isolate`), so a crash in it
+becomes an `AssetError` instead of taking the server down. Names resolve lazily: ``import anymole.io``
+loads neither torch nor libassimp, which keeps the CLI's ``--help`` and the import worker fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from anymole.io._bvh import guess_bvh_scale, read_bvh, write_bvh
+    from anymole.io._describe import describe
+    from anymole.io._gltf import write_glb
+    from anymole.io._load import SUPPORTED_FORMATS, load_character
+    from anymole.io._scene import clip_grid
+
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "clip_grid",
+    "describe",
+    "guess_bvh_scale",
+    "load_character",
+    "read_bvh",
+    "write_bvh",
+    "write_glb",
+]
+
+_HOME = {
+    "SUPPORTED_FORMATS": "_load",
+    "clip_grid": "_scene",
+    "describe": "_describe",
+    "guess_bvh_scale": "_bvh",
+    "load_character": "_load",
+    "read_bvh": "_bvh",
+    "write_bvh": "_bvh",
+    "write_glb": "_gltf",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(f"anymole.io.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'anymole.io' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
