@@ -1,0 +1,477 @@
+"""`DynamiCrafterPrior`: DynamiCrafter 512 interpolation as a `VideoPrior` backend.
+
+Components (checkpoint prefixes in brackets, see ``reference/dynamicrafter_notes.md``):
+- ``unet`` (``model.diffusion_model``): `UNet3D`, v-prediction, input = ``[noisy ; concat]`` latents;
+- ``vae`` (``first_stage_model``): diffusers `AutoencoderKL`, applied per frame, latents × 0.18215;
+- ``text_encoder`` (``cond_stage_model.model``): OpenCLIP text tower, penultimate layer, 77 tokens;
+- ``image_encoder`` (``embedder.model``): OpenCLIP ViT, 257 raw tokens of the last block;
+- ``image_proj`` (``image_proj_model``): Perceiver `Resampler`, 16 tokens per frame.
+
+The model knows no scheduler: `DynamiCrafterConfig.scheduler_kwargs` hands the schedule facts to
+`video.schedule`. ``DynamiCrafterPrior(DynamiCrafterConfig.full(), device="cuda", dtype=torch.bfloat16)``
+builds on the meta device and materialises once on the target, so the 2.6 B-parameter model never passes
+through CPU memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from anymole.errors import InvalidInput, ModelUnavailable
+from anymole.video.openclip import (
+    ByteTokenizer,
+    CLIPBPETokenizer,
+    TextEncoder,
+    TextEncoderConfig,
+    Tokenizer,
+    VisionEncoder,
+    VisionEncoderConfig,
+)
+from anymole.video.prior import VideoCondition
+from anymole.video.resampler import Resampler, ResamplerConfig
+from anymole.video.unet3d import (
+    SpatialTransformer,
+    TemporalConvBlock,
+    TemporalTransformer,
+    UNet3D,
+    UNet3DConfig,
+)
+from anymole.video.vae import VAEConfig, build_vae
+
+__all__ = ["DynamiCrafterConfig", "DynamiCrafterPrior"]
+
+log = logging.getLogger(__name__)
+
+BACKEND = "dynamicrafter"
+TRAIN_MODES = ("spatial", "full", "lora")
+
+
+@dataclass(frozen=True)
+class DynamiCrafterConfig:
+    """Everything that fixes the architecture and the diffusion facts of the model.
+
+    Attributes:
+        unet, vae, text, vision, resampler: component sizes.
+        num_frames: frames per window (16).
+        resolution: ``(H, W)`` pixels the model was trained at (320 × 512).
+        prediction_type: ``"v"``.
+        num_train_timesteps: 1000.
+        beta_schedule / beta_start / beta_end: ``"scaled_linear"`` (linear in √β) from 0.00085 to 0.012.
+        rescale_zero_terminal_snr: betas rescaled to zero terminal SNR.
+        dynamic_rescale_base / dynamic_rescale_turn: DynamiCrafter's x0 scale ramp (0.7 over t < 400).
+        default_fps: fps used when the caller has none (24).
+        tokenizer: ``"clip"`` (CLIP BPE files needed) or ``"bytes"`` (`ByteTokenizer`, tiny models).
+        lora_rank / lora_alpha: LoRA size for ``trainable_parameters("lora")``.
+        vae_chunk: frames per VAE call (bounds activation memory).
+    """
+
+    unet: UNet3DConfig = field(default_factory=UNet3DConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    vision: VisionEncoderConfig = field(default_factory=VisionEncoderConfig)
+    resampler: ResamplerConfig = field(default_factory=ResamplerConfig)
+    num_frames: int = 16
+    resolution: tuple[int, int] = (320, 512)
+    prediction_type: str = "v"
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    rescale_zero_terminal_snr: bool = True
+    dynamic_rescale_base: float = 0.7
+    dynamic_rescale_turn: int = 400
+    default_fps: float = 24.0
+    tokenizer: str = "clip"
+    lora_rank: int = 16
+    lora_alpha: float = 16.0
+    vae_chunk: int = 16
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("unet.context_dim", self.unet.context_dim, "text.width", self.text.width),
+            ("unet.context_dim", self.unet.context_dim, "resampler.output_dim", self.resampler.output_dim),
+            ("resampler.embedding_dim", self.resampler.embedding_dim, "vision.width", self.vision.width),
+            ("unet.text_context_len", self.unet.text_context_len, "text.context_length", self.text.context_length),
+            (
+                "unet.image_tokens_per_frame",
+                self.unet.image_tokens_per_frame,
+                "resampler.queries_per_frame",
+                self.resampler.queries_per_frame,
+            ),
+            ("unet.in_channels", self.unet.in_channels, "2·vae.latent_channels", 2 * self.vae.latent_channels),
+            ("unet.out_channels", self.unet.out_channels, "vae.latent_channels", self.vae.latent_channels),
+            ("resampler.frames", self.resampler.frames, "num_frames", self.num_frames),
+        ]
+        for name_a, a, name_b, b in checks:
+            if a != b:
+                raise ValueError(f"DynamiCrafterConfig: {name_a}={a} must equal {name_b}={b}")
+        if self.prediction_type not in ("v", "epsilon"):
+            raise ValueError(f"prediction_type={self.prediction_type!r}: expected 'v' or 'epsilon'")
+        if self.tokenizer not in ("clip", "bytes"):
+            raise ValueError(f"tokenizer={self.tokenizer!r}: expected 'clip' or 'bytes'")
+
+    @classmethod
+    def full(cls) -> DynamiCrafterConfig:
+        """DynamiCrafter 512 interpolation (``dynamicrafter_512_interp_v1``): 2.6 B parameters."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> DynamiCrafterConfig:
+        """Same code, few channels and layers (≈2 M parameters): CPU tests and the offline demo.
+        64×64 pixels map to 8×8 latents; 8 text tokens + 2 image tokens per frame."""
+        return cls(
+            unet=UNet3DConfig(
+                model_channels=32,
+                channel_mult=(1, 2),
+                num_res_blocks=1,
+                attention_resolutions=(1, 2),
+                num_head_channels=16,
+                context_dim=32,
+                text_context_len=8,
+                image_tokens_per_frame=2,
+                init_attn_heads=2,
+                norm_groups=8,
+                dropout=0.0,
+            ),
+            vae=VAEConfig(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_groups=8),
+            text=TextEncoderConfig(
+                vocab_size=300, context_length=8, width=32, heads=2, layers=2, layers_used=1, embed_dim=32
+            ),
+            vision=VisionEncoderConfig(
+                image_size=28,
+                patch_size=14,
+                width=32,
+                heads=2,
+                layers=2,
+                embed_dim=32,
+                text_vocab_size=300,
+                text_context_length=8,
+                text_width=32,
+            ),
+            resampler=ResamplerConfig(
+                dim=32, depth=1, heads=2, head_dim=16, queries_per_frame=2, embedding_dim=32, output_dim=32, ff_mult=2
+            ),
+            resolution=(64, 64),
+            tokenizer="bytes",
+            lora_rank=4,
+            lora_alpha=4.0,
+        )
+
+    def scheduler_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `video.schedule.DDIMSchedule` for this model's training schedule."""
+        return {
+            "num_train_timesteps": self.num_train_timesteps,
+            "beta_start": self.beta_start,
+            "beta_end": self.beta_end,
+            "beta_schedule": self.beta_schedule,
+            "rescale_zero_terminal_snr": self.rescale_zero_terminal_snr,
+            "prediction_type": self.prediction_type,
+            "dynamic_rescale_base": self.dynamic_rescale_base,
+            "dynamic_rescale_turn": self.dynamic_rescale_turn,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists); `from_dict` inverts it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DynamiCrafterConfig:
+        """Rebuild a config from `to_dict` output (e.g. a JSON file)."""
+        parts = {
+            "unet": UNet3DConfig,
+            "vae": VAEConfig,
+            "text": TextEncoderConfig,
+            "vision": VisionEncoderConfig,
+            "resampler": ResamplerConfig,
+        }
+
+        def tuples(d: dict[str, Any]) -> dict[str, Any]:
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+        kwargs = tuples({k: v for k, v in data.items() if k not in parts})
+        kwargs |= {k: kind(**tuples(data[k])) for k, kind in parts.items() if k in data}
+        return cls(**kwargs)
+
+
+def _lora_targets(unet: UNet3D) -> list[str]:
+    """Full names of the attention projections (``to_q/k/v``, ``to_k_ip/v_ip``, ``to_out.0``) inside the
+    spatial transformers: LoRA goes only where the reference ICAdapt trains."""
+    return [
+        f"{prefix}.{name}"
+        for prefix, module in unet.named_modules()
+        if isinstance(module, SpatialTransformer)
+        for name, sub in module.named_modules()
+        if isinstance(sub, nn.Linear) and (".attn1." in name or ".attn2." in name)
+    ]
+
+
+class DynamiCrafterPrior(nn.Module):
+    """DynamiCrafter 512 interpolation, implementing `anymole.video.VideoPrior`.
+
+    Args:
+        config: architecture (default `DynamiCrafterConfig.full`).
+        device: where to build. ``None`` builds on the CPU as usual; any device builds on ``meta`` first and
+            then materialises there with fresh random weights (``"meta"`` stays unmaterialised: used for
+            schema checks and before `from_pretrained` assigns the checkpoint).
+        dtype: parameter dtype (e.g. ``torch.bfloat16``); ``None`` keeps float32.
+        tokenizer: caption tokenizer; default `ByteTokenizer` (no files needed; real CLIP weights need the
+            CLIP BPE, which `from_pretrained` sets up).
+    """
+
+    def __init__(
+        self,
+        config: DynamiCrafterConfig | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        super().__init__()
+        cfg = config or DynamiCrafterConfig.full()
+        self.config = cfg
+        self.latent_channels = cfg.vae.latent_channels
+        self.vae_scale_factor = cfg.vae.scale_factor
+        self.num_frames = cfg.num_frames
+        self.num_train_timesteps = cfg.num_train_timesteps
+        self.prediction_type = cfg.prediction_type
+        self.tokenizer: Tokenizer = tokenizer or ByteTokenizer(cfg.text.vocab_size, cfg.text.context_length)
+        self.train_mode: str | None = None
+        with torch.device("meta") if device is not None else contextlib.nullcontext():
+            self.unet = UNet3D(cfg.unet)
+            self.vae = build_vae(cfg.vae)
+            self.text_encoder = TextEncoder(cfg.text)
+            self.image_encoder = VisionEncoder(cfg.vision)
+            self.image_proj = Resampler(cfg.resampler)
+        for frozen in (self.vae, self.text_encoder, self.image_encoder):
+            frozen.requires_grad_(False)
+        if dtype is not None:
+            self.to(dtype)
+        if device is not None and torch.device(device).type != "meta":
+            self.to_empty(device=device)
+            self.reset_parameters()
+
+    # ------------------------------------------------------------------ construction and loading
+    def reset_parameters(self) -> None:
+        """Fresh random weights everywhere, children before parents so zero-initialised output layers stay zero."""
+        with torch.no_grad():
+            for module in reversed(list(self.modules())):
+                if module is not self and callable(getattr(module, "reset_parameters", None)):
+                    module.reset_parameters()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        config: DynamiCrafterConfig | None = None,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        tokenizer_dir: str | Path | None = None,
+    ) -> DynamiCrafterPrior:
+        """Load the official checkpoint (``model.ckpt`` or ``.safetensors``) into a new prior.
+
+        Args:
+            path: checkpoint file.
+            config: architecture (default full); every checkpoint key must map onto it.
+            device / dtype: where and how to keep the weights.
+            tokenizer_dir: folder with the CLIP ``vocab.json`` and ``merges.txt`` (default: beside ``path``);
+                only for ``config.tokenizer == "clip"``.
+
+        Raises:
+            ModelUnavailable: the file or the tokenizer files are missing.
+            CheckpointMismatch: keys missing, unexpected or mis-shaped (all listed).
+        """
+        from anymole.video import weights  # weights imports this module's config type
+
+        cfg = config or DynamiCrafterConfig.full()
+        path = Path(path)
+        tokenizer: Tokenizer | None = None
+        if cfg.tokenizer == "clip":
+            tokenizer = CLIPBPETokenizer(Path(tokenizer_dir) if tokenizer_dir else path.parent, cfg.text.context_length)
+        state = weights.read_checkpoint(path)
+        prior = cls(cfg, device="meta", tokenizer=tokenizer)
+        weights.load_checkpoint(prior, state)
+        return prior.to(device=device, dtype=dtype)
+
+    # ------------------------------------------------------------------ VideoPrior
+    def _vae_dtype(self) -> torch.dtype:
+        return self.vae.decoder.conv_in.weight.dtype
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """``video (B, 3, T, H, W)`` in [0, 1] → scaled posterior means ``(B, C, T, H/8, W/8)``."""
+        b, _, t, h, w = video.shape
+        frames = video.transpose(1, 2).reshape(b * t, 3, h, w).to(self._vae_dtype()) * 2 - 1
+        chunks = [
+            self.vae.encode(frames[i : i + self.config.vae_chunk]).latent_dist.mean
+            for i in range(0, b * t, self.config.vae_chunk)
+        ]
+        z = torch.cat(chunks) * self.config.vae.scaling_factor
+        return z.reshape(b, t, *z.shape[1:]).transpose(1, 2)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents ``(B, C, T, h, w)`` → video ``(B, 3, T, 8h, 8w)`` in [0, 1]."""
+        b, c, t, h, w = latents.shape
+        z = latents.transpose(1, 2).reshape(b * t, c, h, w).to(self._vae_dtype()) / self.config.vae.scaling_factor
+        chunks = [self.vae.decode(z[i : i + self.config.vae_chunk]).sample for i in range(0, b * t, self.config.vae_chunk)]
+        x = ((torch.cat(chunks) + 1) / 2).clamp(0, 1)
+        return x.reshape(b, t, *x.shape[1:]).transpose(1, 2)
+
+    def _context(self, prompts: list[str], images: torch.Tensor) -> torch.Tensor:
+        """``[text tokens ; resampled image tokens]``: ``(B, 77 + 16·16, 1024)`` at full size."""
+        device = self.unet.out[-1].weight.device
+        text = self.text_encoder(self.tokenizer(prompts).to(device))
+        image = self.image_proj(self.image_encoder(images.to(device)).to(self.image_proj.latents.dtype))
+        return torch.cat([text.to(image.dtype), image], dim=1)
+
+    def condition(
+        self,
+        prompts: list[str],
+        first: torch.Tensor,
+        last: torch.Tensor | None,
+        fps: torch.Tensor,
+        num_frames: int | None = None,
+    ) -> VideoCondition:
+        """Conditioning for interpolation windows (see `VideoPrior.condition`).
+
+        The image tokens come from ``first`` only; the concat latents hold ``latent(first)`` in frame 0,
+        ``latent(last)`` in frame ``T-1`` and zeros between, as DynamiCrafter's interpolation mode.
+        """
+        b = len(prompts)
+        t = num_frames or self.num_frames
+        if first.ndim != 4 or first.shape[0] != b or first.shape[1] != 3:
+            raise InvalidInput("first", f"expected ({b}, 3, H, W) images for {b} prompts, got {tuple(first.shape)}")
+        if last is not None and last.shape != first.shape:
+            raise InvalidInput("last", f"expected the shape of first {tuple(first.shape)}, got {tuple(last.shape)}")
+        if fps.shape != (b,):
+            raise InvalidInput("fps", f"expected ({b},), got {tuple(fps.shape)}")
+        ends = first[:, :, None] if last is None else torch.stack([first, last], dim=2)
+        z = self.encode(ends)  # (B, C, 1|2, h, w)
+        concat = z.new_zeros(b, z.shape[1], t, *z.shape[3:])
+        concat[:, :, 0] = z[:, :, 0]
+        if last is not None:
+            concat[:, :, -1] = z[:, :, 1]
+        return VideoCondition(context=self._context(prompts, first), concat=concat, fps=fps.to(concat.device).float())
+
+    def unconditional(self, cond: VideoCondition) -> VideoCondition:
+        """Empty caption and the tokens of an all-grey image (the reference's zero image in [-1, 1]); the
+        concat latents and fps are kept."""
+        b = cond.context.shape[0]
+        size = self.config.vision.image_size
+        grey = torch.full((b, 3, size, size), 0.5, device=cond.context.device)
+        context = self._context([""] * b, grey).to(cond.context.dtype)
+        return VideoCondition(context=context, concat=cond.concat, fps=cond.fps)
+
+    def predict(self, latents: torch.Tensor, t: torch.Tensor, cond: VideoCondition) -> torch.Tensor:
+        """v-prediction for ``latents (B, C, T, h, w)`` at timesteps ``t (B,)``; dtype of ``latents``."""
+        dtype = self.unet.out[-1].weight.dtype
+        x = torch.cat([latents, cond.concat.to(latents.dtype)], dim=1).to(dtype)
+        return self.unet(x, t, cond.context.to(dtype), cond.fps).to(latents.dtype)
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute UNet activations in the backward pass (ICAdapt memory saver)."""
+        self.unet.set_gradient_checkpointing(enabled)
+
+    # ------------------------------------------------------------------ adaptation
+    def _spatial_parameters(self) -> list[nn.Parameter]:
+        """The reference ICAdapt set: UNet minus temporal convs/transformers (``init_attn`` included) and the
+        time/fps embeddings, plus the resampler."""
+        frozen: set[int] = {id(p) for p in self.unet.time_embed.parameters()}
+        frozen |= {id(p) for p in self.unet.fps_embedding.parameters()}
+        for module in self.unet.modules():
+            if isinstance(module, (TemporalConvBlock, TemporalTransformer)):
+                frozen |= {id(p) for p in module.parameters()}
+        unet = [p for p in self.unet.parameters() if id(p) not in frozen]
+        return unet + list(self.image_proj.parameters())
+
+    def _inject_lora(self) -> None:
+        if any("lora_" in name for name, _ in self.unet.named_parameters()):
+            return
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = LoraConfig(
+            r=self.config.lora_rank,
+            lora_alpha=self.config.lora_alpha,
+            lora_dropout=0.0,
+            target_modules=_lora_targets(self.unet),
+        )
+        inject_adapter_in_model(lora, self.unet)
+
+    def trainable_parameters(self, mode: str = "spatial") -> Iterable[nn.Parameter]:
+        """Select, unfreeze and return the parameters ICAdapt optimises; everything else is frozen.
+
+        Args:
+            mode: ``"spatial"`` (reference ICAdapt: 889 M UNet + 49 M resampler parameters at full size),
+                ``"full"`` (whole UNet + resampler) or ``"lora"`` (LoRA adapters, rank ``config.lora_rank``,
+                on the attention projections of the spatial transformers, injected with peft on first use).
+
+        Returns:
+            A list of the trainable parameters.
+        """
+        if mode not in TRAIN_MODES:
+            raise InvalidInput("mode", f"expected one of {TRAIN_MODES}, got {mode!r}")
+        if mode == "lora":
+            self._inject_lora()
+        self.requires_grad_(False)
+        if mode == "spatial":
+            params = self._spatial_parameters()
+        elif mode == "full":
+            params = [*self.unet.parameters(), *self.image_proj.parameters()]
+        else:
+            params = [p for name, p in self.unet.named_parameters() if "lora_" in name]
+        for p in params:
+            p.requires_grad_(True)
+        self.train_mode = mode
+        return params
+
+    def _header(self) -> dict[str, Any]:
+        return {"backend": BACKEND, "config": self.config.to_dict()}
+
+    def save_adapted(self, path: Path) -> None:
+        """Write the trainable parameters (as last selected) to ``path`` (safetensors) and ``path.json``."""
+        from safetensors.torch import save_file
+
+        if self.train_mode is None:
+            raise InvalidInput("mode", "call trainable_parameters(mode) before save_adapted")
+        path = Path(path)
+        trainable = {n: p.detach().cpu().contiguous() for n, p in self.named_parameters() if p.requires_grad}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(trainable, str(path))
+        header = self._header() | {"mode": self.train_mode, "keys": sorted(trainable)}
+        path.with_suffix(path.suffix + ".json").write_text(json.dumps(header, indent=1))
+
+    def load_adapted(self, path: Path) -> None:
+        """Load weights written by `save_adapted` and re-select their training mode.
+
+        Raises:
+            ModelUnavailable: files missing, or written for another backend, config or parameter layout.
+        """
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta_path = path.with_suffix(path.suffix + ".json")
+        name = f"adapted weights {path}"
+        if not (path.is_file() and meta_path.is_file()):
+            raise ModelUnavailable(name, f"{path} or {meta_path} is missing: run ICAdapt again")
+        header = json.loads(meta_path.read_text())
+        if header.get("backend") != BACKEND or header.get("config") != self.config.to_dict():
+            raise ModelUnavailable(name, "they were adapted from another model or config: run ICAdapt again")
+        self.trainable_parameters(header["mode"])
+        tensors = load_file(str(path))
+        params = dict(self.named_parameters())
+        bad = [k for k, v in tensors.items() if k not in params or params[k].shape != v.shape]
+        if bad or set(tensors) != set(header["keys"]):
+            raise ModelUnavailable(name, f"parameter layout differs ({bad[:5]}...): run ICAdapt again")
+        with torch.no_grad():
+            for k, v in tensors.items():
+                params[k].copy_(v)
+        log.info("loaded %d adapted tensors (%s) from %s", len(tensors), header["mode"], path)
