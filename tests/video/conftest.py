@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -133,6 +133,16 @@ class ConvPrior(nn.Module):
 
 
 @pytest.fixture
-def conv_prior() -> ConvPrior:
-    torch.manual_seed(0)
-    return ConvPrior()
+def make_conv_prior() -> Callable[[], ConvPrior]:
+    """Fresh, identical priors (seed 0)."""
+
+    def make() -> ConvPrior:
+        torch.manual_seed(0)
+        return ConvPrior()
+
+    return make
+
+
+@pytest.fixture
+def conv_prior(make_conv_prior: Callable[[], ConvPrior]) -> ConvPrior:
+    return make_conv_prior()

@@ -45,10 +45,10 @@ def scene_caption(
     if frames is None or model_id is None:
         return template_caption(character_name)
     try:
-        from transformers import AutoModelForVision2Seq, AutoProcessor
+        from transformers import AutoModelForImageTextToText, AutoProcessor
 
         processor = AutoProcessor.from_pretrained(model_id, local_files_only=True)
-        model = AutoModelForVision2Seq.from_pretrained(model_id, local_files_only=True).eval()
+        model = AutoModelForImageTextToText.from_pretrained(model_id, local_files_only=True).eval()
     except (OSError, ValueError, ImportError) as exc:  # not installed locally: no download, use the template
         _log.info("caption model %s unavailable (%s); using the template caption", model_id, exc)
         return template_caption(character_name)
