@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 DEFAULT_FPS = 24.0  # for a clip with a single key (no rate can be read from it)
 # A clip whose mean key rate is within this of an integer is taken to be keyed at that integer rate.
 _INTEGER_RATE_TOL = 0.01
+_WHOLE_FRAME_TOL = 1e-5
+_ON_GRID = 1e-3  # frames: keys closer than this to the regular grid are taken as its samples
 _F64 = torch.float64
 
 
@@ -51,11 +53,12 @@ _F64 = torch.float64
 def clip_grid(duration_s: float, n_keys: int, fps: float | None) -> tuple[float, int]:
     """Frame rate and frame count for sampling a clip of ``duration_s`` seconds.
 
-    With ``fps`` given: ``round(duration · fps) + 1`` frames. Otherwise the clip's own rate: the mean key
-    rate ``(n_keys − 1) / duration``, snapped to the nearest integer when within 0.01 (regular 24/30 fps
-    keys, including glTF times that wobble by 1e-4 frame). A clip whose keys are irregular (Fox.glb ``Run``
-    has a 0.2 s hole) keeps one frame per key at that mean rate, so frame count and duration both match
-    the file.
+    With ``fps`` given: ``round(duration · fps) + 1`` frames. Otherwise one frame per key of the clip's
+    densest channel, at the mean key rate ``(n_keys − 1) / duration``, so frame count and duration both
+    match the file even when keys are irregular (Fox.glb ``Run`` has a 0.2 s hole). The rate is reported
+    as a whole number (24, 30) when it is one and the clip spans a whole number of those frames to within
+    1e-5 frame (glTF stores seconds as float32); otherwise the exact mean rate is kept, so re-sampling our
+    own exports hits their keys exactly.
     """
     if fps is not None:
         if not fps > 0:
@@ -64,9 +67,9 @@ def clip_grid(duration_s: float, n_keys: int, fps: float | None) -> tuple[float,
     if n_keys < 2 or duration_s <= 0:
         return DEFAULT_FPS, 1
     rate = (n_keys - 1) / duration_s
-    if abs(rate - round(rate)) < _INTEGER_RATE_TOL:
-        rate = float(round(rate))
-        return rate, round(duration_s * rate) + 1
+    whole = float(round(rate))
+    if abs(rate - whole) < _INTEGER_RATE_TOL and abs(duration_s * whole - (n_keys - 1)) < _WHOLE_FRAME_TOL:
+        return whole, n_keys
     return rate, n_keys
 
 
@@ -485,6 +488,11 @@ def _build_motions(
         n_keys = max([len(c.rot_t) for c in chans] + [len(c.pos_t) for c in chans] + [1])
         rate, frames = clip_grid(anim.duration_s, n_keys, fps)
         t = (torch.arange(frames, dtype=_F64) / rate).clamp(max=max(anim.duration_s, 0.0))
+        densest = max(([c.rot_t for c in chans] + [c.pos_t for c in chans]), key=len, default=np.zeros(0))
+        if fps is None and len(densest) == frames and bool((torch.from_numpy(densest) - t).abs().max() < _ON_GRID / rate):
+            # keys sit on the grid up to float32 rounding of their times: sample at the keys themselves,
+            # so frames reproduce key values exactly (and our own exports round-trip exactly)
+            t = torch.from_numpy(densest).to(_F64)
         # local TRS of every needed node at every frame, starting from the rest pose
         lt = cv.t[needed].unsqueeze(1).expand(-1, frames, -1).clone()  # (Nn, F, 3)
         lq = cv.q[needed].unsqueeze(1).expand(-1, frames, -1).clone()  # (Nn, F, 4)

@@ -1,0 +1,74 @@
+"""`describe`: a JSON-ready summary of a `Character` (what ``anymole inspect`` prints)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anymole.rig.character import Character
+
+__all__ = ["describe"]
+
+
+def describe(character: Character) -> dict[str, Any]:
+    """Summarise a character: skeleton tree, mesh statistics and clips.
+
+    Returns:
+        A dict of plain Python values::
+
+            name, source
+            joint_count                  number of skeleton joints (the ``.joints`` sidecar value)
+            skeleton: roots (names), max_depth, joints: [{index, name, parent (name or None), depth,
+                      children (names)}], rest_extent_m (x, y, z size of the rest pose), end_sites
+            mesh: None, or {vertices, faces, influences (K slots per vertex), max_influences (most
+                  non-zero weights on one vertex), has_normals, has_uvs, texture ([H, W, C] or None),
+                  base_color}
+            clips: [{name, frames, fps, seconds}] in file order; ``seconds = (frames - 1) / fps``, the
+                   time of the last frame (for BVH the ``.clips`` sidecar lists ``frames × Frame Time``,
+                   i.e. ``frames / fps``)
+    """
+    sk = character.skeleton
+    depths = sk.depths
+    joints = [
+        {
+            "index": j,
+            "name": sk.names[j],
+            "parent": sk.names[p] if p >= 0 else None,
+            "depth": depths[j],
+            "children": [sk.names[c] for c in sk.children(j)],
+        }
+        for j, p in enumerate(sk.parents)
+    ]
+    from anymole.rig.fk import forward_kinematics
+
+    _, rest_pos = forward_kinematics(sk.rest_rotations.double(), sk.offsets.double(), sk.parents)
+    extent = (rest_pos.max(0).values - rest_pos.min(0).values).tolist()
+    mesh = character.mesh
+    mesh_info = None
+    if mesh is not None:
+        mesh_info = {
+            "vertices": mesh.num_vertices,
+            "faces": mesh.num_faces,
+            "influences": int(mesh.joint_weights.shape[1]),
+            "max_influences": int((mesh.joint_weights > 0).sum(1).max()) if mesh.num_vertices else 0,
+            "has_normals": mesh.normals is not None,
+            "has_uvs": mesh.uvs is not None,
+            "texture": list(mesh.texture.shape) if mesh.texture is not None else None,
+            "base_color": [round(float(c), 6) for c in mesh.base_color],
+        }
+    return {
+        "name": character.name,
+        "source": character.source,
+        "joint_count": sk.num_joints,
+        "skeleton": {
+            "roots": [sk.names[r] for r in sk.roots],
+            "max_depth": sk.max_depth,
+            "rest_extent_m": [round(x, 6) for x in extent],
+            "end_sites": len(sk.end_sites),
+            "joints": joints,
+        },
+        "mesh": mesh_info,
+        "clips": [
+            {"name": name, "frames": m.num_frames, "fps": m.fps, "seconds": m.duration}
+            for name, m in character.motions.items()
+        ],
+    }
