@@ -161,18 +161,20 @@ def quat_log(q: torch.Tensor) -> torch.Tensor:
     """Logarithm of **unit** ``(..., 4)`` quaternions: ``(..., 3)`` = ``axis * angle / 2``.
 
     For ``q = (sin(h) n, cos(h))`` this returns ``h n`` with ``h = atan2(|xyz|, w)`` in ``[0, π]``, so
-    ``quat_exp(quat_log(q)) == q`` for either sign; apply `quat_canonical` first for the short rotation.
-    Finite gradients everywhere, including the identity.
+    ``quat_exp(quat_log(q)) == q`` for either sign — except exactly ``q = (0, 0, 0, -1)``, whose axis is
+    undefined: it maps to 0, i.e. back to ``+1``, the same rotation. Apply `quat_canonical` first for the
+    short rotation. Finite gradients everywhere, including the identity.
     """
     _check(q, (4,), "q")
     xyz = q[..., :3]
     w = q[..., 3:]
     n2 = (xyz * xyz).sum(-1, keepdim=True)
-    small = n2 < _SMALL_SQ
-    n = torch.sqrt(torch.where(small, torch.ones_like(n2), n2))
-    # atan2(n, w)/n → 1/w near n = 0 (w = ±1 there).
-    w_safe = torch.where(w.abs() < 0.5, torch.ones_like(w), w)
-    factor = torch.where(small, 1.0 / w_safe, torch.atan2(n, w) / n)
+    # Near +1, atan2(n, w)/n → 1/w (Taylor); near -1 it blows up like π/n, which the exact formula
+    # handles for any n > 0, so only n = 0 itself needs a safe stand-in (its xyz is 0 anyway).
+    taylor = (n2 < _SMALL_SQ) & (w > 0)
+    n = torch.sqrt(torch.where(taylor | (n2 == 0), torch.ones_like(n2), n2))
+    w_safe = torch.where(taylor, w, torch.ones_like(w))
+    factor = torch.where(taylor, 1.0 / w_safe, torch.atan2(n, w) / n)
     return xyz * factor
 
 
