@@ -36,6 +36,45 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+@app.command()
+def render(
+    asset: Annotated[Path, typer.Argument(help="character file (glTF/GLB, FBX, BVH, Collada)")],
+    out: Annotated[Path, typer.Option("--out", help="contact sheet PNG: one row per view")] = Path("sheet.png"),
+    views: Annotated[int, typer.Option(help="orbit views (4: frame/left/right/back as the reference)")] = 4,
+    video: Annotated[Path | None, typer.Option(help="also write an MP4 of every frame, views in a grid")] = None,
+    clip: Annotated[str | None, typer.Option(help="clip name (default: the first clip)")] = None,
+    frames: Annotated[str | None, typer.Option(help="frame range A:B of the clip (Python slice)")] = None,
+    columns: Annotated[int, typer.Option(help="frames per row of the sheet")] = 6,
+) -> None:
+    """Render a character's clip from orbit views: a contact sheet to look at, optionally a video."""
+    import imageio.v3 as iio
+
+    from anymole.errors import InvalidInput
+    from anymole.io import load_character
+    from anymole.render.sheet import contact_sheet, view_grid
+    from anymole.render.views import render_motion
+
+    character = load_character(asset)
+    if not character.motions:
+        raise InvalidInput("asset", f"{asset} has no animation clip to render")
+    name = clip if clip is not None else next(iter(character.motions))
+    if name not in character.motions:
+        raise InvalidInput("--clip", f"no clip {name!r}; clips are {list(character.motions)}")
+    motion = character.motions[name]
+    try:
+        a, _, b = (frames or ":").partition(":")
+        span = slice(int(a) if a else None, int(b) if b else None)
+    except ValueError:
+        raise InvalidInput("--frames", f"expected A:B with integers, got {frames!r}") from None
+    numbers = list(range(motion.num_frames))[span]
+    renders = render_motion(character, motion, views=views, frames=numbers, with_depth=False)
+    iio.imwrite(out, contact_sheet(renders, columns=columns, frame_numbers=numbers))
+    typer.echo(f"wrote {out} ({len(renders.cameras)} views x {len(numbers)} frames of {name!r})")
+    if video is not None:
+        iio.imwrite(video, view_grid(renders), fps=motion.fps, codec="libx264", macro_block_size=1)
+        typer.echo(f"wrote {video}")
+
+
 def main() -> None:
     """Console-script entry point: maps our exceptions to exit codes without tracebacks."""
     from anymole.errors import AnymoleError

@@ -231,8 +231,8 @@ def orbit_cameras(
         elevation_deg: camera elevation above the look-at (deg, within ±80); positive looks down, so the
             ground plane and the root's path over it stay visible.
         azimuth_deg: azimuth of the main view about +Y, measured from +Z towards +X (deg). ``None``: a side
-            view of the main horizontal travel direction, or 0 (the front of a +Z-facing glTF character)
-            when the motion stays in place.
+            view of the main horizontal travel direction, or, when the motion stays in place, 45° (a
+            three-quarter view: it shows limb swing whether the character faces +Z, as glTF asks, or ±X).
         margin: free border kept around the points, as a fraction of the image's half size, in [0, 0.9].
 
     Returns:
@@ -253,7 +253,8 @@ def orbit_cameras(
     pts = points.detach().to(torch.float64)
     layout = view_layout(views)
     if azimuth_deg is None:
-        azimuth_deg = _travel_azimuth(pts) or 0.0
+        travel = _travel_azimuth(pts)
+        azimuth_deg = 45.0 if travel is None else travel
 
     flat = pts.reshape(-1, 3)
     target = 0.5 * (flat.amin(0) + flat.amax(0))
