@@ -1,1 +1,11 @@
-"""client"""
+"""The headless Python client of the AnyMoLe server (the plugins' reference and the tests' client).
+
+    AnyMoLeClient.connect("127.0.0.1:50051", token=None) -> client   (asyncio; handshake on connect)
+    fill_remote(server, asset, clip=..., context=(0, 40), keys=[60, 82], out=...)   (blocking, progress bar)
+    run_demo(out_dir) -> Path                                          (in-process server, bundled Fox)
+"""
+
+from anymole.client._client import DEFAULT_CHUNK_BYTES, AnyMoLeClient, Uploaded
+from anymole.client._fill import FillResult, fill_remote, run_demo
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "AnyMoLeClient", "FillResult", "Uploaded", "fill_remote", "run_demo"]

@@ -1,0 +1,229 @@
+"""`AnyMoLeClient`: the asyncio Python client of `anymole.v1.AnyMoLeService`.
+
+It is the reference the editor plugins are checked against, and the client the CLI and the tests use:
+same stubs, same metadata (``anymole-protocol-version``, ``authorization: Bearer``), same chunked upload.
+Events come back as domain `Stamped` events (motion chunks as ``(n, J, 4)`` tensors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import torch
+
+from anymole.errors import InvalidInput
+from anymole.rig import Character, Motion, Skeleton
+from anymole.service import convert
+from anymole.service.jobs import JobInfo, JobState, Stamped
+from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
+from anymole.service.version import METADATA_KEY, PROTOCOL_VERSION
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "AnyMoLeClient", "Uploaded"]
+
+DEFAULT_CHUNK_BYTES = 1 << 20
+MAX_MESSAGE_BYTES = 256 << 20
+_SUFFIX_FORMAT = {
+    ".glb": pb.CHARACTER_FORMAT_GLB,
+    ".fbx": pb.CHARACTER_FORMAT_FBX,
+    ".bvh": pb.CHARACTER_FORMAT_BVH,
+}
+_RESULT_FORMAT = {"": pb.RESULT_FORMAT_UNSPECIFIED, ".glb": pb.RESULT_FORMAT_GLB, ".bvh": pb.RESULT_FORMAT_BVH, ".npz": pb.RESULT_FORMAT_NPZ}
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """Result of an upload: the id to put in requests and the skeleton (joint order) the server uses."""
+
+    character_id: str
+    cached: bool
+    skeleton: Skeleton
+    vertex_count: int
+    name: str
+
+
+class AnyMoLeClient:
+    """An open connection to an AnyMoLe server. Use `connect` (an async context manager as well).
+
+    Args:
+        channel: an open `grpc.aio.Channel`.
+        token: bearer token, when the server demands one.
+        client_name: reported in the handshake, for the server log.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, token: str | None = None, client_name: str = "anymole-python") -> None:
+        self.channel = channel
+        self.stub = pb_grpc.AnyMoLeServiceStub(channel)
+        self.client_name = client_name
+        md = [(METADATA_KEY, f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]}")]
+        if token:
+            md.append(("authorization", f"Bearer {token}"))
+        self.metadata: tuple[tuple[str, str], ...] = tuple(md)
+        self._joints: dict[str, int] = {}
+        self.info: pb.GetServerInfoResponse | None = None
+
+    @classmethod
+    async def connect(
+        cls,
+        target: str,
+        *,
+        token: str | None = None,
+        tls_ca: bytes | None = None,
+        tls_server_name: str | None = None,
+        handshake: bool = True,
+        timeout: float = 10.0,
+    ) -> AnyMoLeClient:
+        """Open a channel to ``HOST:PORT`` and (by default) run the version handshake.
+
+        Args:
+            target: ``"host:port"``.
+            token: bearer token.
+            tls_ca: PEM root certificate(s) to trust; TLS is used when given.
+            tls_server_name: expected certificate host name, when it differs from ``target``'s host.
+            handshake: call GetServerInfo now (raises `grpc.aio.AioRpcError` FAILED_PRECONDITION on a
+                protocol major mismatch, UNAVAILABLE when nothing listens).
+            timeout: seconds for the handshake.
+        """
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ]
+        if tls_ca is not None:
+            if tls_server_name:
+                options.append(("grpc.ssl_target_name_override", tls_server_name))
+            channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=tls_ca), options)
+        else:
+            channel = grpc.aio.insecure_channel(target, options)
+        client = cls(channel, token=token)
+        if handshake:
+            try:
+                await client.server_info(timeout=timeout)
+            except BaseException:
+                await channel.close()
+                raise
+        return client
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AnyMoLeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ calls
+    async def server_info(self, timeout: float | None = None) -> pb.GetServerInfoResponse:
+        """The handshake: our protocol version goes out, the server's capabilities come back."""
+        req = pb.GetServerInfoRequest(
+            client_protocol=pb.ProtocolVersion(major=PROTOCOL_VERSION[0], minor=PROTOCOL_VERSION[1]),
+            client_name=self.client_name,
+        )
+        self.info = await self.stub.GetServerInfo(req, metadata=self.metadata, timeout=timeout)
+        return self.info
+
+    async def upload(
+        self,
+        payload: bytes,
+        fmt: pb.CharacterFormat.ValueType,
+        name: str = "",
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        send_hash: bool = True,
+    ) -> Uploaded:
+        """Upload raw bytes in ``chunk_bytes`` chunks; with ``send_hash`` a cached payload is not re-sent."""
+        digest = hashlib.sha256(payload).hexdigest() if send_hash else ""
+
+        async def parts() -> AsyncIterator[pb.UploadCharacterRequest]:
+            header = pb.UploadHeader(format=fmt, total_bytes=len(payload), sha256=digest, name=name)
+            yield pb.UploadCharacterRequest(header=header)
+            for i in range(0, len(payload), chunk_bytes):
+                yield pb.UploadCharacterRequest(chunk=payload[i : i + chunk_bytes])
+
+        resp = await self.stub.UploadCharacter(parts(), metadata=self.metadata)
+        skeleton = convert.skeleton_from_proto(resp.skeleton, convert.Limits())
+        self._joints[resp.character_id] = skeleton.num_joints
+        return Uploaded(resp.character_id, resp.cached, skeleton, resp.vertex_count, resp.name)
+
+    async def upload_character(self, character: Character, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Uploaded:
+        """Upload a domain character as a `CharacterAsset` (what the editor plugins send)."""
+        payload = convert.character_to_asset(character).SerializeToString(deterministic=True)
+        return await self.upload(payload, pb.CHARACTER_FORMAT_PROTO, character.name, chunk_bytes)
+
+    async def upload_file(self, path: str | Path, data: bytes | None = None, name: str = "") -> Uploaded:
+        """Upload an asset file (.glb, .fbx, .bvh) for the server to import."""
+        path = Path(path)
+        fmt = _SUFFIX_FORMAT.get(path.suffix.lower())
+        if fmt is None:
+            raise InvalidInput("path", f"cannot upload {path.suffix!r} files; use .glb, .fbx or .bvh")
+        return await self.upload(path.read_bytes() if data is None else data, fmt, name or path.stem)
+
+    def request(
+        self,
+        uploaded: Uploaded | str,
+        context: Motion,
+        key_frames: Sequence[int],
+        key_rotations: torch.Tensor,
+        key_root: torch.Tensor,
+        **options: Any,
+    ) -> pb.InbetweenRequest:
+        """An `InbetweenRequest` (see `convert.inbetween_request` for the options)."""
+        cid = uploaded.character_id if isinstance(uploaded, Uploaded) else uploaded
+        return convert.inbetween_request(cid, context, key_frames, key_rotations, key_root, **options)
+
+    def _num_joints(self, request: pb.InbetweenRequest) -> int:
+        return self._joints.get(request.character_id) or len(request.keyframes[0].rotations) // 4
+
+    async def submit(self, request: pb.InbetweenRequest) -> tuple[str, int]:
+        """Queue a job; returns ``(job_id, queue position)``."""
+        self._joints.setdefault(request.character_id, self._num_joints(request))
+        resp = await self.stub.SubmitJob(pb.SubmitJobRequest(request=request), metadata=self.metadata)
+        return resp.job_id, resp.position
+
+    async def inbetween(self, request: pb.InbetweenRequest) -> AsyncIterator[Stamped]:
+        """Submit and stream the job's events until its terminal one."""
+        j = self._num_joints(request)
+        async for msg in self.stub.Inbetween(request, metadata=self.metadata):
+            yield convert.event_from_proto(msg, j)
+
+    async def watch(self, job_id: str, num_joints: int, after_seq: int = 0) -> AsyncIterator[Stamped]:
+        """Events of a job after ``after_seq`` (replayed, then live) until its terminal one."""
+        call = self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=after_seq), metadata=self.metadata)
+        async for msg in call:
+            yield convert.event_from_proto(msg, num_joints)
+
+    async def cancel(self, job_id: str, timeout: float | None = None) -> JobState:
+        resp = await self.stub.CancelJob(pb.CancelJobRequest(job_id=job_id), metadata=self.metadata, timeout=timeout)
+        return convert.state_from_proto(resp.state)
+
+    async def list_jobs(self, states: Sequence[JobState] = (), limit: int = 0) -> list[JobInfo]:
+        req = pb.ListJobsRequest(states=[convert.state_to_proto(s) for s in states], limit=limit)
+        resp = await self.stub.ListJobs(req, metadata=self.metadata)
+        return [
+            JobInfo(
+                job_id=j.job_id,
+                state=convert.state_from_proto(j.state),
+                character_id=j.character_id,
+                method=j.method,
+                preset=j.preset,
+                label=j.label,
+                created=j.created_unix,
+                position=j.position,
+                last_seq=j.last_seq,
+                total_frames=j.total_frames,
+            )
+            for j in resp.jobs
+        ]
+
+    async def result(self, job_id: str, num_joints: int, file_suffix: str = "") -> tuple[Motion, bytes]:
+        """The result timeline of a completed job and, for ``file_suffix`` ".glb"/".bvh"/".npz", that file."""
+        fmt = _RESULT_FORMAT.get(file_suffix.lower())
+        if fmt is None:
+            raise InvalidInput("file_suffix", f"no result format {file_suffix!r}; use .glb, .bvh or .npz")
+        resp = await self.stub.GetResult(pb.GetResultRequest(job_id=job_id, format=fmt), metadata=self.metadata)
+        motion = convert.clip_to_motion(resp.motion, num_joints, convert.Limits(), "motion")
+        return motion, resp.file

@@ -1,0 +1,240 @@
+"""Blocking, user-facing client flows: ``anymole fill --server`` (`fill_remote`) and ``anymole demo`` (`run_demo`).
+
+`fill_remote` loads the asset locally only to cut the context and keyframes out of one of its clips; the
+server imports the same file bytes (uploaded once, cached by content hash) and must report the same joint
+order. It draws a live progress bar with the server's ETA, re-attaches with ``after_seq`` if the stream
+drops, cancels the job on Ctrl-C, and writes the result file (GLB, BVH or NPZ, by the ``out`` suffix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from anymole.errors import AnymoleError, AssetError, InvalidInput, JobCancelled
+from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Progress, Queued
+from anymole.rig import Motion
+
+__all__ = ["FillResult", "fill_remote", "fill_remote_async", "run_demo"]
+
+RESULT_SUFFIXES = (".glb", ".bvh", ".npz")
+_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class FillResult:
+    """What a remote fill produced: the job, the file written and the result timeline ``(T, J, 4)``."""
+
+    job_id: str
+    out: Path
+    motion: Motion
+    summary: str
+    metrics: dict[str, float]
+
+
+@contextlib.contextmanager
+def _rpc_errors(server: str) -> Iterator[None]:
+    """Turn gRPC failures into `AnymoleError`s with a next step (the CLI prints them without a traceback)."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        if code is grpc.StatusCode.UNAVAILABLE:
+            raise AnymoleError(
+                f"no AnyMoLe server answers at {server} ({exc.details()}); start one with `anymole serve` "
+                "or fix --server"
+            ) from None
+        if code is grpc.StatusCode.INVALID_ARGUMENT:
+            raise InvalidInput("request", exc.details() or "rejected by the server") from None
+        raise AnymoleError(f"server answered {code.name}: {exc.details()}") from None
+
+
+def _progress_view(enabled: bool) -> contextlib.AbstractContextManager[object]:
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description:<18}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("ETA {task.fields[eta]}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[frames]} frames"),
+    )
+
+
+async def _events_with_reattach(client: object, job_id: str, joints: int) -> AsyncIterator[object]:
+    """WatchJob from the start, re-attaching after a dropped stream with the last seen sequence number."""
+    last_seq, attempts = 0, 0
+    while True:
+        try:
+            async for st in client.watch(job_id, joints, after_seq=last_seq):  # type: ignore[attr-defined]
+                last_seq, attempts = st.seq, 0
+                yield st
+            return
+        except grpc.aio.AioRpcError as exc:
+            attempts += 1
+            if exc.code() is not grpc.StatusCode.UNAVAILABLE or attempts > _RETRIES:
+                raise
+            await asyncio.sleep(0.5 * attempts)
+
+
+async def fill_remote_async(
+    server: str,
+    asset: str | Path,
+    *,
+    keys: Sequence[int],
+    out: str | Path,
+    clip: str | None = None,
+    context: tuple[int, int] = (0, 1),
+    method: str = "interp",
+    preset: str = "",
+    token: str | None = None,
+    tls_ca: str | Path | None = None,
+    progress: bool = True,
+) -> FillResult:
+    """Fill the gap after ``context`` up to the ``keys`` of one clip of ``asset`` on a remote server.
+
+    Args:
+        server: ``"host:port"``.
+        asset: a .glb, .fbx or .bvh file with at least one clip.
+        keys: clip frames to keep as keyframes, strictly increasing, each ``>= context[1]``.
+        out: result file; its suffix (.glb, .bvh, .npz) picks the format.
+        clip: clip name (default: the first clip of the asset).
+        context: ``(start, stop)`` clip frames (Python slice) used as known motion.
+        method: in-betweening method offered by the server (``interp``, ``anymole``).
+        preset: a preset of that method (``""``: its default).
+        token: bearer token, if the server demands one.
+        tls_ca: PEM root certificate to trust; the connection uses TLS when given.
+        progress: draw a progress bar on the terminal.
+    """
+    from anymole.client._client import AnyMoLeClient
+    from anymole.io import load_character
+
+    asset, out = Path(asset), Path(out)
+    if out.suffix.lower() not in RESULT_SUFFIXES:
+        raise InvalidInput("--out", f"end the output name with one of {RESULT_SUFFIXES}")
+    character = await asyncio.to_thread(load_character, asset)
+    if not character.motions:
+        raise AssetError(asset, "has no animation clip to take the context and keyframes from")
+    name = clip if clip is not None else next(iter(character.motions))
+    if name not in character.motions:
+        raise InvalidInput("--clip", f"{asset.name} has no clip {name!r}; it has {list(character.motions)}")
+    motion = character.motions[name]
+    start, stop = context
+    if not 0 <= start < stop <= motion.num_frames:
+        raise InvalidInput("--context", f"{start}:{stop} is not a non-empty range of the clip's {motion.num_frames} frames")
+    keys = list(keys)
+    if not keys or any(k < stop or k >= motion.num_frames for k in keys) or sorted(set(keys)) != keys:
+        raise InvalidInput(
+            "--keys", f"give increasing clip frames in {stop}..{motion.num_frames - 1} (after the context), got {keys}"
+        )
+    ctx = motion.slice(start, stop)
+    ca = Path(tls_ca).read_bytes() if tls_ca else None
+    with _rpc_errors(server):
+        client = await AnyMoLeClient.connect(server, token=token, tls_ca=ca)
+        async with client:
+            up = await client.upload_file(asset)
+            if up.skeleton.names != character.skeleton.names:
+                raise AssetError(asset, "the server imports a different joint order than this client; update one of them")
+            joints = up.skeleton.num_joints
+            request = client.request(
+                up,
+                ctx,
+                [k - start for k in keys],
+                motion.rotations[keys],
+                motion.root_translation[keys],
+                method=method,
+                preset=preset,
+                label=f"{asset.name}:{name}",
+            )
+            job_id, _ = await client.submit(request)
+            try:
+                completed = await _follow(client, job_id, joints, progress)
+            except asyncio.CancelledError:  # Ctrl-C: stop the job on the server too, then leave
+                with contextlib.suppress(Exception):
+                    await client.cancel(job_id, timeout=5.0)
+                raise
+            result, data = await client.result(job_id, joints, out.suffix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    return FillResult(job_id, out, result, completed.summary, dict(completed.metrics))
+
+
+async def _follow(client: object, job_id: str, joints: int, progress: bool) -> Completed:
+    """Watch a job to its end, drawing progress; return its `Completed` event or raise why it ended."""
+    frames = 0
+    with _progress_view(progress) as view:
+        task = view.add_task("queued", total=100, eta="?", frames=0) if view is not None else None
+        async for st in _events_with_reattach(client, job_id, joints):
+            ev = st.event  # type: ignore[attr-defined]
+            if isinstance(ev, MotionChunk):
+                frames += ev.frame_count
+            if view is None:
+                pass
+            elif isinstance(ev, Queued):
+                view.update(task, description=f"queued (#{ev.position + 1})")  # type: ignore[attr-defined]
+            elif isinstance(ev, Progress):
+                eta = "?" if ev.eta_seconds is None else f"{ev.eta_seconds:4.1f}s"
+                view.update(task, description=ev.stage, completed=100 * ev.fraction, eta=eta)  # type: ignore[attr-defined]
+            elif isinstance(ev, MotionChunk):
+                view.update(task, frames=frames)  # type: ignore[attr-defined]
+            elif isinstance(ev, Completed):
+                view.update(task, description="done", completed=100, eta="0s")  # type: ignore[attr-defined]
+            if isinstance(ev, Completed):
+                return ev
+            if isinstance(ev, Failed):
+                if ev.field:
+                    raise InvalidInput(ev.field, ev.message)
+                raise AnymoleError(f"job {job_id} failed: {ev.message}")
+            if isinstance(ev, Cancelled):
+                raise JobCancelled(f"job {job_id} was cancelled: {ev.reason}")
+            if isinstance(ev, Interrupted):
+                raise AnymoleError(f"job {job_id} was interrupted: {ev.reason}")
+    raise AnymoleError(f"the event stream of job {job_id} ended without a result; run `anymole fill` again")
+
+
+def fill_remote(server: str, asset: str | Path, **kwargs: object) -> FillResult:
+    """Blocking `fill_remote_async` (Ctrl-C cancels the job on the server, then raises KeyboardInterrupt)."""
+    return asyncio.run(fill_remote_async(server, asset, **kwargs))  # type: ignore[arg-type]
+
+
+async def run_demo_async(out_dir: Path, method: str = "interp", progress: bool = True) -> FillResult:
+    """Start a server in-process, fill a gap of the bundled Fox's "Survey" clip through it, stop it."""
+    from anymole.service.server import ServerConfig, build_server
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="anymole-demo-") as tmp:
+        asset = Path(tmp) / "Fox.glb"
+        with importlib.resources.as_file(importlib.resources.files("anymole") / "data" / "Fox.glb") as src:
+            shutil.copyfile(src, asset)
+        server, port = build_server(ServerConfig(port=0, data_dir=Path(tmp) / "server", devices=("auto",)))
+        await server.start()
+        try:
+            return await fill_remote_async(
+                f"127.0.0.1:{port}",
+                asset,
+                clip="Survey",
+                context=(0, 40),
+                keys=[60, 82],
+                out=out_dir / "fox_fill.glb",
+                method=method,
+                progress=progress,
+            )
+        finally:
+            await server.stop(2.0)
+
+
+def run_demo(out_dir: str | Path, method: str = "interp", progress: bool = True) -> FillResult:
+    """Blocking `run_demo_async`."""
+    return asyncio.run(run_demo_async(Path(out_dir), method, progress))

@@ -1,0 +1,125 @@
+"""Content-addressed store of uploaded characters.
+
+A character's id is ``"sha256:" + hex(sha256(payload))``, the payload being the exact uploaded bytes (a
+serialised `CharacterAsset`, or a GLB/FBX/BVH file). Payloads are kept under ``data_dir/characters`` and
+parsed characters in a small in-memory LRU, so a mesh crosses the wire once and survives restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from anymole.errors import InvalidInput, NotFound
+from anymole.rig import Character
+from anymole.service.convert import Limits, character_from_asset_bytes
+from anymole.service.store import write_atomic
+
+__all__ = ["FORMATS", "CharacterStore", "StoredCharacter", "character_id_of"]
+
+FORMATS = {"proto": ".pb", "glb": ".glb", "fbx": ".fbx", "bvh": ".bvh"}
+"""Upload formats and the file suffix each is stored (and imported) with."""
+
+
+def character_id_of(payload: bytes) -> str:
+    return "sha256:" + hashlib.sha256(payload).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredCharacter:
+    """A parsed character with its id and whether it came from the cache."""
+
+    character_id: str
+    character: Character
+    cached: bool
+
+
+class CharacterStore:
+    """Characters by content id, on disk under ``root / "characters"`` with an LRU of parsed ones.
+
+    Args:
+        root: the server's data directory.
+        limits: validation limits for proto payloads.
+        capacity: parsed characters kept in memory.
+    """
+
+    def __init__(self, root: Path, limits: Limits, capacity: int = 16) -> None:
+        self.dir = Path(root) / "characters"
+        self.limits = limits
+        self.capacity = capacity
+        self._lru: OrderedDict[str, Character] = OrderedDict()
+        self._lock = threading.Lock()  # parsing runs in worker threads
+
+    @staticmethod
+    def _hex(character_id: str) -> str:
+        prefix, _, hexid = character_id.partition(":")
+        if prefix != "sha256" or len(hexid) != 64 or any(c not in "0123456789abcdef" for c in hexid):
+            raise NotFound("character", character_id)
+        return hexid
+
+    def has(self, character_id: str) -> bool:
+        try:
+            hexid = self._hex(character_id)
+        except NotFound:
+            return False
+        return character_id in self._lru or (self.dir / f"{hexid}.json").exists()
+
+    def put(self, fmt: str, payload: bytes, name: str = "") -> StoredCharacter:
+        """Parse, validate and store an upload; an already stored payload is a cache hit (not re-parsed)."""
+        if fmt not in FORMATS:
+            raise InvalidInput("header.format", f"unsupported character format {fmt!r}; use one of {sorted(FORMATS)}")
+        cid = character_id_of(payload)
+        if self.has(cid):
+            return StoredCharacter(cid, self.get(cid), cached=True)
+        character = self._parse(fmt, payload, name)
+        hexid = self._hex(cid)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.dir / f"{hexid}{FORMATS[fmt]}", payload)
+        write_atomic(self.dir / f"{hexid}.json", json.dumps({"format": fmt, "name": character.name}).encode())
+        self._remember(cid, character)
+        return StoredCharacter(cid, character, cached=False)
+
+    def get(self, character_id: str) -> Character:
+        """The character with this id; `NotFound` if it was never uploaded."""
+        with self._lock:
+            if character_id in self._lru:
+                self._lru.move_to_end(character_id)
+                return self._lru[character_id]
+        hexid = self._hex(character_id)
+        meta_path = self.dir / f"{hexid}.json"
+        if not meta_path.exists():
+            raise NotFound("character", character_id)
+        meta = json.loads(meta_path.read_text())
+        payload = (self.dir / f"{hexid}{FORMATS[meta['format']]}").read_bytes()
+        character = self._parse(meta["format"], payload, meta["name"])
+        self._remember(character_id, character)
+        return character
+
+    def _remember(self, cid: str, character: Character) -> None:
+        with self._lock:
+            self._lru[cid] = character
+            self._lru.move_to_end(cid)
+            while len(self._lru) > self.capacity:
+                self._lru.popitem(last=False)
+
+    def _parse(self, fmt: str, payload: bytes, name: str) -> Character:
+        if fmt == "proto":
+            return character_from_asset_bytes(payload, name, self.limits)
+        from dataclasses import replace
+
+        from anymole.io import load_character
+
+        with tempfile.TemporaryDirectory(prefix="anymole-upload-") as tmp:
+            path = Path(tmp) / f"upload{FORMATS[fmt]}"  # never a client-chosen name on disk
+            path.write_bytes(payload)
+            character = load_character(path)
+        if character.skeleton.num_joints > self.limits.max_joints:
+            raise InvalidInput(
+                "chunk", f"{character.skeleton.num_joints} joints exceeds this server's limit of {self.limits.max_joints}"
+            )
+        return replace(character, name=name or character.name, source=None)

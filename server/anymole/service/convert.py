@@ -1,0 +1,542 @@
+"""The one place that sees both `anymole.v1` protos and domain types, in both directions.
+
+Every proto → domain conversion validates as it goes and raises `InvalidInput(field, reason)` naming the
+offending field (``"context.rotations"``, ``"keyframes[2].frame"``…): counts against the skeleton, finite
+values, unit quaternions (normalised within `Limits.quat_tolerance`, rejected beyond), hierarchy order and
+cycles, keyframe order and range, frame rates, sizes. Domain → proto conversions serve the server (events,
+results) and the headless client (characters, requests).
+
+Packed layout (proto comments): rotations ``F*J*4`` float32 xyzw, translations ``F*3`` float32, row-major.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from google.protobuf.message import DecodeError
+
+from anymole.errors import InvalidInput
+from anymole.pipeline import (
+    DEFAULT_CHUNK_FRAMES,
+    Cancelled,
+    Completed,
+    Event,
+    Failed,
+    Interrupted,
+    JobSpec,
+    MotionChunk,
+    Preview,
+    Progress,
+    Queued,
+)
+from anymole.rig import Character, Motion, Skeleton, SkinnedMesh
+from anymole.service.jobs import JobInfo, JobState, Stamped
+from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+
+__all__ = [
+    "Limits",
+    "character_from_asset_bytes",
+    "character_to_asset",
+    "clip_to_motion",
+    "event_from_proto",
+    "event_to_proto",
+    "inbetween_request",
+    "job_info_to_proto",
+    "motion_to_clip",
+    "skeleton_from_proto",
+    "skeleton_to_proto",
+    "spec_from_proto",
+    "state_from_proto",
+    "state_to_proto",
+]
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits, advertised in `Capabilities.limits` and enforced here.
+
+    Attributes:
+        max_message_bytes: gRPC message size limit of both directions (bytes).
+        max_character_bytes: largest uploaded character payload (bytes).
+        upload_chunk_bytes: recommended UploadCharacter chunk size (bytes).
+        max_joints: most joints in a skeleton.
+        max_frames: most frames in a job timeline.
+        max_keyframes: most keyframes in a job.
+        max_queue: most queued jobs.
+        quat_tolerance: largest accepted ``| |q| - 1 |``; within it quaternions are normalised.
+    """
+
+    max_message_bytes: int = 256 * MiB
+    max_character_bytes: int = 256 * MiB
+    upload_chunk_bytes: int = 1 * MiB
+    max_joints: int = 1024
+    max_frames: int = 100_000
+    max_keyframes: int = 1024
+    max_queue: int = 64
+    quat_tolerance: float = 0.05
+
+    def to_proto(self) -> pb.Limits:
+        return pb.Limits(
+            max_message_bytes=self.max_message_bytes,
+            max_character_bytes=self.max_character_bytes,
+            upload_chunk_bytes=self.upload_chunk_bytes,
+            max_joints=self.max_joints,
+            max_frames=self.max_frames,
+            max_keyframes=self.max_keyframes,
+            max_queue=self.max_queue,
+            quaternion_norm_tolerance=self.quat_tolerance,
+        )
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _floats(values: Sequence[float], count: int, field: str, what: str) -> np.ndarray:
+    """``values`` as a float32 array of exactly ``count`` finite numbers."""
+    arr = np.asarray(values, dtype=np.float32)
+    if arr.size != count:
+        raise InvalidInput(field, f"has {arr.size} floats, expected {count} ({what})")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise InvalidInput(field, f"contains NaN or infinite values (first at flat index {int(np.argmax(bad))})")
+    return arr
+
+
+def _unit_quats(arr: np.ndarray, field: str, tol: float, names: tuple[str, ...] = ("frame", "joint")) -> np.ndarray:
+    """Normalise ``(..., 4)`` quaternions whose norm is within ``tol`` of 1; `InvalidInput` naming the worst."""
+    norm = np.linalg.norm(arr, axis=-1)
+    dev = np.abs(norm - 1.0)
+    if dev.size and dev.max() > tol:
+        idx = np.unravel_index(int(np.argmax(dev)), dev.shape)
+        where = ", ".join(f"{n} {i}" for n, i in zip(names[-len(idx) :], idx, strict=True))
+        raise InvalidInput(
+            field,
+            f"quaternion at {where} has norm {float(norm[idx]):.4g}; send unit xyzw quaternions "
+            f"(norms within ±{tol} are normalised)",
+        )
+    return arr / norm[..., None]
+
+
+def _count_check(n: int, limit: int, field: str, what: str) -> None:
+    if n > limit:
+        raise InvalidInput(field, f"{n} {what} exceeds this server's limit of {limit}")
+
+
+def _check_hierarchy(parents: list[int], field: str) -> None:
+    """Parents in range, no cycles, and each parent before its child."""
+    n = len(parents)
+    for j, p in enumerate(parents):
+        if not -1 <= p < n:
+            raise InvalidInput(f"{field}[{j}]", f"parent index {p} is out of range [-1, {n - 1}]")
+    for j in range(n):  # walk up from each joint; more than n steps means a cycle
+        seen = [j]
+        p = parents[j]
+        while p != -1:
+            if p in seen:
+                cycle = " -> ".join(str(i) for i in [*seen[seen.index(p) :], p])
+                raise InvalidInput(f"{field}[{j}]", f"the hierarchy has a cycle through joints {cycle}")
+            seen.append(p)
+            p = parents[p]
+    for j, p in enumerate(parents):
+        if p >= j:
+            raise InvalidInput(
+                f"{field}[{j}]",
+                f"parent {p} comes after joint {j}; order joints so that every parent precedes its children",
+            )
+
+
+# ---------------------------------------------------------------------------------------------- characters
+def skeleton_from_proto(msg: pb.Skeleton, limits: Limits, field: str = "skeleton") -> Skeleton:
+    """Validated `Skeleton` from its packed message."""
+    names = tuple(msg.joint_names)
+    j = len(names)
+    if j == 0:
+        raise InvalidInput(f"{field}.joint_names", "the skeleton has no joints")
+    _count_check(j, limits.max_joints, f"{field}.joint_names", "joints")
+    if len(set(names)) != j:
+        dup = sorted({x for x in names if names.count(x) > 1})[:5]
+        raise InvalidInput(f"{field}.joint_names", f"joint names must be unique; repeated: {dup}")
+    parents = list(msg.parent_indices)
+    if len(parents) != j:
+        raise InvalidInput(f"{field}.parent_indices", f"has {len(parents)} entries for {j} joints")
+    _check_hierarchy(parents, f"{field}.parent_indices")
+    offsets = _floats(msg.rest_translations, j * 3, f"{field}.rest_translations", f"{j} joints × 3").reshape(j, 3)
+    rest = _floats(msg.rest_rotations, j * 4, f"{field}.rest_rotations", f"{j} joints × 4").reshape(j, 4)
+    rest = _unit_quats(rest, f"{field}.rest_rotations", limits.quat_tolerance, ("joint",))
+    return Skeleton(
+        names=names,
+        parents=tuple(parents),
+        offsets=torch.from_numpy(offsets.copy()),
+        rest_rotations=torch.from_numpy(rest.astype(np.float32)),
+    )
+
+
+def skeleton_to_proto(skeleton: Skeleton) -> pb.Skeleton:
+    return pb.Skeleton(
+        joint_names=list(skeleton.names),
+        parent_indices=list(skeleton.parents),
+        rest_translations=skeleton.offsets.detach().cpu().float().numpy().ravel().tolist(),
+        rest_rotations=skeleton.rest_rotations.detach().cpu().float().numpy().ravel().tolist(),
+    )
+
+
+def _decode_texture(tex: pb.Texture, field: str) -> torch.Tensor:
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if tex.mime_type not in ("image/png", "image/jpeg"):
+        raise InvalidInput(f"{field}.mime_type", f"unsupported texture type {tex.mime_type!r}; send image/png or image/jpeg")
+    try:
+        with Image.open(io.BytesIO(tex.data)) as img:
+            arr = np.asarray(img.convert("RGBA" if img.mode in ("RGBA", "LA", "P") else "RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InvalidInput(f"{field}.data", f"cannot decode the {tex.mime_type} image: {exc}") from None
+    return torch.from_numpy(arr.copy())
+
+
+def mesh_from_proto(msg: pb.SkinnedMesh, num_joints: int, field: str = "mesh") -> SkinnedMesh:
+    """Validated `SkinnedMesh` for a skeleton of ``num_joints`` joints."""
+    n_pos = len(msg.positions)
+    if n_pos == 0 or n_pos % 3:
+        raise InvalidInput(f"{field}.positions", f"has {n_pos} floats; send V * 3 > 0")
+    v = n_pos // 3
+    pos = _floats(msg.positions, v * 3, f"{field}.positions", f"{v} vertices × 3").reshape(v, 3)
+    normals = uvs = None
+    if len(msg.normals):
+        normals = torch.from_numpy(_floats(msg.normals, v * 3, f"{field}.normals", f"{v} vertices × 3").reshape(v, 3))
+    if len(msg.uvs):
+        uvs = torch.from_numpy(_floats(msg.uvs, v * 2, f"{field}.uvs", f"{v} vertices × 2").reshape(v, 2))
+    tri = np.asarray(msg.triangle_indices, dtype=np.int64)
+    if tri.size == 0 or tri.size % 3:
+        raise InvalidInput(f"{field}.triangle_indices", f"has {tri.size} indices; send T * 3 > 0")
+    if tri.max() >= v:
+        raise InvalidInput(f"{field}.triangle_indices", f"index {int(tri.max())} is out of range for {v} vertices")
+    k = msg.influences_per_vertex
+    if k == 0:
+        raise InvalidInput(f"{field}.influences_per_vertex", "must be at least 1")
+    ji = np.asarray(msg.joint_indices, dtype=np.int64)
+    if ji.size != v * k:
+        raise InvalidInput(f"{field}.joint_indices", f"has {ji.size} entries, expected {v} vertices × {k}")
+    if ji.max(initial=0) >= num_joints:
+        raise InvalidInput(f"{field}.joint_indices", f"joint {int(ji.max())} is out of range for {num_joints} joints")
+    w = _floats(msg.joint_weights, v * k, f"{field}.joint_weights", f"{v} vertices × {k}").reshape(v, k)
+    if (w < 0).any():
+        raise InvalidInput(f"{field}.joint_weights", "weights must be non-negative")
+    sums = w.sum(-1, keepdims=True)
+    if (sums <= 0).any():
+        raise InvalidInput(f"{field}.joint_weights", f"vertex {int(np.argmin(sums))} has no weight on any joint")
+    ibm = _floats(msg.inverse_bind_matrices, num_joints * 16, f"{field}.inverse_bind_matrices", f"{num_joints} × 16")
+    ibm = ibm.reshape(num_joints, 4, 4).transpose(0, 2, 1)  # glTF stores columns
+    color = torch.tensor([0.8, 0.8, 0.8, 1.0])
+    if len(msg.base_color):
+        color = torch.from_numpy(_floats(msg.base_color, 4, f"{field}.base_color", "RGBA"))
+    texture = _decode_texture(msg.texture, f"{field}.texture") if msg.HasField("texture") else None
+    return SkinnedMesh(
+        vertices=torch.from_numpy(pos.copy()),
+        faces=torch.from_numpy(tri.reshape(-1, 3)),
+        joint_indices=torch.from_numpy(ji.reshape(v, k)),
+        joint_weights=torch.from_numpy(w / sums),
+        inverse_bind=torch.from_numpy(np.ascontiguousarray(ibm)),
+        normals=normals,
+        uvs=uvs,
+        base_color=color,
+        texture=texture,
+    )
+
+
+def character_from_asset_bytes(payload: bytes, name: str, limits: Limits) -> Character:
+    """Parse and validate a serialised `CharacterAsset` (CHARACTER_FORMAT_PROTO uploads)."""
+    try:
+        asset = pb.CharacterAsset.FromString(payload)
+    except DecodeError as exc:
+        raise InvalidInput("chunk", f"the payload is not a serialised anymole.v1.CharacterAsset ({exc})") from None
+    if not asset.HasField("skeleton"):
+        raise InvalidInput("skeleton", "a character needs a skeleton")
+    skeleton = skeleton_from_proto(asset.skeleton, limits)
+    mesh = mesh_from_proto(asset.mesh, skeleton.num_joints) if asset.HasField("mesh") else None
+    return Character(name=name or asset.name or "character", skeleton=skeleton, mesh=mesh)
+
+
+def character_to_asset(character: Character) -> pb.CharacterAsset:
+    """The `CharacterAsset` message of a domain character (what the client uploads)."""
+    asset = pb.CharacterAsset(name=character.name, skeleton=skeleton_to_proto(character.skeleton))
+    m = character.mesh
+    if m is not None:
+
+        def flat(t: torch.Tensor) -> list[float]:
+            return t.detach().cpu().float().numpy().ravel().tolist()
+
+        asset.mesh.positions.extend(flat(m.vertices))
+        if m.normals is not None:
+            asset.mesh.normals.extend(flat(m.normals))
+        if m.uvs is not None:
+            asset.mesh.uvs.extend(flat(m.uvs))
+        asset.mesh.triangle_indices.extend(m.faces.reshape(-1).tolist())
+        asset.mesh.influences_per_vertex = int(m.joint_indices.shape[1])
+        asset.mesh.joint_indices.extend(m.joint_indices.reshape(-1).tolist())
+        asset.mesh.joint_weights.extend(flat(m.joint_weights))
+        asset.mesh.inverse_bind_matrices.extend(flat(m.inverse_bind.transpose(-1, -2)))
+        asset.mesh.base_color.extend(flat(m.base_color))
+        if m.texture is not None:
+            import io
+
+            from PIL import Image
+
+            buf = io.BytesIO()
+            Image.fromarray(m.texture.cpu().numpy()).save(buf, format="PNG")
+            asset.mesh.texture.CopyFrom(pb.Texture(mime_type="image/png", data=buf.getvalue()))
+    return asset
+
+
+# ---------------------------------------------------------------------------------------------- motion
+def clip_to_motion(clip: pb.Clip, num_joints: int, limits: Limits, field: str = "context") -> Motion:
+    """Validated `Motion` from a packed clip of a ``num_joints`` skeleton."""
+    fps = clip.fps
+    if not (np.isfinite(fps) and fps > 0):
+        raise InvalidInput(f"{field}.fps", f"must be a positive frame rate, got {fps}")
+    f = clip.frame_count
+    if f == 0:
+        raise InvalidInput(f"{field}.frame_count", "the context is empty; send at least one frame of known motion")
+    _count_check(f, limits.max_frames, f"{field}.frame_count", "frames")
+    n = len(clip.rotations)
+    if n != f * num_joints * 4 and n % (f * 4) == 0:
+        raise InvalidInput(
+            f"{field}.rotations",
+            f"carries {n // (f * 4)} joints per frame but the character has {num_joints}; "
+            "send every joint of the uploaded skeleton, in its order",
+        )
+    rot = _floats(clip.rotations, f * num_joints * 4, f"{field}.rotations", f"{f} frames × {num_joints} joints × 4")
+    rot = _unit_quats(rot.reshape(f, num_joints, 4), f"{field}.rotations", limits.quat_tolerance)
+    root = _floats(clip.root_translations, f * 3, f"{field}.root_translations", f"{f} frames × 3").reshape(f, 3)
+    return Motion(
+        fps=float(fps),
+        rotations=torch.from_numpy(rot.astype(np.float32)),
+        root_translation=torch.from_numpy(root.copy()),
+    )
+
+
+def motion_to_clip(motion: Motion) -> pb.Clip:
+    return pb.Clip(
+        fps=motion.fps,
+        frame_count=motion.num_frames,
+        rotations=motion.rotations.detach().cpu().float().numpy().ravel().tolist(),
+        root_translations=motion.root_translation.detach().cpu().float().numpy().ravel().tolist(),
+    )
+
+
+def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limits) -> JobSpec:
+    """Validated `JobSpec` from a request whose ``character_id`` resolved to ``character``."""
+    j = character.skeleton.num_joints
+    if not req.HasField("context"):
+        raise InvalidInput("context", "the context is empty; send at least one frame of known motion")
+    context = clip_to_motion(req.context, j, limits, "context")
+    c = context.num_frames
+    keys = list(req.keyframes)
+    if not keys:
+        raise InvalidInput("keyframes", "send at least one keyframe to in-between towards")
+    _count_check(len(keys), limits.max_keyframes, "keyframes", "keyframes")
+    total = req.total_frames or keys[-1].frame + 1
+    _count_check(total, limits.max_frames, "total_frames", "frames")
+    frames: list[int] = []
+    rots = np.empty((len(keys), j, 4), dtype=np.float32)
+    roots = np.empty((len(keys), 3), dtype=np.float32)
+    for i, k in enumerate(keys):
+        f = f"keyframes[{i}]"
+        if not c <= k.frame < total:
+            raise InvalidInput(
+                f"{f}.frame",
+                f"frame {k.frame} is outside the gap {c}..{total - 1} (after the {c} context frames, before "
+                f"total_frames = {total})",
+            )
+        if frames and k.frame <= frames[-1]:
+            raise InvalidInput(
+                f"{f}.frame", f"frame {k.frame} does not come after keyframes[{i - 1}].frame = {frames[-1]}; sort keyframes"
+            )
+        frames.append(k.frame)
+        n = len(k.rotations)
+        if n != j * 4 and n % 4 == 0:
+            raise InvalidInput(f"{f}.rotations", f"carries {n // 4} joints but the character has {j}")
+        rots[i] = _unit_quats(
+            _floats(k.rotations, j * 4, f"{f}.rotations", f"{j} joints × 4").reshape(j, 4),
+            f"{f}.rotations",
+            limits.quat_tolerance,
+            ("joint",),
+        )
+        roots[i] = _floats(k.root_translation, 3, f"{f}.root_translation", "x, y, z")
+    chunk = req.chunk_frames or DEFAULT_CHUNK_FRAMES
+    return JobSpec(
+        character_id=req.character_id,
+        character=character,
+        context=context,
+        key_frames=tuple(frames),
+        key_rotations=torch.from_numpy(rots),
+        key_root=torch.from_numpy(roots),
+        total_frames=int(total),
+        method=req.method or "interp",
+        preset=req.preset,
+        chunk_frames=int(min(chunk, limits.max_frames)),
+        seed=int(req.seed),
+        label=req.label,
+    )
+
+
+def inbetween_request(
+    character_id: str,
+    context: Motion,
+    key_frames: Sequence[int],
+    key_rotations: torch.Tensor,
+    key_root: torch.Tensor,
+    total_frames: int = 0,
+    method: str = "interp",
+    preset: str = "",
+    chunk_frames: int = 0,
+    seed: int = 0,
+    label: str = "",
+) -> pb.InbetweenRequest:
+    """Build a request (client side). ``key_rotations (K, J, 4)`` xyzw, ``key_root (K, 3)`` m."""
+    kr = key_rotations.detach().cpu().float().numpy()
+    kt = key_root.detach().cpu().float().numpy()
+    return pb.InbetweenRequest(
+        character_id=character_id,
+        context=motion_to_clip(context),
+        keyframes=[
+            pb.Keyframe(frame=int(f), rotations=kr[i].ravel().tolist(), root_translation=kt[i].tolist())
+            for i, f in enumerate(key_frames)
+        ],
+        total_frames=total_frames,
+        method=method,
+        preset=preset,
+        chunk_frames=chunk_frames,
+        seed=seed,
+        label=label,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+_STATES = {
+    JobState.QUEUED: pb.JOB_STATE_QUEUED,
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.COMPLETED: pb.JOB_STATE_COMPLETED,
+    JobState.FAILED: pb.JOB_STATE_FAILED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+    JobState.INTERRUPTED: pb.JOB_STATE_INTERRUPTED,
+}
+_STATES_BACK = {v: k for k, v in _STATES.items()}
+
+
+def state_to_proto(state: JobState) -> pb.JobState.ValueType:
+    return _STATES[state]
+
+
+def state_from_proto(value: int, field: str = "states") -> JobState:
+    try:
+        return _STATES_BACK[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidInput(field, f"unknown job state {value}") from None
+
+
+def job_info_to_proto(info: JobInfo) -> pb.JobSummary:
+    return pb.JobSummary(
+        job_id=info.job_id,
+        state=state_to_proto(info.state),
+        character_id=info.character_id,
+        method=info.method,
+        preset=info.preset,
+        label=info.label,
+        created_unix=info.created,
+        position=info.position,
+        last_seq=info.last_seq,
+        total_frames=info.total_frames,
+    )
+
+
+def event_to_proto(st: Stamped) -> pb.JobEvent:
+    """A stamped domain event as the wire `JobEvent`."""
+    msg = pb.JobEvent(job_id=st.job_id, seq=st.seq, time_unix=st.time)
+    ev = st.event
+    if isinstance(ev, Queued):
+        msg.queued.position = ev.position
+    elif isinstance(ev, Progress):
+        msg.progress.CopyFrom(
+            pb.Progress(stage=ev.stage, stage_fraction=ev.stage_fraction, fraction=ev.fraction, message=ev.message)
+        )
+        if ev.eta_seconds is not None:
+            msg.progress.eta_seconds = ev.eta_seconds
+    elif isinstance(ev, Preview):
+        msg.preview.CopyFrom(
+            pb.Preview(
+                stage=ev.stage,
+                frame=ev.frame,
+                view=ev.view,
+                mime_type=ev.mime_type,
+                data=ev.data,
+                width=ev.width,
+                height=ev.height,
+            )
+        )
+    elif isinstance(ev, MotionChunk):
+        msg.motion.CopyFrom(
+            pb.MotionChunk(
+                frame_start=ev.frame_start,
+                frame_count=ev.frame_count,
+                rotations=ev.rotations.detach().cpu().float().numpy().ravel().tolist(),
+                root_translations=ev.root_translation.detach().cpu().float().numpy().ravel().tolist(),
+                is_final=ev.is_final,
+            )
+        )
+    elif isinstance(ev, Completed):
+        msg.completed.CopyFrom(
+            pb.Completed(
+                summary=ev.summary,
+                timings=[pb.StageTiming(stage=s, seconds=t) for s, t in ev.timings],
+                metrics=ev.metrics,
+                total_frames=ev.total_frames,
+            )
+        )
+    elif isinstance(ev, Failed):
+        msg.failed.CopyFrom(pb.Failed(code=ev.code, message=ev.message, field=ev.field))
+    elif isinstance(ev, Cancelled):
+        msg.cancelled.reason = ev.reason
+    elif isinstance(ev, Interrupted):
+        msg.interrupted.reason = ev.reason
+    else:  # a new event type without a wire form is a programming error
+        raise TypeError(f"no wire form for event {type(ev).__name__}")
+    return msg
+
+
+def event_from_proto(msg: pb.JobEvent, num_joints: int) -> Stamped:
+    """Client side: a wire event as a stamped domain event (motion arrays reshaped to ``(n, J, 4)``)."""
+    kind = msg.WhichOneof("kind")
+    ev: Event
+    if kind == "queued":
+        ev = Queued(msg.queued.position)
+    elif kind == "progress":
+        p = msg.progress
+        eta = p.eta_seconds if p.HasField("eta_seconds") else None
+        ev = Progress(p.stage, p.stage_fraction, p.fraction, eta, p.message)
+    elif kind == "preview":
+        v = msg.preview
+        ev = Preview(v.stage, v.frame, v.view, v.mime_type, v.data, v.width, v.height)
+    elif kind == "motion":
+        m = msg.motion
+        rot = np.asarray(m.rotations, dtype=np.float32).reshape(m.frame_count, num_joints, 4)
+        root = np.asarray(m.root_translations, dtype=np.float32).reshape(m.frame_count, 3)
+        ev = MotionChunk(m.frame_start, torch.from_numpy(rot), torch.from_numpy(root), m.is_final)
+    elif kind == "completed":
+        c = msg.completed
+        ev = Completed(
+            c.summary, tuple((t.stage, t.seconds) for t in c.timings), dict(c.metrics), c.total_frames
+        )
+    elif kind == "failed":
+        ev = Failed(msg.failed.code, msg.failed.message, msg.failed.field)
+    elif kind == "cancelled":
+        ev = Cancelled(msg.cancelled.reason)
+    elif kind == "interrupted":
+        ev = Interrupted(msg.interrupted.reason)
+    else:
+        raise InvalidInput("kind", f"event {msg.seq} of job {msg.job_id} has no kind; update the client")
+    return Stamped(msg.job_id, msg.seq, msg.time_unix, ev)

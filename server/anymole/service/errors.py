@@ -1,0 +1,85 @@
+"""One table from `anymole.errors` (and the service's own errors) to gRPC status codes.
+
+``InvalidInput`` becomes INVALID_ARGUMENT with a ``google.rpc.BadRequest`` detail whose field violation names
+the offending request field, so that a plugin can highlight it. Anything not in the table is a bug: the
+servicer logs it with the job id and answers INTERNAL, and the server keeps running.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from anymole.errors import (
+    AnymoleError,
+    AssetError,
+    InvalidInput,
+    JobCancelled,
+    ModelUnavailable,
+    NotFound,
+    ResourceExhausted,
+)
+from anymole.pipeline import Failed
+from anymole.service.version import VersionMismatch
+
+__all__ = ["STATUS_TABLE", "NotReady", "ShuttingDown", "code_of", "failed_event", "to_status"]
+
+
+class ShuttingDown(AnymoleError):
+    """The server is stopping and takes no new jobs (UNAVAILABLE: retry against a running server)."""
+
+
+class NotReady(AnymoleError):
+    """The job exists but is not in a state that allows the call (FAILED_PRECONDITION)."""
+
+
+STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    AssetError: grpc.StatusCode.INVALID_ARGUMENT,  # on a server, a bad asset always came from a client
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    ModelUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
+    VersionMismatch: grpc.StatusCode.FAILED_PRECONDITION,
+    NotReady: grpc.StatusCode.FAILED_PRECONDITION,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    JobCancelled: grpc.StatusCode.CANCELLED,
+    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def code_of(exc: BaseException) -> grpc.StatusCode:
+    """The status code for ``exc``: the first table entry in its method resolution order, else INTERNAL."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_TABLE:
+            return STATUS_TABLE[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def _message(exc: BaseException) -> str:
+    if code_of(exc) is grpc.StatusCode.INTERNAL:
+        return f"internal error ({type(exc).__name__}); the server log has the details"
+    return str(exc)
+
+
+def to_status(exc: BaseException) -> grpc.Status:
+    """A `grpc.Status` (code, message, rich details) for ``context.abort_with_status``."""
+    code = code_of(exc)
+    details = []
+    if isinstance(exc, InvalidInput):
+        bad = error_details_pb2.BadRequest(
+            field_violations=[error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.reason)]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad)
+        details.append(detail)
+    status = status_pb2.Status(code=code.value[0], message=_message(exc), details=details)
+    return rpc_status.to_status(status)
+
+
+def failed_event(exc: BaseException) -> Failed:
+    """The terminal `Failed` event of a job that raised ``exc``."""
+    code = code_of(exc)
+    field = exc.field if isinstance(exc, InvalidInput) else ""
+    return Failed(code=code.value[0], message=_message(exc), field=field)
+

@@ -1,0 +1,201 @@
+"""Build and run the gRPC server: ``build_server(cfg) -> (server, port)`` and ``serve(cfg)``.
+
+The server registers `AnyMoLeServicer`, the standard health service (``grpc.health.v1``: SERVING while it
+takes jobs) and reflection; raises message limits to `Limits.max_message_bytes` (256 MiB); optionally demands
+a bearer token and serves TLS. On SIGTERM or SIGINT it goes NOT_SERVING, refuses new jobs, lets running jobs
+finish for ``grace_s`` seconds (then marks them interrupted), persists everything and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from anymole.pipeline import AnyMoLePipeline, Pipeline
+from anymole.service.characters import CharacterStore
+from anymole.service.convert import Limits
+from anymole.service.jobs import JobManager
+from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
+from anymole.service.servicer import AnyMoLeServicer, GateInterceptor
+
+__all__ = ["DEFAULT_PORT", "SERVICE_NAME", "AnyMoLeServer", "ServerConfig", "build_server", "resolve_devices", "serve"]
+
+log = logging.getLogger("anymole.service")
+
+DEFAULT_PORT = 50051
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AnyMoLeService"].full_name
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``anymole serve`` configures.
+
+    Attributes:
+        host: interface to bind; 127.0.0.1 keeps the server local, 0.0.0.0 exposes it (use a token and TLS).
+        port: TCP port; 0 picks a free one (tests).
+        data_dir: job directories and uploaded characters.
+        devices: torch device names, one worker each; ``("auto",)`` = every CUDA device, else the CPU.
+        max_queue: most queued jobs before SubmitJob answers RESOURCE_EXHAUSTED.
+        token: when set, every call must carry ``authorization: Bearer <token>``.
+        tls_cert: PEM certificate chain; with ``tls_key`` the server speaks TLS only.
+        tls_key: PEM private key.
+        grace_s: seconds running jobs get to finish on shutdown before they are interrupted.
+        limits: request limits (message size, joints, frames…).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    data_dir: Path = Path("anymole-data")
+    devices: tuple[str, ...] = ("auto",)
+    max_queue: int = 64
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    grace_s: float = 30.0
+    limits: Limits = field(default_factory=Limits)
+
+
+def resolve_devices(devices: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(name, description)`` per worker; ``"auto"`` expands to the CUDA devices, or ``cpu`` without CUDA."""
+    import torch
+
+    out: list[tuple[str, str]] = []
+    for d in devices:
+        if d == "auto":
+            if torch.cuda.is_available():
+                out += [(f"cuda:{i}", torch.cuda.get_device_name(i)) for i in range(torch.cuda.device_count())]
+            else:
+                out.append(("cpu", "CPU"))
+        elif d.startswith("cuda"):
+            idx = torch.device(d).index or 0
+            if not torch.cuda.is_available() or idx >= torch.cuda.device_count():
+                from anymole.errors import InvalidInput
+
+                raise InvalidInput("--device", f"{d} is not available here; use 'cpu' or 'auto'")
+            out.append((f"cuda:{idx}", torch.cuda.get_device_name(idx)))
+        else:
+            out.append((d, "CPU" if d == "cpu" else d))
+    return out
+
+
+class AnyMoLeServer:
+    """A built, not yet started server; `start`, then `stop` (graceful) or `wait_for_termination`."""
+
+    def __init__(
+        self,
+        grpc_server: grpc.aio.Server,
+        jobs: JobManager,
+        health: HealthServicer,
+        characters: CharacterStore,
+        grace_s: float,
+    ) -> None:
+        self.grpc_server = grpc_server
+        self.jobs = jobs
+        self.health = health
+        self.characters = characters
+        self.grace_s = grace_s
+        self._stopped = False
+
+    async def start(self) -> None:
+        await self.jobs.start()
+        await self.grpc_server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING, no new jobs, running jobs finish within ``grace`` s or are interrupted."""
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.grace_s if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        await self.jobs.shutdown(grace)
+        await self.grpc_server.stop(min(grace, 1.0))  # watchers have their terminal events by now
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+
+def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[AnyMoLeServer, int]:
+    """Create the server for ``cfg`` and bind its port; returns ``(server, bound_port)``. Call inside a loop."""
+    pipeline = pipeline if pipeline is not None else AnyMoLePipeline()
+    devices = resolve_devices(cfg.devices)
+    data_dir = Path(cfg.data_dir).expanduser()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    characters = CharacterStore(data_dir, cfg.limits)
+    jobs = JobManager(
+        pipeline,
+        data_dir,
+        devices=[n for n, _ in devices],
+        max_queue=cfg.max_queue,
+        resolve_character=characters.get,
+    )
+    limit = cfg.limits.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=[GateInterceptor(cfg.token)],
+        options=[
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+        ],
+    )
+    limits = dataclasses.replace(cfg.limits, max_queue=cfg.max_queue)
+    servicer = AnyMoLeServicer(jobs, characters, pipeline, limits, devices, auth_required=cfg.token is not None)
+    pb_grpc.add_AnyMoLeServiceServicer_to_server(servicer, server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    address = f"{cfg.host}:{cfg.port}"
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        from anymole.errors import InvalidInput
+
+        raise InvalidInput("--tls-cert/--tls-key", "give both the certificate and the key, or neither")
+    try:
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())])
+            port = server.add_secure_port(address, creds)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        port = 0
+        log.debug("bind failed: %s", exc)
+    if port == 0:
+        from anymole.errors import ResourceExhausted
+
+        raise ResourceExhausted(f"cannot listen on {address}: is another server running there? pick --port")
+    return AnyMoLeServer(server, jobs, health, characters, cfg.grace_s), port
+
+
+async def serve(
+    cfg: ServerConfig, pipeline: Pipeline | None = None, on_ready: Callable[[int], None] | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully. ``on_ready(port)`` runs once it listens."""
+    server, port = build_server(cfg, pipeline)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / not the main thread
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+        log.info("anymole serving on %s:%d (%s)", cfg.host, port, "TLS" if cfg.tls_cert else "plaintext")
+        if on_ready is not None:
+            on_ready(port)
+        await stop.wait()
+        log.info("shutting down: finishing running jobs (up to %.0f s)", cfg.grace_s)
+    finally:
+        await server.stop(cfg.grace_s)

@@ -1,0 +1,335 @@
+"""`AnyMoLeServicer`: converts requests, calls the `JobManager` and the `CharacterStore`, converts events back.
+
+It holds no tensors and does no work of its own. Every handler maps `anymole.errors` exceptions to their
+status (`anymole.service.errors`); anything else is logged and answered with INTERNAL, and the server keeps
+running. The `GateInterceptor` checks the bearer token and the protocol-version metadata before any
+handler runs (health and reflection stay open, so that load balancers and grpcurl work without a token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from anymole.errors import InvalidInput
+from anymole.pipeline import Pipeline
+from anymole.service import convert
+from anymole.service.characters import CharacterStore
+from anymole.service.errors import code_of, to_status
+from anymole.service.jobs import JobManager
+from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
+from anymole.service.version import (
+    METADATA_KEY,
+    PROTOCOL_VERSION,
+    VersionMismatch,
+    check_client_version,
+    parse_version,
+)
+
+__all__ = ["AnyMoLeServicer", "GateInterceptor"]
+
+log = logging.getLogger("anymole.service")
+
+_FORMATS = {
+    pb.CHARACTER_FORMAT_PROTO: "proto",
+    pb.CHARACTER_FORMAT_GLB: "glb",
+    pb.CHARACTER_FORMAT_FBX: "fbx",
+    pb.CHARACTER_FORMAT_BVH: "bvh",
+}
+_RESULT_SUFFIX = {pb.RESULT_FORMAT_GLB: ".glb", pb.RESULT_FORMAT_BVH: ".bvh", pb.RESULT_FORMAT_NPZ: ".npz"}
+
+_R = TypeVar("_R")
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, what: str) -> None:
+    if code_of(exc) is grpc.StatusCode.INTERNAL:
+        log.exception("%s failed", what)
+    await context.abort_with_status(to_status(exc))
+
+
+def _unary(fn: Callable[..., Awaitable[_R]]) -> Callable[..., Awaitable[_R]]:
+    """Map exceptions of a unary-response handler to statuses."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: AnyMoLeServicer, request: Any, context: grpc.aio.ServicerContext) -> _R:
+        try:
+            return await fn(self, request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, exc, fn.__name__)
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+def _streaming(fn: Callable[..., AsyncIterator[_R]]) -> Callable[..., AsyncIterator[_R]]:
+    """Map exceptions of a server-streaming handler to statuses."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: AnyMoLeServicer, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[_R]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise  # a dropped client only detaches this watcher; the job goes on
+        except Exception as exc:
+            await _abort(context, exc, fn.__name__)
+
+    return wrapper
+
+
+class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
+    """The `anymole.v1.AnyMoLeService` implementation.
+
+    Args:
+        jobs: the job manager (started by the server).
+        characters: the character store.
+        pipeline: the pipeline the jobs run (for the method list).
+        limits: request limits.
+        devices: ``(name, description)`` of each worker's device.
+        auth_required: whether the gate demands a token (advertised in the capabilities).
+    """
+
+    def __init__(
+        self,
+        jobs: JobManager,
+        characters: CharacterStore,
+        pipeline: Pipeline,
+        limits: convert.Limits,
+        devices: list[tuple[str, str]],
+        auth_required: bool,
+    ) -> None:
+        self.jobs = jobs
+        self.characters = characters
+        self.pipeline = pipeline
+        self.limits = limits
+        self.devices = devices
+        self.auth_required = auth_required
+        self._result_locks: dict[str, threading.Lock] = {}
+
+    # ------------------------------------------------------------------ handshake
+    @_unary
+    async def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Any) -> pb.GetServerInfoResponse:
+        from anymole import __version__
+
+        if request.HasField("client_protocol"):
+            check_client_version((request.client_protocol.major, request.client_protocol.minor))
+        if request.client_name:
+            log.info("client %r connected from %s", request.client_name[:200], context.peer())
+        caps = pb.Capabilities(
+            methods=[
+                pb.MethodInfo(
+                    name=m.name,
+                    description=m.description,
+                    presets=list(m.presets),
+                    available=m.available,
+                    unavailable_reason=m.unavailable_reason,
+                    sends_previews=m.sends_previews,
+                )
+                for m in self.pipeline.methods()
+            ],
+            devices=[pb.DeviceInfo(name=n, description=d) for n, d in self.devices],
+            limits=self.limits.to_proto(),
+            auth_required=self.auth_required,
+            result_formats=[pb.RESULT_FORMAT_GLB, pb.RESULT_FORMAT_BVH, pb.RESULT_FORMAT_NPZ],
+        )
+        return pb.GetServerInfoResponse(
+            server_version=__version__,
+            protocol=pb.ProtocolVersion(major=PROTOCOL_VERSION[0], minor=PROTOCOL_VERSION[1]),
+            capabilities=caps,
+        )
+
+    # ------------------------------------------------------------------ characters
+    @_unary
+    async def UploadCharacter(
+        self, request_iterator: AsyncIterator[pb.UploadCharacterRequest], context: Any
+    ) -> pb.UploadCharacterResponse:
+        it = request_iterator.__aiter__()
+        first = await anext(it, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidInput("header", "the first message of an upload must be an UploadHeader")
+        header = first.header
+        fmt = _FORMATS.get(header.format)
+        if fmt is None:
+            raise InvalidInput("header.format", "set a CharacterFormat (PROTO, GLB, FBX or BVH)")
+        total = header.total_bytes
+        if total == 0:
+            raise InvalidInput("header.total_bytes", "announce the payload length (> 0 bytes)")
+        if total > self.limits.max_character_bytes:
+            raise InvalidInput(
+                "header.total_bytes", f"{total} bytes exceeds this server's limit of {self.limits.max_character_bytes}"
+            )
+        declared = header.sha256.lower()
+        if declared and (len(declared) != 64 or any(c not in "0123456789abcdef" for c in declared)):
+            raise InvalidInput("header.sha256", "must be 64 lowercase hex digits (or empty)")
+        if declared and self.characters.has(f"sha256:{declared}"):
+            cid = f"sha256:{declared}"
+            character = await asyncio.to_thread(self.characters.get, cid)
+            return self._upload_response(cid, character, cached=True)
+        buf = bytearray()
+        async for msg in it:
+            if msg.WhichOneof("part") != "chunk":
+                raise InvalidInput("header", "only the first message of an upload may carry a header")
+            buf += msg.chunk
+            if len(buf) > total:
+                raise InvalidInput("chunk", f"received more than the {total} bytes announced in header.total_bytes")
+        if len(buf) != total:
+            raise InvalidInput("header.total_bytes", f"announced {total} bytes but the upload carried {len(buf)}")
+        payload = bytes(buf)
+        stored = await asyncio.to_thread(self.characters.put, fmt, payload, header.name)
+        if declared and stored.character_id != f"sha256:{declared}":
+            raise InvalidInput("header.sha256", "does not match the SHA-256 of the payload; the upload was corrupted")
+        return self._upload_response(stored.character_id, stored.character, stored.cached)
+
+    @staticmethod
+    def _upload_response(cid: str, character: Any, cached: bool) -> pb.UploadCharacterResponse:
+        return pb.UploadCharacterResponse(
+            character_id=cid,
+            cached=cached,
+            skeleton=convert.skeleton_to_proto(character.skeleton),
+            vertex_count=0 if character.mesh is None else character.mesh.num_vertices,
+            name=character.name,
+        )
+
+    # ------------------------------------------------------------------ jobs
+    async def _submit(self, request: pb.InbetweenRequest) -> str:
+        if not request.character_id:
+            raise InvalidInput("character_id", "upload the character first (UploadCharacter) and pass its id")
+        character = await asyncio.to_thread(self.characters.get, request.character_id)
+        spec = await asyncio.to_thread(convert.spec_from_proto, request, character, self.limits)
+        return self.jobs.submit(spec).job_id
+
+    @_streaming
+    async def Inbetween(self, request: pb.InbetweenRequest, context: Any) -> AsyncIterator[pb.JobEvent]:
+        job_id = await self._submit(request)
+        async for st in self.jobs.watch(job_id, 0):
+            yield convert.event_to_proto(st)
+
+    @_unary
+    async def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> pb.SubmitJobResponse:
+        job_id = await self._submit(request.request)
+        info = self.jobs.info(job_id)
+        return pb.SubmitJobResponse(job_id=job_id, position=info.position)
+
+    @_streaming
+    async def WatchJob(self, request: pb.WatchJobRequest, context: Any) -> AsyncIterator[pb.JobEvent]:
+        async for st in self.jobs.watch(request.job_id, request.after_seq):
+            yield convert.event_to_proto(st)
+
+    @_unary
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.CancelJobResponse:
+        return pb.CancelJobResponse(state=convert.state_to_proto(self.jobs.cancel(request.job_id)))
+
+    @_unary
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> pb.ListJobsResponse:
+        states = [convert.state_from_proto(s, f"states[{i}]") for i, s in enumerate(request.states)]
+        return pb.ListJobsResponse(jobs=[convert.job_info_to_proto(i) for i in self.jobs.list(states, request.limit)])
+
+    @_unary
+    async def GetResult(self, request: pb.GetResultRequest, context: Any) -> pb.GetResultResponse:
+        motion = self.jobs.result(request.job_id)
+        response = pb.GetResultResponse(motion=convert.motion_to_clip(motion))
+        if request.format != pb.RESULT_FORMAT_UNSPECIFIED:
+            suffix = _RESULT_SUFFIX.get(request.format)
+            if suffix is None:
+                raise InvalidInput("format", f"unknown result format {request.format}")
+            path = await asyncio.to_thread(self._result_file, request.job_id, suffix, motion)
+            response.file = path.read_bytes()
+            response.file_name = f"{request.job_id}{suffix}"
+        return response
+
+    def _result_file(self, job_id: str, suffix: str, motion: Any) -> Any:
+        """The job's result file, written on first request (worker thread; one writer per job)."""
+        lock = self._result_locks.setdefault(job_id, threading.Lock())
+        with lock:
+            path = self.jobs.result_path(job_id, suffix)
+            if path.exists():
+                return path
+            from dataclasses import replace
+
+            from anymole.io import write_bvh, write_glb
+            from anymole.service.store import write_atomic
+
+            character = self.characters.get(self.jobs.character_id(job_id))
+            tmp = path.with_name(f"result.tmp{suffix}")
+            clip = replace(motion, name=job_id)
+            if suffix == ".glb":
+                write_glb(tmp, character, [clip])
+            else:
+                write_bvh(tmp, character.skeleton, clip)
+            write_atomic(path, tmp.read_bytes())
+            tmp.unlink()
+            return path
+
+
+# ---------------------------------------------------------------------------------------------- the gate
+def _abort_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` that fails with ``code``."""
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await context.abort(code, message)
+        yield  # makes this an async generator
+
+    kw = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(stream, **kw)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(unary, **kw)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(stream, **kw)
+    return grpc.unary_unary_rpc_method_handler(unary, **kw)
+
+
+class GateInterceptor(grpc.aio.ServerInterceptor):
+    """Checks ``authorization: Bearer <token>`` (when a token is set) and ``anymole-protocol-version``.
+
+    Health checks and reflection pass without a token.
+    """
+
+    _OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+    def __init__(self, token: str | None) -> None:
+        self._expected = f"Bearer {token}".encode() if token else None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method or ""
+        if handler is None or method.startswith(self._OPEN_PREFIXES):
+            return handler
+        metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ())}
+        if self._expected is not None:
+            got = str(metadata.get("authorization", "")).encode()
+            if not hmac.compare_digest(got, self._expected):
+                return _abort_handler(
+                    handler,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "missing or wrong bearer token: send 'authorization: Bearer <token>' metadata with the token "
+                    "the server was started with (anymole serve --token, or ANYMOLE_TOKEN)",
+                )
+        version = metadata.get(METADATA_KEY)
+        if version is not None:
+            try:
+                check_client_version(parse_version(str(version)))
+            except VersionMismatch as exc:
+                return _abort_handler(handler, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return handler
+

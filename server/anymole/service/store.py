@@ -1,0 +1,214 @@
+"""On-disk state of the server: one directory per job, one file per uploaded character.
+
+Layout under ``data_dir``::
+
+    jobs/<job_id>/job.json         id, state, timestamps, method, label (rewritten atomically on each change)
+    jobs/<job_id>/request.json     the validated request's scalars (character id, keyframe indices, …)
+    jobs/<job_id>/request.npz      its arrays: context rotations (C, J, 4), root (C, 3), keys (K, J, 4), (K, 3)
+    jobs/<job_id>/events.jsonl     every event, one JSON object per line, in sequence order
+    jobs/<job_id>/result.npz       the result timeline: rotations (T, J, 4), root_translation (T, 3), fps
+    jobs/<job_id>/result.glb|.bvh  written on the first GetResult that asks for them
+    characters/<sha256>.<ext>      uploaded payloads (proto, glb, fbx, bvh) with <sha256>.json beside them
+
+Events are stored as JSON with tensors and bytes in base64 (float32, little-endian), so that a restarted
+server replays them byte-identically to what watchers saw before.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anymole.errors import NotFound
+from anymole.pipeline import (
+    Cancelled,
+    Completed,
+    Event,
+    Failed,
+    Interrupted,
+    JobSpec,
+    MotionChunk,
+    Preview,
+    Progress,
+    Queued,
+)
+from anymole.rig import Character, Motion
+
+__all__ = ["JobStore", "PersistedJob", "event_from_json", "event_to_json", "write_atomic"]
+
+_EVENT_TYPES: dict[str, type] = {
+    cls.__name__: cls for cls in (Queued, Progress, Preview, MotionChunk, Completed, Failed, Cancelled, Interrupted)
+}
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        arr = value.detach().cpu().to(torch.float32).numpy().astype("<f4")
+        return {"__f32__": base64.b64encode(arr.tobytes()).decode(), "shape": list(arr.shape)}
+    if isinstance(value, bytes):
+        return {"__bytes__": base64.b64encode(value).decode()}
+    if isinstance(value, tuple):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and "__f32__" in value:
+        arr = np.frombuffer(base64.b64decode(value["__f32__"]), dtype="<f4").reshape(value["shape"])
+        return torch.from_numpy(arr.copy())
+    if isinstance(value, dict) and "__bytes__" in value:
+        return base64.b64decode(value["__bytes__"])
+    return value
+
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    """A JSON-able dict of a domain event (``Completed.motion`` is not stored here; see result.npz)."""
+    fields = {f.name: _encode(getattr(event, f.name)) for f in dataclasses.fields(event) if f.name != "motion"}
+    return {"type": type(event).__name__, **fields}
+
+
+def event_from_json(obj: dict[str, Any]) -> Event:
+    """Inverse of `event_to_json`."""
+    obj = dict(obj)
+    cls = _EVENT_TYPES[obj.pop("type")]
+    kwargs = {k: _decode(v) for k, v in obj.items()}
+    if cls is Completed:
+        kwargs["timings"] = tuple((str(s), float(t)) for s, t in kwargs.get("timings", ()))
+    return cls(**kwargs)
+
+
+@dataclass
+class PersistedJob:
+    """What a job directory holds: its metadata, request scalars and events (JSON form)."""
+
+    meta: dict[str, Any]
+    request: dict[str, Any]
+    events: list[dict[str, Any]]
+
+
+class JobStore:
+    """Reads and writes job directories under ``root / "jobs"``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.jobs_dir = self.root / "jobs"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
+
+    def create(self, job_id: str, meta: dict[str, Any], spec: JobSpec) -> None:
+        """Create the job's directory with its metadata and request."""
+        d = self.job_dir(job_id)
+        d.mkdir(parents=True, exist_ok=False)
+        request = {
+            "character_id": spec.character_id,
+            "fps": spec.context.fps,
+            "key_frames": list(spec.key_frames),
+            "total_frames": spec.total_frames,
+            "method": spec.method,
+            "preset": spec.preset,
+            "chunk_frames": spec.chunk_frames,
+            "seed": spec.seed,
+            "label": spec.label,
+        }
+        write_atomic(d / "request.json", json.dumps(request, indent=1).encode())
+        with open(d / "request.npz", "wb") as fh:
+            np.savez(
+                fh,
+                context_rotations=spec.context.rotations.cpu().numpy(),
+                context_root=spec.context.root_translation.cpu().numpy(),
+                key_rotations=spec.key_rotations.cpu().numpy(),
+                key_root=spec.key_root.cpu().numpy(),
+            )
+        self.write_meta(job_id, meta)
+
+    def write_meta(self, job_id: str, meta: dict[str, Any]) -> None:
+        write_atomic(self.job_dir(job_id) / "job.json", json.dumps(meta, indent=1).encode())
+
+    def append_event(self, job_id: str, seq: int, time: float, event: Event) -> None:
+        line = json.dumps({"seq": seq, "time": time, **event_to_json(event)}, separators=(",", ":"))
+        with open(self.job_dir(job_id) / "events.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    def load_spec(self, job_id: str, request: dict[str, Any], character: Character) -> JobSpec:
+        """Rebuild a stored request for ``character`` (the character is stored separately, by id)."""
+        with np.load(self.job_dir(job_id) / "request.npz") as z:
+            arrays = {k: torch.from_numpy(z[k].copy()) for k in z.files}
+        return JobSpec(
+            character_id=request["character_id"],
+            character=character,
+            context=Motion(
+                fps=request["fps"], rotations=arrays["context_rotations"], root_translation=arrays["context_root"]
+            ),
+            key_frames=tuple(request["key_frames"]),
+            key_rotations=arrays["key_rotations"],
+            key_root=arrays["key_root"],
+            total_frames=request["total_frames"],
+            method=request["method"],
+            preset=request["preset"],
+            chunk_frames=request["chunk_frames"],
+            seed=request["seed"],
+            label=request["label"],
+        )
+
+    def save_result(self, job_id: str, motion: Motion) -> None:
+        path = self.job_dir(job_id) / "result.npz"
+        tmp = path.with_name("result.tmp.npz")
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                rotations=motion.rotations.detach().cpu().float().numpy(),
+                root_translation=motion.root_translation.detach().cpu().float().numpy(),
+                fps=np.float64(motion.fps),
+            )
+        os.replace(tmp, path)
+
+    def result_path(self, job_id: str, suffix: str) -> Path:
+        return self.job_dir(job_id) / f"result{suffix}"
+
+    def load_result(self, job_id: str) -> Motion:
+        path = self.result_path(job_id, ".npz")
+        if not path.exists():
+            raise NotFound("result", job_id)
+        with np.load(path) as z:
+            return Motion(
+                fps=float(z["fps"]),
+                rotations=torch.from_numpy(z["rotations"].copy()),
+                root_translation=torch.from_numpy(z["root_translation"].copy()),
+            )
+
+    def load_all(self) -> Iterator[PersistedJob]:
+        """Every readable job directory (a directory without job.json — a crash mid-create — is skipped)."""
+        if not self.jobs_dir.is_dir():
+            return
+        for d in sorted(self.jobs_dir.iterdir()):
+            meta_path = d / "job.json"
+            if not meta_path.is_file():
+                continue
+            meta = json.loads(meta_path.read_text())
+            request = json.loads((d / "request.json").read_text())
+            events: list[dict[str, Any]] = []
+            ev_path = d / "events.jsonl"
+            if ev_path.exists():
+                for line in ev_path.read_text(encoding="utf-8").splitlines():
+                    try:
+                        events.append(json.loads(line))
+                    except json.JSONDecodeError:  # a line cut short by a crash ends the log
+                        break
+            yield PersistedJob(meta, request, events)

@@ -1,0 +1,48 @@
+"""Protocol version of the `anymole.v1` wire contract and the handshake rule.
+
+History (bump ``minor`` for compatible additions, ``major`` for anything a deployed plugin would misread):
+    1.0  first release: GetServerInfo, UploadCharacter, Inbetween, SubmitJob, WatchJob, CancelJob, ListJobs,
+         GetResult; JobEvent with queued/progress/preview/motion/completed/failed/cancelled/interrupted.
+
+A client sends its version as ``anymole-protocol-version: MAJOR.MINOR`` metadata on every call and in
+``GetServerInfoRequest.client_protocol``. Equal majors are compatible; the minor only informs.
+"""
+
+from __future__ import annotations
+
+from anymole.errors import AnymoleError
+
+__all__ = ["METADATA_KEY", "PROTOCOL_VERSION", "VersionMismatch", "check_client_version", "parse_version"]
+
+PROTOCOL_VERSION: tuple[int, int] = (1, 0)
+METADATA_KEY = "anymole-protocol-version"
+
+
+class VersionMismatch(AnymoleError):
+    """The client speaks another major protocol version (mapped to FAILED_PRECONDITION)."""
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """``"1.2"`` → ``(1, 2)``; ``"1"`` → ``(1, 0)``. Raises `VersionMismatch` for anything else."""
+    parts = text.strip().split(".")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        nums = []
+    if not 1 <= len(nums) <= 2 or any(n < 0 for n in nums):
+        raise VersionMismatch(
+            f"cannot read protocol version {text!r} from {METADATA_KEY!r}; send MAJOR.MINOR, e.g. "
+            f"'{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]}'"
+        )
+    return nums[0], nums[1] if len(nums) == 2 else 0
+
+
+def check_client_version(client: tuple[int, int]) -> None:
+    """Raise `VersionMismatch` unless ``client`` has the server's major version."""
+    major, minor = client
+    if major != PROTOCOL_VERSION[0]:
+        server = PROTOCOL_VERSION[0]
+        raise VersionMismatch(
+            f"server {server}.x, plugin {major}.{minor}: update the plugin to a {server}.x release"
+            f" (or run an anymole server that speaks {major}.x)"
+        )
