@@ -81,7 +81,7 @@ def test_gradients_flow_to_rotations_and_positions() -> None:
     def f(q_: torch.Tensor, p_: torch.Tensor) -> torch.Tensor:
         return linear_blend_skinning(r["vertices"], r["idx"], r["w"], r["inverse_bind"], q_, p_)
 
-    assert torch.autograd.gradcheck(f, (q, p))
+    assert torch.autograd.gradcheck(f, (q, p), fast_mode=True)
 
 
 def test_shape_errors_name_the_argument() -> None:
