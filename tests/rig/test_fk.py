@@ -131,3 +131,28 @@ def test_fk_shape_errors_name_the_argument() -> None:
         forward_kinematics(torch.zeros(3, 3), torch.zeros(3, 3), (-1, 0, 1))
     with pytest.raises(ValueError, match=r"^root_pos:"):
         forward_kinematics(q, torch.zeros(3, 3), (-1, 0, 1), torch.zeros(2, 2))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu() -> None:
+    from anymole.rig.quat import unitquat_slerp
+    from anymole.rig.skinning import linear_blend_skinning
+
+    g = torch.Generator().manual_seed(5)
+    parents = (-1, 0, 1, 1, 0)
+    lq = quat_normalize(torch.randn(3, 5, 4, generator=g))
+    off = torch.randn(5, 3, generator=g)
+    root = torch.randn(3, 3, generator=g)
+    cpu = forward_kinematics(lq, off, parents, root)
+    gpu = forward_kinematics(lq.cuda(), off.cuda(), parents, root.cuda())
+    for a, b in zip(cpu, gpu, strict=True):
+        torch.testing.assert_close(b.cpu(), a, atol=1e-5, rtol=0)
+    torch.testing.assert_close(unitquat_slerp(lq.cuda(), lq.flip(0).cuda(), 0.3).cpu(), unitquat_slerp(lq, lq.flip(0), 0.3))
+    verts = torch.randn(6, 3, generator=g)
+    idx = torch.randint(0, 5, (6, 2), generator=g)
+    w = torch.full((6, 2), 0.5)
+    ib = torch.eye(4).expand(5, 4, 4)
+    ref = linear_blend_skinning(verts, idx, w, ib, *cpu)
+    out = linear_blend_skinning(verts.cuda(), idx.cuda(), w.cuda(), ib.cuda(), *gpu)
+    torch.testing.assert_close(out.cpu(), ref, atol=1e-5, rtol=0)
