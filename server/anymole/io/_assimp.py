@@ -21,7 +21,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RawAnimation", "RawChannel", "RawMesh", "RawScene", "import_scene", "library_version"]
+__all__ = [
+    "LibraryMismatch",
+    "RawAnimation",
+    "RawChannel",
+    "RawMesh",
+    "RawScene",
+    "check_library_version",
+    "import_scene",
+    "library_version",
+]
 
 # aiPostProcessSteps: triangles only, shared vertices (the FBX reader emits one vertex per face corner
 # otherwise), normals where missing, and a structural check that turns many malformed files into an error
@@ -137,6 +146,15 @@ def library_version(lib: Any) -> tuple[int, int, int]:
     return out[0], out[1], out[2]
 
 
+def check_library_version(version: tuple[int, int, int]) -> None:
+    """Raise `LibraryMismatch` unless ``(major, minor, patch)`` is a libassimp whose layout we verified."""
+    if version[:2] not in KNOWN_LIBRARY_VERSIONS:
+        raise LibraryMismatch(
+            f"libassimp {'.'.join(map(str, version))} has an aiBone/aiQuatKey layout this build has not "
+            f"verified (known: 5.2.x): {INSTALL_HINT}"
+        )
+
+
 def _load_library() -> Any:
     global _LIB
     if _LIB is not None:
@@ -164,12 +182,7 @@ def _load_library() -> Any:
             continue
     if lib is None:
         raise LibraryMismatch(f"libassimp was not found: {INSTALL_HINT}")
-    version = library_version(lib)
-    if version[:2] not in KNOWN_LIBRARY_VERSIONS:
-        raise LibraryMismatch(
-            f"libassimp {'.'.join(map(str, version))} has an aiBone/aiQuatKey layout this build has not "
-            f"verified (known: 5.2.x): {INSTALL_HINT}"
-        )
+    check_library_version(library_version(lib))
     lib.aiImportFileExWithProperties.restype = ctypes.POINTER(structs.Scene)
     lib.aiImportFileExWithProperties.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
     lib.aiCreatePropertyStore.restype = ctypes.c_void_p
