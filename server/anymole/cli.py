@@ -19,7 +19,7 @@ app = typer.Typer(
         "Typical session:\n\n"
         "  anymole inspect Fox.glb                      # what is in an asset\n\n"
         "  anymole fill Fox.glb --clip Survey --context 0:40 --keys 60,82 --out fox_fill.glb\n\n"
-        "  anymole eval fox_fill.glb Fox.glb --clip Survey --frames 41:81\n\n"
+        "  anymole eval fox_fill.glb Fox.glb --clip Survey --frames 40:82\n\n"
         "  anymole serve                                # the gRPC server the Unity/Unreal plugins talk to\n\n"
         "  anymole demo                                 # offline end-to-end run on a bundled character"
     ),
@@ -34,6 +34,212 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
     Console(stderr=True).print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)
+
+
+def _span(text: str | None, option: str) -> tuple[int | None, int | None]:
+    """Parse ``A:B`` (Python slice: A included, B excluded; either may be empty)."""
+    from anymole.errors import InvalidInput
+
+    a, sep, b = (text or ":").partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return (int(a) if a else None, int(b) if b else None)
+    except ValueError:
+        raise InvalidInput(option, f"expected A:B with integers (A included, B excluded), got {text!r}") from None
+
+
+def _pick_clip(character: object, clip: str | None, option: str = "--clip") -> str:
+    from anymole.errors import AssetError, InvalidInput
+
+    motions = character.motions  # type: ignore[attr-defined]
+    if not motions:
+        raise AssetError(character.source, "has no animation clip")  # type: ignore[attr-defined]
+    name = clip if clip is not None else next(iter(motions))
+    if name not in motions:
+        raise InvalidInput(option, f"no clip {name!r}; clips are {list(motions)}")
+    return name
+
+
+@app.command()
+def inspect(
+    asset: Annotated[Path, typer.Argument(help="character file: .glb/.gltf, .fbx, .bvh or .dae")],
+    json_out: Annotated[bool, typer.Option("--json", help="print machine-readable JSON instead of a tree")] = False,
+) -> None:
+    """Show what an asset holds: skeleton tree, joint count, mesh statistics, clips (frames, seconds).
+
+    Example: anymole inspect assets/Fox.glb --json
+    """
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.tree import Tree
+
+    from anymole.io import describe, load_character
+
+    info = describe(load_character(asset))
+    if json_out:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    console = Console()
+    sk = info["skeleton"]
+    console.print(f"[bold]{info['name']}[/]  ({asset})")
+    console.print(f"joint_count: [bold]{info['joint_count']}[/]   max depth: {sk['max_depth']}   "
+                  f"rest extent (m): {', '.join(f'{x:.3f}' for x in sk['rest_extent_m'])}")
+    by_name = {j["name"]: j for j in sk["joints"]}
+    tree = Tree("[dim]skeleton[/]")
+
+    def add(node: Tree, name: str) -> None:
+        j = by_name[name]
+        branch = node.add(f"{j['index']:>3} {name}")
+        for child in j["children"]:
+            add(branch, child)
+
+    for root in sk["roots"]:
+        add(tree, root)
+    console.print(tree)
+    mesh = info["mesh"]
+    if mesh is None:
+        console.print("mesh: none (skeleton only; renders use a stick body)")
+    else:
+        console.print(f"mesh: {mesh['vertices']} vertices, {mesh['faces']} triangles, up to "
+                      f"{mesh['max_influences']} joints per vertex, texture {mesh['texture'] or 'none'}")
+    table = Table("clip", "frames", "fps", "seconds", title="animations")
+    for c in info["clips"]:
+        table.add_row(c["name"], str(c["frames"]), f"{c['fps']:.3f}", f"{c['seconds']:.4f}")
+    console.print(table)
+
+
+@app.command()
+def fill(
+    asset: Annotated[Path, typer.Argument(help="character file with at least one clip (.glb, .fbx, .bvh, .dae)")],
+    keys: Annotated[str, typer.Option(help="clip frames kept as keyframes, comma-separated, after the context")],
+    out: Annotated[Path, typer.Option("--out", help="result file: .glb (mesh + clip) or .bvh")] = Path("fill.glb"),
+    context: Annotated[str, typer.Option(help="clip frames A:B used as known motion (B excluded)")] = "0:30",
+    clip: Annotated[str | None, typer.Option(help="clip name (default: the first clip)")] = None,
+    method: Annotated[str, typer.Option(help="'interp' (SLERP + cubic root, instant) or a server method")] = "interp",
+    root: Annotated[str, typer.Option(help="root interpolation for interp: cubic or linear")] = "cubic",
+    server: Annotated[str | None, typer.Option(help="HOST:PORT of an anymole server; local when omitted")] = None,
+    token: Annotated[str | None, typer.Option(envvar="ANYMOLE_TOKEN", help="bearer token for --server")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(help="PEM root certificate: talk TLS to --server")] = None,
+) -> None:
+    """Fill the motion between a context and keyframes of a clip, and write the result.
+
+    The result covers clip frames A..last key: the context and the keyframes are kept exactly, everything
+    between is generated. Example (Fox's Survey clip, context 0..39, keys 60 and 82):
+
+      anymole fill assets/Fox.glb --clip Survey --context 0:40 --keys 60,82 --out fox_fill.glb
+    """
+    from rich.console import Console
+
+    from anymole.errors import InvalidInput
+
+    try:
+        key_list = [int(k) for k in keys.split(",") if k.strip()]
+    except ValueError:
+        raise InvalidInput("--keys", f"expected comma-separated frame numbers, got {keys!r}") from None
+    start, stop = _span(context, "--context")
+    start = start or 0
+    if stop is None:
+        raise InvalidInput("--context", "give the end of the context, e.g. 0:30")
+    console = Console(stderr=True)
+    if server is not None:
+        from anymole.client import fill_remote
+
+        res = fill_remote(server, asset, keys=key_list, out=out, clip=clip, context=(start, stop),
+                          method=method, token=token, tls_ca=tls_ca)
+        console.print(f"wrote {res.path} (job {res.job_id})")
+        return
+    if method != "interp":
+        raise InvalidInput("--method", f"{method!r} needs a GPU server: pass --server HOST:PORT, or use interp")
+    if root not in ("cubic", "linear"):
+        raise InvalidInput("--root", f"must be cubic or linear, got {root!r}")
+    if out.suffix.lower() not in (".glb", ".bvh"):
+        raise InvalidInput("--out", f"end the output name with .glb or .bvh, got {out.name!r}")
+
+    from anymole.baseline import inbetween
+    from anymole.io import load_character, write_bvh, write_glb
+
+    with console.status(f"loading {asset}"):
+        character = load_character(asset)
+    name = _pick_clip(character, clip)
+    motion = character.motions[name]
+    F = motion.num_frames
+    if not 0 <= start < stop <= F:
+        raise InvalidInput("--context", f"{start}:{stop} is not a non-empty range of the clip's {F} frames")
+    if not key_list or sorted(set(key_list)) != key_list or key_list[0] < stop or key_list[-1] >= F:
+        raise InvalidInput("--keys", f"give increasing clip frames in {stop}..{F - 1} (after the context), got {key_list}")
+    result = inbetween(
+        motion.slice(start, stop),
+        [k - start for k in key_list],
+        motion.rotations[key_list],
+        motion.root_translation[key_list],
+        key_list[-1] - start + 1,
+        root=root,  # type: ignore[arg-type]
+        key_translations=None if motion.translations is None else motion.translations[key_list],
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".bvh":
+        write_bvh(out, character.skeleton, result)
+    else:
+        write_glb(out, character, {f"{name}_filled": result})
+    console.print(f"wrote {out}: {result.num_frames} frames at {result.fps:g} fps "
+                  f"(clip frames {start}..{key_list[-1]}; {stop - start} context + {len(key_list)} keys kept)")
+    gap = f"{stop}:{key_list[-1]}"
+    console.print(f"score it: anymole eval {out} {asset} --clip {name} --offset {start} --frames {gap}")
+
+
+@app.command("eval")
+def evaluate(
+    pred: Annotated[Path, typer.Argument(help="predicted motion (.glb/.bvh/… with one clip, or pick it with --pred-clip)")],
+    gt: Annotated[Path, typer.Argument(help="ground-truth asset on the same skeleton")],
+    clip: Annotated[str | None, typer.Option(help="ground-truth clip name (default: the first)")] = None,
+    pred_clip: Annotated[str | None, typer.Option(help="predicted clip name (default: the first)")] = None,
+    frames: Annotated[str | None, typer.Option(help="ground-truth frames A:B to score (B excluded); default: all overlapping")] = None,
+    offset: Annotated[int, typer.Option(help="ground-truth frame of the prediction's first frame")] = 0,
+    space: Annotated[str, typer.Option(help="quaternions compared: global (FK, LaFAN1) or local")] = "global",
+    json_out: Annotated[bool, typer.Option("--json", help="print the metrics as JSON")] = False,
+) -> None:
+    """Score a predicted clip against ground truth: L2Q, HL2Q (1/4, 1/2, 3/4, full), L2P, NPSS.
+
+    L2Q uses LaFAN1's reduction (per-frame norm over joints, mean over frames); HL2Q uses AnyMoLe's
+    per-joint mean scale (its paper's figures are around 0.001). Example, after `anymole fill`:
+
+      anymole eval fox_fill.glb assets/Fox.glb --clip Survey --offset 0 --frames 40:82
+    """
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from anymole.errors import InvalidInput
+    from anymole.io import load_character
+    from anymole.metrics import evaluate as score
+
+    p_char, g_char = load_character(pred), load_character(gt)
+    p_motion = p_char.motions[_pick_clip(p_char, pred_clip, "--pred-clip")]
+    g_name = _pick_clip(g_char, clip)
+    g_motion = g_char.motions[g_name]
+    sk = g_char.skeleton
+    if p_motion.num_joints != sk.num_joints:
+        raise InvalidInput("pred", f"has {p_motion.num_joints} joints, the ground truth {sk.num_joints}: not the same skeleton")
+    if abs(p_motion.fps - g_motion.fps) > 1e-3:
+        raise InvalidInput("pred", f"runs at {p_motion.fps:g} fps, the ground truth at {g_motion.fps:g} fps")
+    lo, hi = offset, offset + p_motion.num_frames
+    a, b = _span(frames, "--frames")
+    a = lo if a is None else a
+    b = min(hi, g_motion.num_frames) if b is None else b
+    if not (lo <= a < b <= min(hi, g_motion.num_frames)):
+        raise InvalidInput("--frames", f"{a}:{b} must be a non-empty range inside the overlap {lo}:{min(hi, g_motion.num_frames)}")
+    result = score(sk, p_motion.slice(a - offset, b - offset), g_motion.slice(a, b), slice(None), space=space)  # type: ignore[arg-type]
+    if json_out:
+        typer.echo(json.dumps({"frames": [a, b], "space": space, **result}, indent=2))
+        return
+    table = Table("metric", "value", title=f"{pred.name} vs {gt.name}:{g_name} frames {a}:{b} ({space} quaternions)")
+    for k, v in result.items():
+        table.add_row(k, f"{v:.6f}")
+    Console().print(table)
 
 
 @app.command()
