@@ -187,9 +187,11 @@ async def serve(
     server, port = build_server(cfg, pipeline)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    handled = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / not the main thread
             loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
     try:
         await server.start()
         log.info("anymole serving on %s:%d (%s)", cfg.host, port, "TLS" if cfg.tls_cert else "plaintext")
@@ -199,3 +201,5 @@ async def serve(
         log.info("shutting down: finishing running jobs (up to %.0f s)", cfg.grace_s)
     finally:
         await server.stop(cfg.grace_s)
+        for sig in handled:
+            loop.remove_signal_handler(sig)

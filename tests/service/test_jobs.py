@@ -1,0 +1,311 @@
+"""Jobs end to end over a real loopback server: event order, cancel, replay, queue limits, restart,
+concurrency, results, failures and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from service_fakes import FakePipeline
+
+from anymole.baseline import inbetween
+from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Progress, Queued
+from anymole.service.jobs import JobState
+from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.service.server import ServerConfig, serve
+
+
+async def _collect(stream):
+    return [st async for st in stream]
+
+
+async def _wait_for(predicate, timeout=10.0):
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_inbetween_streams_ordered_events_and_the_interp_result(make_server, connect, tiny, make_req):
+    _, port = await make_server()
+    client = await connect(port)
+    up = await client.upload_character(tiny(5))
+    req = make_req(up, context_frames=4, keys=(20, 31), chunk_frames=8)
+    events = await _collect(client.inbetween(req))
+
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert len({e.job_id for e in events}) == 1
+    assert events[0].event == Queued(0)
+    assert isinstance(events[-1].event, Completed)
+    fractions = [e.event.fraction for e in events if isinstance(e.event, Progress)]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    chunks = [e.event for e in events if isinstance(e.event, MotionChunk)]
+    assert [c.frame_start for c in chunks] == [4, 12, 20, 28]
+    assert sum(c.frame_count for c in chunks) == 32 - 4 and all(c.is_final for c in chunks)
+
+    # The streamed frames are the SLERP baseline, bit for bit (float32 on the wire).
+    from anymole.service import convert
+
+    spec = convert.spec_from_proto(req, tiny(5), convert.Limits())
+    expected = inbetween(spec.context, spec.key_frames, spec.key_rotations, spec.key_root, 32)
+    streamed = torch.cat([c.rotations for c in chunks])
+    torch.testing.assert_close(streamed, expected.rotations[4:].float(), rtol=0, atol=0)
+    assert events[-1].event.metrics["key_error_deg"] < 0.1
+
+    motion, _ = await client.result(events[0].job_id, 5)
+    assert motion.num_frames == 32
+    torch.testing.assert_close(motion.rotations[4:], streamed, rtol=0, atol=0)
+    torch.testing.assert_close(motion.rotations[:4], spec.context.rotations, rtol=0, atol=0)
+
+
+async def test_result_files(make_server, connect, tiny, make_req):
+    _, port = await make_server()
+    client = await connect(port)
+    up = await client.upload_character(tiny(4))
+    job_id = (await _collect(client.inbetween(make_req(up, keys=(9,)))))[0].job_id
+    motion, npz = await client.result(job_id, 4, ".npz")
+    with np.load(io.BytesIO(npz)) as z:
+        np.testing.assert_array_equal(z["rotations"], motion.rotations.numpy())
+        assert float(z["fps"]) == motion.fps
+    _, glb = await client.result(job_id, 4, ".glb")
+    assert glb[:4] == b"glTF"
+    _, bvh = await client.result(job_id, 4, ".bvh")
+    assert bvh.startswith(b"HIERARCHY") and b"Frames: 10" in bvh
+
+
+async def test_result_of_unknown_or_unfinished_jobs(make_server, connect, tiny, make_req):
+    fake = FakePipeline()
+    _, port = await make_server(fake)
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    job_id, _ = await client.submit(make_req(up, method="gate"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.result(job_id, 5)
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.result("job-nope", 5)
+    assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await _collect(client.watch("job-nope", 5))
+    assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    fake.release.set()
+
+
+async def test_cancel_reaches_a_blocking_stage_at_its_next_step(make_server, connect, tiny, make_req):
+    fake = FakePipeline(steps=2000, step_s=0.01, blocking=True)  # 20 s if never cancelled
+    server, port = await make_server(fake)
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    job_id, _ = await client.submit(make_req(up, method="fake"))
+    events = []
+    async for st in client.watch(job_id, 5):
+        events.append(st)
+        if isinstance(st.event, Progress) and st.event.stage_fraction > 0:
+            assert await client.cancel(job_id) is JobState.RUNNING
+    assert isinstance(events[-1].event, Cancelled)
+    assert events[-1].event.reason == "cancelled by a client"
+    assert fake.stage_exited.is_set()  # the thread had stopped before the job was reported cancelled
+    assert fake.steps_after_cancel <= 1  # it saw the token at its next progress report
+    assert server.jobs.info(job_id).state is JobState.CANCELLED
+    assert await client.cancel(job_id) is JobState.CANCELLED  # idempotent
+
+
+async def test_cancel_a_queued_job_and_positions_move_up(make_server, connect, tiny, make_req):
+    fake = FakePipeline()
+    _, port = await make_server(fake)
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    await client.submit(make_req(up, method="gate", label="a"))
+    await _wait_for(lambda: fake.started == ["a"])
+    b, pos_b = await client.submit(make_req(up, method="fake", label="b"))
+    c, pos_c = await client.submit(make_req(up, method="fake", label="c"))
+    assert (pos_b, pos_c) == (0, 1)
+    assert await client.cancel(b) is JobState.CANCELLED
+    fake.release.set()
+    c_events = [st.event async for st in client.watch(c, 5)]
+    assert c_events[:2] == [Queued(1), Queued(0)]
+    assert isinstance(c_events[-1], Completed)
+    b_events = [st.event async for st in client.watch(b, 5)]
+    assert b_events == [Queued(0), Cancelled("cancelled by a client")]
+    assert fake.started == ["a", "c"]
+
+
+async def test_dropped_watcher_then_replay_and_many_watchers(make_server, connect, tiny, make_req):
+    fake = FakePipeline(steps=6, step_s=0.05)
+    _, port = await make_server(fake)
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    job_id, _ = await client.submit(make_req(up, method="fake"))
+
+    call = client.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=client.metadata)
+    seen = []
+    async for msg in call:
+        seen.append(msg)
+        if len(seen) == 3:
+            break
+    call.cancel()  # the client goes away mid-job; the job must go on
+
+    others = [client.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=client.metadata) for _ in range(3)]
+    full_streams = await asyncio.gather(*[_collect(o) for o in others])
+    rest = await _collect(client.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=3), metadata=client.metadata))
+
+    full = full_streams[0]
+    assert all(s == full for s in full_streams)  # every watcher saw the same, complete log
+    assert [m.seq for m in rest] == list(range(4, len(full) + 1))
+    assert seen + rest == full
+    assert full[-1].WhichOneof("kind") == "completed"
+    assert sum(m.WhichOneof("kind") == "progress" for m in full) >= 2
+    assert any(m.progress.HasField("eta_seconds") for m in full if m.WhichOneof("kind") == "progress")
+
+
+async def test_queue_full_is_resource_exhausted(make_server, connect, tiny, make_req):
+    fake = FakePipeline()
+    server, port = await make_server(fake, max_queue=2)
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    await client.submit(make_req(up, method="gate", label="running"))
+    await _wait_for(lambda: fake.started == ["running"])
+    queued = [(await client.submit(make_req(up, method="fake", label=f"q{i}")))[1] for i in range(2)]
+    assert queued == [0, 1]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.submit(make_req(up, method="fake", label="overflow"))
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "queue is full" in err.value.details()
+    listed = await client.list_jobs(states=[JobState.QUEUED])
+    assert sorted(j.position for j in listed) == [0, 1]
+    fake.release.set()
+    await _wait_for(lambda: all(j.state is JobState.COMPLETED for j in server.jobs.list()))
+    assert fake.started == ["running", "q0", "q1"]
+
+
+async def test_restart_keeps_results_interrupts_running_and_requeues_queued(make_server, connect, tiny, make_req):
+    fake = FakePipeline()
+    server, port = await make_server(fake)
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    done = (await _collect(client.inbetween(make_req(up, method="fake", label="done"))))[0].job_id
+    done_log = await _collect(client.stub.WatchJob(pb.WatchJobRequest(job_id=done), metadata=client.metadata))
+    done_motion, _ = await client.result(done, 5)
+    running, _ = await client.submit(make_req(up, method="gate", label="running"))
+    await _wait_for(lambda: "running" in fake.started)
+    waiting, _ = await client.submit(make_req(up, method="fake", label="waiting"))
+    # A crash: the process dies without any shutdown; job.json still says "running".
+    await server.grpc_server.stop(0)
+
+    fake2 = FakePipeline()
+    _, port2 = await make_server(fake2)
+    client2 = await connect(port2)
+    states = {j.job_id: j.state for j in await client2.list_jobs()}
+    assert states[done] is JobState.COMPLETED
+    assert states[running] is JobState.INTERRUPTED
+    replay = await _collect(client2.stub.WatchJob(pb.WatchJobRequest(job_id=done), metadata=client2.metadata))
+    assert replay == done_log  # byte-identical replay after the restart
+    motion, _ = await client2.result(done, 5)
+    torch.testing.assert_close(motion.rotations, done_motion.rotations, rtol=0, atol=0)
+    last = [st async for st in client2.watch(running, 5)][-1]
+    assert isinstance(last.event, Interrupted) and "resubmit" in last.event.reason
+    waited = [st.event async for st in client2.watch(waiting, 5)]
+    assert isinstance(waited[-1], Completed) and fake2.started == ["waiting"]
+    fake.release.set()
+
+
+async def test_graceful_shutdown_finishes_or_interrupts(make_server, connect, tiny, make_req):
+    fake = FakePipeline(steps=4, step_s=0.05)
+    server, port = await make_server(fake)
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    quick, _ = await client.submit(make_req(up, method="fake"))
+    await _wait_for(lambda: fake.started)
+    await server.stop(5.0)  # within grace: the running job finishes
+    assert server.jobs.info(quick).state is JobState.COMPLETED
+
+    slow = FakePipeline(steps=1000, step_s=0.01, blocking=True)
+    server2, port2 = await make_server(slow)
+    client2 = await connect(port2)
+    long_job, _ = await client2.submit(make_req(up, method="fake"))
+    queued, _ = await client2.submit(make_req(up, method="fake"))
+    await _wait_for(lambda: slow.started)
+    await server2.stop(0.1)  # grace too short: interrupted, and the queued job stays queued on disk
+    assert server2.jobs.info(long_job).state is JobState.INTERRUPTED
+    assert slow.stage_exited.is_set()
+
+    server3, _ = await make_server(FakePipeline())
+    await _wait_for(lambda: server3.jobs.info(queued).state is JobState.COMPLETED)
+    assert server3.jobs.info(long_job).state is JobState.INTERRUPTED
+
+
+async def test_sigterm_stops_serve_gracefully(tmp_path, tiny, make_req):
+    from anymole.client import AnyMoLeClient
+
+    fake = FakePipeline(steps=4, step_s=0.05)
+    ready = asyncio.get_running_loop().create_future()
+    cfg = ServerConfig(port=0, data_dir=tmp_path / "d", devices=("cpu",), grace_s=10.0)
+    task = asyncio.create_task(serve(cfg, fake, on_ready=ready.set_result))
+    port = await ready
+    async with await AnyMoLeClient.connect(f"127.0.0.1:{port}") as client:
+        up = await client.upload_character(tiny())
+        job_id, _ = await client.submit(make_req(up, method="fake"))
+        await _wait_for(lambda: fake.started)
+        os.kill(os.getpid(), signal.SIGTERM)
+        events = [st.event async for st in client.watch(job_id, 5)]
+    await asyncio.wait_for(task, 10)
+    assert isinstance(events[-1], Completed)  # the running job finished inside the grace period
+
+
+async def test_pipeline_bug_fails_the_job_not_the_server(make_server, connect, tiny, make_req):
+    fake = FakePipeline()
+    _, port = await make_server(fake)
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    events = [st.event for st in await _collect(client.inbetween(make_req(up, method="broken")))]
+    assert isinstance(events[-1], Failed)
+    assert events[-1].code == grpc.StatusCode.INTERNAL.value[0]
+    assert "ZeroDivisionError" in events[-1].message
+    ok = [st.event for st in await _collect(client.inbetween(make_req(up, method="fake")))]
+    assert isinstance(ok[-1], Completed)
+
+
+@pytest.mark.parametrize(
+    ("method", "preset", "code"),
+    [
+        ("offline", "", grpc.StatusCode.FAILED_PRECONDITION),
+        ("nope", "", grpc.StatusCode.INVALID_ARGUMENT),
+        ("fake", "nope", grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+async def test_unsupported_method_or_preset(make_server, connect, tiny, make_req, method, preset, code):
+    _, port = await make_server(FakePipeline())
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.submit(make_req(up, method=method, preset=preset))
+    assert err.value.code() is code
+
+
+async def test_five_clients_four_jobs_each_match_running_alone(make_server, connect, tiny, make_req):
+    _, port = await make_server(devices=("cpu", "cpu"), max_queue=32)
+    clients = [await connect(port) for _ in range(5)]
+    ups = [await c.upload_character(tiny(7)) for c in clients]
+    assert len({u.character_id for u in ups}) == 1 and sum(u.cached for u in ups) == 4
+
+    async def run(client, up, seed):
+        events = await _collect(client.inbetween(make_req(up, seed=seed, keys=(10, 25, 40), chunk_frames=7)))
+        assert isinstance(events[-1].event, Completed)
+        motion, _ = await client.result(events[0].job_id, 7)
+        return events[0].job_id, motion
+
+    together = await asyncio.gather(*[run(c, u, 10 * i + k) for i, (c, u) in enumerate(zip(clients, ups, strict=True)) for k in range(4)])
+    jobs = await clients[0].list_jobs()
+    assert len(jobs) == 20 and all(j.state is JobState.COMPLETED for j in jobs)
+    assert len({job_id for job_id, _ in together}) == 20
+    for i in range(5):
+        for k in range(4):
+            _, alone = await run(clients[0], ups[0], 10 * i + k)
+            _, concurrent = together[4 * i + k]
+            assert torch.equal(alone.rotations, concurrent.rotations)
+            assert torch.equal(alone.root_translation, concurrent.root_translation)
