@@ -1,0 +1,30 @@
+"""Repository-wide checks that CI must enforce: lint (ruff) and types (mypy on rig and metrics)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_ruff_clean() -> None:
+    res = _run("ruff", "check", "server", "tests", "scripts")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_mypy_rig_and_metrics() -> None:
+    res = _run("mypy", "server/anymole/rig", "server/anymole/metrics.py")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_public_api_exports_match() -> None:
+    import anymole
+
+    for name in anymole.__all__:
+        assert hasattr(anymole, name), name
