@@ -250,7 +250,7 @@ def orbit_cameras(
         raise InvalidInput("elevation_deg", f"must be within ±80°, got {elevation_deg}")
     if not 1.0 <= fov_y_deg <= 150.0:
         raise InvalidInput("fov_y_deg", f"must be in [1, 150] degrees, got {fov_y_deg}")
-    pts = points.detach().to(torch.float64)
+    pts = points.detach().cpu().to(torch.float64)
     layout = view_layout(views)
     if azimuth_deg is None:
         travel = _travel_azimuth(pts)
