@@ -1,40 +1,12 @@
-"""Shared fixtures for the asset tests: the repo's `assets/` folder, its sidecars, and loaded characters
-(loaded once per session: each load goes through the native import worker)."""
+"""Fixtures for the asset tests."""
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
-
 import pytest
-
-from anymole.io import load_character
-from anymole.rig import Character
-
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
-ASSET_FILES = ("CesiumMan.glb", "Fox.glb", "Fox.fbx", "131_01.bvh", "131_01_30fps.bvh")
-
-
-def sidecar_joints(name: str) -> int:
-    return int((ASSETS / f"{name}.joints").read_text().strip())
-
-
-def sidecar_clips(name: str) -> list[tuple[str, int, float]]:
-    """``(name, keys_or_frames, duration_s)`` per line of ``<file>.clips``, in file order."""
-    rows = []
-    for line in (ASSETS / f"{name}.clips").read_text().splitlines():
-        if line.strip():
-            clip, count, seconds = line.split("\t")
-            rows.append((clip, int(count), float(seconds)))
-    return rows
-
-
-@cache
-def _load(name: str, scale: float | None = None, fps: float | None = None) -> Character:
-    return load_character(ASSETS / name, scale=scale, fps=fps)
+from io_assets import cached_load
 
 
 @pytest.fixture(scope="session")
 def load():
     """``load(name, scale=None, fps=None)`` → cached `Character` from `assets/`."""
-    return _load
+    return cached_load

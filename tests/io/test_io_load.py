@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import ASSET_FILES, ASSETS, sidecar_clips, sidecar_joints
+from io_assets import ASSET_FILES, ASSETS, sidecar_clips, sidecar_joints
 
 from anymole.io import describe
 from anymole.io._isolate import read_scene

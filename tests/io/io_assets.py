@@ -1,0 +1,32 @@
+"""Helpers for the asset tests: the repo's `assets/` folder, its sidecars, and a cached loader (each load
+goes through the native import worker, so every file is loaded once per session)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from anymole.io import load_character
+from anymole.rig import Character
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+ASSET_FILES = ("CesiumMan.glb", "Fox.glb", "Fox.fbx", "131_01.bvh", "131_01_30fps.bvh")
+
+
+def sidecar_joints(name: str) -> int:
+    return int((ASSETS / f"{name}.joints").read_text().strip())
+
+
+def sidecar_clips(name: str) -> list[tuple[str, int, float]]:
+    """``(name, keys_or_frames, duration_s)`` per line of ``<file>.clips``, in file order."""
+    rows = []
+    for line in (ASSETS / f"{name}.clips").read_text().splitlines():
+        if line.strip():
+            clip, count, seconds = line.split("\t")
+            rows.append((clip, int(count), float(seconds)))
+    return rows
+
+
+@cache
+def cached_load(name: str, scale: float | None = None, fps: float | None = None) -> Character:
+    return load_character(ASSETS / name, scale=scale, fps=fps)

@@ -1,0 +1,141 @@
+"""Bad input gives a typed `AssetError` naming the file and the reason, never a crash or garbage."""
+
+from __future__ import annotations
+
+import ctypes
+import time
+
+import numpy as np
+import pygltflib as gl
+import pytest
+from io_assets import ASSETS
+
+from anymole.errors import AssetError
+from anymole.io import load_character
+from anymole.io._assimp import LibraryMismatch, check_library_version
+from anymole.io._isolate import run_isolated
+
+
+def _error(path, **kw) -> AssetError:
+    with pytest.raises(AssetError) as info:
+        load_character(path, **kw)
+    assert info.value.path == str(path)
+    assert str(path) in str(info.value)
+    return info.value
+
+
+def test_missing_unsupported_and_empty_files(tmp_path):
+    assert "no such file" in _error(tmp_path / "nope.glb").reason
+    obj = tmp_path / "cube.obj"
+    obj.write_text("v 0 0 0\n")
+    err = _error(obj)
+    assert "unsupported format '.obj'" in err.reason and ".glb" in err.reason
+    empty = tmp_path / "empty.fbx"
+    empty.write_bytes(b"")
+    assert "empty" in _error(empty).reason
+
+
+@pytest.mark.parametrize("name", ["Fox.glb", "Fox.fbx", "CesiumMan.glb"])
+def test_truncated_binary_files(tmp_path, name):
+    data = (ASSETS / name).read_bytes()
+    cut = tmp_path / name
+    cut.write_bytes(data[: len(data) // 3])
+    err = _error(cut)
+    assert "assimp could not read it" in err.reason or "crashed" in err.reason
+
+
+def test_garbage_with_a_known_extension(tmp_path):
+    junk = tmp_path / "junk.fbx"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    _error(junk)
+
+
+def test_truncated_and_malformed_bvh(tmp_path):
+    text = (ASSETS / "131_01_30fps.bvh").read_bytes()
+    cut = tmp_path / "cut.bvh"
+    cut.write_bytes(text[: len(text) - 5000])
+    err = _error(cut)
+    assert "truncated BVH" in err.reason and "249 frames × 96 channels" in err.reason
+    bad = tmp_path / "bad.bvh"
+    bad.write_bytes(text.replace(b"OFFSET", b"OFSET", 3))
+    assert "malformed BVH: expected OFFSET" in _error(bad).reason
+    nan = tmp_path / "nan.bvh"
+    nan.write_bytes(text.replace(b"MOTION", b"MOTION", 1)[:-200] + b" nan" * 60 + b"\n")
+    _error(nan)
+
+
+def test_unknown_clip_is_named(tmp_path):
+    err = _error(ASSETS / "Fox.glb", clip="Jump")
+    assert "Jump" in err.reason and "Survey" in err.reason
+    assert list(load_character(ASSETS / "Fox.glb", clip="Walk").motions) == ["Walk"]
+
+
+def _triangle_glb(path, weights: np.ndarray | None) -> None:
+    """A one-triangle glTF; with ``weights`` (3, 4) it is skinned to a single joint."""
+    pos = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
+    idx = np.array([0, 1, 2], np.uint16)
+    blobs = [pos.tobytes(), idx.tobytes() + b"\0\0"]
+    g = gl.GLTF2(asset=gl.Asset(version="2.0"))
+    g.accessors.append(gl.Accessor(bufferView=0, componentType=gl.FLOAT, count=3, type=gl.VEC3,
+                                   min=[0, 0, 0], max=[1, 1, 0]))
+    g.accessors.append(gl.Accessor(bufferView=1, componentType=gl.UNSIGNED_SHORT, count=3, type=gl.SCALAR))
+    attrs = gl.Attributes(POSITION=0)
+    g.nodes.append(gl.Node(mesh=0))
+    if weights is not None:
+        blobs += [np.zeros((3, 4), np.uint8).tobytes(), weights.astype(np.float32).tobytes(),
+                  np.eye(4, dtype=np.float32).tobytes()]
+        g.accessors.append(gl.Accessor(bufferView=2, componentType=gl.UNSIGNED_BYTE, count=3, type=gl.VEC4))
+        g.accessors.append(gl.Accessor(bufferView=3, componentType=gl.FLOAT, count=3, type=gl.VEC4))
+        g.accessors.append(gl.Accessor(bufferView=4, componentType=gl.FLOAT, count=1, type=gl.MAT4))
+        attrs.JOINTS_0, attrs.WEIGHTS_0 = 2, 3
+        g.nodes[0].skin = 0
+        g.nodes.append(gl.Node(name="bone"))
+        g.skins.append(gl.Skin(joints=[1], inverseBindMatrices=4))
+    offset = 0
+    for b in blobs:
+        g.bufferViews.append(gl.BufferView(buffer=0, byteOffset=offset, byteLength=len(b)))
+        offset += len(b)
+    g.meshes.append(gl.Mesh(primitives=[gl.Primitive(attributes=attrs, indices=1)]))
+    g.scenes = [gl.Scene(nodes=list(range(len(g.nodes))))]
+    g.scene = 0
+    g.buffers = [gl.Buffer(byteLength=offset)]
+    g.set_binary_blob(b"".join(blobs))
+    g.save_binary(str(path))
+
+
+def test_no_skeleton(tmp_path):
+    path = tmp_path / "static.glb"
+    _triangle_glb(path, None)
+    assert "no skeleton" in _error(path).reason
+
+
+def test_unbound_vertices_are_counted(tmp_path):
+    path = tmp_path / "unbound.glb"
+    _triangle_glb(path, np.array([[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]))
+    assert "1 of 3 vertices" in _error(path).reason
+    ok = tmp_path / "bound.glb"
+    _triangle_glb(ok, np.array([[1, 0, 0, 0]] * 3))
+    ch = load_character(ok)
+    assert ch.skeleton.names == ("bone",) and ch.mesh.num_vertices == 3
+
+
+def test_a_crashing_importer_does_not_take_the_process_down():
+    with pytest.raises(AssetError, match="crashed") as info:
+        run_isolated("model.fbx", ctypes.string_at, 8, 1)  # reads address 8: SIGSEGV in the worker
+    assert info.value.path == "model.fbx"
+    # a fresh worker serves the next import
+    assert load_character(ASSETS / "Fox.glb", clip="Walk").skeleton.num_joints == 24
+
+
+def test_a_hung_importer_times_out():
+    with pytest.raises(AssetError, match=r"did not finish within 0\.5 s"):
+        run_isolated("slow.glb", time.sleep, 30, timeout=0.5)
+    assert run_isolated("x", abs, -3) == 3
+
+
+def test_library_version_check():
+    check_library_version((5, 2, 4))
+    with pytest.raises(LibraryMismatch, match=r"libassimp 5\.4\.3 .*install Debian's libassimp5 5\.2"):
+        check_library_version((5, 4, 3))
+    with pytest.raises(LibraryMismatch):
+        check_library_version((6, 0, 0))
