@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from anymole.errors import ModelUnavailable
-from anymole.video.prior import VideoCondition
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
+
+from anymole.errors import ModelUnavailable
+from anymole.video.prior import VideoCondition
 
 TEXT_TOKENS = 4
 IMAGE_TOKENS = 2

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+
 from anymole.errors import ModelUnavailable
 from anymole.video.cache import AdaptationCache, adaptation_key, tensor_digest
 from anymole.video.caption import scene_caption, template_caption

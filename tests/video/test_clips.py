@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from anymole.errors import InvalidInput
 from anymole.video.clips import ClipBank, gather_clips
 

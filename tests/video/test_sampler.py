@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from anymole.errors import InvalidInput
 from anymole.video.sampler import (
     SamplerConfig,
@@ -14,8 +17,6 @@ from anymole.video.sampler import (
     replace_known,
 )
 from anymole.video.schedule import DDIMSchedule
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def _slots(flags: tuple[bool, ...]) -> list[int]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from anymole.video.schedule import DDIMSchedule
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from anymole.video.schedule import DDIMSchedule
 
 
 def test_trailing_timesteps_50() -> None:

@@ -241,9 +241,8 @@ def icadapt(
             if on_step is not None:
                 on_step("icadapt", (step + 1) / cfg.steps)
     finally:
+        # The trainable set keeps requires_grad: backends save exactly those tensors as the adapted weights.
         result.seconds = time.perf_counter() - start
-        for p in params:
-            p.requires_grad_(False)
         if checkpointing is not None:
             checkpointing(False)
         if module is not None:

@@ -1,0 +1,98 @@
+"""The sampler and ICAdapt over the real backend at its `tiny` size (CPU)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import torch
+
+from anymole.video.clips import ClipBank, gather_clips
+from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
+from anymole.video.icadapt import ICAdaptConfig, encode_views, icadapt, icadapt_loss
+from anymole.video.sampler import SamplerConfig, TwoStageSampler, plan_stage1
+from anymole.video.schedule import DDIMSchedule
+
+SIZE = 32  # pixels; 4×4 latents keep the CPU test fast
+
+
+@functools.cache
+def _base() -> DynamiCrafterPrior:
+    torch.manual_seed(0)
+    return DynamiCrafterPrior(DynamiCrafterConfig.tiny()).eval()
+
+
+def _prior() -> tuple[DynamiCrafterPrior, DDIMSchedule]:
+    """A fresh copy of one tiny prior (ICAdapt mutates it) and its schedule."""
+    prior = copy.deepcopy(_base())
+    return prior, DDIMSchedule(**prior.config.scheduler_kwargs())
+
+
+def test_tiny_dynamicrafter_guided_window() -> None:
+    prior, schedule = _prior()
+    g = torch.Generator().manual_seed(3)
+    context, keys = torch.rand(3, 61, SIZE, SIZE, generator=g), torch.rand(3, 1, SIZE, SIZE, generator=g)
+    sampler = TwoStageSampler(prior, schedule, SamplerConfig(num_steps=2))
+    plan = plan_stage1(60, 1)[0]
+    pixels = {i: context[:, i] for i in range(61)} | {90: keys[:, 0]}
+    slots = [i for i in range(16) if plan.keymask[i]]
+    guidance = torch.stack([pixels[plan.frames[i]] for i in slots], dim=1)
+    with torch.no_grad():
+        z = prior.encode(guidance[None])[0]
+        x = sampler.denoise_windows(
+            [plan],
+            pixels,
+            {plan.frames[i]: z[:, k] for k, i in enumerate(slots)},
+            "walk",
+            torch.Generator().manual_seed(0),
+        )
+        decoded = prior.decode(x[:, :, slots])[0]
+        reference = prior.decode(z[None])[0]
+    torch.testing.assert_close(x[0][:, slots], z, atol=1e-6, rtol=0)
+    torch.testing.assert_close(decoded, reference, atol=1e-5, rtol=0)  # = decode(encode(guidance))
+
+
+def test_tiny_dynamicrafter_two_stage_video() -> None:
+    prior, schedule = _prior()
+    g = torch.Generator().manual_seed(4)
+    context, keys = torch.rand(3, 61, SIZE, SIZE, generator=g), torch.rand(3, 1, SIZE, SIZE, generator=g)
+    previews = []
+    out = TwoStageSampler(prior, schedule, SamplerConfig(num_steps=1))(
+        context,
+        keys,
+        "walk",
+        on_step=lambda s, f, preview=None: preview is not None and previews.append(preview),
+    )
+    assert out.frames.shape == (3, 15, SIZE, SIZE) and out.indices.tolist() == list(range(62, 91, 2))
+    assert torch.isfinite(out.frames).all() and len(previews) == 2
+    torch.testing.assert_close(out.frames[:, -1], keys[:, 0])
+
+
+def test_tiny_dynamicrafter_icadapt_reduces_loss() -> None:
+    prior, schedule = _prior()
+    frames = 17  # two 16-frame clips: every ICAdapt batch is this fixed batch
+    video = torch.full((1, 3, frames, SIZE, SIZE), 0.3)
+    for f in range(frames):
+        video[:, :, f, 8:20, f : f + 8] = 0.9
+    bank = ClipBank(video, gather_clips(1, frames, k=16, strides=(1,)), "a box sliding")
+    index = torch.arange(len(bank))
+    with torch.no_grad():
+        x0 = bank.latents(encode_views(prior, bank.videos), index)
+    gen = torch.Generator().manual_seed(9)
+    t = torch.randint(0, 1000, (len(index),), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    first, last = bank.endpoints(index)
+
+    def loss() -> float:
+        with torch.no_grad():
+            cond = prior.condition([bank.caption] * len(index), first, last, bank.fps[index])
+            return float(icadapt_loss(prior, schedule, x0, cond, t, noise))
+
+    before = loss()
+    cfg = ICAdaptConfig(
+        steps=3, lr=3e-3, batch_size=2, grad_accum=1, autocast_dtype="fp32", gradient_checkpointing=False
+    )
+    result = icadapt(prior, bank, cfg, schedule=schedule)
+    after = loss()
+    assert after < 0.9 * before, (before, after, result.losses)
+    assert result.trainable_parameters == sum(p.numel() for p in prior.parameters() if p.requires_grad)
