@@ -27,8 +27,7 @@ from anymole.service.characters import CharacterStore
 from anymole.service.convert import Limits
 from anymole.service.jobs import JobManager
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
-from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
-from anymole.service.servicer import AnyMoLeServicer, GateInterceptor
+from anymole.service.servicer import AnyMoLeServicer, GateInterceptor, add_servicer
 
 __all__ = ["DEFAULT_PORT", "SERVICE_NAME", "AnyMoLeServer", "ServerConfig", "build_server", "resolve_devices", "serve"]
 
@@ -153,7 +152,7 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
     )
     limits = dataclasses.replace(cfg.limits, max_queue=cfg.max_queue)
     servicer = AnyMoLeServicer(jobs, characters, pipeline, limits, devices, auth_required=cfg.token is not None)
-    pb_grpc.add_AnyMoLeServiceServicer_to_server(servicer, server)
+    add_servicer(server, servicer)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

@@ -14,9 +14,12 @@ import hmac
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
 
 from anymole.errors import InvalidInput
 from anymole.pipeline import Pipeline
@@ -34,7 +37,7 @@ from anymole.service.version import (
     parse_version,
 )
 
-__all__ = ["AnyMoLeServicer", "GateInterceptor"]
+__all__ = ["AnyMoLeServicer", "GateInterceptor", "Undecodable", "add_servicer"]
 
 log = logging.getLogger("anymole.service")
 
@@ -61,6 +64,7 @@ def _unary(fn: Callable[..., Awaitable[_R]]) -> Callable[..., Awaitable[_R]]:
     @functools.wraps(fn)
     async def wrapper(self: AnyMoLeServicer, request: Any, context: grpc.aio.ServicerContext) -> _R:
         try:
+            _reject_undecodable(request)
             return await fn(self, request, context)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
@@ -77,6 +81,7 @@ def _streaming(fn: Callable[..., AsyncIterator[_R]]) -> Callable[..., AsyncItera
     @functools.wraps(fn)
     async def wrapper(self: AnyMoLeServicer, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[_R]:
         try:
+            _reject_undecodable(request)
             async for item in fn(self, request, context):
                 yield item
         except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -155,6 +160,7 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
     ) -> pb.UploadCharacterResponse:
         it = request_iterator.__aiter__()
         first = await anext(it, None)
+        _reject_undecodable(first, "header")
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidInput("header", "the first message of an upload must be an UploadHeader")
         header = first.header
@@ -177,6 +183,7 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
             return self._upload_response(cid, character, cached=True)
         buf = bytearray()
         async for msg in it:
+            _reject_undecodable(msg, "chunk")
             if msg.WhichOneof("part") != "chunk":
                 raise InvalidInput("header", "only the first message of an upload may carry a header")
             buf += msg.chunk
@@ -269,6 +276,55 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
             write_atomic(path, tmp.read_bytes())
             tmp.unlink()
             return path
+
+
+# ---------------------------------------------------------------------------------------------- registration
+@dataclass(frozen=True)
+class Undecodable:
+    """Stands in for a request whose bytes are not a valid message, so that the handler can answer
+    INVALID_ARGUMENT instead of grpc's bare UNKNOWN."""
+
+    type_name: str
+    error: str
+
+    def __bool__(self) -> bool:
+        return False
+
+
+def _reject_undecodable(request: object, field: str = "request") -> None:
+    if isinstance(request, Undecodable):
+        raise InvalidInput(field, f"the bytes are not a valid {request.type_name} message ({request.error})")
+
+
+def _tolerant_parser(cls: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    def parse(data: bytes) -> Message | Undecodable:
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(cls.DESCRIPTOR.full_name, str(exc))
+
+    return parse
+
+
+def add_servicer(server: grpc.aio.Server, servicer: AnyMoLeServicer) -> None:
+    """Register ``servicer`` like the generated ``add_AnyMoLeServiceServicer_to_server``, but with request
+    parsers that turn corrupt bytes into `Undecodable` (answered INVALID_ARGUMENT by the handlers)."""
+    service = pb.DESCRIPTOR.services_by_name["AnyMoLeService"]
+    factories = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    handlers = {}
+    for method in service.methods:
+        factory = factories[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = factory(
+            getattr(servicer, method.name),
+            request_deserializer=_tolerant_parser(GetMessageClass(method.input_type)),
+            response_serializer=GetMessageClass(method.output_type).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
 # ---------------------------------------------------------------------------------------------- the gate
