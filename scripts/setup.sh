@@ -14,7 +14,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 # --- system packages ---------------------------------------------------------------------------------------
 APT_PKGS=(libassimp5 libegl1 libegl-mesa0 libgl1-mesa-dri)
 if [[ $DEV == 1 ]]; then
-    APT_PKGS+=(blender nodejs npm)
+    APT_PKGS+=(blender python3-numpy nodejs npm)  # Blender's glTF importer needs the system numpy
 fi
 missing=()
 for p in "${APT_PKGS[@]}"; do
