@@ -148,7 +148,7 @@ def fill(
         from anymole.client import fill_remote
 
         res = fill_remote(server, asset, keys=key_list, out=out, clip=clip, context=(start, stop),
-                          method=method, token=token, tls_ca=tls_ca)
+                          method=method, preset=root if method == "interp" else "", token=token, tls_ca=tls_ca)
         console.print(f"wrote {res.path} (job {res.job_id})")
         return
     if method != "interp":
@@ -279,6 +279,51 @@ def render(
     if video is not None:
         iio.imwrite(video, view_grid(renders), fps=motion.fps, codec="libx264", macro_block_size=1)
         typer.echo(f"wrote {video}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to bind; 0.0.0.0 exposes the server (use --token and TLS)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one)")] = 50051,
+    data_dir: Annotated[Path, typer.Option(help="job directories and uploaded characters")] = Path("~/.cache/anymole/server"),
+    device: Annotated[list[str] | None, typer.Option(help="torch device per worker, repeatable (default: auto = every GPU, else cpu)")] = None,
+    max_queue: Annotated[int, typer.Option(help="most waiting jobs before SubmitJob answers RESOURCE_EXHAUSTED")] = 64,
+    token: Annotated[str | None, typer.Option(envvar="ANYMOLE_TOKEN", help="demand 'authorization: Bearer <token>'")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain: serve TLS (with --tls-key)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert")] = None,
+    grace: Annotated[float, typer.Option(help="seconds running jobs get to finish on SIGTERM before they are interrupted")] = 30.0,
+) -> None:
+    """Run the gRPC server the Unity and Unreal plugins talk to (anymole.v1.AnyMoLeService).
+
+    Stops gracefully on SIGTERM/Ctrl-C: health goes NOT_SERVING, new jobs are refused, running jobs finish
+    (or are marked interrupted after --grace), queued jobs run after the next start.
+
+      anymole serve --port 50051 --data-dir /srv/anymole --token $SECRET --tls-cert cert.pem --tls-key key.pem
+    """
+    import asyncio
+    import logging
+
+    from anymole.service.server import ServerConfig
+    from anymole.service.server import serve as run_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = ServerConfig(host=host, port=port, data_dir=data_dir.expanduser(), devices=tuple(device or ("auto",)),
+                       max_queue=max_queue, token=token, tls_cert=tls_cert, tls_key=tls_key, grace_s=grace)
+    asyncio.run(run_server(cfg, on_ready=lambda p: typer.echo(f"anymole listening on {host}:{p}", err=True)))
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option(help="where the result goes")] = Path("anymole-demo"),
+    method: Annotated[str, typer.Option(help="in-betweening method on the in-process server")] = "interp",
+) -> None:
+    """Offline end-to-end run: start a server in-process, upload the bundled Fox, fill a gap of its Survey
+    clip (context 0:40, keys 60 and 82) through the same client the plugins mirror, write the GLB."""
+    from anymole.client import run_demo
+
+    res = run_demo(out_dir, method=method)
+    typer.echo(f"wrote {res.path} ({res.motion.num_frames} frames, job {res.job_id}): {res.summary}")
+    typer.echo(f"look at it: anymole render {res.path} --out {out_dir / 'fox_fill.png'}")
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ class FillResult:
     """What a remote fill produced: the job, the file written and the result timeline ``(T, J, 4)``."""
 
     job_id: str
-    out: Path
+    path: Path
     motion: Motion
     summary: str
     metrics: dict[str, float]
