@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import pytest
 import torch
+
+from anymole.errors import InvalidInput, ModelUnavailable
 from anymole.video import attention
 from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
 from anymole.video.prior import VideoCondition, VideoPrior
@@ -173,3 +178,176 @@ def test_gradient_checkpointing_gives_identical_gradients():
     model.enable_gradient_checkpointing(False)
     for a, b in zip(plain, recomputed, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- encoders and conditioning
+def _video(seed: int = 0, batch: int = 1) -> torch.Tensor:
+    return torch.rand(batch, 3, T, H, W, generator=torch.Generator().manual_seed(seed))
+
+
+def test_encode_decode_shapes_and_range(prior):
+    video = _video()
+    with torch.no_grad():
+        z = prior.encode(video)
+        x = prior.decode(z)
+        per_frame = prior.encode(video[:, :, 3:4])
+    assert z.shape == (1, 4, T, 8, 8) and x.shape == video.shape
+    assert x.min() >= 0 and x.max() <= 1
+    torch.testing.assert_close(per_frame[:, :, 0], z[:, :, 3], atol=1e-5, rtol=1e-4)  # the VAE is per frame
+
+
+def test_condition_builds_interpolation_conditioning(prior):
+    video = _video(batch=2)
+    first, last = video[:, :, 0], video[:, :, -1]
+    with torch.no_grad():
+        cond = prior.condition(["a fox", "a cat"], first, last, torch.tensor([10.0, 30.0]))
+        z = prior.encode(torch.stack([first, last], dim=2))
+        no_last = prior.condition(["a fox", "a cat"], first, None, torch.tensor([10.0, 30.0]))
+        other_text = prior.condition(["a dog", "a cat"], first, last, torch.tensor([10.0, 30.0]))
+    cfg = prior.config
+    assert cond.context.shape == (2, cfg.text.context_length + cfg.resampler.num_queries, cfg.unet.context_dim)
+    assert cond.concat.shape == (2, 4, T, 8, 8)
+    torch.testing.assert_close(cond.concat[:, :, 0], z[:, :, 0])
+    torch.testing.assert_close(cond.concat[:, :, -1], z[:, :, 1])
+    assert torch.all(cond.concat[:, :, 1:-1] == 0)
+    assert torch.all(no_last.concat[:, :, -1] == 0)
+    assert torch.equal(cond.fps, torch.tensor([10.0, 30.0]))
+    text_len = cfg.text.context_length
+    # the caption changes the text tokens of its own sample only; image tokens are untouched
+    assert (other_text.context[0, :text_len] - cond.context[0, :text_len]).abs().max() > 1e-4
+    torch.testing.assert_close(other_text.context[1], cond.context[1])
+    torch.testing.assert_close(other_text.context[:, text_len:], cond.context[:, text_len:])
+
+
+def test_unconditional_ignores_prompt_and_images_but_keeps_concat(prior):
+    a, b = _video(1), _video(2)
+    with torch.no_grad():
+        ca = prior.condition(["walking"], a[:, :, 0], a[:, :, -1], torch.tensor([15.0]))
+        cb = prior.condition(["running fast"], b[:, :, 0], b[:, :, -1], torch.tensor([15.0]))
+        ua, ub = prior.unconditional(ca), prior.unconditional(cb)
+    torch.testing.assert_close(ua.context, ub.context)
+    assert (ua.context - ca.context).abs().max() > 1e-4
+    assert ua.concat is ca.concat and torch.equal(ua.fps, ca.fps)
+    both = ca.repeat(2)
+    assert both.context.shape[0] == 2
+
+
+def test_condition_rejects_bad_inputs(prior):
+    img = torch.rand(1, 3, H, W)
+    with pytest.raises(InvalidInput, match="first"):
+        prior.condition(["a", "b"], img, None, torch.tensor([10.0, 10.0]))
+    with pytest.raises(InvalidInput, match="last"):
+        prior.condition(["a"], img, torch.rand(1, 3, 32, 32), torch.tensor([10.0]))
+    with pytest.raises(InvalidInput, match="fps"):
+        prior.condition(["a"], img, None, torch.tensor(10.0))
+
+
+# ---------------------------------------------------------------- adaptation
+def _unet_names(model: DynamiCrafterPrior, params) -> set[str]:
+    ids = {id(p) for p in params}
+    return {n for n, p in model.unet.named_parameters() if id(p) in ids}
+
+
+def test_spatial_mode_freezes_temporal_layers_and_embeddings():
+    model = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
+    params = list(model.trainable_parameters("spatial"))
+    names = _unet_names(model, params)
+    assert not any("temopral_conv" in n or "init_attn" in n or "embed" in n for n in names)
+    assert "input_blocks.1.1.transformer_blocks.0.attn2.to_k_ip.weight" in names  # spatial transformer
+    assert "input_blocks.1.2.transformer_blocks.0.attn1.to_q.weight" not in names  # temporal transformer
+    assert "input_blocks.0.0.weight" in names and "out.2.weight" in names
+    assert all(p.requires_grad for p in model.image_proj.parameters())
+    trainable = {id(p) for p in params}
+    assert all(p.requires_grad == (id(p) in trainable) for p in model.parameters())
+    full = list(model.trainable_parameters("full"))
+    assert len(full) == len(list(model.unet.parameters())) + len(list(model.image_proj.parameters()))
+    with pytest.raises(InvalidInput, match="mode"):
+        model.trainable_parameters("everything")
+
+
+def test_lora_mode_trains_adapters_only_and_starts_as_identity(prior):
+    model = DynamiCrafterPrior(DynamiCrafterConfig.tiny()).eval()
+    model.load_state_dict(prior.state_dict())
+    cond, z = _cond(model), torch.randn(1, 4, T, 8, 8)
+    with torch.no_grad():
+        before = model.predict(z, torch.tensor([600]), cond)
+    params = list(model.trainable_parameters("lora"))
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names and all("lora_" in n for n in names) and len(params) == len(names)
+    assert any(".attn2.to_k_ip.lora_A" in n for n in names)
+    assert not any("input_blocks.1.2." in n for n in names)  # temporal transformer untouched
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict(z, torch.tensor([600]), cond), before)  # lora_B starts at 0
+
+
+@pytest.mark.parametrize("mode", ["spatial", "lora"])
+def test_save_and_load_adapted_round_trip(tmp_path, mode):
+    src = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
+    params = list(src.trainable_parameters(mode))
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.add_(0.01 * (i + 1))
+    path = tmp_path / "adapted.safetensors"
+    src.save_adapted(path)
+    dst = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
+    dst.load_adapted(path)
+    src_named = dict(src.named_parameters())
+    for name, p in dst.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p, src_named[name]), name
+    assert dst.train_mode == mode
+    assert sum(p.requires_grad for p in dst.parameters()) == len(params)
+
+    other = DynamiCrafterPrior(dataclasses.replace(DynamiCrafterConfig.tiny(), lora_rank=2))
+    with pytest.raises(ModelUnavailable, match="another model or config"):
+        other.load_adapted(path)
+    with pytest.raises(ModelUnavailable, match="missing"):
+        dst.load_adapted(tmp_path / "absent.safetensors")
+
+
+# ---------------------------------------------------------------- config and construction
+def test_config_round_trips_through_json_and_validates():
+    import json
+
+    for cfg in (DynamiCrafterConfig.tiny(), DynamiCrafterConfig.full()):
+        assert DynamiCrafterConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    tiny = DynamiCrafterConfig.tiny()
+    with pytest.raises(ValueError, match="context_dim"):
+        dataclasses.replace(tiny, text=dataclasses.replace(tiny.text, width=64))
+    with pytest.raises(ValueError, match="in_channels"):
+        dataclasses.replace(tiny, unet=dataclasses.replace(tiny.unet, in_channels=4))
+
+
+def test_scheduler_kwargs_build_the_training_schedule():
+    from anymole.video.schedule import DDIMSchedule
+
+    cfg = DynamiCrafterConfig.full()
+    kwargs = cfg.scheduler_kwargs()
+    assert kwargs["prediction_type"] == "v" and kwargs["num_train_timesteps"] == 1000
+    assert (kwargs["beta_start"], kwargs["beta_end"], kwargs["beta_schedule"]) == (0.00085, 0.012, "scaled_linear")
+    schedule = DDIMSchedule(**kwargs)
+    assert float(schedule.alphas_cumprod[-1]) == pytest.approx(0.0, abs=1e-9)  # zero terminal SNR
+    assert float(schedule.alphas_cumprod[0]) == pytest.approx(0.99915, abs=1e-5)
+
+
+def test_device_build_materialises_fresh_weights_in_the_requested_dtype():
+    model = DynamiCrafterPrior(DynamiCrafterConfig.tiny(), device="cpu", dtype=torch.bfloat16)
+    assert all(p.device.type == "cpu" and p.dtype == torch.bfloat16 for p in model.parameters())
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert torch.all(model.unet.out[2].weight == 0)  # zero-init survives reset_parameters
+    assert model.unet.input_blocks[1][0].in_layers[2].weight.float().std() > 1e-3
+    assert torch.all(model.image_proj.norm_out.weight == 1)
+    meta = DynamiCrafterPrior(DynamiCrafterConfig.full(), device="meta", dtype=torch.bfloat16)
+    assert meta.unet.out[2].weight.is_meta and meta.unet.out[2].weight.dtype == torch.bfloat16
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        v = model.predict(torch.randn(1, 4, T, 8, 8), torch.tensor([5]), _cond(model))
+    assert v.dtype == torch.float32 and v.shape == (1, 4, T, 8, 8)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("ANYMOLE_SLOW"), reason="dynamo tracing takes ~20 s; set ANYMOLE_SLOW=1")
+def test_predict_traces_as_one_graph(prior):
+    cond, z = _cond(prior), torch.randn(1, 4, T, 8, 8)
+    compiled = torch.compile(prior.predict, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(z, torch.tensor([500]), cond), prior.predict(z, torch.tensor([500]), cond))

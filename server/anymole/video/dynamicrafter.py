@@ -463,7 +463,7 @@ class DynamiCrafterPrior(nn.Module):
         if not (path.is_file() and meta_path.is_file()):
             raise ModelUnavailable(name, f"{path} or {meta_path} is missing: run ICAdapt again")
         header = json.loads(meta_path.read_text())
-        if header.get("backend") != BACKEND or header.get("config") != self.config.to_dict():
+        if header.get("backend") != BACKEND or DynamiCrafterConfig.from_dict(header["config"]) != self.config:
             raise ModelUnavailable(name, "they were adapted from another model or config: run ICAdapt again")
         self.trainable_parameters(header["mode"])
         tensors = load_file(str(path))

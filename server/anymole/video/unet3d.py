@@ -96,7 +96,8 @@ class GroupNorm32(nn.GroupNorm):
     """GroupNorm evaluated in float32 (the ResBlock and output norms of the LDM UNet), cast back."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        weight, bias = self.weight.float(), self.bias.float()
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).type(x.dtype)
 
 
 class TemporalConvBlock(nn.Module):
@@ -442,6 +443,10 @@ class UNet3D(nn.Module):
                     ds //= 2
                 self.output_blocks.append(Stage(layers))
         self.out = nn.Sequential(GroupNorm32(g, ch), nn.SiLU(), nn.Conv2d(mc, cfg.out_channels, 3, padding=1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The output conv starts at zero (the reference's ``zero_module``)."""
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
