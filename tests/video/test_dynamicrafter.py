@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import pytest
@@ -307,8 +308,6 @@ def test_save_and_load_adapted_round_trip(tmp_path, mode):
 
 # ---------------------------------------------------------------- config and construction
 def test_config_round_trips_through_json_and_validates():
-    import json
-
     for cfg in (DynamiCrafterConfig.tiny(), DynamiCrafterConfig.full()):
         assert DynamiCrafterConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     tiny = DynamiCrafterConfig.tiny()
@@ -351,3 +350,26 @@ def test_predict_traces_as_one_graph(prior):
     compiled = torch.compile(prior.predict, backend="eager", fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(z, torch.tensor([500]), cond), prior.predict(z, torch.tensor([500]), cond))
+
+
+# ---------------------------------------------------------------- tokenizers
+def test_clip_bpe_tokenizer_packs_like_open_clip(tmp_path):
+    from anymole.video.openclip import CLIPBPETokenizer
+
+    vocab = {"!": 0, "a": 1, "b": 2, "a</w>": 3, "b</w>": 4, "ab</w>": 5, "<|startoftext|>": 6, "<|endoftext|>": 7}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\na b</w>\n")
+    tokens = CLIPBPETokenizer(tmp_path, context_length=6)(["A b", "ab", "a a a a a a a"])
+    # lower-cased, BPE-merged, [sot] ... [eot], zero-padded; truncation keeps eot last
+    assert tokens.tolist() == [[6, 3, 4, 7, 0, 0], [6, 5, 7, 0, 0, 0], [6, 3, 3, 3, 3, 7]]
+    with pytest.raises(ModelUnavailable, match="models pull"):
+        CLIPBPETokenizer(tmp_path / "nowhere")
+
+
+def test_byte_tokenizer_is_deterministic_utf8():
+    from anymole.video.openclip import ByteTokenizer
+
+    tokens = ByteTokenizer(300, 6)(["hé", ""])
+    assert tokens.tolist() == [[298, 105, 196, 170, 299, 0], [298, 299, 0, 0, 0, 0]]
+    with pytest.raises(ValueError, match="259"):
+        ByteTokenizer(100, 6)
