@@ -373,3 +373,31 @@ def test_byte_tokenizer_is_deterministic_utf8():
     assert tokens.tolist() == [[298, 105, 196, 170, 299, 0], [298, 299, 0, 0, 0, 0]]
     with pytest.raises(ValueError, match="259"):
         ByteTokenizer(100, 6)
+
+
+# ---------------------------------------------------------------- building blocks against independent references
+def test_fused_attention_block_matches_torch_multihead_attention():
+    """open_clip's towers use `nn.MultiheadAttention`; our fused block reads the same weights the same way."""
+    from anymole.video.openclip import FusedSelfAttention
+
+    torch.manual_seed(0)
+    ours = FusedSelfAttention(32, heads=4)
+    ref = torch.nn.MultiheadAttention(32, 4, batch_first=True)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 7, 32)
+    causal = torch.ones(7, 7, dtype=torch.bool).triu(1)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, causal=False), ref(x, x, x, need_weights=False)[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            ours(x, causal=True), ref(x, x, x, attn_mask=causal, need_weights=False)[0], atol=1e-5, rtol=1e-4
+        )
+
+
+def test_timestep_embedding_matches_diffusers_cos_first_convention():
+    from diffusers.models.embeddings import get_timestep_embedding
+
+    from anymole.video.unet3d import timestep_embedding
+
+    t = torch.tensor([0, 1, 250, 999])
+    expected = get_timestep_embedding(t, 320, flip_sin_to_cos=True, downscale_freq_shift=0)
+    torch.testing.assert_close(timestep_embedding(t, 320), expected)

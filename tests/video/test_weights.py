@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from anymole.errors import AssetError, ModelUnavailable
 from anymole.video import hub
 from anymole.video import weights as W
@@ -214,3 +215,17 @@ def test_pull_downloads_checkpoint_and_tokenizer(tmp_path: Path, monkeypatch):
     assert hub.locate("dynamicrafter-512-interp", tmp_path) == path
     with pytest.raises(ModelUnavailable, match="unknown model"):
         hub.pull("sora", tmp_path)
+
+
+def test_vae_mapping_agrees_with_diffusers_own_ldm_converter(tiny_state):
+    """An independent implementation of the LDM → diffusers VAE renames gives the same tensors."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    prior = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
+    W.load_checkpoint(prior, tiny_state)
+    vae_part = {k: v for k, v in tiny_state.items() if k.startswith("first_stage_model.")}
+    converted = convert_ldm_vae_checkpoint(vae_part, dict(prior.vae.config))
+    ours = prior.vae.state_dict()
+    assert set(converted) == set(ours)
+    for key, value in converted.items():
+        assert torch.equal(ours[key], value.reshape(ours[key].shape)), key
