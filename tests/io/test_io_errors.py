@@ -139,3 +139,18 @@ def test_library_version_check():
         check_library_version((5, 4, 3))
     with pytest.raises(LibraryMismatch):
         check_library_version((6, 0, 0))
+
+
+def test_unknown_library_version_becomes_model_unavailable(monkeypatch):
+    from anymole.errors import ModelUnavailable
+    from anymole.io import _assimp, _isolate
+
+    # the worker side: an unverified libassimp is reported, not read
+    monkeypatch.setattr(_assimp, "_LIB", None)
+    monkeypatch.setattr(_assimp, "library_version", lambda lib: (5, 4, 3))
+    kind, message = _isolate._import_in_child(str(ASSETS / "Fox.glb"))
+    assert kind == "library" and "5.4.3" in message
+    # the server side turns that report into ModelUnavailable with the install hint
+    monkeypatch.setattr(_isolate, "run_isolated", lambda *a, **k: (kind, message))
+    with pytest.raises(ModelUnavailable, match="libassimp5"):
+        _isolate.read_scene(ASSETS / "Fox.glb")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from anymole.errors import AssetError
 from anymole.io._bvh import read_bvh
 from anymole.io._isolate import DEFAULT_IMPORT_TIMEOUT_S, read_scene
@@ -63,4 +65,19 @@ def load_character(
             raise AssetError(p, f"no clip {clip!r}; the file has {list(character.motions)}")
         return character
     raw = read_scene(p, timeout=timeout)
-    return scene_to_character(raw, p, fmt=ext, scale=scale, fps=fps, clip=clip)
+    character = scene_to_character(raw, p, fmt=ext, scale=scale, fps=fps, clip=clip)
+    _check_finite(character, p)
+    return character
+
+
+def _check_finite(character: Character, path: Path) -> None:
+    """NaN/inf anywhere means a corrupt file that assimp accepted: refuse it rather than pass garbage on."""
+    tensors = {"joint offsets": character.skeleton.offsets, "rest rotations": character.skeleton.rest_rotations}
+    if character.mesh is not None:
+        tensors["vertices"] = character.mesh.vertices
+    for name, m in character.motions.items():
+        tensors[f"clip {name!r}"] = m.rotations
+        tensors[f"clip {name!r} translations"] = m.root_translation if m.translations is None else m.translations
+    for what, t in tensors.items():
+        if not bool(torch.isfinite(t).all()):
+            raise AssetError(path, f"the file's {what} contain NaN or infinite values; re-export it")

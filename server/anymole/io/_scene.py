@@ -496,6 +496,9 @@ def _build_motions(
         # local TRS of every needed node at every frame, starting from the rest pose
         lt = cv.t[needed].unsqueeze(1).expand(-1, frames, -1).clone()  # (Nn, F, 3)
         lq = cv.q[needed].unsqueeze(1).expand(-1, frames, -1).clone()  # (Nn, F, 4)
+        scaled = [c.node for c in chans if len(c.scl_t) and np.abs(c.scl_v / float(cv.scale[index[c.node]]) - 1).max() > 1e-3]
+        if scaled:  # cv.scale holds the rest scale; keys are in file space, unaffected by the unit change
+            log.warning("%s: clip %r animates scale on %s; Motion has no scale, so it is ignored", path, name, scaled[:3])
         pos = [c for c in chans if len(c.pos_t)]
         rot = [c for c in chans if len(c.rot_t)]
         if pos:
