@@ -446,9 +446,10 @@ class UNet3D(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The output conv starts at zero (the reference's ``zero_module``)."""
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        """The output conv and the fps MLP's last layer start at zero, as in the reference."""
+        for layer in (self.out[-1], self.fps_embedding[-1]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute every layer's activations in the backward pass (memory for compute, for fine-tuning)."""
