@@ -103,13 +103,13 @@ async def test_auth_on_streaming_and_upload_calls_are_gated(make_server):
         assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_auth_off_needs_no_token_and_health_is_open(make_server):
+async def test_auth_off_needs_no_token_and_health_is_open(make_server, tmp_path):
     _, port = await make_server(token="s3cret")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:  # health passes the gate
         health = health_pb2_grpc.HealthStub(ch)
         resp = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
-    _, port2 = await make_server(data_dir=Path("/tmp") / f"anymole-auth-off-{port}")
+    _, port2 = await make_server(data_dir=tmp_path / "auth-off")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port2}") as ch:
         jobs = await pb_grpc.AnyMoLeServiceStub(ch).ListJobs(pb.ListJobsRequest())
         assert list(jobs.jobs) == []

@@ -16,12 +16,19 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from anymole.errors import AnymoleError, AssetError, InvalidInput, JobCancelled
 from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Progress, Queued
 from anymole.rig import Motion
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as ProgressView
+
+    from anymole.client._client import AnyMoLeClient
+    from anymole.service.jobs import Stamped
 
 __all__ = ["FillResult", "fill_remote", "fill_remote_async", "run_demo"]
 
@@ -57,9 +64,9 @@ def _rpc_errors(server: str) -> Iterator[None]:
         raise AnymoleError(f"server answered {code.name}: {exc.details()}") from None
 
 
-def _progress_view(enabled: bool) -> contextlib.AbstractContextManager[object]:
+def _progress_view(enabled: bool) -> ProgressView | None:
     if not enabled:
-        return contextlib.nullcontext(None)
+        return None
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     return Progress(
@@ -72,12 +79,12 @@ def _progress_view(enabled: bool) -> contextlib.AbstractContextManager[object]:
     )
 
 
-async def _events_with_reattach(client: object, job_id: str, joints: int) -> AsyncIterator[object]:
+async def _events_with_reattach(client: AnyMoLeClient, job_id: str, joints: int) -> AsyncIterator[Stamped]:
     """WatchJob from the start, re-attaching after a dropped stream with the last seen sequence number."""
     last_seq, attempts = 0, 0
     while True:
         try:
-            async for st in client.watch(job_id, joints, after_seq=last_seq):  # type: ignore[attr-defined]
+            async for st in client.watch(job_id, joints, after_seq=last_seq):
                 last_seq, attempts = st.seq, 0
                 yield st
             return
@@ -170,26 +177,26 @@ async def fill_remote_async(
     return FillResult(job_id, out, result, completed.summary, dict(completed.metrics))
 
 
-async def _follow(client: object, job_id: str, joints: int, progress: bool) -> Completed:
+async def _follow(client: AnyMoLeClient, job_id: str, joints: int, progress: bool) -> Completed:
     """Watch a job to its end, drawing progress; return its `Completed` event or raise why it ended."""
     frames = 0
-    with _progress_view(progress) as view:
+    view = _progress_view(progress)
+    with view if view is not None else contextlib.nullcontext():
         task = view.add_task("queued", total=100, eta="?", frames=0) if view is not None else None
         async for st in _events_with_reattach(client, job_id, joints):
-            ev = st.event  # type: ignore[attr-defined]
+            ev = st.event
             if isinstance(ev, MotionChunk):
                 frames += ev.frame_count
-            if view is None:
-                pass
-            elif isinstance(ev, Queued):
-                view.update(task, description=f"queued (#{ev.position + 1})")  # type: ignore[attr-defined]
-            elif isinstance(ev, Progress):
-                eta = "?" if ev.eta_seconds is None else f"{ev.eta_seconds:4.1f}s"
-                view.update(task, description=ev.stage, completed=100 * ev.fraction, eta=eta)  # type: ignore[attr-defined]
-            elif isinstance(ev, MotionChunk):
-                view.update(task, frames=frames)  # type: ignore[attr-defined]
-            elif isinstance(ev, Completed):
-                view.update(task, description="done", completed=100, eta="0s")  # type: ignore[attr-defined]
+            if view is not None and task is not None:
+                if isinstance(ev, Queued):
+                    view.update(task, description=f"queued (#{ev.position + 1})")
+                elif isinstance(ev, Progress):
+                    eta = "?" if ev.eta_seconds is None else f"{ev.eta_seconds:4.1f}s"
+                    view.update(task, description=ev.stage, completed=100 * ev.fraction, eta=eta)
+                elif isinstance(ev, MotionChunk):
+                    view.update(task, frames=frames)
+                elif isinstance(ev, Completed):
+                    view.update(task, description="done", completed=100, eta="0s")
             if isinstance(ev, Completed):
                 return ev
             if isinstance(ev, Failed):
@@ -203,9 +210,9 @@ async def _follow(client: object, job_id: str, joints: int, progress: bool) -> C
     raise AnymoleError(f"the event stream of job {job_id} ended without a result; run `anymole fill` again")
 
 
-def fill_remote(server: str, asset: str | Path, **kwargs: object) -> FillResult:
+def fill_remote(server: str, asset: str | Path, **kwargs: Any) -> FillResult:
     """Blocking `fill_remote_async` (Ctrl-C cancels the job on the server, then raises KeyboardInterrupt)."""
-    return asyncio.run(fill_remote_async(server, asset, **kwargs))  # type: ignore[arg-type]
+    return asyncio.run(fill_remote_async(server, asset, **kwargs))
 
 
 async def run_demo_async(out_dir: Path, method: str = "interp", progress: bool = True) -> FillResult:

@@ -1251,7 +1251,10 @@ Global___Preview: _TypeAlias = Preview  # noqa: Y015
 
 @_typing.final
 class MotionChunk(_message.Message):
-    """Result frames `frame_start .. frame_start + frame_count - 1` of the timeline."""
+    """Result frames `frame_start .. frame_start + frame_count - 1` of the timeline. The chunks of a job cover the
+    gap and keyframes, frames `context.frame_count .. total_frames - 1`; the context itself is not echoed.
+    A later chunk over the same frames replaces an earlier provisional one.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1357,7 +1360,9 @@ class Completed(_message.Message):
 
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
-        """Quality metrics when known, e.g. "l2q" against the keyframes."""
+        """Quality metrics when known, e.g. "key_error_deg": the largest angle between the result and the
+        requested keyframe rotations, over keys and joints, in degrees.
+        """
 
     def __init__(
         self,
