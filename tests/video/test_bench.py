@@ -1,0 +1,70 @@
+"""The video benchmark's report writer: it rewrites only its own section, from the numbers it is given."""
+
+from __future__ import annotations
+
+import json
+
+from anymole.video.bench import write_json, write_markdown
+
+RESULTS = {
+    "device": "NVIDIA H100 80GB HBM3",
+    "torch": "2.11.0",
+    "date": "2026-11-28 06:00 UTC",
+    "model": "dynamicrafter-512-interp (full, random weights)",
+    "resolution": [320, 512],
+    "sampling_s": {"50": {"15": 10.0, "90": 55.5}, "25": {"15": 5.0, "90": 28.25}},
+    "extrapolation_check": {"frames": 15, "steps": 10, "measured_s": 2.5, "predicted_s": 2.4},
+    "sampling_peak_mem_gib": 12.0,
+    "icadapt": {
+        "spatial": {"step_s": 0.5, "trainable_parameters": 938_218_180, "peak_mem_gib": 40.0},
+        "lora_no_ckpt": {"step_s": None, "error": "out of memory"},
+    },
+    "denoiser_variants_s": {"bf16_sdpa": 0.1, "bf16_math_attention": "out of memory"},
+    "sample_90_frames_unbatched_stage2_s": 70.0,
+    "sample_90_frames_s": 55.5,
+    "icadapt_step_s": 0.5,
+    "icadapt_500_steps_s": 250.0,
+    "peak_mem_gib": 40.0,
+}
+
+
+def test_markdown_replaces_only_its_section(tmp_path) -> None:
+    page = tmp_path / "benchmarks.md"
+    page.write_text(
+        "# Benchmarks\n\nintro\n\n## Renderer\n\nrender numbers\n\n## Video prior\n\n_(old)_\n\n## Later\n\nkept\n"
+    )
+    write_markdown(RESULTS, page)
+    text = page.read_text()
+    assert "_(old)_" not in text and "render numbers" in text and "## Later\n\nkept\n" in text
+    assert text.index("## Renderer") < text.index("## Video prior") < text.index("## Later")
+    section = text.split("## Video prior", 1)[1].split("## Later", 1)[0]
+    assert (
+        "| 90 | 8.08 | 144 | 55.5 | 28.2 |" in section
+    )  # paper min, reference est. (12 windows × 12 s), ours
+    assert "| spatial | yes | 938.2 M | 0.500 | 4.2 | 40.0 |" in section
+    assert "| lora | no |" in section and "out of memory" in section
+    write_markdown(RESULTS, page)  # idempotent
+    assert page.read_text() == text
+
+
+def test_markdown_appends_missing_section(tmp_path) -> None:
+    page = tmp_path / "b.md"
+    page.write_text("# Benchmarks\n")
+    write_markdown(RESULTS, page)
+    assert page.read_text().startswith("# Benchmarks\n\n## Video prior\n\nDevice: NVIDIA H100")
+
+
+def test_json_round_trip(tmp_path) -> None:
+    path = tmp_path / "d" / "video.json"
+    write_json(RESULTS, path)
+    loaded = json.loads(path.read_text())
+    assert loaded == RESULTS
+    assert {
+        "device",
+        "torch",
+        "date",
+        "icadapt_step_s",
+        "icadapt_500_steps_s",
+        "sample_90_frames_s",
+        "peak_mem_gib",
+    } <= set(loaded)
