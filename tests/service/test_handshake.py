@@ -213,3 +213,18 @@ def test_bad_request_detail_names_the_field():
     bad = error_details_pb2.BadRequest()
     assert st.details[0].Unpack(bad)
     assert bad.field_violations[0].field == "keyframes[3].rotations"
+
+
+def test_device_resolution():
+    import torch
+
+    from anymole.errors import InvalidInput
+    from anymole.service.server import resolve_devices
+
+    if torch.cuda.is_available():
+        assert [n for n, _ in resolve_devices(("auto",))] == [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    else:
+        assert resolve_devices(("auto",)) == [("cpu", "CPU")]
+        with pytest.raises(InvalidInput, match="cuda:0 is not available"):
+            resolve_devices(("cuda:0",))
+    assert [n for n, _ in resolve_devices(("cpu", "cpu"))] == ["cpu", "cpu"]

@@ -64,10 +64,11 @@ async def test_inbetween_streams_ordered_events_and_the_interp_result(make_serve
 
 
 async def test_result_files(make_server, connect, tiny, make_req):
-    _, port = await make_server()
+    server, port = await make_server()
     client = await connect(port)
     up = await client.upload_character(tiny(4))
-    job_id = (await _collect(client.inbetween(make_req(up, keys=(9,)))))[0].job_id
+    events = await _collect(client.inbetween(make_req(up, keys=(9,))))
+    job_id = events[0].job_id
     motion, npz = await client.result(job_id, 4, ".npz")
     with np.load(io.BytesIO(npz)) as z:
         np.testing.assert_array_equal(z["rotations"], motion.rotations.numpy())
@@ -76,6 +77,11 @@ async def test_result_files(make_server, connect, tiny, make_req):
     assert glb[:4] == b"glTF"
     _, bvh = await client.result(job_id, 4, ".bvh")
     assert bvh.startswith(b"HIERARCHY") and b"Frames: 10" in bvh
+    job_dir = server.jobs.store.job_dir(job_id)
+    names = {p.name for p in job_dir.iterdir()}
+    assert names == {"job.json", "request.json", "request.npz", "events.jsonl", "result.npz", "result.glb", "result.bvh"}
+    assert len((job_dir / "events.jsonl").read_text().splitlines()) == len(events)
+    assert (job_dir / "result.glb").read_bytes() == glb
 
 
 async def test_result_of_unknown_or_unfinished_jobs(make_server, connect, tiny, make_req):

@@ -118,3 +118,29 @@ async def test_glb_upload_is_imported_by_the_server(make_server, connect):
     up = await client.upload_file(ROOT / "assets" / "Fox.glb")
     assert up.skeleton.num_joints == int((ROOT / "assets" / "Fox.glb.joints").read_text())
     assert up.vertex_count > 0 and up.name == "Fox"
+
+
+async def test_messages_beyond_grpc_default_4mb_pass_both_ways(make_server, connect, tiny, make_req):
+    from anymole.rig import Character, SkinnedMesh
+
+    _, port = await make_server()
+    client = await connect(port)
+    base = tiny(25)
+    v = 200_000  # 200k vertices: ~8 MB of positions, normals and weights
+    g = torch.Generator().manual_seed(0)
+    mesh = SkinnedMesh(
+        vertices=torch.rand(v, 3, generator=g),
+        faces=torch.randint(0, v, (v, 3), generator=g),
+        joint_indices=torch.randint(0, 25, (v, 2), generator=g),
+        joint_weights=torch.full((v, 2), 0.5),
+        inverse_bind=torch.eye(4).repeat(25, 1, 1),
+    )
+    big = Character(name="big", skeleton=base.skeleton, mesh=mesh)
+    payload = convert.character_to_asset(big).SerializeToString()
+    assert len(payload) > 4 * 2**20
+    up = await client.upload(payload, pb.CHARACTER_FORMAT_PROTO, chunk_bytes=2**20)
+    assert up.vertex_count == v
+    # A 20000-frame result of 25 joints is an 8 MB GetResult message.
+    events = [st async for st in client.inbetween(make_req(up, keys=(20_000,), chunk_frames=5000))]
+    motion, _ = await client.result(events[0].job_id, 25)
+    assert motion.num_frames == 20_001

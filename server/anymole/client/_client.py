@@ -132,24 +132,27 @@ class AnyMoLeClient:
         payload: bytes,
         fmt: pb.CharacterFormat.ValueType,
         name: str = "",
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int | None = None,
         send_hash: bool = True,
     ) -> Uploaded:
-        """Upload raw bytes in ``chunk_bytes`` chunks; with ``send_hash`` a cached payload is not re-sent."""
+        """Upload raw bytes in chunks (default: the server's advertised size); with ``send_hash`` a payload
+        the server already holds is not sent again."""
         digest = hashlib.sha256(payload).hexdigest() if send_hash else ""
+        advertised = self.info.capabilities.limits.upload_chunk_bytes if self.info is not None else 0
+        step = chunk_bytes or advertised or DEFAULT_CHUNK_BYTES
 
         async def parts() -> AsyncIterator[pb.UploadCharacterRequest]:
             header = pb.UploadHeader(format=fmt, total_bytes=len(payload), sha256=digest, name=name)
             yield pb.UploadCharacterRequest(header=header)
-            for i in range(0, len(payload), chunk_bytes):
-                yield pb.UploadCharacterRequest(chunk=payload[i : i + chunk_bytes])
+            for i in range(0, len(payload), step):
+                yield pb.UploadCharacterRequest(chunk=payload[i : i + step])
 
         resp = await self.stub.UploadCharacter(parts(), metadata=self.metadata)
         skeleton = convert.skeleton_from_proto(resp.skeleton, convert.Limits())
         self._joints[resp.character_id] = skeleton.num_joints
         return Uploaded(resp.character_id, resp.cached, skeleton, resp.vertex_count, resp.name)
 
-    async def upload_character(self, character: Character, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Uploaded:
+    async def upload_character(self, character: Character, chunk_bytes: int | None = None) -> Uploaded:
         """Upload a domain character as a `CharacterAsset` (what the editor plugins send)."""
         payload = convert.character_to_asset(character).SerializeToString(deterministic=True)
         return await self.upload(payload, pb.CHARACTER_FORMAT_PROTO, character.name, chunk_bytes)
