@@ -27,10 +27,13 @@ DEFAULT_IMPORT_TIMEOUT_S = 120.0
 
 _lock = threading.Lock()  # one request at a time per worker; the pipe protocol is strictly call/reply
 _proc: subprocess.Popen[bytes] | None = None
+_owner = 0  # pid of the process that started _proc
 
 
 def _worker() -> subprocess.Popen[bytes]:
-    global _proc
+    global _proc, _owner
+    if _owner != os.getpid():  # a forked copy of this module must not share its parent's pipes
+        _proc, _owner = None, os.getpid()
     if _proc is None or _proc.poll() is not None:
         env = dict(os.environ)
         # The child must import this same anymole, also when it runs from a source checkout.

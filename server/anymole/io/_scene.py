@@ -34,7 +34,14 @@ from anymole.errors import AssetError
 from anymole.io._assimp import RawAnimation, RawScene
 from anymole.rig.character import Character, SkinnedMesh
 from anymole.rig.motion import Motion
-from anymole.rig.quat import quat_apply, quat_continuity, quat_mul, rotmat_to_unitquat, unitquat_slerp
+from anymole.rig.quat import (
+    quat_apply,
+    quat_continuity,
+    quat_mul,
+    rotmat_to_unitquat,
+    unitquat_slerp,
+    unitquat_to_rotmat,
+)
 from anymole.rig.skeleton import Skeleton
 
 __all__ = ["DEFAULT_FPS", "clip_grid", "sample_quat_keys", "sample_vec_keys", "scene_to_character"]
@@ -284,8 +291,7 @@ def scene_to_character(
 
 
 def _rigid_inverse(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    from anymole.rig.quat import unitquat_to_rotmat
-
+    """``(J, 4, 4)`` inverse of the rigid transforms with rotations ``q (J, 4)`` and positions ``p (J, 3)``."""
     r = unitquat_to_rotmat(q)
     out = torch.zeros((*q.shape[:-1], 4, 4), dtype=q.dtype)
     rt = r.transpose(-1, -2)
