@@ -93,7 +93,7 @@ class DynamiCrafterConfig:
     default_fps: float = 24.0
     tokenizer: str = "clip"
     lora_rank: int = 16
-    lora_alpha: float = 16.0
+    lora_alpha: int = 16
     vae_chunk: int = 16
 
     def __post_init__(self) -> None:
@@ -164,7 +164,7 @@ class DynamiCrafterConfig:
             resolution=(64, 64),
             tokenizer="bytes",
             lora_rank=4,
-            lora_alpha=4.0,
+            lora_alpha=4,
         )
 
     def scheduler_kwargs(self) -> dict[str, Any]:
@@ -328,7 +328,7 @@ class DynamiCrafterPrior(nn.Module):
 
     def _context(self, prompts: list[str], images: torch.Tensor) -> torch.Tensor:
         """``[text tokens ; resampled image tokens]``: ``(B, 77 + 16·16, 1024)`` at full size."""
-        device = self.unet.out[-1].weight.device
+        device = self.unet.device
         text = self.text_encoder(self.tokenizer(prompts).to(device))
         image = self.image_proj(self.image_encoder(images.to(device)).to(self.image_proj.latents.dtype))
         return torch.cat([text.to(image.dtype), image], dim=1)
@@ -373,7 +373,7 @@ class DynamiCrafterPrior(nn.Module):
 
     def predict(self, latents: torch.Tensor, t: torch.Tensor, cond: VideoCondition) -> torch.Tensor:
         """v-prediction for ``latents (B, C, T, h, w)`` at timesteps ``t (B,)``; dtype of ``latents``."""
-        dtype = self.unet.out[-1].weight.dtype
+        dtype = self.unet.dtype
         x = torch.cat([latents, cond.concat.to(latents.dtype)], dim=1).to(dtype)
         return self.unet(x, t, cond.context.to(dtype), cond.fps).to(latents.dtype)
 

@@ -92,6 +92,12 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def zero_(module: nn.Module) -> None:
+    """Zero every parameter of ``module`` (output layers that must start as the identity residual)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+
+
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm evaluated in float32 (the ResBlock and output norms of the LDM UNet), cast back."""
 
@@ -120,8 +126,7 @@ class TemporalConvBlock(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.zeros_(self.conv4[-1].weight)
-        nn.init.zeros_(self.conv4[-1].bias)
+        zero_(self.conv4[-1])
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """``x (B·T, C, h, w)`` → same shape."""
@@ -153,8 +158,7 @@ class ResBlock(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.zeros_(self.out_layers[-1].weight)
-        nn.init.zeros_(self.out_layers[-1].bias)
+        zero_(self.out_layers[-1])
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, frames: int) -> torch.Tensor:
         """``x (B·T, C, h, w)``, ``emb (B·T, E)`` → ``(B·T, C_out, h, w)``."""
@@ -283,8 +287,7 @@ class SpatialTransformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.zeros_(self.proj_out.weight)
-        nn.init.zeros_(self.proj_out.bias)
+        zero_(self.proj_out)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """``x (B·T, C, h, w)``, ``context (B·T, L, context_dim)`` → ``(B·T, C, h, w)``."""
@@ -316,8 +319,7 @@ class TemporalTransformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.zeros_(self.proj_out.weight)
-        nn.init.zeros_(self.proj_out.bias)
+        zero_(self.proj_out)
 
     @staticmethod
     def _project(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -447,9 +449,17 @@ class UNet3D(nn.Module):
 
     def reset_parameters(self) -> None:
         """The output conv and the fps MLP's last layer start at zero, as in the reference."""
-        for layer in (self.out[-1], self.fps_embedding[-1]):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        zero_(self.out[-1])
+        zero_(self.fps_embedding[-1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype (of the first layer; the whole UNet shares one)."""
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute every layer's activations in the backward pass (memory for compute, for fine-tuning)."""
@@ -469,7 +479,7 @@ class UNet3D(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, fps: torch.Tensor) -> torch.Tensor:
         b, _, frames, h, w = x.shape
-        dtype = self.time_embed[0].weight.dtype
+        dtype = self.dtype
         mc = self.cfg.model_channels
         emb = self.time_embed(timestep_embedding(t, mc).to(dtype))
         emb = emb + self.fps_embedding(timestep_embedding(fps, mc).to(dtype))

@@ -258,7 +258,7 @@ def export_checkpoint(prior: DynamiCrafterPrior) -> dict[str, torch.Tensor]:
     ln(1/0.07) as CLIP), the schedule buffers zeros except ``alphas_cumprod`` (ends at 0 for zero-SNR)."""
     levels = len(prior.config.vae.block_out_channels)
     out = {_checkpoint_key(k, levels): to_ldm_tensor(k, v.detach()) for k, v in _model_keys(prior).items()}
-    device = prior.unet.out[-1].weight.device
+    device = prior.unet.device
     for key, shape in _unused_entries(prior.config).items():
         out[key] = torch.zeros(shape, device=device)
         if key.endswith("logit_scale"):
