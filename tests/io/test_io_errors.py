@@ -70,7 +70,7 @@ def test_unknown_clip_is_named(tmp_path):
     assert list(load_character(ASSETS / "Fox.glb", clip="Walk").motions) == ["Walk"]
 
 
-def _triangle_glb(path, weights: np.ndarray | None) -> None:
+def _triangle_glb(path, weights: np.ndarray | None, bone_scale: list[float] | None = None) -> None:
     """A one-triangle glTF; with ``weights`` (3, 4) it is skinned to a single joint."""
     pos = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
     idx = np.array([0, 1, 2], np.uint16)
@@ -89,7 +89,7 @@ def _triangle_glb(path, weights: np.ndarray | None) -> None:
         g.accessors.append(gl.Accessor(bufferView=4, componentType=gl.FLOAT, count=1, type=gl.MAT4))
         attrs.JOINTS_0, attrs.WEIGHTS_0 = 2, 3
         g.nodes[0].skin = 0
-        g.nodes.append(gl.Node(name="bone"))
+        g.nodes.append(gl.Node(name="bone", scale=bone_scale))
         g.skins.append(gl.Skin(joints=[1], inverseBindMatrices=4))
     offset = 0
     for b in blobs:
@@ -117,6 +117,12 @@ def test_unbound_vertices_are_counted(tmp_path):
     _triangle_glb(ok, np.array([[1, 0, 0, 0]] * 3))
     ch = load_character(ok)
     assert ch.skeleton.names == ("bone",) and ch.mesh.num_vertices == 3
+
+
+def test_mirrored_joint_is_refused(tmp_path):
+    path = tmp_path / "mirrored.glb"
+    _triangle_glb(path, np.array([[1, 0, 0, 0]] * 3), bone_scale=[-1.0, 1.0, 1.0])
+    assert "node 'bone' has a mirrored or degenerate transform" in _error(path).reason
 
 
 def test_a_crashing_importer_does_not_take_the_process_down():

@@ -127,23 +127,29 @@ def sample_quat_keys(keys: list[tuple[np.ndarray, np.ndarray]], t: torch.Tensor)
 
 
 # ------------------------------------------------------------------------------------------- transforms
-def _decompose(mats: torch.Tensor, what: list[str], path: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(N, 4, 4)`` → translation ``(N, 3)``, unit rotation ``(N, 4)``, uniform scale ``(N,)``."""
+def _decompose(mats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(N, 4, 4)`` → translation ``(N, 3)``, unit rotation ``(N, 4)``, uniform scale ``(N,)`` and the
+    determinant ``(N,)`` of the linear part (``<= 0``: mirrored or degenerate, checked by the caller for
+    the nodes that matter). Non-uniform scale is approximated by the geometric mean of the axes."""
     lin = mats[:, :3, :3]
     det = torch.linalg.det(lin)
-    bad = torch.nonzero(det <= 0).flatten().tolist()
-    if bad:
-        raise AssetError(
-            path,
-            f"node {what[bad[0]]!r} has a mirrored or degenerate transform (determinant {float(det[bad[0]]):.3g}); "
-            "apply the transform in your DCC tool and re-export",
-        )
-    cols = lin.norm(dim=-2)  # (N, 3) per-axis scale: lin = R @ diag(s)
-    uneven = (cols.max(-1).values / cols.min(-1).values - 1.0) > 1e-3
-    if bool(uneven.any()):
-        log.warning("%s: non-uniform scale on %s is approximated by a uniform one", path, what[int(uneven.nonzero()[0])])
+    cols = lin.norm(dim=-2).clamp_min(1e-30)  # (N, 3) per-axis scale: lin = R @ diag(s)
     rot = rotmat_to_unitquat(lin / cols.unsqueeze(-2))
-    return mats[:, :3, 3].clone(), rot, det.abs() ** (1.0 / 3.0)
+    return mats[:, :3, 3].clone(), rot, det.abs() ** (1.0 / 3.0), det
+
+
+def _check_nodes(cv: _Converted, raw: RawScene, nodes: list[int], path: str) -> None:
+    """Refuse mirrored/degenerate transforms on the nodes that build the skeleton; warn on uneven scale."""
+    for n in nodes:
+        if float(cv.det[n]) <= 0:
+            raise AssetError(
+                path,
+                f"node {raw.node_names[n]!r} has a mirrored or degenerate transform (determinant "
+                f"{float(cv.det[n]):.3g}); apply the transform in your DCC tool and re-export",
+            )
+        cols = cv.local[n, :3, :3].norm(dim=-2)
+        if float(cols.max() / cols.min()) - 1.0 > 1e-3:
+            log.warning("%s: non-uniform scale on %r is approximated by a uniform one", path, raw.node_names[n])
 
 
 def _axis_matrix(meta: dict[str, Any]) -> np.ndarray:
@@ -222,7 +228,7 @@ class _Converted:
         self.c, self.c_inv = c, c_inv
         local = torch.from_numpy(c @ raw.node_local @ c_inv)
         self.local = local
-        self.t, self.q, self.scale = _decompose(local, raw.node_names, path)
+        self.t, self.q, self.scale, self.det = _decompose(local)
         # the rotation that conjugates key rotations; -M when M mirrors, which gives the same conjugation
         rm = torch.from_numpy(m if np.linalg.det(m) > 0 else -m)
         self.qm = rotmat_to_unitquat(rm)
@@ -264,6 +270,7 @@ def scene_to_character(
         return node_to_joint.get(p, -1)
 
     parents = [joint_parent(n) for n in joint_nodes]
+    _check_nodes(cv, raw, sorted(set(joint_nodes) | {a for n in joint_nodes for a in _ancestors(parents_node, n)}), path)
     names = _unique_names([raw.node_names[n] for n in joint_nodes])
     jn = torch.tensor(joint_nodes)
 
@@ -288,6 +295,14 @@ def scene_to_character(
     mesh = _build_mesh(raw, cv, node_to_joint, world_q, world_p, path)
     motions = _build_motions(raw, cv, joint_nodes, parents, parent_scale, offsets, cum, fps, clip, path)
     return Character(name=Path(path).stem, skeleton=skeleton, mesh=mesh, motions=motions, source=path)
+
+
+def _ancestors(parents_node: list[int], n: int) -> list[int]:
+    out, p = [], parents_node[n]
+    while p >= 0:
+        out.append(p)
+        p = parents_node[p]
+    return out
 
 
 def _rigid_inverse(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -474,14 +489,9 @@ def _build_motions(
         raise AssetError(path, f"no clip {clip!r}; the file has {names}")
     parents_node = raw.node_parents.tolist()
     # nodes whose transform enters some joint's world transform: the joints and every ancestor of a root joint
-    needed = list(joint_nodes)
-    for j, n in enumerate(joint_nodes):
-        if parents[j] < 0:
-            p = parents_node[n]
-            while p >= 0:
-                needed.append(p)
-                p = parents_node[p]
-    needed = sorted(set(needed))
+    needed = sorted(
+        set(joint_nodes) | {a for j, n in enumerate(joint_nodes) if parents[j] < 0 for a in _ancestors(parents_node, n)}
+    )
     slot = {n: i for i, n in enumerate(needed)}
     index: dict[str, int] = {}
     for i, n in enumerate(raw.node_names):
@@ -548,11 +558,7 @@ def _compose_roots(
     for j, n in enumerate(joint_nodes):  # roots only: usually one
         if parents[j] >= 0:
             continue
-        chain = [n]
-        p = parents_node[n]
-        while p >= 0:
-            chain.append(p)
-            p = parents_node[p]
+        chain = [n, *_ancestors(parents_node, n)]
         q = lq[slot[chain[-1]]]
         pos = lt[slot[chain[-1]]]
         for a in reversed(chain[:-1]):  # top-down: parent world ∘ child local
