@@ -356,6 +356,21 @@ def bench_video(
     )
 
 
+models_app = typer.Typer(help="Model weights: download them where there is internet.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="model name")] = "dynamicrafter-512-interp",
+    dest: Annotated[Path | None, typer.Option(help="folder (default ~/.cache/anymole/models/NAME)")] = None,
+) -> None:
+    """Download a model's checkpoint and tokenizer files; offline, say which files to place by hand."""
+    from anymole.video.hub import pull
+
+    typer.echo(f"{name}: {pull(name, dest)}")
+
+
 def main() -> None:
     """Console-script entry point: maps our exceptions to exit codes without tracebacks."""
     from anymole.errors import AnymoleError

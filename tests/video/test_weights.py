@@ -229,3 +229,24 @@ def test_vae_mapping_agrees_with_diffusers_own_ldm_converter(tiny_state):
     assert set(converted) == set(ours)
     for key, value in converted.items():
         assert torch.equal(ours[key], value.reshape(ours[key].shape)), key
+
+
+def test_cli_models_pull_reports_the_path_or_the_manual_steps(tmp_path: Path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from anymole.cli import app
+
+    def fake(repo_id: str, filename: str, local_dir: Path) -> Path:
+        (Path(local_dir) / filename).write_text("x")
+        return Path(local_dir) / filename
+
+    monkeypatch.setattr(hub, "_download", fake)
+    result = CliRunner().invoke(app, ["models", "pull", "--dest", str(tmp_path)])
+    assert result.exit_code == 0 and str(tmp_path / "model.ckpt") in result.output
+
+    def offline(**kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(hub, "_download", offline)
+    result = CliRunner().invoke(app, ["models", "pull", "--dest", str(tmp_path)])
+    assert isinstance(result.exception, ModelUnavailable) and "--weights" in str(result.exception)
