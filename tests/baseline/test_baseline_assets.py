@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from anymole.baseline import interpolate
 from anymole.metrics import evaluate
 

@@ -6,6 +6,9 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
 from anymole.baseline import inbetween, interpolate, monotone_cubic
 from anymole.rig import Motion
 from anymole.rig.quat import (
@@ -16,8 +19,6 @@ from anymole.rig.quat import (
     quat_normalize,
     unitquat_angle,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 def _random_motion(F: int, J: int, seed: int = 0, translations: bool = False) -> Motion:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from anymole.metrics import HL2Q_THRESHOLDS, evaluate, hl2q, hl2q_joints, l2p, l2q, npss
 from anymole.rig import Motion, Skeleton
 from anymole.rig.quat import axis_angle_to_unitquat, quat_identity, quat_normalize

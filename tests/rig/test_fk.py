@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
 from anymole.rig import Motion, Skeleton
 from anymole.rig.fk import fk_motion, forward_kinematics, global_to_local
 from anymole.rig.quat import axis_angle_to_unitquat, quat_identity, quat_normalize, unitquat_to_rotmat
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 @st.composite

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from anymole.rig import quat as Q
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
+from anymole.rig import quat as Q
 
 DTYPES = [torch.float32, torch.float64]
 TOL = {torch.float32: 2e-5, torch.float64: 1e-10}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from anymole.rig import Character, fk_motion, forward_kinematics, joint_matrices, linear_blend_skinning
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from anymole.rig.fk import forward_kinematics
 from anymole.rig.quat import axis_angle_to_unitquat, quat_apply, quat_mul, quat_normalize, unitquat_to_rotmat
 from anymole.rig.skinning import joint_matrices, linear_blend_skinning, skin_normals
