@@ -1,16 +1,21 @@
 """Differentiable soft silhouettes (and flat-shaded soft images) in plain torch, for motion video mimicking.
 
-Each triangle covers a pixel with probability ``sigmoid(d·|d| / sigma²)``, where ``d`` is the pixel's
-signed distance (px) to the projected triangle, positive inside; the silhouette is ``1 − Π_t (1 − p_t)``
-(the soft rasteriser of Liu et al., "Soft Rasterizer", ICCV 2019; squared distance as in pytorch3d's
-SoftSilhouetteShader, whose Gaussian-like tail keeps the many triangles stacked behind an edge from
-fattening the silhouette).
-Gradients flow from every pixel near an edge to the triangle's vertices, hence through skinning and FK to
-joint rotations and the root translation.
+A pixel's coverage is ``sigmoid(D / sigma)``, with ``D`` its signed distance (px, positive inside) to the
+*outline* of the projected mesh. The outline is made of the mesh's contour edges (between a front- and a
+back-facing triangle in that view, or on an open boundary) whose outer side no triangle covers. Inside or
+outside comes from an exact coverage test against every triangle (no gradient needed there); the
+distance, and so the gradient, from the outline segments, which move with their vertices and so, through
+skinning and FK, with joint rotations and the root translation.
 
-Cost is dense: pixels × triangles per image. Triangles are processed in chunks (with activation
-checkpointing when gradients are needed), so memory stays bounded; render at a reduced resolution
-(`Cameras.resized`) for meshes of thousands of triangles, as mimicking only needs the silhouette's shape.
+Why not Soft Rasterizer's per-triangle blend (Liu et al., ICCV 2019; pytorch3d's SoftSilhouetteShader),
+``1 − Π_t (1 − sigmoid(d_t/σ))``: every triangle stacked behind an edge (both sides of a closed surface,
+overlapping limbs) adds coverage outside the outline, which fattens it by up to a pixel, and pixels
+near the internal edges of a fine tessellation stay below 1 inside the body. Here the 0.5 level is the
+hard outline (the GL mask) and the inside saturates.
+
+Cost: the coverage test is pixels × triangles (no autograd), the distance pixels × outline edges (a few
+hundred); both run in chunks, the distance with activation checkpointing. For meshes of thousands of
+triangles, render at a reduced resolution (`Cameras.resized`): mimicking needs the outline's shape only.
 """
 
 from __future__ import annotations
@@ -84,8 +89,146 @@ def _pixel_grid(cameras: Cameras, like: torch.Tensor) -> torch.Tensor:
 
 
 def _chunk(n_pix: int, batch: int, budget: int) -> int:
-    """Triangles per chunk so that pixels × triangles × batch stays within ``budget`` pairs."""
+    """Items per chunk so that pixels × items × batch stays within ``budget`` pairs."""
     return max(1, budget // max(1, n_pix * batch))
+
+
+def _edge_table(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Undirected edges of a triangle mesh with their (up to two) faces.
+
+    Returns:
+        ``(edges (E, 2), edge_faces (E, 2), opposite (E, 2))``: vertex indices, adjacent face indices (``-1``:
+        an open boundary; further faces of non-manifold edges are ignored) and, for each of those faces, its
+        vertex that is not on the edge (``-1`` with the face).
+    """
+    f = faces.long()
+    a, b = f, f.roll(-1, dims=1)  # half-edge i of face t: f[t, i] → f[t, i+1]
+    lo, hi = torch.minimum(a, b).reshape(-1), torch.maximum(a, b).reshape(-1)
+    key = lo * (int(f.max()) + 1) + hi
+    order = torch.argsort(key, stable=True)
+    _, counts = torch.unique_consecutive(key[order], return_counts=True)
+    start = torch.cumsum(counts, 0) - counts
+    first = order[start]  # half-edge ids t·3 + i
+    second = torch.where(counts > 1, order[(start + 1).clamp_max(len(order) - 1)], -1)
+    halves = torch.stack((first, second), -1)  # (E, 2)
+    ok = halves >= 0
+    h = halves.clamp_min(0)
+    edge_faces = torch.where(ok, h // 3, -1)
+    opposite = torch.where(ok, f.reshape(-1)[(h // 3) * 3 + (h % 3 + 2) % 3], -1)
+    edges = torch.stack((lo[first], hi[first]), -1)
+    return edges, edge_faces, opposite
+
+
+def _inside_any(pix: torch.Tensor, tri: torch.Tensor, live: torch.Tensor, budget: int) -> torch.Tensor:
+    """``(..., P)`` bool: is each point inside any live triangle? ``pix (..., P, 2)`` or ``(P, 2)``, no gradient."""
+    with torch.no_grad():
+        e = tri.roll(-1, dims=-2) - tri
+        area2 = e[..., 0, 0] * e[..., 1, 1] - e[..., 0, 1] * e[..., 1, 0]
+        orient = torch.sign(area2).unsqueeze(-1)
+        coef = torch.stack(
+            (
+                -orient * e[..., 1],
+                orient * e[..., 0],
+                orient * (e[..., 1] * tri[..., 0] - e[..., 0] * tri[..., 1]),
+            ),
+            -2,
+        )  # (..., T, 3 coefficients, 3 edges): A x + B y + C > 0 inside (unnormalised)
+        # Dead (behind the camera) and degenerate triangles get the line 0·x + 0·y − 1: never inside.
+        dead = ~(live & (area2.abs() > 1e-9))
+        never = torch.tensor([0.0, 0.0, -1.0], dtype=coef.dtype, device=coef.device).view(3, 1)
+        coef = torch.where(dead[..., None, None], never, coef)
+        hom = torch.cat((pix, torch.ones_like(pix[..., :1])), -1)
+        n_pix, n_tri = pix.shape[-2], tri.shape[-3]
+        batch = int(torch.tensor(tri.shape[:-3]).prod()) if tri.ndim > 3 else 1
+        step = _chunk(n_pix, batch, budget)
+        best = torch.full((*tri.shape[:-3], n_pix), -1.0, dtype=coef.dtype, device=coef.device)
+        for a in range(0, n_tri, step):
+            c = coef[..., a : a + step, :, :].movedim(-2, -3).flatten(-2)  # (..., 3 coefficients, t·3 edges)
+            lines = hom @ c  # (..., P, t·3)
+            # Inside a triangle: all three lines positive, i.e. the smallest is; inside any: the largest such.
+            best = torch.maximum(best, lines.unflatten(-1, (-1, 3)).amin(-1).amax(-1))
+        return best > 0
+
+
+def _point_segment_sq(px: torch.Tensor, py: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+    """Squared distance from points ``(px, py)`` to segments ``seg (..., 2 ends, 2)`` (broadcast)."""
+    x0, y0, x1, y1 = seg[..., 0, 0], seg[..., 0, 1], seg[..., 1, 0], seg[..., 1, 1]
+    ex, ey = x1 - x0, y1 - y0
+    ax, ay = px - x0, py - y0
+    t = ((ax * ex + ay * ey) / (ex * ex + ey * ey).clamp_min(1e-12)).clamp(0.0, 1.0)
+    dx, dy = ax - t * ex, ay - t * ey
+    return dx * dx + dy * dy
+
+
+def _outline_distance(pix: torch.Tensor, seg: torch.Tensor, valid: torch.Tensor, budget: int) -> torch.Tensor:
+    """``(C, B, P)`` distance (px) from pixels ``(P, 2)`` to the nearest valid segment of ``(C, B, K, 2, 2)``.
+
+    The search over segments runs without autograd; only the nearest segment's distance is recomputed
+    with it. Same value and gradient as a differentiable ``min`` (whose gradient is the argmin's), at the
+    cost of P gathers instead of a P × K backward.
+    """
+    c, b, k = valid.shape
+    with torch.no_grad():
+        far = torch.where(
+            valid[..., None, None], seg.detach(), torch.full_like(seg, 1e6)
+        )  # invalid: far away
+        px, py = pix[:, 0, None], pix[:, 1, None]  # (P, 1)
+        best = torch.full((c, b, pix.shape[0]), float("inf"), dtype=seg.dtype, device=seg.device)
+        arg = torch.zeros(c, b, pix.shape[0], dtype=torch.long, device=seg.device)
+        step = _chunk(pix.shape[0], c * b, budget)
+        for a in range(0, k, step):
+            sq = _point_segment_sq(px, py, far[:, :, None, a : a + step])  # (C, B, P, k)
+            m, i = sq.min(-1)
+            better = m < best
+            best = torch.where(better, m, best)
+            arg = torch.where(better, i + a, arg)
+    near = torch.gather(seg, 2, arg[..., None, None].expand(c, b, -1, 2, 2))  # (C, B, P, 2, 2)
+    sq = _point_segment_sq(pix[:, 0], pix[:, 1], near)
+    # The sqrt's gradient is infinite at 0: a pixel centre exactly on the outline gets a zero gradient.
+    return torch.where(sq > 1e-12, sq, torch.ones_like(sq)).sqrt() * (sq > 1e-12)
+
+
+def _outline(
+    px: torch.Tensor, tri_px: torch.Tensor, live: torch.Tensor, faces: torch.Tensor, budget: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outline segments of each image: ``(segments (C, B, K, 2, 2), valid (C, B, K))``.
+
+    Args:
+        px: ``(C, B, V, 2)`` projected vertices.
+        tri_px: ``(C, B, T, 3, 2)`` projected triangles.
+        live: ``(C, B, T)`` triangles in front of the near plane.
+        faces: ``(T, 3)``.
+    """
+    edges, edge_faces, opposite = _edge_table(faces)
+    e = tri_px.roll(-1, dims=-2) - tri_px
+    area2 = e[..., 0, 0] * e[..., 1, 1] - e[..., 0, 1] * e[..., 1, 0]  # (C, B, T)
+    side = torch.where(live, torch.sign(area2), torch.zeros_like(area2))
+    f0, f1 = edge_faces[:, 0], edge_faces[:, 1]
+    s0 = side[..., f0]
+    s1 = torch.where(f1 >= 0, side[..., f1.clamp_min(0)], torch.zeros_like(s0))
+    # A contour edge: a live face whose neighbour faces away, is dead (behind the camera, degenerate) or
+    # missing (an open boundary).
+    contour = ((s0 != 0) | (s1 != 0)) & (s0 * s1 <= 0)
+    k = max(1, int(contour.sum(-1).max()))
+    pick = torch.topk(contour.to(px.dtype), k, dim=-1).indices  # (C, B, K): contour edges first
+    valid = torch.gather(contour, -1, pick)
+    with torch.no_grad():
+        ends = px.detach()[:, :, edges]  # (C, B, E, 2, 2)
+        ends = torch.gather(ends, 2, pick[..., None, None].expand(*pick.shape, 2, 2))
+        # The third vertex of the live face says which side of the edge the surface lies on.
+        opp = torch.where(s0 != 0, opposite[:, 0], opposite[:, 1].clamp_min(0))  # (C, B, E)
+        opp = torch.gather(opp, -1, pick)
+        other = torch.gather(px.detach(), 2, opp[..., None].expand(*opp.shape, 2))
+        d = ends[..., 1, :] - ends[..., 0, :]
+        normal = torch.stack((-d[..., 1], d[..., 0]), -1)
+        normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        towards_face = ((other - ends[..., 0, :]) * normal).sum(-1, keepdim=True) > 0
+        normal = torch.where(towards_face, -normal, normal)
+        # Half a pixel outside the edge's midpoint: covered means the edge is an inner contour.
+        probe = 0.5 * (ends[..., 0, :] + ends[..., 1, :]) + 0.5 * normal  # (C, B, K, 2)
+        valid = valid & ~_inside_any(probe, tri_px.detach(), live, budget)
+    segments = torch.gather(px[:, :, edges], 2, pick[..., None, None].expand(*pick.shape, 2, 2))
+    return segments, valid
 
 
 def soft_silhouette(
@@ -103,34 +246,26 @@ def soft_silhouette(
         faces: ``(T, 3)`` vertex indices.
         cameras: ``C`` cameras; their image size sets the output size.
         sigma: edge softness (px); larger widens the gradients' reach.
-        pairs_per_chunk: pixel × triangle × batch pairs evaluated at once (memory ≈ 100 bytes a pair).
+        pairs_per_chunk: pixel × item × batch pairs evaluated at once (memory ≈ 50 bytes a pair).
 
     Returns:
-        ``(C, B, H, W)`` coverage in [0, 1]; differentiable in ``vertices``.
+        ``(C, B, H, W)`` coverage in [0, 1], 0.5 on the outline; differentiable in ``vertices``.
     """
     if vertices.ndim != 3 or vertices.shape[-1] != 3:
         raise InvalidInput("vertices", f"need (B, V, 3), got {tuple(vertices.shape)}")
     if sigma <= 0:
         raise InvalidInput("sigma", f"must be > 0 px, got {sigma}")
-    tri_px, _, visible = _project_triangles(vertices, faces, cameras)
+    px, depth = cameras.project(vertices)  # (C, B, V, 2), (C, B, V)
+    f = faces.long()
+    tri_px = px[:, :, f]
+    live = (depth[:, :, f] > cameras.znear).all(-1)
     pix = _pixel_grid(cameras, vertices)
-    c, b, n_tri = visible.shape
-    step = _chunk(pix.shape[0], c * b, pairs_per_chunk)
-
-    def log_miss(tri: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        # log Π (1 − p) = Σ log sigmoid(−d/σ): stable for any distance.
-        d = _signed_distance(pix, tri)
-        lm = torch.nn.functional.logsigmoid(-d * d.abs() / sigma**2)
-        return (lm * vis.unsqueeze(-2)).sum(-1)  # (C, B, P)
-
-    total = torch.zeros(c, b, pix.shape[0], dtype=vertices.dtype, device=vertices.device)
-    for a in range(0, n_tri, step):
-        args = (tri_px[:, :, a : a + step], visible[:, :, a : a + step].to(vertices.dtype))
-        if torch.is_grad_enabled() and vertices.requires_grad:
-            total = total + checkpoint(log_miss, *args, use_reentrant=False)
-        else:
-            total = total + log_miss(*args)
-    return (1.0 - total.exp()).reshape(c, b, cameras.height, cameras.width)
+    c, b = live.shape[:2]
+    inside = _inside_any(pix, tri_px.detach(), live, pairs_per_chunk)  # (C, B, P)
+    segments, valid = _outline(px, tri_px, live, faces, pairs_per_chunk)
+    dist = _outline_distance(pix, segments, valid, pairs_per_chunk)
+    signed = torch.where(inside, dist, -dist)
+    return torch.sigmoid(signed / sigma).reshape(c, b, cameras.height, cameras.width)
 
 
 def soft_render(
@@ -145,11 +280,12 @@ def soft_render(
     ambient: float = 0.35,
     pairs_per_chunk: int = 1 << 22,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat-shaded soft images: Soft Rasterizer's depth-weighted colour aggregation.
+    """Flat-shaded soft images: Soft Rasterizer's depth-weighted colour blend over the soft silhouette.
 
     Each triangle's colour is ``face_colors · (ambient + (1 − ambient)·|n·l|)`` with the same headlight as
-    the GL renderer; pixels blend triangles by ``p_t · exp((z_far_rel − z_t)/γ)`` (nearer wins as γ → 0)
-    plus the background at weight ``exp(ε/γ)``.
+    the GL renderer. Triangles blend by ``sigmoid(d_t/σ) · exp(z_t/γ)`` with ``z_t`` the normalised
+    nearness (1 at the near plane, 0 at the far one), so the nearest covering triangle wins as γ → 0;
+    the blend is laid over the background with the `soft_silhouette` coverage as alpha.
 
     Args:
         vertices: ``(B, V, 3)`` world positions (m).
@@ -183,30 +319,24 @@ def soft_render(
     n_pix = pix.shape[0]
     step = _chunk(n_pix, c * b, pairs_per_chunk)
     bg = torch.tensor(background, dtype=vertices.dtype, device=vertices.device)
-    eps = 1e-3
 
-    # Softmax over triangles and the background, accumulated in chunks with a running maximum.
     def chunk_terms(
         tri: torch.Tensor, z: torch.Tensor, vis: torch.Tensor, colr: torch.Tensor
     ) -> torch.Tensor:
-        d = _signed_distance(pix, tri)
-        d = d * d.abs() / sigma**2  # (C, B, P, t)
-        logp = torch.nn.functional.logsigmoid(d)
-        logit = torch.where(
-            vis.unsqueeze(-2) > 0, logp + z.unsqueeze(-2) / gamma, torch.full_like(logp, -1e30)
-        )
+        d = _signed_distance(pix, tri)  # (C, B, P, t)
+        d = torch.where(vis.unsqueeze(-2), d, torch.full_like(d, -1e4))
+        logit = torch.nn.functional.logsigmoid(d / sigma) + z.unsqueeze(-2) / gamma
         m = logit.amax(-1, keepdim=True)
         w = (logit - m).exp()
-        lm = (torch.nn.functional.logsigmoid(-d) * vis.unsqueeze(-2)).sum(-1, keepdim=True)
-        return torch.cat((m, w.sum(-1, keepdim=True), w @ colr, lm), -1)  # (C, B, P, 6)
+        return torch.cat((m, w.sum(-1, keepdim=True), w @ colr), -1)  # (C, B, P, 5)
 
-    m_acc = torch.full((c, b, n_pix, 1), eps / gamma, dtype=vertices.dtype, device=vertices.device)
-    s_acc = torch.ones_like(m_acc)  # the background's weight exp(eps/γ − m) with m = eps/γ
-    rgb_acc = bg.expand(c, b, n_pix, 3).clone()
-    lm_acc = torch.zeros_like(m_acc)
+    # A softmax over all triangles, accumulated chunk by chunk with a running maximum (log-sum-exp).
+    m_acc = torch.full((c, b, n_pix, 1), -1e30, dtype=vertices.dtype, device=vertices.device)
+    s_acc = torch.zeros_like(m_acc)
+    rgb_acc = torch.zeros(c, b, n_pix, 3, dtype=vertices.dtype, device=vertices.device)
     for a in range(0, n_tri, step):
         sl = slice(a, a + step)
-        args = (tri_px[:, :, sl], znorm[:, :, sl], visible[:, :, sl].to(vertices.dtype), col[:, :, sl])
+        args = (tri_px[:, :, sl], znorm[:, :, sl], visible[:, :, sl], col[:, :, sl])
         if torch.is_grad_enabled() and vertices.requires_grad:
             t = checkpoint(chunk_terms, *args, use_reentrant=False)
         else:
@@ -216,7 +346,8 @@ def soft_render(
         s_acc = s_acc * old + t[..., 1:2] * new
         rgb_acc = rgb_acc * old + t[..., 2:5] * new
         m_acc = m_new
-        lm_acc = lm_acc + t[..., 5:6]
-    rgb = (rgb_acc / s_acc).reshape(c, b, cameras.height, cameras.width, 3).permute(0, 1, 4, 2, 3)
-    sil = (1.0 - lm_acc.exp()).reshape(c, b, cameras.height, cameras.width)
-    return rgb, sil
+    alpha = soft_silhouette(vertices, faces, cameras, sigma=sigma, pairs_per_chunk=pairs_per_chunk)
+    alpha = alpha.reshape(c, b, n_pix, 1)
+    rgb = alpha * rgb_acc / s_acc.clamp_min(1e-30) + (1.0 - alpha) * bg
+    rgb = rgb.reshape(c, b, cameras.height, cameras.width, 3).permute(0, 1, 4, 2, 3)
+    return rgb, alpha.reshape(c, b, cameras.height, cameras.width)
