@@ -338,21 +338,36 @@ def bench_video(
     markdown: Annotated[Path | None, typer.Option(help="page whose 'Video prior' section is rewritten")] = Path("docs/benchmarks.md"),
     budget: Annotated[float, typer.Option(help="seconds after which optional measurements are skipped")] = 420.0,
     compile_unet: Annotated[bool, typer.Option("--compile/--no-compile", help="also time torch.compile")] = True,
+    phase: Annotated[list[str] | None, typer.Option(help="sampling | compiled | icadapt, repeatable (default: sampling, icadapt)")] = None,
+    icadapt_variant: Annotated[list[str] | None, typer.Option(help="MODE:CKPT(0|1):CLIPS, repeatable, e.g. lora:1:4")] = None,
+    merge: Annotated[bool, typer.Option(help="lay the results over those already in --json (a partial rerun)")] = False,
 ) -> None:
     """Video prior speed with random weights: ICAdapt s/step (500 steps extrapolated) and two-stage sampling
     time for 15…90 generated frames (timed pieces, extrapolated; the results say how)."""
-    from anymole.video.bench import VideoBenchConfig, run_video_bench, write_json, write_markdown
+    import json
+
+    from anymole.video import bench
 
     if model not in ("full", "tiny"):
         raise _fail(f"--model must be full or tiny, got {model!r}")
-    cfg = VideoBenchConfig(model=model, device=device, budget_s=budget, compile=compile_unet)
-    results = run_video_bench(cfg, say=lambda line: typer.echo(line, err=True))
-    write_json(results, json_out)
-    if markdown is not None:
-        write_markdown(results, markdown)
+    kwargs: dict = {"model": model, "device": device, "budget_s": budget, "compile": compile_unet}
+    if phase:
+        kwargs["phases"] = tuple(phase)
+    if icadapt_variant:
+        try:
+            kwargs["icadapt_variants"] = tuple((m, c == "1", int(b)) for m, c, b in (v.split(":") for v in icadapt_variant))
+        except ValueError:
+            raise _fail(f"--icadapt-variant takes MODE:CKPT:CLIPS (e.g. spatial:1:4), got {icadapt_variant}") from None
+    results = bench.run_video_bench(bench.VideoBenchConfig(**kwargs), say=lambda line: typer.echo(line, err=True))
+    if merge and json_out.exists():
+        results = bench.merge(json.loads(json_out.read_text()), results)
+    results = bench.summarize(results)
+    bench.write_json(results, json_out)
+    if markdown is not None and "sampling_s" in results and "icadapt" in results:
+        bench.write_markdown(results, markdown)
     typer.echo(
-        f"ICAdapt {results['icadapt_step_s']:.3f} s/step ({results['icadapt_500_steps_s'] / 60:.1f} min / 500), "
-        f"90 frames {results['sample_90_frames_s']:.1f} s, peak {results['peak_mem_gib'] or 0:.1f} GiB -> {json_out}"
+        f"ICAdapt {results['icadapt_step_s']} s/step, 90 frames {results['sample_90_frames_s']} s, "
+        f"peak {results['peak_mem_gib']} GiB -> {json_out}"
     )
 
 

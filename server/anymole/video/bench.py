@@ -38,7 +38,15 @@ from anymole.video.prior import VideoCondition, VideoPrior
 from anymole.video.sampler import WINDOW_SLOTS, SamplerConfig, TwoStageSampler
 from anymole.video.schedule import DDIMSchedule
 
-__all__ = ["PAPER_TABLE1_MIN", "VideoBenchConfig", "run_video_bench", "write_json", "write_markdown"]
+__all__ = [
+    "PAPER_TABLE1_MIN",
+    "VideoBenchConfig",
+    "merge",
+    "run_video_bench",
+    "summarize",
+    "write_json",
+    "write_markdown",
+]
 
 #: AnyMoLe supplementary Table 1: two-stage inference minutes for 15 … 90 generated frames (A6000).
 PAPER_TABLE1_MIN = {15: 2.43, 30: 3.58, 45: 4.78, 60: 5.97, 75: 7.13, 90: 8.08}
@@ -68,9 +76,12 @@ class VideoBenchConfig:
         sampler_steps: DDIM step counts reported (the first is the default `SamplerConfig`'s).
         denoiser_calls: timed denoiser calls per measurement (after one warm-up call).
         icadapt_steps: timed ICAdapt optimiser steps per mode (after one warm-up step).
-        icadapt_variants: ``(mode, gradient_checkpointing)`` pairs to time; the first is the reported default.
+        icadapt_variants: ``(mode, gradient_checkpointing, clips per micro-batch)`` to time (8 clips a step);
+            ``(spatial, True, 4)``, the `ICAdaptConfig` default, gives the headline.
         compile: also time the UNet under ``torch.compile`` (one window shape).
         budget_s: optional measurements are skipped once this much time has passed.
+        phases: ``"sampling"`` (eager, extrapolated), ``"compiled"`` (end-to-end 90 frames with a compiled
+            denoiser, measured), ``"icadapt"``.
     """
 
     model: str = "full"
@@ -79,14 +90,15 @@ class VideoBenchConfig:
     sampler_steps: tuple[int, ...] = (50, 25)
     denoiser_calls: int = 4
     icadapt_steps: int = 2
-    icadapt_variants: tuple[tuple[str, bool], ...] = (
-        ("spatial", True),
-        ("spatial", False),
-        ("lora", False),
-        ("full", True),
+    icadapt_variants: tuple[tuple[str, bool, int], ...] = (
+        ("spatial", True, 4),
+        ("spatial", False, 4),
+        ("lora", False, 4),
+        ("full", True, 4),
     )
     compile: bool = True
     budget_s: float = 420.0
+    phases: tuple[str, ...] = ("sampling", "icadapt")
 
 
 def _sync(device: torch.device) -> None:
@@ -250,7 +262,7 @@ def _sampling(
 def _icadapt(cfg: VideoBenchConfig, make_prior: PriorFactory, size, device, out, say, over) -> None:
     """ICAdapt step times and memory per training mode (fp32 master weights, bf16 autocast)."""
     prior = make_prior(torch.float32)
-    out["denoiser_variants_s"]["fp32_sdpa"] = _time_denoiser(
+    out.setdefault("denoiser_variants_s", {})["fp32_sdpa"] = _time_denoiser(
         prior, 1, size, device, cfg.denoiser_calls, autocast=False
     )
     say(f"denoiser step, fp32: {out['denoiser_variants_s']['fp32_sdpa']:.3f} s")
@@ -258,10 +270,10 @@ def _icadapt(cfg: VideoBenchConfig, make_prior: PriorFactory, size, device, out,
     videos = torch.rand(1, 3, frames, *size, generator=torch.Generator(device).manual_seed(2), device=device)
     bank = ClipBank(videos, gather_clips(1, frames, k=WINDOW_SLOTS, strides=(1,)), "a character walking")
     results = {}
-    for i, (mode, ckpt) in enumerate(cfg.icadapt_variants):
+    for i, (mode, ckpt, batch) in enumerate(cfg.icadapt_variants):
         if i > 0 and over():
             break
-        name = f"{mode}{'' if ckpt else '_no_ckpt'}"
+        name = _variant_name(mode, ckpt, batch)
         stamps: list[float] = []
 
         def on_step(
@@ -271,7 +283,13 @@ def _icadapt(cfg: VideoBenchConfig, make_prior: PriorFactory, size, device, out,
             stamps.append(time.perf_counter())
 
         _reset_peak(device)
-        run_cfg = ICAdaptConfig(steps=1 + cfg.icadapt_steps, mode=mode, gradient_checkpointing=ckpt)
+        run_cfg = ICAdaptConfig(
+            steps=1 + cfg.icadapt_steps,
+            mode=mode,
+            gradient_checkpointing=ckpt,
+            batch_size=batch,
+            grad_accum=8 // batch,
+        )
         try:
             start = time.perf_counter()
             summary = icadapt(prior, bank, run_cfg, on_step=on_step)
@@ -288,6 +306,44 @@ def _icadapt(cfg: VideoBenchConfig, make_prior: PriorFactory, size, device, out,
         _reset_peak(device)
     out["icadapt"] = results
     del prior
+
+
+def _variant_name(mode: str, ckpt: bool, batch: int) -> str:
+    return f"{mode}{'' if ckpt else '_no_ckpt'}{'' if batch == 4 else f'_b{batch}x{8 // batch}'}"
+
+
+def _compiled(
+    cfg: VideoBenchConfig, prior: VideoPrior, schedule: DDIMSchedule, size, device, out, say
+) -> None:
+    """End-to-end two-stage sampling of the most frames with a compiled denoiser (one graph: stage2_batch=1),
+    measured, after a warm-up call that pays the compile."""
+    g = max(cfg.gaps)
+    context, keys = _scene(g, size, device)
+    res: dict[str, Any] = {"frames": 15 * g, "stage2_batch": 1}
+    try:
+        start = time.perf_counter()
+        TwoStageSampler(prior, schedule, SamplerConfig(num_steps=1, stage2_batch=1, compile=True))(
+            context, keys[:, :1], "a character walking"
+        )
+        _sync(device)
+        res["compile_warmup_s"] = time.perf_counter() - start
+        say(f"compiled sampler warm-up: {res['compile_warmup_s']:.1f} s")
+        for steps in cfg.sampler_steps:
+            sampler = TwoStageSampler(
+                prior, schedule, SamplerConfig(num_steps=steps, stage2_batch=1, compile=True)
+            )
+            _sync(device)
+            start = time.perf_counter()
+            sampler(context, keys, "a character walking")
+            _sync(device)
+            res[str(steps)] = time.perf_counter() - start
+            say(f"compiled sampler, {15 * g} frames at {steps} steps: {res[str(steps)]:.1f} s")
+    except Exception as exc:  # compile support varies by torch build: record, do not fail the bench
+        res["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    finally:
+        torch._dynamo.reset()
+    res["peak_mem_gib"] = _peak_gib(device)
+    out["sampling_compiled_s"] = res
 
 
 def run_video_bench(
@@ -337,20 +393,48 @@ def run_video_bench(
             "per stage-1 window and per stage-2 batch; ICAdapt: mean of timed optimiser steps x 500"
         ),
     }
-    prior = make_prior(torch.bfloat16 if device.type == "cuda" else torch.float32)
-    _sampling(cfg, prior, schedule, size, device, out, say, over)
-    del prior
-    _reset_peak(device)
-    _icadapt(cfg, make_prior, size, device, out, say, over)
-    default = f"{cfg.icadapt_variants[0][0]}{'' if cfg.icadapt_variants[0][1] else '_no_ckpt'}"
-    steps0 = str(cfg.sampler_steps[0])
-    last = str(15 * max(cfg.gaps))
-    out["icadapt_step_s"] = out["icadapt"][default]["step_s"]
-    out["icadapt_500_steps_s"] = 500 * out["icadapt_step_s"] if out["icadapt_step_s"] else None
-    out["sample_90_frames_s"] = out["sampling_s"][steps0][last]
-    peaks = [out["sampling_peak_mem_gib"]] + [r.get("peak_mem_gib") for r in out["icadapt"].values()]
-    out["peak_mem_gib"] = max((p for p in peaks if p is not None), default=None)
+    if "sampling" in cfg.phases or "compiled" in cfg.phases:
+        prior = make_prior(torch.bfloat16 if device.type == "cuda" else torch.float32)
+        if "sampling" in cfg.phases:
+            _sampling(cfg, prior, schedule, size, device, out, say, over)
+        if "compiled" in cfg.phases:
+            _reset_peak(device)
+            _compiled(cfg, prior, schedule, size, device, out, say)
+        del prior
+        _reset_peak(device)
+    if "icadapt" in cfg.phases:
+        _icadapt(cfg, make_prior, size, device, out, say, over)
     out["bench_seconds"] = time.perf_counter() - started
+    return out
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """Fill the headline keys from the detailed ones (after one run or after `merge`): the `ICAdaptConfig`
+    default for ICAdapt, the `SamplerConfig` default (eager, its step count) for sampling, the largest peak."""
+    r = dict(results)
+    d = ICAdaptConfig()
+    step = (
+        r.get("icadapt", {})
+        .get(_variant_name(d.mode, d.gradient_checkpointing, d.batch_size), {})
+        .get("step_s")
+    )
+    r["icadapt_step_s"] = step
+    r["icadapt_500_steps_s"] = 500 * step if step else None
+    sampling = r.get("sampling_s", {}).get(str(SamplerConfig().num_steps), {})
+    r["sample_90_frames_s"] = sampling.get("90")
+    peaks = [r.get("sampling_peak_mem_gib"), r.get("sampling_compiled_s", {}).get("peak_mem_gib")]
+    peaks += [v.get("peak_mem_gib") for v in r.get("icadapt", {}).values()]
+    r["peak_mem_gib"] = max((p for p in peaks if p is not None), default=None)
+    return r
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Results of a later partial run laid over an earlier one (same device): nested dicts are updated."""
+    out = dict(old)
+    for key, value in new.items():
+        out[key] = (
+            {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
@@ -361,22 +445,28 @@ def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
     return "—" if value is None else str(value)
 
 
+def _ratio(a: Any, b: Any) -> str:
+    return f"{a / b:.2f}×" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "—"
+
+
 def _section(r: dict[str, Any]) -> str:
     steps = list(r["sampling_s"])
+    last = list(r["sampling_s"][steps[0]])[-1]
     lines = [
         f"Device: {r['device']} · torch {r['torch']} · {r['date']} · {r['model']}, "
-        f"{r['resolution'][0]}×{r['resolution'][1]}, 16-frame windows. Written by `anymole bench video` "
-        "(`docs/benchmarks/video.json`).",
+        f"{r['resolution'][0]}×{r['resolution'][1]}, 16-frame windows, CFG 7.5 (batched cond+uncond). Written by "
+        "`anymole bench video` (`docs/benchmarks/video.json`).",
         "",
-        "**Method (extrapolated, not end-to-end).** The real two-stage sampler ran at 2 DDIM steps per window for "
-        "each frame count (all per-window costs included); each further step adds one timed denoiser call per "
-        "stage-1 window and per stage-2 batch. ICAdapt: mean of timed optimiser steps (batch 4 × 2 accumulation, "
-        "after a warm-up step) × 500. Random weights: same FLOPs as the checkpoint.",
+        "**Method.** Eager sampling times are *extrapolated*: the real two-stage sampler ran at 2 DDIM steps per "
+        "window for each frame count (all per-window costs included) and each further step adds one timed "
+        "denoiser call per stage-1 window and per stage-2 batch (checked against a measured run below). The "
+        "compiled figures are *measured* end to end. ICAdapt: mean of timed optimiser steps (8 clips a step, after "
+        "a warm-up step) × 500, *extrapolated*. Random weights: same FLOPs as the checkpoint.",
         "",
-        "### Two-stage sampling (15 fps generated frames)",
+        "### Two-stage sampling (15 fps generated frames), bf16",
         "",
         "| generated frames | paper Table 1, A6000 (min) | reference code, H100 (est., s) | "
-        + " | ".join(f"ours, {s} steps (s)" for s in steps)
+        + " | ".join(f"ours, eager, {s} steps (s)" for s in steps)
         + " |",
         "|---:|---:|---:|" + "---:|" * len(steps),
     ]
@@ -389,47 +479,97 @@ def _section(r: dict[str, Any]) -> str:
     check = r["extrapolation_check"]
     lines += [
         "",
-        f"Reference code on an H100 (issue 7): 12 s per 16-frame window at 50 steps with CFG, two windows per "
-        f"15 frames. Extrapolation check: {check['frames']} frames at {check['steps']} steps measured "
+        "Reference code on an H100 (issue 7): 12 s per 16-frame window at 50 steps (0.235 s a step, 13.5 GiB), two "
+        f"windows per 15 frames. Extrapolation check: {check['frames']} frames at {check['steps']} steps measured "
         f"{check['measured_s']:.2f} s, predicted {check['predicted_s']:.2f} s. Peak memory while sampling: "
         f"{_fmt(r['sampling_peak_mem_gib'], ' GiB', 1)}.",
+    ]
+    comp = r.get("sampling_compiled_s")
+    if comp:
+        measured = ", ".join(f"{comp[s]:.1f} s at {s} steps" for s in steps if isinstance(comp.get(s), float))
+        lines += [
+            "",
+            f"**Compiled** (`SamplerConfig(compile=True, stage2_batch=1)`: `torch.compile` of the prior's `predict`, "
+            f"one graph for every window), measured end to end for {comp['frames']} frames: "
+            f"{measured or comp.get('error', '—')}; one-time compile {_fmt(comp.get('compile_warmup_s'), ' s', 0)} "
+            f"(paid once per server process, not per job); peak {_fmt(comp.get('peak_mem_gib'), ' GiB', 1)}.",
+        ]
+    lines += [
         "",
-        "### ICAdapt",
+        "### ICAdapt (fp32 master weights, bf16 autocast, AdamW, 8 clips a step)",
         "",
-        "| mode | grad. checkpointing | trainable params | s / step (8 clips) | 500 steps (min) | peak memory (GiB) |",
-        "|---|---|---:|---:|---:|---:|",
+        "| variant | trainable params | s / step | 500 steps (min) | peak memory (GiB) |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name, v in r["icadapt"].items():
-        mode = name.replace("_no_ckpt", "")
-        ckpt = "no" if name.endswith("_no_ckpt") else "yes"
         step = v.get("step_s")
+        params = v.get("trainable_parameters")
         lines.append(
-            f"| {mode} | {ckpt} | {v.get('trainable_parameters', 0) / 1e6:.1f} M | {_fmt(step, digits=3)} | "
+            f"| {name} | {_fmt(params / 1e6 if params else None, ' M', 1)} | {_fmt(step or v.get('error'), digits=3)} | "
             f"{_fmt(step * 500 / 60 if step else None, digits=1)} | {_fmt(v.get('peak_mem_gib'), digits=1)} |"
         )
     lines += [
         "",
-        f"Reference code on an H100 (issue 7): 1.9 s per forward+backward of 4 clips (43 GiB), two per step: about "
+        "Variant names: mode (`spatial` = the reference's trained set, `lora` = rank-16 adapters on the spatial "
+        "attention projections, `full` = UNet + resampler), `_no_ckpt` = without gradient checkpointing, "
+        "`_bAxB` = A clips a micro-batch × B accumulation (default 4 × 2). Reference code on an H100 (issue 7): "
+        f"1.9 s per forward+backward of 4 clips (43 GiB), two per step: about "
         f"{REFERENCE_H100['icadapt_500_steps_min']:.0f} min for 500 steps. Paper: about 1.5 h on an A6000.",
         "",
-        "### What each change bought (denoiser call, one window with CFG = batch 2)",
+        "### What each change bought",
         "",
-        "| variant | s / call |",
-        "|---|---:|",
+        "| change | measured on | before | after | speed-up |",
+        "|---|---|---:|---:|---:|",
     ]
-    for name, v in r["denoiser_variants_s"].items():
-        lines.append(f"| {name} | {_fmt(v, digits=3)} |")
-    lines.append(f"| reference code (fp16, xformers) | {REFERENCE_H100['denoiser_step_s']:.3f} |")
-    unb = r.get("sample_90_frames_unbatched_stage2_s")
-    last = list(r["sampling_s"][steps[0]])[-1]
+    v = r["denoiser_variants_s"]
+    rows = [
+        ("bf16 instead of fp32 weights", "denoiser call, batch 2", v.get("fp32_sdpa"), v.get("bf16_sdpa")),
+        (
+            "SDPA (flash) instead of explicit attention",
+            "denoiser call, batch 2",
+            v.get("bf16_math_attention"),
+            v.get("bf16_sdpa"),
+        ),
+        (
+            "torch.compile of the denoiser",
+            "denoiser call, batch 2",
+            v.get("bf16_sdpa"),
+            v.get("bf16_sdpa_compiled"),
+        ),
+        (
+            "batching the independent stage-2 windows",
+            f"{last} frames, {steps[0]} steps",
+            r.get("sample_90_frames_unbatched_stage2_s"),
+            r["sampling_s"][steps[0]][last],
+        ),
+    ]
+    if len(steps) > 1:
+        rows.append(
+            (
+                f"{steps[-1]} instead of {steps[0]} DDIM steps",
+                f"{last} frames",
+                r["sampling_s"][steps[0]][last],
+                r["sampling_s"][steps[-1]][last],
+            )
+        )
+    if comp and isinstance(comp.get(steps[0]), float):
+        rows.append(
+            (
+                "compiled sampler, end to end",
+                f"{last} frames, {steps[0]} steps",
+                r["sampling_s"][steps[0]][last],
+                comp[steps[0]],
+            )
+        )
+    for label, what, before, after in rows:
+        lines.append(
+            f"| {label} | {what} | {_fmt(before, ' s', 3)} | {_fmt(after, ' s', 3)} | {_ratio(before, after)} |"
+        )
     lines += [
         "",
-        f"Batching the independent stage-2 windows: {last} frames at {steps[0]} steps take "
-        f"{_fmt(r['sample_90_frames_s'], ' s', 1)} against {_fmt(unb, ' s', 1)} one window at a time.",
-        "",
-        f"Headline: {last} frames in {_fmt(r['sample_90_frames_s'], ' s', 1)} at {steps[0]} steps; "
-        f"`icadapt_500_steps_s` = {_fmt(r['icadapt_500_steps_s'], ' s', 0)}; peak memory "
-        f"{_fmt(r['peak_mem_gib'], ' GiB', 1)}.",
+        f"Headline (`video.json`): `sample_90_frames_s` = {_fmt(r['sample_90_frames_s'], ' s', 1)} (defaults: eager, "
+        f"{steps[0]} steps); `icadapt_step_s` = {_fmt(r['icadapt_step_s'], ' s', 3)}, `icadapt_500_steps_s` = "
+        f"{_fmt(r['icadapt_500_steps_s'], ' s', 0)}; `peak_mem_gib` = {_fmt(r['peak_mem_gib'], ' GiB', 1)}.",
     ]
     return "\n".join(lines) + "\n"
 

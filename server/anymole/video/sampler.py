@@ -209,6 +209,9 @@ class SamplerConfig:
         stage2_batch: fine windows denoised together (they are independent); 1 = one at a time.
         autocast_dtype: ``"bf16"``, ``"fp16"`` or ``"fp32"`` (no autocast) for the denoiser on CUDA.
         seed: RNG seed of the initial and inpainting noise.
+        compile: run the denoiser through ``torch.compile`` (about 2× faster per step on an H100 at full
+            size, after a one-time compile of minutes: worth it in a long-lived server, not for one job; use
+            ``stage2_batch=1`` so that one graph serves every window).
     """
 
     num_steps: int = 50
@@ -219,6 +222,7 @@ class SamplerConfig:
     stage2_batch: int = 6
     autocast_dtype: str = "bf16"
     seed: int = 123
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -265,6 +269,8 @@ class TwoStageSampler:
         self.prior = prior
         self.schedule = schedule
         self.cfg = cfg or SamplerConfig()
+        # A compiled bound method keeps the protocol: any backend's `predict` can be compiled.
+        self._predict = torch.compile(prior.predict) if self.cfg.compile else prior.predict
 
     # ---------------------------------------------------------------- inputs
     def check_inputs(self, context: torch.Tensor, keys: torch.Tensor) -> None:
@@ -378,7 +384,7 @@ class TwoStageSampler:
             model_in = torch.cat([x, x]) if guided else x
             t_batch = torch.full((model_in.shape[0],), t, device=device, dtype=torch.long)
             with self._autocast(device):
-                out = prior.predict(model_in, t_batch, cond).float()
+                out = self._predict(model_in, t_batch, cond).float()
             if guided:
                 out = classifier_free_guidance(*out.chunk(2), cfg.guidance_scale, cfg.guidance_rescale)
             x = self.schedule.step(out, t, x, eta=cfg.eta, generator=generator).prev_sample
