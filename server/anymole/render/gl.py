@@ -19,7 +19,7 @@ several viewports from core 3.3 — at a few microseconds each.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -164,6 +164,11 @@ class Renders:
         return torch.from_numpy(self.rgb).permute(0, 1, 4, 2, 3).float().div_(255.0)
 
 
+def _uniform(prog: moderngl.Program, name: str) -> moderngl.Uniform:
+    """``prog[name]`` typed as the uniform it is (moderngl's stubs return a union of member kinds)."""
+    return cast("moderngl.Uniform", prog[name])
+
+
 def _f32(x: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -190,7 +195,7 @@ class GLRasterizer:
                 "moderngl", "pip install moderngl (it is in the package dependencies)"
             ) from exc
         try:
-            self.ctx: moderngl.Context = moderngl.create_standalone_context(backend="egl", require=330)
+            self.ctx: moderngl.Context = moderngl.create_standalone_context(backend="egl", require=330)  # type: ignore[arg-type]
         except Exception as exc:
             raise ModelUnavailable(
                 "opengl-egl",
@@ -288,7 +293,8 @@ class GLRasterizer:
                 )
                 for a in range(0, n_frames, per_upload)
             ]  # fmt: skip
-            depth = np.concatenate([p.depth for p in parts], 1) if with_depth else None  # type: ignore[misc]
+            depths = [p.depth for p in parts if p.depth is not None]
+            depth = np.concatenate(depths, 1) if with_depth else None
             return Renders(
                 rgb=np.concatenate([p.rgb for p in parts], 1),
                 mask=np.concatenate([p.mask for p in parts], 1),
@@ -307,8 +313,8 @@ class GLRasterizer:
                 m.T.contiguous().numpy().astype("f4").tobytes() for m in cameras.world_to_camera.cpu()
             ]
             proj = cameras.gl_projection(flip_y=True).T.contiguous().cpu().numpy().astype("f4").tobytes()
-            self._mesh_prog["proj"].write(proj)
-            self._ground_prog["proj"].write(proj)
+            _uniform(self._mesh_prog, "proj").write(proj)
+            _uniform(self._ground_prog, "proj").write(proj)
             bg = (*style.background, 0.0)
             flat_rgba = rgba.reshape(c * n_frames, h, w, 4)
             flat_depth = None if depth_out is None else depth_out.reshape(c * n_frames, h, w)
@@ -323,13 +329,13 @@ class GLRasterizer:
                     view, frame = divmod(start + t, n_frames)
                     self._fbo.viewport = (0, t * h, w, h)
                     self._fbo.scissor = (0, t * h, w, h)
-                    self._mesh_prog["view"].write(view_mats[view])
-                    self._mesh_prog["base"].value = frame * n_verts
+                    _uniform(self._mesh_prog, "view").write(view_mats[view])
+                    _uniform(self._mesh_prog, "base").value = frame * n_verts
                     mesh_vao.render()
                     if ground_vao is not None:
-                        self._ground_prog["view"].write(view_mats[view])
+                        _uniform(self._ground_prog, "view").write(view_mats[view])
                         ground_vao.render()
-                self._fbo.scissor = None
+                self._fbo.scissor = None  # type: ignore[assignment]  # None = whole framebuffer (moderngl API)
                 rows = (0, 0, w, count * h)
                 self._fbo.read_into(
                     flat_rgba[start : start + count], viewport=rows, components=4, attachment=0
@@ -373,12 +379,12 @@ class GLRasterizer:
         n_verts = pos.shape[1]
         self._data_texture(pos.reshape(-1, 3), objs).use(location=0)
         self._data_texture(nrm.reshape(-1, 3), objs).use(location=1)
-        prog["pos_tex"].value = 0
-        prog["nrm_tex"].value = 1
+        _uniform(prog, "pos_tex").value = 0
+        _uniform(prog, "nrm_tex").value = 1
         uv = np.zeros((n_verts, 2), np.float32) if uvs is None else _f32(uvs)
         if uv.shape != (n_verts, 2):
             raise InvalidInput("uvs", f"need ({n_verts}, 2), got {uv.shape}")
-        prog["has_texture"].value = texture is not None
+        _uniform(prog, "has_texture").value = texture is not None
         if texture is not None:
             img = texture.cpu().numpy() if isinstance(texture, torch.Tensor) else np.asarray(texture)
             if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
@@ -390,10 +396,10 @@ class GLRasterizer:
             tex.repeat_x = tex.repeat_y = True
             objs.append(tex)
             tex.use(location=2)
-            prog["color_tex"].value = 2
+            _uniform(prog, "color_tex").value = 2
         bc = base_color.tolist() if isinstance(base_color, torch.Tensor) else list(base_color)
-        prog["base_color"].value = tuple(float(v) for v in bc)
-        prog["ambient"].value = float(style.ambient)
+        _uniform(prog, "base_color").value = tuple(float(v) for v in bc)
+        _uniform(prog, "ambient").value = float(style.ambient)
         vbo = self.ctx.buffer(uv.tobytes())
         ibo = self.ctx.buffer(tri.tobytes())
         vao = self.ctx.vertex_array(prog, [(vbo, "2f", "in_uv")], index_buffer=ibo, index_element_size=4)
@@ -407,9 +413,9 @@ class GLRasterizer:
             [[cx - s, y, cz - s], [cx + s, y, cz - s], [cx - s, y, cz + s], [cx + s, y, cz + s]], np.float32
         )
         prog = self._ground_prog
-        prog["square"].value = float(style.checker_size)
-        prog["color_a"].value = tuple(style.checker_colors[0])
-        prog["color_b"].value = tuple(style.checker_colors[1])
+        _uniform(prog, "square").value = float(style.checker_size)
+        _uniform(prog, "color_a").value = tuple(style.checker_colors[0])
+        _uniform(prog, "color_b").value = tuple(style.checker_colors[1])
         vbo = self.ctx.buffer(quad.tobytes())
         vao = self.ctx.vertex_array(prog, [(vbo, "3f", "in_pos")])
         objs.extend((vbo, vao))
