@@ -8,6 +8,7 @@ Public API::
     soft_silhouette(vertices, faces, cameras) -> (C, B, H, W)   # differentiable (torch)
     soft_render(vertices, faces, cameras, face_colors) -> (rgb, silhouette)
     stick_figure(skeleton) -> SkinnedMesh; pose_mesh(mesh, global_quats, global_pos); vertex_normals(...)
+    contact_sheet(renders) -> (C·H, n·W, 3) uint8; view_grid(renders) -> (F, h, w, 3) uint8 video frames
 
 Importing this package creates no GL context (`GLRasterizer` does, when constructed).
 """
@@ -15,6 +16,7 @@ Importing this package creates no GL context (`GLRasterizer` does, when construc
 from anymole.render.cameras import DEFAULT_HEIGHT, DEFAULT_WIDTH, Cameras, orbit_cameras, view_layout
 from anymole.render.gl import GLRasterizer, Renders, Style
 from anymole.render.mesh import pose_mesh, stick_figure, vertex_normals
+from anymole.render.sheet import contact_sheet, view_grid
 from anymole.render.soft import soft_render, soft_silhouette
 from anymole.render.views import character_mesh, pose_motion, render_motion, scene_style
 
@@ -26,6 +28,7 @@ __all__ = [
     "Renders",
     "Style",
     "character_mesh",
+    "contact_sheet",
     "orbit_cameras",
     "pose_mesh",
     "pose_motion",
@@ -35,5 +38,6 @@ __all__ = [
     "soft_silhouette",
     "stick_figure",
     "vertex_normals",
+    "view_grid",
     "view_layout",
 ]

@@ -178,8 +178,9 @@ def _f32(x: torch.Tensor | np.ndarray) -> np.ndarray:
 class GLRasterizer:
     """A headless OpenGL context that renders posed meshes from many cameras in one call.
 
-    Create one and reuse it (the context costs tens of ms); not thread-safe; `release` (or a ``with`` block)
-    frees the GL objects.
+    Create one and reuse it (the context costs tens of ms). An EGL context is current on the thread that
+    made it: create and use a rasteriser on one thread (e.g. the GPU worker's), never share it. `release`
+    (or a ``with`` block) frees the GL objects.
 
     Args:
         width, height: image size (px).
