@@ -164,11 +164,14 @@ async def fill_remote_async(
                 preset=preset,
                 label=f"{asset.name}:{name}",
             )
-            job_id, _ = await client.submit(request)
+            # Shielded, so that a Ctrl-C while SubmitJob is in flight still learns the job id to cancel.
+            submit = asyncio.ensure_future(client.submit(request))
             try:
+                job_id, _ = await asyncio.shield(submit)
                 completed = await _follow(client, job_id, joints, progress)
             except asyncio.CancelledError:  # Ctrl-C: stop the job on the server too, then leave
                 with contextlib.suppress(Exception):
+                    job_id, _ = await asyncio.wait_for(submit, 5.0)
                     await client.cancel(job_id, timeout=5.0)
                 raise
             result, data = await client.result(job_id, joints, out.suffix)

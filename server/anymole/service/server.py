@@ -23,11 +23,12 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from anymole.pipeline import AnyMoLePipeline, Pipeline
+from anymole.service.auth import GateInterceptor
 from anymole.service.characters import CharacterStore
 from anymole.service.convert import Limits
 from anymole.service.jobs import JobManager
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
-from anymole.service.servicer import AnyMoLeServicer, GateInterceptor, add_servicer
+from anymole.service.servicer import AnyMoLeServicer, add_servicer
 
 __all__ = ["DEFAULT_PORT", "SERVICE_NAME", "AnyMoLeServer", "ServerConfig", "build_server", "resolve_devices", "serve"]
 

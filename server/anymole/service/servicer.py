@@ -2,15 +2,13 @@
 
 It holds no tensors and does no work of its own. Every handler maps `anymole.errors` exceptions to their
 status (`anymole.service.errors`); anything else is logged and answered with INTERNAL, and the server keeps
-running. The `GateInterceptor` checks the bearer token and the protocol-version metadata before any
-handler runs (health and reflection stay open, so that load balancers and grpcurl work without a token).
+running. Token and protocol-version metadata are checked before any handler runs (`anymole.service.auth`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,14 +28,11 @@ from anymole.service.jobs import JobManager
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
 from anymole.service.version import (
-    METADATA_KEY,
     PROTOCOL_VERSION,
-    VersionMismatch,
     check_client_version,
-    parse_version,
 )
 
-__all__ = ["AnyMoLeServicer", "GateInterceptor", "Undecodable", "add_servicer"]
+__all__ = ["AnyMoLeServicer", "Undecodable", "add_servicer"]
 
 log = logging.getLogger("anymole.service")
 
@@ -325,67 +320,3 @@ def add_servicer(server: grpc.aio.Server, servicer: AnyMoLeServicer) -> None:
             response_serializer=GetMessageClass(method.output_type).SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
-
-
-# ---------------------------------------------------------------------------------------------- the gate
-def _abort_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that fails with ``code``."""
-
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
-
-    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        await context.abort(code, message)
-        yield  # makes this an async generator
-
-    kw = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(stream, **kw)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(unary, **kw)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(stream, **kw)
-    return grpc.unary_unary_rpc_method_handler(unary, **kw)
-
-
-class GateInterceptor(grpc.aio.ServerInterceptor):
-    """Checks ``authorization: Bearer <token>`` (when a token is set) and ``anymole-protocol-version``.
-
-    Health checks and reflection pass without a token.
-    """
-
-    _OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
-
-    def __init__(self, token: str | None) -> None:
-        self._expected = f"Bearer {token}".encode() if token else None
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method or ""
-        if handler is None or method.startswith(self._OPEN_PREFIXES):
-            return handler
-        metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ())}
-        if self._expected is not None:
-            got = str(metadata.get("authorization", "")).encode()
-            if not hmac.compare_digest(got, self._expected):
-                return _abort_handler(
-                    handler,
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "missing or wrong bearer token: send 'authorization: Bearer <token>' metadata with the token "
-                    "the server was started with (anymole serve --token, or ANYMOLE_TOKEN)",
-                )
-        version = metadata.get(METADATA_KEY)
-        if version is not None:
-            try:
-                check_client_version(parse_version(str(version)))
-            except VersionMismatch as exc:
-                return _abort_handler(handler, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        return handler
-
