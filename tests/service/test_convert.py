@@ -1,0 +1,130 @@
+"""Round trips of convert.py and the event store, and the pipeline's progress/cancel plumbing."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from service_fakes import random_motion, tiny_character
+
+from anymole.errors import JobCancelled
+from anymole.pipeline import (
+    Cancelled,
+    CancelToken,
+    Completed,
+    Failed,
+    Interrupted,
+    MotionChunk,
+    Preview,
+    Progress,
+    ProgressReporter,
+    Queued,
+)
+from anymole.rig import Character
+from anymole.service import convert
+from anymole.service.jobs import Stamped
+from anymole.service.store import event_from_json, event_to_json
+
+EVENTS = [
+    Queued(3),
+    Progress("sample", 0.25, 0.5, 12.5, "step 5/20"),
+    Progress("render", 0.0, 0.0, None, ""),
+    Preview("sample", 42, 1, "image/jpeg", b"\xff\xd8jpeg-bytes", 64, 48),
+    MotionChunk(10, torch.randn(3, 4, 4), torch.randn(3, 3), is_final=False),
+    Completed("ok", (("interp", 0.25), ("stream", 0.5)), {"key_error_deg": 0.125}, 40),
+    Failed(13, "boom", ""),
+    Failed(3, "bad", "keyframes[1].frame"),
+    Cancelled("cancelled by a client"),
+    Interrupted("server restarted"),
+]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, MotionChunk):
+        return (
+            a.frame_start == b.frame_start
+            and a.is_final == b.is_final
+            and torch.equal(a.rotations.float(), b.rotations)
+            and torch.equal(a.root_translation.float(), b.root_translation)
+        )
+    if isinstance(a, Completed):
+        return (a.summary, a.timings, a.metrics, a.total_frames) == (b.summary, b.timings, b.metrics, b.total_frames)
+    return a == b
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: type(e).__name__)
+def test_event_round_trips_through_the_wire_and_the_store(event):
+    st_in = Stamped("job-1", 7, 1234.5, event)
+    msg = convert.event_to_proto(st_in)
+    back = convert.event_from_proto(type(msg).FromString(msg.SerializeToString()), num_joints=4)
+    assert (back.job_id, back.seq, back.time) == ("job-1", 7, 1234.5)
+    assert _same(event, back.event)
+    assert _same(event, event_from_json(event_to_json(event)))
+
+
+@settings(max_examples=25)
+@given(frames=st.integers(1, 12), joints=st.integers(1, 9), seed=st.integers(0, 2**16))
+def test_clip_round_trip_is_bit_exact(frames, joints, seed):
+    motion = random_motion(frames, joints, seed)
+    back = convert.clip_to_motion(convert.motion_to_clip(motion), joints, convert.Limits())
+    assert torch.equal(back.rotations, motion.rotations)
+    assert torch.equal(back.root_translation, motion.root_translation)
+    assert back.fps == motion.fps
+
+
+def test_character_asset_round_trip_with_texture():
+    base = tiny_character(6)
+    tex = torch.randint(0, 256, (8, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    mesh = type(base.mesh)(**{**base.mesh.__dict__, "texture": tex, "uvs": torch.rand(4, 2)})
+    character = Character(name="textured", skeleton=base.skeleton, mesh=mesh)
+    payload = convert.character_to_asset(character).SerializeToString()
+    back = convert.character_from_asset_bytes(payload, "", convert.Limits())
+    assert back.name == "textured" and back.skeleton.names == base.skeleton.names
+    assert back.skeleton.parents == base.skeleton.parents
+    assert torch.equal(back.mesh.texture, tex)  # PNG is lossless
+    assert torch.equal(back.mesh.faces, mesh.faces)
+    torch.testing.assert_close(back.mesh.inverse_bind, mesh.inverse_bind, rtol=0, atol=0)
+    torch.testing.assert_close(back.mesh.uvs, mesh.uvs, rtol=0, atol=0)
+
+
+def test_progress_reporter_weights_eta_and_cancel():
+    got: list = []
+    token = CancelToken()
+    report = ProgressReporter(got.append, token, plan=[("a", 1.0), ("b", 3.0)], min_interval=0.0)
+    report("a", 1.0)
+    report("b", 0.5)
+    assert [p.fraction for p in got] == [0.25, 0.625]
+    assert all(p.eta_seconds is not None and p.eta_seconds >= 0 for p in got)
+    token.cancel("stop")
+    with pytest.raises(JobCancelled, match="stop"):
+        report("b", 0.75)
+    assert len(got) == 2
+
+
+def test_progress_reporter_throttles_intermediate_reports():
+    got: list = []
+    report = ProgressReporter(got.append, CancelToken(), plan=[("a", 1.0)], min_interval=3600.0)
+    for i in range(11):
+        report("a", i / 10)
+    assert [p.stage_fraction for p in got] == [0.0, 1.0]  # the ends always go out
+
+
+def test_cancel_token_is_visible_across_threads():
+    token = CancelToken()
+    seen = threading.Event()
+
+    def stage():
+        while not token.cancelled:
+            pass
+        seen.set()
+
+    t = threading.Thread(target=stage)
+    t.start()
+    token.cancel("from the loop")
+    t.join(5)
+    assert seen.is_set() and token.reason == "from the loop"
+    token.cancel("second reason is ignored")
+    assert token.reason == "from the loop"
