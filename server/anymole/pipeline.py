@@ -70,6 +70,8 @@ class JobSpec:
         key_frames: ``K`` strictly increasing timeline frames, each in ``C .. total_frames-1``.
         key_rotations: ``(K, J, 4)`` unit xyzw local rotations at the keyframes.
         key_root: ``(K, 3)`` root translations at the keyframes (m).
+        key_translations: optional ``(K, J, 3)`` local translations of every joint at the keyframes (m);
+            only with ``context.translations`` (``None``: the last context frame's are held).
         total_frames: timeline length ``T`` (context plus gap).
         method: a method name of the pipeline (``"interp"``).
         preset: a preset of that method (``""`` = its default).
@@ -90,6 +92,7 @@ class JobSpec:
     chunk_frames: int = DEFAULT_CHUNK_FRAMES
     seed: int = 0
     label: str = ""
+    key_translations: torch.Tensor | None = None
 
     @property
     def num_joints(self) -> int:
@@ -141,12 +144,15 @@ class MotionChunk:
         rotations: ``(n, J, 4)`` float32 unit xyzw local rotations.
         root_translation: ``(n, 3)`` float32 root translations (m).
         is_final: False for a provisional draft that later chunks replace.
+        translations: optional ``(n, J, 3)`` float32 local translations of every joint (m), when the job's
+            context carries them.
     """
 
     frame_start: int
     rotations: torch.Tensor
     root_translation: torch.Tensor
     is_final: bool = True
+    translations: torch.Tensor | None = None
 
     @property
     def frame_count(self) -> int:
@@ -418,6 +424,7 @@ class AnyMoLePipeline:
             spec.total_frames,
             method="slerp",
             root=spec.preset or "cubic",
+            key_translations=spec.key_translations,
         )
         t1 = time.perf_counter()
         report("interp", 1.0)
@@ -425,9 +432,11 @@ class AnyMoLePipeline:
         n_chunks = max(1, math.ceil((total - start) / spec.chunk_frames))
         rot = motion.rotations.to(torch.float32)
         root = motion.root_translation.to(torch.float32)
+        tr = None if motion.translations is None else motion.translations.to(torch.float32)
         for i, s in enumerate(range(start, total, spec.chunk_frames)):
             e = min(total, s + spec.chunk_frames)
-            yield MotionChunk(s, rot[s:e].contiguous(), root[s:e].contiguous(), is_final=True)
+            part = None if tr is None else tr[s:e].contiguous()
+            yield MotionChunk(s, rot[s:e].contiguous(), root[s:e].contiguous(), is_final=True, translations=part)
             report("stream", (i + 1) / n_chunks)
             await asyncio.sleep(0)  # let watchers drain and cancels land between chunks
         t2 = time.perf_counter()

@@ -58,10 +58,19 @@ async def test_remote_fill_equals_the_local_baseline(tmp_path, suffix):
         await server.stop(0.0)
     fox = load_character(FOX)
     survey = fox.motions["Survey"]
-    local = inbetween(survey.slice(0, 40), [60, 82], survey.rotations[[60, 82]], survey.root_translation[[60, 82]], 83)
+    assert survey.translations is not None  # Fox animates b_Hip_01's translation under a static root
+    local = inbetween(
+        survey.slice(0, 40),
+        [60, 82],
+        survey.rotations[[60, 82]],
+        survey.root_translation[[60, 82]],
+        83,
+        key_translations=survey.translations[[60, 82]],
+    )
     assert res.motion.num_frames == 83
     torch.testing.assert_close(res.motion.rotations, local.rotations.float(), rtol=0, atol=0)
     torch.testing.assert_close(res.motion.root_translation, local.root_translation.float(), rtol=0, atol=0)
+    torch.testing.assert_close(res.motion.translations, local.translations.float(), rtol=0, atol=0)
     assert res.metrics["key_error_deg"] < 0.05
     assert res.path == out
     data = out.read_bytes()

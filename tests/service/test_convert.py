@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -34,6 +35,7 @@ EVENTS = [
     Progress("render", 0.0, 0.0, None, ""),
     Preview("sample", 42, 1, "image/jpeg", b"\xff\xd8jpeg-bytes", 64, 48),
     MotionChunk(10, torch.randn(3, 4, 4), torch.randn(3, 3), is_final=False),
+    MotionChunk(0, torch.randn(2, 4, 4), torch.randn(2, 3), translations=torch.randn(2, 4, 3)),
     Completed("ok", (("interp", 0.25), ("stream", 0.5)), {"key_error_deg": 0.125}, 40),
     Failed(13, "boom", ""),
     Failed(3, "bad", "keyframes[1].frame"),
@@ -49,6 +51,8 @@ def _same(a, b) -> bool:
             and a.is_final == b.is_final
             and torch.equal(a.rotations.float(), b.rotations)
             and torch.equal(a.root_translation.float(), b.root_translation)
+            and (a.translations is None) == (b.translations is None)
+            and (a.translations is None or torch.equal(a.translations, b.translations))
         )
     if isinstance(a, Completed):
         return (a.summary, a.timings, a.metrics, a.total_frames) == (b.summary, b.timings, b.metrics, b.total_frames)
@@ -128,3 +132,29 @@ def test_cancel_token_is_visible_across_threads():
     assert seen.is_set() and token.reason == "from the loop"
     token.cancel("second reason is ignored")
     assert token.reason == "from the loop"
+
+
+def test_translations_survive_the_request_and_the_job_store(tmp_path):
+    from anymole.rig import Motion
+    from anymole.service.store import JobStore
+
+    character = tiny_character(4)
+    g = torch.Generator().manual_seed(5)
+    ctx = random_motion(3, 4, seed=2)
+    ctx = Motion(ctx.fps, ctx.rotations, ctx.root_translation, torch.randn(3, 4, 3, generator=g))
+    keys = random_motion(2, 4, seed=3)
+    key_tr = torch.randn(2, 4, 3, generator=g)
+    req = convert.inbetween_request("sha256:x", ctx, [5, 7], keys.rotations, keys.root_translation, key_translations=key_tr)
+    spec = convert.spec_from_proto(req, character, convert.Limits())
+    # The root column follows root_translation; the other joints come through bit-exact.
+    assert torch.equal(spec.context.translations[:, 0], ctx.root_translation)
+    assert torch.equal(spec.context.translations[:, 1:], ctx.translations[:, 1:])
+    assert torch.equal(spec.key_translations[:, 1:], key_tr[:, 1:])
+    assert torch.equal(spec.key_translations[:, 0], keys.root_translation)
+    store = JobStore(tmp_path)
+    store.create("job-t", {"state": "queued"}, spec)
+    request = json.loads((store.job_dir("job-t") / "request.json").read_text())
+    back = store.load_spec("job-t", request, character)
+    assert back.key_frames == (5, 7) and back.context.fps == ctx.fps
+    assert torch.equal(back.context.translations, spec.context.translations)
+    assert torch.equal(back.key_translations, spec.key_translations)

@@ -160,6 +160,7 @@ async def fill_remote_async(
                 [k - start for k in keys],
                 motion.rotations[keys],
                 motion.root_translation[keys],
+                key_translations=None if motion.translations is None else motion.translations[keys],
                 method=method,
                 preset=preset,
                 label=f"{asset.name}:{name}",

@@ -313,19 +313,31 @@ def clip_to_motion(clip: pb.Clip, num_joints: int, limits: Limits, field: str = 
     rot = _floats(clip.rotations, f * num_joints * 4, f"{field}.rotations", f"{f} frames × {num_joints} joints × 4")
     rot = _unit_quats(rot.reshape(f, num_joints, 4), f"{field}.rotations", limits.quat_tolerance)
     root = _floats(clip.root_translations, f * 3, f"{field}.root_translations", f"{f} frames × 3").reshape(f, 3)
+    translations = None
+    if len(clip.translations):
+        tr = _floats(clip.translations, f * num_joints * 3, f"{field}.translations", f"{f} frames × {num_joints} joints × 3")
+        tr = tr.reshape(f, num_joints, 3).copy()
+        tr[:, 0] = root  # the root's column always equals root_translations
+        translations = torch.from_numpy(tr)
     return Motion(
         fps=float(fps),
         rotations=torch.from_numpy(rot.astype(np.float32)),
         root_translation=torch.from_numpy(root.copy()),
+        translations=translations,
     )
+
+
+def _flat(t: torch.Tensor | None) -> list[float]:
+    return [] if t is None else t.detach().cpu().float().numpy().ravel().tolist()
 
 
 def motion_to_clip(motion: Motion) -> pb.Clip:
     return pb.Clip(
         fps=motion.fps,
         frame_count=motion.num_frames,
-        rotations=motion.rotations.detach().cpu().float().numpy().ravel().tolist(),
-        root_translations=motion.root_translation.detach().cpu().float().numpy().ravel().tolist(),
+        rotations=_flat(motion.rotations),
+        root_translations=_flat(motion.root_translation),
+        translations=_flat(motion.translations),
     )
 
 
@@ -345,6 +357,14 @@ def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limi
     frames: list[int] = []
     rots = np.empty((len(keys), j, 4), dtype=np.float32)
     roots = np.empty((len(keys), 3), dtype=np.float32)
+    with_tr = [len(k.translations) > 0 for k in keys]
+    if any(with_tr) and context.translations is None:
+        i = with_tr.index(True)
+        raise InvalidInput(f"keyframes[{i}].translations", "send context.translations too, or no keyframe translations")
+    if any(with_tr) and not all(with_tr):
+        i = with_tr.index(False)
+        raise InvalidInput(f"keyframes[{i}].translations", "give translations on every keyframe or on none")
+    trs = np.empty((len(keys), j, 3), dtype=np.float32) if all(with_tr) else None
     for i, k in enumerate(keys):
         f = f"keyframes[{i}]"
         if not c <= k.frame < total:
@@ -368,6 +388,9 @@ def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limi
             ("joint",),
         )
         roots[i] = _floats(k.root_translation, 3, f"{f}.root_translation", "x, y, z")
+        if trs is not None:
+            trs[i] = _floats(k.translations, j * 3, f"{f}.translations", f"{j} joints × 3").reshape(j, 3)
+            trs[i, 0] = roots[i]
     chunk = req.chunk_frames or DEFAULT_CHUNK_FRAMES
     return JobSpec(
         character_id=req.character_id,
@@ -382,6 +405,7 @@ def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limi
         chunk_frames=int(min(chunk, limits.max_frames)),
         seed=int(req.seed),
         label=req.label,
+        key_translations=None if trs is None else torch.from_numpy(trs),
     )
 
 
@@ -397,15 +421,23 @@ def inbetween_request(
     chunk_frames: int = 0,
     seed: int = 0,
     label: str = "",
+    key_translations: torch.Tensor | None = None,
 ) -> pb.InbetweenRequest:
-    """Build a request (client side). ``key_rotations (K, J, 4)`` xyzw, ``key_root (K, 3)`` m."""
+    """Build a request (client side). ``key_rotations (K, J, 4)`` xyzw, ``key_root (K, 3)`` m, optional
+    ``key_translations (K, J, 3)`` m (only with ``context.translations``)."""
     kr = key_rotations.detach().cpu().float().numpy()
     kt = key_root.detach().cpu().float().numpy()
+    ktr = None if key_translations is None else key_translations.detach().cpu().float().numpy()
     return pb.InbetweenRequest(
         character_id=character_id,
         context=motion_to_clip(context),
         keyframes=[
-            pb.Keyframe(frame=int(f), rotations=kr[i].ravel().tolist(), root_translation=kt[i].tolist())
+            pb.Keyframe(
+                frame=int(f),
+                rotations=kr[i].ravel().tolist(),
+                root_translation=kt[i].tolist(),
+                translations=[] if ktr is None else ktr[i].ravel().tolist(),
+            )
             for i, f in enumerate(key_frames)
         ],
         total_frames=total_frames,
@@ -484,9 +516,10 @@ def event_to_proto(st: Stamped) -> pb.JobEvent:
             pb.MotionChunk(
                 frame_start=ev.frame_start,
                 frame_count=ev.frame_count,
-                rotations=ev.rotations.detach().cpu().float().numpy().ravel().tolist(),
-                root_translations=ev.root_translation.detach().cpu().float().numpy().ravel().tolist(),
+                rotations=_flat(ev.rotations),
+                root_translations=_flat(ev.root_translation),
                 is_final=ev.is_final,
+                translations=_flat(ev.translations),
             )
         )
     elif isinstance(ev, Completed):
@@ -526,7 +559,10 @@ def event_from_proto(msg: pb.JobEvent, num_joints: int) -> Stamped:
         m = msg.motion
         rot = np.asarray(m.rotations, dtype=np.float32).reshape(m.frame_count, num_joints, 4)
         root = np.asarray(m.root_translations, dtype=np.float32).reshape(m.frame_count, 3)
-        ev = MotionChunk(m.frame_start, torch.from_numpy(rot), torch.from_numpy(root), m.is_final)
+        tr = None
+        if len(m.translations):
+            tr = torch.from_numpy(np.asarray(m.translations, dtype=np.float32).reshape(m.frame_count, num_joints, 3))
+        ev = MotionChunk(m.frame_start, torch.from_numpy(rot), torch.from_numpy(root), m.is_final, tr)
     elif kind == "completed":
         c = msg.completed
         ev = Completed(

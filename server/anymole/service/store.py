@@ -6,7 +6,8 @@ Layout under ``data_dir``::
     jobs/<job_id>/request.json     the validated request's scalars (character id, keyframe indices, …)
     jobs/<job_id>/request.npz      its arrays: context rotations (C, J, 4), root (C, 3), keys (K, J, 4), (K, 3)
     jobs/<job_id>/events.jsonl     every event, one JSON object per line, in sequence order
-    jobs/<job_id>/result.npz       the result timeline: rotations (T, J, 4), root_translation (T, 3), fps
+    jobs/<job_id>/result.npz       the result timeline: rotations (T, J, 4), root_translation (T, 3), fps,
+                                   translations (T, J, 3) when the request carried them
     jobs/<job_id>/result.glb|.bvh  written on the first GetResult that asks for them
     characters/<sha256>.<ext>      uploaded payloads (proto, glb, fbx, bvh) with <sha256>.json beside them
 
@@ -128,14 +129,16 @@ class JobStore:
             "label": spec.label,
         }
         write_atomic(d / "request.json", json.dumps(request, indent=1).encode())
+        arrays = {
+            "context_rotations": spec.context.rotations,
+            "context_root": spec.context.root_translation,
+            "context_translations": spec.context.translations,
+            "key_rotations": spec.key_rotations,
+            "key_root": spec.key_root,
+            "key_translations": spec.key_translations,
+        }
         with open(d / "request.npz", "wb") as fh:
-            np.savez(
-                fh,
-                context_rotations=spec.context.rotations.cpu().numpy(),
-                context_root=spec.context.root_translation.cpu().numpy(),
-                key_rotations=spec.key_rotations.cpu().numpy(),
-                key_root=spec.key_root.cpu().numpy(),
-            )
+            np.savez(fh, **{k: v.cpu().numpy() for k, v in arrays.items() if v is not None})  # type: ignore[arg-type]
         self.write_meta(job_id, meta)
 
     def write_meta(self, job_id: str, meta: dict[str, Any]) -> None:
@@ -154,7 +157,10 @@ class JobStore:
             character_id=request["character_id"],
             character=character,
             context=Motion(
-                fps=request["fps"], rotations=arrays["context_rotations"], root_translation=arrays["context_root"]
+                fps=request["fps"],
+                rotations=arrays["context_rotations"],
+                root_translation=arrays["context_root"],
+                translations=arrays.get("context_translations"),
             ),
             key_frames=tuple(request["key_frames"]),
             key_rotations=arrays["key_rotations"],
@@ -165,18 +171,17 @@ class JobStore:
             chunk_frames=request["chunk_frames"],
             seed=request["seed"],
             label=request["label"],
+            key_translations=arrays.get("key_translations"),
         )
 
     def save_result(self, job_id: str, motion: Motion) -> None:
         path = self.job_dir(job_id) / "result.npz"
         tmp = path.with_name("result.tmp.npz")
+        arrays = {"rotations": motion.rotations, "root_translation": motion.root_translation}
+        if motion.translations is not None:
+            arrays["translations"] = motion.translations
         with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                rotations=motion.rotations.detach().cpu().float().numpy(),
-                root_translation=motion.root_translation.detach().cpu().float().numpy(),
-                fps=np.float64(motion.fps),
-            )
+            np.savez(fh, fps=np.float64(motion.fps), **{k: v.detach().cpu().float().numpy() for k, v in arrays.items()})  # type: ignore[arg-type]
         os.replace(tmp, path)
 
     def result_path(self, job_id: str, suffix: str) -> Path:
@@ -191,6 +196,7 @@ class JobStore:
                 fps=float(z["fps"]),
                 rotations=torch.from_numpy(z["rotations"].copy()),
                 root_translation=torch.from_numpy(z["root_translation"].copy()),
+                translations=torch.from_numpy(z["translations"].copy()) if "translations" in z.files else None,
             )
 
     def load_all(self) -> Iterator[PersistedJob]:

@@ -703,6 +703,7 @@ class Clip(_message.Message):
     FRAME_COUNT_FIELD_NUMBER: _builtins.int
     ROTATIONS_FIELD_NUMBER: _builtins.int
     ROOT_TRANSLATIONS_FIELD_NUMBER: _builtins.int
+    TRANSLATIONS_FIELD_NUMBER: _builtins.int
     fps: _builtins.float
     """Frames per second; must be > 0."""
     frame_count: _builtins.int
@@ -717,6 +718,13 @@ class Clip(_message.Message):
     def root_translations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """F * 3 floats: the root joint's local translation per frame, metres."""
 
+    @_builtins.property
+    def translations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Optional F * J * 3 floats: every joint's local translation per frame, metres, for clips that animate
+        more than the root's position (e.g. a hip under a static root). Empty means each non-root joint keeps
+        its rest translation. Joint 0's entries are ignored: `root_translations` rules.
+        """
+
     def __init__(
         self,
         *,
@@ -724,10 +732,11 @@ class Clip(_message.Message):
         frame_count: _builtins.int = ...,
         rotations: _abc.Iterable[_builtins.float] | None = ...,
         root_translations: _abc.Iterable[_builtins.float] | None = ...,
+        translations: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fps", b"fps", "frame_count", b"frame_count", "root_translations", b"root_translations", "rotations", b"rotations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fps", b"fps", "frame_count", b"frame_count", "root_translations", b"root_translations", "rotations", b"rotations", "translations", b"translations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -742,6 +751,7 @@ class Keyframe(_message.Message):
     FRAME_FIELD_NUMBER: _builtins.int
     ROTATIONS_FIELD_NUMBER: _builtins.int
     ROOT_TRANSLATION_FIELD_NUMBER: _builtins.int
+    TRANSLATIONS_FIELD_NUMBER: _builtins.int
     frame: _builtins.int
     """Index on the job timeline; at or after the end of the context and before `total_frames`."""
     @_builtins.property
@@ -752,16 +762,23 @@ class Keyframe(_message.Message):
     def root_translation(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """3 floats: the root joint's local translation, metres."""
 
+    @_builtins.property
+    def translations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Optional J * 3 floats: every joint's local translation, metres. Allowed only when the context has
+        `translations`; give it on all keyframes or on none (none: the last context frame's are held).
+        """
+
     def __init__(
         self,
         *,
         frame: _builtins.int = ...,
         rotations: _abc.Iterable[_builtins.float] | None = ...,
         root_translation: _abc.Iterable[_builtins.float] | None = ...,
+        translations: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "root_translation", b"root_translation", "rotations", b"rotations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "root_translation", b"root_translation", "rotations", b"rotations", "translations", b"translations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1263,6 +1280,7 @@ class MotionChunk(_message.Message):
     ROTATIONS_FIELD_NUMBER: _builtins.int
     ROOT_TRANSLATIONS_FIELD_NUMBER: _builtins.int
     IS_FINAL_FIELD_NUMBER: _builtins.int
+    TRANSLATIONS_FIELD_NUMBER: _builtins.int
     frame_start: _builtins.int
     """First timeline frame in this chunk."""
     frame_count: _builtins.int
@@ -1277,6 +1295,12 @@ class MotionChunk(_message.Message):
     def root_translations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """frame_count * 3 floats: the root joint's local translation, metres."""
 
+    @_builtins.property
+    def translations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """frame_count * J * 3 floats: every joint's local translation, metres; sent only when the request's
+        context had `translations`, empty otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -1285,10 +1309,11 @@ class MotionChunk(_message.Message):
         rotations: _abc.Iterable[_builtins.float] | None = ...,
         root_translations: _abc.Iterable[_builtins.float] | None = ...,
         is_final: _builtins.bool = ...,
+        translations: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame_count", b"frame_count", "frame_start", b"frame_start", "is_final", b"is_final", "root_translations", b"root_translations", "rotations", b"rotations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame_count", b"frame_count", "frame_start", b"frame_start", "is_final", b"is_final", "root_translations", b"root_translations", "rotations", b"rotations", "translations", b"translations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
