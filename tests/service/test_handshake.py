@@ -228,3 +228,12 @@ def test_device_resolution():
         with pytest.raises(InvalidInput, match="cuda:0 is not available"):
             resolve_devices(("cuda:0",))
     assert [n for n, _ in resolve_devices(("cpu", "cpu"))] == ["cpu", "cpu"]
+
+
+async def test_a_taken_port_is_a_clear_error(make_server, tmp_path):
+    from anymole.errors import ResourceExhausted
+    from anymole.service.server import ServerConfig, build_server
+
+    _, port = await make_server()
+    with pytest.raises(ResourceExhausted, match=f"cannot listen on 127.0.0.1:{port}"):
+        build_server(ServerConfig(port=port, data_dir=tmp_path / "second", devices=("cpu",)))
