@@ -68,6 +68,8 @@ def inspect(
 ) -> None:
     """Show what an asset holds: skeleton tree, joint count, mesh statistics, clips (frames, seconds).
 
+    Clip lengths: 'last frame' is (frames - 1) / fps for every format; 'duration' is the length as the file format counts it, which for BVH is Frames × Frame Time (one frame time longer) and otherwise equals the last frame's time. --json gives both (seconds, duration_s).
+
     Example: anymole inspect assets/Fox.glb --json
     """
     import json
@@ -78,7 +80,8 @@ def inspect(
 
     from anymole.io import describe, load_character
 
-    info = describe(load_character(asset))
+    with Console(stderr=True).status(f"loading {asset}"):
+        info = describe(load_character(asset))
     if json_out:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -105,9 +108,13 @@ def inspect(
     else:
         console.print(f"mesh: {mesh['vertices']} vertices, {mesh['faces']} triangles, up to "
                       f"{mesh['max_influences']} joints per vertex, texture {mesh['texture'] or 'none'}")
-    table = Table("clip", "frames", "fps", "seconds", title="animations")
+    bvh = asset.suffix.lower() == ".bvh"
+    table = Table(
+        "clip", "frames", "fps", "last frame (s)", "duration (s)", title="animations",
+        caption="duration = Frames × Frame Time (BVH)" if bvh else "duration = time of the last key",
+    )  # fmt: skip
     for c in info["clips"]:
-        table.add_row(c["name"], str(c["frames"]), f"{c['fps']:.3f}", f"{c['seconds']:.4f}")
+        table.add_row(c["name"], str(c["frames"]), f"{c['fps']:.3f}", f"{c['seconds']:.4f}", f"{c['duration_s']:.4f}")
     console.print(table)
 
 
@@ -126,10 +133,13 @@ def fill(
 ) -> None:
     """Fill the motion between a context and keyframes of a clip, and write the result.
 
-    The result covers clip frames A..last key: the context and the keyframes are kept exactly, everything
-    between is generated. Example (Fox's Survey clip, context 0..39, keys 60 and 82):
+    The result covers clip frames A..last key: the context frames and the keyframes are kept exactly, every other frame is generated (interp: SLERP of local rotations, cubic or linear root).
 
-      anymole fill assets/Fox.glb --clip Survey --context 0:40 --keys 60,82 --out fox_fill.glb
+    Example, Fox's Survey clip with context frames 0..39 and keyframes 60 and 82:
+
+    [bold]anymole fill assets/Fox.glb --clip Survey --context 0:40 --keys 60,82 --out fox_fill.glb[/]
+
+    It prints the `anymole eval` command that scores the generated frames.
     """
     from rich.console import Console
 
@@ -203,10 +213,11 @@ def evaluate(
 ) -> None:
     """Score a predicted clip against ground truth: L2Q, HL2Q (1/4, 1/2, 3/4, full), L2P, NPSS.
 
-    L2Q uses LaFAN1's reduction (per-frame norm over joints, mean over frames); HL2Q uses AnyMoLe's
-    per-joint mean scale (its paper's figures are around 0.001). Example, after `anymole fill`:
+    l2q: LaFAN1's reduction (per frame the norm over all joints of the global-quaternion difference, mean over frames). l2q_per_joint_mse and hl2q_*: AnyMoLe's per-joint mean scale (its paper's figures are around 0.001); hl2q_1_2 keeps joints of depth <= 1/2 of the deepest. l2p: LaFAN1 reduction of global positions, in metres. npss: power-spectrum distance, lower is better.
 
-      anymole eval fox_fill.glb assets/Fox.glb --clip Survey --offset 0 --frames 40:82
+    --offset says which ground-truth frame the prediction's first frame is; --frames picks the ground-truth frames to score (the generated ones). Example, after `anymole fill ... --context 0:40 --keys 60,82`:
+
+    [bold]anymole eval fox_fill.glb assets/Fox.glb --clip Survey --offset 0 --frames 40:82[/]
     """
     import json
 
@@ -217,15 +228,22 @@ def evaluate(
     from anymole.io import load_character
     from anymole.metrics import evaluate as score
 
-    p_char, g_char = load_character(pred), load_character(gt)
+    with Console(stderr=True).status(f"loading {pred} and {gt}"):
+        p_char, g_char = load_character(pred), load_character(gt)
     p_motion = p_char.motions[_pick_clip(p_char, pred_clip, "--pred-clip")]
     g_name = _pick_clip(g_char, clip)
     g_motion = g_char.motions[g_name]
     sk = g_char.skeleton
     if p_motion.num_joints != sk.num_joints:
-        raise InvalidInput("pred", f"has {p_motion.num_joints} joints, the ground truth {sk.num_joints}: not the same skeleton")
+        raise InvalidInput(
+            "pred",
+            f"has {p_motion.num_joints} joints, the ground truth {sk.num_joints}: not the same skeleton; "
+            "score a prediction against the asset it was filled from",
+        )
     if abs(p_motion.fps - g_motion.fps) > 1e-3:
-        raise InvalidInput("pred", f"runs at {p_motion.fps:g} fps, the ground truth at {g_motion.fps:g} fps")
+        raise InvalidInput(
+            "pred", f"runs at {p_motion.fps:g} fps, the ground truth at {g_motion.fps:g} fps; resample one of them"
+        )
     lo, hi = offset, offset + p_motion.num_frames
     a, b = _span(frames, "--frames")
     a = lo if a is None else a
@@ -238,7 +256,7 @@ def evaluate(
         return
     table = Table("metric", "value", title=f"{pred.name} vs {gt.name}:{g_name} frames {a}:{b} ({space} quaternions)")
     for k, v in result.items():
-        table.add_row(k, f"{v:.6f}")
+        table.add_row(k, f"{v:.6g}")
     Console().print(table)
 
 

@@ -8,28 +8,36 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from anymole.baseline import inbetween
 from anymole.cli import app, main
+from anymole.metrics import evaluate
+from asset_files import ASSET_FILES, ASSETS, cached_load, sidecar_clips, sidecar_joints
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 runner = CliRunner()
 
 
-def _sidecar_clips(path: Path) -> dict[str, tuple[int, float]]:
-    rows = (line.split("\t") for line in path.with_name(path.name + ".clips").read_text().splitlines() if line)
-    return {name: (int(frames), float(seconds)) for name, frames, seconds in rows}
-
-
-@pytest.mark.parametrize("name", ["Fox.glb", "CesiumMan.glb", "131_01_30fps.bvh"])
+@pytest.mark.parametrize("name", ASSET_FILES)
 def test_inspect_json_matches_sidecars(name: str) -> None:
-    path = ASSETS / name
-    res = runner.invoke(app, ["inspect", str(path), "--json"])
+    res = runner.invoke(app, ["inspect", str(ASSETS / name), "--json"])
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
-    assert info["joint_count"] == int(path.with_name(name + ".joints").read_text())
-    clips = {c["name"]: c for c in info["clips"]}
-    for clip, (frames, _) in _sidecar_clips(path).items():
-        key = clip if clip in clips else next(iter(clips))  # BVH clips are named after the file stem
-        assert clips[key]["frames"] == frames
+    assert info["joint_count"] == sidecar_joints(name)
+    expected = sidecar_clips(name)
+    # BVH clips are named after the file stem; every other name is the file's own (sidecar order = file order)
+    names = [Path(name).stem] if name.endswith(".bvh") else [c for c, _, _ in expected]
+    assert [c["name"] for c in info["clips"]] == names
+    for clip, (_, frames, seconds) in zip(info["clips"], expected, strict=True):
+        assert clip["frames"] == frames
+        assert clip["duration_s"] == pytest.approx(seconds, abs=1e-5)
+        assert clip["seconds"] == pytest.approx((frames - 1) / clip["fps"], abs=1e-9)
+
+
+def test_inspect_states_bvh_duration_convention() -> None:
+    res = runner.invoke(app, ["inspect", str(ASSETS / "131_01.bvh")])
+    assert res.exit_code == 0, res.output
+    # 994 frames at Frame Time .0083333: last frame at 8.2750 s, Frames × Frame Time = 8.2833 s
+    assert "8.2750" in res.stdout and "8.2833" in res.stdout
+    assert "Frames × Frame Time" in res.stdout
 
 
 def test_inspect_tree_lists_every_joint() -> None:
@@ -43,8 +51,10 @@ def test_inspect_tree_lists_every_joint() -> None:
 def test_fill_then_eval(tmp_path: Path) -> None:
     out = tmp_path / "fill.glb"
     res = runner.invoke(
-        app, ["fill", str(ASSETS / "Fox.glb"), "--clip", "Survey", "--context", "10:40", "--keys", "60,82", "--out", str(out)]
-    )
+        app,
+        ["fill", "--method", "interp", str(ASSETS / "Fox.glb"), "--clip", "Survey", "--context", "10:40", "--keys",
+         "60,82", "--out", str(out)],
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert out.exists()
 
@@ -63,6 +73,15 @@ def test_fill_then_eval(tmp_path: Path) -> None:
     assert gap["frames"] == [40, 82]
     assert 0 < gap["l2q"] < 1.0  # Survey is slow: SLERP is close but not exact
     assert gap["hl2q_full"] == pytest.approx(gap["l2q_per_joint_mse"], rel=1e-6)
+    # the CLI's numbers are the library's: the same fill and metrics in-process, without the GLB file
+    fox = cached_load("Fox.glb")
+    survey = fox.motions["Survey"]
+    keys = [60, 82]
+    filled = inbetween(survey.slice(10, 40), [k - 10 for k in keys], survey.rotations[keys],
+                       survey.root_translation[keys], 82 - 10 + 1, key_translations=survey.translations[keys])  # fmt: skip
+    want = evaluate(fox.skeleton, filled.slice(30, 72), survey.slice(40, 82), slice(None))
+    for k, v in want.items():
+        assert gap[k] == pytest.approx(v, rel=1e-3, abs=1e-6), k
 
 
 def test_fill_bvh_output(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from io_assets import cached_load
+
+from asset_files import cached_load
 
 
 @pytest.fixture(scope="session")

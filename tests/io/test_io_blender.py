@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 import torch
-from io_assets import ASSETS
 
 from anymole.io import load_character, write_bvh, write_glb
 from anymole.rig import fk_motion
+from asset_files import ASSETS
 
 pytestmark = pytest.mark.blender
 

@@ -8,12 +8,12 @@ import time
 import numpy as np
 import pygltflib as gl
 import pytest
-from io_assets import ASSETS
 
 from anymole.errors import AssetError
 from anymole.io import load_character
 from anymole.io._assimp import LibraryMismatch, check_library_version
 from anymole.io._isolate import run_isolated
+from asset_files import ASSETS
 
 
 def _error(path, **kw) -> AssetError:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from io_assets import ASSETS
 
 from anymole.io import load_character, write_bvh, write_glb
 from anymole.rig import Character, fk_motion
+from asset_files import ASSETS
 
 REPO = Path(__file__).resolve().parents[2]
 VALIDATOR = REPO / ".tools" / "node_modules" / "gltf-validator"

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from io_assets import ASSET_FILES, ASSETS, sidecar_clips, sidecar_joints
 
 from anymole.io import describe
 from anymole.io._isolate import read_scene
 from anymole.rig import fk_motion
 from anymole.rig.quat import unitquat_to_rotmat
+from asset_files import ASSET_FILES, ASSETS, sidecar_clips, sidecar_joints
 
 
 @pytest.mark.parametrize("name", ASSET_FILES)
@@ -192,6 +192,11 @@ def test_describe_reports_sidecar_values(load):
     assert root["name"] == "_rootJoint" and root["parent"] is None and root["children"] == ["b_Root_00"]
     b = describe(load("131_01.bvh"))
     assert b["mesh"] is None and b["skeleton"]["end_sites"] == 7 and b["clips"][0]["frames"] == 994
+    # BVH: the file's duration is Frames × Frame Time, one frame time past the last frame's time
+    (_, _, bvh_seconds), = sidecar_clips("131_01.bvh")
+    assert b["clips"][0]["duration_s"] == pytest.approx(bvh_seconds, abs=1e-5)
+    assert b["clips"][0]["seconds"] == pytest.approx(993 * 0.0083333, abs=1e-5)
+    assert [c["duration_s"] for c in d["clips"]] == [c["seconds"] for c in d["clips"]]
 
 
 def test_fbx_root_armature_is_folded_not_a_joint(load):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from anymole.rig.character import Character
+from anymole.rig.fk import forward_kinematics
 
 __all__ = ["describe"]
 
@@ -22,12 +23,16 @@ def describe(character: Character) -> dict[str, Any]:
             mesh: None, or {vertices, faces, influences (K slots per vertex), max_influences (most
                   non-zero weights on one vertex), has_normals, has_uvs, texture ([H, W, C] or None),
                   base_color}
-            clips: [{name, frames, fps, seconds}] in file order; ``seconds = (frames - 1) / fps``, the
-                   time of the last frame (for BVH the ``.clips`` sidecar lists ``frames × Frame Time``,
-                   i.e. ``frames / fps``)
+            clips: [{name, frames, fps, seconds, duration_s}] in file order, where
+                   ``seconds = (frames - 1) / fps`` is the time of the last frame (the same rule for every
+                   format) and ``duration_s`` is the clip's length as its file format counts it (the
+                   ``.clips`` sidecar value): for BVH ``Frames × Frame Time = frames / fps`` (each frame
+                   lasts one Frame Time), for glTF, FBX and Collada the time of the last key, ``= seconds``.
+                   The BVH rule assumes the clip is at the file's own rate (``load_character(fps=None)``).
     """
     sk = character.skeleton
     depths = sk.depths
+    bvh = (character.source or "").lower().endswith(".bvh")
     joints = [
         {
             "index": j,
@@ -38,8 +43,6 @@ def describe(character: Character) -> dict[str, Any]:
         }
         for j, p in enumerate(sk.parents)
     ]
-    from anymole.rig.fk import forward_kinematics
-
     _, rest_pos = forward_kinematics(sk.rest_rotations.double(), sk.offsets.double(), sk.parents)
     extent = (rest_pos.max(0).values - rest_pos.min(0).values).tolist()
     mesh = character.mesh
@@ -68,7 +71,8 @@ def describe(character: Character) -> dict[str, Any]:
         },
         "mesh": mesh_info,
         "clips": [
-            {"name": name, "frames": m.num_frames, "fps": m.fps, "seconds": m.duration}
+            {"name": name, "frames": m.num_frames, "fps": m.fps, "seconds": m.duration,
+             "duration_s": m.num_frames / m.fps if bvh else m.duration}
             for name, m in character.motions.items()
         ],
     }

@@ -1,5 +1,6 @@
-"""Helpers for the asset tests: the repo's `assets/` folder, its sidecars, and a cached loader (each load
-goes through the native import worker, so every file is loaded once per session)."""
+"""Shared by the asset tests of every suite: the repo's `assets/` folder, its sidecars (the expected joint
+counts and clip lengths), and a cached loader (each load goes through the native import worker, so every
+file is loaded once per session)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from anymole.io import load_character
 from anymole.rig import Character
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 ASSET_FILES = ("CesiumMan.glb", "Fox.glb", "Fox.fbx", "131_01.bvh", "131_01_30fps.bvh")
 
 
