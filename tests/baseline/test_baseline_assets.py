@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from anymole.baseline import interpolate
 from anymole.metrics import evaluate
+from asset_files import ASSET_FILES, cached_load
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
-
-@pytest.mark.parametrize("asset", ["CesiumMan.glb", "Fox.glb", "131_01_30fps.bvh"])
+@pytest.mark.parametrize("asset", ASSET_FILES)
 def test_held_out_gap_is_filled_and_scored(asset: str) -> None:
-    from anymole.io import load_character
-
-    ch = load_character(ASSETS / asset)
+    ch = cached_load(asset)
     for motion in ch.motions.values():
         F = motion.num_frames
         a = F // 2 - 5
