@@ -356,7 +356,7 @@ def bench_video(
     markdown: Annotated[Path | None, typer.Option(help="page whose 'Video prior' section is rewritten")] = Path("docs/benchmarks.md"),
     budget: Annotated[float, typer.Option(help="seconds after which optional measurements are skipped")] = 420.0,
     compile_unet: Annotated[bool, typer.Option("--compile/--no-compile", help="also time torch.compile")] = True,
-    phase: Annotated[list[str] | None, typer.Option(help="sampling | compiled | icadapt, repeatable (default: sampling, icadapt)")] = None,
+    phase: Annotated[list[str] | None, typer.Option(help="sampling | compiled | icadapt, repeatable (default: all three)")] = None,
     icadapt_variant: Annotated[list[str] | None, typer.Option(help="MODE:CKPT(0|1):CLIPS, repeatable, e.g. lora:1:4")] = None,
     merge: Annotated[bool, typer.Option(help="lay the results over those already in --json (a partial rerun)")] = False,
 ) -> None:

@@ -92,13 +92,14 @@ class VideoBenchConfig:
     icadapt_steps: int = 2
     icadapt_variants: tuple[tuple[str, bool, int], ...] = (
         ("spatial", True, 4),
-        ("spatial", False, 4),
-        ("lora", False, 4),
+        ("lora", True, 4),
+        ("lora", False, 2),
+        ("spatial", False, 2),
         ("full", True, 4),
     )
     compile: bool = True
     budget_s: float = 420.0
-    phases: tuple[str, ...] = ("sampling", "icadapt")
+    phases: tuple[str, ...] = ("sampling", "compiled", "icadapt")
 
 
 def _sync(device: torch.device) -> None:
