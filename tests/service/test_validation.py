@@ -310,3 +310,35 @@ def test_fuzz_mutated_requests_always_get_a_status(fuzz_target, data):
         raw = raw[:cut] + data.draw(st.binary(max_size=8)) + raw[cut:]
     assert _call_raw(channel, "SubmitJob", [raw]) in ALLOWED
     assert _call_raw(channel, "GetServerInfo", [b""]) is grpc.StatusCode.OK
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_mutated_characters_always_get_a_status(fuzz_target, data):
+    channel, _ = fuzz_target
+    asset = convert.character_to_asset(tiny_character(J))
+    for _ in range(data.draw(st.integers(1, 3))):
+        what = data.draw(st.sampled_from(["parent", "name", "float", "index", "k", "drop"]))
+        if what == "parent":
+            asset.skeleton.parent_indices[data.draw(st.integers(0, J - 1))] = data.draw(st.integers(-3, J + 2))
+        elif what == "name":
+            asset.skeleton.joint_names[data.draw(st.integers(0, J - 1))] = data.draw(st.text(max_size=3))
+        elif what == "float":
+            field = data.draw(
+                st.sampled_from([
+                    asset.skeleton.rest_rotations, asset.skeleton.rest_translations, asset.mesh.positions,
+                    asset.mesh.joint_weights, asset.mesh.inverse_bind_matrices,
+                ])
+            )  # fmt: skip
+            field[data.draw(st.integers(0, len(field) - 1))] = data.draw(_floats)
+        elif what == "index":
+            target = data.draw(st.sampled_from([asset.mesh.triangle_indices, asset.mesh.joint_indices]))
+            target[data.draw(st.integers(0, len(target) - 1))] = data.draw(st.integers(0, 2**32 - 1))
+        elif what == "k":
+            asset.mesh.influences_per_vertex = data.draw(st.integers(0, 5))
+        else:
+            del asset.skeleton.rest_rotations[data.draw(st.integers(0, len(asset.skeleton.rest_rotations))) :]
+    payload = asset.SerializeToString()
+    header = pb.UploadHeader(format=pb.CHARACTER_FORMAT_PROTO, total_bytes=len(payload))
+    msgs = [pb.UploadCharacterRequest(header=header).SerializeToString(), pb.UploadCharacterRequest(chunk=payload).SerializeToString()]
+    assert _call_raw(channel, "UploadCharacter", msgs) in ALLOWED

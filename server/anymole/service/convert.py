@@ -107,7 +107,7 @@ def _floats(values: Sequence[float], count: int, field: str, what: str) -> np.nd
 
 def _unit_quats(arr: np.ndarray, field: str, tol: float, names: tuple[str, ...] = ("frame", "joint")) -> np.ndarray:
     """Normalise ``(..., 4)`` quaternions whose norm is within ``tol`` of 1; `InvalidInput` naming the worst."""
-    norm = np.linalg.norm(arr, axis=-1)
+    norm = np.linalg.norm(arr.astype(np.float64), axis=-1)  # float64: huge inputs must not overflow
     dev = np.abs(norm - 1.0)
     if dev.size and dev.max() > tol:
         idx = np.unravel_index(int(np.argmax(dev)), dev.shape)
@@ -118,7 +118,7 @@ def _unit_quats(arr: np.ndarray, field: str, tol: float, names: tuple[str, ...] 
             f"(norms within ±{tol} are normalised)",
         )
     # Quaternions already unit to float32 precision pass bit-exact (engines send back what they read).
-    return arr / np.where(dev > 1e-6, norm, 1.0)[..., None]
+    return (arr / np.where(dev > 1e-6, norm, 1.0)[..., None]).astype(np.float32)
 
 
 def _count_check(n: int, limit: int, field: str, what: str) -> None:
