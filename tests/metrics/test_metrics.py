@@ -54,6 +54,9 @@ def test_l2q_known_90_degree_errors() -> None:
 def test_hl2q_joint_subsets_for_small_tree() -> None:
     # 0 ─ 1 ─ 2 ─ 3 and 0 ─ 4: depths (0, 1, 2, 3, 1), max depth 3
     depths = (0, 1, 2, 3, 1)
+    tree = Skeleton(names=tuple("01234"), parents=(-1, 0, 1, 2, 0), offsets=torch.zeros(5, 3),
+                    rest_rotations=quat_identity(5))  # fmt: skip
+    assert tree.depths == depths and tree.max_depth == 3
     expected_sets = {0.25: [0], 0.5: [0, 1, 4], 0.75: [0, 1, 2, 4], 1.0: [0, 1, 2, 3, 4], 0.0: [0]}
     for tau, joints in expected_sets.items():
         assert torch.nonzero(hl2q_joints(depths, tau)).flatten().tolist() == joints

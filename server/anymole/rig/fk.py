@@ -14,7 +14,7 @@ import torch
 from anymole.errors import InvalidInput
 from anymole.rig.motion import Motion
 from anymole.rig.quat import quat_apply, quat_conj, quat_mul
-from anymole.rig.skeleton import Skeleton
+from anymole.rig.skeleton import Skeleton, joint_depths
 
 __all__ = ["fk_motion", "forward_kinematics", "global_to_local"]
 
@@ -45,9 +45,7 @@ def _as_parents(parents: tuple[int, ...] | list[int] | torch.Tensor) -> tuple[in
 
 @lru_cache(maxsize=64)
 def _plan(parents: tuple[int, ...], device: torch.device) -> _Plan:
-    depth: list[int] = []
-    for p in parents:
-        depth.append(0 if p < 0 else depth[p] + 1)
+    depth = joint_depths(parents)
     levels_py = [[j for j, d in enumerate(depth) if d == k] for k in range(max(depth) + 1)]
     slots = []
     for k in range(1, len(levels_py)):

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Skeleton"]
+__all__ = ["Skeleton", "joint_depths"]
+
+
+def joint_depths(parents: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """Depth of each joint (roots 0) for topologically ordered ``parents`` (``parents[j] < j``)."""
+    d: list[int] = []
+    for p in parents:
+        d.append(0 if p < 0 else d[p] + 1)
+    return tuple(d)
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,27 +66,13 @@ class Skeleton:
         return len(self.names)
 
     @property
-    def parents_tensor(self) -> torch.Tensor:
-        """``(J,)`` int64 parent indices."""
-        return torch.tensor(self.parents, dtype=torch.long)
-
-    @property
     def depths(self) -> tuple[int, ...]:
         """Depth of each joint in the hierarchy (root = 0)."""
-        d: list[int] = []
-        for p in self.parents:
-            d.append(0 if p < 0 else d[p] + 1)
-        return tuple(d)
+        return joint_depths(self.parents)
 
     @property
     def max_depth(self) -> int:
         return max(self.depths)
-
-    @property
-    def levels(self) -> tuple[torch.Tensor, ...]:
-        """Joint indices grouped by depth, shallowest first: FK loops over these, never over joints."""
-        d = torch.tensor(self.depths)
-        return tuple(torch.nonzero(d == k).flatten() for k in range(self.max_depth + 1))
 
     @property
     def roots(self) -> tuple[int, ...]:
