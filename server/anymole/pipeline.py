@@ -11,6 +11,12 @@ Timeline convention: frame 0 is the first context frame; the context covers fram
 and the keyframes lie in ``C .. total_frames-1``. `MotionChunk` events carry frames of ``C ..
 total_frames-1``; `Completed.motion` is the whole timeline.
 
+Plugging in a stage (the ML issues): write it as a plain blocking function that takes ``on_step(stage,
+fraction, message="")`` and calls it at every step (that call raises `JobCancelled` after a cancel); then in
+`AnyMoLePipeline.run`, declare the job's stages with ``report.set_plan([(name, relative_cost), …])`` and run
+each stage with ``await run_in_thread(token, stage_fn, …, on_step=report)``, yielding `Preview` and
+provisional `MotionChunk` events between stages and `Completed(motion=…)` at the end.
+
 Methods:
     ``interp``   SLERP rotations, cubic or linear root (`anymole.baseline.inbetween`), instant; streams its
                  frames in chunks. Presets: ``cubic`` (default), ``linear`` (the root interpolation).

@@ -158,3 +158,10 @@ def test_translations_survive_the_request_and_the_job_store(tmp_path):
     assert back.key_frames == (5, 7) and back.context.fps == ctx.fps
     assert torch.equal(back.context.translations, spec.context.translations)
     assert torch.equal(back.key_translations, spec.key_translations)
+
+
+def test_joint_count_is_inferred_from_motion_chunks():
+    chunk = MotionChunk(3, torch.randn(5, 7, 4), torch.randn(5, 3))
+    back = convert.event_from_proto(convert.event_to_proto(Stamped("j", 1, 0.0, chunk)))
+    assert tuple(back.event.rotations.shape) == (5, 7, 4)
+    assert torch.equal(back.event.rotations, chunk.rotations)

@@ -193,8 +193,10 @@ class AnyMoLeClient:
         async for msg in self.stub.Inbetween(request, metadata=self.metadata):
             yield convert.event_from_proto(msg, j)
 
-    async def watch(self, job_id: str, num_joints: int, after_seq: int = 0) -> AsyncIterator[Stamped]:
-        """Events of a job after ``after_seq`` (replayed, then live) until its terminal one."""
+    async def watch(self, job_id: str, num_joints: int = 0, after_seq: int = 0) -> AsyncIterator[Stamped]:
+        """Events of a job after ``after_seq`` (replayed, then live) until its terminal one.
+
+        ``num_joints`` shapes motion chunks ``(n, J, 4)``; 0 infers it from each chunk."""
         call = self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=after_seq), metadata=self.metadata)
         async for msg in call:
             yield convert.event_from_proto(msg, num_joints)

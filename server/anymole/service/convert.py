@@ -542,8 +542,10 @@ def event_to_proto(st: Stamped) -> pb.JobEvent:
     return msg
 
 
-def event_from_proto(msg: pb.JobEvent, num_joints: int) -> Stamped:
-    """Client side: a wire event as a stamped domain event (motion arrays reshaped to ``(n, J, 4)``)."""
+def event_from_proto(msg: pb.JobEvent, num_joints: int = 0) -> Stamped:
+    """Client side: a wire event as a stamped domain event (motion arrays reshaped to ``(n, J, 4)``).
+
+    ``num_joints`` ≤ 0 infers ``J`` from each motion chunk's size."""
     kind = msg.WhichOneof("kind")
     ev: Event
     if kind == "queued":
@@ -557,6 +559,8 @@ def event_from_proto(msg: pb.JobEvent, num_joints: int) -> Stamped:
         ev = Preview(v.stage, v.frame, v.view, v.mime_type, v.data, v.width, v.height)
     elif kind == "motion":
         m = msg.motion
+        if num_joints <= 0:
+            num_joints = len(m.rotations) // (4 * m.frame_count) if m.frame_count else 0
         rot = np.asarray(m.rotations, dtype=np.float32).reshape(m.frame_count, num_joints, 4)
         root = np.asarray(m.root_translations, dtype=np.float32).reshape(m.frame_count, 3)
         tr = None
