@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,21 @@ def test_help_teaches_with_examples() -> None:
     res = runner.invoke(app, ["fill", "--help"])
     assert res.exit_code == 0
     assert "--context" in res.stdout and "anymole fill assets/Fox.glb" in res.stdout
+
+
+def test_readme_usage_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's inspect/fill/eval examples work as written (run from the repo root, outputs in tmp)."""
+    readme = (ASSETS.parent / "README.md").read_text()
+    commands = [
+        shlex.split(line.split("#")[0])[1:]
+        for line in readme.splitlines()
+        if re.match(r"anymole (inspect|fill|eval) ", line) and "--server" not in line
+    ]
+    assert [c[0] for c in commands] == ["inspect", "inspect", "inspect", "fill", "eval", "eval"]
+    monkeypatch.chdir(ASSETS.parent)
+    for args in commands:
+        # outputs go to tmp_path: the fill writes there and the evals read from there
+        args = [str(tmp_path / a) if a.endswith("fox_fill.glb") else a for a in args]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, (args, res.output)
+    assert json.loads(res.stdout)["frames"] == [40, 82]
