@@ -13,7 +13,7 @@ import torch
 
 from anymole.io import load_character, write_bvh, write_glb
 from anymole.rig import fk_motion
-from asset_files import ASSETS
+from asset_files import ASSETS, require_tool
 
 pytestmark = pytest.mark.blender
 
@@ -61,8 +61,7 @@ def _to_blender(p: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def blender_run(tmp_path_factory):
-    if shutil.which("blender") is None:
-        pytest.skip("needs Debian's blender on PATH (bash scripts/setup.sh --dev)")
+    require_tool(shutil.which("blender") is not None, "Debian's blender on PATH")
     out = tmp_path_factory.mktemp("blender")
     fox = load_character(ASSETS / "Fox.glb", scale=0.01)
     walk = fox.motions["Walk"]  # 24 fps, Blender's default scene rate

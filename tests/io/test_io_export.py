@@ -12,7 +12,7 @@ import torch
 
 from anymole.io import load_character, write_bvh, write_glb
 from anymole.rig import Character, fk_motion
-from asset_files import ASSETS
+from asset_files import ASSETS, require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 VALIDATOR = REPO / ".tools" / "node_modules" / "gltf-validator"
@@ -117,8 +117,7 @@ def test_bvh_per_joint_orders_and_units(tmp_path):
 
 
 def _validator_cmd() -> list[str]:
-    if shutil.which("node") is None or not VALIDATOR.is_dir():
-        pytest.skip("needs node and .tools/node_modules/gltf-validator (bash scripts/setup.sh --dev)")
+    require_tool(shutil.which("node") is not None and VALIDATOR.is_dir(), "node and .tools/node_modules/gltf-validator")
     script = (
         "const fs=require('fs');const v=require(process.argv[1]);(async()=>{const out={};"
         "for(const p of process.argv.slice(2)){const r=await v.validateBytes(new Uint8Array(fs.readFileSync(p)));"

@@ -167,7 +167,7 @@ def _reference_world(raw, anim_index: int, t: float) -> dict[str, np.ndarray]:
     # The Fox is authored in ~100-unit "metres" (glb) and centimetres of that (fbx): scale both to real
     # metres, so that 1e-4 m means the same on every asset. BVH: the CMU unit the loader picks.
     [("CesiumMan.glb", 1.0, 4), ("Fox.glb", 0.01, 5), ("Fox.fbx", 0.0001, 5), ("131_01_30fps.bvh", 0.056444, 25),
-     ("131_01.bvh", 0.056444, 97)],  # fmt: skip
+     ("131_01.bvh", 0.056444, 97)],
 )
 def test_fk_matches_assimp_world_transforms(load, name, scale, frames_step):
     ch = load(name, scale=scale)
