@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from anymole.rig import Character, Skeleton
 
 app = typer.Typer(
     name="anymole",
@@ -49,12 +52,13 @@ def _span(text: str | None, option: str) -> tuple[int | None, int | None]:
         raise InvalidInput(option, f"expected A:B with integers (A included, B excluded), got {text!r}") from None
 
 
-def _pick_clip(character: object, clip: str | None, option: str = "--clip") -> str:
+def _pick_clip(character: Character, clip: str | None, option: str = "--clip") -> str:
+    """The name of ``clip`` (default: the first clip) in ``character``; a user error naming ``option``."""
     from anymole.errors import AssetError, InvalidInput
 
-    motions = character.motions  # type: ignore[attr-defined]
+    motions = character.motions
     if not motions:
-        raise AssetError(character.source, "has no animation clip")  # type: ignore[attr-defined]
+        raise AssetError(character.source or character.name, "has no animation clip; pick an animated asset")
     name = clip if clip is not None else next(iter(motions))
     if name not in motions:
         raise InvalidInput(option, f"no clip {name!r}; clips are {list(motions)}")
@@ -200,6 +204,24 @@ def fill(
     console.print(f"score it: anymole eval {out} {asset} --clip {name} --offset {start} --frames {gap}")
 
 
+def _load_in_units_of(path: Path, reference: Skeleton) -> Character:
+    """Load ``path``; a BVH file (which does not state its unit) is read in the unit of ``reference``.
+
+    The scale is the least-squares fit of the file's rest offsets to the reference's,
+    ``s = <o_file, o_ref> / <o_file, o_file>``, so a prediction written in metres by `anymole fill` and
+    one in centimetres from elsewhere both compare with the ground truth's positions.
+    """
+    from anymole.io import load_character
+
+    if path.suffix.lower() != ".bvh":
+        return load_character(path)
+    raw = load_character(path, scale=1.0)
+    o_file, o_ref = raw.skeleton.offsets.double(), reference.offsets.double()
+    if o_file.shape != o_ref.shape or float((o_file * o_file).sum()) == 0.0:
+        return load_character(path)  # not the same rig: the joint-count check reports it
+    return load_character(path, scale=float((o_file * o_ref).sum() / (o_file * o_file).sum()))
+
+
 @app.command("eval")
 def evaluate(
     pred: Annotated[Path, typer.Argument(help="predicted motion (.glb/.bvh/… with one clip, or pick it with --pred-clip)")],
@@ -229,7 +251,8 @@ def evaluate(
     from anymole.metrics import evaluate as score
 
     with Console(stderr=True).status(f"loading {pred} and {gt}"):
-        p_char, g_char = load_character(pred), load_character(gt)
+        g_char = load_character(gt)
+        p_char = _load_in_units_of(pred, g_char.skeleton)
     p_motion = p_char.motions[_pick_clip(p_char, pred_clip, "--pred-clip")]
     g_name = _pick_clip(g_char, clip)
     g_motion = g_char.motions[g_name]
@@ -357,7 +380,8 @@ def bench_video(
     budget: Annotated[float, typer.Option(help="seconds after which optional measurements are skipped")] = 420.0,
     compile_unet: Annotated[bool, typer.Option("--compile/--no-compile", help="also time torch.compile")] = True,
     phase: Annotated[list[str] | None, typer.Option(help="sampling | compiled | icadapt, repeatable (default: all three)")] = None,
-    icadapt_variant: Annotated[list[str] | None, typer.Option(help="MODE:CKPT(0|1):CLIPS, repeatable, e.g. lora:1:4")] = None,
+    icadapt_variant: Annotated[list[str] | None, typer.Option(help="MODE:CKPT(1 full|s selective|0 none):CLIPS[:c compiled], repeatable, e.g. decoder:s:4:c")] = None,
+    partial: Annotated[Path | None, typer.Option(help="also write the results so far here after each ICAdapt variant")] = None,
     merge: Annotated[bool, typer.Option(help="lay the results over those already in --json (a partial rerun)")] = False,
 ) -> None:
     """Video prior speed with random weights: ICAdapt s/step (500 steps extrapolated) and two-stage sampling
@@ -373,10 +397,15 @@ def bench_video(
         kwargs["phases"] = tuple(phase)
     if icadapt_variant:
         try:
-            kwargs["icadapt_variants"] = tuple((m, c == "1", int(b)) for m, c, b in (v.split(":") for v in icadapt_variant))
-        except ValueError:
-            raise _fail(f"--icadapt-variant takes MODE:CKPT:CLIPS (e.g. spatial:1:4), got {icadapt_variant}") from None
-    results = bench.run_video_bench(bench.VideoBenchConfig(**kwargs), say=lambda line: typer.echo(line, err=True))
+            ckpt = {"1": "full", "s": "selective", "0": "none"}
+            specs = [v.split(":") for v in icadapt_variant]
+            kwargs["icadapt_variants"] = tuple((m, ckpt[c], int(b), rest == ["c"]) for m, c, b, *rest in specs)
+        except (ValueError, KeyError):
+            raise _fail(f"--icadapt-variant takes MODE:CKPT:CLIPS[:c] (e.g. decoder:s:4:c), got {icadapt_variant}") from None
+    on_partial = None if partial is None else lambda r: bench.write_json(bench.summarize(r), partial)
+    results = bench.run_video_bench(
+        bench.VideoBenchConfig(**kwargs), say=lambda line: typer.echo(line, err=True), on_partial=on_partial
+    )
     if merge and json_out.exists():
         results = bench.merge(json.loads(json_out.read_text()), results)
     results = bench.summarize(results)

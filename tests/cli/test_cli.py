@@ -50,8 +50,11 @@ def test_inspect_tree_lists_every_joint() -> None:
         assert joint in res.stdout
 
 
-def test_fill_then_eval(tmp_path: Path) -> None:
-    out = tmp_path / "fill.glb"
+@pytest.mark.parametrize("suffix", [".glb", ".bvh"])
+def test_fill_then_eval(tmp_path: Path, suffix: str) -> None:
+    # BVH states no unit: eval reads it in the ground truth's (the Fox is ~100 units long, far from the
+    # human-sized guess load_character would make)
+    out = tmp_path / f"fill{suffix}"
     res = runner.invoke(
         app,
         ["fill", "--method", "interp", str(ASSETS / "Fox.glb"), "--clip", "Survey", "--context", "10:40", "--keys",
@@ -68,7 +71,7 @@ def test_fill_then_eval(tmp_path: Path) -> None:
         assert r.exit_code == 0, r.output
         return json.loads(r.stdout)
 
-    kept = score("10:40")  # the context survives the fill and the GLB round trip
+    kept = score("10:40")  # the context survives the fill and the file round trip
     assert kept["l2q"] == pytest.approx(0.0, abs=1e-4)
     assert kept["l2p"] == pytest.approx(0.0, abs=1e-3)
     gap = score("40:82")
