@@ -112,7 +112,7 @@ class ConvPrior(nn.Module):
         return self.conv_out(h)
 
     # -- training hooks
-    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+    def enable_gradient_checkpointing(self, enabled: bool = True, selective: bool = False) -> None:
         self.checkpointing = enabled
 
     def trainable_parameters(self, mode: str = "spatial") -> Iterable[nn.Parameter]:

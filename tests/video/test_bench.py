@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from anymole.video.bench import write_json, write_markdown
+import pytest
+
+from anymole.video.bench import _variant_name, summarize, write_json, write_markdown
 
 RESULTS = {
     "device": "NVIDIA H100 80GB HBM3",
@@ -41,8 +43,8 @@ def test_markdown_replaces_only_its_section(tmp_path) -> None:
     assert (
         "| 90 | 8.08 | 144 | 55.5 | 28.2 |" in section
     )  # paper min, reference est. (12 windows × 12 s), ours
-    assert "| spatial | 938.2 M | 0.500 | 4.2 | 40.0 |" in section
-    assert "| lora_no_ckpt | — | out of memory | — | — |" in section
+    assert "| spatial | 938.2 M | 0.500 | — | 4.2 | 40.0 |" in section
+    assert "| lora_no_ckpt | — | out of memory | — | — | — |" in section
     # Speed-ups are computed from the numbers: batching 70.0 s → 55.5 s.
     assert (
         "| batching the independent stage-2 windows | 90 frames, 50 steps | 70.000 s | 55.500 s | 1.26× |"
@@ -73,3 +75,29 @@ def test_json_round_trip(tmp_path) -> None:
         "sample_90_frames_s",
         "peak_mem_gib",
     } <= set(loaded)
+
+
+def test_variant_names() -> None:
+    assert _variant_name("spatial", "full", 4) == "spatial"  # the ICAdaptConfig default, as in earlier runs
+    assert _variant_name("spatial", "none", 2) == "spatial_no_ckpt_b2x4"
+    assert _variant_name("decoder", "selective", 4, True) == "decoder_sac_compiled"
+
+
+def test_headlines_pick_best_reference_and_fast_variants_with_compile_cost() -> None:
+    runs = {
+        "spatial": {"step_s": 2.0, "peak_mem_gib": 30.0},
+        "spatial_sac": {"step_s": 1.6, "peak_mem_gib": 60.0},
+        "spatial_sac_b2x4": {"step_s": 1.0, "peak_mem_gib": 90.0},  # only fits a bigger card: not a headline
+        # 0.9 s/step but 400 s of compile: 850 s for 500 steps, slower than decoder_sac's 1.2 × 500 = 600 s.
+        "decoder_sac_compiled": {"step_s": 0.9, "compile_s": 400.0, "peak_mem_gib": 40.0},
+        "decoder_sac": {"step_s": 1.2, "peak_mem_gib": 40.0},
+        "decoder_no_ckpt": {"step_s": None, "error": "out of memory"},
+    }
+    r = summarize({"icadapt": runs, "sampling_peak_mem_gib": 12.0})
+    assert (r["icadapt_variant"], r["icadapt_step_s"], r["icadapt_500_steps_s"]) == ("spatial_sac", 1.6, 800.0)
+    assert (r["icadapt_fast_variant"], r["icadapt_fast_500_steps_s"]) == ("decoder_sac", 600.0)
+    assert r["icadapt_default_step_s"] == 2.0 and r["peak_mem_gib"] == 60.0
+    runs["decoder_sac_compiled"]["compile_s"] = 50.0
+    r = summarize({"icadapt": runs})
+    assert r["icadapt_fast_variant"] == "decoder_sac_compiled"
+    assert r["icadapt_fast_500_steps_s"] == pytest.approx(500 * 0.9 + 50.0)

@@ -176,9 +176,43 @@ def test_gradient_checkpointing_gives_identical_gradients():
     plain = grads()
     model.enable_gradient_checkpointing(True)
     recomputed = grads()
+    model.enable_gradient_checkpointing(True, selective=True)
+    selective = grads()
     model.enable_gradient_checkpointing(False)
-    for a, b in zip(plain, recomputed, strict=True):
+    for a, b, c in zip(plain, recomputed, selective, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-5)
+
+
+def test_decoder_mode_trains_only_the_decoder_half_and_stops_backward_there():
+    model = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
+    _randomize(model.unet)
+    _randomize(model.image_proj, seed=1)
+    spatial = {id(p) for p in model.trainable_parameters("spatial")}
+    decoder = model.trainable_parameters("decoder")
+    assert 0 < len(decoder) < len(spatial) and {id(p) for p in decoder} <= spatial
+    decoder_ids = {id(p) for p in decoder}
+    assert all(p.requires_grad == (id(p) in decoder_ids) for p in model.parameters())
+    halves = {"input_blocks", "init_attn", "time_embed", "fps_embedding"}
+    names = {n for n, p in model.unet.named_parameters() if id(p) in decoder_ids}
+    assert not any(n.split(".")[0] in halves for n in names)
+    assert {n.split(".")[0] for n in names} == {"middle_block", "output_blocks", "out"}
+    temporal = {id(p) for m in model.unet.modules() if isinstance(m, (TemporalConvBlock, TemporalTransformer))
+                for p in m.parameters()}
+    assert not decoder_ids & temporal  # temporal layers stay frozen, as in the reference's spatial set
+    # Nothing upstream of the middle block needs a gradient: its input carries no autograd history.
+    seen: list[bool] = []
+    hook = model.unet.middle_block.register_forward_pre_hook(lambda m, args: seen.append(args[0].requires_grad))
+    cond, z = _cond(model), torch.randn(1, 4, T, 8, 8)
+    model.predict(z, torch.tensor([400]), cond).square().mean().backward()
+    hook.remove()
+    assert seen == [False]
+    got = {id(p) for p in model.parameters() if p.grad is not None}
+    assert got == decoder_ids  # every decoder parameter got a gradient, nothing else did
+    model.enable_gradient_checkpointing(True, selective=True)
+    model.zero_grad()
+    model.predict(z, torch.tensor([400]), cond).square().mean().backward()
+    assert {id(p) for p in model.parameters() if p.grad is not None} == decoder_ids
 
 
 # ---------------------------------------------------------------- encoders and conditioning

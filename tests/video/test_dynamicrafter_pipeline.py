@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 
+import pytest
 import torch
 
 from anymole.video.clips import ClipBank, gather_clips
@@ -68,8 +69,13 @@ def test_tiny_dynamicrafter_two_stage_video() -> None:
     torch.testing.assert_close(out.frames[:, -1], keys[:, 0])
 
 
-def test_tiny_dynamicrafter_icadapt_reduces_loss() -> None:
+@pytest.mark.parametrize(
+    ("mode", "ckpt", "selective"), [("spatial", False, False), ("decoder", True, True)], ids=["spatial", "decoder_sac"]
+)
+def test_tiny_dynamicrafter_icadapt_reduces_loss(mode: str, ckpt: bool, selective: bool) -> None:
     prior, schedule = _prior()
+    encoder_before = copy.deepcopy(prior.unet.input_blocks.state_dict())
+    resampler_before = copy.deepcopy(prior.image_proj.state_dict())
     frames = 17  # two 16-frame clips: every ICAdapt batch is this fixed batch
     video = torch.full((1, 3, frames, SIZE, SIZE), 0.3)
     for f in range(frames):
@@ -90,9 +96,20 @@ def test_tiny_dynamicrafter_icadapt_reduces_loss() -> None:
 
     before = loss()
     cfg = ICAdaptConfig(
-        steps=3, lr=3e-3, batch_size=2, grad_accum=1, autocast_dtype="fp32", gradient_checkpointing=False
+        steps=3,
+        lr=3e-3,
+        batch_size=2,
+        grad_accum=1,
+        mode=mode,
+        autocast_dtype="fp32",
+        gradient_checkpointing=ckpt,
+        selective_checkpointing=selective,
     )
     result = icadapt(prior, bank, cfg, schedule=schedule)
     after = loss()
     assert after < 0.9 * before, (before, after, result.losses)
     assert result.trainable_parameters == sum(p.numel() for p in prior.parameters() if p.requires_grad)
+    # Decoder mode leaves the encoder half and the resampler bit-identical; the spatial set moves them.
+    encoder_same = all(torch.equal(v, prior.unet.input_blocks.state_dict()[k]) for k, v in encoder_before.items())
+    resampler_same = all(torch.equal(v, prior.image_proj.state_dict()[k]) for k, v in resampler_before.items())
+    assert encoder_same == resampler_same == (mode == "decoder")

@@ -87,6 +87,18 @@ def test_conditioning_dropout_cases(conv_prior) -> None:
     torch.testing.assert_close(cond.concat, full.concat)  # the frame latents are never dropped
 
 
+def test_presets_keep_the_recipe_and_differ_only_where_documented() -> None:
+    ref, fast = ICAdaptConfig.reference(), ICAdaptConfig.fast()
+    assert ref == ICAdaptConfig() and (ref.mode, ref.selective_checkpointing, ref.compile) == ("spatial", False, False)
+    same = ("steps", "lr", "batch_size", "grad_accum", "grad_clip", "weight_decay", "uncond_prob", "seed")
+    assert all(getattr(fast, k) == getattr(ref, k) for k in same)
+    assert (fast.steps, fast.lr, fast.batch_size * fast.grad_accum) == (500, 1e-5, 8)
+    assert (fast.mode, fast.gradient_checkpointing, fast.selective_checkpointing) == ("decoder", True, True)
+    assert ICAdaptConfig.fast(steps=20).steps == 20 and ICAdaptConfig.fast(steps=20).mode == "decoder"
+    with pytest.raises(InvalidInput, match="selective_checkpointing"):
+        ICAdaptConfig(gradient_checkpointing=False, selective_checkpointing=True)
+
+
 def test_config_validation() -> None:
     with pytest.raises(InvalidInput, match="mode"):
         ICAdaptConfig(mode="temporal")

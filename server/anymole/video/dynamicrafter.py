@@ -53,7 +53,7 @@ __all__ = ["DynamiCrafterConfig", "DynamiCrafterPrior"]
 log = logging.getLogger(__name__)
 
 BACKEND = "dynamicrafter"
-TRAIN_MODES = ("spatial", "full", "lora")
+TRAIN_MODES = ("spatial", "full", "lora", "decoder")
 
 
 @dataclass(frozen=True)
@@ -377,9 +377,10 @@ class DynamiCrafterPrior(nn.Module):
         x = torch.cat([latents, cond.concat.to(latents.dtype)], dim=1).to(dtype)
         return self.unet(x, t, cond.context.to(dtype), cond.fps).to(latents.dtype)
 
-    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
-        """Recompute UNet activations in the backward pass (ICAdapt memory saver)."""
-        self.unet.set_gradient_checkpointing(enabled)
+    def enable_gradient_checkpointing(self, enabled: bool = True, selective: bool = False) -> None:
+        """Recompute UNet activations in the backward pass (ICAdapt memory saver); ``selective`` keeps the
+        outputs of matmuls, convolutions and attention and recomputes only the cheap ops."""
+        self.unet.set_gradient_checkpointing(enabled, selective)
 
     # ------------------------------------------------------------------ adaptation
     def _spatial_parameters(self) -> list[nn.Parameter]:
@@ -392,6 +393,15 @@ class DynamiCrafterPrior(nn.Module):
                 frozen |= {id(p) for p in module.parameters()}
         unet = [p for p in self.unet.parameters() if id(p) not in frozen]
         return unet + list(self.image_proj.parameters())
+
+    def _decoder_parameters(self) -> list[nn.Parameter]:
+        """The reference set restricted to the decoder half: spatial layers of the middle block, the output
+        blocks and the output head. Nothing upstream of the middle block trains (not even the resampler, whose
+        tokens feed every encoder cross-attention), so the backward pass stops there: no activation gradients
+        and no stored activations for the encoder half."""
+        spatial = {id(p) for p in self._spatial_parameters()}
+        decoder = [*self.unet.middle_block.parameters(), *self.unet.output_blocks.parameters(), *self.unet.out.parameters()]
+        return [p for p in decoder if id(p) in spatial]
 
     def _inject_lora(self) -> None:
         if any("lora_" in name for name, _ in self.unet.named_parameters()):
@@ -411,8 +421,10 @@ class DynamiCrafterPrior(nn.Module):
 
         Args:
             mode: ``"spatial"`` (reference ICAdapt: 889 M UNet + 49 M resampler parameters at full size),
-                ``"full"`` (whole UNet + resampler) or ``"lora"`` (LoRA adapters, rank ``config.lora_rank``,
-                on the attention projections of the spatial transformers, injected with peft on first use).
+                ``"full"`` (whole UNet + resampler), ``"lora"`` (LoRA adapters, rank ``config.lora_rank``,
+                on the attention projections of the spatial transformers, injected with peft on first use) or
+                ``"decoder"`` (the spatial set of the middle block, output blocks and head: a faster, partial
+                fine-tune whose backward pass skips the encoder half, see `_decoder_parameters`).
 
         Returns:
             A list of the trainable parameters.
@@ -426,6 +438,8 @@ class DynamiCrafterPrior(nn.Module):
             params = self._spatial_parameters()
         elif mode == "full":
             params = [*self.unet.parameters(), *self.image_proj.parameters()]
+        elif mode == "decoder":
+            params = self._decoder_parameters()
         else:
             params = [p for name, p in self.unet.named_parameters() if "lora_" in name]
         for p in params:

@@ -5,13 +5,18 @@ caption for the scene, the fps of each clip (30/15/10) fed to the fps embedding,
 gradient accumulation 2, grad-norm clip 0.5, 500 optimiser steps, classifier-free-guidance dropout of the
 conditioning (text alone 5 %, text and image 5 %, image alone 5 %; the concatenated frame latents are never
 dropped). By default only the spatial layers train (``mode="spatial"``), as in the reference.
+
+`ICAdaptConfig()` is that reference recipe; `ICAdaptConfig.fast()` is an explicit, documented speed preset
+(partial fine-tuning of the decoder half, selective checkpointing) with the same steps, learning rate and
+clips per step. Measured costs of both are in ``docs/benchmarks.md`` (Video prior).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -24,7 +29,8 @@ from anymole.video.schedule import DDIMSchedule
 __all__ = ["AdaptedWeights", "ICAdaptConfig", "encode_views", "icadapt", "icadapt_loss"]
 
 OnStep = Callable[..., None]
-MODES = ("spatial", "full", "lora")
+MODES = ("spatial", "full", "lora", "decoder")
+Predict = Callable[[torch.Tensor, torch.Tensor, VideoCondition], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -36,9 +42,15 @@ class ICAdaptConfig:
         lr: AdamW learning rate (1e-5).
         batch_size: clips per micro-batch (4).
         grad_accum: micro-batches per optimiser step (2; effective batch 8).
-        mode: ``"spatial"`` (denoiser minus temporal layers and time/fps embeddings), ``"full"`` or ``"lora"``.
+        mode: ``"spatial"`` (denoiser minus temporal layers and time/fps embeddings), ``"full"``, ``"lora"`` or
+            ``"decoder"`` (the spatial set of the decoder half only: the backward pass skips the encoder; not
+            the reference's trained set, so chosen only explicitly, e.g. through `fast`).
         autocast_dtype: ``"bf16"``, ``"fp16"`` or ``"fp32"`` (no autocast); autocast applies on CUDA only.
         gradient_checkpointing: recompute activations in backward (if the backend supports it).
+        selective_checkpointing: with checkpointing, keep the outputs of matmuls, convolutions and attention
+            and recompute only the cheap ops (norms, activations, casts, layout copies): less recomputation,
+            more memory. Same numbers either way.
+        compile: run the denoiser through ``torch.compile`` (a one-time compile per run, minutes at full size).
         grad_clip: max global grad norm (0.5).
         weight_decay: AdamW weight decay (0.01, torch's default, which the reference keeps).
         uncond_prob: each of the three conditioning-dropout cases happens with this probability (0.05).
@@ -52,6 +64,8 @@ class ICAdaptConfig:
     mode: str = "spatial"
     autocast_dtype: str = "bf16"
     gradient_checkpointing: bool = True
+    selective_checkpointing: bool = False
+    compile: bool = False
     grad_clip: float = 0.5
     weight_decay: float = 1e-2
     uncond_prob: float = 0.05
@@ -69,6 +83,20 @@ class ICAdaptConfig:
             raise InvalidInput("autocast_dtype", f"expected bf16, fp16 or fp32, got {self.autocast_dtype!r}")
         if not 0 <= 3 * self.uncond_prob <= 1:
             raise InvalidInput("uncond_prob", f"must be in [0, 1/3], got {self.uncond_prob}")
+        if self.selective_checkpointing and not self.gradient_checkpointing:
+            raise InvalidInput("selective_checkpointing", "needs gradient_checkpointing=True")
+
+    @classmethod
+    def reference(cls, **overrides: Any) -> ICAdaptConfig:
+        """The paper's and the reference trainer's recipe (the defaults), with ``overrides`` applied."""
+        return cls(**overrides)
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> ICAdaptConfig:
+        """Speed preset: same steps, learning rate, clips per step and loss as `reference`, but only the
+        decoder half's spatial layers train (``mode="decoder"``) and checkpointing is selective. A partial
+        fine-tune: faster, not the reference's trained set (its adaptation quality is not measured here)."""
+        return replace(cls(mode="decoder", selective_checkpointing=True), **overrides)
 
 
 @dataclass
@@ -81,12 +109,14 @@ class AdaptedWeights:
         losses: mean training loss of each optimiser step.
         trainable_parameters: number of parameters optimised.
         seconds: wall-clock time of the optimisation loop.
+        first_step_seconds: time of the first optimiser step (it includes a ``compile``'s one-time cost).
     """
 
     config: ICAdaptConfig
     losses: list[float] = field(default_factory=list)
     trainable_parameters: int = 0
     seconds: float = 0.0
+    first_step_seconds: float = 0.0
 
 
 def _autocast(device: torch.device, name: str) -> torch.autocast:
@@ -148,6 +178,7 @@ def icadapt_loss(
     cond: VideoCondition,
     t: torch.Tensor,
     noise: torch.Tensor,
+    predict: Predict | None = None,
 ) -> torch.Tensor:
     """The training loss: ``‖D(x_t, t, c) − target‖²`` averaged, with ``x_t = q(x_0, t, ε)`` and the target
     ``v`` (or ``ε``) of `DDIMSchedule.training_target`.
@@ -157,10 +188,11 @@ def icadapt_loss(
         cond: conditioning for the batch.
         t: ``(B,)`` int64 timesteps.
         noise: ``ε``, shape of ``x0``.
+        predict: the denoiser call (default ``prior.predict``; ICAdapt passes a compiled one).
     """
     x_t = schedule.add_noise(x0, noise, t)
     target = schedule.training_target(x0, noise, t)
-    return F.mse_loss(prior.predict(x_t, t, cond).float(), target.float())
+    return F.mse_loss((predict or prior.predict)(x_t, t, cond).float(), target.float())
 
 
 def _batches(n: int, batch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -208,7 +240,9 @@ def icadapt(
         p.requires_grad_(True)
     checkpointing = getattr(prior, "enable_gradient_checkpointing", None)
     if checkpointing is not None:
-        checkpointing(cfg.gradient_checkpointing)
+        checkpointing(cfg.gradient_checkpointing, selective=cfg.selective_checkpointing)
+    # A compiled bound method keeps the protocol: any backend's `predict` can be compiled.
+    predict = torch.compile(prior.predict) if cfg.compile else prior.predict
     optimizer = torch.optim.AdamW(
         params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
     )
@@ -231,13 +265,15 @@ def icadapt(
                 noise = torch.randn(x0.shape, generator=generator).to(device)
                 with _autocast(device, cfg.autocast_dtype):
                     cond = _dropout_condition(prior, clips.caption, first, last, fps, u, cfg.uncond_prob)
-                    loss = icadapt_loss(prior, schedule, x0, cond, t, noise) / cfg.grad_accum
+                    loss = icadapt_loss(prior, schedule, x0, cond, t, noise, predict) / cfg.grad_accum
                 loss.backward()
                 total += loss.detach()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             result.losses.append(float(total))
+            if step == 0:
+                result.first_step_seconds = time.perf_counter() - start
             if on_step is not None:
                 on_step("icadapt", (step + 1) / cfg.steps)
     finally:

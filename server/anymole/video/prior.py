@@ -101,7 +101,8 @@ class VideoPrior(Protocol):
 
     def trainable_parameters(self, mode: str = "spatial") -> Iterable[torch.nn.Parameter]:
         """Parameters ICAdapt optimises. ``"spatial"``: the denoiser minus temporal layers and time/fps
-        embeddings (as the reference); ``"full"``: the whole denoiser; ``"lora"``: LoRA adapters only."""
+        embeddings (as the reference); ``"full"``: the whole denoiser; ``"lora"``: LoRA adapters only;
+        ``"decoder"`` (optional): the spatial set of the denoiser's decoder half only, a faster partial fine-tune."""
         ...
 
     def save_adapted(self, path: Path) -> None:

@@ -12,13 +12,14 @@ along ``T``. There is no Python control flow on tensor values, so the forward pa
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from anymole.video.attention import multihead_attention
 
@@ -363,12 +364,39 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+_aten = torch.ops.aten
+#: ops whose outputs selective checkpointing keeps: the FLOP-heavy ones (matmuls, convolutions, attention).
+#: Everything else in a checkpointed layer (norms, SiLU/GELU, dropout, dtype casts, the transposes between
+#: spatial and temporal layouts) is recomputed in the backward pass: cheap to redo, but most of the memory.
+_SAVED_OPS = frozenset(
+    {
+        _aten.mm.default,
+        _aten.addmm.default,
+        _aten.bmm.default,
+        _aten.convolution.default,
+        _aten._scaled_dot_product_flash_attention.default,
+        _aten._scaled_dot_product_efficient_attention.default,
+        _aten._scaled_dot_product_cudnn_attention.default,
+        _aten._scaled_dot_product_flash_attention_for_cpu.default,
+    }
+)
+
+
+def _save_heavy_ops(ctx: object, op: object, *args: object, **kwargs: object) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+_selective_context = functools.partial(create_selective_checkpoint_contexts, _save_heavy_ops)
+
+
 class Stage(nn.ModuleList):
     """One ``input_blocks.i`` / ``middle_block`` / ``output_blocks.i``: layers applied in order, each given
     what its type needs. With ``gradient_checkpointing`` set, each layer recomputes its activations in
-    the backward pass."""
+    the backward pass: all of them, or with ``selective_checkpointing`` only the cheap ones (see
+    `_SAVED_OPS`)."""
 
     gradient_checkpointing: bool = False
+    selective_checkpointing: bool = False
 
     def _layer(self, layer: nn.Module, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, frames: int):
         if isinstance(layer, ResBlock):
@@ -382,7 +410,8 @@ class Stage(nn.ModuleList):
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
         for layer in self:
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(self._layer, layer, x, emb, context, frames, use_reentrant=False)
+                extra = {"context_fn": _selective_context} if self.selective_checkpointing else {}
+                x = checkpoint(self._layer, layer, x, emb, context, frames, use_reentrant=False, **extra)
             else:
                 x = self._layer(layer, x, emb, context, frames)
         return x
@@ -461,11 +490,13 @@ class UNet3D(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def set_gradient_checkpointing(self, enabled: bool) -> None:
-        """Recompute every layer's activations in the backward pass (memory for compute, for fine-tuning)."""
+    def set_gradient_checkpointing(self, enabled: bool, selective: bool = False) -> None:
+        """Recompute layer activations in the backward pass (memory for compute, for fine-tuning): all of
+        them, or with ``selective`` all but the outputs of matmuls, convolutions and attention."""
         for module in self.modules():
             if isinstance(module, Stage):
                 module.gradient_checkpointing = enabled
+                module.selective_checkpointing = selective
 
     def _frame_context(self, context: torch.Tensor, frames: int) -> torch.Tensor:
         """``(B, L, D)`` → ``(B·T, L', D)``: per-frame image tokens when the context carries one set per frame."""
