@@ -42,7 +42,7 @@ def _same_skeleton(a: Character, b: Character, rest_rotations: bool = True) -> N
 
 # Fox is authored in ~100-unit "metres"; loading with scale=0.01 makes both Foxes metre-sized, so the
 # absolute 1e-5 tolerance means the same for every asset.
-GLB_CASES = [("CesiumMan.glb", None), ("Fox.glb", 0.01), ("Fox.fbx", 0.0001), ("131_01_30fps.bvh", None)]
+GLB_CASES = [("CesiumMan.glb", None), ("Fox.glb", 0.01), ("Fox.fbx", 0.0001), ("131_01_30fps.bvh", None), ("131_01.bvh", None)]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,11 @@ def test_glb_from_a_motion_list(tmp_path):
     assert list(back.motions) == ["Walk"] and back.motions["Walk"].num_frames == 10
 
 
-@pytest.mark.parametrize(("name", "scale", "clip"), [("131_01_30fps.bvh", None, "131_01_30fps"), ("Fox.glb", 0.01, "Survey")])
+@pytest.mark.parametrize(
+    ("name", "scale", "clip"),
+    [("131_01_30fps.bvh", None, "131_01_30fps"), ("131_01.bvh", None, "131_01"), ("Fox.glb", 0.01, "Survey"),
+     ("Fox.fbx", 0.0001, "Run"), ("CesiumMan.glb", None, "animation_0")],
+)  # fmt: skip
 def test_bvh_round_trip(tmp_path, name, scale, clip):
     a = load_character(ASSETS / name, scale=scale)
     path = tmp_path / "out.bvh"

@@ -279,7 +279,10 @@ def write_bvh(
     trans[:, 0] = motion.root_translation.double()
     trans = trans * unit_scale
     positional = [p < 0 or bool((trans[:, j] - offsets[j]).abs().amax() > 1e-9) for j, p in enumerate(skeleton.parents)]
+    # Re-normalise in float64: float32 clips are unit only to ~1e-7, and near gimbal lock the Euler extraction
+    # amplifies that by 1 / cos(middle angle) (CesiumMan's root: ~5000x, a 4e-5 round-trip error before this).
     rot = motion.rotations.double()
+    rot = rot / rot.norm(dim=-1, keepdim=True)
     eulers = {o: torch.rad2deg(unitquat_to_euler(rot, o)) for o in set(orders)}  # (F, J, 3) per order
     children: list[list[int]] = [[] for _ in range(J)]
     for j, p in enumerate(skeleton.parents):
