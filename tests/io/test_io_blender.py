@@ -13,7 +13,7 @@ import torch
 
 from anymole.io import load_character, write_bvh, write_glb
 from anymole.rig import fk_motion
-from asset_files import ASSETS, require_tool
+from asset_files import cached_load, require_tool
 
 pytestmark = pytest.mark.blender
 
@@ -66,10 +66,10 @@ def _to_blender(p: torch.Tensor) -> torch.Tensor:
 def blender_run(tmp_path_factory):
     require_tool(shutil.which("blender") is not None, "Debian's blender on PATH")
     out = tmp_path_factory.mktemp("blender")
-    fox = load_character(ASSETS / "Fox.glb", scale=0.01)
+    fox = cached_load("Fox.glb", scale=0.01)
     walk = fox.motions["Walk"]  # 24 fps, Blender's default scene rate
     write_glb(out / "fox.glb", fox, {"Walk": walk})
-    cmu = load_character(ASSETS / "131_01_30fps.bvh")
+    cmu = cached_load("131_01_30fps.bvh")
     clip = cmu.motions["131_01_30fps"].slice(0, 60)
     write_bvh(out / "cmu.bvh", cmu.skeleton, clip)
     # the Fox's rest rotations are not the identity (the CMU skeleton's are): BVH has none, so our writer

@@ -12,7 +12,7 @@ import torch
 
 from anymole.io import load_character, write_bvh, write_glb
 from anymole.rig import Character, fk_motion
-from asset_files import ASSETS, require_tool
+from asset_files import ASSETS, cached_load, require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 VALIDATOR = REPO / ".tools" / "node_modules" / "gltf-validator"
@@ -50,7 +50,7 @@ def written(tmp_path_factory) -> dict[str, tuple[Character, Path]]:
     out = tmp_path_factory.mktemp("glb")
     result = {}
     for name, scale in GLB_CASES:
-        ch = load_character(ASSETS / name, scale=scale)
+        ch = cached_load(name, scale=scale)
         path = out / f"{name.replace('.', '_')}.glb"
         write_glb(path, ch)
         result[name] = (ch, path)
@@ -80,7 +80,7 @@ def test_glb_round_trip(written, name, scale):
 
 
 def test_glb_from_a_motion_list(tmp_path):
-    ch = load_character(ASSETS / "Fox.glb", scale=0.01)
+    ch = cached_load("Fox.glb", scale=0.01)
     walk = ch.motions["Walk"]
     path = tmp_path / "walk.glb"
     write_glb(path, ch, [walk.slice(0, 10)])
@@ -94,7 +94,7 @@ def test_glb_from_a_motion_list(tmp_path):
      ("Fox.fbx", 0.0001, "Run"), ("CesiumMan.glb", None, "animation_0")],
 )  # fmt: skip
 def test_bvh_round_trip(tmp_path, name, scale, clip):
-    a = load_character(ASSETS / name, scale=scale)
+    a = cached_load(name, scale=scale)
     path = tmp_path / "out.bvh"
     write_bvh(path, a.skeleton, a.motions[clip])
     b = load_character(path, scale=1.0)  # written in metres
@@ -108,7 +108,7 @@ def test_bvh_round_trip(tmp_path, name, scale, clip):
 
 
 def test_bvh_per_joint_orders_and_units(tmp_path):
-    a = load_character(ASSETS / "131_01_30fps.bvh")
+    a = cached_load("131_01_30fps.bvh")
     J = a.skeleton.num_joints
     orders = ["ZXY" if j % 2 else "XYZ" for j in range(J)]
     path = tmp_path / "orders.bvh"

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from anymole.rig import Character, fk_motion, forward_kinematics, joint_matrices, linear_blend_skinning
-
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
+from asset_files import cached_load
 
 
 @pytest.fixture(scope="module", params=["CesiumMan.glb", "Fox.glb"])
 def character(request: pytest.FixtureRequest) -> Character:
-    from anymole.io import load_character
-
-    return load_character(ASSETS / request.param)
+    return cached_load(request.param)
 
 
 def test_rest_pose_fk_is_the_bind_pose(character: Character) -> None:
