@@ -14,6 +14,12 @@ from anymole.rig.quat import unitquat_to_rotmat
 from asset_files import ASSET_FILES, ASSETS, sidecar_clips, sidecar_joints
 
 
+def test_every_bundled_asset_is_tested():
+    """ASSET_FILES, which every asset test iterates, is exactly the set of files with sidecars."""
+    assert sorted(ASSET_FILES) == sorted(p.name.removesuffix(".joints") for p in ASSETS.glob("*.joints"))
+    assert all((ASSETS / f"{name}.clips").is_file() for name in ASSET_FILES)
+
+
 @pytest.mark.parametrize("name", ASSET_FILES)
 def test_joint_count_matches_sidecar(load, name):
     assert load(name).skeleton.num_joints == sidecar_joints(name)
