@@ -61,7 +61,7 @@ def _pick_clip(character: Character, clip: str | None, option: str = "--clip") -
         raise AssetError(character.source or character.name, "has no animation clip; pick an animated asset")
     name = clip if clip is not None else next(iter(motions))
     if name not in motions:
-        raise InvalidInput(option, f"no clip {name!r}; clips are {list(motions)}")
+        raise InvalidInput(option, f"no clip {name!r}; the clips are {list(motions)}: pass one of them to {option}")
     return name
 
 
@@ -181,7 +181,9 @@ def fill(
     motion = character.motions[name]
     F = motion.num_frames
     if not 0 <= start < stop <= F:
-        raise InvalidInput("--context", f"{start}:{stop} is not a non-empty range of the clip's {F} frames")
+        raise InvalidInput(
+            "--context", f"{start}:{stop} is not a non-empty range of the clip's {F} frames; give A:B with 0 <= A < B < {F}"
+        )
     if not key_list or sorted(set(key_list)) != key_list or key_list[0] < stop or key_list[-1] >= F:
         raise InvalidInput("--keys", f"give increasing clip frames in {stop}..{F - 1} (after the context), got {key_list}")
     result = inbetween(
