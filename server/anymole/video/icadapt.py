@@ -278,6 +278,7 @@ def icadapt(
                 on_step("icadapt", (step + 1) / cfg.steps)
     finally:
         # The trainable set keeps requires_grad: backends save exactly those tensors as the adapted weights.
+        optimizer.zero_grad(set_to_none=True)  # a run cut short (cancel, out of memory) leaves no gradients
         result.seconds = time.perf_counter() - start
         if checkpointing is not None:
             checkpointing(False)
