@@ -34,8 +34,11 @@ app = typer.Typer(
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}")
+    # soft_wrap: paths and commands in messages must stay copy-pasteable, never broken mid-word;
+    # escape: messages quote user input and shapes such as "[1, 2]", which are not markup
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -434,6 +437,32 @@ def models_pull(
 
     typer.echo(f"{name}: {pull(name, dest)}")
 
+
+
+@models_app.command("verify")
+def models_verify(
+    weights: Annotated[Path, typer.Argument(help="checkpoint file: model.ckpt or .safetensors")],
+    model: Annotated[str, typer.Option(help="architecture the file must fit: full (the published model) or tiny")] = "full",
+) -> None:
+    """Check a local checkpoint against the architecture without loading it onto a device.
+
+    Every entry must map onto the model with the right shape; missing, unexpected and mis-shaped keys are
+    listed. Example: anymole models verify ~/.cache/anymole/models/dynamicrafter-512-interp/model.ckpt
+    """
+    from anymole.errors import InvalidInput
+    from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
+    from anymole.video.weights import CheckpointMismatch, checkpoint_schema, diff_schema, read_checkpoint
+
+    configs = {"full": DynamiCrafterConfig.full, "tiny": DynamiCrafterConfig.tiny}
+    if model not in configs:
+        raise InvalidInput("--model", f"must be one of {sorted(configs)}, got {model!r}")
+    expected = checkpoint_schema(DynamiCrafterPrior(configs[model](), device="meta"))
+    state = read_checkpoint(weights)
+    diff = diff_schema({k: tuple(v.shape) for k, v in state.items()}, expected)
+    if diff:
+        raise CheckpointMismatch(str(weights), diff)
+    numel = sum(v.numel() for v in state.values())
+    typer.echo(f"{weights}: ok, {len(state)} entries, {numel:,} values fit the {model} DynamiCrafter model")
 
 def main() -> None:
     """Console-script entry point: maps our exceptions to exit codes without tracebacks."""
