@@ -90,10 +90,10 @@ def test_conditioning_dropout_cases(conv_prior) -> None:
 def test_presets_keep_the_recipe_and_differ_only_where_documented() -> None:
     ref, fast = ICAdaptConfig.reference(), ICAdaptConfig.fast()
     assert ref == ICAdaptConfig() and (ref.mode, ref.selective_checkpointing, ref.compile) == ("spatial", False, False)
-    same = ("steps", "lr", "batch_size", "grad_accum", "grad_clip", "weight_decay", "uncond_prob", "seed")
+    same = ("steps", "lr", "grad_clip", "weight_decay", "uncond_prob", "seed", "autocast_dtype", "compile")
     assert all(getattr(fast, k) == getattr(ref, k) for k in same)
     assert (fast.steps, fast.lr, fast.batch_size * fast.grad_accum) == (500, 1e-5, 8)
-    assert (fast.mode, fast.gradient_checkpointing, fast.selective_checkpointing) == ("decoder", True, True)
+    assert (fast.mode, fast.gradient_checkpointing, fast.batch_size, fast.grad_accum) == ("decoder", True, 8, 1)
     assert ICAdaptConfig.fast(steps=20).steps == 20 and ICAdaptConfig.fast(steps=20).mode == "decoder"
     with pytest.raises(InvalidInput, match="selective_checkpointing"):
         ICAdaptConfig(gradient_checkpointing=False, selective_checkpointing=True)
@@ -105,3 +105,21 @@ def test_config_validation() -> None:
     with pytest.raises(InvalidInput, match="steps"):
         ICAdaptConfig(steps=0)
     assert ICAdaptConfig().steps == 500 and ICAdaptConfig().lr == 1e-5 and ICAdaptConfig().grad_clip == 0.5
+
+
+def test_one_micro_batch_of_8_equals_4x2_accumulation(conv_prior) -> None:
+    """The fast presets' 8 × 1 micro-batching changes speed, not the gradient of a step (equal halves)."""
+    bank, schedule = _bank(views=4), DDIMSchedule()
+    x0, first, last, fps, t, noise = _fixed_batch(conv_prior, bank, schedule)
+    x0, first, last, fps, t, noise = (a[:8] for a in (x0, first, last, fps, t, noise))
+    params = list(conv_prior.trainable_parameters("spatial"))
+
+    def grads(parts: int) -> list[torch.Tensor]:
+        conv_prior.zero_grad()
+        for idx in torch.arange(8).chunk(parts):
+            cond = conv_prior.condition([bank.caption] * len(idx), first[idx], last[idx], fps[idx])
+            (icadapt_loss(conv_prior, schedule, x0[idx], cond, t[idx], noise[idx]) / parts).backward()
+        return [p.grad.clone() for p in params]
+
+    for a, b in zip(grads(1), grads(2), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
