@@ -315,7 +315,7 @@ def test_lora_mode_trains_adapters_only_and_starts_as_identity(prior):
         torch.testing.assert_close(model.predict(z, torch.tensor([600]), cond), before)  # lora_B starts at 0
 
 
-@pytest.mark.parametrize("mode", ["spatial", "lora"])
+@pytest.mark.parametrize("mode", ["spatial", "lora", "decoder"])
 def test_save_and_load_adapted_round_trip(tmp_path, mode):
     src = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
     params = list(src.trainable_parameters(mode))

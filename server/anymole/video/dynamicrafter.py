@@ -423,8 +423,9 @@ class DynamiCrafterPrior(nn.Module):
             mode: ``"spatial"`` (reference ICAdapt: 889 M UNet + 49 M resampler parameters at full size),
                 ``"full"`` (whole UNet + resampler), ``"lora"`` (LoRA adapters, rank ``config.lora_rank``,
                 on the attention projections of the spatial transformers, injected with peft on first use) or
-                ``"decoder"`` (the spatial set of the middle block, output blocks and head: a faster, partial
-                fine-tune whose backward pass skips the encoder half, see `_decoder_parameters`).
+                ``"decoder"`` (the spatial set of the middle block, output blocks and head, 628 M parameters at
+                full size: a faster, partial fine-tune whose backward pass skips the encoder half, see
+                `_decoder_parameters`).
 
         Returns:
             A list of the trainable parameters.
