@@ -9,8 +9,8 @@ dropped). By default only the spatial layers train (``mode="spatial"``), as in t
 `ICAdaptConfig()` is that reference recipe; `ICAdaptConfig.fast()` is an explicit, documented speed preset
 (partial fine-tuning of the decoder half, the 8 clips in one micro-batch) with the same steps, learning rate
 and clips per step. Measured costs of both are in ``docs/benchmarks.md`` (Video prior): on an H100 the
-reference recipe takes 2.6 s a step as 4 × 2 micro-batches but 1.6 s as one micro-batch of 8 (same loss and
-gradient, 29 GiB), the fast preset 1.07 s.
+reference recipe takes 2.6 s a step as 4 × 2 micro-batches but 1.6 s as one micro-batch of 8 (the same
+gradient for the same clips; the random draws come in another order; 29 GiB), the fast preset 1.07 s.
 """
 
 from __future__ import annotations
