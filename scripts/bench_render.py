@@ -10,7 +10,8 @@ to 300 frames). The GL context is created once outside the timed region, as a se
     python scripts/bench_render.py --update-md docs/benchmarks.md   # write the "Renderer" section from the json
 
 Results merge into ``docs/benchmarks/render.json`` under ``runs[<gpu|cpu>]``; its top-level keys
-(``views4_frames300_s``, ``device``, ``frames_per_s``, ...) repeat the GPU run when there is one.
+(``views4_frames300_s``, ``device``, ``frames_per_s``, ...) repeat the GPU run when there is one. Runs kept by
+hand under other ``gpu_*`` names (e.g. ``gpu_h200``, another card) are listed in the table too.
 """
 
 from __future__ import annotations
@@ -182,10 +183,9 @@ def update_markdown(md: Path, data: dict) -> None:
         "| device | views × frames | size (W×H) | mesh (verts / tris) | time (s) | without depth (s) | frames/s | images/s | date |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for kind in ("gpu", "cpu"):
-        r = data.get("runs", {}).get(kind)
-        if r is None:
-            continue
+    kinds = sorted(data.get("runs", {}), key=lambda k: (k != "gpu", k == "cpu", k))  # gpu, gpu_*, cpu
+    for kind in kinds:
+        r = data["runs"][kind]
         t = r.get(
             "views4_frames300_s", next(v for k, v in r.items() if k.startswith("views") and k.endswith("_s"))
         )
@@ -195,17 +195,17 @@ def update_markdown(md: Path, data: dict) -> None:
             f"| {r['images_per_s']} | {r['date']} |"
         )
     lines.append("")
-    for kind in ("gpu", "cpu"):
-        r = data.get("runs", {}).get(kind)
+    for kind in kinds:
+        r = data["runs"][kind]
         if r is not None:
             lines.append(
-                f"- {kind.upper()}: FK + skinning of the 300 frames took {r['pose_s']} s on {r['pose_device']}; "
+                f"- {r['device']}: FK + skinning of the 300 frames took {r['pose_s']} s on {r['pose_device']}; "
                 f"{r['cpu_count']} CPU cores; torch {r['torch']}."
             )
         if r is not None and "vs_cpu" in r:
             v = r["vs_cpu"]
             lines.append(
-                f"- GPU vs CPU images of the same 16 views/frames: mask IoU {v['mask_iou']}, mean |ΔRGB| "
+                f"- {r['device']} vs CPU images of the same 16 views/frames: mask IoU {v['mask_iou']}, mean |ΔRGB| "
                 f"{v['mean_abs_rgb']:.3f} of 255, {100 * v['pixels_differing_gt8']:.3f}% of pixels differ by > 8."
             )
     lines.append(
