@@ -11,8 +11,16 @@ DEV=0
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
+PY=${PYTHON:-python3}
+if ! $PY -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    say "Python >= 3.11 is needed, found: $($PY --version 2>&1). Run again with PYTHON=/path/to/python3.11"
+    exit 1
+fi
+
 # --- system packages ---------------------------------------------------------------------------------------
 APT_PKGS=(libassimp5 libegl1 libegl-mesa0 libgl1-mesa-dri)
+# Debian's own python3 creates virtual environments only with python3-venv installed.
+$PY -c "import ensurepip, venv" 2>/dev/null || APT_PKGS+=(python3-venv)
 if [[ $DEV == 1 ]]; then
     APT_PKGS+=(blender python3-numpy nodejs npm)  # Blender's glTF importer needs the system numpy
 fi
@@ -27,11 +35,11 @@ if (( ${#missing[@]} )); then
     say "installing system packages: ${missing[*]}"
     SUDO=""; [[ $(id -u) != 0 ]] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # With recommends: Blender's headless importers rely on some of them (as tested).
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # --- python ------------------------------------------------------------------------------------------------
-PY=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
     say "creating .venv with $($PY --version)"
     $PY -m venv .venv
