@@ -26,7 +26,7 @@ from anymole.pipeline import (
 )
 from anymole.rig import Character
 from anymole.service import convert
-from anymole.service.jobs import Stamped
+from anymole.service.jobs import JobInfo, JobState, Stamped
 from anymole.service.store import event_from_json, event_to_json
 
 EVENTS = [
@@ -67,6 +67,13 @@ def test_event_round_trips_through_the_wire_and_the_store(event):
     assert (back.job_id, back.seq, back.time) == ("job-1", 7, 1234.5)
     assert _same(event, back.event)
     assert _same(event, event_from_json(event_to_json(event)))
+
+
+@pytest.mark.parametrize("state", list(JobState), ids=lambda s: s.value)
+def test_job_info_round_trips_through_the_wire(state):
+    info = JobInfo("job-1", state, "sha256:" + "ab" * 32, "interp", "linear", "Fox:Survey", 1234.5, 2, 17, 82)
+    msg = convert.job_info_to_proto(info)
+    assert convert.job_info_from_proto(type(msg).FromString(msg.SerializeToString())) == info
 
 
 @settings(max_examples=25)

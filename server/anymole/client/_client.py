@@ -208,21 +208,7 @@ class AnyMoLeClient:
     async def list_jobs(self, states: Sequence[JobState] = (), limit: int = 0) -> list[JobInfo]:
         req = pb.ListJobsRequest(states=[convert.state_to_proto(s) for s in states], limit=limit)
         resp = await self.stub.ListJobs(req, metadata=self.metadata)
-        return [
-            JobInfo(
-                job_id=j.job_id,
-                state=convert.state_from_proto(j.state),
-                character_id=j.character_id,
-                method=j.method,
-                preset=j.preset,
-                label=j.label,
-                created=j.created_unix,
-                position=j.position,
-                last_seq=j.last_seq,
-                total_frames=j.total_frames,
-            )
-            for j in resp.jobs
-        ]
+        return [convert.job_info_from_proto(j) for j in resp.jobs]
 
     async def result(self, job_id: str, num_joints: int, file_suffix: str = "") -> tuple[Motion, bytes]:
         """The result timeline of a completed job and, for ``file_suffix`` ".glb"/".bvh"/".npz", that file."""

@@ -44,6 +44,7 @@ __all__ = [
     "event_from_proto",
     "event_to_proto",
     "inbetween_request",
+    "job_info_from_proto",
     "job_info_to_proto",
     "motion_to_clip",
     "skeleton_from_proto",
@@ -484,6 +485,22 @@ def job_info_to_proto(info: JobInfo) -> pb.JobSummary:
         position=info.position,
         last_seq=info.last_seq,
         total_frames=info.total_frames,
+    )
+
+
+def job_info_from_proto(msg: pb.JobSummary) -> JobInfo:
+    """Client side: inverse of `job_info_to_proto`."""
+    return JobInfo(
+        job_id=msg.job_id,
+        state=state_from_proto(msg.state),
+        character_id=msg.character_id,
+        method=msg.method,
+        preset=msg.preset,
+        label=msg.label,
+        created=msg.created_unix,
+        position=msg.position,
+        last_seq=msg.last_seq,
+        total_frames=msg.total_frames,
     )
 
 
