@@ -24,31 +24,19 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
 
 from anymole.errors import NotFound
-from anymole.pipeline import (
-    Cancelled,
-    Completed,
-    Event,
-    Failed,
-    Interrupted,
-    JobSpec,
-    MotionChunk,
-    Preview,
-    Progress,
-    Queued,
-)
+from anymole.pipeline import Completed, Event, JobSpec
 from anymole.rig import Character, Motion
 
 __all__ = ["JobStore", "PersistedJob", "event_from_json", "event_to_json", "write_atomic"]
 
-_EVENT_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (Queued, Progress, Preview, MotionChunk, Completed, Failed, Cancelled, Interrupted)
-}
+# Every member of the `Event` union by name, so that a new event type is stored without touching this file.
+_EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in get_args(Event)}
 
 
 def write_atomic(path: Path, data: bytes) -> None:
