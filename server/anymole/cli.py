@@ -451,16 +451,13 @@ def models_verify(
     """
     from anymole.errors import InvalidInput
     from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
-    from anymole.video.weights import CheckpointMismatch, checkpoint_schema, diff_schema, read_checkpoint
+    from anymole.video.weights import check_checkpoint, read_checkpoint
 
     configs = {"full": DynamiCrafterConfig.full, "tiny": DynamiCrafterConfig.tiny}
     if model not in configs:
         raise InvalidInput("--model", f"must be one of {sorted(configs)}, got {model!r}")
-    expected = checkpoint_schema(DynamiCrafterPrior(configs[model](), device="meta"))
     state = read_checkpoint(weights)
-    diff = diff_schema({k: tuple(v.shape) for k, v in state.items()}, expected)
-    if diff:
-        raise CheckpointMismatch(str(weights), diff)
+    check_checkpoint(DynamiCrafterPrior(configs[model](), device="meta"), state, str(weights))
     numel = sum(v.numel() for v in state.values())
     typer.echo(f"{weights}: ok, {len(state)} entries, {numel:,} values fit the {model} DynamiCrafter model")
 

@@ -61,3 +61,16 @@ def test_missing_file_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.Mon
     code, text = _verify(tmp_path / "nope.ckpt", monkeypatch, capsys)
     assert code == 1
     assert "anymole models pull" in text
+
+
+def test_verify_accepts_what_the_loader_accepts(
+    tiny_checkpoint: dict[str, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # older checkpoints name the fps MLP `framestride_embed`; `from_pretrained` renames it, so verify must too
+    state = {k.replace("fps_embedding", "framestride_embed"): v for k, v in tiny_checkpoint.items()}
+    assert state.keys() != tiny_checkpoint.keys()
+    path = tmp_path / "old_names.safetensors"
+    save_file(state, str(path))
+    code, text = _verify(path, monkeypatch, capsys)
+    assert code == 0, text
+    assert f"{len(state)} entries" in text

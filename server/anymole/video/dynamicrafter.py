@@ -300,7 +300,7 @@ class DynamiCrafterPrior(nn.Module):
             tokenizer = CLIPBPETokenizer(Path(tokenizer_dir) if tokenizer_dir else path.parent, cfg.text.context_length)
         state = weights.read_checkpoint(path)
         prior = cls(cfg, device="meta", tokenizer=tokenizer)
-        weights.load_checkpoint(prior, state)
+        weights.load_checkpoint(prior, state, name=str(path))
         return prior.to(device=device, dtype=dtype)
 
     # ------------------------------------------------------------------ VideoPrior

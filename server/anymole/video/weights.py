@@ -36,6 +36,7 @@ __all__ = [
     "SCHEMA_FILE",
     "CheckpointMismatch",
     "SchemaDiff",
+    "check_checkpoint",
     "checkpoint_key_map",
     "checkpoint_schema",
     "diff_schema",
@@ -218,25 +219,37 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_checkpoint(prior: DynamiCrafterPrior, state: dict[str, torch.Tensor], name: str = "checkpoint") -> None:
-    """Assign an official-layout ``state`` to ``prior`` (which may live on ``meta``: tensors are assigned,
-    not copied).
+def check_checkpoint(
+    prior: DynamiCrafterPrior, state: dict[str, torch.Tensor], name: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """``state`` with the `ALIASES` renamed, after checking that it fits ``prior``'s config exactly (works on a
+    ``meta`` prior: only keys and shapes are read).
 
     Raises:
         CheckpointMismatch: any key missing, unexpected or mis-shaped (all listed).
     """
-    if any("lora_" in k for k in prior.state_dict()):
-        raise ModelUnavailable(name, "load the checkpoint before injecting LoRA adapters")
     renamed: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         for old, new in ALIASES.items():
             if key.startswith(old):
                 key = new + key[len(old) :]
         renamed[key] = value
-    expected = checkpoint_schema(prior)
-    diff = diff_schema({k: tuple(v.shape) for k, v in renamed.items()}, expected)
+    diff = diff_schema({k: tuple(v.shape) for k, v in renamed.items()}, checkpoint_schema(prior))
     if diff:
         raise CheckpointMismatch(name, diff)
+    return renamed
+
+
+def load_checkpoint(prior: DynamiCrafterPrior, state: dict[str, torch.Tensor], name: str = "checkpoint") -> None:
+    """Assign an official-layout ``state`` to ``prior`` (which may live on ``meta``: tensors are assigned,
+    not copied).
+
+    Raises:
+        CheckpointMismatch: any key missing, unexpected or mis-shaped (all listed, see `check_checkpoint`).
+    """
+    if any("lora_" in k for k in prior.state_dict()):
+        raise ModelUnavailable(name, "load the checkpoint before injecting LoRA adapters")
+    renamed = check_checkpoint(prior, state, name)
     cfg = prior.config
     cumprod = renamed["alphas_cumprod"]
     if cfg.rescale_zero_terminal_snr and cumprod.device.type != "meta" and float(cumprod[-1]) > 1e-6:
