@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from service_fakes import random_motion, tiny_character
+from service_fakes import make_request, random_motion, tiny_character
 
 from anymole.errors import JobCancelled
 from anymole.pipeline import (
@@ -25,6 +25,7 @@ from anymole.pipeline import (
     Queued,
 )
 from anymole.rig import Character
+from anymole.rig.quat import quat_normalize
 from anymole.service import convert
 from anymole.service.jobs import JobInfo, JobState, Stamped
 from anymole.service.store import event_from_json, event_to_json
@@ -172,3 +173,25 @@ def test_joint_count_is_inferred_from_motion_chunks():
     back = convert.event_from_proto(convert.event_to_proto(Stamped("j", 1, 0.0, chunk)))
     assert tuple(back.event.rotations.shape) == (5, 7, 4)
     assert torch.equal(back.event.rotations, chunk.rotations)
+
+
+@pytest.mark.parametrize("with_translations", [False, True])
+def test_motion_chunks_fit_one_message(with_translations):
+    limits = convert.Limits(max_message_bytes=1 << 16)
+    character = tiny_character(5)
+    req = make_request("sha256:" + "0" * 64, 5, chunk_frames=100_000)
+    if with_translations:
+        req.context.translations.extend([0.0] * (req.context.frame_count * 5 * 3))
+    spec = convert.spec_from_proto(req, character, limits)
+    n = spec.chunk_frames
+    assert 100 < n < 100_000  # capped by the message size, not down to a trickle
+    g = torch.Generator().manual_seed(0)
+    chunk = MotionChunk(
+        4,
+        quat_normalize(torch.randn(n, 5, 4, generator=g)),
+        torch.randn(n, 3, generator=g),
+        translations=torch.randn(n, 5, 3, generator=g) if with_translations else None,
+    )
+    assert convert.event_to_proto(Stamped("job-" + "f" * 16, 1 << 40, 1e9, chunk)).ByteSize() <= limits.max_message_bytes
+    small = convert.spec_from_proto(make_request("sha256:" + "0" * 64, 5, chunk_frames=7), character, limits)
+    assert small.chunk_frames == 7  # a request that fits keeps its chunk size

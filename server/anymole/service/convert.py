@@ -392,7 +392,10 @@ def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limi
         if trs is not None:
             trs[i] = _floats(k.translations, j * 3, f"{f}.translations", f"{j} joints × 3").reshape(j, 3)
             trs[i, 0] = roots[i]
-    chunk = req.chunk_frames or DEFAULT_CHUNK_FRAMES
+    # Every MotionChunk event must fit one gRPC message, or no watcher could receive it nor replay past it:
+    # cap the frames per chunk at half the message limit (the rest is headroom for the event's framing).
+    frame_bytes = 4 * (j * 4 + 3 + (j * 3 if context.translations is not None else 0))
+    chunk = min(req.chunk_frames or DEFAULT_CHUNK_FRAMES, max(1, limits.max_message_bytes // (2 * frame_bytes)))
     return JobSpec(
         character_id=req.character_id,
         character=character,
@@ -403,7 +406,7 @@ def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limi
         total_frames=int(total),
         method=req.method or "interp",
         preset=req.preset,
-        chunk_frames=int(min(chunk, limits.max_frames)),
+        chunk_frames=int(chunk),
         seed=int(req.seed),
         label=req.label,
         key_translations=None if trs is None else torch.from_numpy(trs),
