@@ -108,6 +108,18 @@ def test_cfg_and_rescale() -> None:
     torch.testing.assert_close(mix, 0.7 * full + 0.3 * plain)
 
 
+def test_condition_cat_stacks_the_batch(conv_prior) -> None:
+    """CFG's one batched pass: ``[cond ; uncond]`` row by row, every field."""
+    first = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    cond = conv_prior.condition(["walk", "run"], first, first.flip(0), torch.tensor([5.0, 15.0]))
+    null = conv_prior.unconditional(cond)
+    both = cond.cat(null)
+    assert both.context.shape[0] == both.concat.shape[0] == both.fps.shape[0] == 4
+    for got, a, b in ((both.context, cond.context, null.context), (both.concat, cond.concat, null.concat)):
+        assert torch.equal(got[:2], a) and torch.equal(got[2:], b)
+    assert both.fps.tolist() == [5.0, 15.0, 5.0, 15.0]
+
+
 def _scene(h: int = 8, w: int = 8, context: int = 61, gaps: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     return torch.rand(3, context, h, w, generator=g), torch.rand(3, gaps, h, w, generator=g)

@@ -143,12 +143,7 @@ def _window_inputs(
     fps = torch.full((windows,), 15.0, device=device)
     with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
         cond = prior.condition(["a character walking"] * windows, image, image, fps, num_frames=WINDOW_SLOTS)
-        null = prior.unconditional(cond)
-    both = VideoCondition(
-        context=torch.cat([cond.context, null.context]),
-        concat=torch.cat([cond.concat, null.concat]),
-        fps=torch.cat([cond.fps, null.fps]),
-    )
+        both = cond.cat(prior.unconditional(cond))
     return x, torch.full((2 * windows,), 500, device=device, dtype=torch.long), both
 
 

@@ -39,12 +39,13 @@ class VideoCondition:
     concat: torch.Tensor
     fps: torch.Tensor
 
-    def repeat(self, n: int) -> VideoCondition:
-        """Concatenate ``n`` copies along the batch (used for classifier-free guidance batching)."""
+    def cat(self, other: VideoCondition) -> VideoCondition:
+        """``[self ; other]`` along the batch (classifier-free guidance runs conditional and unconditional
+        windows as one batch)."""
         return VideoCondition(
-            context=self.context.repeat(n, *([1] * (self.context.ndim - 1))),
-            concat=self.concat.repeat(n, *([1] * (self.concat.ndim - 1))),
-            fps=self.fps.repeat(n),
+            context=torch.cat([self.context, other.context]),
+            concat=torch.cat([self.concat, other.concat]),
+            fps=torch.cat([self.fps, other.fps]),
         )
 
 

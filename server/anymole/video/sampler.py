@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from anymole.errors import InvalidInput
-from anymole.video.prior import VideoCondition, VideoPrior
+from anymole.video.prior import VideoPrior
 from anymole.video.schedule import DDIMSchedule
 
 __all__ = [
@@ -186,14 +186,6 @@ def classifier_free_guidance(
         ratio = cond_out.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp(min=1e-12)
         guided = rescale * guided * ratio + (1.0 - rescale) * guided
     return guided
-
-
-def _cat(a: VideoCondition, b: VideoCondition) -> VideoCondition:
-    return VideoCondition(
-        context=torch.cat([a.context, b.context]),
-        concat=torch.cat([a.concat, b.concat]),
-        fps=torch.cat([a.fps, b.fps]),
-    )
 
 
 @dataclass(frozen=True)
@@ -377,7 +369,7 @@ class TwoStageSampler:
         with self._autocast(device):
             cond = prior.condition([prompt] * len(plans), first, last, fps, num_frames=WINDOW_SLOTS)
             if guided:  # one batched pass: [conditional; unconditional]
-                cond = _cat(cond, prior.unconditional(cond))
+                cond = cond.cat(prior.unconditional(cond))
         known, mask, keymask = self._guidance(plans, latents, x)
         self.schedule.set_timesteps(cfg.num_steps, device)
         for t in self.schedule.timesteps.tolist():
