@@ -160,3 +160,17 @@ def test_unknown_library_version_becomes_model_unavailable(monkeypatch):
     monkeypatch.setattr(_isolate, "run_isolated", lambda *a, **k: (kind, message))
     with pytest.raises(ModelUnavailable, match="libassimp5"):
         _isolate.read_scene(ASSETS / "Fox.glb")
+
+
+def test_an_interrupted_exchange_does_not_answer_the_next_request(monkeypatch):
+    """A reply left in the pipe (the caller stopped reading it) must not become the next call's answer."""
+    from anymole.io import _isolate
+
+    def interrupted(_file):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(_isolate.pickle, "load", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_isolated("x", abs, -2)  # the worker answers 2; nobody reads it
+    assert run_isolated("x", abs, -3) == 3

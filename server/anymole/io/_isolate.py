@@ -79,28 +79,30 @@ def run_isolated(
     with _lock:
         proc = _worker()
         assert proc.stdin is not None and proc.stdout is not None  # both are pipes by construction
-        crashed = False
         try:
             pickle.dump((fn, args), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             proc.stdin.flush()
             with selectors.DefaultSelector() as sel:
                 sel.register(proc.stdout, selectors.EVENT_READ)
-                if not sel.select(timeout):
-                    _discard_locked()
-                    raise AssetError(
-                        path, f"the importer did not finish within {timeout:g} s; the file may be huge or malformed"
-                    )
-            ok, value = pickle.load(proc.stdout)
+                ready = bool(sel.select(timeout))
+            if ready:
+                ok, value = pickle.load(proc.stdout)
         except (EOFError, BrokenPipeError, pickle.UnpicklingError):
-            crashed = True
-        if crashed:
             _discard_locked()
             raise AssetError(
                 path,
                 "the importer crashed while reading this file (libassimp died in the import worker; the server "
                 "is unaffected). The file is probably malformed or uses a feature assimp 5.2 cannot read: "
                 "re-export it, e.g. from Blender as glTF 2.0 (.glb)",
-            )
+            ) from None
+        except BaseException:
+            # Any other failure mid-exchange (a reply that does not unpickle here, an interrupt) leaves the
+            # rest of this reply in the pipe, where it would answer the next request: start afresh.
+            _discard_locked()
+            raise
+        if not ready:
+            _discard_locked()
+            raise AssetError(path, f"the importer did not finish within {timeout:g} s; the file may be huge or malformed")
     if not ok:
         raise value
     return value
