@@ -62,6 +62,10 @@ def test_truncated_and_malformed_bvh(tmp_path):
     nan = tmp_path / "nan.bvh"
     nan.write_bytes(text.replace(b"MOTION", b"MOTION", 1)[:-200] + b" nan" * 60 + b"\n")
     _error(nan)
+    for before, after in [(b"Frames: 249", b"Frames: inf"), (b"CHANNELS 3", b"CHANNELS nan"), (b"OFFSET", b"OFFSET nan")]:
+        odd = tmp_path / "odd.bvh"
+        odd.write_bytes(text.replace(before, after, 1))
+        assert "malformed BVH: expected a finite number" in _error(odd).reason
 
 
 def test_unknown_clip_is_named(tmp_path):

@@ -65,10 +65,13 @@ class _Tokens:
     def number(self) -> float:
         tok = self.next()
         try:
-            return float(tok)
+            value = float(tok)
         except ValueError:
+            value = math.nan
+        if not math.isfinite(value):  # also keeps "inf" and "nan" out of OFFSETs and the counts
             self.pos -= 1
-            raise self.fail(f"expected a number, got {tok!r}") from None
+            raise self.fail(f"expected a finite number, got {tok!r}")
+        return value
 
 
 def _parse(text: str, path: str) -> dict:
