@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 
@@ -195,3 +196,19 @@ def test_motion_chunks_fit_one_message(with_translations):
     assert convert.event_to_proto(Stamped("job-" + "f" * 16, 1 << 40, 1e9, chunk)).ByteSize() <= limits.max_message_bytes
     small = convert.spec_from_proto(make_request("sha256:" + "0" * 64, 5, chunk_frames=7), character, limits)
     assert small.chunk_frames == 7  # a request that fits keeps its chunk size
+
+
+@settings(max_examples=200)
+@given(st.integers(1, 12).flatmap(lambda n: st.lists(st.integers(-1, n - 1), min_size=n, max_size=n)))
+def test_hierarchy_check_rejects_exactly_the_unordered_and_names_real_cycles(parents):
+    from anymole.errors import InvalidInput
+
+    try:
+        convert._check_hierarchy(parents, "p")
+    except InvalidInput as exc:
+        assert any(p >= j for j, p in enumerate(parents))
+        if "cycle" in exc.reason:
+            joints = [int(i) for i in exc.reason.rsplit("joints ", 1)[1].split(" -> ")]
+            assert joints[0] == joints[-1] and all(parents[a] == b for a, b in itertools.pairwise(joints))
+    else:
+        assert all(p < j for j, p in enumerate(parents))

@@ -133,15 +133,20 @@ def _check_hierarchy(parents: list[int], field: str) -> None:
     for j, p in enumerate(parents):
         if not -1 <= p < n:
             raise InvalidInput(f"{field}[{j}]", f"parent index {p} is out of range [-1, {n - 1}]")
-    for j in range(n):  # walk up from each joint; more than n steps means a cycle
-        seen = [j]
+    # Walk up from each joint until a root, a joint already known to reach one, or a repeat (a cycle).
+    # Remembering the joints that reach a root keeps this O(J): a 1024-joint chain took 2.2 s without it.
+    reaches_root: set[int] = set()
+    for j in range(n):
+        path, on_path = [j], {j}
         p = parents[j]
-        while p != -1:
-            if p in seen:
-                cycle = " -> ".join(str(i) for i in [*seen[seen.index(p) :], p])
+        while p != -1 and p not in reaches_root:
+            if p in on_path:
+                cycle = " -> ".join(str(i) for i in [*path[path.index(p) :], p])
                 raise InvalidInput(f"{field}[{j}]", f"the hierarchy has a cycle through joints {cycle}")
-            seen.append(p)
+            path.append(p)
+            on_path.add(p)
             p = parents[p]
+        reaches_root.update(path)
     for j, p in enumerate(parents):
         if p >= j:
             raise InvalidInput(
