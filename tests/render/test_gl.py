@@ -168,3 +168,19 @@ def test_skeleton_only_character_gets_a_capsule_body(character):
     pos, _ = pose_mesh(mesh, gq, gp)
     torch.testing.assert_close(pos, mesh.vertices, atol=1e-5, rtol=0)
     assert isinstance(Character(name="x", skeleton=character.skeleton).mesh, type(None))
+
+
+def test_a_failed_constructor_releases_its_context(monkeypatch):
+    import moderngl
+
+    made: list[moderngl.Context] = []
+    create = moderngl.create_standalone_context
+
+    def recording(*args, **kwargs):
+        made.append(create(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(moderngl, "create_standalone_context", recording)
+    with pytest.raises(InvalidInput, match="limit"):
+        GLRasterizer(100_000, H)
+    assert len(made) == 1 and isinstance(made[0].mglo, moderngl.InvalidObject)

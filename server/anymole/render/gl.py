@@ -203,22 +203,27 @@ class GLRasterizer:
                 f"no headless OpenGL context ({exc}); install libegl1 libegl-mesa0 libgl1-mesa-dri "
                 "(scripts/setup.sh) or, on a GPU machine, the NVIDIA driver's EGL libraries",
             ) from exc
-        limit = min(int(self.ctx.info["GL_MAX_TEXTURE_SIZE"]), int(self.ctx.info["GL_MAX_RENDERBUFFER_SIZE"]))
-        if width > limit or height > limit:
-            raise InvalidInput("width/height", f"{width}x{height} exceeds this GL's limit of {limit} px")
-        self.width, self.height = width, height
-        self.max_tex_rows = limit
-        self.tiles = max(1, min(max_tiles, limit // height))
-        size = (width, height * self.tiles)
-        self._color = self.ctx.texture(size, 4, dtype="f1")
-        self._depth = self.ctx.texture(size, 1, dtype="f4")
-        self._zbuf = self.ctx.depth_renderbuffer(size)
-        self._fbo = self.ctx.framebuffer([self._color, self._depth], self._zbuf)
-        # Separate clears: the colour target takes the background, the depth target zero.
-        self._fbo_color = self.ctx.framebuffer([self._color])
-        self._fbo_depth = self.ctx.framebuffer([self._depth], self._zbuf)
-        self._mesh_prog = self.ctx.program(vertex_shader=_MESH_VS, fragment_shader=_MESH_FS)
-        self._ground_prog = self.ctx.program(vertex_shader=_GROUND_VS, fragment_shader=_GROUND_FS)
+        try:
+            limit = min(int(self.ctx.info["GL_MAX_TEXTURE_SIZE"]), int(self.ctx.info["GL_MAX_RENDERBUFFER_SIZE"]))
+            if width > limit or height > limit:
+                raise InvalidInput("width/height", f"{width}x{height} exceeds this GL's limit of {limit} px")
+            self.width, self.height = width, height
+            self.max_tex_rows = limit
+            self.tiles = max(1, min(max_tiles, limit // height))
+            size = (width, height * self.tiles)
+            self._color = self.ctx.texture(size, 4, dtype="f1")
+            self._depth = self.ctx.texture(size, 1, dtype="f4")
+            self._zbuf = self.ctx.depth_renderbuffer(size)
+            self._fbo = self.ctx.framebuffer([self._color, self._depth], self._zbuf)
+            # Separate clears: the colour target takes the background, the depth target zero.
+            self._fbo_color = self.ctx.framebuffer([self._color])
+            self._fbo_depth = self.ctx.framebuffer([self._depth], self._zbuf)
+            self._mesh_prog = self.ctx.program(vertex_shader=_MESH_VS, fragment_shader=_MESH_FS)
+            self._ground_prog = self.ctx.program(vertex_shader=_GROUND_VS, fragment_shader=_GROUND_FS)
+        except BaseException:
+            # No caller holds this object to release it, and moderngl never frees a context on its own.
+            self.ctx.release()
+            raise
 
     # ------------------------------------------------------------------ lifecycle
     def release(self) -> None:
