@@ -263,8 +263,9 @@ def test_unconditional_ignores_prompt_and_images_but_keeps_concat(prior):
     torch.testing.assert_close(ua.context, ub.context)
     assert (ua.context - ca.context).abs().max() > 1e-4
     assert ua.concat is ca.concat and torch.equal(ua.fps, ca.fps)
-    both = ca.repeat(2)
+    both = ca.cat(ua)  # the sampler's CFG batch
     assert both.context.shape[0] == 2
+    assert torch.equal(both.context[1], ua.context[0]) and torch.equal(both.concat[0], ca.concat[0])
 
 
 def test_condition_rejects_bad_inputs(prior):
