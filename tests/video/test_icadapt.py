@@ -104,6 +104,8 @@ def test_config_validation() -> None:
         ICAdaptConfig(mode="temporal")
     with pytest.raises(InvalidInput, match="steps"):
         ICAdaptConfig(steps=0)
+    with pytest.raises(InvalidInput, match="autocast_dtype"):
+        ICAdaptConfig(autocast_dtype="fp8")
     assert ICAdaptConfig().steps == 500 and ICAdaptConfig().lr == 1e-5 and ICAdaptConfig().grad_clip == 0.5
 
 

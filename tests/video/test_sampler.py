@@ -185,3 +185,5 @@ def test_sampler_checks_inputs(conv_prior) -> None:
         sampler(context[:, :, :7, :7], keys[:, :, :7, :7], "x")
     with pytest.raises(InvalidInput):
         SamplerConfig(num_steps=0)
+    with pytest.raises(InvalidInput, match="autocast_dtype"):
+        SamplerConfig(autocast_dtype="fp8")

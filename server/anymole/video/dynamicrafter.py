@@ -37,7 +37,7 @@ from anymole.video.openclip import (
     VisionEncoder,
     VisionEncoderConfig,
 )
-from anymole.video.prior import VideoCondition
+from anymole.video.prior import TRAIN_MODES, VideoCondition
 from anymole.video.resampler import Resampler, ResamplerConfig
 from anymole.video.unet3d import (
     SpatialTransformer,
@@ -53,7 +53,6 @@ __all__ = ["DynamiCrafterConfig", "DynamiCrafterPrior"]
 log = logging.getLogger(__name__)
 
 BACKEND = "dynamicrafter"
-TRAIN_MODES = ("spatial", "full", "lora", "decoder")
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,12 @@ from torch.nn import functional as F
 
 from anymole.errors import InvalidInput
 from anymole.video.clips import ClipBank
-from anymole.video.prior import VideoCondition, VideoPrior
+from anymole.video.prior import AUTOCAST_DTYPES, TRAIN_MODES, VideoCondition, VideoPrior, autocast
 from anymole.video.schedule import DDIMSchedule
 
 __all__ = ["AdaptedWeights", "ICAdaptConfig", "encode_views", "icadapt", "icadapt_loss"]
 
 OnStep = Callable[..., None]
-MODES = ("spatial", "full", "lora", "decoder")
 Predict = Callable[[torch.Tensor, torch.Tensor, VideoCondition], torch.Tensor]
 
 
@@ -79,10 +78,10 @@ class ICAdaptConfig:
                 raise InvalidInput(name, f"must be ≥ 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise InvalidInput("lr", f"must be > 0, got {self.lr}")
-        if self.mode not in MODES:
-            raise InvalidInput("mode", f"expected one of {MODES}, got {self.mode!r}")
-        if self.autocast_dtype not in ("bf16", "fp16", "fp32"):
-            raise InvalidInput("autocast_dtype", f"expected bf16, fp16 or fp32, got {self.autocast_dtype!r}")
+        if self.mode not in TRAIN_MODES:
+            raise InvalidInput("mode", f"expected one of {TRAIN_MODES}, got {self.mode!r}")
+        if self.autocast_dtype not in AUTOCAST_DTYPES:
+            raise InvalidInput("autocast_dtype", f"expected one of {tuple(AUTOCAST_DTYPES)}, got {self.autocast_dtype!r}")
         if not 0 <= 3 * self.uncond_prob <= 1:
             raise InvalidInput("uncond_prob", f"must be in [0, 1/3], got {self.uncond_prob}")
         if self.selective_checkpointing and not self.gradient_checkpointing:
@@ -122,11 +121,6 @@ class AdaptedWeights:
     first_step_seconds: float = 0.0
 
 
-def _autocast(device: torch.device, name: str) -> torch.autocast:
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == "cuda")
-
-
 @torch.no_grad()
 def encode_views(
     prior: VideoPrior, videos: torch.Tensor, chunk: int = 16, autocast_dtype: str = "bf16"
@@ -136,7 +130,7 @@ def encode_views(
     for v in range(videos.shape[0]):
         parts = []
         for s in range(0, videos.shape[2], chunk):
-            with _autocast(videos.device, autocast_dtype):
+            with autocast(videos.device, autocast_dtype):
                 parts.append(prior.encode(videos[v : v + 1, :, s : s + chunk]).float())
         out.append(torch.cat(parts, dim=2))
     return torch.cat(out)
@@ -266,7 +260,7 @@ def icadapt(
                     device
                 )
                 noise = torch.randn(x0.shape, generator=generator).to(device)
-                with _autocast(device, cfg.autocast_dtype):
+                with autocast(device, cfg.autocast_dtype):
                     cond = _dropout_condition(prior, clips.caption, first, last, fps, u, cfg.uncond_prob)
                     loss = icadapt_loss(prior, schedule, x0, cond, t, noise, predict) / cfg.grad_accum
                 loss.backward()

@@ -20,7 +20,19 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["VideoCondition", "VideoPrior"]
+__all__ = ["AUTOCAST_DTYPES", "TRAIN_MODES", "VideoCondition", "VideoPrior", "autocast"]
+
+#: parameter sets `VideoPrior.trainable_parameters` selects (a backend may reject those it lacks).
+TRAIN_MODES = ("spatial", "full", "lora", "decoder")
+#: mixed-precision names of the sampler and ICAdapt configs → autocast dtype (``None``: no autocast).
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def autocast(device: torch.device, name: str) -> torch.autocast:
+    """Autocast context for running a prior on ``device`` at precision ``name`` (a key of `AUTOCAST_DTYPES`);
+    enabled on CUDA only, where the reduced-precision kernels pay."""
+    dtype = AUTOCAST_DTYPES[name]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == "cuda")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from anymole.errors import InvalidInput
-from anymole.video.prior import VideoPrior
+from anymole.video.prior import AUTOCAST_DTYPES, VideoPrior, autocast
 from anymole.video.schedule import DDIMSchedule
 
 __all__ = [
@@ -221,8 +221,8 @@ class SamplerConfig:
             raise InvalidInput("num_steps", f"must be ≥ 1, got {self.num_steps}")
         if self.stage2_batch < 1:
             raise InvalidInput("stage2_batch", f"must be ≥ 1, got {self.stage2_batch}")
-        if self.autocast_dtype not in ("bf16", "fp16", "fp32"):
-            raise InvalidInput("autocast_dtype", f"expected bf16, fp16 or fp32, got {self.autocast_dtype!r}")
+        if self.autocast_dtype not in AUTOCAST_DTYPES:
+            raise InvalidInput("autocast_dtype", f"expected one of {tuple(AUTOCAST_DTYPES)}, got {self.autocast_dtype!r}")
 
 
 @dataclass
@@ -283,8 +283,7 @@ class TwoStageSampler:
         _check_timeline(context.shape[1] - 1, keys.shape[1])
 
     def _autocast(self, device: torch.device) -> torch.autocast:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.autocast_dtype)
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == "cuda")
+        return autocast(device, self.cfg.autocast_dtype)
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
