@@ -146,25 +146,28 @@ def _dropout_condition(
     p: float,
 ) -> VideoCondition:
     """Conditioning with the reference's CFG dropout: ``u < p`` drops the text, ``p ≤ u < 2p`` drops text and
-    image, ``2p ≤ u < 3p`` drops the image (per sample, ``u ~ U[0, 1)`` of shape ``(B,)``).
+    image, ``2p ≤ u < 3p`` drops the image (per sample, ``u ~ U[0, 1)`` of shape ``(B,)``, on the CPU: the
+    branches below read it without waiting for the device).
 
     The protocol exposes the context only as ``[text tokens ; image tokens]``, so "image dropped, text kept"
     is built as ``cond(caption, x) − cond("", x) + null``: position-wise that is ``[T(caption) ; I(0)]``.
+    The null conditioning is built only when some sample drops its image.
     """
     b = first.shape[0]
     drop_text = u < 2 * p
     prompts = ["" if d else caption for d in drop_text.tolist()]
     cond = prior.condition(prompts, first, last, fps)
-    null = prior.unconditional(cond)
     drop_image = (u >= p) & (u < 3 * p)
     if not bool(drop_image.any()):
         return cond
+    null = prior.unconditional(cond)
     image_only = drop_image & ~drop_text
-    context = torch.where(drop_image[:, None, None] & drop_text[:, None, None], null.context, cond.context)
+    device = cond.context.device
+    context = torch.where((drop_image & drop_text).to(device)[:, None, None], null.context, cond.context)
     if bool(image_only.any()):
         empty = prior.condition([""] * b, first, last, fps)
         swapped = cond.context - empty.context + null.context
-        context = torch.where(image_only[:, None, None], swapped, context)
+        context = torch.where(image_only.to(device)[:, None, None], swapped, context)
     return VideoCondition(context=context, concat=cond.concat, fps=cond.fps)
 
 
@@ -255,7 +258,7 @@ def icadapt(
                 x0 = clips.latents(per_frame, index)
                 first, last = clips.endpoints(index)
                 fps = clips.fps[index].to(device)
-                u = torch.rand(len(index), generator=generator).to(device)
+                u = torch.rand(len(index), generator=generator)  # stays on the CPU, see _dropout_condition
                 t = torch.randint(0, schedule.num_train_timesteps, (len(index),), generator=generator).to(
                     device
                 )
