@@ -301,24 +301,14 @@ def render(
     """Render a character's clip from orbit views: a contact sheet to look at, optionally a video."""
     import imageio.v3 as iio
 
-    from anymole.errors import InvalidInput
     from anymole.io import load_character
     from anymole.render.sheet import contact_sheet, view_grid
     from anymole.render.views import render_motion
 
     character = load_character(asset)
-    if not character.motions:
-        raise InvalidInput("asset", f"{asset} has no animation clip to render")
-    name = clip if clip is not None else next(iter(character.motions))
-    if name not in character.motions:
-        raise InvalidInput("--clip", f"no clip {name!r}; clips are {list(character.motions)}")
+    name = _pick_clip(character, clip)
     motion = character.motions[name]
-    try:
-        a, _, b = (frames or ":").partition(":")
-        span = slice(int(a) if a else None, int(b) if b else None)
-    except ValueError:
-        raise InvalidInput("--frames", f"expected A:B with integers, got {frames!r}") from None
-    numbers = list(range(motion.num_frames))[span]
+    numbers = list(range(motion.num_frames))[slice(*_span(frames, "--frames"))]
     renders = render_motion(character, motion, views=views, frames=numbers, with_depth=False)
     iio.imwrite(out, contact_sheet(renders, columns=columns, frame_numbers=numbers))
     typer.echo(f"wrote {out} ({len(renders.cameras)} views x {len(numbers)} frames of {name!r})")
