@@ -36,6 +36,7 @@ from anymole.rig.character import Character, SkinnedMesh
 from anymole.rig.motion import Motion
 from anymole.rig.quat import (
     quat_apply,
+    quat_conj,
     quat_continuity,
     quat_mul,
     rotmat_to_unitquat,
@@ -187,11 +188,17 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
-def _select_joints(raw: RawScene, path: str) -> list[int]:
-    """Node indices of the skeleton's joints, in the node list's depth-first order."""
-    index = {}
+def _node_index(raw: RawScene) -> dict[str, int]:
+    """Name → index of the first node of that name (bones and channels name their node; names may repeat)."""
+    index: dict[str, int] = {}
     for i, n in enumerate(raw.node_names):
         index.setdefault(n, i)
+    return index
+
+
+def _select_joints(raw: RawScene, path: str) -> list[int]:
+    """Node indices of the skeleton's joints, in the node list's depth-first order."""
+    index = _node_index(raw)
     bones: set[int] = set()
     for mesh in raw.meshes:
         for b in mesh.bone_names:
@@ -243,7 +250,7 @@ class _Converted:
     def quat(self, q: np.ndarray) -> torch.Tensor:
         qt = torch.from_numpy(np.asarray(q, dtype=np.float64))
         qm = self.qm.expand_as(qt)
-        return quat_mul(quat_mul(qm, qt), torch.cat((-qm[..., :3], qm[..., 3:]), -1))
+        return quat_mul(quat_mul(qm, qt), quat_conj(qm))
 
 
 def scene_to_character(
@@ -324,9 +331,7 @@ def _build_mesh(
     world_p: torch.Tensor,
     path: str,
 ) -> SkinnedMesh | None:
-    index = {}
-    for i, n in enumerate(raw.node_names):
-        index.setdefault(n, i)
+    index = _node_index(raw)
     verts, norms, uvs, faces, jidx = [], [], [], [], []
     has_normals = all(mesh.normals is not None for mesh in raw.meshes)
     has_uvs = all(mesh.uvs is not None for mesh in raw.meshes)
@@ -493,9 +498,7 @@ def _build_motions(
         set(joint_nodes) | {a for j, n in enumerate(joint_nodes) if parents[j] < 0 for a in _ancestors(parents_node, n)}
     )
     slot = {n: i for i, n in enumerate(needed)}
-    index: dict[str, int] = {}
-    for i, n in enumerate(raw.node_names):
-        index.setdefault(n, i)
+    index = _node_index(raw)
     out: dict[str, Motion] = {}
     for anim, name in zip(raw.animations, names, strict=True):
         if clip is not None and name != clip:
