@@ -13,9 +13,10 @@ overlapping limbs) adds coverage outside the outline, which fattens it by up to 
 near the internal edges of a fine tessellation stay below 1 inside the body. Here the 0.5 level is the
 hard outline (the GL mask) and the inside saturates.
 
-Cost: the coverage test is pixels × triangles (no autograd), the distance pixels × outline edges (a few
-hundred); both run in chunks, the distance with activation checkpointing. For meshes of thousands of
-triangles, render at a reduced resolution (`Cameras.resized`): mimicking needs the outline's shape only.
+Cost: the coverage test is pixels × triangles and the nearest-edge search pixels × outline edges (a few
+hundred), both in chunks and without autograd; only each pixel's nearest edge is differentiated. For meshes
+of thousands of triangles, render at a reduced resolution (`Cameras.resized`): mimicking needs the
+outline's shape only.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from anymole.errors import InvalidInput
 from anymole.render.cameras import Cameras
 
 __all__ = ["soft_render", "soft_silhouette"]
+
+
+def _edges(tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edges ``a_i → a_{i+1}`` ``(..., T, 3, 2)`` of 2D triangles ``(..., T, 3, 2)`` and twice their signed
+    areas ``(..., T)`` (positive: counter-clockwise in pixel coordinates)."""
+    e = tri.roll(-1, dims=-2) - tri
+    return e, e[..., 0, 0] * e[..., 1, 1] - e[..., 0, 1] * e[..., 1, 0]
 
 
 def _signed_distance(pix: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
@@ -46,8 +54,7 @@ def _signed_distance(pix: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
         ``(..., P, T)``; degenerate (zero-area) triangles are far outside.
     """
     a = tri
-    e = a.roll(-1, dims=-2) - a  # (..., T, 3, 2) edges a_i → a_{i+1}
-    area2 = e[..., 0, 0] * e[..., 1, 1] - e[..., 0, 1] * e[..., 1, 0]  # (..., T)
+    e, area2 = _edges(a)
     orient = torch.sign(area2).unsqueeze(-1)
     inv_len = e.square().sum(-1).clamp_min(1e-12).rsqrt()
     # Line i, positive inside: orient · cross(e_i, p − a_i) / |e_i| = A x + B y + C.
@@ -67,16 +74,19 @@ def _signed_distance(pix: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
     return torch.where(area2.unsqueeze(-2).abs() > 1e-9, d, torch.full_like(d, -1e4))
 
 
-def _project_triangles(
-    vertices: torch.Tensor, faces: torch.Tensor, cameras: Cameras
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(tri_px (C, B, T, 3, 2), tri_depth (C, B, T), visible (C, B, T))`` of ``(B, V, 3)`` vertices."""
+def _project(
+    vertices: torch.Tensor, faces: torch.Tensor, cameras: Cameras, sigma: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check the inputs and project ``(B, V, 3)`` vertices: ``(px (C, B, V, 2), tri_px (C, B, T, 3, 2),
+    tri_depth (C, B, T, 3) (m), live (C, B, T))``, live meaning wholly in front of the near plane."""
+    if vertices.ndim != 3 or vertices.shape[-1] != 3:
+        raise InvalidInput("vertices", f"need (B, V, 3), got {tuple(vertices.shape)}")
+    if sigma <= 0:
+        raise InvalidInput("sigma", f"must be > 0 px, got {sigma}")
     px, depth = cameras.project(vertices)  # (C, B, V, 2), (C, B, V)
     f = faces.long()
-    tri_px = px[:, :, f]  # (C, B, T, 3, 2)
     tri_depth = depth[:, :, f]
-    visible = (tri_depth > cameras.znear).all(-1)
-    return tri_px, tri_depth.mean(-1), visible
+    return px, px[:, :, f], tri_depth, (tri_depth > cameras.znear).all(-1)
 
 
 def _pixel_grid(cameras: Cameras, like: torch.Tensor) -> torch.Tensor:
@@ -122,8 +132,7 @@ def _edge_table(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
 def _inside_any(pix: torch.Tensor, tri: torch.Tensor, live: torch.Tensor, budget: int) -> torch.Tensor:
     """``(..., P)`` bool: is each point inside any live triangle? ``pix (..., P, 2)`` or ``(P, 2)``, no gradient."""
     with torch.no_grad():
-        e = tri.roll(-1, dims=-2) - tri
-        area2 = e[..., 0, 0] * e[..., 1, 1] - e[..., 0, 1] * e[..., 1, 0]
+        e, area2 = _edges(tri)
         orient = torch.sign(area2).unsqueeze(-1)
         coef = torch.stack(
             (
@@ -200,8 +209,7 @@ def _outline(
         faces: ``(T, 3)``.
     """
     edges, edge_faces, opposite = _edge_table(faces)
-    e = tri_px.roll(-1, dims=-2) - tri_px
-    area2 = e[..., 0, 0] * e[..., 1, 1] - e[..., 0, 1] * e[..., 1, 0]  # (C, B, T)
+    _, area2 = _edges(tri_px)  # (C, B, T)
     side = torch.where(live, torch.sign(area2), torch.zeros_like(area2))
     f0, f1 = edge_faces[:, 0], edge_faces[:, 1]
     s0 = side[..., f0]
@@ -251,21 +259,27 @@ def soft_silhouette(
     Returns:
         ``(C, B, H, W)`` coverage in [0, 1], 0.5 on the outline; differentiable in ``vertices``.
     """
-    if vertices.ndim != 3 or vertices.shape[-1] != 3:
-        raise InvalidInput("vertices", f"need (B, V, 3), got {tuple(vertices.shape)}")
-    if sigma <= 0:
-        raise InvalidInput("sigma", f"must be > 0 px, got {sigma}")
-    px, depth = cameras.project(vertices)  # (C, B, V, 2), (C, B, V)
-    f = faces.long()
-    tri_px = px[:, :, f]
-    live = (depth[:, :, f] > cameras.znear).all(-1)
-    pix = _pixel_grid(cameras, vertices)
+    px, tri_px, _, live = _project(vertices, faces, cameras, sigma)
     c, b = live.shape[:2]
-    inside = _inside_any(pix, tri_px.detach(), live, pairs_per_chunk)  # (C, B, P)
-    segments, valid = _outline(px, tri_px, live, faces, pairs_per_chunk)
-    dist = _outline_distance(pix, segments, valid, pairs_per_chunk)
-    signed = torch.where(inside, dist, -dist)
-    return torch.sigmoid(signed / sigma).reshape(c, b, cameras.height, cameras.width)
+    coverage = _coverage(px, tri_px, live, faces, cameras, sigma, pairs_per_chunk)
+    return coverage.reshape(c, b, cameras.height, cameras.width)
+
+
+def _coverage(
+    px: torch.Tensor,
+    tri_px: torch.Tensor,
+    live: torch.Tensor,
+    faces: torch.Tensor,
+    cameras: Cameras,
+    sigma: float,
+    budget: int,
+) -> torch.Tensor:
+    """``(C, B, P)`` soft coverage of the image's pixels (row-major) from `_project`'s outputs."""
+    pix = _pixel_grid(cameras, px)
+    inside = _inside_any(pix, tri_px.detach(), live, budget)  # (C, B, P)
+    segments, valid = _outline(px, tri_px, live, faces, budget)
+    dist = _outline_distance(pix, segments, valid, budget)
+    return torch.sigmoid(torch.where(inside, dist, -dist) / sigma)
 
 
 def soft_render(
@@ -301,9 +315,7 @@ def soft_render(
     Returns:
         ``(rgb (C, B, 3, H, W), silhouette (C, B, H, W))``; differentiable in ``vertices``.
     """
-    if vertices.ndim != 3 or vertices.shape[-1] != 3:
-        raise InvalidInput("vertices", f"need (B, V, 3), got {tuple(vertices.shape)}")
-    tri_px, tri_z, visible = _project_triangles(vertices, faces, cameras)
+    px, tri_px, tri_depth, visible = _project(vertices, faces, cameras, sigma)
     c, b, n_tri = visible.shape
     # Flat headlight shading in camera space (same light direction as the GL shader).
     f = faces.long()
@@ -314,7 +326,7 @@ def soft_render(
     light = torch.nn.functional.normalize(torch.tensor([0.35, 0.6, 1.0], dtype=vertices.dtype), dim=0)
     shade = ambient + (1.0 - ambient) * (n_cam @ light.to(vertices.device)).abs()  # (C, B, T)
     col = face_colors.to(vertices).expand(b, n_tri, 3).unsqueeze(0) * shade.unsqueeze(-1)  # (C, B, T, 3)
-    znorm = (cameras.zfar - tri_z) / (cameras.zfar - cameras.znear)  # 1 near, 0 far
+    znorm = (cameras.zfar - tri_depth.mean(-1)) / (cameras.zfar - cameras.znear)  # 1 near, 0 far
     pix = _pixel_grid(cameras, vertices)
     n_pix = pix.shape[0]
     step = _chunk(n_pix, c * b, pairs_per_chunk)
@@ -346,8 +358,7 @@ def soft_render(
         s_acc = s_acc * old + t[..., 1:2] * new
         rgb_acc = rgb_acc * old + t[..., 2:5] * new
         m_acc = m_new
-    alpha = soft_silhouette(vertices, faces, cameras, sigma=sigma, pairs_per_chunk=pairs_per_chunk)
-    alpha = alpha.reshape(c, b, n_pix, 1)
+    alpha = _coverage(px, tri_px, visible, faces, cameras, sigma, pairs_per_chunk).unsqueeze(-1)
     rgb = alpha * rgb_acc / s_acc.clamp_min(1e-30) + (1.0 - alpha) * bg
     rgb = rgb.reshape(c, b, cameras.height, cameras.width, 3).permute(0, 1, 4, 2, 3)
     return rgb, alpha.reshape(c, b, cameras.height, cameras.width)
