@@ -84,6 +84,40 @@ async def test_result_files(make_server, connect, tiny, make_req):
     assert (job_dir / "result.glb").read_bytes() == glb
 
 
+async def test_results_beyond_the_message_limit_arrive_in_parts(make_server, connect, tiny, make_req):
+    from anymole.service.convert import Limits
+
+    limits = Limits(max_message_bytes=1 << 16)
+    server, port = await make_server(limits=limits)
+    client = await connect(port)
+    up = await client.upload_character(tiny(5))
+    events = await _collect(client.inbetween(make_req(up, keys=(1999,))))
+    job_id = events[0].job_id
+    assert isinstance(events[-1].event, Completed)
+    stored = server.jobs.store.load_result(job_id)
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # 2000 frames × 5 joints do not fit one 64 KiB answer
+        await client.stub.GetResult(pb.GetResultRequest(job_id=job_id), metadata=client.metadata)
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    motion, npz = await client.result(job_id, 5, ".npz")
+    assert len(npz) > limits.max_message_bytes
+    torch.testing.assert_close(motion.rotations, stored.rotations, rtol=0, atol=0)
+    torch.testing.assert_close(motion.root_translation, stored.root_translation, rtol=0, atol=0)
+    with np.load(io.BytesIO(npz)) as z:
+        np.testing.assert_array_equal(z["rotations"], stored.rotations.numpy())
+    parts = [
+        p.WhichOneof("part")
+        async for p in client.stub.DownloadResult(
+            pb.DownloadResultRequest(job_id=job_id, format=pb.RESULT_FORMAT_NPZ, chunk_bytes=10_000),
+            metadata=client.metadata,
+        )
+    ]
+    assert parts[0] == "header" and parts.count("header") == 1
+    assert parts.count("motion") == -(-2000 // (limits.max_message_bytes // (2 * 4 * (5 * 4 + 3))))
+    assert parts.count("file_chunk") == -(-len(npz) // 10_000)
+    assert parts == sorted(parts, key=["header", "motion", "file_chunk"].index)
+
+
 async def test_result_of_unknown_or_unfinished_jobs(make_server, connect, tiny, make_req):
     fake = FakePipeline()
     _, port = await make_server(fake)

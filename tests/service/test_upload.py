@@ -140,7 +140,7 @@ async def test_messages_beyond_grpc_default_4mb_pass_both_ways(make_server, conn
     assert len(payload) > 4 * 2**20
     up = await client.upload(payload, pb.CHARACTER_FORMAT_PROTO, chunk_bytes=2**20)
     assert up.vertex_count == v
-    # A 20000-frame result of 25 joints is an 8 MB GetResult message.
+    # A 20000-frame result of 25 joints is one 8 MB motion part of DownloadResult.
     events = [st async for st in client.inbetween(make_req(up, keys=(20_000,), chunk_frames=5000))]
     motion, _ = await client.result(events[0].job_id, 25)
     assert motion.num_frames == 20_001

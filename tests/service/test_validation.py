@@ -235,6 +235,7 @@ METHODS = {
     "CancelJob": "unary_unary",
     "ListJobs": "unary_unary",
     "GetResult": "unary_unary",
+    "DownloadResult": "unary_stream",
 }
 
 

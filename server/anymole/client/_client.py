@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import torch
 
-from anymole.errors import InvalidInput
+from anymole.errors import AnymoleError, InvalidInput
 from anymole.rig import Character, Motion, Skeleton
 from anymole.service import convert
 from anymole.service.jobs import JobInfo, JobState, Stamped
@@ -211,10 +211,33 @@ class AnyMoLeClient:
         return [convert.job_info_from_proto(j) for j in resp.jobs]
 
     async def result(self, job_id: str, num_joints: int, file_suffix: str = "") -> tuple[Motion, bytes]:
-        """The result timeline of a completed job and, for ``file_suffix`` ".glb"/".bvh"/".npz", that file."""
+        """The result timeline of a completed job and, for ``file_suffix`` ".glb"/".bvh"/".npz", that file.
+
+        Streamed in parts (DownloadResult), so that results beyond the message limit arrive too."""
         fmt = _RESULT_FORMAT.get(file_suffix.lower())
         if fmt is None:
             raise InvalidInput("file_suffix", f"no result format {file_suffix!r}; use .glb, .bvh or .npz")
-        resp = await self.stub.GetResult(pb.GetResultRequest(job_id=job_id, format=fmt), metadata=self.metadata)
-        motion = convert.clip_to_motion(resp.motion, num_joints, convert.Limits(), "motion")
-        return motion, resp.file
+        request = pb.DownloadResultRequest(job_id=job_id, format=fmt)
+        header: pb.ResultHeader | None = None
+        clip, data = pb.Clip(), bytearray()
+        async for part in self.stub.DownloadResult(request, metadata=self.metadata):
+            kind = part.WhichOneof("part")
+            if kind == "header":
+                header = part.header
+                clip.fps = header.fps
+            elif kind == "motion":
+                if part.motion.frame_start != clip.frame_count:
+                    raise AnymoleError(
+                        f"the result of job {job_id} skipped from frame {clip.frame_count} to "
+                        f"{part.motion.frame_start}; update the client or the server"
+                    )
+                clip.frame_count += part.motion.frame_count
+                clip.rotations.extend(part.motion.rotations)
+                clip.root_translations.extend(part.motion.root_translations)
+                clip.translations.extend(part.motion.translations)
+            elif kind == "file_chunk":
+                data += part.file_chunk
+        if header is None or clip.frame_count != header.total_frames or len(data) != header.file_bytes:
+            raise AnymoleError(f"the result of job {job_id} arrived incomplete; call result() again")
+        motion = convert.clip_to_motion(clip, num_joints, convert.Limits(), "motion")
+        return motion, bytes(data)

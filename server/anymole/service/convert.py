@@ -11,7 +11,7 @@ Packed layout (proto comments): rotations ``F*J*4`` float32 xyzw, translations `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,9 +43,12 @@ __all__ = [
     "clip_to_motion",
     "event_from_proto",
     "event_to_proto",
+    "frames_per_message",
     "inbetween_request",
     "job_info_from_proto",
     "job_info_to_proto",
+    "motion_chunk_to_proto",
+    "motion_to_chunks",
     "motion_to_clip",
     "skeleton_from_proto",
     "skeleton_to_proto",
@@ -120,6 +123,14 @@ def _unit_quats(arr: np.ndarray, field: str, tol: float, names: tuple[str, ...] 
         )
     # Quaternions already unit to float32 precision pass bit-exact (engines send back what they read).
     return (arr / np.where(dev > 1e-6, norm, 1.0)[..., None]).astype(np.float32)
+
+
+def frames_per_message(limits: Limits, num_joints: int, with_translations: bool) -> int:
+    """Most motion frames of a ``num_joints`` skeleton one `MotionChunk` may carry: every chunk must fit one
+    gRPC message, or no watcher could receive it nor replay past it. Half the message limit, the rest is
+    headroom for the framing around the floats."""
+    frame_bytes = 4 * (num_joints * 4 + 3 + (num_joints * 3 if with_translations else 0))
+    return max(1, limits.max_message_bytes // (2 * frame_bytes))
 
 
 def _count_check(n: int, limit: int, field: str, what: str) -> None:
@@ -397,10 +408,8 @@ def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limi
         if trs is not None:
             trs[i] = _floats(k.translations, j * 3, f"{f}.translations", f"{j} joints × 3").reshape(j, 3)
             trs[i, 0] = roots[i]
-    # Every MotionChunk event must fit one gRPC message, or no watcher could receive it nor replay past it:
-    # cap the frames per chunk at half the message limit (the rest is headroom for the event's framing).
-    frame_bytes = 4 * (j * 4 + 3 + (j * 3 if context.translations is not None else 0))
-    chunk = min(req.chunk_frames or DEFAULT_CHUNK_FRAMES, max(1, limits.max_message_bytes // (2 * frame_bytes)))
+    fitting = frames_per_message(limits, j, context.translations is not None)
+    chunk = min(req.chunk_frames or DEFAULT_CHUNK_FRAMES, fitting)
     return JobSpec(
         character_id=req.character_id,
         character=character,
@@ -512,6 +521,27 @@ def job_info_from_proto(msg: pb.JobSummary) -> JobInfo:
     )
 
 
+def motion_chunk_to_proto(ev: MotionChunk) -> pb.MotionChunk:
+    return pb.MotionChunk(
+        frame_start=ev.frame_start,
+        frame_count=ev.frame_count,
+        rotations=_flat(ev.rotations),
+        root_translations=_flat(ev.root_translation),
+        is_final=ev.is_final,
+        translations=_flat(ev.translations),
+    )
+
+
+def motion_to_chunks(motion: Motion, limits: Limits) -> Iterator[pb.MotionChunk]:
+    """The whole of ``motion`` as final `MotionChunk` messages in frame order, each fitting one message."""
+    step = frames_per_message(limits, int(motion.rotations.shape[1]), motion.translations is not None)
+    tr = motion.translations
+    for s in range(0, motion.num_frames, step):
+        e = s + step
+        chunk = MotionChunk(s, motion.rotations[s:e], motion.root_translation[s:e], True, None if tr is None else tr[s:e])
+        yield motion_chunk_to_proto(chunk)
+
+
 def event_to_proto(st: Stamped) -> pb.JobEvent:
     """A stamped domain event as the wire `JobEvent`."""
     msg = pb.JobEvent(job_id=st.job_id, seq=st.seq, time_unix=st.time)
@@ -537,16 +567,7 @@ def event_to_proto(st: Stamped) -> pb.JobEvent:
             )
         )
     elif isinstance(ev, MotionChunk):
-        msg.motion.CopyFrom(
-            pb.MotionChunk(
-                frame_start=ev.frame_start,
-                frame_count=ev.frame_count,
-                rotations=_flat(ev.rotations),
-                root_translations=_flat(ev.root_translation),
-                is_final=ev.is_final,
-                translations=_flat(ev.translations),
-            )
-        )
+        msg.motion.CopyFrom(motion_chunk_to_proto(ev))
     elif isinstance(ev, Completed):
         msg.completed.CopyFrom(
             pb.Completed(

@@ -239,15 +239,32 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
     @_unary
     async def GetResult(self, request: pb.GetResultRequest, context: Any) -> pb.GetResultResponse:
         motion = self.jobs.result(request.job_id)
-        response = pb.GetResultResponse(motion=convert.motion_to_clip(motion))
-        if request.format != pb.RESULT_FORMAT_UNSPECIFIED:
-            suffix = _RESULT_SUFFIX.get(request.format)
-            if suffix is None:
-                raise InvalidInput("format", f"unknown result format {request.format}")
-            path = await asyncio.to_thread(self._result_file, request.job_id, suffix, motion)
-            response.file = path.read_bytes()
-            response.file_name = f"{request.job_id}{suffix}"
-        return response
+        data, name = await self._file_of(request.job_id, request.format, motion)
+        return pb.GetResultResponse(motion=convert.motion_to_clip(motion), file=data, file_name=name)
+
+    @_streaming
+    async def DownloadResult(
+        self, request: pb.DownloadResultRequest, context: Any
+    ) -> AsyncIterator[pb.DownloadResultResponse]:
+        motion = self.jobs.result(request.job_id)
+        data, name = await self._file_of(request.job_id, request.format, motion)
+        header = pb.ResultHeader(fps=motion.fps, total_frames=motion.num_frames, file_bytes=len(data), file_name=name)
+        yield pb.DownloadResultResponse(header=header)
+        for chunk in convert.motion_to_chunks(motion, self.limits):
+            yield pb.DownloadResultResponse(motion=chunk)
+        step = min(request.chunk_bytes or self.limits.upload_chunk_bytes, self.limits.max_message_bytes // 2)
+        for i in range(0, len(data), step):
+            yield pb.DownloadResultResponse(file_chunk=data[i : i + step])
+
+    async def _file_of(self, job_id: str, fmt: pb.ResultFormat.ValueType, motion: Any) -> tuple[bytes, str]:
+        """The bytes and suggested name of a job's result file in ``fmt``; empty for no format."""
+        if fmt == pb.RESULT_FORMAT_UNSPECIFIED:
+            return b"", ""
+        suffix = _RESULT_SUFFIX.get(fmt)
+        if suffix is None:
+            raise InvalidInput("format", f"unknown result format {fmt}; use GLB, BVH or NPZ")
+        path = await asyncio.to_thread(self._result_file, job_id, suffix, motion)
+        return await asyncio.to_thread(path.read_bytes), f"{job_id}{suffix}"
 
     def _result_file(self, job_id: str, suffix: str, motion: Any) -> Any:
         """The job's result file, written on first request (worker thread; one writer per job)."""

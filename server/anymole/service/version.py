@@ -2,7 +2,8 @@
 
 History (bump ``minor`` for compatible additions, ``major`` for anything a deployed plugin would misread):
     1.0  first release: GetServerInfo, UploadCharacter, Inbetween, SubmitJob, WatchJob, CancelJob, ListJobs,
-         GetResult; JobEvent with queued/progress/preview/motion/completed/failed/cancelled/interrupted.
+         GetResult, DownloadResult; JobEvent with queued/progress/preview/motion/completed/failed/cancelled/
+         interrupted.
 
 A client sends its version as ``anymole-protocol-version: MAJOR.MINOR`` metadata on every call and in
 ``GetServerInfoRequest.client_protocol``. Equal majors are compatible; the minor only informs.

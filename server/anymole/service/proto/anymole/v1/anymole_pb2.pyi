@@ -1536,3 +1536,103 @@ class GetResultResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetResultResponse: _TypeAlias = GetResultResponse  # noqa: Y015
+
+@_typing.final
+class DownloadResultRequest(_message.Message):
+    """Request of DownloadResult."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    CHUNK_BYTES_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """A completed job."""
+    format: Global___ResultFormat.ValueType
+    """The file to include, if any."""
+    chunk_bytes: _builtins.int
+    """Largest file chunk, in bytes; 0 lets the server choose (`Limits.upload_chunk_bytes`)."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        format: Global___ResultFormat.ValueType = ...,
+        chunk_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_bytes", b"chunk_bytes", "format", b"format", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadResultRequest: _TypeAlias = DownloadResultRequest  # noqa: Y015
+
+@_typing.final
+class DownloadResultResponse(_message.Message):
+    """One message of the DownloadResult stream: a header first, then motion chunks, then file chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    MOTION_FIELD_NUMBER: _builtins.int
+    FILE_CHUNK_FIELD_NUMBER: _builtins.int
+    file_chunk: _builtins.bytes
+    """The next slice of the requested file, in order."""
+    @_builtins.property
+    def header(self) -> Global___ResultHeader:
+        """First message: what is coming."""
+
+    @_builtins.property
+    def motion(self) -> Global___MotionChunk:
+        """The next frames of the whole result timeline (the context included), in order from frame 0."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___ResultHeader | None = ...,
+        motion: Global___MotionChunk | None = ...,
+        file_chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file_chunk", b"file_chunk", "header", b"header", "motion", b"motion", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_chunk", b"file_chunk", "header", b"header", "motion", b"motion", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "motion", "file_chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___DownloadResultResponse: _TypeAlias = DownloadResultResponse  # noqa: Y015
+
+@_typing.final
+class ResultHeader(_message.Message):
+    """Describes a result before its parts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FPS_FIELD_NUMBER: _builtins.int
+    TOTAL_FRAMES_FIELD_NUMBER: _builtins.int
+    FILE_BYTES_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    fps: _builtins.float
+    """Frames per second of the timeline."""
+    total_frames: _builtins.int
+    """Length of the timeline in frames: the motion chunks cover frames 0 .. total_frames - 1."""
+    file_bytes: _builtins.int
+    """Length of the requested file in bytes; 0 when no file was requested."""
+    file_name: _builtins.str
+    """A suggested file name for the file, e.g. "job-1f3c.glb"; empty when no file was requested."""
+    def __init__(
+        self,
+        *,
+        fps: _builtins.float = ...,
+        total_frames: _builtins.int = ...,
+        file_bytes: _builtins.int = ...,
+        file_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_bytes", b"file_bytes", "file_name", b"file_name", "fps", b"fps", "total_frames", b"total_frames"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResultHeader: _TypeAlias = ResultHeader  # noqa: Y015

@@ -76,6 +76,11 @@ class AnyMoLeServiceStub:
                 request_serializer=anymole_dot_v1_dot_anymole__pb2.GetResultRequest.SerializeToString,
                 response_deserializer=anymole_dot_v1_dot_anymole__pb2.GetResultResponse.FromString,
                 _registered_method=True)
+        self.DownloadResult = channel.unary_stream(
+                '/anymole.v1.AnyMoLeService/DownloadResult',
+                request_serializer=anymole_dot_v1_dot_anymole__pb2.DownloadResultRequest.SerializeToString,
+                response_deserializer=anymole_dot_v1_dot_anymole__pb2.DownloadResultResponse.FromString,
+                _registered_method=True)
 
 
 class AnyMoLeServiceServicer:
@@ -137,6 +142,16 @@ class AnyMoLeServiceServicer:
 
     def GetResult(self, request, context):
         """The final motion of a completed job, optionally with a file (GLB, BVH or NPZ) holding it.
+        Fails with RESOURCE_EXHAUSTED when the answer exceeds `Limits.max_message_bytes`; DownloadResult
+        streams any size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadResult(self, request, context):
+        """The same as GetResult in parts that each fit a message: a header, the whole timeline as motion
+        chunks in frame order, then the requested file in chunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -184,6 +199,11 @@ def add_AnyMoLeServiceServicer_to_server(servicer, server):
                     servicer.GetResult,
                     request_deserializer=anymole_dot_v1_dot_anymole__pb2.GetResultRequest.FromString,
                     response_serializer=anymole_dot_v1_dot_anymole__pb2.GetResultResponse.SerializeToString,
+            ),
+            'DownloadResult': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadResult,
+                    request_deserializer=anymole_dot_v1_dot_anymole__pb2.DownloadResultRequest.FromString,
+                    response_serializer=anymole_dot_v1_dot_anymole__pb2.DownloadResultResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -403,6 +423,33 @@ class AnyMoLeService:
             '/anymole.v1.AnyMoLeService/GetResult',
             anymole_dot_v1_dot_anymole__pb2.GetResultRequest.SerializeToString,
             anymole_dot_v1_dot_anymole__pb2.GetResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/anymole.v1.AnyMoLeService/DownloadResult',
+            anymole_dot_v1_dot_anymole__pb2.DownloadResultRequest.SerializeToString,
+            anymole_dot_v1_dot_anymole__pb2.DownloadResultResponse.FromString,
             options,
             channel_credentials,
             insecure,

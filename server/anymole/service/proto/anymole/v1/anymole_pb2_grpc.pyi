@@ -71,7 +71,14 @@ class AnyMoLeServiceStub:
     ListJobs: _grpc.UnaryUnaryMultiCallable[_anymole_pb2.ListJobsRequest, _anymole_pb2.ListJobsResponse]
     """Lists the jobs the server knows, newest first (including jobs from before a restart)."""
     GetResult: _grpc.UnaryUnaryMultiCallable[_anymole_pb2.GetResultRequest, _anymole_pb2.GetResultResponse]
-    """The final motion of a completed job, optionally with a file (GLB, BVH or NPZ) holding it."""
+    """The final motion of a completed job, optionally with a file (GLB, BVH or NPZ) holding it.
+    Fails with RESOURCE_EXHAUSTED when the answer exceeds `Limits.max_message_bytes`; DownloadResult
+    streams any size.
+    """
+    DownloadResult: _grpc.UnaryStreamMultiCallable[_anymole_pb2.DownloadResultRequest, _anymole_pb2.DownloadResultResponse]
+    """The same as GetResult in parts that each fit a message: a header, the whole timeline as motion
+    chunks in frame order, then the requested file in chunks.
+    """
 
 @_typing.type_check_only
 class AnyMoLeServiceAsyncStub(AnyMoLeServiceStub):
@@ -100,7 +107,14 @@ class AnyMoLeServiceAsyncStub(AnyMoLeServiceStub):
     ListJobs: _aio.UnaryUnaryMultiCallable[_anymole_pb2.ListJobsRequest, _anymole_pb2.ListJobsResponse]  # type: ignore[assignment]
     """Lists the jobs the server knows, newest first (including jobs from before a restart)."""
     GetResult: _aio.UnaryUnaryMultiCallable[_anymole_pb2.GetResultRequest, _anymole_pb2.GetResultResponse]  # type: ignore[assignment]
-    """The final motion of a completed job, optionally with a file (GLB, BVH or NPZ) holding it."""
+    """The final motion of a completed job, optionally with a file (GLB, BVH or NPZ) holding it.
+    Fails with RESOURCE_EXHAUSTED when the answer exceeds `Limits.max_message_bytes`; DownloadResult
+    streams any size.
+    """
+    DownloadResult: _aio.UnaryStreamMultiCallable[_anymole_pb2.DownloadResultRequest, _anymole_pb2.DownloadResultResponse]  # type: ignore[assignment]
+    """The same as GetResult in parts that each fit a message: a header, the whole timeline as motion
+    chunks in frame order, then the requested file in chunks.
+    """
 
 class AnyMoLeServiceServicer(metaclass=_abc_1.ABCMeta):
     """The in-betweening service that the Unity and Unreal plugins and the headless client talk to."""
@@ -174,6 +188,19 @@ class AnyMoLeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _anymole_pb2.GetResultRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_anymole_pb2.GetResultResponse, _abc.Awaitable[_anymole_pb2.GetResultResponse]]:
-        """The final motion of a completed job, optionally with a file (GLB, BVH or NPZ) holding it."""
+        """The final motion of a completed job, optionally with a file (GLB, BVH or NPZ) holding it.
+        Fails with RESOURCE_EXHAUSTED when the answer exceeds `Limits.max_message_bytes`; DownloadResult
+        streams any size.
+        """
+
+    @_abc_1.abstractmethod
+    def DownloadResult(
+        self,
+        request: _anymole_pb2.DownloadResultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_anymole_pb2.DownloadResultResponse], _abc.AsyncIterator[_anymole_pb2.DownloadResultResponse]]:
+        """The same as GetResult in parts that each fit a message: a header, the whole timeline as motion
+        chunks in frame order, then the requested file in chunks.
+        """
 
 def add_AnyMoLeServiceServicer_to_server(servicer: AnyMoLeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
