@@ -90,6 +90,7 @@ def test_conditioning_dropout_cases(conv_prior) -> None:
 def test_presets_keep_the_recipe_and_differ_only_where_documented() -> None:
     ref, fast = ICAdaptConfig.reference(), ICAdaptConfig.fast()
     assert ref == ICAdaptConfig() and (ref.mode, ref.selective_checkpointing, ref.compile) == ("spatial", False, False)
+    assert (ref.steps, ref.lr, ref.batch_size, ref.grad_accum) == (500, 1e-5, 8, 1)  # 8 clips, one micro-batch
     same = ("steps", "lr", "grad_clip", "weight_decay", "uncond_prob", "seed", "autocast_dtype", "compile")
     assert all(getattr(fast, k) == getattr(ref, k) for k in same)
     assert (fast.steps, fast.lr, fast.batch_size * fast.grad_accum) == (500, 1e-5, 8)
@@ -110,7 +111,7 @@ def test_config_validation() -> None:
 
 
 def test_one_micro_batch_of_8_equals_4x2_accumulation(conv_prior) -> None:
-    """The fast presets' 8 × 1 micro-batching changes speed, not the gradient of a step (equal halves)."""
+    """The default 8 × 1 micro-batching gives the gradient of the reference trainer's 4 × 2 (equal halves)."""
     bank, schedule = _bank(views=4), DDIMSchedule()
     x0, first, last, fps, t, noise = _fixed_batch(conv_prior, bank, schedule)
     x0, first, last, fps, t, noise = (a[:8] for a in (x0, first, last, fps, t, noise))

@@ -1,16 +1,18 @@
 """ICAdapt: in-context fine-tuning of the video prior on clips of the scene's own context renders.
 
 AnyMoLe supplementary A.1 and the reference trainer: v-target L2 loss at a uniformly drawn timestep, one fixed
-caption for the scene, the fps of each clip (30/15/10) fed to the fps embedding, AdamW at lr 1e-5, batch 4 with
-gradient accumulation 2, grad-norm clip 0.5, 500 optimiser steps, classifier-free-guidance dropout of the
-conditioning (text alone 5 %, text and image 5 %, image alone 5 %; the concatenated frame latents are never
-dropped). By default only the spatial layers train (``mode="spatial"``), as in the reference.
+caption for the scene, the fps of each clip (30/15/10) fed to the fps embedding, AdamW at lr 1e-5, 8 clips a
+step, grad-norm clip 0.5, 500 optimiser steps, classifier-free-guidance dropout of the conditioning (text alone
+5 %, text and image 5 %, image alone 5 %; the concatenated frame latents are never dropped). By default only the
+spatial layers train (``mode="spatial"``), as in the reference.
 
-`ICAdaptConfig()` is that reference recipe; `ICAdaptConfig.fast()` is an explicit, documented speed preset
-(partial fine-tuning of the decoder half, the 8 clips in one micro-batch) with the same steps, learning rate
-and clips per step. Measured costs of both are in ``docs/benchmarks.md`` (Video prior): on an H100 the
-reference recipe takes 2.6 s a step as 4 × 2 micro-batches but 1.6 s as one micro-batch of 8 (the same
-gradient for the same clips; the random draws come in another order; 29 GiB), the fast preset 1.07 s.
+`ICAdaptConfig()` is that reference recipe, its 8 clips in one micro-batch. The reference trainer splits them
+into 4 × 2 accumulated micro-batches (it runs without activation checkpointing, 43 GiB for 4 clips); the split
+gives the same gradient for the same clips (tested; only the order of the random draws differs), and with our
+checkpointing it saves no memory (29.2 vs 29.3 GiB peak on an H100) but costs 1.65× the time (2.59 vs 1.57 s a
+step), so it is only an option (``batch_size=4, grad_accum=2``). `ICAdaptConfig.fast()` is an explicit,
+documented speed preset (partial fine-tuning of the decoder half) with the same steps, learning rate and clips
+per step: 1.07 s a step. Measured costs are in ``docs/benchmarks.md`` (Video prior).
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ Predict = Callable[[torch.Tensor, torch.Tensor, VideoCondition], torch.Tensor]
 
 @dataclass(frozen=True)
 class ICAdaptConfig:
-    """ICAdapt settings; the defaults are the paper's and the reference trainer's.
+    """ICAdapt settings; the defaults are the paper's and the reference trainer's recipe.
 
     Attributes:
         steps: optimiser steps (500).
         lr: AdamW learning rate (1e-5).
-        batch_size: clips per micro-batch (4).
-        grad_accum: micro-batches per optimiser step (2; effective batch 8).
+        batch_size: clips per micro-batch (8: the whole step; 4 with ``grad_accum=2`` is the reference trainer's
+            split, the same gradient, slower).
+        grad_accum: micro-batches per optimiser step (1); clips a step = ``batch_size · grad_accum`` (8).
         mode: ``"spatial"`` (denoiser minus temporal layers and time/fps embeddings), ``"full"``, ``"lora"`` or
             ``"decoder"`` (the spatial set of the decoder half only: the backward pass skips the encoder; not
             the reference's trained set, so chosen only explicitly, e.g. through `fast`).
@@ -60,8 +63,8 @@ class ICAdaptConfig:
 
     steps: int = 500
     lr: float = 1e-5
-    batch_size: int = 4
-    grad_accum: int = 2
+    batch_size: int = 8
+    grad_accum: int = 1
     mode: str = "spatial"
     autocast_dtype: str = "bf16"
     gradient_checkpointing: bool = True
@@ -94,11 +97,10 @@ class ICAdaptConfig:
 
     @classmethod
     def fast(cls, **overrides: Any) -> ICAdaptConfig:
-        """Speed preset: same steps, learning rate, clips per step and loss as `reference`, but only the
-        decoder half's spatial layers train (``mode="decoder"``) and the 8 clips go through in one micro-batch
-        (per-call overhead, not FLOPs, dominates at 4 clips; 23 GiB at full size). A partial fine-tune: faster,
-        not the reference's trained set (its adaptation quality is not measured here)."""
-        return replace(cls(mode="decoder", batch_size=8, grad_accum=1), **overrides)
+        """Speed preset: same steps, learning rate, clips per step, micro-batching and loss as `reference`, but
+        only the decoder half's spatial layers train (``mode="decoder"``; 23 GiB at full size). A partial
+        fine-tune: faster, not the reference's trained set (its adaptation quality is not measured here)."""
+        return replace(cls(mode="decoder"), **overrides)
 
 
 @dataclass
