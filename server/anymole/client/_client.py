@@ -26,8 +26,9 @@ from anymole.service.version import METADATA_KEY, PROTOCOL_VERSION
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "AnyMoLeClient", "Uploaded"]
 
-DEFAULT_CHUNK_BYTES = 1 << 20
-MAX_MESSAGE_BYTES = 256 << 20
+# The server's defaults, so that both sides raise the message limit alike and chunk the same way.
+DEFAULT_CHUNK_BYTES = convert.Limits.upload_chunk_bytes
+MAX_MESSAGE_BYTES = convert.Limits.max_message_bytes
 _SUFFIX_FORMAT = {
     ".glb": pb.CHARACTER_FORMAT_GLB,
     ".fbx": pb.CHARACTER_FORMAT_FBX,
