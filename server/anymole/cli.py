@@ -397,12 +397,17 @@ def bench_video(
             kwargs["icadapt_variants"] = tuple((m, ckpt[c], int(b), rest == ["c"]) for m, c, b, *rest in specs)
         except (ValueError, KeyError):
             raise _fail(f"--icadapt-variant takes MODE:CKPT:CLIPS[:c] (e.g. decoder:s:4:c), got {icadapt_variant}") from None
+    earlier = json.loads(json_out.read_text()) if merge and json_out.exists() else None
+    if earlier is not None:  # refuse another card before the run, not after it
+        import torch
+
+        bench.merge(earlier, {"device": bench.device_name(torch.device(device))})
     on_partial = None if partial is None else lambda r: bench.write_json(bench.summarize(r), partial)
     results = bench.run_video_bench(
         bench.VideoBenchConfig(**kwargs), say=lambda line: typer.echo(line, err=True), on_partial=on_partial
     )
-    if merge and json_out.exists():
-        results = bench.merge(json.loads(json_out.read_text()), results)
+    if earlier is not None:
+        results = bench.merge(earlier, results)
     results = bench.summarize(results)
     bench.write_json(results, json_out)
     if markdown is not None and "sampling_s" in results and "icadapt" in results:

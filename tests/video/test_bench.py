@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from anymole.video.bench import _default_variant, _variant_name, summarize, write_json, write_markdown
+from anymole.errors import InvalidInput
+from anymole.video.bench import _default_variant, _variant_name, merge, summarize, write_json, write_markdown
 
 RESULTS = {
     "device": "NVIDIA H100 80GB HBM3",
@@ -103,3 +104,35 @@ def test_headlines_pick_best_reference_and_fast_variants_with_compile_cost() -> 
     r = summarize({"icadapt": runs})
     assert r["icadapt_fast_variant"] == "decoder_sac_compiled"
     assert r["icadapt_fast_500_steps_s"] == pytest.approx(500 * 0.9 + 50.0)
+
+
+def test_merge_keeps_each_phase_date_and_refuses_another_card() -> None:
+    sampling = {"device": "NVIDIA H100 80GB HBM3", "date": "06:09", "sampling_date": "06:09", "icadapt": {"spatial": {"step_s": 2.0}}}
+    later = {"device": "NVIDIA H100 80GB HBM3", "date": "06:53", "icadapt_date": "06:53", "icadapt": {"spatial_b8x1": {"step_s": 1.5}}}
+    merged = merge(sampling, later)
+    assert (merged["sampling_date"], merged["icadapt_date"], merged["date"]) == ("06:09", "06:53", "06:53")
+    assert set(merged["icadapt"]) == {"spatial", "spatial_b8x1"}
+    with pytest.raises(InvalidInput, match="NVIDIA H200"):
+        merge(sampling, later | {"device": "NVIDIA H200"})
+
+
+def test_markdown_dates_each_phase(tmp_path) -> None:
+    page = tmp_path / "b.md"
+    write_markdown(RESULTS | {"sampling_date": "2026-11-28 06:09 UTC", "icadapt_date": "2026-11-28 06:53 UTC"}, page)
+    text = page.read_text()
+    assert "Measured 2026-11-28 06:09 UTC. Reference code" in text
+    assert "Measured on NVIDIA H100 80GB HBM3, 2026-11-28 06:53 UTC." in text
+
+
+def test_cli_merge_refuses_another_card_before_running(tmp_path, monkeypatch, capsys) -> None:
+    from anymole.cli import main
+
+    earlier = tmp_path / "video.json"
+    write_json(RESULTS, earlier)  # measured on an H100; this run would be on the CPU
+    argv = ["anymole", "bench", "video", "--model", "tiny", "--device", "cpu", "--merge", "--json", str(earlier)]
+    monkeypatch.setattr("sys.argv", [*argv, "--markdown", str(tmp_path / "b.md")])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1
+    assert "NVIDIA H100 80GB HBM3" in capsys.readouterr().err
+    assert json.loads(earlier.read_text()) == RESULTS and not (tmp_path / "b.md").exists()

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from anymole.errors import InvalidInput
 from anymole.video import attention
 from anymole.video.clips import ClipBank, gather_clips
 from anymole.video.icadapt import ICAdaptConfig, icadapt
@@ -42,6 +43,7 @@ from anymole.video.schedule import DDIMSchedule
 __all__ = [
     "PAPER_TABLE1_MIN",
     "VideoBenchConfig",
+    "device_name",
     "merge",
     "run_video_bench",
     "summarize",
@@ -272,7 +274,7 @@ def _icadapt(
             prior, 1, size, device, cfg.denoiser_calls, autocast=False
         )
         say(f"denoiser step, fp32: {out['denoiser_variants_s']['fp32_sdpa']:.3f} s")
-    out["icadapt_device"] = _device_name(device)
+    out["icadapt_device"] = device_name(device)
     frames = 20
     videos = torch.rand(1, 3, frames, *size, generator=torch.Generator(device).manual_seed(2), device=device)
     bank = ClipBank(videos, gather_clips(1, frames, k=WINDOW_SLOTS, strides=(1,)), "a character walking")
@@ -344,7 +346,8 @@ def _default_variant() -> str:
     return _variant_name(d.mode, ckpt, d.batch_size, d.compile)
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
+    """The card's name as the results record it (the CPU's on a CPU run)."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
 
 
@@ -422,7 +425,7 @@ def run_video_bench(
         return time.perf_counter() - started > cfg.budget_s
 
     out: dict[str, Any] = {
-        "device": _device_name(device),
+        "device": device_name(device),
         "torch": torch.__version__,
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "model": f"dynamicrafter-512-interp ({cfg.model}, random weights)",
@@ -439,12 +442,15 @@ def run_video_bench(
         prior = make_prior(torch.bfloat16 if device.type == "cuda" else torch.float32)
         if "sampling" in cfg.phases:
             _sampling(cfg, prior, schedule, size, device, out, say, over)
+            out["sampling_date"] = out["date"]
         if "compiled" in cfg.phases:
             _reset_peak(device)
             _compiled(cfg, prior, schedule, size, device, out, say)
+            out["compiled_date"] = out["date"]
         del prior
         _reset_peak(device)
     if "icadapt" in cfg.phases:
+        out["icadapt_date"] = out["date"]
         _icadapt(cfg, make_prior, size, device, out, say, over, on_partial)
     out["bench_seconds"] = time.perf_counter() - started
     return out
@@ -491,7 +497,18 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Results of a later partial run laid over an earlier one (same device): nested dicts are updated."""
+    """Results of a later partial run laid over an earlier one: nested dicts are updated, and each phase keeps
+    the date of the run that measured it (``sampling_date``, ``compiled_date``, ``icadapt_date``).
+
+    Raises:
+        InvalidInput: the runs were on different devices (one report names one card).
+    """
+    if old.get("device") != new.get("device"):
+        raise InvalidInput(
+            "--merge",
+            f"the earlier results were measured on {old.get('device')}, this run on {new.get('device')}: write "
+            "this run to another --json, or rerun every phase on one card",
+        )
     out = dict(old)
     for key, value in new.items():
         out[key] = (
@@ -555,7 +572,7 @@ def _section(r: dict[str, Any]) -> str:
     steps = list(r["sampling_s"])
     last = list(r["sampling_s"][steps[0]])[-1]
     lines = [
-        f"Device: {r['device']} · torch {r['torch']} · {r['date']} · {r['model']}, "
+        f"Device: {r['device']} · torch {r['torch']} · {r['model']}, "
         f"{r['resolution'][0]}×{r['resolution'][1]}, 16-frame windows, CFG 7.5 (batched cond+uncond). Written by "
         "`anymole bench video` (`docs/benchmarks/video.json`).",
         "",
@@ -581,6 +598,7 @@ def _section(r: dict[str, Any]) -> str:
     check = r["extrapolation_check"]
     lines += [
         "",
+        f"Measured {r.get('sampling_date', r['date'])}. "
         "Reference code on an H100 (issue 7): 12 s per 16-frame window at 50 steps (0.235 s a step, 13.5 GiB), two "
         f"windows per 15 frames. Extrapolation check: {check['frames']} frames at {check['steps']} steps measured "
         f"{check['measured_s']:.2f} s, predicted {check['predicted_s']:.2f} s. Peak memory while sampling: "
@@ -592,7 +610,8 @@ def _section(r: dict[str, Any]) -> str:
         lines += [
             "",
             f"**Compiled** (`SamplerConfig(compile=True, stage2_batch=1)`: `torch.compile` of the prior's `predict`, "
-            f"one graph for every window), measured end to end for {comp['frames']} frames: "
+            f"one graph for every window), measured end to end ({r.get('compiled_date', r['date'])}) for "
+            f"{comp['frames']} frames: "
             f"{measured or comp.get('error', '—')}; one-time compile {_fmt(comp.get('compile_warmup_s'), ' s', 0)} "
             f"(paid once per server process, not per job); peak {_fmt(comp.get('peak_mem_gib'), ' GiB', 1)}.",
         ]
