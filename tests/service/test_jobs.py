@@ -255,6 +255,30 @@ async def test_restart_keeps_results_interrupts_running_and_requeues_queued(make
     fake.release.set()
 
 
+@pytest.mark.parametrize("cut", ['{"seq": 99, "ti', ""], ids=["mid-line", "before-newline"])
+async def test_a_log_line_cut_by_a_crash_does_not_swallow_later_events(make_server, connect, tiny, make_req, cut):
+    fake = FakePipeline()
+    server, port = await make_server(fake)
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    running, _ = await client.submit(make_req(up, method="gate"))
+    await _wait_for(lambda: fake.started)
+    await server.grpc_server.stop(0)  # a crash while the job runs, cutting its log's last line short
+    log = server.jobs.store.job_dir(running) / "events.jsonl"
+    n = len(log.read_text().splitlines())
+    whole = log.read_bytes()
+    # A half-written next line, or the last event whole but for its newline.
+    log.write_bytes(whole + cut.encode() if cut else whole[:-1])
+    for _ in range(2):  # the Interrupted event written at the first restart is still there at the second
+        restarted, port2 = await make_server(FakePipeline())
+        client2 = await connect(port2)
+        events = [st async for st in client2.watch(running, 5)]
+        assert [e.seq for e in events] == list(range(1, n + 2))
+        assert isinstance(events[-1].event, Interrupted)
+        await restarted.grpc_server.stop(0)
+    fake.release.set()
+
+
 async def test_graceful_shutdown_finishes_or_interrupts(make_server, connect, tiny, make_req):
     fake = FakePipeline(steps=4, step_s=0.05)
     server, port = await make_server(fake)

@@ -197,12 +197,27 @@ class JobStore:
                 continue
             meta = json.loads(meta_path.read_text())
             request = json.loads((d / "request.json").read_text())
-            events: list[dict[str, Any]] = []
             ev_path = d / "events.jsonl"
-            if ev_path.exists():
-                for line in ev_path.read_text(encoding="utf-8").splitlines():
-                    try:
-                        events.append(json.loads(line))
-                    except json.JSONDecodeError:  # a line cut short by a crash ends the log
-                        break
+            events = _read_log(ev_path) if ev_path.exists() else []
             yield PersistedJob(meta, request, events)
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    """The events of a log up to a line cut short by a crash. That line (and anything after it) is cut off
+    the file too: the next event appended would otherwise be glued onto it and lost at the next start."""
+    raw = path.read_bytes()
+    events: list[dict[str, Any]] = []
+    good = 0
+    for line in raw.splitlines(keepends=True):
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        good += len(line)
+    if good < len(raw):
+        with open(path, "r+b") as fh:
+            fh.truncate(good)
+    elif raw and not raw.endswith(b"\n"):  # cut just before its newline: the event is whole
+        with open(path, "ab") as fh:
+            fh.write(b"\n")
+    return events
