@@ -18,15 +18,6 @@ from anymole.video.unet3d import TemporalConvBlock, TemporalTransformer
 T, H, W = 16, 64, 64  # tiny: 8×8 latents
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two shared cores: several intra-op threads per process oversubscribe them (10× slower here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _randomize(module: torch.nn.Module, seed: int = 0, std: float = 0.05) -> None:
     """Non-zero values everywhere (fresh models have zero-initialised output layers)."""
     gen = torch.Generator().manual_seed(seed)

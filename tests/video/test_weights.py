@@ -18,14 +18,6 @@ from anymole.video.prior import VideoCondition
 REFERENCE_TOTAL = 2_609_142_405  # all 2520 entries, from the notes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def full_meta() -> DynamiCrafterPrior:
     return DynamiCrafterPrior(DynamiCrafterConfig.full(), device="meta")
