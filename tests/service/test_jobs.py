@@ -279,6 +279,25 @@ async def test_a_log_line_cut_by_a_crash_does_not_swallow_later_events(make_serv
     fake.release.set()
 
 
+async def test_a_crash_between_the_terminal_event_and_job_json_trusts_the_log(make_server, connect, tiny, make_req):
+    server, port = await make_server(FakePipeline())
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    done = (await _collect(client.inbetween(make_req(up, method="fake"))))[0].job_id
+    await server.grpc_server.stop(0)
+    meta_path = server.jobs.store.job_dir(done) / "job.json"
+    meta_path.write_text(meta_path.read_text().replace('"completed"', '"running"'))  # job.json not yet rewritten
+
+    _, port2 = await make_server(FakePipeline())
+    client2 = await connect(port2)
+    assert [j.state for j in await client2.list_jobs()] == [JobState.COMPLETED]
+    events = [st.event async for st in client2.watch(done, 5)]
+    assert isinstance(events[-1], Completed) and not any(isinstance(e, Interrupted) for e in events)
+    assert '"completed"' in meta_path.read_text()
+    motion, _ = await client2.result(done, 5)
+    assert motion.num_frames == 13
+
+
 async def test_graceful_shutdown_finishes_or_interrupts(make_server, connect, tiny, make_req):
     fake = FakePipeline(steps=4, step_s=0.05)
     server, port = await make_server(fake)

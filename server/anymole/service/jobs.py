@@ -418,8 +418,13 @@ class JobManager:
             ]
             self._jobs[job.id] = job
             state = JobState(m["state"])
+            if job.events and is_terminal(job.events[-1].event):
+                # The log is written before job.json: after a crash between the two, the log is right.
+                state = _END_STATE[type(job.events[-1].event)]
             if state.terminal:
                 job.state = state
+                if m["state"] != state.value:
+                    self.store.write_meta(job.id, job.meta())
             elif state is JobState.RUNNING:
                 self._publish(job, Interrupted("the server stopped while this job ran; resubmit it"))
             else:
