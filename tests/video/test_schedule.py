@@ -112,3 +112,15 @@ def test_epsilon_schedule_roundtrip() -> None:
     out = s.step(eps, t, s.add_noise(x0, eps, t), eta=0.0)
     torch.testing.assert_close(out.pred_original_sample, x0, atol=1e-4, rtol=1e-4)
     assert s.training_target(x0, eps, t) is eps
+
+
+def test_timesteps_are_looked_up_where_they_live() -> None:
+    """Training passes ``(B,)`` timesteps on the GPU: the lookup must not copy them to the host (a sync per
+    micro-batch). A meta tensor cannot be copied at all, so this fails wherever the lookup leaves ``t``'s device."""
+    s = DDIMSchedule()
+    x0 = torch.empty(3, 4, 16, 8, 8, device="meta")
+    t = torch.empty(3, dtype=torch.long, device="meta")
+    assert s.add_noise(x0, x0, t).shape == x0.shape and s.training_target(x0, x0, t).device.type == "meta"
+    # On the CPU the values are the table's, -1 meaning clean.
+    cpu = s.alpha_bar(torch.tensor([-1, 0, 999]), torch.zeros(3, 1))
+    torch.testing.assert_close(cpu[:, 0], torch.tensor([1.0, float(s.alphas_cumprod[0]), 0.0]))

@@ -118,9 +118,13 @@ class DDIMSchedule:
 
     # ------------------------------------------------------------------ per-timestep coefficients
     def _gather(self, table: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
-        """``table[t]`` with ``t = -1`` meaning 1.0 (clean), broadcast to ``like``'s rank over dim 0."""
-        t = torch.as_tensor(t, device=table.device, dtype=torch.long)
-        vals = torch.where(t >= 0, table[t.clamp(min=0)], torch.ones((), dtype=table.dtype))
+        """``table[t]`` with ``t = -1`` meaning 1.0 (clean), broadcast to ``like``'s rank over dim 0.
+
+        The lookup runs where ``t`` lives (the 1000-entry table goes there), so a ``(B,)`` GPU timestep never
+        waits on a device → host copy inside the training loop."""
+        t = torch.as_tensor(t, dtype=torch.long)
+        table = table.to(t.device)
+        vals = torch.where(t >= 0, table[t.clamp(min=0)], torch.ones((), dtype=table.dtype, device=t.device))
         vals = vals.to(device=like.device, dtype=torch.float32)
         if vals.ndim == 0:
             return vals
