@@ -9,7 +9,7 @@ import torch
 
 from anymole.rig.fk import forward_kinematics
 from anymole.rig.quat import axis_angle_to_unitquat, quat_apply, quat_mul, quat_normalize, unitquat_to_rotmat
-from anymole.rig.skinning import joint_matrices, linear_blend_skinning, skin_normals
+from anymole.rig.skinning import inverse_bind_matrices, joint_matrices, linear_blend_skinning, skin_normals
 
 PARENTS = (-1, 0, 1, 1, 3)
 J, V, K = 5, 7, 3
@@ -96,3 +96,8 @@ def test_shape_errors_name_the_argument() -> None:
         linear_blend_skinning(r["vertices"][:, :2], *args[1:])
     with pytest.raises(ValueError, match=r"^global_pos:"):
         joint_matrices(r["pose_q"], r["pose_p"][..., :2, :])
+
+
+def test_inverse_bind_matrices_invert_the_joint_matrices():
+    r = _rig()
+    torch.testing.assert_close(inverse_bind_matrices(r["bind_q"], r["bind_p"]), r["inverse_bind"])

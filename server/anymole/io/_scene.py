@@ -41,9 +41,9 @@ from anymole.rig.quat import (
     quat_mul,
     rotmat_to_unitquat,
     unitquat_slerp,
-    unitquat_to_rotmat,
 )
 from anymole.rig.skeleton import Skeleton
+from anymole.rig.skinning import inverse_bind_matrices
 
 __all__ = ["DEFAULT_FPS", "clip_grid", "sample_quat_keys", "sample_vec_keys", "scene_to_character"]
 
@@ -312,17 +312,6 @@ def _ancestors(parents_node: list[int], n: int) -> list[int]:
     return out
 
 
-def _rigid_inverse(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """``(J, 4, 4)`` inverse of the rigid transforms with rotations ``q (J, 4)`` and positions ``p (J, 3)``."""
-    r = unitquat_to_rotmat(q)
-    out = torch.zeros((*q.shape[:-1], 4, 4), dtype=q.dtype)
-    rt = r.transpose(-1, -2)
-    out[..., :3, :3] = rt
-    out[..., :3, 3] = -(rt @ p.unsqueeze(-1)).squeeze(-1)
-    out[..., 3, 3] = 1.0
-    return out
-
-
 def _build_mesh(
     raw: RawScene,
     cv: _Converted,
@@ -416,7 +405,7 @@ def _build_mesh(
         faces=torch.cat(faces).long(),
         joint_indices=ji,
         joint_weights=jw.float(),
-        inverse_bind=_rigid_inverse(world_q, world_p).float(),
+        inverse_bind=inverse_bind_matrices(world_q, world_p).float(),
         normals=torch.cat(norms).float() if has_normals and norms else None,
         uvs=uv.float() if uv is not None else None,
         base_color=base_color,

@@ -10,7 +10,7 @@ from anymole.errors import InvalidInput
 from anymole.rig import Skeleton, SkinnedMesh
 from anymole.rig.fk import forward_kinematics
 from anymole.rig.quat import unitquat_to_rotmat
-from anymole.rig.skinning import linear_blend_skinning, skin_normals
+from anymole.rig.skinning import inverse_bind_matrices, linear_blend_skinning, skin_normals
 
 __all__ = ["pose_mesh", "stick_figure", "vertex_normals"]
 
@@ -166,17 +166,13 @@ def stick_figure(
     faces.append((count + f[None] + per * torch.arange(n_joints).view(-1, 1, 1)).reshape(-1, 3))
     owners.append(torch.arange(n_joints).repeat_interleave(per))
 
-    inverse_bind = torch.zeros(n_joints, 4, 4)
-    inverse_bind[:, :3, :3] = rest_r.transpose(-1, -2)
-    inverse_bind[:, :3, 3] = -(rest_r.transpose(-1, -2) @ rest_p.unsqueeze(-1)).squeeze(-1)
-    inverse_bind[:, 3, 3] = 1.0
     idx = torch.cat(owners).unsqueeze(-1)
     return SkinnedMesh(
         vertices=torch.cat(verts),
         faces=torch.cat(faces),
         joint_indices=idx,
         joint_weights=torch.ones(idx.shape),
-        inverse_bind=inverse_bind,
+        inverse_bind=inverse_bind_matrices(rest_q, rest_p),
         normals=torch.cat(normals),
         base_color=torch.tensor(color),
     )

@@ -10,9 +10,15 @@ from __future__ import annotations
 import torch
 
 from anymole.errors import InvalidInput
-from anymole.rig.quat import unitquat_to_rotmat
+from anymole.rig.quat import quat_apply, quat_conj, unitquat_to_rotmat
 
-__all__ = ["joint_matrices", "linear_blend_skinning", "skin_normals", "skinning_matrices"]
+__all__ = [
+    "inverse_bind_matrices",
+    "joint_matrices",
+    "linear_blend_skinning",
+    "skin_normals",
+    "skinning_matrices",
+]
 
 
 def joint_matrices(global_quats: torch.Tensor, global_pos: torch.Tensor) -> torch.Tensor:
@@ -37,6 +43,13 @@ def joint_matrices(global_quats: torch.Tensor, global_pos: torch.Tensor) -> torc
     bottom = torch.zeros(*batch, 1, 4, dtype=top.dtype, device=top.device)
     bottom[..., 0, 3] = 1.0
     return torch.cat((top, bottom), dim=-2)
+
+
+def inverse_bind_matrices(global_quats: torch.Tensor, global_pos: torch.Tensor) -> torch.Tensor:
+    """``(..., J, 4, 4)`` inverses of `joint_matrices` (rigid: ``(q, p)⁻¹ = (q*, −q*·p)``), i.e. the
+    ``inverse_bind`` of a mesh bound with its joints at these world rotations and positions (m)."""
+    inv = quat_conj(global_quats)
+    return joint_matrices(inv, -quat_apply(inv, global_pos))
 
 
 def skinning_matrices(
