@@ -82,6 +82,14 @@ def test_renders_are_deterministic(character, gl, renders):
     assert np.array_equal(again.depth, renders.depth)
 
 
+def test_other_contexts_do_not_disturb_a_rasterizer(character, gl, renders):
+    import moderngl
+
+    # Creating and releasing a context leaves none current on this thread.
+    moderngl.create_standalone_context(backend="egl", require=330).release()
+    again = render_motion(character, character.motions["walk"], views=4, rasterizer=gl)
+    assert np.array_equal(again.rgb, renders.rgb)
+
 def test_background_floor_and_depth_outside_the_mask(character, gl):
     motion = character.motions["walk"]
     bare = render_motion(

@@ -178,9 +178,10 @@ def _f32(x: torch.Tensor | np.ndarray) -> np.ndarray:
 class GLRasterizer:
     """A headless OpenGL context that renders posed meshes from many cameras in one call.
 
-    Create one and reuse it (the context costs tens of ms). An EGL context is current on the thread that
-    made it: create and use a rasteriser on one thread (e.g. the GPU worker's), never share it. `release`
-    (or a ``with`` block) frees the GL objects.
+    Create one and reuse it (the context costs tens of ms). Create and use a rasteriser on one thread (e.g.
+    the GPU worker's), never share it; each `render` makes its context current for the call, so other
+    rasterisers and GL contexts on that thread do not disturb it. `release` (or a ``with`` block) frees
+    the context and its GL objects; nothing frees them on garbage collection.
 
     Args:
         width, height: image size (px).
@@ -312,51 +313,54 @@ class GLRasterizer:
         rgba = np.empty((c, n_frames, h, w, 4), np.uint8)
         depth_out = np.empty((c, n_frames, h, w), np.float32) if with_depth else None
         objs: list[Any] = []
-        try:
-            mesh_vao = self._setup_mesh(pos, nrm, tri, uvs, base_color, texture, style, objs)
-            ground_vao = self._setup_ground(style, objs) if style.ground else None
-            view_mats = [
-                m.T.contiguous().numpy().astype("f4").tobytes() for m in cameras.world_to_camera.cpu()
-            ]
-            proj = cameras.gl_projection(flip_y=True).T.contiguous().cpu().numpy().astype("f4").tobytes()
-            _uniform(self._mesh_prog, "proj").write(proj)
-            _uniform(self._ground_prog, "proj").write(proj)
-            bg = (*style.background, 0.0)
-            flat_rgba = rgba.reshape(c * n_frames, h, w, 4)
-            flat_depth = None if depth_out is None else depth_out.reshape(c * n_frames, h, w)
-            self.ctx.enable(self.ctx.DEPTH_TEST)
-            total = c * n_frames
-            for start in range(0, total, self.tiles):
-                count = min(self.tiles, total - start)
-                self._fbo_color.clear(*bg)
-                self._fbo_depth.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-                self._fbo.use()
-                for t in range(count):
-                    view, frame = divmod(start + t, n_frames)
-                    self._fbo.viewport = (0, t * h, w, h)
-                    self._fbo.scissor = (0, t * h, w, h)
-                    _uniform(self._mesh_prog, "view").write(view_mats[view])
-                    _uniform(self._mesh_prog, "base").value = frame * n_verts
-                    mesh_vao.render()
-                    if ground_vao is not None:
-                        _uniform(self._ground_prog, "view").write(view_mats[view])
-                        ground_vao.render()
-                self._fbo.scissor = None  # type: ignore[assignment]  # None = whole framebuffer (moderngl API)
-                rows = (0, 0, w, count * h)
-                self._fbo.read_into(
-                    flat_rgba[start : start + count], viewport=rows, components=4, attachment=0
-                )
-                if flat_depth is not None:
+        # Creating or releasing any other context (another rasteriser, a failed one) changes which one is
+        # current on this thread: make ours current for the call, and give the caller's back after.
+        with self.ctx:
+            try:
+                mesh_vao = self._setup_mesh(pos, nrm, tri, uvs, base_color, texture, style, objs)
+                ground_vao = self._setup_ground(style, objs) if style.ground else None
+                view_mats = [
+                    m.T.contiguous().numpy().astype("f4").tobytes() for m in cameras.world_to_camera.cpu()
+                ]
+                proj = cameras.gl_projection(flip_y=True).T.contiguous().cpu().numpy().astype("f4").tobytes()
+                _uniform(self._mesh_prog, "proj").write(proj)
+                _uniform(self._ground_prog, "proj").write(proj)
+                bg = (*style.background, 0.0)
+                flat_rgba = rgba.reshape(c * n_frames, h, w, 4)
+                flat_depth = None if depth_out is None else depth_out.reshape(c * n_frames, h, w)
+                self.ctx.enable(self.ctx.DEPTH_TEST)
+                total = c * n_frames
+                for start in range(0, total, self.tiles):
+                    count = min(self.tiles, total - start)
+                    self._fbo_color.clear(*bg)
+                    self._fbo_depth.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+                    self._fbo.use()
+                    for t in range(count):
+                        view, frame = divmod(start + t, n_frames)
+                        self._fbo.viewport = (0, t * h, w, h)
+                        self._fbo.scissor = (0, t * h, w, h)
+                        _uniform(self._mesh_prog, "view").write(view_mats[view])
+                        _uniform(self._mesh_prog, "base").value = frame * n_verts
+                        mesh_vao.render()
+                        if ground_vao is not None:
+                            _uniform(self._ground_prog, "view").write(view_mats[view])
+                            ground_vao.render()
+                    self._fbo.scissor = None  # type: ignore[assignment]  # None = whole framebuffer (moderngl API)
+                    rows = (0, 0, w, count * h)
                     self._fbo.read_into(
-                        flat_depth[start : start + count],
-                        viewport=rows,
-                        components=1,
-                        attachment=1,
-                        dtype="f4",
+                        flat_rgba[start : start + count], viewport=rows, components=4, attachment=0
                     )
-        finally:
-            for o in reversed(objs):
-                o.release()
+                    if flat_depth is not None:
+                        self._fbo.read_into(
+                            flat_depth[start : start + count],
+                            viewport=rows,
+                            components=1,
+                            attachment=1,
+                            dtype="f4",
+                        )
+            finally:
+                for o in reversed(objs):
+                    o.release()
         return Renders(rgb=rgba[..., :3], mask=rgba[..., 3] > 127, depth=depth_out, cameras=cameras)
 
     # ------------------------------------------------------------------ helpers
