@@ -82,6 +82,10 @@ async def test_result_files(make_server, connect, tiny, make_req):
     assert names == {"job.json", "request.json", "request.npz", "events.jsonl", "result.npz", "result.glb", "result.bvh"}
     assert len((job_dir / "events.jsonl").read_text().splitlines()) == len(events)
     assert (job_dir / "result.glb").read_bytes() == glb
+    (job_dir / "result.bvh").unlink()
+    together = await asyncio.gather(*[client.result(job_id, 4, ".bvh") for _ in range(4)])
+    assert all(b == bvh for _, b in together)  # concurrent first requests: one whole file, no leftovers
+    assert {p.name for p in job_dir.iterdir()} == names
 
 
 async def test_results_beyond_the_message_limit_arrive_in_parts(make_server, connect, tiny, make_req):

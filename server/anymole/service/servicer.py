@@ -8,11 +8,14 @@ running. Token and protocol-version metadata are checked before any handler runs
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
-import threading
+import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -21,6 +24,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from anymole.errors import InvalidInput
 from anymole.pipeline import Pipeline
+from anymole.rig import Motion
 from anymole.service import convert
 from anymole.service.characters import CharacterStore
 from anymole.service.errors import code_of, to_status
@@ -114,7 +118,6 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         self.limits = limits
         self.devices = devices
         self.auth_required = auth_required
-        self._result_locks: dict[str, threading.Lock] = {}
 
     # ------------------------------------------------------------------ handshake
     @_unary
@@ -256,7 +259,7 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         for i in range(0, len(data), step):
             yield pb.DownloadResultResponse(file_chunk=data[i : i + step])
 
-    async def _file_of(self, job_id: str, fmt: pb.ResultFormat.ValueType, motion: Any) -> tuple[bytes, str]:
+    async def _file_of(self, job_id: str, fmt: pb.ResultFormat.ValueType, motion: Motion) -> tuple[bytes, str]:
         """The bytes and suggested name of a job's result file in ``fmt``; empty for no format."""
         if fmt == pb.RESULT_FORMAT_UNSPECIFIED:
             return b"", ""
@@ -266,28 +269,27 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         path = await asyncio.to_thread(self._result_file, job_id, suffix, motion)
         return await asyncio.to_thread(path.read_bytes), f"{job_id}{suffix}"
 
-    def _result_file(self, job_id: str, suffix: str, motion: Any) -> Any:
-        """The job's result file, written on first request (worker thread; one writer per job)."""
-        lock = self._result_locks.setdefault(job_id, threading.Lock())
-        with lock:
-            path = self.jobs.result_path(job_id, suffix)
-            if path.exists():
-                return path
-            from dataclasses import replace
+    def _result_file(self, job_id: str, suffix: str, motion: Motion) -> Path:
+        """The job's result file, written on first request (worker thread). Each writer exports to a file of
+        its own and renames it into place, so that concurrent requests need no lock and readers never see
+        half a file."""
+        path = self.jobs.result_path(job_id, suffix)
+        if path.exists():
+            return path
+        from anymole.io import write_bvh, write_glb
 
-            from anymole.io import write_bvh, write_glb
-            from anymole.service.store import write_atomic
-
-            character = self.characters.get(self.jobs.character_id(job_id))
-            tmp = path.with_name(f"result.tmp{suffix}")
-            clip = replace(motion, name=job_id)
+        character = self.characters.get(self.jobs.character_id(job_id))
+        tmp = path.with_name(f"result.{uuid.uuid4().hex}.tmp{suffix}")
+        clip = dataclasses.replace(motion, name=job_id)
+        try:
             if suffix == ".glb":
                 write_glb(tmp, character, [clip])
             else:
                 write_bvh(tmp, character.skeleton, clip)
-            write_atomic(path, tmp.read_bytes())
-            tmp.unlink()
-            return path
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # an export that failed leaves nothing behind
+        return path
 
 
 # ---------------------------------------------------------------------------------------------- registration
