@@ -160,15 +160,7 @@ class Cameras:
     def select(self, index: int | Sequence[int]) -> Cameras:
         """The cameras at ``index`` (one int or a sequence), as a new batch."""
         idx = [index] if isinstance(index, int) else list(index)
-        return Cameras(
-            world_to_camera=self.world_to_camera[idx],
-            fov_y=self.fov_y,
-            width=self.width,
-            height=self.height,
-            znear=self.znear,
-            zfar=self.zfar,
-            names=tuple(self.names[i] for i in idx),
-        )
+        return replace(self, world_to_camera=self.world_to_camera[idx], names=tuple(self.names[i] for i in idx))
 
 
 def _look_from(direction: torch.Tensor, target: torch.Tensor, distance: float) -> torch.Tensor:
