@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -163,14 +164,12 @@ class JobStore:
         )
 
     def save_result(self, job_id: str, motion: Motion) -> None:
-        path = self.job_dir(job_id) / "result.npz"
-        tmp = path.with_name("result.tmp.npz")
         arrays = {"rotations": motion.rotations, "root_translation": motion.root_translation}
         if motion.translations is not None:
             arrays["translations"] = motion.translations
-        with open(tmp, "wb") as fh:
-            np.savez(fh, fps=np.float64(motion.fps), **{k: v.detach().cpu().float().numpy() for k, v in arrays.items()})  # type: ignore[arg-type]
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        np.savez(buf, fps=np.float64(motion.fps), **{k: v.detach().cpu().float().numpy() for k, v in arrays.items()})  # type: ignore[arg-type]
+        write_atomic(self.job_dir(job_id) / "result.npz", buf.getvalue())
 
     def result_path(self, job_id: str, suffix: str) -> Path:
         return self.job_dir(job_id) / f"result{suffix}"
