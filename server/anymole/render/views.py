@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -32,11 +32,16 @@ def _select(motion: Motion, frames: Frames) -> Motion:
         raise InvalidInput("frames", f"select no frame of the {motion.num_frames}-frame clip")
     if idx.min() < -motion.num_frames or idx.max() >= motion.num_frames:
         raise InvalidInput("frames", f"index outside the clip's {motion.num_frames} frames")
+    return _map_tensors(motion, lambda t: t[idx])
+
+
+def _map_tensors(motion: Motion, fn: Callable[[torch.Tensor], torch.Tensor]) -> Motion:
+    """``motion`` with ``fn`` applied to each of its tensors (a frame selection, a device move)."""
     return Motion(
         fps=motion.fps,
-        rotations=motion.rotations[idx],
-        root_translation=motion.root_translation[idx],
-        translations=None if motion.translations is None else motion.translations[idx],
+        rotations=fn(motion.rotations),
+        root_translation=fn(motion.root_translation),
+        translations=None if motion.translations is None else fn(motion.translations),
         name=motion.name,
     )
 
@@ -71,13 +76,7 @@ def pose_motion(
                 if getattr(mesh, k) is not None
             },
         )
-        motion = Motion(
-            fps=motion.fps,
-            rotations=motion.rotations.to(device),
-            root_translation=motion.root_translation.to(device),
-            translations=None if motion.translations is None else motion.translations.to(device),
-            name=motion.name,
-        )
+        motion = _map_tensors(motion, lambda t: t.to(device))
     gq, gp = fk_motion(skeleton, motion)
     positions, normals = pose_mesh(mesh, gq, gp)
     return gp, positions, normals
