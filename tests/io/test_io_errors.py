@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 
 import numpy as np
@@ -129,17 +130,28 @@ def test_mirrored_joint_is_refused(tmp_path):
     assert "node 'bone' has a mirrored or degenerate transform" in _error(path).reason
 
 
+def _assert_reaped(pid: int) -> None:
+    """``pid`` is no child of ours any more: waited for, so no zombie is left behind."""
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def test_a_crashing_importer_does_not_take_the_process_down():
+    worker = run_isolated("x", os.getpid)
     with pytest.raises(AssetError, match="crashed") as info:
         run_isolated("model.fbx", ctypes.string_at, 8, 1)  # reads address 8: SIGSEGV in the worker
     assert info.value.path == "model.fbx"
+    _assert_reaped(worker)
     # a fresh worker serves the next import
     assert load_character(ASSETS / "Fox.glb", clip="Walk").skeleton.num_joints == 24
 
 
 def test_a_hung_importer_times_out():
+    worker = run_isolated("x", os.getpid)
     with pytest.raises(AssetError, match=r"did not finish within 0\.5 s"):
         run_isolated("slow.glb", time.sleep, 30, timeout=0.5)
+    _assert_reaped(worker)
+    assert run_isolated("x", os.getpid) != worker
     assert run_isolated("x", abs, -3) == 3
 
 
