@@ -21,6 +21,8 @@ outline's shape only.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.utils.checkpoint import checkpoint
 
@@ -148,7 +150,7 @@ def _inside_any(pix: torch.Tensor, tri: torch.Tensor, live: torch.Tensor, budget
         coef = torch.where(dead[..., None, None], never, coef)
         hom = torch.cat((pix, torch.ones_like(pix[..., :1])), -1)
         n_pix, n_tri = pix.shape[-2], tri.shape[-3]
-        batch = int(torch.tensor(tri.shape[:-3]).prod()) if tri.ndim > 3 else 1
+        batch = math.prod(tri.shape[:-3])
         step = _chunk(n_pix, batch, budget)
         best = torch.full((*tri.shape[:-3], n_pix), -1.0, dtype=coef.dtype, device=coef.device)
         for a in range(0, n_tri, step):
