@@ -212,3 +212,27 @@ def test_hierarchy_check_rejects_exactly_the_unordered_and_names_real_cycles(par
             assert joints[0] == joints[-1] and all(parents[a] == b for a, b in itertools.pairwise(joints))
     else:
         assert all(p < j for j, p in enumerate(parents))
+
+
+def test_concurrent_atomic_writes_of_one_path_never_fail_nor_leave_parts(tmp_path):
+    from anymole.service.store import write_atomic
+
+    path = tmp_path / "character.pb"
+    payloads = [bytes([i]) * 200_000 for i in range(8)]
+    errors: list[BaseException] = []
+
+    def writer(data: bytes) -> None:
+        try:
+            for _ in range(40):
+                write_atomic(path, data)
+        except BaseException as exc:  # collected: an exception in a thread would not fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert path.read_bytes() in payloads
+    assert [p.name for p in tmp_path.iterdir()] == ["character.pb"]

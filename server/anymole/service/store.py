@@ -22,6 +22,7 @@ import dataclasses
 import io
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +42,16 @@ _EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in get_args(Event)}
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file.
+
+    The temporary file is the writer's own: two threads storing the same upload at once must not truncate
+    each other's file nor rename it away under the other."""
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _encode(value: Any) -> Any:
