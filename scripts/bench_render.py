@@ -197,12 +197,11 @@ def update_markdown(md: Path, data: dict) -> None:
     lines.append("")
     for kind in kinds:
         r = data["runs"][kind]
-        if r is not None:
-            lines.append(
-                f"- {r['device']}: FK + skinning of the 300 frames took {r['pose_s']} s on {r['pose_device']}; "
-                f"{r['cpu_count']} CPU cores; torch {r['torch']}."
-            )
-        if r is not None and "vs_cpu" in r:
+        lines.append(
+            f"- {r['device']}: FK + skinning of the 300 frames took {r['pose_s']} s on {r['pose_device']}; "
+            f"{r['cpu_count']} CPU cores; torch {r['torch']}."
+        )
+        if "vs_cpu" in r:
             v = r["vs_cpu"]
             lines.append(
                 f"- {r['device']} vs CPU images of the same 16 views/frames: mask IoU {v['mask_iou']}, mean |ΔRGB| "
