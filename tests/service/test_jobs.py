@@ -223,6 +223,9 @@ async def test_queue_full_is_resource_exhausted(make_server, connect, tiny, make
     assert "queue is full" in err.value.details()
     listed = await client.list_jobs(states=[JobState.QUEUED])
     assert sorted(j.position for j in listed) == [0, 1]
+    assert [j.label for j in await client.list_jobs(limit=2)] == ["q1", "q0"]  # newest first
+    running = await client.list_jobs(states=[JobState.RUNNING, JobState.COMPLETED], limit=5)
+    assert [(j.label, j.state) for j in running] == [("running", JobState.RUNNING)]
     fake.release.set()
     await _wait_for(lambda: all(j.state is JobState.COMPLETED for j in server.jobs.list()))
     assert fake.started == ["running", "q0", "q1"]
