@@ -19,7 +19,7 @@ RESULTS = {
     "extrapolation_check": {"frames": 15, "steps": 10, "measured_s": 2.5, "predicted_s": 2.4},
     "sampling_peak_mem_gib": 12.0,
     "icadapt": {
-        "spatial": {"step_s": 0.5, "trainable_parameters": 938_218_180, "peak_mem_gib": 40.0},
+        "spatial": {"clips_per_step": 8, "step_s": 0.5, "trainable_parameters": 938_218_180, "peak_mem_gib": 40.0},
         "lora_no_ckpt": {"step_s": None, "error": "out of memory"},
     },
     "denoiser_variants_s": {"bf16_sdpa": 0.1, "bf16_math_attention": "out of memory"},
@@ -44,8 +44,8 @@ def test_markdown_replaces_only_its_section(tmp_path) -> None:
     assert (
         "| 90 | 8.08 | 144 | 55.5 | 28.2 |" in section
     )  # paper min, reference est. (12 windows × 12 s), ours
-    assert "| spatial | 938.2 M | 0.500 | — | 4.2 | 40.0 |" in section
-    assert "| lora_no_ckpt | — | out of memory | — | — | — |" in section
+    assert "| spatial | 8 | 938.2 M | 0.500 | — | 4.2 | 40.0 |" in section
+    assert "| lora_no_ckpt | — | — | out of memory | — | — | — |" in section
     # Speed-ups are computed from the numbers: batching 70.0 s → 55.5 s.
     assert (
         "| batching the independent stage-2 windows | 90 frames, 50 steps | 70.000 s | 55.500 s | 1.26× |"
@@ -79,27 +79,28 @@ def test_json_round_trip(tmp_path) -> None:
 
 
 def test_variant_names() -> None:
-    assert _variant_name("spatial", "full", 4) == "spatial"  # 4 × 2, the reference trainer's split
-    assert _variant_name("spatial", "full", 8) == "spatial_b8x1" == _default_variant()  # ICAdaptConfig()
+    assert _variant_name("spatial", "full", 4) == "spatial" == _default_variant()  # ICAdaptConfig(): 4 × 2
+    assert _variant_name("spatial", "full", 8) == "spatial_b8x1"
     assert _variant_name("spatial", "none", 2) == "spatial_no_ckpt_b2x4"
     assert _variant_name("decoder", "selective", 4, True) == "decoder_sac_compiled"
 
 
 def test_headlines_pick_best_reference_and_fast_variants_with_compile_cost() -> None:
     runs = {
-        "spatial": {"step_s": 2.0, "peak_mem_gib": 30.0},
-        "spatial_b8x1": {"step_s": 1.7, "peak_mem_gib": 30.0},  # the default, not the fastest here
-        "spatial_sac": {"step_s": 1.6, "peak_mem_gib": 60.0},
-        "spatial_sac_b2x4": {"step_s": 1.0, "peak_mem_gib": 90.0},  # only fits a bigger card: not a headline
+        "spatial": {"clips_per_step": 8, "step_s": 2.0, "peak_mem_gib": 30.0},
+        "spatial_b8x1": {"clips_per_step": 5, "step_s": 1.0, "peak_mem_gib": 30.0},  # fewer clips: not a headline
+        "spatial_sac": {"clips_per_step": 8, "step_s": 1.6, "peak_mem_gib": 60.0},
+        # only fits a bigger card: not a headline
+        "spatial_sac_b2x4": {"clips_per_step": 8, "step_s": 1.0, "peak_mem_gib": 90.0},
         # 0.9 s/step but 400 s of compile: 850 s for 500 steps, slower than decoder_sac's 1.2 × 500 = 600 s.
-        "decoder_sac_compiled": {"step_s": 0.9, "compile_s": 400.0, "peak_mem_gib": 40.0},
-        "decoder_sac": {"step_s": 1.2, "peak_mem_gib": 40.0},
+        "decoder_sac_compiled": {"clips_per_step": 8, "step_s": 0.9, "compile_s": 400.0, "peak_mem_gib": 40.0},
+        "decoder_sac": {"clips_per_step": 8, "step_s": 1.2, "peak_mem_gib": 40.0},
         "decoder_no_ckpt": {"step_s": None, "error": "out of memory"},
     }
     r = summarize({"icadapt": runs, "sampling_peak_mem_gib": 12.0})
     assert (r["icadapt_variant"], r["icadapt_step_s"], r["icadapt_500_steps_s"]) == ("spatial_sac", 1.6, 800.0)
     assert (r["icadapt_fast_variant"], r["icadapt_fast_500_steps_s"]) == ("decoder_sac", 600.0)
-    assert r["icadapt_default_step_s"] == 1.7 and r["peak_mem_gib"] == 60.0
+    assert r["icadapt_default_step_s"] == 2.0 and r["peak_mem_gib"] == 60.0
     runs["decoder_sac_compiled"]["compile_s"] = 50.0
     r = summarize({"icadapt": runs})
     assert r["icadapt_fast_variant"] == "decoder_sac_compiled"
@@ -136,3 +137,17 @@ def test_cli_merge_refuses_another_card_before_running(tmp_path, monkeypatch, ca
     assert exit_.value.code == 1
     assert "NVIDIA H100 80GB HBM3" in capsys.readouterr().err
     assert json.loads(earlier.read_text()) == RESULTS and not (tmp_path / "b.md").exists()
+
+
+def test_variants_of_fewer_clips_are_not_compared(tmp_path) -> None:
+    """A run that trained fewer clips a step than the recipe is listed, but no table row compares it."""
+    runs = {
+        "spatial": {"clips_per_step": 8, "step_s": 2.5, "peak_mem_gib": 29.0},
+        "spatial_b8x1": {"clips_per_step": 5, "step_s": 1.5, "peak_mem_gib": 29.0},
+        "spatial_sac": {"clips_per_step": 8, "step_s": 2.4, "peak_mem_gib": 70.0},
+    }
+    page = tmp_path / "b.md"
+    write_markdown(summarize(RESULTS | {"icadapt": runs}), page)
+    text = page.read_text()
+    assert "| spatial_b8x1 | 5 | — | 1.500 |" in text
+    assert "spatial → spatial_b8x1" not in text and "| spatial → spatial_sac | 2.500 | 2.400 |" in text

@@ -90,7 +90,7 @@ def test_conditioning_dropout_cases(conv_prior) -> None:
 def test_presets_keep_the_recipe_and_differ_only_where_documented() -> None:
     ref, fast = ICAdaptConfig.reference(), ICAdaptConfig.fast()
     assert ref == ICAdaptConfig() and (ref.mode, ref.selective_checkpointing, ref.compile) == ("spatial", False, False)
-    assert (ref.steps, ref.lr, ref.batch_size, ref.grad_accum) == (500, 1e-5, 8, 1)  # 8 clips, one micro-batch
+    assert (ref.steps, ref.lr, ref.batch_size, ref.grad_accum) == (500, 1e-5, 4, 2)  # the reference trainer's
     same = ("steps", "lr", "grad_clip", "weight_decay", "uncond_prob", "seed", "autocast_dtype", "compile")
     assert all(getattr(fast, k) == getattr(ref, k) for k in same)
     assert (fast.steps, fast.lr, fast.batch_size * fast.grad_accum) == (500, 1e-5, 8)
@@ -111,7 +111,7 @@ def test_config_validation() -> None:
 
 
 def test_one_micro_batch_of_8_equals_4x2_accumulation(conv_prior) -> None:
-    """The default 8 × 1 micro-batching gives the gradient of the reference trainer's 4 × 2 (equal halves)."""
+    """One micro-batch of 8 gives the gradient of the reference trainer's 4 × 2 (equal halves)."""
     bank, schedule = _bank(views=4), DDIMSchedule()
     x0, first, last, fps, t, noise = _fixed_batch(conv_prior, bank, schedule)
     x0, first, last, fps, t, noise = (a[:8] for a in (x0, first, last, fps, t, noise))
@@ -126,3 +126,17 @@ def test_one_micro_batch_of_8_equals_4x2_accumulation(conv_prior) -> None:
 
     for a, b in zip(grads(1), grads(2), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_a_bank_smaller_than_the_micro_batch_is_reported(conv_prior, caplog) -> None:
+    """The micro-batch shrinks to the clips there are (5 here, not 8): a run says so instead of hiding it."""
+    bank = _bank(views=1)  # 20 frames, k = 16: 5 clips
+    assert len(bank) == 5
+    cfg = ICAdaptConfig(steps=1, batch_size=8, grad_accum=1, autocast_dtype="fp32", gradient_checkpointing=False)
+    with caplog.at_level("WARNING", logger="anymole.video.icadapt"):
+        icadapt(conv_prior, bank, cfg)
+    assert "5 clips, fewer than batch_size=8" in caplog.text and "(5 clips a step, not 8)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="anymole.video.icadapt"):
+        icadapt(conv_prior, bank, ICAdaptConfig(steps=1, batch_size=4, autocast_dtype="fp32"))
+    assert "fewer than" not in caplog.text

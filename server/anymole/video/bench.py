@@ -66,6 +66,8 @@ GIB = 2**30
 
 PriorFactory = Callable[[torch.dtype], VideoPrior]
 Say = Callable[[str], None]
+#: clips of one ICAdapt optimiser step (the recipe's): every variant trains on exactly this many.
+CLIPS_PER_STEP = 8
 #: ICAdapt variant: (mode, checkpointing "full" | "selective" | "none", clips per micro-batch, compile).
 Variant = tuple[str, str, int, bool]
 #: trained sets that are the reference's (ICAdaptConfig.reference); the others are partial fine-tunes.
@@ -275,7 +277,9 @@ def _icadapt(
         )
         say(f"denoiser step, fp32: {out['denoiser_variants_s']['fp32_sdpa']:.3f} s")
     out["icadapt_device"] = device_name(device)
-    frames = 20
+    # One clip per start frame: exactly CLIPS_PER_STEP clips, so every split of a step trains all of them (a
+    # micro-batch larger than the bank silently shrinks to it: 20 frames gave 5 clips, and 8 × 1 trained 5).
+    frames = WINDOW_SLOTS - 1 + CLIPS_PER_STEP
     videos = torch.rand(1, 3, frames, *size, generator=torch.Generator(device).manual_seed(2), device=device)
     bank = ClipBank(videos, gather_clips(1, frames, k=WINDOW_SLOTS, strides=(1,)), "a character walking")
     results: dict[str, Any] = {}
@@ -300,7 +304,7 @@ def _icadapt(
             selective_checkpointing=ckpt == "selective",
             compile=compiled,
             batch_size=batch,
-            grad_accum=8 // batch,
+            grad_accum=CLIPS_PER_STEP // batch,
         )
         try:
             start = time.perf_counter()
@@ -308,6 +312,7 @@ def _icadapt(
             diffs = [b - a for a, b in itertools.pairwise(stamps)]
             step = sum(diffs) / len(diffs)
             results[name] = {
+                "clips_per_step": min(batch, len(bank)) * run_cfg.grad_accum,
                 "step_s": step,
                 "first_step_s": stamps[0] - start,
                 "trainable_parameters": summary.trainable_parameters,
@@ -335,7 +340,7 @@ _CKPT_SUFFIX = {"full": "", "selective": "_sac", "none": "_no_ckpt"}
 def _variant_name(mode: str, ckpt: str, batch: int, compiled: bool = False) -> str:
     """``spatial``, ``decoder_sac``, ``spatial_no_ckpt_b2x4``, ``decoder_sac_compiled`` … (8 clips a step; no
     micro-batch suffix means 4 × 2, the reference trainer's split, as the names of the recorded runs)."""
-    micro = "" if batch == 4 else f"_b{batch}x{8 // batch}"
+    micro = "" if batch == 4 else f"_b{batch}x{CLIPS_PER_STEP // batch}"
     return f"{mode}{_CKPT_SUFFIX[ckpt]}{micro}{'_compiled' if compiled else ''}"
 
 
@@ -461,11 +466,15 @@ H100_GIB = 79.0
 
 
 def _best(icadapt: dict[str, Any], modes: tuple[str, ...]) -> str | None:
-    """The variant of ``modes`` with the shortest extrapolated 500-step run (compile included) that fits an H100."""
+    """The variant of ``modes`` with the shortest extrapolated 500-step run (compile included) that fits an H100
+    and trained the recipe's `CLIPS_PER_STEP` clips a step."""
     fits = {
         name: _run_500_s(v)
         for name, v in icadapt.items()
-        if name.split("_")[0] in modes and _run_500_s(v) and (v.get("peak_mem_gib") or 0.0) <= H100_GIB
+        if name.split("_")[0] in modes
+        and _run_500_s(v)
+        and (v.get("peak_mem_gib") or 0.0) <= H100_GIB
+        and v.get("clips_per_step") == CLIPS_PER_STEP
     }
     return min(fits, key=fits.__getitem__) if fits else None
 
@@ -545,7 +554,11 @@ ICADAPT_CHANGES = (
 def _icadapt_changes(runs: dict[str, Any]) -> list[str]:
     """The ICAdapt "what each change bought" table from the measured variants present (s/step and the 500-step
     run with its one-time compile), ending with the default → best reference-faithful → best fast preset."""
-    rows = [(label, a, b) for label, a, b in ICADAPT_CHANGES if a in runs and b in runs]
+    rows = [  # only runs of the recipe's clips a step on both sides
+        (label, a, b)
+        for label, a, b in ICADAPT_CHANGES
+        if a in runs and b in runs and runs[a].get("clips_per_step") == runs[b].get("clips_per_step") == CLIPS_PER_STEP
+    ]
     ref, fast, default = _best(runs, REFERENCE_MODES), _best(runs, FAST_MODES), _default_variant()
     if ref and ref != default and default in runs:
         rows.append(("best reference-faithful variant vs the default", default, ref))
@@ -620,17 +633,19 @@ def _section(r: dict[str, Any]) -> str:
         "### ICAdapt (fp32 master weights, bf16 autocast, fused AdamW, 8 clips a step)",
         "",
         f"Measured on {r.get('icadapt_device', r['device'])}, {r.get('icadapt_date', r['date'])}. 500 steps = 500 × the mean of timed steps (after a "
-        "warm-up step) + the one-time compile of compiled variants: *extrapolated*.",
+        "warm-up step) + the one-time compile of compiled variants: *extrapolated*. Only variants that trained "
+        f"{CLIPS_PER_STEP} clips a step (the recipe) are compared below or picked as headlines.",
         "",
-        "| variant | trainable params | s / step | compile, once (s) | 500 steps (min) | peak memory (GiB) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| variant | clips / step | trainable params | s / step | compile, once (s) | 500 steps (min) | peak memory (GiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, v in r["icadapt"].items():
         step = v.get("step_s")
         params = v.get("trainable_parameters")
         run = _run_500_s(v)
         lines.append(
-            f"| {name} | {_fmt(params / 1e6 if params else None, ' M', 1)} | {_fmt(step or v.get('error'), digits=3)} | "
+            f"| {name} | {v.get('clips_per_step') or '—'} | {_fmt(params / 1e6 if params else None, ' M', 1)} | "
+            f"{_fmt(step or v.get('error'), digits=3)} | "
             f"{_fmt(v.get('compile_s'), digits=0)} | {_fmt(run / 60 if run else None, digits=1)} | "
             f"{_fmt(v.get('peak_mem_gib'), digits=1)} |"
         )

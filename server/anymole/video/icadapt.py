@@ -6,17 +6,17 @@ step, grad-norm clip 0.5, 500 optimiser steps, classifier-free-guidance dropout 
 5 %, text and image 5 %, image alone 5 %; the concatenated frame latents are never dropped). By default only the
 spatial layers train (``mode="spatial"``), as in the reference.
 
-`ICAdaptConfig()` is that reference recipe, its 8 clips in one micro-batch. The reference trainer splits them
-into 4 × 2 accumulated micro-batches (it runs without activation checkpointing, 43 GiB for 4 clips); the split
-gives the same gradient for the same clips (tested; only the order of the random draws differs), and with our
-checkpointing it saves no memory (29.2 vs 29.3 GiB peak on an H100) but costs 1.65× the time (2.59 vs 1.57 s a
-step), so it is only an option (``batch_size=4, grad_accum=2``). `ICAdaptConfig.fast()` is an explicit,
-documented speed preset (partial fine-tuning of the decoder half) with the same steps, learning rate and clips
-per step: 1.07 s a step. Measured costs are in ``docs/benchmarks.md`` (Video prior).
+`ICAdaptConfig()` is that reference recipe, its 8 clips a step as the reference trainer's 4 × 2 accumulated
+micro-batches (2.6 s a step on an H100, 29 GiB). One micro-batch of 8 (``batch_size=8, grad_accum=1``) gives
+the same gradient for the same clips (tested; only the order of the random draws differs); its speed is not
+measured yet (the recorded ``_b8x1`` runs trained 5 clips a step, see ``docs/benchmarks.md``).
+`ICAdaptConfig.fast()` is an explicit, documented speed preset (partial fine-tuning of the decoder half, one
+micro-batch) with the same steps, learning rate and clips per step (1.9 s a step as 4 × 2).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -32,20 +32,21 @@ from anymole.video.schedule import DDIMSchedule
 
 __all__ = ["AdaptedWeights", "ICAdaptConfig", "encode_views", "icadapt", "icadapt_loss"]
 
+log = logging.getLogger(__name__)
+
 OnStep = Callable[..., None]
 Predict = Callable[[torch.Tensor, torch.Tensor, VideoCondition], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class ICAdaptConfig:
-    """ICAdapt settings; the defaults are the paper's and the reference trainer's recipe.
+    """ICAdapt settings; the defaults are the paper's and the reference trainer's.
 
     Attributes:
         steps: optimiser steps (500).
         lr: AdamW learning rate (1e-5).
-        batch_size: clips per micro-batch (8: the whole step; 4 with ``grad_accum=2`` is the reference trainer's
-            split, the same gradient, slower).
-        grad_accum: micro-batches per optimiser step (1); clips a step = ``batch_size · grad_accum`` (8).
+        batch_size: clips per micro-batch (4; never more than the clips there are).
+        grad_accum: micro-batches per optimiser step (2); clips a step = ``batch_size · grad_accum`` (8).
         mode: ``"spatial"`` (denoiser minus temporal layers and time/fps embeddings), ``"full"``, ``"lora"`` or
             ``"decoder"`` (the spatial set of the decoder half only: the backward pass skips the encoder; not
             the reference's trained set, so chosen only explicitly, e.g. through `fast`).
@@ -63,8 +64,8 @@ class ICAdaptConfig:
 
     steps: int = 500
     lr: float = 1e-5
-    batch_size: int = 8
-    grad_accum: int = 1
+    batch_size: int = 4
+    grad_accum: int = 2
     mode: str = "spatial"
     autocast_dtype: str = "bf16"
     gradient_checkpointing: bool = True
@@ -97,10 +98,11 @@ class ICAdaptConfig:
 
     @classmethod
     def fast(cls, **overrides: Any) -> ICAdaptConfig:
-        """Speed preset: same steps, learning rate, clips per step, micro-batching and loss as `reference`, but
-        only the decoder half's spatial layers train (``mode="decoder"``; 23 GiB at full size). A partial
-        fine-tune: faster, not the reference's trained set (its adaptation quality is not measured here)."""
-        return replace(cls(mode="decoder"), **overrides)
+        """Speed preset: same steps, learning rate, clips per step and loss as `reference`, but only the
+        decoder half's spatial layers train (``mode="decoder"``: the backward pass stops at the middle block) and
+        the 8 clips go through in one micro-batch. A partial fine-tune: faster, not the reference's trained set
+        (its adaptation quality is not measured here)."""
+        return replace(cls(mode="decoder", batch_size=8, grad_accum=1), **overrides)
 
 
 @dataclass
@@ -249,6 +251,12 @@ def icadapt(
         params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
     )
     generator = torch.Generator().manual_seed(cfg.seed)
+    if len(clips) < cfg.batch_size:  # _batches can only give what there is: say so rather than train on less
+        log.warning(
+            "ICAdapt: %d clips, fewer than batch_size=%d: each micro-batch trains on all %d (%d clips a step, "
+            "not %d); render a longer context or more views for the full batch",
+            len(clips), cfg.batch_size, len(clips), len(clips) * cfg.grad_accum, cfg.batch_size * cfg.grad_accum,
+        )
     batches = _batches(len(clips), cfg.batch_size, generator)
     result = AdaptedWeights(cfg, trainable_parameters=sum(p.numel() for p in params))
     start = time.perf_counter()
