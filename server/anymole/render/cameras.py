@@ -58,8 +58,9 @@ class Cameras:
         fov_y: vertical field of view (rad).
         width: image width (px).
         height: image height (px).
-        znear: near clip distance (m), used by the rasteriser's depth buffer only.
-        zfar: far clip distance (m).
+        znear: near clip distance (m): the GL depth range starts here, and soft renders drop triangles
+            with a vertex nearer than this.
+        zfar: far clip distance (m): the GL depth range ends here; soft renders normalise depth by it.
         names: ``C`` view names, e.g. ``("frame", "left", "right", "back")``.
     """
 

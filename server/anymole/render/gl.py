@@ -267,7 +267,7 @@ class GLRasterizer:
             base_color: RGBA in [0, 1], multiplied with the texture.
             texture: ``(h, w, 3|4)`` uint8 base-colour image.
             style: background, floor and light; `Style()` by default.
-            with_depth: also read back the depth image (a third of the read-back traffic).
+            with_depth: also read back the depth image (4 of the 8 bytes read back per pixel).
 
         Returns:
             `Renders` with ``(C, F, ...)`` images.
