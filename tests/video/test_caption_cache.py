@@ -73,3 +73,10 @@ def test_cache_put_failure_leaves_no_entry(tmp_path, conv_prior, monkeypatch) ->
     with pytest.raises(ModelUnavailable):
         cache.put("k", conv_prior)
     assert "k" not in cache and list(tmp_path.iterdir()) == []
+
+
+def test_tensor_digest_of_scalars_and_shapes() -> None:
+    one = tensor_digest(torch.tensor(1.0))  # 0-dim: raised before
+    assert one == tensor_digest(torch.tensor(1.0)) and one != tensor_digest(torch.tensor(2.0))
+    assert one != tensor_digest(torch.tensor([1.0]))  # the shape is part of the digest
+    assert tensor_digest(torch.arange(6.0).reshape(2, 3).t()) != tensor_digest(torch.arange(6.0).reshape(3, 2))

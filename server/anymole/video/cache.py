@@ -29,12 +29,13 @@ WEIGHTS_FILE = "adapted.safetensors"
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
-    """SHA-256 hex of tensors' dtypes, shapes and bytes (e.g. the context renders)."""
+    """SHA-256 hex of tensors' dtypes, shapes and bytes (e.g. the context renders; any rank, 0-dim included)."""
     h = hashlib.sha256()
     for t in tensors:
         c = t.detach().to("cpu").contiguous()
         h.update(f"{c.dtype}{tuple(c.shape)}".encode())
-        h.update(c.view(torch.uint8).numpy().tobytes() if c.numel() else b"")
+        # flattened first: a 0-dim tensor cannot be viewed as bytes of another element size
+        h.update(c.reshape(-1).view(torch.uint8).numpy().tobytes() if c.numel() else b"")
     return h.hexdigest()
 
 
