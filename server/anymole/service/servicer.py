@@ -241,15 +241,16 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
 
     @_unary
     async def GetResult(self, request: pb.GetResultRequest, context: Any) -> pb.GetResultResponse:
-        motion = self.jobs.result(request.job_id)
+        motion = await asyncio.to_thread(self.jobs.result, request.job_id)  # after a restart: read from disk
         data, name = await self._file_of(request.job_id, request.format, motion)
-        return pb.GetResultResponse(motion=convert.motion_to_clip(motion), file=data, file_name=name)
+        clip = await asyncio.to_thread(convert.motion_to_clip, motion)
+        return pb.GetResultResponse(motion=clip, file=data, file_name=name)
 
     @_streaming
     async def DownloadResult(
         self, request: pb.DownloadResultRequest, context: Any
     ) -> AsyncIterator[pb.DownloadResultResponse]:
-        motion = self.jobs.result(request.job_id)
+        motion = await asyncio.to_thread(self.jobs.result, request.job_id)
         data, name = await self._file_of(request.job_id, request.format, motion)
         header = pb.ResultHeader(fps=motion.fps, total_frames=motion.num_frames, file_bytes=len(data), file_name=name)
         yield pb.DownloadResultResponse(header=header)
