@@ -67,6 +67,10 @@ def test_truncated_and_malformed_bvh(tmp_path):
         odd = tmp_path / "odd.bvh"
         odd.write_bytes(text.replace(before, after, 1))
         assert "malformed BVH: expected a finite number" in _error(odd).reason
+    chain = "".join(f"JOINT j{i} {{ OFFSET 0 1 0 CHANNELS 3 Zrotation Yrotation Xrotation\n" for i in range(5000))
+    deep = tmp_path / "deep.bvh"
+    deep.write_text(f"HIERARCHY\nROOT r {{ OFFSET 0 0 0 CHANNELS 3 Zrotation Yrotation Xrotation\n{chain}")
+    assert "nested too deeply" in _error(deep).reason
 
 
 def test_unknown_clip_is_named(tmp_path):

@@ -114,9 +114,12 @@ def _parse(text: str, path: str) -> dict:
                 tk.expect("}")
 
     tk.expect("ROOT")
-    joint(-1)
-    while tk.expect("ROOT", "MOTION") == "ROOT":
+    try:
         joint(-1)
+        while tk.expect("ROOT", "MOTION") == "ROOT":
+            joint(-1)
+    except RecursionError:  # one Python frame per nesting level
+        raise tk.fail("joints nested too deeply (thousands of levels); is the hierarchy corrupt?") from None
     tk.expect("Frames:")
     frames = tk.number()
     tk.expect("Frame")
