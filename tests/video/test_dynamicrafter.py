@@ -330,6 +330,14 @@ def test_save_and_load_adapted_round_trip(tmp_path, mode):
         other.load_adapted(path)
     with pytest.raises(ModelUnavailable, match="missing"):
         dst.load_adapted(tmp_path / "absent.safetensors")
+    # a file that lacks a tensor its header lists names that tensor
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    dropped = sorted(tensors)[0]
+    save_file({k: v for k, v in tensors.items() if k != dropped}, str(path))
+    with pytest.raises(ModelUnavailable, match=f"parameter layout differs at {dropped}"):
+        dst.load_adapted(path)
 
 
 # ---------------------------------------------------------------- config and construction

@@ -482,9 +482,11 @@ class DynamiCrafterPrior(nn.Module):
         self.trainable_parameters(header["mode"])
         tensors = load_file(str(path))
         params = dict(self.named_parameters())
-        bad = [k for k, v in tensors.items() if k not in params or params[k].shape != v.shape]
-        if bad or set(tensors) != set(header["keys"]):
-            raise ModelUnavailable(name, f"parameter layout differs ({bad[:5]}...): run ICAdapt again")
+        misfit = {k for k, v in tensors.items() if k not in params or params[k].shape != v.shape}
+        bad = sorted(misfit | (set(tensors) ^ set(header["keys"])))  # ^: keys the header lists but the file lacks
+        if bad:
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise ModelUnavailable(name, f"parameter layout differs at {', '.join(bad[:5])}{more}: run ICAdapt again")
         with torch.no_grad():
             for k, v in tensors.items():
                 params[k].copy_(v)
