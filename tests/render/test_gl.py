@@ -162,6 +162,16 @@ def test_large_calls_split_into_framebuffer_chunks(character):
     np.testing.assert_allclose(split.depth, whole.depth, atol=1e-3)
 
 
+def test_frames_beyond_one_vertex_texture_render_in_groups(character, gl, renders, monkeypatch):
+    """Huge meshes split their frames across uploads: the joined result is the one-upload result."""
+    monkeypatch.setattr(gl, "max_tex_rows", 1)  # 4096 texels per upload: one or two frames of this body
+    split = render_motion(character, character.motions["walk"], views=4, rasterizer=gl, cameras=renders.cameras)
+    assert split.rgb.shape == renders.rgb.shape and np.array_equal(split.mask, renders.mask)
+    # Fewer images per group move tiles within the framebuffer (see the test above): rounding only.
+    assert (split.rgb != renders.rgb).any(axis=-1).mean() < 2e-3
+    assert split.depth is not None and renders.depth is not None
+    np.testing.assert_allclose(split.depth, renders.depth, atol=1e-3)
+
 def test_skeleton_only_character_gets_a_capsule_body(character):
     mesh = stick_figure(character.skeleton)
     assert mesh.joint_indices.shape == (mesh.num_vertices, 1)
