@@ -349,6 +349,15 @@ def test_config_round_trips_through_json_and_validates():
         dataclasses.replace(tiny, text=dataclasses.replace(tiny.text, width=64))
     with pytest.raises(ValueError, match="in_channels"):
         dataclasses.replace(tiny, unet=dataclasses.replace(tiny.unet, in_channels=4))
+    # component configs name their own mismatched values
+    with pytest.raises(ValueError, match=r"layers_used=3 must be in 1\.\.layers=2"):
+        dataclasses.replace(tiny.text, layers_used=3)
+    with pytest.raises(ValueError, match="width=32 is not a multiple of heads=3"):
+        dataclasses.replace(tiny.text, heads=3)
+    with pytest.raises(ValueError, match="image_size=30 is not a multiple of patch_size=14"):
+        dataclasses.replace(tiny.vision, image_size=30)
+    with pytest.raises(ValueError, match="norm_groups=12"):
+        dataclasses.replace(tiny.vae, norm_groups=12)
 
 
 def test_scheduler_kwargs_build_the_training_schedule():

@@ -56,6 +56,12 @@ class TextEncoderConfig:
     layers_used: int = 23
     embed_dim: int = 1024
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.layers_used <= self.layers:
+            raise ValueError(f"TextEncoderConfig: layers_used={self.layers_used} must be in 1..layers={self.layers}")
+        if self.width % self.heads:
+            raise ValueError(f"TextEncoderConfig: width={self.width} is not a multiple of heads={self.heads}")
+
 
 @dataclass(frozen=True)
 class VisionEncoderConfig:
@@ -78,6 +84,14 @@ class VisionEncoderConfig:
     text_vocab_size: int = 49408
     text_context_length: int = 77
     text_width: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"VisionEncoderConfig: image_size={self.image_size} is not a multiple of patch_size={self.patch_size}"
+            )
+        if self.width % self.heads:
+            raise ValueError(f"VisionEncoderConfig: width={self.width} is not a multiple of heads={self.heads}")
 
     @property
     def num_tokens(self) -> int:

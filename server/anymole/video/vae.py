@@ -34,6 +34,13 @@ class VAEConfig:
     norm_groups: int = 32
     scaling_factor: float = 0.18215
 
+    def __post_init__(self) -> None:
+        if any(c % self.norm_groups for c in self.block_out_channels):
+            raise ValueError(
+                f"VAEConfig: block_out_channels={self.block_out_channels} must all be multiples of "
+                f"norm_groups={self.norm_groups}"
+            )
+
     @property
     def scale_factor(self) -> int:
         """Spatial down-sampling factor (8 for four levels)."""
