@@ -144,3 +144,16 @@ async def test_messages_beyond_grpc_default_4mb_pass_both_ways(make_server, conn
     events = [st async for st in client.inbetween(make_req(up, keys=(20_000,), chunk_frames=5000))]
     motion, _ = await client.result(events[0].job_id, 25)
     assert motion.num_frames == 20_001
+
+
+async def test_a_server_beyond_the_default_limits_is_not_refused_by_its_client(make_server, connect, tiny, make_req):
+    from anymole.service.convert import Limits
+
+    _, port = await make_server(limits=Limits(max_joints=1100))
+    client = await connect(port)
+    assert client.limits.max_joints == 1100 and client.limits.quat_tolerance == pytest.approx(0.05)
+    up = await client.upload_character(tiny(1100, with_mesh=False))  # more joints than Limits() allows
+    assert up.skeleton.num_joints == 1100
+    events = [st async for st in client.inbetween(make_req(up, keys=(6,)))]
+    motion, _ = await client.result(events[0].job_id, 1100)
+    assert motion.rotations.shape == (7, 1100, 4)

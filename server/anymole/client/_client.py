@@ -118,6 +118,14 @@ class AnyMoLeClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @property
+    def limits(self) -> convert.Limits:
+        """The server's advertised limits once the handshake ran, else the defaults; replies are checked
+        against them, so that a server configured beyond the defaults is not refused by its own client."""
+        if self.info is not None and self.info.capabilities.HasField("limits"):
+            return convert.Limits.from_proto(self.info.capabilities.limits)
+        return convert.Limits()
+
     # ------------------------------------------------------------------ calls
     async def server_info(self, timeout: float | None = None) -> pb.GetServerInfoResponse:
         """The handshake: our protocol version goes out, the server's capabilities come back."""
@@ -139,8 +147,7 @@ class AnyMoLeClient:
         """Upload raw bytes in chunks (default: the server's advertised size); with ``send_hash`` a payload
         the server already holds is not sent again."""
         digest = hashlib.sha256(payload).hexdigest() if send_hash else ""
-        advertised = self.info.capabilities.limits.upload_chunk_bytes if self.info is not None else 0
-        step = chunk_bytes or advertised or DEFAULT_CHUNK_BYTES
+        step = chunk_bytes or self.limits.upload_chunk_bytes or DEFAULT_CHUNK_BYTES
 
         async def parts() -> AsyncIterator[pb.UploadCharacterRequest]:
             header = pb.UploadHeader(format=fmt, total_bytes=len(payload), sha256=digest, name=name)
@@ -149,7 +156,7 @@ class AnyMoLeClient:
                 yield pb.UploadCharacterRequest(chunk=payload[i : i + step])
 
         resp = await self.stub.UploadCharacter(parts(), metadata=self.metadata)
-        skeleton = convert.skeleton_from_proto(resp.skeleton, convert.Limits())
+        skeleton = convert.skeleton_from_proto(resp.skeleton, self.limits)
         self._joints[resp.character_id] = skeleton.num_joints
         return Uploaded(resp.character_id, resp.cached, skeleton, resp.vertex_count, resp.name)
 
@@ -240,5 +247,5 @@ class AnyMoLeClient:
                 data += part.file_chunk
         if header is None or clip.frame_count != header.total_frames or len(data) != header.file_bytes:
             raise AnymoleError(f"the result of job {job_id} arrived incomplete; call result() again")
-        motion = convert.clip_to_motion(clip, num_joints, convert.Limits(), "motion")
+        motion = convert.clip_to_motion(clip, num_joints, self.limits, "motion")
         return motion, bytes(data)

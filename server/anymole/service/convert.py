@@ -84,6 +84,20 @@ class Limits:
     max_queue: int = 64
     quat_tolerance: float = 0.05
 
+    @classmethod
+    def from_proto(cls, msg: pb.Limits) -> Limits:
+        """Client side: the limits a server advertises."""
+        return cls(
+            max_message_bytes=msg.max_message_bytes,
+            max_character_bytes=msg.max_character_bytes,
+            upload_chunk_bytes=msg.upload_chunk_bytes,
+            max_joints=msg.max_joints,
+            max_frames=msg.max_frames,
+            max_keyframes=msg.max_keyframes,
+            max_queue=msg.max_queue,
+            quat_tolerance=msg.quaternion_norm_tolerance,
+        )
+
     def to_proto(self) -> pb.Limits:
         return pb.Limits(
             max_message_bytes=self.max_message_bytes,
