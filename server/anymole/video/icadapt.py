@@ -126,18 +126,11 @@ class AdaptedWeights:
 
 
 @torch.no_grad()
-def encode_views(
-    prior: VideoPrior, videos: torch.Tensor, chunk: int = 16, autocast_dtype: str = "bf16"
-) -> torch.Tensor:
-    """VAE-encode every frame of every view once: ``(V, 3, F, H, W)`` → latents ``(V, C, F, h, w)`` float32."""
-    out = []
-    for v in range(videos.shape[0]):
-        parts = []
-        for s in range(0, videos.shape[2], chunk):
-            with autocast(videos.device, autocast_dtype):
-                parts.append(prior.encode(videos[v : v + 1, :, s : s + chunk]).float())
-        out.append(torch.cat(parts, dim=2))
-    return torch.cat(out)
+def encode_views(prior: VideoPrior, videos: torch.Tensor, autocast_dtype: str = "bf16") -> torch.Tensor:
+    """VAE-encode every frame of every view once: ``(V, 3, F, H, W)`` → latents ``(V, C, F, h, w)`` float32
+    (the backend bounds its own memory, see `VideoPrior.encode`)."""
+    with autocast(videos.device, autocast_dtype):
+        return prior.encode(videos).float()
 
 
 def _dropout_condition(

@@ -77,7 +77,10 @@ class VideoPrior(Protocol):
     prediction_type: str
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """VAE-encode ``video (B, 3, T, H, W)`` in [0, 1] to scaled latents ``(B, C, T, h, w)`` (mean, no sampling)."""
+        """VAE-encode ``video (B, 3, T, H, W)`` in [0, 1] to scaled latents ``(B, C, T, h, w)`` (mean, no sampling).
+
+        Any ``B·T``: the backend bounds its own activation memory (e.g. a few frames per VAE call), so callers
+        pass whole videos; `decode` likewise."""
         ...
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -400,14 +400,10 @@ class TwoStageSampler:
         needed = sorted(
             {p.frames[i] for p in plans for i in range(WINDOW_SLOTS) if p.mask[i] and p.frames[i] in pixels}
         )
-        out: dict[int, torch.Tensor] = {}
-        for s in range(0, len(needed), WINDOW_SLOTS):
-            chunk = needed[s : s + WINDOW_SLOTS]
-            video = torch.stack([pixels[i] for i in chunk], dim=1)[None]
-            with self._autocast(video.device):
-                z = self.prior.encode(video)[0].float()
-            out.update({f: z[:, k] for k, f in enumerate(chunk)})
-        return out
+        video = torch.stack([pixels[i] for i in needed], dim=1)[None]  # (1, 3, N, H, W)
+        with self._autocast(video.device):
+            z = self.prior.encode(video)[0].float()  # the backend bounds its own memory
+        return {f: z[:, k] for k, f in enumerate(needed)}
 
     @staticmethod
     def _guidance(
