@@ -3,8 +3,8 @@ server down.
 
 The child is a plain ``python -m anymole.io._worker`` subprocess (not `multiprocessing`, whose spawn mode
 re-imports the caller's ``__main__`` and so breaks scripts without a main guard). It is started on first
-use and reused; requests and replies are pickles over its stdin/stdout. A crash or a timeout discards it,
-and the next import starts a fresh one.
+use and reused; requests and replies are pickles over its stdin/stdout. A crash, a timeout or any other
+failed exchange discards it (killed and waited for), and the next import starts a fresh one.
 """
 
 from __future__ import annotations
