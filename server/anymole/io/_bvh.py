@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from anymole.errors import AssetError
+from anymole.io._scene import clip_grid, sample_quat_keys, sample_vec_keys
 from anymole.rig.character import Character
 from anymole.rig.motion import Motion
 from anymole.rig.quat import euler_to_unitquat, quat_continuity, unitquat_to_euler
@@ -176,8 +177,6 @@ def read_bvh(path: str | Path, *, scale: float | None = None, fps: float | None 
         scale: metres per file unit; ``None`` guesses (module docstring).
         fps: resample the clip to this rate (slerp/linear by time); ``None`` keeps ``1 / Frame Time``.
     """
-    from anymole.io._scene import clip_grid, sample_quat_keys, sample_vec_keys
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
