@@ -194,3 +194,15 @@ def test_an_interrupted_exchange_does_not_answer_the_next_request(monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             run_isolated("x", abs, -2)  # the worker answers 2; nobody reads it
     assert run_isolated("x", abs, -3) == 3
+
+
+def test_a_non_positive_fbx_unit_scale_names_the_file():
+    from anymole.io._isolate import read_scene
+    from anymole.io._scene import scene_to_character
+
+    raw = read_scene(ASSETS / "Fox.fbx")
+    raw.metadata["UnitScaleFactor"] = 0.0
+    with pytest.raises(AssetError, match="unit scale must be > 0") as info:
+        scene_to_character(raw, "Fox.fbx", fmt=".fbx")
+    assert info.value.path == "Fox.fbx" and "scale=" in info.value.reason
+    assert scene_to_character(raw, "Fox.fbx", fmt=".fbx", scale=0.01).skeleton.num_joints == 24

@@ -166,14 +166,14 @@ def _axis_matrix(meta: dict[str, Any]) -> np.ndarray:
     return m
 
 
-def _conjugator(fmt: str, meta: dict[str, Any], scale: float | None) -> tuple[np.ndarray, float]:
+def _conjugator(fmt: str, meta: dict[str, Any], scale: float | None, path: str) -> tuple[np.ndarray, float]:
     if fmt == ".fbx":
         m = _axis_matrix(meta)
         s = float(meta.get("UnitScaleFactor", 1.0)) / 100.0 if scale is None else float(scale)
     else:
         m, s = np.eye(3), 1.0 if scale is None else float(scale)
-    if not s > 0:
-        raise ValueError(f"scale must be > 0, got {s}")
+    if not s > 0:  # a file's UnitScaleFactor can be anything
+        raise AssetError(path, f"unit scale must be > 0 m per file unit, got {s}; pass scale= (metres per unit)")
     return m, s
 
 
@@ -264,7 +264,7 @@ def scene_to_character(
 ) -> Character:
     """Build a `Character` from an assimp scene; see the module docstring for the conventions."""
     path = str(path)
-    m, s = _conjugator(fmt, raw.metadata, scale)
+    m, s = _conjugator(fmt, raw.metadata, scale, path)
     cv = _Converted(raw, m, s, path)
     joint_nodes = _select_joints(raw, path)
     node_to_joint = {n: j for j, n in enumerate(joint_nodes)}
