@@ -34,7 +34,7 @@ _SUFFIX_FORMAT = {
     ".fbx": pb.CHARACTER_FORMAT_FBX,
     ".bvh": pb.CHARACTER_FORMAT_BVH,
 }
-_RESULT_FORMAT = {"": pb.RESULT_FORMAT_UNSPECIFIED, ".glb": pb.RESULT_FORMAT_GLB, ".bvh": pb.RESULT_FORMAT_BVH, ".npz": pb.RESULT_FORMAT_NPZ}
+_RESULT_FORMAT = {"": pb.RESULT_FORMAT_UNSPECIFIED, **{suffix: fmt for fmt, suffix in convert.RESULT_SUFFIX.items()}}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import grpc
 from anymole.errors import AnymoleError, AssetError, InvalidInput, JobCancelled
 from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Progress, Queued
 from anymole.rig import Motion
+from anymole.service.convert import RESULT_SUFFIX
 
 if TYPE_CHECKING:
     from rich.progress import Progress as ProgressView
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FillResult", "fill_remote", "fill_remote_async", "run_demo"]
 
-RESULT_SUFFIXES = (".glb", ".bvh", ".npz")
+RESULT_SUFFIXES = tuple(RESULT_SUFFIX.values())
 _RETRIES = 3
 
 

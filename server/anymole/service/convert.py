@@ -37,6 +37,7 @@ from anymole.service.jobs import JobInfo, JobState, Stamped
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 
 __all__ = [
+    "RESULT_SUFFIX",
     "Limits",
     "character_from_asset_bytes",
     "character_to_asset",
@@ -58,6 +59,13 @@ __all__ = [
 ]
 
 MiB = 1 << 20
+
+RESULT_SUFFIX: dict[pb.ResultFormat.ValueType, str] = {
+    pb.RESULT_FORMAT_GLB: ".glb",
+    pb.RESULT_FORMAT_BVH: ".bvh",
+    pb.RESULT_FORMAT_NPZ: ".npz",
+}
+"""Every result file format the server writes, with the suffix of its file."""
 
 
 @dataclass(frozen=True)

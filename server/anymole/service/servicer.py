@@ -46,7 +46,6 @@ _FORMATS = {
     pb.CHARACTER_FORMAT_FBX: "fbx",
     pb.CHARACTER_FORMAT_BVH: "bvh",
 }
-_RESULT_SUFFIX = {pb.RESULT_FORMAT_GLB: ".glb", pb.RESULT_FORMAT_BVH: ".bvh", pb.RESULT_FORMAT_NPZ: ".npz"}
 
 _R = TypeVar("_R")
 
@@ -143,7 +142,7 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
             devices=[pb.DeviceInfo(name=n, description=d) for n, d in self.devices],
             limits=self.limits.to_proto(),
             auth_required=self.auth_required,
-            result_formats=[pb.RESULT_FORMAT_GLB, pb.RESULT_FORMAT_BVH, pb.RESULT_FORMAT_NPZ],
+            result_formats=list(convert.RESULT_SUFFIX),
         )
         return pb.GetServerInfoResponse(
             server_version=__version__,
@@ -264,7 +263,7 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         """The bytes and suggested name of a job's result file in ``fmt``; empty for no format."""
         if fmt == pb.RESULT_FORMAT_UNSPECIFIED:
             return b"", ""
-        suffix = _RESULT_SUFFIX.get(fmt)
+        suffix = convert.RESULT_SUFFIX.get(fmt)
         if suffix is None:
             raise InvalidInput("format", f"unknown result format {fmt}; use GLB, BVH or NPZ")
         path = await asyncio.to_thread(self._result_file, job_id, suffix, motion)
