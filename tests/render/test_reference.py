@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anymole.render import render_motion
+from anymole.render import Style, pose_motion, render_motion, scene_style
 from anymole.render.sheet import contact_sheet
 from anymole.rig import Character
 
@@ -37,11 +37,13 @@ def _compare(path: Path, sheet: np.ndarray) -> None:
     # 0.04% of pixels > 8 levels), not of a moved limb, a changed camera or a missing texture.
     assert diff.mean() < 2.0, diff.mean()
     assert (diff > 48).mean() < 0.005, (diff > 48).mean()
+    # Nor of a changed light: ambient 0.35 -> 0.4 moves 1.4% of the CesiumMan/Fox sheets' pixels by > 8.
+    assert (diff > 8).mean() < 0.005, (diff > 8).mean()
 
 
-def _sheet(character: Character, clip: str, frames: list[int], gl) -> np.ndarray:
+def _sheet(character: Character, clip: str, frames: list[int], gl, style: Style | None = None) -> np.ndarray:
     r = render_motion(
-        character, character.motions[clip], views=4, frames=frames, rasterizer=gl, with_depth=False
+        character, character.motions[clip], views=4, frames=frames, rasterizer=gl, with_depth=False, style=style
     )
     return contact_sheet(r, columns=len(frames), labels=False)
 
@@ -66,3 +68,11 @@ def test_reference_check_catches_a_changed_pose(character, gl):
     # Compare only: regenerating must not write these frames over the reference.
     with pytest.raises(AssertionError):
         _compare(REFERENCE / "biped_walk.png", _sheet(character, "walk", [1, 5, 9], gl))
+
+
+def test_reference_check_catches_a_changed_light(character, gl):
+    frames = [0, 4, 8]
+    _, positions, _ = pose_motion(character, character.motions["walk"])
+    brighter = scene_style(positions[frames], ambient=0.45)  # the default is 0.35
+    with pytest.raises(AssertionError):
+        _compare(REFERENCE / "biped_walk.png", _sheet(character, "walk", frames, gl, brighter))
