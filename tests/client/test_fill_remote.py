@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from anymole.client._fill import _events_with_reattach, fill_remote_async, run_demo_async
-from anymole.errors import AnymoleError
+from anymole.errors import AnymoleError, InvalidInput
 from anymole.pipeline import CancelToken, Completed, MethodSpec, MotionChunk, ProgressReporter, Queued
 from anymole.service.jobs import JobState, Stamped
 from anymole.service.server import AnyMoLeServer, ServerConfig, build_server
@@ -138,3 +138,15 @@ async def test_no_server_is_a_clear_error(tmp_path):
     with pytest.raises(AnymoleError, match="no AnyMoLe server answers"):
         await fill_remote_async(f"127.0.0.1:{port}", FOX, clip="Survey", context=(0, 40), keys=[60],
                                 out=tmp_path / "x.glb", progress=False)  # fmt: skip
+
+
+async def test_a_request_the_server_rejects_names_its_field(tmp_path):
+    server, port = await _server(tmp_path)
+    try:
+        with pytest.raises(InvalidInput) as err:
+            await fill_remote_async(f"127.0.0.1:{port}", FOX, clip="Survey", context=(0, 40), keys=[60],
+                                    preset="bogus", out=tmp_path / "x.glb", progress=False)  # fmt: skip
+    finally:
+        await server.stop(0.0)
+    assert err.value.field == "preset"
+    assert err.value.reason.startswith("method 'interp' has no preset 'bogus'; choose one of")

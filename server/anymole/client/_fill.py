@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from anymole.errors import AnymoleError, AssetError, InvalidInput, JobCancelled
 from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Progress, Queued
@@ -61,8 +63,18 @@ def _rpc_errors(server: str) -> Iterator[None]:
                 "or fix --server"
             ) from None
         if code is grpc.StatusCode.INVALID_ARGUMENT:
-            raise InvalidInput("request", exc.details() or "rejected by the server") from None
+            raise _invalid_input(exc) from None
         raise AnymoleError(f"server answered {code.name}: {exc.details()}") from None
+
+
+def _invalid_input(exc: grpc.aio.AioRpcError) -> InvalidInput:
+    """The server's `InvalidInput` again, its field and reason read from the status's BadRequest detail."""
+    status = rpc_status.from_call(exc)  # an AioRpcError carries the trailers of a finished call
+    for detail in status.details if status is not None else ():
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad) and bad.field_violations:
+            return InvalidInput(bad.field_violations[0].field, bad.field_violations[0].description)
+    return InvalidInput("request", exc.details() or "rejected by the server")
 
 
 def _progress_view(enabled: bool) -> ProgressView | None:
