@@ -142,6 +142,40 @@ def test_math_and_sdpa_attention_agree(prior):
         attention.set_backend("xformers")
 
 
+def test_vae_attention_goes_through_the_switch(monkeypatch):
+    """The VAE's mid-block attention runs `video.attention` and equals diffusers' own SDPA processor."""
+    import copy
+
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from anymole.video.vae import build_vae
+
+    vae = build_vae(DynamiCrafterConfig.tiny().vae).eval()
+    _randomize(vae)
+    theirs = copy.deepcopy(vae)
+    theirs.set_attn_processor(AttnProcessor2_0())
+    assert set(theirs.state_dict()) == set(vae.state_dict())  # a weightless swap
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    calls: list[tuple[int, ...]] = []
+    real = attention.attention
+
+    def counting(q, k, v, *, causal=False):
+        calls.append(tuple(q.shape))
+        return real(q, k, v, causal=causal)
+
+    monkeypatch.setattr(attention, "attention", counting)
+    with torch.no_grad():
+        ref = theirs.encode(x).latent_dist.mean
+        assert not calls
+        torch.testing.assert_close(vae.encode(x).latent_dist.mean, ref, atol=1e-6, rtol=1e-5)
+        assert calls == [(2, 1, 16, 32)]  # encoder mid-block: 4×4 tokens, one head of 32
+        attention.set_backend("math")
+        try:
+            torch.testing.assert_close(vae.encode(x).latent_dist.mean, ref, atol=1e-5, rtol=1e-4)
+        finally:
+            attention.set_backend("sdpa")
+
+
 def test_bf16_autocast_close_to_float32(prior):
     cond, z = _cond(prior), torch.randn(1, 4, T, 8, 8)
     with torch.no_grad():

@@ -1,7 +1,8 @@
 """The one attention kernel of the `video` package.
 
-Every attention layer (UNet spatial/temporal transformers, OpenCLIP towers, resampler) calls
-`attention`, so trying another kernel is one switch here (`set_backend`), never a fork of a model.
+Every attention layer (UNet spatial/temporal transformers, OpenCLIP towers, resampler, the VAE's mid-block
+attention through `video.vae.VAEAttnProcessor`) calls `attention`, so trying another kernel is one switch here
+(`set_backend`), never a fork of a model.
 """
 
 from __future__ import annotations

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.models.attention_processor import Attention
 
-__all__ = ["VAEConfig", "build_vae", "from_ldm_tensor", "to_ldm_key", "to_ldm_tensor"]
+from anymole.video.attention import multihead_attention
+
+__all__ = ["VAEAttnProcessor", "VAEConfig", "build_vae", "from_ldm_tensor", "to_ldm_key", "to_ldm_tensor"]
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,37 @@ class VAEConfig:
         return 2 ** (len(self.block_out_channels) - 1)
 
 
+class VAEAttnProcessor:
+    """diffusers attention processor of the VAE's mid-block self-attention that runs `video.attention`, so the
+    package's one kernel switch covers the VAE too. Weightless: the state-dict keys stay diffusers'."""
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``hidden_states (N, C, h, w)`` → same shape: ``(x + to_out(attn(norm(x)))) / rescale``. diffusers
+        passes the other arguments to every processor; the VAE's self-attention has no use for them."""
+        if encoder_hidden_states is not None or attention_mask is not None:
+            raise ValueError("VAEAttnProcessor computes unmasked self-attention only")
+        n, c, h, w = hidden_states.shape
+        x = hidden_states.reshape(n, c, h * w)
+        x = (attn.group_norm(x) if attn.group_norm is not None else x).transpose(1, 2)  # (N, h·w, C)
+        out = attn.to_out[1](attn.to_out[0](multihead_attention(attn.to_q(x), attn.to_k(x), attn.to_v(x), attn.heads)))
+        out = out.transpose(1, 2).reshape(n, c, h, w)
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
 def build_vae(cfg: VAEConfig) -> AutoencoderKL:
-    """A randomly initialised `AutoencoderKL` with the SD-VAE layout scaled by ``cfg``."""
+    """A randomly initialised `AutoencoderKL` with the SD-VAE layout scaled by ``cfg``, its attention through
+    `VAEAttnProcessor`."""
     levels = len(cfg.block_out_channels)
-    return AutoencoderKL(
+    vae = AutoencoderKL(
         down_block_types=("DownEncoderBlock2D",) * levels,
         up_block_types=("UpDecoderBlock2D",) * levels,
         block_out_channels=cfg.block_out_channels,
@@ -59,6 +89,8 @@ def build_vae(cfg: VAEConfig) -> AutoencoderKL:
         norm_num_groups=cfg.norm_groups,
         scaling_factor=cfg.scaling_factor,
     )
+    vae.set_attn_processor(VAEAttnProcessor())
+    return vae
 
 
 _RESNET_NAMES = {"conv_shortcut": "nin_shortcut"}
