@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from service_fakes import FakePipeline, make_request, tiny_character
 
+from anymole.pipeline import MotionChunk
 from anymole.service import convert
 from anymole.service.convert import Limits
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
@@ -117,6 +118,20 @@ async def test_bad_request_table(make_server, connect, mutate, code, field):
         assert _field_of(err.value) == field
         assert err.value.details().startswith(field)
     assert await client.list_jobs() == []  # nothing was queued
+
+
+async def test_a_client_that_did_not_upload_the_character_gets_the_server_s_answer(make_server, connect):
+    _, port = await make_server()
+    up = await (await connect(port)).upload_character(tiny_character(J))
+    other = await connect(port)  # knows only the character id, as after a reconnect
+    req = make_request(up.character_id, J, keys=(8, 12))
+    del req.keyframes[:]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        [st async for st in other.inbetween(req)]
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT and _field_of(err.value) == "keyframes"
+    events = [st async for st in other.inbetween(make_request(up.character_id, J, keys=(8, 12)))]
+    chunks = [st.event for st in events if isinstance(st.event, MotionChunk)]
+    assert [tuple(c.rotations.shape) for c in chunks] == [(9, J, 4)]
 
 
 async def test_nearly_unit_quaternions_are_normalised(make_server, connect):

@@ -186,18 +186,15 @@ class AnyMoLeClient:
         cid = uploaded.character_id if isinstance(uploaded, Uploaded) else uploaded
         return convert.inbetween_request(cid, context, key_frames, key_rotations, key_root, **options)
 
-    def _num_joints(self, request: pb.InbetweenRequest) -> int:
-        return self._joints.get(request.character_id) or len(request.keyframes[0].rotations) // 4
-
     async def submit(self, request: pb.InbetweenRequest) -> tuple[str, int]:
         """Queue a job; returns ``(job_id, queue position)``."""
-        self._joints.setdefault(request.character_id, self._num_joints(request))
         resp = await self.stub.SubmitJob(pb.SubmitJobRequest(request=request), metadata=self.metadata)
         return resp.job_id, resp.position
 
     async def inbetween(self, request: pb.InbetweenRequest) -> AsyncIterator[Stamped]:
-        """Submit and stream the job's events until its terminal one."""
-        j = self._num_joints(request)
+        """Submit and stream the job's events until its terminal one. Motion chunks take ``J`` from the
+        skeleton this client uploaded, else from their own size (the server has checked the request)."""
+        j = self._joints.get(request.character_id, 0)
         async for msg in self.stub.Inbetween(request, metadata=self.metadata):
             yield convert.event_from_proto(msg, j)
 
