@@ -8,7 +8,7 @@ Layout under ``data_dir``::
     jobs/<job_id>/events.jsonl     every event, one JSON object per line, in sequence order
     jobs/<job_id>/result.npz       the result timeline: rotations (T, J, 4), root_translation (T, 3), fps,
                                    translations (T, J, 3) when the request carried them
-    jobs/<job_id>/result.glb|.bvh  written on the first GetResult that asks for them
+    jobs/<job_id>/result.glb|.bvh  written on the first GetResult or DownloadResult that asks for them
     characters/<sha256>.<ext>      uploaded payloads (proto, glb, fbx, bvh) with <sha256>.json beside them
 
 Events are stored as JSON with tensors and bytes in base64 (float32, little-endian), so that a restarted
