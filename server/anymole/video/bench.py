@@ -68,8 +68,9 @@ PriorFactory = Callable[[torch.dtype], VideoPrior]
 Say = Callable[[str], None]
 #: clips of one ICAdapt optimiser step (the recipe's): every variant trains on exactly this many.
 CLIPS_PER_STEP = 8
-#: ICAdapt variant: (mode, checkpointing "full" | "selective" | "none", clips per micro-batch, compile).
-Variant = tuple[str, str, int, bool]
+#: ICAdapt variant: (mode, checkpointing "full" | "selective" | "none", clips per micro-batch, compile: False,
+#: True (whole denoiser, ``ICAdaptConfig.compile``) or "regional" (per block, ``ICAdaptConfig.compile_blocks``)).
+Variant = tuple[str, str, int, bool | str]
 #: trained sets that are the reference's (ICAdaptConfig.reference); the others are partial fine-tunes.
 REFERENCE_MODES = ("spatial",)
 FAST_MODES = ("decoder", "lora")
@@ -302,7 +303,8 @@ def _icadapt(
             mode=mode,
             gradient_checkpointing=ckpt != "none",
             selective_checkpointing=ckpt == "selective",
-            compile=compiled,
+            compile=compiled is True,
+            compile_blocks=compiled == "regional",
             batch_size=batch,
             grad_accum=CLIPS_PER_STEP // batch,
         )
@@ -335,13 +337,15 @@ def _icadapt(
 
 
 _CKPT_SUFFIX = {"full": "", "selective": "_sac", "none": "_no_ckpt"}
+_COMPILE_SUFFIX = {False: "", True: "_compiled", "regional": "_regional"}
 
 
-def _variant_name(mode: str, ckpt: str, batch: int, compiled: bool = False) -> str:
-    """``spatial``, ``decoder_sac``, ``spatial_no_ckpt_b2x4``, ``decoder_sac_compiled`` … (8 clips a step; no
-    micro-batch suffix means 4 × 2, the reference trainer's split, as the names of the recorded runs)."""
+def _variant_name(mode: str, ckpt: str, batch: int, compiled: bool | str = False) -> str:
+    """``spatial``, ``decoder_sac``, ``spatial_no_ckpt_b2x4``, ``decoder_sac_compiled``, ``decoder_b8x1_regional``
+    … (8 clips a step; no micro-batch suffix means 4 × 2, the reference trainer's split, as the names of the
+    recorded runs)."""
     micro = "" if batch == 4 else f"_b{batch}x{CLIPS_PER_STEP // batch}"
-    return f"{mode}{_CKPT_SUFFIX[ckpt]}{micro}{'_compiled' if compiled else ''}"
+    return f"{mode}{_CKPT_SUFFIX[ckpt]}{micro}{_COMPILE_SUFFIX[compiled]}"
 
 
 def _default_variant() -> str:
@@ -548,6 +552,8 @@ ICADAPT_CHANGES = (
     ("decoder-half fine-tune instead of the spatial set", "spatial_b8x1", "decoder_b8x1"),
     ("torch.compile of the denoiser", "spatial_sac", "spatial_sac_compiled"),
     ("torch.compile of the denoiser", "decoder_sac", "decoder_sac_compiled"),
+    ("regional torch.compile (per UNet block)", "spatial_b8x1", "spatial_b8x1_regional"),
+    ("regional torch.compile (per UNet block)", "decoder_b8x1", "decoder_b8x1_regional"),
 )
 
 
@@ -657,7 +663,7 @@ def _section(r: dict[str, Any]) -> str:
         "`_sac` = selective: outputs of matmuls, convolutions and attention kept, the rest recomputed, `_no_ckpt` = "
         "none); `_bAxB` = A clips a micro-batch × B accumulation (no suffix: 4 × 2, the reference trainer's split; the "
         f"`ICAdaptConfig()` default is {_default_variant()}); `_compiled` = `torch.compile` of the "
-        "denoiser. Reference code on an H100 (issue 7): "
+        "denoiser, `_regional` = `torch.compile` of each UNet block (`ICAdaptConfig(compile_blocks=True)`). Reference code on an H100 (issue 7): "
         f"1.9 s per forward+backward of 4 clips (43 GiB), two per step: about "
         f"{REFERENCE_H100['icadapt_500_steps_min']:.0f} min for 500 steps. Paper: about 1.5 h on an A6000.",
         "",

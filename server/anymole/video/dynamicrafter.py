@@ -381,6 +381,11 @@ class DynamiCrafterPrior(nn.Module):
         outputs of matmuls, convolutions and attention and recomputes only the cheap ops."""
         self.unet.set_gradient_checkpointing(enabled, selective)
 
+    def compile_blocks(self, enabled: bool = True, backend: str = "inductor") -> None:
+        """Regional ``torch.compile`` of the UNet's repeated blocks (ICAdapt speed-up, see
+        `UNet3D.set_block_compile`); ``enabled=False`` restores eager blocks."""
+        self.unet.set_block_compile(enabled, backend)
+
     # ------------------------------------------------------------------ adaptation
     def _spatial_parameters(self) -> list[nn.Parameter]:
         """The reference ICAdapt set: UNet minus temporal convs/transformers (``init_attn`` included) and the

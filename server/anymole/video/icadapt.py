@@ -16,6 +16,7 @@ micro-batch) with the same steps, learning rate and clips per step (1.9 s a step
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,9 @@ from anymole.video.schedule import DDIMSchedule
 __all__ = ["AdaptedWeights", "ICAdaptConfig", "encode_views", "icadapt", "icadapt_loss"]
 
 log = logging.getLogger(__name__)
+
+#: dynamo's per-code-object recompile limit while ICAdapt compiles blocks (see ICAdaptConfig.compile_blocks).
+BLOCK_RECOMPILE_LIMIT = 64
 
 OnStep = Callable[..., None]
 Predict = Callable[[torch.Tensor, torch.Tensor, VideoCondition], torch.Tensor]
@@ -56,6 +60,11 @@ class ICAdaptConfig:
             and recompute only the cheap ops (norms, activations, casts, layout copies): less recomputation,
             more memory. Same numbers either way.
         compile: run the denoiser through ``torch.compile`` (a one-time compile per run, minutes at full size).
+        compile_blocks: regional compilation instead: ``torch.compile`` of each repeated UNet block (ResBlock,
+            spatial and temporal transformer), shared by blocks of one shape: a shorter one-time compile than
+            ``compile``'s, inside the gradient checkpoints (full checkpointing or none, not selective). Needs a
+            backend with ``compile_blocks`` (`DynamiCrafterPrior`); not with ``compile``.
+        compile_backend: ``torch.compile`` backend of either compile (``"inductor"``; tests use ``"eager"``).
         grad_clip: max global grad norm (0.5).
         weight_decay: AdamW weight decay (0.01, torch's default, which the reference keeps).
         uncond_prob: each of the three conditioning-dropout cases happens with this probability (0.05).
@@ -71,6 +80,8 @@ class ICAdaptConfig:
     gradient_checkpointing: bool = True
     selective_checkpointing: bool = False
     compile: bool = False
+    compile_blocks: bool = False
+    compile_backend: str = "inductor"
     grad_clip: float = 0.5
     weight_decay: float = 1e-2
     uncond_prob: float = 0.05
@@ -90,6 +101,10 @@ class ICAdaptConfig:
             raise InvalidInput("uncond_prob", f"must be in [0, 1/3], got {self.uncond_prob}")
         if self.selective_checkpointing and not self.gradient_checkpointing:
             raise InvalidInput("selective_checkpointing", "needs gradient_checkpointing=True")
+        if self.compile_blocks and self.compile:
+            raise InvalidInput("compile_blocks", "choose one of compile (whole denoiser) and compile_blocks")
+        if self.compile_blocks and self.selective_checkpointing:  # its op policy would not see inside a block
+            raise InvalidInput("compile_blocks", "needs full or no checkpointing, not selective_checkpointing")
 
     @classmethod
     def reference(cls, **overrides: Any) -> ICAdaptConfig:
@@ -238,8 +253,11 @@ def icadapt(
     checkpointing = getattr(prior, "enable_gradient_checkpointing", None)
     if checkpointing is not None:
         checkpointing(cfg.gradient_checkpointing, selective=cfg.selective_checkpointing)
+    compile_blocks = getattr(prior, "compile_blocks", None) if cfg.compile_blocks else None
+    if cfg.compile_blocks and compile_blocks is None:
+        raise InvalidInput("compile_blocks", f"{type(prior).__name__} has no regional compile; use compile=True")
     # A compiled bound method keeps the protocol: any backend's `predict` can be compiled.
-    predict = torch.compile(prior.predict) if cfg.compile else prior.predict
+    predict = torch.compile(prior.predict, backend=cfg.compile_backend) if cfg.compile else prior.predict
     optimizer = torch.optim.AdamW(
         params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
     )
@@ -252,6 +270,12 @@ def icadapt(
         )
     batches = _batches(len(clips), cfg.batch_size, generator)
     result = AdaptedWeights(cfg, trainable_parameters=sum(p.numel() for p in params))
+    limits = contextlib.ExitStack()
+    if compile_blocks is not None:
+        compile_blocks(True, cfg.compile_backend)
+        # One graph per (block class, input shape): the full UNet has ~14 ResBlock shapes, over dynamo's
+        # default of 8 recompiles per code object, past which it would silently run the rest eagerly.
+        limits.enter_context(torch._dynamo.config.patch(recompile_limit=BLOCK_RECOMPILE_LIMIT))
     start = time.perf_counter()
     try:
         for step in range(cfg.steps):
@@ -285,6 +309,9 @@ def icadapt(
         result.seconds = time.perf_counter() - start
         if checkpointing is not None:
             checkpointing(False)
+        if compile_blocks is not None:
+            compile_blocks(False)
+        limits.close()
         if module is not None:
             module.eval()
     return result
