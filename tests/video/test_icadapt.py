@@ -66,6 +66,18 @@ def test_icadapt_is_seeded(conv_prior, make_conv_prior) -> None:
     assert a == pytest.approx(b, rel=1e-5)  # checkpointing changes memory, not the numbers
 
 
+
+def test_gradients_left_on_the_prior_do_not_leak_into_the_first_step(conv_prior, make_conv_prior) -> None:
+    twin = make_conv_prior()
+    for p in twin.trainable_parameters("spatial"):
+        p.grad = torch.full_like(p, 1e3)  # e.g. from a caller's own backward before adapting
+    cfg = ICAdaptConfig(steps=2, lr=1e-3, autocast_dtype="fp32", gradient_checkpointing=False)
+    a = icadapt(conv_prior, _bank(), cfg)
+    b = icadapt(twin, _bank(), cfg)
+    assert a.losses == pytest.approx(b.losses, rel=1e-6)
+    for pa, pb in zip(conv_prior.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb)
+
 def test_conditioning_dropout_cases(conv_prior) -> None:
     bank = _bank()
     index = torch.arange(4)

@@ -277,6 +277,8 @@ def icadapt(
         # default of 8 recompiles per code object, past which it would silently run the rest eagerly.
         limits.enter_context(torch._dynamo.config.patch(recompile_limit=BLOCK_RECOMPILE_LIMIT))
     start = time.perf_counter()
+    # Gradients the caller left on the prior would be added into the first step.
+    optimizer.zero_grad(set_to_none=True)
     try:
         for step in range(cfg.steps):
             total = torch.zeros((), device=device)
