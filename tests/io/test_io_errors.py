@@ -10,7 +10,7 @@ import numpy as np
 import pygltflib as gl
 import pytest
 
-from anymole.errors import AssetError
+from anymole.errors import AssetError, InvalidInput
 from anymole.io import load_character
 from anymole.io._assimp import LibraryMismatch, check_library_version
 from anymole.io._isolate import run_isolated
@@ -206,3 +206,10 @@ def test_a_non_positive_fbx_unit_scale_names_the_file():
         scene_to_character(raw, "Fox.fbx", fmt=".fbx")
     assert info.value.path == "Fox.fbx" and "scale=" in info.value.reason
     assert scene_to_character(raw, "Fox.fbx", fmt=".fbx", scale=0.01).skeleton.num_joints == 24
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [({"fps": 0}, "fps"), ({"fps": -24.0}, "fps"), ({"scale": 0.0}, "scale")])
+def test_bad_arguments_are_invalid_input_naming_the_argument(kwargs: dict[str, float], field: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        load_character(ASSETS / "Fox.glb", **kwargs)
+    assert info.value.field == field

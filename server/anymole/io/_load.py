@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from anymole.errors import AssetError
+from anymole.errors import AssetError, InvalidInput
 from anymole.io._bvh import read_bvh
 from anymole.io._isolate import DEFAULT_IMPORT_TIMEOUT_S, read_scene
 from anymole.io._scene import scene_to_character
@@ -42,10 +42,16 @@ def load_character(
         merged skinned mesh with normalised weights (``None`` for BVH), and every clip in file order.
 
     Raises:
+        InvalidInput: ``fps`` or ``scale`` is not positive.
         AssetError: missing, empty, unsupported, malformed or truncated file; no skeleton; unbound
             vertices; the importer crashed or timed out. The message names the file and the reason.
         ModelUnavailable: libassimp/pyassimp missing or of an unverified version (FBX, glTF, DAE only).
     """
+    # Argument errors first: they are the caller's, not the file's.
+    if fps is not None and not fps > 0:
+        raise InvalidInput("fps", f"must be > 0 (frames per second to resample every clip at), got {fps}")
+    if scale is not None and not scale > 0:
+        raise InvalidInput("scale", f"must be > 0 (metres per file unit), got {scale}")
     p = Path(path)
     ext = p.suffix.lower()
     if ext not in SUPPORTED_FORMATS:
@@ -55,10 +61,6 @@ def load_character(
         raise AssetError(p, "no such file" if not p.exists() else "not a regular file")
     if p.stat().st_size == 0:
         raise AssetError(p, "the file is empty")
-    if fps is not None and not fps > 0:
-        raise AssetError(p, f"fps must be > 0, got {fps}")
-    if scale is not None and not scale > 0:
-        raise AssetError(p, f"scale must be > 0, got {scale}")
     if ext == ".bvh":
         character = read_bvh(p, scale=scale, fps=fps)
         if clip is not None and clip not in character.motions:
