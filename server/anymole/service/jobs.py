@@ -3,12 +3,17 @@
 Each job owns an append-only list of `Stamped` events (sequence numbers 1, 2, 3, …), mirrored to
 ``events.jsonl`` in its directory (`JobStore`). Watchers read that list from any position and then wait for
 new events, so any number of clients can follow one job and a client that reconnects resumes with
-``after_seq``. A dropped watcher only stops reading; `cancel` stops the job: a queued job leaves the queue,
-a running one sees its `CancelToken` (stages check it at every progress report) and its task is cancelled.
+``after_seq``. A finished job's log never changes again, so only the logs of the last
+``finished_in_memory`` finished (or replayed) jobs stay in memory; the others are read back from
+``events.jsonl`` when someone watches them (`JobManager.events_after`), which bounds a long-running server's
+memory by its live jobs rather than its whole history. A dropped watcher only stops reading; `cancel` stops
+the job: a queued job leaves the queue, a running one sees its `CancelToken` (stages check it at every
+progress report) and its task is cancelled.
 
-On start the manager reloads every job directory: finished jobs stay readable, jobs that were running are
-marked INTERRUPTED, queued jobs re-enter the queue in submission order. `shutdown(grace)` stops taking jobs,
-lets running jobs finish for ``grace`` seconds and interrupts the rest.
+On start the manager reloads every job directory: finished jobs stay readable (from their job.json; their logs
+stay on disk until watched), jobs that were running are marked INTERRUPTED, queued jobs re-enter the queue in
+submission order. `shutdown(grace)` stops taking jobs, lets running jobs finish for ``grace`` seconds and
+interrupts the rest.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anymole.errors import NotFound, ResourceExhausted
 from anymole.pipeline import (
@@ -43,7 +49,14 @@ from anymole.pipeline import (
 )
 from anymole.rig import Character, Motion
 
-__all__ = ["JobInfo", "JobManager", "JobState", "Stamped"]
+if TYPE_CHECKING:
+    from anymole.service.store import JobStore
+
+__all__ = ["FINISHED_EVENTS_IN_MEMORY", "JobInfo", "JobManager", "JobState", "Stamped"]
+
+# How many finished jobs keep their event logs in memory (most recently finished or replayed first); the
+# rest are replayed from disk. A handful covers clients re-watching the job they just ran.
+FINISHED_EVENTS_IN_MEMORY = 16
 
 log = logging.getLogger("anymole.service.jobs")
 
@@ -81,6 +94,16 @@ class Stamped:
     event: Event
 
 
+def _read_log(store: JobStore, job_id: str) -> list[Stamped]:
+    """A job's log as stored in its events.jsonl (blocking file I/O: call it off the event loop)."""
+    from anymole.service.store import event_from_json
+
+    return [
+        Stamped(job_id, e["seq"], e["time"], event_from_json({k: v for k, v in e.items() if k not in ("seq", "time")}))
+        for e in store.read_events(job_id)
+    ]
+
+
 @dataclass(frozen=True)
 class JobInfo:
     """One row of `JobManager.list`."""
@@ -108,7 +131,9 @@ class _Job:
     total_frames: int
     spec: JobSpec | None
     state: JobState = JobState.QUEUED
-    events: list[Stamped] = field(default_factory=list)
+    # The log in memory, or None for a finished job whose log lives only in events.jsonl.
+    events: list[Stamped] | None = field(default_factory=list)
+    last_seq: int = 0
     token: CancelToken = field(default_factory=CancelToken)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -126,6 +151,7 @@ class _Job:
             "preset": self.preset,
             "label": self.label,
             "total_frames": self.total_frames,
+            "last_seq": self.last_seq,
         }
 
 
@@ -138,6 +164,8 @@ class JobManager:
         devices: one worker per entry, e.g. ``("cuda:0", "cuda:1")`` or ``("cpu",)``.
         max_queue: most jobs waiting (not running); `submit` beyond it raises `ResourceExhausted`.
         resolve_character: character id → `Character`, used to requeue stored jobs after a restart.
+        finished_in_memory: how many finished jobs keep their event logs in memory (LRU); the others are
+            replayed from their ``events.jsonl``.
     """
 
     def __init__(
@@ -147,6 +175,7 @@ class JobManager:
         devices: Sequence[str] = ("cpu",),
         max_queue: int = 64,
         resolve_character: Callable[[str], Character] | None = None,
+        finished_in_memory: int = FINISHED_EVENTS_IN_MEMORY,
     ) -> None:
         from anymole.service.store import JobStore
 
@@ -158,6 +187,8 @@ class JobManager:
         self.max_queue = max_queue
         self._resolve = resolve_character
         self._jobs: dict[str, _Job] = {}
+        self._finished_in_memory = max(0, finished_in_memory)
+        self._cached: OrderedDict[str, _Job] = OrderedDict()  # finished jobs whose events are in memory, LRU first
         self._pending: deque[_Job] = deque()
         self._work = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -246,14 +277,29 @@ class JobManager:
     async def watch(self, job_id: str, after_seq: int = 0) -> AsyncIterator[Stamped]:
         """Events of ``job_id`` with ``seq > after_seq``: stored ones, then live ones until the terminal one."""
         job = self._get(job_id)
-        i = max(0, int(after_seq))
+        seq = max(0, int(after_seq))
         while True:
-            while i < len(job.events):
-                yield job.events[i]
-                i += 1
-            if job.state.terminal:
+            ended = job.state.terminal  # taken before the read: the events read then include the last one
+            for st in await self.events_after(job_id, seq):
+                yield st
+                seq = st.seq
+            if ended:
                 return
-            await job.changed.wait()
+            # No await between this check and taking `changed`: an event published after it wakes us.
+            if seq >= job.last_seq:
+                await job.changed.wait()
+
+    async def events_after(self, job_id: str, after_seq: int) -> Sequence[Stamped]:
+        """The events of ``job_id`` so far with ``seq > after_seq``, in order: from memory, or for a finished
+        job whose log was let go, from its ``events.jsonl`` (read in a worker thread)."""
+        job = self._get(job_id)
+        events = job.events
+        if events is None:
+            events = await asyncio.to_thread(_read_log, self.store, job.id)
+            if job.events is None:
+                job.events = events
+            self._remember(job)
+        return events[max(0, after_seq) :]
 
     def cancel(self, job_id: str, reason: str = "cancelled by a client") -> JobState:
         """Cancel a queued or running job; returns its state right after the request."""
@@ -306,7 +352,7 @@ class JobManager:
             label=job.label,
             created=job.created,
             position=position,
-            last_seq=len(job.events),
+            last_seq=job.last_seq,
             total_frames=job.total_frames,
         )
 
@@ -314,14 +360,27 @@ class JobManager:
         """Append ``event`` to the job's log and wake its watchers (event-loop thread only)."""
         if job.state.terminal:
             return  # a late progress report after the end: the log is closed
-        st = Stamped(job.id, len(job.events) + 1, time.time(), event)
+        assert job.events is not None  # only finished jobs let their log go
+        st = Stamped(job.id, job.last_seq + 1, time.time(), event)
         self.store.append_event(job.id, st.seq, st.time, event)
         job.events.append(st)
+        job.last_seq = st.seq
         if is_terminal(event):
             job.state = _END_STATE[type(event)]
             self.store.write_meta(job.id, job.meta())
+            self._remember(job)
         old, job.changed = job.changed, asyncio.Event()
         old.set()
+
+    def _remember(self, job: _Job) -> None:
+        """Mark a finished job's in-memory log as most recently used; let the least recent ones go beyond the
+        limit (their events.jsonl has every event, so `events_after` can read them back)."""
+        self._cached[job.id] = job
+        self._cached.move_to_end(job.id)
+        while len(self._cached) > self._finished_in_memory:
+            _, old = self._cached.popitem(last=False)
+            old.events = None
+            old.result = None  # result.npz has it; `result` reloads it on demand
 
     def _emitter(self, job: _Job) -> Callable[[Event], None]:
         """A thread-safe publish for progress reports from stage threads."""
@@ -396,8 +455,6 @@ class JobManager:
                 await events.aclose()  # type: ignore[attr-defined]
 
     def _reload(self) -> None:
-        from anymole.service.store import event_from_json
-
         stored = sorted(self.store.load_all(), key=lambda p: p.meta["created"])
         for p in stored:
             m = p.meta
@@ -412,18 +469,22 @@ class JobManager:
                 spec=None,
                 state=JobState.RUNNING if m["state"] == "running" else JobState.QUEUED,
             )
-            job.events = [
-                Stamped(job.id, e["seq"], e["time"], event_from_json({k: v for k, v in e.items() if k not in ("seq", "time")}))
-                for e in p.events
-            ]
             self._jobs[job.id] = job
             state = JobState(m["state"])
+            if state.terminal and "last_seq" in m:
+                # job.json is rewritten after the terminal event is logged, so its last_seq is the log's:
+                # the log itself stays on disk until someone watches the job.
+                job.state, job.last_seq, job.events = state, m["last_seq"], None
+                continue
+            # A job that had not finished (or a directory from before last_seq was stored): read its log.
+            job.events = _read_log(self.store, job.id)
+            job.last_seq = job.events[-1].seq if job.events else 0
             if job.events and is_terminal(job.events[-1].event):
                 # The log is written before job.json: after a crash between the two, the log is right.
                 state = _END_STATE[type(job.events[-1].event)]
             if state.terminal:
-                job.state = state
-                if m["state"] != state.value:
+                job.state, job.events = state, None
+                if m != job.meta():
                     self.store.write_meta(job.id, job.meta())
             elif state is JobState.RUNNING:
                 self._publish(job, Interrupted("the server stopped while this job ran; resubmit it"))

@@ -26,7 +26,7 @@ from anymole.pipeline import AnyMoLePipeline, Pipeline
 from anymole.service.auth import GateInterceptor
 from anymole.service.characters import CharacterStore
 from anymole.service.convert import Limits
-from anymole.service.jobs import JobManager
+from anymole.service.jobs import FINISHED_EVENTS_IN_MEMORY, JobManager
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.servicer import AnyMoLeServicer, add_servicer
 
@@ -48,6 +48,8 @@ class ServerConfig:
         data_dir: job directories and uploaded characters.
         devices: torch device names, one worker each; ``("auto",)`` = every CUDA device, else the CPU.
         max_queue: most queued jobs before SubmitJob answers RESOURCE_EXHAUSTED.
+        finished_in_memory: how many finished jobs keep their event logs in memory; older ones are replayed
+            from disk.
         token: when set, every call must carry ``authorization: Bearer <token>``.
         tls_cert: PEM certificate chain; with ``tls_key`` the server speaks TLS only.
         tls_key: PEM private key.
@@ -60,6 +62,7 @@ class ServerConfig:
     data_dir: Path = Path("anymole-data")
     devices: tuple[str, ...] = ("auto",)
     max_queue: int = 64
+    finished_in_memory: int = FINISHED_EVENTS_IN_MEMORY
     token: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -141,6 +144,7 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
         devices=[n for n, _ in devices],
         max_queue=cfg.max_queue,
         resolve_character=characters.get,
+        finished_in_memory=cfg.finished_in_memory,
     )
     limit = cfg.limits.max_message_bytes
     server = grpc.aio.server(

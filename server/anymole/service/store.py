@@ -2,7 +2,8 @@
 
 Layout under ``data_dir``::
 
-    jobs/<job_id>/job.json         id, state, timestamps, method, label (rewritten atomically on each change)
+    jobs/<job_id>/job.json         id, state, timestamps, method, label, last_seq (rewritten atomically on each
+                                   state change, after the event that caused it is logged)
     jobs/<job_id>/request.json     the validated request's scalars (character id, keyframe indices, …)
     jobs/<job_id>/request.npz      its arrays: context rotations (C, J, 4), root (C, 3), keys (K, J, 4), (K, 3)
     jobs/<job_id>/events.jsonl     every event, one JSON object per line, in sequence order
@@ -92,11 +93,10 @@ def event_from_json(obj: dict[str, Any]) -> Event:
 
 @dataclass
 class PersistedJob:
-    """What a job directory holds: its metadata, request scalars and events (JSON form)."""
+    """What a job directory holds besides its event log (`JobStore.read_events`): metadata, request scalars."""
 
     meta: dict[str, Any]
     request: dict[str, Any]
-    events: list[dict[str, Any]]
 
 
 class JobStore:
@@ -194,7 +194,8 @@ class JobStore:
             )
 
     def load_all(self) -> Iterator[PersistedJob]:
-        """Every readable job directory (a directory without job.json — a crash mid-create — is skipped)."""
+        """Every readable job directory (a directory without job.json — a crash mid-create — is skipped); the
+        event logs are not read here, so that a start costs the number of jobs, not the size of their logs."""
         if not self.jobs_dir.is_dir():
             return
         for d in sorted(self.jobs_dir.iterdir()):
@@ -203,9 +204,12 @@ class JobStore:
                 continue
             meta = json.loads(meta_path.read_text())
             request = json.loads((d / "request.json").read_text())
-            ev_path = d / "events.jsonl"
-            events = _read_log(ev_path) if ev_path.exists() else []
-            yield PersistedJob(meta, request, events)
+            yield PersistedJob(meta, request)
+
+    def read_events(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's events (JSON form) in sequence order; none when it has no log yet."""
+        path = self.job_dir(job_id) / "events.jsonl"
+        return _read_log(path) if path.exists() else []
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
