@@ -328,6 +328,7 @@ def serve(
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain: serve TLS (with --tls-key)")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert")] = None,
     grace: Annotated[float, typer.Option(help="seconds running jobs get to finish on SIGTERM before they are interrupted")] = 30.0,
+    finished_in_memory: Annotated[int | None, typer.Option(min=0, help="finished jobs whose events stay in memory; older ones replay from disk [default: 16]")] = None,
 ) -> None:
     """Run the gRPC server the Unity and Unreal plugins talk to (anymole.v1.AnyMoLeService).
 
@@ -337,6 +338,7 @@ def serve(
       anymole serve --port 50051 --data-dir /srv/anymole --token $SECRET --tls-cert cert.pem --tls-key key.pem
     """
     import asyncio
+    import dataclasses
     import logging
 
     from anymole.service.server import ServerConfig
@@ -345,6 +347,8 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = ServerConfig(host=host, port=port, data_dir=data_dir.expanduser(), devices=tuple(device or ("auto",)),
                        max_queue=max_queue, token=token, tls_cert=tls_cert, tls_key=tls_key, grace_s=grace)
+    if finished_in_memory is not None:
+        cfg = dataclasses.replace(cfg, finished_in_memory=finished_in_memory)
     asyncio.run(run_server(cfg, on_ready=lambda p: typer.echo(f"anymole listening on {host}:{p}", err=True)))
 
 
