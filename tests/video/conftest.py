@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from anymole.errors import ModelUnavailable
-from anymole.video.prior import VideoCondition
+from anymole.video.prior import EncodedFrames, VideoCondition
 
 TEXT_TOKENS = 4
 IMAGE_TOKENS = 2
@@ -78,15 +78,29 @@ class ConvPrior(nn.Module):
         return self.byte_embed(ids.to(device))
 
     def _image(self, image: torch.Tensor) -> torch.Tensor:
-        return self.image_proj(image.mean(dim=(2, 3))).reshape(image.shape[0], IMAGE_TOKENS, self.dim)
+        return self._image_tokens(image.mean(dim=(2, 3)))
+
+    def _image_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        return self.image_proj(features).reshape(features.shape[0], IMAGE_TOKENS, self.dim)
+
+    def encode_frames(self, images: torch.Tensor) -> EncodedFrames:
+        latents = self.encode(images.transpose(0, 1)[None])[0].transpose(0, 1)
+        return EncodedFrames(latents=latents, features=images.mean(dim=(2, 3)))
 
     def condition(self, prompts, first, last, fps, num_frames=None) -> VideoCondition:
         t = num_frames or self.num_frames
-        ends = [first, last if last is not None else torch.zeros_like(first)]
-        z = self.encode(torch.stack(ends, dim=2))
-        concat = torch.zeros(first.shape[0], 12, t, *z.shape[3:], device=first.device, dtype=z.dtype)
-        concat[:, :, 0], concat[:, :, -1] = z[:, :, 0], z[:, :, 1]
-        context = torch.cat([self._text(prompts, first.device), self._image(first)], dim=1)
+        if isinstance(first, torch.Tensor):
+            first = self.encode_frames(first)
+            last = None if last is None else self.encode_frames(last)
+        device = first.latents.device
+        if last is None:  # the latents of a black frame, as the image path always had
+            n, _, h, w = first.latents.shape
+            z_last = self.encode(torch.zeros(n, 3, 1, 2 * h, 2 * w, device=device))[:, :, 0]
+        else:
+            z_last = last.latents
+        concat = torch.zeros(len(first), 12, t, *first.latents.shape[2:], device=device, dtype=first.latents.dtype)
+        concat[:, :, 0], concat[:, :, -1] = first.latents, z_last
+        context = torch.cat([self._text(prompts, device), self._image_tokens(first.features)], dim=1)
         return VideoCondition(context=context, concat=concat, fps=fps.float())
 
     def unconditional(self, cond: VideoCondition) -> VideoCondition:

@@ -341,7 +341,25 @@ def test_lora_mode_trains_adapters_only_and_starts_as_identity(prior):
         torch.testing.assert_close(model.predict(z, torch.tensor([600]), cond), before)  # lora_B starts at 0
 
 
-@pytest.mark.parametrize("mode", ["spatial", "lora", "decoder"])
+def test_lora_decoder_mode_trains_the_decoder_adapters_and_no_encoder_gradient(prior):
+    model = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
+    model.load_state_dict(prior.state_dict())
+    params = list(model.trainable_parameters("lora_decoder"))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and len(params) == len(trainable)
+    assert all("lora_" in n and n.startswith(("unet.middle_block.", "unet.output_blocks.")) for n in trainable)
+    # the encoder has adapters too (identity at the start), they just do not train
+    assert any("lora_" in n and n.startswith("unet.input_blocks.") for n, _ in model.named_parameters())
+    seen: list[bool] = []
+    model.unet.middle_block.register_forward_pre_hook(lambda _m, args: seen.append(args[0].requires_grad))
+    cond, z = _cond(model), torch.randn(1, 4, T, 8, 8)
+    model.predict(z, torch.tensor([600]), cond).square().mean().backward()
+    assert seen == [False]  # the encoder half builds no autograd graph: the backward pass stops at the middle
+    lora_b = [p for n, p in model.named_parameters() if n in trainable and "lora_B" in n]
+    assert lora_b and all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in lora_b)
+
+
+@pytest.mark.parametrize("mode", ["spatial", "lora", "decoder", "lora_decoder"])
 def test_save_and_load_adapted_round_trip(tmp_path, mode):
     src = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
     params = list(src.trainable_parameters(mode))
@@ -478,3 +496,56 @@ def test_timestep_embedding_matches_diffusers_cos_first_convention():
     t = torch.tensor([0, 1, 250, 999])
     expected = get_timestep_embedding(t, 320, flip_sin_to_cos=True, downscale_freq_shift=0)
     torch.testing.assert_close(timestep_embedding(t, 320), expected)
+
+
+def test_condition_from_encoded_frames_equals_condition_from_images(prior):
+    gen = torch.Generator().manual_seed(3)
+    images = torch.rand(5, 3, H, W, generator=gen)
+    prompts, fps = ["a fox", "", "a fox"], torch.tensor([30.0, 15.0, 10.0])
+    with torch.no_grad():
+        encoded = prior.encode_frames(images)
+        assert encoded.latents.shape == (5, 4, 8, 8) and len(encoded) == 5
+        first, last = torch.tensor([0, 2, 4]), torch.tensor([1, 3, 0])
+        direct = prior.condition(prompts, images[first], images[last], fps)
+        cached = prior.condition(prompts, encoded[first], encoded[last], fps)
+        open_end = prior.condition(prompts, encoded[first], None, fps)
+    for a, b in ((direct.context, cached.context), (direct.concat, cached.concat), (direct.fps, cached.fps)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert float(open_end.concat[:, :, -1].abs().max()) == 0.0
+    torch.testing.assert_close(open_end.concat[:, :, 0], cached.concat[:, :, 0])
+    with pytest.raises(InvalidInput, match="both as images or both"):
+        prior.condition(prompts, encoded[first], images[last], fps)
+    with pytest.raises(InvalidInput, match="3 encoded frames"):
+        prior.condition(prompts, encoded[torch.tensor([0, 1])], encoded[torch.tensor([0, 1])], fps)
+
+
+def test_text_tokens_are_encoded_once_per_caption_until_the_encoder_changes():
+    model = DynamiCrafterPrior(DynamiCrafterConfig.tiny()).eval()
+    calls: list[int] = []
+    model.text_encoder.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[0]))
+    images = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(4))
+    fps = torch.tensor([30.0, 30.0])
+    with torch.no_grad():
+        a = model.condition(["a fox", ""], images, images, fps)
+        b = model.condition(["", "a fox"], images.flip(0), images.flip(0), fps)
+        assert calls == [2]  # "" and "a fox" once each, in one batch
+        torch.testing.assert_close(a.context[:, :8], b.context.flip(0)[:, :8])  # the 8 tiny text tokens
+        state = model.state_dict()
+        state = {k: (v + 0.1 if k.startswith("text_encoder.") and v.is_floating_point() else v) for k, v in state.items()}
+        model.load_state_dict(state)
+        c = model.condition(["a fox", ""], images, images, fps)
+    assert calls == [2, 2]  # new weights: encoded again
+    assert not torch.allclose(c.context[:, :8], a.context[:, :8])
+
+
+def test_unconditional_tokens_are_one_grey_image_repeated(prior):
+    images = torch.rand(3, 3, H, W, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        cond = prior.condition(["x"] * 3, images, images, torch.tensor([30.0] * 3))
+        null = prior.unconditional(cond)
+        grey = torch.full((1, 3, H, W), 0.5)
+        one = prior.condition([""], grey, grey, torch.tensor([30.0]))
+    assert null.context.shape == cond.context.shape
+    for row in null.context:
+        torch.testing.assert_close(row, one.context[0], atol=1e-5, rtol=1e-5)
+    assert null.concat is cond.concat

@@ -73,7 +73,7 @@ CLIPS_PER_STEP = 8
 Variant = tuple[str, str, int, bool | str]
 #: trained sets that are the reference's (ICAdaptConfig.reference); the others are partial fine-tunes.
 REFERENCE_MODES = ("spatial",)
-FAST_MODES = ("decoder", "lora")
+FAST_MODES = ("decoder", "lora", "lora_decoder")
 
 
 @dataclass(frozen=True)
@@ -659,7 +659,8 @@ def _section(r: dict[str, Any]) -> str:
         "",
         "Variant names: mode (`spatial` = the reference's trained set, `decoder` = that set restricted to the middle "
         "block, output blocks and head, so the backward pass stops at the middle block, `lora` = rank-16 adapters on "
-        "the spatial attention projections, `full` = UNet + resampler); checkpointing (no suffix = every layer recomputed, "
+        "the spatial attention projections, `lora_decoder` = those of the middle and output blocks only, `full` = UNet + "
+        "resampler); checkpointing (no suffix = every layer recomputed, "
         "`_sac` = selective: outputs of matmuls, convolutions and attention kept, the rest recomputed, `_no_ckpt` = "
         "none); `_bAxB` = A clips a micro-batch × B accumulation (no suffix: 4 × 2, the reference trainer's split; the "
         f"`ICAdaptConfig()` default is {_default_variant()}); `_compiled` = `torch.compile` of the "

@@ -37,7 +37,7 @@ from anymole.video.openclip import (
     VisionEncoder,
     VisionEncoderConfig,
 )
-from anymole.video.prior import TRAIN_MODES, VideoCondition
+from anymole.video.prior import TRAIN_MODES, EncodedFrames, VideoCondition
 from anymole.video.resampler import Resampler, ResamplerConfig
 from anymole.video.unet3d import (
     SpatialTransformer,
@@ -202,6 +202,10 @@ class DynamiCrafterConfig:
         return cls(**kwargs)
 
 
+#: distinct captions `DynamiCrafterPrior` keeps text tokens of (a few per scene; cleared past this).
+TEXT_MEMO_SIZE = 64
+
+
 def _lora_targets(unet: UNet3D) -> list[str]:
     """Full names of the attention projections (``to_q/k/v``, ``to_k_ip/v_ip``, ``to_out.0``) inside the
     spatial transformers: LoRA goes only where the reference ICAdapt trains."""
@@ -245,6 +249,9 @@ class DynamiCrafterPrior(nn.Module):
         self.prediction_type = cfg.prediction_type
         self.tokenizer: Tokenizer = tokenizer or ByteTokenizer(cfg.text.vocab_size, cfg.text.context_length)
         self.train_mode: str | None = None
+        # caption → text tokens, see `_text_tokens`
+        self._text_memo: dict[tuple[str, str, torch.dtype | None], torch.Tensor] = {}
+        self._text_memo_version = -1
         with torch.device("meta") if device is not None else contextlib.nullcontext():
             self.unet = UNet3D(cfg.unet)
             self.vae = build_vae(cfg.vae)
@@ -325,49 +332,91 @@ class DynamiCrafterPrior(nn.Module):
         x = ((torch.cat(chunks) + 1) / 2).clamp(0, 1)
         return x.reshape(b, t, *x.shape[1:]).transpose(1, 2)
 
-    def _context(self, prompts: list[str], images: torch.Tensor) -> torch.Tensor:
-        """``[text tokens ; resampled image tokens]``: ``(B, 77 + 16·16, 1024)`` at full size."""
+    def _text_tokens(self, prompts: list[str]) -> torch.Tensor:
+        """``(B, 77, 1024)`` text tokens at full size. Each distinct caption is encoded once and kept: the text
+        encoder is frozen in every training mode, and ICAdapt and the sampler ask for the same one or two
+        captions thousands of times. The memo is dropped when the encoder's weights change in place (their
+        version counters move, e.g. under ``load_state_dict``) and when it outgrows `TEXT_MEMO_SIZE`."""
         device = self.unet.device
-        text = self.text_encoder(self.tokenizer(prompts).to(device))
-        image = self.image_proj(self.image_encoder(images.to(device)).to(self.image_proj.latents.dtype))
-        return torch.cat([text.to(image.dtype), image], dim=1)
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+        version = sum(p._version for p in self.text_encoder.parameters())
+        if version != self._text_memo_version or len(self._text_memo) > TEXT_MEMO_SIZE:
+            self._text_memo.clear()
+            self._text_memo_version = version
+        missing = sorted({p for p in prompts if (p, str(device), dtype) not in self._text_memo})
+        if missing:
+            with torch.no_grad():
+                tokens = self.text_encoder(self.tokenizer(missing).to(device))
+            self._text_memo.update({(p, str(device), dtype): t for p, t in zip(missing, tokens, strict=True)})
+        return torch.stack([self._text_memo[(p, str(device), dtype)] for p in prompts])
+
+    def encode_frames(self, images: torch.Tensor) -> EncodedFrames:
+        """VAE latents ``(N, C, h, w)`` and image-encoder features ``(N, 257, 1280)`` (full size) of ``images
+        (N, 3, H, W)`` in [0, 1], in chunks of ``config.vae_chunk`` frames (see `VideoPrior.encode_frames`)."""
+        device = self.unet.device
+        images = images.to(device)
+        latents = self.encode(images.transpose(0, 1)[None])[0].transpose(0, 1)
+        step = self.config.vae_chunk
+        with torch.no_grad():
+            features = torch.cat([self.image_encoder(images[i : i + step]) for i in range(0, len(images), step)])
+        return EncodedFrames(latents=latents, features=features)
+
+    def _context(self, prompts: list[str], features: torch.Tensor) -> torch.Tensor:
+        """``[text tokens ; resampled image tokens]``: ``(B, 77 + 16·16, 1024)`` at full size, from image-encoder
+        ``features``."""
+        image = self.image_proj(features.to(self.image_proj.latents.dtype))
+        return torch.cat([self._text_tokens(prompts).to(image.dtype), image], dim=1)
 
     def condition(
         self,
         prompts: list[str],
-        first: torch.Tensor,
-        last: torch.Tensor | None,
+        first: torch.Tensor | EncodedFrames,
+        last: torch.Tensor | EncodedFrames | None,
         fps: torch.Tensor,
         num_frames: int | None = None,
     ) -> VideoCondition:
         """Conditioning for interpolation windows (see `VideoPrior.condition`).
 
         The image tokens come from ``first`` only; the concat latents hold ``latent(first)`` in frame 0,
-        ``latent(last)`` in frame ``T-1`` and zeros between, as DynamiCrafter's interpolation mode.
+        ``latent(last)`` in frame ``T-1`` and zeros between, as DynamiCrafter's interpolation mode. Images and
+        their `encode_frames` output give the same conditioning.
         """
         b = len(prompts)
         t = num_frames or self.num_frames
-        if first.ndim != 4 or first.shape[0] != b or first.shape[1] != 3:
-            raise InvalidInput("first", f"expected ({b}, 3, H, W) images for {b} prompts, got {tuple(first.shape)}")
-        if last is not None and last.shape != first.shape:
-            raise InvalidInput("last", f"expected the shape of first {tuple(first.shape)}, got {tuple(last.shape)}")
         if fps.shape != (b,):
             raise InvalidInput("fps", f"expected ({b},), got {tuple(fps.shape)}")
-        ends = first[:, :, None] if last is None else torch.stack([first, last], dim=2)
-        z = self.encode(ends)  # (B, C, 1|2, h, w)
-        concat = z.new_zeros(b, z.shape[1], t, *z.shape[3:])
-        concat[:, :, 0] = z[:, :, 0]
-        if last is not None:
-            concat[:, :, -1] = z[:, :, 1]
-        return VideoCondition(context=self._context(prompts, first), concat=concat, fps=fps.to(concat.device).float())
+        if isinstance(first, EncodedFrames) or isinstance(last, EncodedFrames):
+            if not isinstance(first, EncodedFrames) or not isinstance(last, (EncodedFrames, type(None))):
+                raise InvalidInput("last", "pass first and last both as images or both as EncodedFrames")
+            if len(first) != b or (last is not None and len(last) != b):
+                raise InvalidInput("first", f"expected {b} encoded frames for {b} prompts, got {len(first)}")
+            z_first, z_last = first.latents, None if last is None else last.latents
+            features = first.features
+        else:
+            if first.ndim != 4 or first.shape[0] != b or first.shape[1] != 3:
+                raise InvalidInput("first", f"expected ({b}, 3, H, W) images for {b} prompts, got {tuple(first.shape)}")
+            if last is not None and last.shape != first.shape:
+                raise InvalidInput("last", f"expected the shape of first {tuple(first.shape)}, got {tuple(last.shape)}")
+            ends = first[:, :, None] if last is None else torch.stack([first, last], dim=2)
+            z = self.encode(ends)  # (B, C, 1|2, h, w): one VAE pass for both ends
+            z_first, z_last = z[:, :, 0], None if last is None else z[:, :, 1]
+            with torch.no_grad():
+                features = self.image_encoder(first.to(self.unet.device))
+        concat = z_first.new_zeros(b, z_first.shape[1], t, *z_first.shape[2:])
+        concat[:, :, 0] = z_first
+        if z_last is not None:
+            concat[:, :, -1] = z_last
+        return VideoCondition(context=self._context(prompts, features), concat=concat, fps=fps.to(concat.device).float())
 
     def unconditional(self, cond: VideoCondition) -> VideoCondition:
         """Empty caption and the tokens of an all-grey image (the reference's zero image in [-1, 1]); the
-        concat latents and fps are kept."""
+        concat latents and fps are kept. One grey image is encoded and its tokens repeated."""
         b = cond.context.shape[0]
         size = self.config.vision.image_size
-        grey = torch.full((b, 3, size, size), 0.5, device=cond.context.device)
-        context = self._context([""] * b, grey).to(cond.context.dtype)
+        grey = torch.full((1, 3, size, size), 0.5, device=cond.context.device)
+        with torch.no_grad():
+            features = self.image_encoder(grey)
+        context = self._context([""], features).to(cond.context.dtype).expand(b, -1, -1)
         return VideoCondition(context=context, concat=cond.concat, fps=cond.fps)
 
     def predict(self, latents: torch.Tensor, t: torch.Tensor, cond: VideoCondition) -> torch.Tensor:
@@ -426,17 +475,19 @@ class DynamiCrafterPrior(nn.Module):
         Args:
             mode: ``"spatial"`` (reference ICAdapt: 889 M UNet + 49 M resampler parameters at full size),
                 ``"full"`` (whole UNet + resampler), ``"lora"`` (LoRA adapters, rank ``config.lora_rank``,
-                on the attention projections of the spatial transformers, injected with peft on first use) or
+                on the attention projections of the spatial transformers, injected with peft on first use),
                 ``"decoder"`` (the spatial set of the middle block, output blocks and head, 628 M parameters at
                 full size: a faster, partial fine-tune whose backward pass skips the encoder half, see
-                `_decoder_parameters`).
+                `_decoder_parameters`) or ``"lora_decoder"`` (the LoRA adapters of the middle and output blocks
+                only: no weight gradients and no backward pass through the encoder half; the encoder's adapters
+                stay at their identity start).
 
         Returns:
             A list of the trainable parameters.
         """
         if mode not in TRAIN_MODES:
             raise InvalidInput("mode", f"expected one of {TRAIN_MODES}, got {mode!r}")
-        if mode == "lora":
+        if mode in ("lora", "lora_decoder"):
             self._inject_lora()
         self.requires_grad_(False)
         if mode == "spatial":
@@ -446,7 +497,8 @@ class DynamiCrafterPrior(nn.Module):
         elif mode == "decoder":
             params = self._decoder_parameters()
         else:
-            params = [p for name, p in self.unet.named_parameters() if "lora_" in name]
+            decoder = ("middle_block.", "output_blocks.") if mode == "lora_decoder" else ("",)
+            params = [p for name, p in self.unet.named_parameters() if "lora_" in name and name.startswith(decoder)]
         for p in params:
             p.requires_grad_(True)
         self.train_mode = mode

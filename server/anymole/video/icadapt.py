@@ -28,10 +28,17 @@ from torch.nn import functional as F
 
 from anymole.errors import InvalidInput
 from anymole.video.clips import ClipBank
-from anymole.video.prior import AUTOCAST_DTYPES, TRAIN_MODES, VideoCondition, VideoPrior, autocast
+from anymole.video.prior import (
+    AUTOCAST_DTYPES,
+    TRAIN_MODES,
+    EncodedFrames,
+    VideoCondition,
+    VideoPrior,
+    autocast,
+)
 from anymole.video.schedule import DDIMSchedule
 
-__all__ = ["AdaptedWeights", "ICAdaptConfig", "encode_views", "icadapt", "icadapt_loss"]
+__all__ = ["AdaptedWeights", "ICAdaptConfig", "encode_clip_frames", "encode_views", "icadapt", "icadapt_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +60,8 @@ class ICAdaptConfig:
         grad_accum: micro-batches per optimiser step (2); clips a step = ``batch_size · grad_accum`` (8).
         mode: ``"spatial"`` (denoiser minus temporal layers and time/fps embeddings), ``"full"``, ``"lora"`` or
             ``"decoder"`` (the spatial set of the decoder half only: the backward pass skips the encoder; not
-            the reference's trained set, so chosen only explicitly, e.g. through `fast`).
+            the reference's trained set, so chosen only explicitly, e.g. through `fast`) or ``"lora_decoder"``
+            (LoRA adapters of the decoder half: no weight gradients, no backward pass through the encoder).
         autocast_dtype: ``"bf16"``, ``"fp16"`` or ``"fp32"`` (no autocast); autocast applies on CUDA only.
         gradient_checkpointing: recompute activations in backward (if the backend supports it).
         selective_checkpointing: with checkpointing, keep the outputs of matmuls, convolutions and attention
@@ -141,6 +149,15 @@ class AdaptedWeights:
 
 
 @torch.no_grad()
+def encode_clip_frames(prior: VideoPrior, clips: ClipBank, autocast_dtype: str = "bf16") -> EncodedFrames:
+    """Every rendered frame through the prior's frozen encoders once (`VideoPrior.encode_frames`, rows as
+    `ClipBank.frames_flat`): the clips' latents and their ends' conditioning come from it, so no optimiser
+    step runs the VAE, text or image encoder again."""
+    with autocast(clips.videos.device, autocast_dtype):
+        return prior.encode_frames(clips.frames_flat())
+
+
+@torch.no_grad()
 def encode_views(prior: VideoPrior, videos: torch.Tensor, autocast_dtype: str = "bf16") -> torch.Tensor:
     """VAE-encode every frame of every view once: ``(V, 3, F, H, W)`` → latents ``(V, C, F, h, w)`` float32
     (the backend bounds its own memory, see `VideoPrior.encode`)."""
@@ -151,8 +168,8 @@ def encode_views(prior: VideoPrior, videos: torch.Tensor, autocast_dtype: str = 
 def _dropout_condition(
     prior: VideoPrior,
     caption: str,
-    first: torch.Tensor,
-    last: torch.Tensor,
+    first: torch.Tensor | EncodedFrames,
+    last: torch.Tensor | EncodedFrames,
     fps: torch.Tensor,
     u: torch.Tensor,
     p: float,
@@ -165,7 +182,7 @@ def _dropout_condition(
     is built as ``cond(caption, x) − cond("", x) + null``: position-wise that is ``[T(caption) ; I(0)]``.
     The null conditioning is built only when some sample drops its image.
     """
-    b = first.shape[0]
+    b = len(first)
     drop_text = u < 2 * p
     prompts = ["" if d else caption for d in drop_text.tolist()]
     cond = prior.condition(prompts, first, last, fps)
@@ -240,7 +257,9 @@ def icadapt(
     cfg = cfg or ICAdaptConfig()
     schedule = schedule or DDIMSchedule(prediction_type=prior.prediction_type)
     device = clips.videos.device
-    per_frame = encode_views(prior, clips.videos, autocast_dtype=cfg.autocast_dtype)
+    encoded = encode_clip_frames(prior, clips, autocast_dtype=cfg.autocast_dtype)
+    v, _, f = clips.videos.shape[:3]
+    per_frame = encoded.latents.float().reshape(v, f, *encoded.latents.shape[1:]).transpose(1, 2)  # (V, C, F, h, w)
     params = list(prior.trainable_parameters(cfg.mode))
     if not params:
         raise InvalidInput("mode", f"the prior has no trainable parameters for mode {cfg.mode!r}")
@@ -285,7 +304,7 @@ def icadapt(
             for _ in range(cfg.grad_accum):
                 index = next(batches)
                 x0 = clips.latents(per_frame, index)
-                first, last = clips.endpoints(index)
+                first, last = (encoded[i] for i in clips.endpoint_indices(index))
                 fps = clips.fps[index].to(device)
                 u = torch.rand(len(index), generator=generator)  # stays on the CPU, see _dropout_condition
                 t = torch.randint(0, schedule.num_train_timesteps, (len(index),), generator=generator).to(

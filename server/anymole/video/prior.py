@@ -20,10 +20,10 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["AUTOCAST_DTYPES", "TRAIN_MODES", "VideoCondition", "VideoPrior", "autocast"]
+__all__ = ["AUTOCAST_DTYPES", "TRAIN_MODES", "EncodedFrames", "VideoCondition", "VideoPrior", "autocast"]
 
 #: parameter sets `VideoPrior.trainable_parameters` selects (a backend may reject those it lacks).
-TRAIN_MODES = ("spatial", "full", "lora", "decoder")
+TRAIN_MODES = ("spatial", "full", "lora", "decoder", "lora_decoder")
 #: mixed-precision names of the sampler and ICAdapt configs → autocast dtype (``None``: no autocast).
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
@@ -61,6 +61,28 @@ class VideoCondition:
         )
 
 
+@dataclass(frozen=True)
+class EncodedFrames:
+    """Conditioning frames after the prior's frozen encoders, so that frames used again and again (ICAdapt's
+    clip ends) are encoded once (`VideoPrior.encode_frames`).
+
+    Attributes:
+        latents: ``(N, C, h, w)`` scaled VAE latents (posterior means), as `VideoPrior.encode` gives.
+        features: ``(N, ...)`` the frozen image encoder's output, in the backend's own layout (before any
+            trainable part, e.g. DynamiCrafter's resampler).
+    """
+
+    latents: torch.Tensor
+    features: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+    def __getitem__(self, index: torch.Tensor) -> EncodedFrames:
+        """The frames ``index (B,)`` (int64, on any device)."""
+        return EncodedFrames(self.latents[index.to(self.latents.device)], self.features[index.to(self.features.device)])
+
+
 @runtime_checkable
 class VideoPrior(Protocol):
     """A latent video diffusion model usable for guided in-betweening and in-context adaptation."""
@@ -87,11 +109,16 @@ class VideoPrior(Protocol):
         """Decode scaled latents ``(B, C, T, h, w)`` to a video ``(B, 3, T, H, W)`` in [0, 1]."""
         ...
 
+    def encode_frames(self, images: torch.Tensor) -> EncodedFrames:
+        """Run the frozen encoders `condition` needs on ``images (N, 3, H, W)`` in [0, 1] (any ``N``, in
+        bounded chunks)."""
+        ...
+
     def condition(
         self,
         prompts: list[str],
-        first: torch.Tensor,
-        last: torch.Tensor | None,
+        first: torch.Tensor | EncodedFrames,
+        last: torch.Tensor | EncodedFrames | None,
         fps: torch.Tensor,
         num_frames: int | None = None,
     ) -> VideoCondition:
@@ -99,8 +126,10 @@ class VideoPrior(Protocol):
 
         Args:
             prompts: ``B`` captions ("" for the unconditional branch).
-            first: ``(B, 3, H, W)`` first frame in [0, 1] (image cross-attention and the first concat slot).
-            last: ``(B, 3, H, W)`` last frame, or ``None`` for image-to-video without an end frame.
+            first: ``(B, 3, H, W)`` first frame in [0, 1] (image cross-attention and the first concat slot), or
+                its `encode_frames` output (same conditioning, no encoder run).
+            last: ``(B, 3, H, W)`` last frame or its `EncodedFrames`, or ``None`` for image-to-video without an
+                end frame.
             fps: ``(B,)`` frames per second of the window.
             num_frames: window length ``T`` (defaults to ``self.num_frames``).
         """
@@ -118,7 +147,8 @@ class VideoPrior(Protocol):
     def trainable_parameters(self, mode: str = "spatial") -> Iterable[torch.nn.Parameter]:
         """Parameters ICAdapt optimises. ``"spatial"``: the denoiser minus temporal layers and time/fps
         embeddings (as the reference); ``"full"``: the whole denoiser; ``"lora"``: LoRA adapters only;
-        ``"decoder"`` (optional): the spatial set of the denoiser's decoder half only, a faster partial fine-tune."""
+        ``"decoder"`` and ``"lora_decoder"`` (optional): the spatial set or the LoRA adapters of the denoiser's
+        decoder half only, faster partial fine-tunes."""
         ...
 
     def save_adapted(self, path: Path) -> None:

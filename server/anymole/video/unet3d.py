@@ -99,12 +99,37 @@ def zero_(module: nn.Module) -> None:
         nn.init.zeros_(p)
 
 
-class GroupNorm32(nn.GroupNorm):
-    """GroupNorm evaluated in float32 (the ResBlock and output norms of the LDM UNet), cast back."""
+_HALF = (torch.bfloat16, torch.float16)
+
+
+class GroupNorm(nn.GroupNorm):
+    """GroupNorm with float32 statistics and the input's dtype out.
+
+    For half inputs the kernel runs on them directly (CUDA and CPU accumulate half inputs' mean and variance
+    in float32) with the affine parameters cast to that dtype, under autocast too: autocast would run the
+    norm in float32 and hand float32 to the SiLU, dropout and layout copies after it (casts and twice the
+    memory traffic in the memory-bound part of a training step). Float32 inputs are normalised in float32.
+    The LDM UNet's ``GroupNorm32`` (float32 compute, cast back) gives the same numbers up to the rounding of
+    its output, which the next convolution rounds anyway.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.weight.float(), self.bias.float()
-        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).type(x.dtype)
+        if x.dtype in _HALF:
+            with torch.autocast(x.device.type, enabled=False):
+                w, b = self.weight.to(x.dtype), self.bias.to(x.dtype)
+                return F.group_norm(x, self.num_groups, w, b, self.eps)
+        return F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps)
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm with float32 statistics and the input's dtype out (see `GroupNorm`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in _HALF:
+            with torch.autocast(x.device.type, enabled=False):
+                w, b = self.weight.to(x.dtype), self.bias.to(x.dtype)
+                return F.layer_norm(x, self.normalized_shape, w, b, self.eps)
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
 
 
 class TemporalConvBlock(nn.Module):
@@ -120,10 +145,10 @@ class TemporalConvBlock(nn.Module):
         def conv() -> nn.Conv3d:
             return nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
 
-        self.conv1 = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), conv())
-        self.conv2 = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
-        self.conv3 = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
-        self.conv4 = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
+        self.conv1 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), conv())
+        self.conv2 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
+        self.conv3 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
+        self.conv4 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -143,11 +168,11 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, emb_dim: int, out_channels: int, groups: int, dropout: float) -> None:
         super().__init__()
         self.in_layers = nn.Sequential(
-            GroupNorm32(groups, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+            GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
         )
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_channels))
         self.out_layers = nn.Sequential(
-            GroupNorm32(groups, out_channels),
+            GroupNorm(groups, out_channels),
             nn.SiLU(),
             nn.Dropout(dropout),
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
@@ -254,9 +279,9 @@ class BasicTransformerBlock(nn.Module):
         self.attn1 = Attention(dim, heads, head_dim, None, dropout)
         self.ff = FeedForward(dim, dropout)
         self.attn2 = Attention(dim, heads, head_dim, context_dim, dropout, text_len, image_scale)
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.norm3 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
+        self.norm3 = LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         x = x + self.attn1(self.norm1(x))
@@ -270,7 +295,7 @@ class SpatialTransformer(nn.Module):
     def __init__(self, channels: int, heads: int, head_dim: int, cfg: UNet3DConfig) -> None:
         super().__init__()
         inner = heads * head_dim
-        self.norm = nn.GroupNorm(cfg.norm_groups, channels, eps=1e-6)
+        self.norm = GroupNorm(cfg.norm_groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner)
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(
@@ -311,7 +336,7 @@ class TemporalTransformer(nn.Module):
     ) -> None:
         super().__init__()
         inner = heads * head_dim
-        self.norm = nn.GroupNorm(cfg.norm_groups, channels, eps=1e-6)
+        self.norm = GroupNorm(cfg.norm_groups, channels, eps=1e-6)
         self.proj_in: nn.Module = nn.Conv1d(channels, inner, 1) if conv_proj else nn.Linear(channels, inner)
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(inner, heads, head_dim, None, cfg.dropout) for _ in range(cfg.transformer_depth)
@@ -473,7 +498,7 @@ class UNet3D(nn.Module):
                     layers.append(Upsample(ch))
                     ds //= 2
                 self.output_blocks.append(Stage(layers))
-        self.out = nn.Sequential(GroupNorm32(g, ch), nn.SiLU(), nn.Conv2d(mc, cfg.out_channels, 3, padding=1))
+        self.out = nn.Sequential(GroupNorm(g, ch), nn.SiLU(), nn.Conv2d(mc, cfg.out_channels, 3, padding=1))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
