@@ -20,23 +20,37 @@ provisional `MotionChunk` events between stages and `Completed(motion=…)` at t
 Methods:
     ``interp``   SLERP rotations, cubic or linear root (`anymole.baseline.inbetween`), instant; streams its
                  frames in chunks. Presets: ``cubic`` (default), ``linear`` (the root interpolation).
-    ``anymole``  the video-prior pipeline; listed but unavailable until its stages are plugged in.
+    ``video``    AnyMoLe's video stage (`anymole.video.generate.generate_video`): render the context from 4
+                 views, ICAdapt, two-stage sampling; streams a `Preview` per sampler window and ends with
+                 `Completed(video=…)`, the generated video (no motion yet). Presets: ``quality`` (the
+                 reference ICAdapt recipe), ``fast`` (`ICAdaptConfig.fast`). Available when `VideoSettings`
+                 names a prior; the prior loads on the first ``video`` job, on that job's device.
+    ``anymole``  the whole pipeline (video → joint estimator → mimicking); listed but unavailable until the
+                 estimator and mimicking stages exist.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 
 from anymole.errors import InvalidInput, JobCancelled, ModelUnavailable
 from anymole.rig import Character, Motion
+
+if TYPE_CHECKING:
+    from anymole.video.generate import GeneratedScene, VideoJobConfig, VideoPreview
+    from anymole.video.prior import VideoPrior
+    from anymole.video.schedule import DDIMSchedule
 
 __all__ = [
     "DEFAULT_CHUNK_FRAMES",
@@ -55,6 +69,9 @@ __all__ = [
     "Progress",
     "ProgressReporter",
     "Queued",
+    "VideoClip",
+    "VideoSettings",
+    "check_spec",
     "is_terminal",
     "run_in_thread",
 ]
@@ -166,6 +183,27 @@ class MotionChunk:
 
 
 @dataclass(frozen=True, eq=False)
+class VideoClip:
+    """A generated video, the result of a ``video`` job.
+
+    Attributes:
+        frames: ``(N, H, W, 3)`` uint8 RGB; several sampled views lie side by side (``W = views · width``).
+        fps: frames per second of the video (15).
+        timeline_frames: the ``N`` frames each video frame shows on the request's timeline.
+        views: the camera views, left to right.
+    """
+
+    frames: torch.Tensor
+    fps: float
+    timeline_frames: tuple[int, ...]
+    views: tuple[int, ...] = (0,)
+
+    @property
+    def frame_count(self) -> int:
+        return int(self.frames.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
 class Completed:
     """The job finished.
 
@@ -175,6 +213,7 @@ class Completed:
         metrics: named quality numbers (e.g. ``key_error_deg``).
         total_frames: timeline length of the result.
         motion: the whole result timeline; the job manager stores it and publishes the event without it.
+        video: the generated video of a ``video`` job; stored and left out of the event like ``motion``.
     """
 
     summary: str
@@ -182,6 +221,7 @@ class Completed:
     metrics: dict[str, float] = field(default_factory=dict)
     total_frames: int = 0
     motion: Motion | None = None
+    video: VideoClip | None = None
 
 
 @dataclass(frozen=True)
@@ -335,7 +375,8 @@ async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, *
 # ---------------------------------------------------------------------------------------------- pipelines
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method a pipeline offers: its presets (first = default) and whether it can run here."""
+    """A method a pipeline offers: its presets (first = default), whether it can run here, and what its jobs
+    produce: ``result`` is ``"motion"`` (GLB/BVH/NPZ results) or ``"video"`` (an MP4 result)."""
 
     name: str
     description: str
@@ -343,10 +384,15 @@ class MethodSpec:
     available: bool = True
     unavailable_reason: str = ""
     sends_previews: bool = False
+    result: str = "motion"
 
 
 class Pipeline(Protocol):
-    """What the job manager runs. Implementations: `AnyMoLePipeline`; the tests' scripted fakes."""
+    """What the job manager runs. Implementations: `AnyMoLePipeline`; the tests' scripted fakes.
+
+    A pipeline may also define ``validate(spec)``: cheap method-specific checks that raise `InvalidInput`;
+    `check_spec` calls it when a job is submitted, so a request that cannot run is refused before it queues.
+    """
 
     def methods(self) -> Sequence[MethodSpec]:
         """The methods this pipeline offers."""
@@ -373,6 +419,16 @@ def check_method(pipeline: Pipeline, method: str, preset: str) -> MethodSpec:
     return spec
 
 
+def check_spec(pipeline: Pipeline, spec: JobSpec) -> MethodSpec:
+    """`check_method` for the spec's method and preset, then the pipeline's own ``validate(spec)`` if it has
+    one; raises what they raise."""
+    method = check_method(pipeline, spec.method, spec.preset)
+    validate = getattr(pipeline, "validate", None)
+    if validate is not None:
+        validate(spec)
+    return method
+
+
 def key_error_deg(result: Motion, key_frames: Sequence[int], key_rotations: torch.Tensor) -> float:
     """Largest angle (degrees) between the result and the requested keyframe rotations, over keys and joints.
 
@@ -386,10 +442,104 @@ def key_error_deg(result: Motion, key_frames: Sequence[int], key_rotations: torc
     return float(torch.rad2deg(2.0 * torch.acos(dot)).max())
 
 
+#: `VideoSettings.prior` value for DynamiCrafter's architecture at tiny size with random weights.
+TINY_PRIOR = "tiny"
+_TINY_WARNING = "random weights: previews are noise"
+_VIDEO_DESCRIPTION = (
+    "AnyMoLe's video stage: renders the context from 4 views, ICAdapt-adapts the video prior, generates the "
+    "in-between video with two-stage guided sampling (Algorithm 2), streams a preview frame per window; result: "
+    "the generated video (MP4; no motion until the joint estimator and mimicking exist)"
+)
+# Relative stage costs for ETAs, in seconds of one H100 at full size (docs/benchmarks.md, "Video prior"):
+# an ICAdapt step of 8 clips ≈ 2 s, one denoiser step of a window ≈ 0.25 s, a rendered frame per view
+# ≈ 10 ms, reading the 10 GB checkpoint ≈ 30 s.
+_COST_ICADAPT_STEP = 2.0
+_COST_WINDOW_STEP = 0.25
+_COST_RENDER_FRAME = 0.01
+_COST_LOAD = 30.0
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """How a server runs the ``video`` method (``anymole serve --video-prior …``).
+
+    Attributes:
+        prior: ``None`` (the method is unavailable), ``"tiny"`` (DynamiCrafter's architecture at tiny size
+            with random weights, seed 0: the offline demo and tests; its videos are noise), or the path of a
+            DynamiCrafter 512 interpolation checkpoint (`DynamiCrafterPrior.from_pretrained`, CLIP tokenizer
+            files beside it).
+        icadapt_steps: ICAdapt optimiser steps for every preset (``None``: the presets' 500).
+        ddim_steps: DDIM steps per sampler window (``None``: 50).
+        width, height: render size in px, multiples of 8 (``None``: the prior's training size, 512 × 320; 64 × 64
+            for ``tiny``).
+        views: orbit views rendered for ICAdapt (4).
+        cache_dir: where ICAdapt results are cached per (model, character, context, settings); ``None``: no
+            cache (`anymole serve` puts it in the data directory).
+    """
+
+    prior: str | None = None
+    icadapt_steps: int | None = None
+    ddim_steps: int | None = None
+    width: int | None = None
+    height: int | None = None
+    views: int = 4
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("icadapt_steps", "ddim_steps", "width", "height"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidInput(name, f"must be >= 1, got {value}")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and value % 8:
+                raise InvalidInput(name, f"must be a multiple of 8 (the VAE's factor), got {value}")
+        if self.views < 1:
+            raise InvalidInput("views", f"must be >= 1, got {self.views}")
+
+    @property
+    def tiny(self) -> bool:
+        return self.prior == TINY_PRIOR
+
+    def unavailable_reason(self) -> str:
+        """Why the ``video`` method cannot run with these settings, and how to enable it; empty if it can."""
+        enable = (
+            "start the server with `anymole serve --video-prior PATH` (a DynamiCrafter 512 interp checkpoint: "
+            "`anymole models pull dynamicrafter-512-interp` fetches it) or `--video-prior tiny` (random weights, "
+            "a dry run whose videos are noise)"
+        )
+        if self.prior is None:
+            return f"no video prior is configured on this server: {enable}"
+        if not self.tiny and not Path(self.prior).expanduser().is_file():
+            return f"the video prior checkpoint {self.prior} does not exist on the server: {enable}"
+        return ""
+
+
+@dataclass
+class _LoadedPrior:
+    prior: VideoPrior
+    schedule: DDIMSchedule
+    model_id: str
+    model_config: Any
+    resolution: tuple[int, int]
+
+
 class AnyMoLePipeline:
-    """The server's pipeline: the ``interp`` baseline now; the video-prior stages plug in as ``anymole``."""
+    """The server's pipeline: the ``interp`` baseline, the ``video`` stage (when ``video`` names a prior), and
+    the whole ``anymole`` method once its last stages exist.
+
+    Args:
+        video: how to run the ``video`` method (default: unavailable).
+    """
+
+    def __init__(self, video: VideoSettings | None = None) -> None:
+        self.video = video or VideoSettings()
+        self._priors: dict[str, _LoadedPrior] = {}
+        self._load_lock = threading.Lock()
 
     def methods(self) -> Sequence[MethodSpec]:
+        reason = self.video.unavailable_reason()
+        description = f"{_TINY_WARNING} (tiny prior). {_VIDEO_DESCRIPTION}" if self.video.tiny else _VIDEO_DESCRIPTION
         return (
             MethodSpec(
                 "interp",
@@ -397,22 +547,183 @@ class AnyMoLePipeline:
                 presets=("cubic", "linear"),
             ),
             MethodSpec(
+                "video",
+                description,
+                presets=("quality", "fast"),
+                available=not reason,
+                unavailable_reason=reason,
+                sends_previews=True,
+                result="video",
+            ),
+            MethodSpec(
                 "anymole",
                 "video diffusion prior + scene-specific joint estimator + motion video mimicking",
                 presets=("quality", "fast"),
                 available=False,
-                unavailable_reason="the video-prior stages are not installed in this build; use method 'interp'",
+                unavailable_reason=(
+                    "the joint estimator and motion mimicking stages are not built yet; use method 'interp' for "
+                    "motion, or 'video' for the generated video"
+                ),
                 sends_previews=True,
             ),
         )
 
+    def validate(self, spec: JobSpec) -> None:
+        """Method-specific checks before a job queues: a ``video`` job's keyframes must fit the sampler's
+        timeline (`anymole.video.generate.plan_timeline`)."""
+        if spec.method == "video":
+            from anymole.video.generate import plan_timeline
+
+            plan_timeline(spec.context_frames, spec.context.fps, spec.key_frames)
+
     async def run(
         self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str
     ) -> AsyncIterator[Event]:
-        method = check_method(self, spec.method, spec.preset)
+        method = check_spec(self, spec)
         if method.name == "interp":
             async for event in self._interp(spec, token, report):
                 yield event
+        elif method.name == "video":
+            async for event in self._video(spec, token, report, device):
+                yield event
+
+    # ------------------------------------------------------------------ video
+    def _video_config(self, spec: JobSpec, loaded: _LoadedPrior) -> VideoJobConfig:
+        from anymole.video.caption import DEFAULT_CAPTION_MODEL
+        from anymole.video.generate import VideoJobConfig
+        from anymole.video.icadapt import ICAdaptConfig
+        from anymole.video.sampler import SamplerConfig
+
+        v = self.video
+        adapt = ICAdaptConfig.fast() if spec.preset == "fast" else ICAdaptConfig()
+        if v.icadapt_steps is not None:
+            adapt = replace(adapt, steps=v.icadapt_steps)
+        sampler = SamplerConfig(seed=spec.seed)
+        if v.ddim_steps is not None:
+            sampler = replace(sampler, num_steps=v.ddim_steps)
+        height, width = loaded.resolution
+        return VideoJobConfig(
+            width=v.width or width,
+            height=v.height or height,
+            views=v.views,
+            icadapt=adapt,
+            sampler=sampler,
+            caption_model=None if v.tiny else DEFAULT_CAPTION_MODEL,
+        )
+
+    def _load_prior(self, device: str) -> _LoadedPrior:
+        """The prior on ``device``, loaded on first use (blocking: call it in a worker thread)."""
+        with self._load_lock:
+            if device in self._priors:
+                return self._priors[device]
+            from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
+            from anymole.video.schedule import DDIMSchedule
+
+            if self.video.tiny:
+                config = DynamiCrafterConfig.tiny()
+                with torch.random.fork_rng(devices=[]):  # seed 0 without touching the caller's RNG
+                    torch.manual_seed(0)
+                    prior = DynamiCrafterPrior(config)
+                prior = prior.to(device)
+                model_id = "dynamicrafter-tiny@random-seed-0"
+            else:
+                assert self.video.prior is not None  # unavailable_reason() was empty
+                path = Path(self.video.prior).expanduser().resolve()
+                prior = DynamiCrafterPrior.from_pretrained(path, device=device)
+                config = prior.config
+                stat = path.stat()
+                model_id = f"dynamicrafter-512-interp@{path}:{stat.st_size}:{stat.st_mtime_ns}"
+            prior.eval()
+            loaded = _LoadedPrior(
+                prior, DDIMSchedule(**config.scheduler_kwargs()), model_id, config.to_dict(), config.resolution
+            )
+            self._priors[device] = loaded
+            return loaded
+
+    async def _video(
+        self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str
+    ) -> AsyncIterator[Event]:
+        from anymole.video.cache import AdaptationCache
+        from anymole.video.generate import generate_video, plan_timeline, sampler_windows
+
+        timeline = plan_timeline(spec.context_frames, spec.context.fps, spec.key_frames)
+        t0 = time.perf_counter()
+        first_load = device not in self._priors
+        if first_load:
+            report.set_plan([("load", 1.0)])
+            report("load", 0.0)
+        loaded = await run_in_thread(token, self._load_prior, device)
+        load_s = time.perf_counter() - t0
+        cfg = self._video_config(spec, loaded)
+        windows = len(sampler_windows(timeline)) * len(cfg.sample_views)
+        frames = timeline.render_context_frames + timeline.num_gaps
+        report.set_plan(
+            ([("load", _COST_LOAD if not self.video.tiny else 1.0)] if first_load else [])
+            + [
+                ("render", _COST_RENDER_FRAME * cfg.views * frames),
+                ("icadapt", _COST_ICADAPT_STEP * cfg.icadapt.steps),
+                ("sample", _COST_WINDOW_STEP * windows * cfg.sampler.num_steps),
+            ]
+        )
+        if first_load:
+            report("load", 1.0)
+        cache = AdaptationCache(self.video.cache_dir) if self.video.cache_dir is not None else None
+        loop = asyncio.get_running_loop()
+        previews: asyncio.Queue[Preview] = asyncio.Queue()
+
+        def on_step(stage: str, fraction: float, preview: VideoPreview | None = None) -> None:
+            if preview is None:
+                report(stage, fraction)  # raises JobCancelled once the job is cancelled
+                return
+            token.raise_if_cancelled()  # the progress of its window was reported already
+            loop.call_soon_threadsafe(previews.put_nowait, _preview_event(stage, preview))
+
+        work = asyncio.ensure_future(
+            run_in_thread(
+                token,
+                generate_video,
+                spec.character,
+                spec.context,
+                spec.key_frames,
+                spec.key_rotations,
+                spec.key_root,
+                loaded.prior,
+                cfg,
+                key_translations=spec.key_translations,
+                schedule=loaded.schedule,
+                cache=cache,
+                model_id=loaded.model_id,
+                model_config=loaded.model_config,
+                character_digest=spec.character_id,
+                on_step=on_step,
+            )
+        )
+        getter: asyncio.Future[Preview] | None = None
+        try:
+            # Previews posted by the stage thread come out here, in order, while the stage runs; the ones
+            # posted before it returned are queued ahead of its completion.
+            while not work.done() or not previews.empty():
+                if not previews.empty():
+                    yield previews.get_nowait()
+                    continue
+                getter = asyncio.ensure_future(previews.get())
+                await asyncio.wait({work, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+                getter = None
+            scene = work.result()
+        finally:
+            if getter is not None:
+                getter.cancel()
+            if not work.done():  # the job was cancelled: run_in_thread stops the stage and waits for it
+                work.cancel()
+                with contextlib.suppress(BaseException):
+                    await work
+        t1 = time.perf_counter()
+        clip = await asyncio.to_thread(_video_clip, scene)
+        yield _video_completed(spec, scene, clip, cfg, load_s if first_load else None, time.perf_counter() - t1, self.video.tiny)
 
     async def _interp(self, spec: JobSpec, token: CancelToken, report: ProgressReporter) -> AsyncIterator[Event]:
         from anymole.baseline import inbetween
@@ -454,3 +765,53 @@ class AnyMoLePipeline:
             total_frames=total,
             motion=motion,
         )
+
+
+def _preview_event(stage: str, preview: VideoPreview) -> Preview:
+    """A JPEG `Preview` of a sampler window's frame (encoded in the stage thread)."""
+    from PIL import Image
+
+    rgb = (preview.image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=85)
+    height, width = rgb.shape[:2]
+    return Preview(stage, preview.frame, preview.view, "image/jpeg", buf.getvalue(), width, height)
+
+
+def _video_clip(scene: GeneratedScene) -> VideoClip:
+    """The sampled views side by side as ``(N, H, V·W, 3)`` uint8 frames."""
+    frames = (scene.frames.clamp(0, 1) * 255).round().to(torch.uint8)  # (V, 3, N, H, W)
+    v, _, n, h, w = frames.shape
+    tiled = frames.permute(2, 3, 0, 4, 1).reshape(n, h, v * w, 3).contiguous()
+    return VideoClip(tiled, scene.fps, scene.request_frames, scene.views)
+
+
+def _video_completed(
+    spec: JobSpec,
+    scene: GeneratedScene,
+    clip: VideoClip,
+    cfg: VideoJobConfig,
+    load_s: float | None,
+    tile_s: float,
+    tiny: bool,
+) -> Completed:
+    timings = ((("load", load_s),) if load_s is not None else ()) + scene.timings + (("encode", tile_s),)
+    adapt = "adapted weights from the cache" if scene.adaptation is None else f"{cfg.icadapt.steps} ICAdapt steps"
+    summary = (
+        f"generated {clip.frame_count} frames ({clip.frame_count / clip.fps:.1f} s at {clip.fps:g} fps, view "
+        f"{', '.join(map(str, clip.views))}) for frames {spec.context_frames - 1}..{spec.key_frames[-1]}: {adapt}, "
+        f"{cfg.sampler.num_steps} DDIM steps a window, {sum(t for _, t in timings):.1f} s; result: video only (MP4), "
+        "no motion until the joint estimator and mimicking exist"
+    )
+    if tiny:
+        summary = f"{_TINY_WARNING} (tiny prior): {summary}"
+    metrics = {"video_frames": float(clip.frame_count)}
+    if scene.adaptation is not None and scene.adaptation.losses:
+        metrics["icadapt_final_loss"] = scene.adaptation.losses[-1]
+    return Completed(
+        summary=summary,
+        timings=timings,
+        metrics=metrics,
+        total_frames=spec.total_frames,
+        video=clip,
+    )

@@ -2,21 +2,26 @@
 
 It is the reference the editor plugins are checked against, and the client the CLI and the tests use:
 same stubs, same metadata (``anymole-protocol-version``, ``authorization: Bearer``), same chunked upload.
-Events come back as domain `Stamped` events (motion chunks as ``(n, J, 4)`` tensors).
+Events come back as domain `Stamped` events (motion chunks as ``(n, J, 4)`` tensors; `Preview` events of a
+``video`` job with their encoded image, which `preview_image` decodes). `AnyMoLeClient.video` fetches the MP4
+a ``video`` job produced, `AnyMoLeClient.result` the motion of the others.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import torch
 
 from anymole.errors import AnymoleError, InvalidInput
+from anymole.pipeline import Preview
 from anymole.rig import Character, Motion, Skeleton
 from anymole.service import convert
 from anymole.service.jobs import JobInfo, JobState, Stamped
@@ -24,7 +29,7 @@ from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
 from anymole.service.version import METADATA_KEY, PROTOCOL_VERSION
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "AnyMoLeClient", "Uploaded"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "AnyMoLeClient", "Uploaded", "VideoResult", "preview_image"]
 
 # The server's defaults, so that both sides raise the message limit alike and chunk the same way.
 DEFAULT_CHUNK_BYTES = convert.Limits.upload_chunk_bytes
@@ -34,7 +39,35 @@ _SUFFIX_FORMAT = {
     ".fbx": pb.CHARACTER_FORMAT_FBX,
     ".bvh": pb.CHARACTER_FORMAT_BVH,
 }
-_RESULT_FORMAT = {"": pb.RESULT_FORMAT_UNSPECIFIED, **{suffix: fmt for fmt, suffix in convert.RESULT_SUFFIX.items()}}
+_RESULT_FORMAT = {
+    "": pb.RESULT_FORMAT_UNSPECIFIED,
+    **{suffix: fmt for fmt, suffix in convert.MOTION_RESULT_SUFFIX.items()},
+}
+
+
+def preview_image(preview: Preview) -> np.ndarray:
+    """The decoded image of a `Preview` event: ``(height, width, 3)`` uint8 RGB."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(preview.data)) as img:
+        rgb = np.asarray(img.convert("RGB"))
+    if rgb.shape[:2] != (preview.height, preview.width):
+        raise AnymoleError(
+            f"preview of frame {preview.frame} decodes to {rgb.shape[1]}×{rgb.shape[0]} px but says "
+            f"{preview.width}×{preview.height}; update the client or the server"
+        )
+    return rgb
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """The result of a ``video`` job: the MP4 bytes and what the server says they hold."""
+
+    job_id: str
+    data: bytes
+    file_name: str
+    fps: float
+    frame_count: int
 
 
 @dataclass(frozen=True)
@@ -221,7 +254,8 @@ class AnyMoLeClient:
         Streamed in parts (DownloadResult), so that results beyond the message limit arrive too."""
         fmt = _RESULT_FORMAT.get(file_suffix.lower())
         if fmt is None:
-            raise InvalidInput("file_suffix", f"no result format {file_suffix!r}; use .glb, .bvh or .npz")
+            hint = "; a video job's MP4 comes from video(job_id)" if file_suffix.lower() == ".mp4" else ""
+            raise InvalidInput("file_suffix", f"no motion result format {file_suffix!r}; use .glb, .bvh or .npz{hint}")
         request = pb.DownloadResultRequest(job_id=job_id, format=fmt)
         header: pb.ResultHeader | None = None
         clip, data = pb.Clip(), bytearray()
@@ -246,3 +280,21 @@ class AnyMoLeClient:
             raise AnymoleError(f"the result of job {job_id} arrived incomplete; call result() again")
         motion = convert.clip_to_motion(clip, num_joints, self.limits, "motion")
         return motion, bytes(data)
+
+    async def video(self, job_id: str) -> VideoResult:
+        """The MP4 a completed ``video`` job generated, streamed in parts (DownloadResult). A job that produced
+        motion fails with FAILED_PRECONDITION naming ``format`` (use `result`)."""
+        request = pb.DownloadResultRequest(job_id=job_id, format=pb.RESULT_FORMAT_MP4)
+        header: pb.ResultHeader | None = None
+        data = bytearray()
+        async for part in self.stub.DownloadResult(request, metadata=self.metadata):
+            kind = part.WhichOneof("part")
+            if kind == "header":
+                header = part.header
+            elif kind == "file_chunk":
+                data += part.file_chunk
+            else:
+                raise AnymoleError(f"the video of job {job_id} came with {kind} parts; update the client or the server")
+        if header is None or len(data) != header.file_bytes or not data:
+            raise AnymoleError(f"the video of job {job_id} arrived incomplete; call video() again")
+        return VideoResult(job_id, bytes(data), header.file_name, header.fps, header.total_frames)

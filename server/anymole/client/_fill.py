@@ -25,7 +25,7 @@ from grpc_status import rpc_status
 from anymole.errors import AnymoleError, AssetError, InvalidInput, JobCancelled
 from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Progress, Queued
 from anymole.rig import Motion
-from anymole.service.convert import RESULT_SUFFIX
+from anymole.service.convert import MOTION_RESULT_SUFFIX
 
 if TYPE_CHECKING:
     from rich.progress import Progress as ProgressView
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FillResult", "fill_remote", "fill_remote_async", "run_demo"]
 
-RESULT_SUFFIXES = tuple(RESULT_SUFFIX.values())
+RESULT_SUFFIXES = tuple(MOTION_RESULT_SUFFIX.values())
 _RETRIES = 3
 
 

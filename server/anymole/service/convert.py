@@ -37,7 +37,9 @@ from anymole.service.jobs import JobInfo, JobState, Stamped
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 
 __all__ = [
+    "MOTION_RESULT_SUFFIX",
     "RESULT_SUFFIX",
+    "VIDEO_RESULT_SUFFIX",
     "Limits",
     "character_from_asset_bytes",
     "character_to_asset",
@@ -60,11 +62,17 @@ __all__ = [
 
 MiB = 1 << 20
 
-RESULT_SUFFIX: dict[pb.ResultFormat.ValueType, str] = {
+MOTION_RESULT_SUFFIX: dict[pb.ResultFormat.ValueType, str] = {
     pb.RESULT_FORMAT_GLB: ".glb",
     pb.RESULT_FORMAT_BVH: ".bvh",
     pb.RESULT_FORMAT_NPZ: ".npz",
 }
+"""The file formats of a motion result (jobs of methods such as ``interp``), with their suffixes."""
+
+VIDEO_RESULT_SUFFIX: dict[pb.ResultFormat.ValueType, str] = {pb.RESULT_FORMAT_MP4: ".mp4"}
+"""The file format of a video result (jobs of method ``video``)."""
+
+RESULT_SUFFIX: dict[pb.ResultFormat.ValueType, str] = {**MOTION_RESULT_SUFFIX, **VIDEO_RESULT_SUFFIX}
 """Every result file format the server writes, with the suffix of its file."""
 
 

@@ -24,7 +24,7 @@ from anymole.errors import (
 from anymole.pipeline import Failed
 from anymole.service.version import VersionMismatch
 
-__all__ = ["STATUS_TABLE", "NotReady", "ShuttingDown", "code_of", "failed_event", "to_status"]
+__all__ = ["STATUS_TABLE", "NotReady", "ResultFormatMismatch", "ShuttingDown", "code_of", "failed_event", "to_status"]
 
 
 class ShuttingDown(AnymoleError):
@@ -33,6 +33,16 @@ class ShuttingDown(AnymoleError):
 
 class NotReady(AnymoleError):
     """The job exists but is not in a state that allows the call (FAILED_PRECONDITION)."""
+
+
+class ResultFormatMismatch(NotReady):
+    """A result asked for in a format its job does not produce (a video job for motion, a motion job for
+    MP4): FAILED_PRECONDITION with a ``google.rpc.PreconditionFailure`` whose subject is the request field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
 
 
 STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
@@ -72,6 +82,17 @@ def to_status(exc: BaseException) -> grpc.Status:
         )
         detail = any_pb2.Any()
         detail.Pack(bad)
+        details.append(detail)
+    if isinstance(exc, ResultFormatMismatch):
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type="RESULT_FORMAT", subject=exc.field, description=exc.reason
+                )
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(failure)
         details.append(detail)
     status = status_pb2.Status(code=code.value[0], message=_message(exc), details=details)
     return rpc_status.to_status(status)

@@ -44,7 +44,7 @@ from anymole.pipeline import (
     Pipeline,
     ProgressReporter,
     Queued,
-    check_method,
+    check_spec,
     is_terminal,
 )
 from anymole.rig import Character, Motion
@@ -240,7 +240,7 @@ class JobManager:
 
         if not self._accepting:
             raise ShuttingDown("the server is shutting down and takes no new jobs; retry once it is back")
-        check_method(self.pipeline, spec.method, spec.preset)
+        check_spec(self.pipeline, spec)
         if len(self._pending) >= self.max_queue:
             raise ResourceExhausted(
                 f"the job queue is full ({self.max_queue} waiting); retry later or cancel queued jobs"
@@ -325,6 +325,22 @@ class JobManager:
         if job.result is None:
             job.result = self.store.load_result(job_id)
         return job.result
+
+    def result_kind(self, job_id: str) -> str:
+        """``"video"`` for a completed job whose result is a video (method ``video``), else ``"motion"``."""
+        from anymole.service.errors import NotReady
+
+        job = self._get(job_id)
+        if job.state is not JobState.COMPLETED:
+            raise NotReady(f"job {job_id} is {job.state.value}; results exist only for completed jobs")
+        return "video" if self.store.has_video(job_id) else "motion"
+
+    def video(self, job_id: str) -> tuple[Path, dict[str, object]]:
+        """The MP4 file of a completed ``video`` job and its description (fps, frames, width, height,
+        timeline_frames, views); blocking file I/O."""
+        if self.result_kind(job_id) != "video":
+            raise NotFound("video result", job_id)
+        return self.store.result_path(job_id, ".mp4"), self.store.load_video_meta(job_id)
 
     def character_id(self, job_id: str) -> str:
         return self._get(job_id).character_id
@@ -428,7 +444,9 @@ class JobManager:
                     if event.motion is not None:
                         job.result = event.motion
                         self.store.save_result(job.id, event.motion)
-                    self._publish(job, dataclasses.replace(event, motion=None))
+                    if event.video is not None:  # encoding an MP4 takes a while: off the event loop
+                        await asyncio.to_thread(self.store.save_video, job.id, event.video)
+                    self._publish(job, dataclasses.replace(event, motion=None, video=None))
                 else:
                     self._publish(job, event)
                 if is_terminal(event):

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from anymole.pipeline import AnyMoLePipeline, Pipeline
+from anymole.pipeline import AnyMoLePipeline, Pipeline, VideoSettings
 from anymole.service.auth import GateInterceptor
 from anymole.service.characters import CharacterStore
 from anymole.service.convert import Limits
@@ -55,6 +55,8 @@ class ServerConfig:
         tls_key: PEM private key.
         grace_s: seconds running jobs get to finish on shutdown before they are interrupted.
         limits: request limits (message size, joints, frames…).
+        video: the ``video`` method's prior (none, ``tiny`` or a checkpoint path), step overrides and render
+            size; loaded on the first ``video`` job. Its ICAdapt cache defaults to ``data_dir/icadapt``.
     """
 
     host: str = "127.0.0.1"
@@ -68,6 +70,7 @@ class ServerConfig:
     tls_key: Path | None = None
     grace_s: float = 30.0
     limits: Limits = field(default_factory=Limits)
+    video: VideoSettings = field(default_factory=VideoSettings)
 
 
 def resolve_devices(devices: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -132,10 +135,15 @@ class AnyMoLeServer:
 
 
 def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[AnyMoLeServer, int]:
-    """Create the server for ``cfg`` and bind its port; returns ``(server, bound_port)``. Call inside a loop."""
-    pipeline = pipeline if pipeline is not None else AnyMoLePipeline()
+    """Create the server for ``cfg`` and bind its port; returns ``(server, bound_port)``. Call inside a loop.
+    Without ``pipeline``, an `AnyMoLePipeline` with ``cfg.video``."""
     devices = resolve_devices(cfg.devices)
     data_dir = Path(cfg.data_dir).expanduser()
+    if pipeline is None:
+        video = cfg.video
+        if video.prior is not None and video.cache_dir is None:
+            video = dataclasses.replace(video, cache_dir=data_dir / "icadapt")
+        pipeline = AnyMoLePipeline(video)
     data_dir.mkdir(parents=True, exist_ok=True)
     characters = CharacterStore(data_dir, cfg.limits)
     jobs = JobManager(

@@ -27,7 +27,7 @@ from anymole.pipeline import Pipeline
 from anymole.rig import Motion
 from anymole.service import convert
 from anymole.service.characters import CharacterStore
-from anymole.service.errors import code_of, to_status
+from anymole.service.errors import ResultFormatMismatch, code_of, to_status
 from anymole.service.jobs import JobManager
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
@@ -142,13 +142,20 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
             devices=[pb.DeviceInfo(name=n, description=d) for n, d in self.devices],
             limits=self.limits.to_proto(),
             auth_required=self.auth_required,
-            result_formats=list(convert.RESULT_SUFFIX),
+            result_formats=self._result_formats(),
         )
         return pb.GetServerInfoResponse(
             server_version=__version__,
             protocol=pb.ProtocolVersion(major=PROTOCOL_VERSION[0], minor=PROTOCOL_VERSION[1]),
             capabilities=caps,
         )
+
+    def _result_formats(self) -> list[pb.ResultFormat.ValueType]:
+        """Motion formats, and MP4 when an available method produces video."""
+        formats = list(convert.MOTION_RESULT_SUFFIX)
+        if any(m.available and m.result == "video" for m in self.pipeline.methods()):
+            formats += list(convert.VIDEO_RESULT_SUFFIX)
+        return formats
 
     # ------------------------------------------------------------------ characters
     @_unary
@@ -240,6 +247,9 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
 
     @_unary
     async def GetResult(self, request: pb.GetResultRequest, context: Any) -> pb.GetResultResponse:
+        if await self._is_video(request.job_id, request.format):
+            data, name, _ = await asyncio.to_thread(self._video_file, request.job_id)
+            return pb.GetResultResponse(file=data, file_name=name)
         motion = await asyncio.to_thread(self.jobs.result, request.job_id)  # after a restart: read from disk
         data, name = await self._file_of(request.job_id, request.format, motion)
         clip = await asyncio.to_thread(convert.motion_to_clip, motion)
@@ -249,21 +259,53 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
     async def DownloadResult(
         self, request: pb.DownloadResultRequest, context: Any
     ) -> AsyncIterator[pb.DownloadResultResponse]:
-        motion = await asyncio.to_thread(self.jobs.result, request.job_id)
-        data, name = await self._file_of(request.job_id, request.format, motion)
-        header = pb.ResultHeader(fps=motion.fps, total_frames=motion.num_frames, file_bytes=len(data), file_name=name)
-        yield pb.DownloadResultResponse(header=header)
-        for chunk in convert.motion_to_chunks(motion, self.limits):
-            yield pb.DownloadResultResponse(motion=chunk)
         step = min(request.chunk_bytes or self.limits.upload_chunk_bytes, self.limits.max_message_bytes // 2)
+        if await self._is_video(request.job_id, request.format):
+            data, name, meta = await asyncio.to_thread(self._video_file, request.job_id)
+            header = pb.ResultHeader(
+                fps=float(meta["fps"]), total_frames=int(meta["frames"]), file_bytes=len(data), file_name=name
+            )
+            yield pb.DownloadResultResponse(header=header)
+        else:
+            motion = await asyncio.to_thread(self.jobs.result, request.job_id)
+            data, name = await self._file_of(request.job_id, request.format, motion)
+            header = pb.ResultHeader(
+                fps=motion.fps, total_frames=motion.num_frames, file_bytes=len(data), file_name=name
+            )
+            yield pb.DownloadResultResponse(header=header)
+            for chunk in convert.motion_to_chunks(motion, self.limits):
+                yield pb.DownloadResultResponse(motion=chunk)
         for i in range(0, len(data), step):
             yield pb.DownloadResultResponse(file_chunk=data[i : i + step])
+
+    async def _is_video(self, job_id: str, fmt: pb.ResultFormat.ValueType) -> bool:
+        """Whether the job's result is a video; a format its result does not come in is FAILED_PRECONDITION
+        naming ``format``."""
+        kind = await asyncio.to_thread(self.jobs.result_kind, job_id)
+        if kind == "video" and fmt not in convert.VIDEO_RESULT_SUFFIX:
+            raise ResultFormatMismatch(
+                "format",
+                f"job {job_id} generated a video, not motion (method 'video': no motion until the joint "
+                "estimator and mimicking exist); ask for RESULT_FORMAT_MP4",
+            )
+        if kind != "video" and fmt in convert.VIDEO_RESULT_SUFFIX:
+            raise ResultFormatMismatch(
+                "format",
+                f"job {job_id} produced motion, not a video; ask for RESULT_FORMAT_GLB, BVH, NPZ or none "
+                "(MP4 is the result of jobs of method 'video')",
+            )
+        return kind == "video"
+
+    def _video_file(self, job_id: str) -> tuple[bytes, str, dict[str, Any]]:
+        """The MP4 bytes of a video job, its suggested name and its description (worker thread)."""
+        path, meta = self.jobs.video(job_id)
+        return path.read_bytes(), f"{job_id}.mp4", meta
 
     async def _file_of(self, job_id: str, fmt: pb.ResultFormat.ValueType, motion: Motion) -> tuple[bytes, str]:
         """The bytes and suggested name of a job's result file in ``fmt``; empty for no format."""
         if fmt == pb.RESULT_FORMAT_UNSPECIFIED:
             return b"", ""
-        suffix = convert.RESULT_SUFFIX.get(fmt)
+        suffix = convert.MOTION_RESULT_SUFFIX.get(fmt)
         if suffix is None:
             raise InvalidInput("format", f"unknown result format {fmt}; use GLB, BVH or NPZ")
         path = await asyncio.to_thread(self._result_file, job_id, suffix, motion)

@@ -10,6 +10,8 @@ Layout under ``data_dir``::
     jobs/<job_id>/result.npz       the result timeline: rotations (T, J, 4), root_translation (T, 3), fps,
                                    translations (T, J, 3) when the request carried them
     jobs/<job_id>/result.glb|.bvh  written on the first GetResult or DownloadResult that asks for them
+    jobs/<job_id>/result.mp4       the generated video of a ``video`` job (H.264), instead of result.npz
+    jobs/<job_id>/video.json       its fps, frame count, size, views and the request frame of each video frame
     characters/<sha256>.<ext>      uploaded payloads (proto, glb, fbx, bvh) with <sha256>.json beside them
 
 Events are stored as JSON with tensors and bytes in base64 (float32, little-endian), so that a restarted
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 
 from anymole.errors import NotFound
-from anymole.pipeline import Completed, Event, JobSpec
+from anymole.pipeline import Completed, Event, JobSpec, VideoClip
 from anymole.rig import Character, Motion
 
 __all__ = ["JobStore", "PersistedJob", "event_from_json", "event_to_json", "write_atomic"]
@@ -75,9 +77,16 @@ def _decode(value: Any) -> Any:
     return value
 
 
+# Results that live in files of their own (result.npz, result.mp4), not in the event log.
+_RESULT_FIELDS = ("motion", "video")
+
+
 def event_to_json(event: Event) -> dict[str, Any]:
-    """A JSON-able dict of a domain event (``Completed.motion`` is not stored here; see result.npz)."""
-    fields = {f.name: _encode(getattr(event, f.name)) for f in dataclasses.fields(event) if f.name != "motion"}
+    """A JSON-able dict of a domain event (``Completed.motion`` and ``.video`` are not stored here; see
+    result.npz and result.mp4)."""
+    fields = {
+        f.name: _encode(getattr(event, f.name)) for f in dataclasses.fields(event) if f.name not in _RESULT_FIELDS
+    }
     return {"type": type(event).__name__, **fields}
 
 
@@ -177,6 +186,40 @@ class JobStore:
         buf = io.BytesIO()
         np.savez(buf, fps=np.float64(motion.fps), **{k: v.detach().cpu().float().numpy() for k, v in arrays.items()})  # type: ignore[arg-type]
         write_atomic(self.job_dir(job_id) / "result.npz", buf.getvalue())
+
+    def save_video(self, job_id: str, video: VideoClip) -> None:
+        """Encode ``video`` as result.mp4 (H.264, every frame kept, no resizing) and describe it in video.json."""
+        import imageio.v3 as iio
+
+        d = self.job_dir(job_id)
+        frames = video.frames.detach().cpu().contiguous().numpy()
+        tmp = d / f"result.{uuid.uuid4().hex}.tmp.mp4"
+        try:
+            iio.imwrite(tmp, frames, fps=video.fps, codec="libx264", macro_block_size=1)
+            os.replace(tmp, self.result_path(job_id, ".mp4"))
+        finally:
+            tmp.unlink(missing_ok=True)
+        n, h, w, _ = frames.shape
+        meta = {
+            "fps": video.fps,
+            "frames": n,
+            "width": w,
+            "height": h,
+            "views": list(video.views),
+            "timeline_frames": list(video.timeline_frames),
+        }
+        write_atomic(d / "video.json", json.dumps(meta, indent=1).encode())
+
+    def has_video(self, job_id: str) -> bool:
+        """Whether the job's result is a video (its video.json is written last)."""
+        return (self.job_dir(job_id) / "video.json").is_file()
+
+    def load_video_meta(self, job_id: str) -> dict[str, Any]:
+        path = self.job_dir(job_id) / "video.json"
+        if not path.is_file():
+            raise NotFound("video result", job_id)
+        meta: dict[str, Any] = json.loads(path.read_text())
+        return meta
 
     def result_path(self, job_id: str, suffix: str) -> Path:
         return self.job_dir(job_id) / f"result{suffix}"

@@ -4,6 +4,8 @@ History (bump ``minor`` for compatible additions, ``major`` for anything a deplo
     1.0  first release: GetServerInfo, UploadCharacter, Inbetween, SubmitJob, WatchJob, CancelJob, ListJobs,
          GetResult, DownloadResult; JobEvent with queued/progress/preview/motion/completed/failed/cancelled/
          interrupted.
+    1.1  ResultFormat RESULT_FORMAT_MP4: GetResult and DownloadResult serve the generated video of a job of
+         method ``video`` (which streams Preview events); a video result has no motion.
 
 A client sends its version as ``anymole-protocol-version: MAJOR.MINOR`` metadata on every call and in
 ``GetServerInfoRequest.client_protocol``. Equal majors are compatible; the minor only informs.
@@ -15,7 +17,7 @@ from anymole.errors import AnymoleError
 
 __all__ = ["METADATA_KEY", "PROTOCOL_VERSION", "VersionMismatch", "check_client_version", "parse_version"]
 
-PROTOCOL_VERSION: tuple[int, int] = (1, 0)
+PROTOCOL_VERSION: tuple[int, int] = (1, 1)
 METADATA_KEY = "anymole-protocol-version"
 
 

@@ -141,7 +141,8 @@ class AnyMoLeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetResult(self, request, context):
-        """The final motion of a completed job, optionally with a file (GLB, BVH or NPZ) holding it.
+        """The final motion of a completed job, optionally with a file (GLB, BVH or NPZ) holding it; for a job
+        whose method produces video (`video`), the MP4 file only (ask for RESULT_FORMAT_MP4).
         Fails with RESOURCE_EXHAUSTED when the answer exceeds `Limits.max_message_bytes`; DownloadResult
         streams any size.
         """

@@ -1,0 +1,473 @@
+"""AnyMoLe's video stage as one engine-free function: render → ICAdapt → two-stage sampling.
+
+`generate_video` takes a character, a request's context motion and keyframes and a `VideoPrior`, and returns
+the generated in-between video. It renders the context and the keyframe poses from ``views`` orbit cameras
+(`anymole.render`), cuts the Algorithm-1 clips from the context renders (`clips`), captions the scene once
+(`caption`), adapts the prior with ICAdapt (or loads the adapted weights from an `AdaptationCache`), and runs
+`TwoStageSampler` (Algorithm 2) for each sampled view. It leaves the prior's weights as it found them.
+
+Timelines. The request's timeline is the context clip's: frame 0 is the first context frame, ``C − 1`` the
+last, at the context's fps. The sampler's timeline is the 30 fps render timeline whose keyframes lie exactly
+30 frames (1 s) apart after the context (see `anymole.video.sampler`). `plan_timeline` maps one onto the
+other honestly: the context is resampled to 30 fps ending exactly at its last frame (`resample_context`,
+needs at least 2 s of context), and keyframe ``j`` must lie exactly ``j + 1`` seconds after the last context
+frame (one key a second, none skipped), else `InvalidInput` names ``keyframes`` and lists the frames to use.
+Generated frames are 15 fps frames of the render timeline; `VideoTimeline.to_request` gives their frame on
+the request's timeline (rounded to the nearest frame when the request's fps is not a multiple of 15).
+
+Progress goes through ``on_step(stage, fraction, preview=None)`` with stages ``"render"``, ``"icadapt"`` and
+``"sample"``; ``preview`` is a `VideoPreview` (one per sampler window and sampled view, as the window
+finishes). Raising from ``on_step`` (e.g. `JobCancelled`) stops ICAdapt and sampling at their next step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from anymole.errors import InvalidInput
+from anymole.rig import Character, Motion
+from anymole.rig.quat import unitquat_slerp
+from anymole.video.cache import AdaptationCache, adaptation_key, tensor_digest
+from anymole.video.caption import scene_caption
+from anymole.video.clips import ClipBank, gather_clips
+from anymole.video.icadapt import AdaptedWeights, ICAdaptConfig, icadapt
+from anymole.video.prior import VideoPrior
+from anymole.video.sampler import (
+    FINE_FPS,
+    RENDER_FPS,
+    SamplerConfig,
+    TwoStageSampler,
+    WindowPlan,
+    plan_stage1,
+    plan_stage2,
+)
+from anymole.video.schedule import DDIMSchedule
+
+__all__ = [
+    "MIN_CONTEXT_SECONDS",
+    "GeneratedScene",
+    "VideoJobConfig",
+    "VideoPreview",
+    "VideoTimeline",
+    "generate_video",
+    "plan_timeline",
+    "preview_frames",
+    "resample_context",
+    "sampler_windows",
+]
+
+#: seconds of context the two-stage sampler needs (its first coarse window reaches 2 s back).
+MIN_CONTEXT_SECONDS = 2
+#: a keyframe within this many request frames of a whole second counts as on it (float fps, e.g. 23.976).
+_ON_SECOND = 1e-3
+
+OnStep = Callable[..., None]
+
+
+# ---------------------------------------------------------------------------------------------- timeline
+@dataclass(frozen=True)
+class VideoTimeline:
+    """How a request's timeline maps onto the sampler's 30 fps render timeline.
+
+    Attributes:
+        fps: frame rate of the request's timeline (its context clip), > 0.
+        context_frames: ``C``, context frames on the request's timeline (frames ``0 … C − 1``).
+        key_frames: request frames of the ``K`` keyframes; key ``j`` is ``j + 1`` seconds after frame ``C − 1``.
+        render_context_frames: ``N``, context frames at 30 fps; render frame ``N − 1`` is request frame ``C − 1``.
+    """
+
+    fps: float
+    context_frames: int
+    key_frames: tuple[int, ...]
+    render_context_frames: int
+
+    @property
+    def num_gaps(self) -> int:
+        return len(self.key_frames)
+
+    @property
+    def render_context_end(self) -> int:
+        """The last context frame on the render timeline (the sampler's ``context_end``)."""
+        return self.render_context_frames - 1
+
+    def to_request(self, render_frame: int) -> int:
+        """The request frame nearest to ``render_frame`` of the 30 fps render timeline."""
+        seconds = (render_frame - self.render_context_end) / RENDER_FPS
+        return math.floor(self.context_frames - 1 + seconds * self.fps + 0.5)
+
+    def render_times(self) -> torch.Tensor:
+        """``(N,)`` float64 request-timeline positions (in request frames) of the 30 fps context frames."""
+        back = torch.arange(self.render_context_frames - 1, -1, -1, dtype=torch.float64)
+        return (self.context_frames - 1) - back * (self.fps / RENDER_FPS)
+
+
+def plan_timeline(context_frames: int, fps: float, key_frames: Sequence[int]) -> VideoTimeline:
+    """Check that a request fits the sampler's timeline and map it; pure and cheap (call it before any work).
+
+    Args:
+        context_frames: ``C`` context frames at ``fps``.
+        fps: the request's frame rate.
+        key_frames: request frames of the keyframes, increasing.
+
+    Raises:
+        InvalidInput: ``context`` shorter than 2 s, or ``keyframes`` not exactly at 1, 2, … s after the last
+            context frame; the message lists the frames to use.
+    """
+    if not fps > 0:
+        raise InvalidInput("context.fps", f"must be > 0, got {fps}")
+    end = context_frames - 1
+    duration = end / fps
+    if duration < MIN_CONTEXT_SECONDS - _ON_SECOND / fps:
+        need = math.ceil(MIN_CONTEXT_SECONDS * fps - _ON_SECOND) + 1
+        raise InvalidInput(
+            "context",
+            f"the video method needs at least {MIN_CONTEXT_SECONDS} s of context ({need} frames at {fps:g} fps); "
+            f"got {context_frames} frames ({duration:.2f} s). Send a longer context, or use method 'interp'.",
+        )
+    if not key_frames:
+        raise InvalidInput("keyframes", "send at least one keyframe, 1 s after the last context frame")
+    wanted = [end + (j + 1) * fps for j in range(len(key_frames))]
+    if any(abs(k - w) > _ON_SECOND for k, w in zip(key_frames, wanted, strict=True)):
+        got = ", ".join(f"{k} ({(k - end) / fps:.3g} s)" for k, w in zip(key_frames, wanted, strict=True))
+        if any(abs(w - round(w)) > _ON_SECOND for w in wanted):
+            todo = f"at {fps:g} fps no frame lies on a whole second: resample the clip to 24, 30 or 60 fps"
+        else:
+            todo = f"put them at frames {[round(w) for w in wanted]}"
+        raise InvalidInput(
+            "keyframes",
+            f"the video method generates 1 s gaps: keyframe j must lie exactly j + 1 seconds after the last "
+            f"context frame {end} (one a second, none skipped); got frames {got}. To fix: {todo}, or use "
+            "method 'interp' for keyframes at any frame.",
+        )
+    frames = math.floor(duration * RENDER_FPS + 1e-6) + 1
+    return VideoTimeline(float(fps), int(context_frames), tuple(int(k) for k in key_frames), frames)
+
+
+def resample_context(context: Motion, timeline: VideoTimeline) -> Motion:
+    """The context at 30 fps, ending exactly on its last frame: SLERP of rotations, linear translations.
+
+    A context already at 30 fps comes back unchanged; 60 fps takes every second frame exactly.
+
+    Args:
+        context: ``C`` frames at ``timeline.fps`` (``rotations (C, J, 4)``).
+        timeline: from `plan_timeline` for this context.
+
+    Returns:
+        ``N = timeline.render_context_frames`` frames at 30 fps.
+    """
+    if context.num_frames != timeline.context_frames:
+        raise InvalidInput("context", f"has {context.num_frames} frames, the timeline {timeline.context_frames}")
+    pos = timeline.render_times()  # (N,) request frames
+    lo = pos.floor().clamp(0, context.num_frames - 1)
+    a = (pos - lo).clamp(0, 1)
+    exact = bool((a < 1e-6).all())
+    i0 = lo.long()
+    if exact:
+        return Motion(
+            fps=float(RENDER_FPS),
+            rotations=context.rotations[i0],
+            root_translation=context.root_translation[i0],
+            translations=None if context.translations is None else context.translations[i0],
+            name=context.name,
+        )
+    i1 = (i0 + 1).clamp(max=context.num_frames - 1)
+    dev = context.rotations.device
+    i0, i1 = i0.to(dev), i1.to(dev)
+
+    def lerp(x: torch.Tensor) -> torch.Tensor:
+        w = a.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        return (1 - w) * x[i0] + w * x[i1]
+
+    rot = context.rotations
+    rotations = unitquat_slerp(rot[i0], rot[i1], a.to(device=dev, dtype=rot.dtype)[:, None])
+    return Motion(
+        fps=float(RENDER_FPS),
+        rotations=rotations,
+        root_translation=lerp(context.root_translation),
+        translations=None if context.translations is None else lerp(context.translations),
+        name=context.name,
+    )
+
+
+def sampler_windows(timeline: VideoTimeline) -> list[WindowPlan]:
+    """The sampler's windows in the order it finishes them: stage 1, then stage 2 (one preview each)."""
+    return plan_stage1(timeline.render_context_end, timeline.num_gaps) + plan_stage2(
+        timeline.render_context_end, timeline.num_gaps
+    )
+
+
+def preview_frames(timeline: VideoTimeline) -> list[int]:
+    """Render frames the sampler's previews show, window by window: the middle frame each window writes
+    (`TwoStageSampler` decodes ``writes[len(writes) // 2]`` of every finished window)."""
+    return [p.frames[p.writes[len(p.writes) // 2]] for p in sampler_windows(timeline)]
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class VideoJobConfig:
+    """Settings of `generate_video`.
+
+    Attributes:
+        width, height: render size (px), multiples of the prior's VAE factor (8 for DynamiCrafter); the
+            reference renders 512 × 320.
+        views: orbit views rendered for ICAdapt (4: main, ±5°, back; see `anymole.render.view_layout`).
+        sample_views: views the sampler generates (the mimicking stage uses the main view, 0).
+        strides: Algorithm-1 frame intervals of the ICAdapt clips (1, 2, 3: 30, 15, 10 fps).
+        icadapt: ICAdapt settings (`ICAdaptConfig()` is the reference recipe).
+        sampler: sampling settings (its seed is the job's).
+        caption_model: image-captioning model used when installed locally; ``None``: the name template.
+    """
+
+    width: int = 512
+    height: int = 320
+    views: int = 4
+    sample_views: tuple[int, ...] = (0,)
+    strides: tuple[int, ...] = (1, 2, 3)
+    icadapt: ICAdaptConfig = field(default_factory=ICAdaptConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    caption_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.width < 8 or self.height < 8:
+            raise InvalidInput("width/height", f"render size {self.width}×{self.height} is too small")
+        if self.views < 1:
+            raise InvalidInput("views", f"need at least one view, got {self.views}")
+        if not self.sample_views or any(not 0 <= v < self.views for v in self.sample_views):
+            raise InvalidInput("sample_views", f"{self.sample_views} are not views of 0..{self.views - 1}")
+
+
+@dataclass(frozen=True, eq=False)
+class VideoPreview:
+    """One preview frame from a finished sampler window.
+
+    Attributes:
+        image: ``(3, H, W)`` float in [0, 1], on the CPU.
+        view: the view it was generated for.
+        frame: its frame on the request's timeline.
+        render_frame: its frame on the 30 fps render timeline.
+        window: index of the window in `sampler_windows` order.
+    """
+
+    image: torch.Tensor
+    view: int
+    frame: int
+    render_frame: int
+    window: int
+
+
+@dataclass(frozen=True, eq=False)
+class GeneratedScene:
+    """What `generate_video` produced.
+
+    Attributes:
+        frames: ``(V, 3, N, H, W)`` float in [0, 1]: the ``V = len(views)`` sampled views, ``N`` frames at 15
+            fps from 2 render frames after the context to the last key (keys included).
+        views: the sampled view indices.
+        render_frames: ``(N,)`` int64 frames of the 30 fps render timeline.
+        request_frames: the ``N`` frames on the request's timeline (`VideoTimeline.to_request`).
+        fps: frame rate of ``frames`` (15).
+        caption: the scene caption used for ICAdapt and sampling.
+        timings: ``(stage, seconds)`` for ``render``, ``icadapt``, ``sample``.
+        adaptation: the ICAdapt run's summary, ``None`` when the weights came from the cache.
+        cache_key: the adaptation cache key (empty without a cache).
+    """
+
+    frames: torch.Tensor
+    views: tuple[int, ...]
+    render_frames: torch.Tensor
+    request_frames: tuple[int, ...]
+    fps: float
+    caption: str
+    timings: tuple[tuple[str, float], ...]
+    adaptation: AdaptedWeights | None
+    cache_key: str = ""
+
+    @property
+    def from_cache(self) -> bool:
+        return self.adaptation is None
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def _render(
+    character: Character,
+    context30: Motion,
+    key_rotations: torch.Tensor,
+    key_root: torch.Tensor,
+    key_translations: torch.Tensor | None,
+    cfg: VideoJobConfig,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Context and keyframe poses rendered together (cameras fitted to both, so the keys stay in view).
+
+    Returns:
+        ``(videos (V, 3, N, H, W), keys (V, 3, K, H, W))`` float in [0, 1] on the CPU.
+    """
+    from anymole.render.views import render_motion  # moderngl loads only when a job renders
+
+    n = context30.num_frames
+    dtype = context30.rotations.dtype
+    translations = None
+    if context30.translations is not None:
+        held = context30.translations[-1:].expand(key_rotations.shape[0], -1, -1)
+        keys_tr = held.clone() if key_translations is None else key_translations.to(dtype).clone()
+        keys_tr[:, 0] = key_root.to(dtype)
+        translations = torch.cat((context30.translations, keys_tr))
+    poses = Motion(
+        fps=float(RENDER_FPS),
+        rotations=torch.cat((context30.rotations, key_rotations.to(dtype))),
+        root_translation=torch.cat((context30.root_translation, key_root.to(context30.root_translation.dtype))),
+        translations=translations,
+        name=context30.name,
+    )
+    fk_device = device if device.type == "cuda" else None
+    renders = render_motion(
+        character, poses, views=cfg.views, width=cfg.width, height=cfg.height, with_depth=False, device=fk_device
+    )
+    images = renders.images().permute(0, 2, 1, 3, 4)  # (V, F, 3, H, W) → (V, 3, F, H, W)
+    return images[:, :, :n].contiguous(), images[:, :, n:].contiguous()
+
+
+def _device_of(prior: VideoPrior) -> torch.device:
+    """Where the prior's weights live (the protocol has no device; every backend is an ``nn.Module``)."""
+    if isinstance(prior, torch.nn.Module):
+        return next(prior.parameters()).device
+    return torch.device("cpu")
+
+
+def _snapshot(prior: VideoPrior, mode: str) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    """CPU copies of the parameters ICAdapt (or cached adapted weights) will overwrite."""
+    return [(p, p.detach().to("cpu", copy=True)) for p in prior.trainable_parameters(mode)]
+
+
+@torch.no_grad()
+def _restore(saved: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
+    for p, value in saved:
+        p.copy_(value)
+        p.requires_grad_(False)
+
+
+def _context_digest(videos: torch.Tensor, caption: str, strides: Sequence[int]) -> str:
+    """Everything besides the model, character and ICAdapt settings that fixes an ICAdapt result."""
+    return hashlib.sha256(f"{tensor_digest(videos)}|{caption}|{list(strides)}".encode()).hexdigest()
+
+
+def generate_video(
+    character: Character,
+    context: Motion,
+    key_frames: Sequence[int],
+    key_rotations: torch.Tensor,
+    key_root: torch.Tensor,
+    prior: VideoPrior,
+    cfg: VideoJobConfig | None = None,
+    *,
+    key_translations: torch.Tensor | None = None,
+    schedule: DDIMSchedule | None = None,
+    cache: AdaptationCache | None = None,
+    model_id: str = "",
+    model_config: object = None,
+    character_digest: str = "",
+    on_step: OnStep | None = None,
+) -> GeneratedScene:
+    """Render the context, adapt the prior to it and generate the in-between video (AnyMoLe A.1, Alg. 1–2).
+
+    Args:
+        character: rig and mesh (a capsule body is rendered when it has no mesh).
+        context: ``C`` known frames at ``context.fps``: ``rotations (C, J, 4)`` unit xyzw, root ``(C, 3)`` m.
+        key_frames: ``K`` request frames, key ``j`` exactly ``j + 1`` s after frame ``C − 1`` (`plan_timeline`).
+        key_rotations: ``(K, J, 4)`` unit xyzw local rotations.
+        key_root: ``(K, 3)`` root translations (m).
+        prior: the video prior, on the device to run on; its weights are restored before returning.
+        cfg: settings (render size, views, ICAdapt, sampler).
+        key_translations: optional ``(K, J, 3)`` local translations at the keys (with ``context.translations``).
+        schedule: the prior's diffusion schedule (default `DDIMSchedule` for its prediction type).
+        cache: where adapted weights are looked up and stored; ``None`` always runs ICAdapt.
+        model_id, model_config: the prior's identity for the cache key.
+        character_digest: the character's content hash for the cache key (required with ``cache``).
+        on_step: ``on_step(stage, fraction, preview=None)``; raising stops the run at the next step.
+
+    Returns:
+        The generated video of the sampled views.
+
+    Raises:
+        InvalidInput: context or keyframes off the sampler's timeline, or a render size the prior cannot take.
+    """
+    cfg = cfg or VideoJobConfig()
+    timeline = plan_timeline(context.num_frames, context.fps, key_frames)
+    factor = prior.vae_scale_factor
+    if cfg.width % factor or cfg.height % factor:
+        raise InvalidInput("width/height", f"render size {cfg.width}×{cfg.height} must be a multiple of {factor}")
+    if cache is not None and not character_digest:
+        raise InvalidInput("character_digest", "give the character's content hash to key the adaptation cache")
+    report = on_step or (lambda *args, **kwargs: None)
+    timings: list[tuple[str, float]] = []
+
+    device = _device_of(prior)
+    report("render", 0.0)
+    t0 = time.perf_counter()
+    context30 = resample_context(context, timeline)
+    videos, keys = _render(character, context30, key_rotations, key_root, key_translations, cfg, device)
+    caption = scene_caption(character.name, videos[0], cfg.caption_model)
+    timings.append(("render", time.perf_counter() - t0))
+    report("render", 1.0)
+
+    saved = _snapshot(prior, cfg.icadapt.mode)
+    try:
+        report("icadapt", 0.0)
+        t0 = time.perf_counter()
+        key = ""
+        adaptation: AdaptedWeights | None = None
+        if cache is not None:
+            key = adaptation_key(
+                model_id, model_config, character_digest, _context_digest(videos, caption, cfg.strides), cfg.icadapt
+            )
+        if not (cache is not None and cache.load_into(key, prior)):
+            clips = gather_clips(cfg.views, timeline.render_context_frames, k=prior.num_frames, strides=cfg.strides)
+            bank = ClipBank(videos.to(device), clips, caption)
+            adaptation = icadapt(prior, bank, cfg.icadapt, on_step=report, schedule=schedule)
+            if cache is not None:
+                cache.put(key, prior)
+        timings.append(("icadapt", time.perf_counter() - t0))
+        if adaptation is None:  # from the cache; a run reports its own last step
+            report("icadapt", 1.0)
+
+        t0 = time.perf_counter()
+        report("sample", 0.0)
+        sampler = TwoStageSampler(prior, schedule or DDIMSchedule(prediction_type=prior.prediction_type), cfg.sampler)
+        shown = preview_frames(timeline)
+        out = []
+        for i, view in enumerate(cfg.sample_views):
+            window = 0
+
+            def step(_stage: str, fraction: float, preview: torch.Tensor | None = None, *, i: int = i, view: int = view) -> None:
+                nonlocal window
+                done = (i + fraction) / len(cfg.sample_views)
+                if preview is None:
+                    report("sample", done)
+                    return
+                frame = shown[window]
+                report("sample", done, preview=VideoPreview(preview.float().cpu(), view, timeline.to_request(frame), frame, window))
+                window += 1
+
+            result = sampler(videos[view].to(device), keys[view].to(device), caption, on_step=step)
+            out.append(result.frames.cpu())
+        timings.append(("sample", time.perf_counter() - t0))
+    finally:
+        _restore(saved)
+    render_frames = result.indices
+    return GeneratedScene(
+        frames=torch.stack(out),
+        views=tuple(cfg.sample_views),
+        render_frames=render_frames,
+        request_frames=tuple(timeline.to_request(int(f)) for f in render_frames.tolist()),
+        fps=float(FINE_FPS),
+        caption=caption,
+        timings=tuple(timings),
+        adaptation=adaptation,
+        cache_key=key,
+    )

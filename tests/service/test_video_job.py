@@ -1,0 +1,224 @@
+"""The ``video`` method end to end over a real loopback server, with the tiny (random-weight) DynamiCrafter
+on the CPU and the bundled Fox: staged progress, one preview per sampler window, the MP4 result, result
+formats, timeline validation, cancellation during ICAdapt and replay after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import grpc
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from PIL import Image
+
+from anymole.client import AnyMoLeClient, preview_image
+from anymole.pipeline import AnyMoLePipeline, Cancelled, Completed, Preview, Progress, VideoSettings
+from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.service.server import ServerConfig, build_server
+from anymole.video.sampler import plan_stage1, plan_stage2
+from asset_files import ASSETS, cached_load
+
+# Fox "Survey" is sampled at 24 fps: 49 context frames are exactly 2 s (61 frames at 30 fps, render frame 60 =
+# request frame 48); keyframes 1 s and 2 s later are request frames 72 and 96 (the second one takes the pose
+# of clip frame 82, the last one of the clip).
+FPS, CONTEXT, KEYS, KEY_POSES = 24, 49, (72, 96), (72, 82)
+WIDTH, HEIGHT = 96, 64
+TINY = VideoSettings(prior="tiny", icadapt_steps=1, ddim_steps=2, width=WIDTH, height=HEIGHT)
+
+
+def _request(client: AnyMoLeClient, up, keys=KEYS, context=CONTEXT, **options) -> pb.InbetweenRequest:
+    motion = cached_load("Fox.glb").motions["Survey"]
+    poses = list(KEY_POSES[: len(keys)])
+    return client.request(
+        up, motion.slice(0, context), list(keys), motion.rotations[poses], motion.root_translation[poses],
+        method="video", preset="fast", **options,
+    )  # fmt: skip
+
+
+async def _fox(connect, port: int):
+    client = await connect(port)
+    return client, await client.upload_file(ASSETS / "Fox.glb")
+
+
+def _expected_preview_frames() -> list[int]:
+    """Request frames of the previews: each window's middle written frame, render frame f → 48 + (f − 60)·24/30."""
+    windows = plan_stage1(60, len(KEYS)) + plan_stage2(60, len(KEYS))
+    return [round(CONTEXT - 1 + (p.frames[p.writes[len(p.writes) // 2]] - 60) * FPS / 30) for p in windows]
+
+
+def _precondition_subject(err: grpc.aio.AioRpcError) -> str:
+    raw = dict(err.trailing_metadata())["grpc-status-details-bin"]
+    failure = error_details_pb2.PreconditionFailure()
+    assert status_pb2.Status.FromString(raw).details[0].Unpack(failure)
+    return failure.violations[0].subject
+
+
+def _bad_request_field(err: grpc.aio.AioRpcError) -> str:
+    raw = dict(err.trailing_metadata())["grpc-status-details-bin"]
+    bad = error_details_pb2.BadRequest()
+    assert status_pb2.Status.FromString(raw).details[0].Unpack(bad)
+    return bad.field_violations[0].field
+
+
+async def test_video_job_streams_previews_and_serves_its_mp4(make_server, connect, tmp_path):
+    server, port = await make_server(pipeline=AnyMoLePipeline(TINY))
+    client, up = await _fox(connect, port)
+    events = [st async for st in client.inbetween(_request(client, up, seed=7))]
+    job_id = events[0].job_id
+    kinds = [type(st.event).__name__ for st in events]
+    assert kinds[-1] == "Completed", kinds
+
+    # Progress: the stages in order, each stage's fraction non-decreasing, the job's fraction too, with ETAs.
+    progress = [st.event for st in events if isinstance(st.event, Progress)]
+    stages = list(dict.fromkeys(p.stage for p in progress))
+    assert stages == ["load", "render", "icadapt", "sample"]
+    for stage in stages:
+        fractions = [p.stage_fraction for p in progress if p.stage == stage]
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0, (stage, fractions)
+    overall = [p.fraction for p in progress]
+    assert overall == sorted(overall) and overall[-1] == pytest.approx(1.0)
+    assert progress[-1].eta_seconds is not None and progress[-1].eta_seconds < 1e-6
+
+    # One preview per sampler window (2 coarse + 2 fine for 2 gaps), after ICAdapt, on the request timeline.
+    previews = [st.event for st in events if isinstance(st.event, Preview)]
+    assert len(previews) == len(plan_stage1(60, 2)) + len(plan_stage2(60, 2)) == 4
+    assert [p.frame for p in previews] == _expected_preview_frames()
+    assert all(CONTEXT - 1 < p.frame <= KEYS[-1] for p in previews)
+    first_preview = kinds.index("Preview")
+    icadapt_done = max(i for i, st in enumerate(events) if isinstance(st.event, Progress) and st.event.stage == "icadapt")
+    assert first_preview > icadapt_done
+    for p in previews:
+        assert (p.stage, p.view, p.mime_type, p.width, p.height) == ("sample", 0, "image/jpeg", WIDTH, HEIGHT)
+        image = preview_image(p)
+        assert image.shape == (HEIGHT, WIDTH, 3) and image.dtype == np.uint8 and image.std() > 0
+        assert Image.open(io.BytesIO(p.data)).format == "JPEG"
+
+    done = events[-1].event
+    assert isinstance(done, Completed)
+    assert "random weights: previews are noise" in done.summary
+    assert [s for s, _ in done.timings] == ["load", "render", "icadapt", "sample", "encode"]
+    assert all(t >= 0 for _, t in done.timings)
+    assert done.metrics["video_frames"] == 30 and done.total_frames == KEYS[-1] + 1
+
+    # The result is the video: 15 fps frames of both gaps (15 each, keys included) of view 0.
+    reply = await client.stub.GetResult(
+        pb.GetResultRequest(job_id=job_id, format=pb.RESULT_FORMAT_MP4), metadata=client.metadata
+    )
+    assert not reply.HasField("motion") and reply.file_name == f"{job_id}.mp4"
+    frames = iio.imread(reply.file, extension=".mp4")
+    assert frames.shape == (30, HEIGHT, WIDTH, 3)
+    video = await client.video(job_id)
+    assert (video.fps, video.frame_count, video.data) == (15.0, 30, reply.file)
+
+    # Motion formats of a video job: FAILED_PRECONDITION naming `format`, pointing at MP4.
+    for fmt in (pb.RESULT_FORMAT_UNSPECIFIED, pb.RESULT_FORMAT_GLB, pb.RESULT_FORMAT_BVH, pb.RESULT_FORMAT_NPZ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await client.stub.GetResult(pb.GetResultRequest(job_id=job_id, format=fmt), metadata=client.metadata)
+        assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "MP4" in err.value.details() and _precondition_subject(err.value) == "format"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.result(job_id, up.skeleton.num_joints, ".glb")
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+    # Events and result survive a restart: a new server on the same data replays identical previews.
+    data_dir = server.jobs.store.root
+    await server.stop(0.0)
+    _, port2 = await make_server(pipeline=AnyMoLePipeline(TINY), data_dir=data_dir)
+    client2 = await connect(port2)
+    replay = [st async for st in client2.watch(job_id)]
+    assert [(st.seq, type(st.event).__name__) for st in replay] == [(st.seq, k) for st, k in zip(events, kinds, strict=True)]
+    assert [st.event for st in replay if isinstance(st.event, Preview)] == previews
+    assert (await client2.video(job_id)).data == reply.file
+
+
+async def test_interp_job_has_no_mp4(make_server, connect, tiny, make_req):
+    _, port = await make_server(pipeline=AnyMoLePipeline(TINY))
+    client = await connect(port)
+    up = await client.upload_character(tiny(5))
+    events = [st async for st in client.inbetween(make_req(up))]
+    assert isinstance(events[-1].event, Completed)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.video(events[0].job_id)
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert _precondition_subject(err.value) == "format" and "GLB" in err.value.details()
+
+
+@pytest.mark.parametrize(
+    ("keys", "context", "field"),
+    [((70,), CONTEXT, "keyframes"), ((72, 100), CONTEXT, "keyframes"), ((96,), CONTEXT, "keyframes"),
+     ((60,), 37, "context")],
+    ids=["off-second", "second-key-off", "skipped-second", "short-context"],
+)  # fmt: skip
+async def test_video_request_off_the_sampler_timeline_is_refused(make_server, connect, keys, context, field):
+    server, port = await make_server(pipeline=AnyMoLePipeline(TINY))
+    client, up = await _fox(connect, port)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.submit(_request(client, up, keys=keys, context=context))
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert _bad_request_field(err.value) == field
+    assert server.jobs.list() == []  # refused before it queued
+
+
+async def test_cancel_during_icadapt_stops_before_any_preview(make_server, connect):
+    steps = 200
+    settings = VideoSettings(prior="tiny", icadapt_steps=steps, ddim_steps=2, width=WIDTH, height=HEIGHT)
+    _, port = await make_server(pipeline=AnyMoLePipeline(settings))
+    client, up = await _fox(connect, port)
+    job_id, _ = await client.submit(_request(client, up))
+    events = []
+    async for st in client.watch(job_id):
+        events.append(st.event)
+        if isinstance(st.event, Progress) and st.event.stage == "icadapt" and st.event.stage_fraction > 0:
+            await client.cancel(job_id)
+    assert isinstance(events[-1], Cancelled)
+    assert not any(isinstance(e, Preview) for e in events)
+    assert not any(isinstance(e, Progress) and e.stage == "sample" for e in events)
+    # It stopped at the next steps, not after the 200 of the run.
+    last = max(e.stage_fraction for e in events if isinstance(e, Progress) and e.stage == "icadapt")
+    assert last <= 5 / steps
+
+
+async def test_server_config_enables_the_video_method(tmp_path: Path):
+    async def methods(cfg: ServerConfig) -> tuple[dict[str, pb.MethodInfo], list[int]]:
+        server, port = build_server(cfg)
+        await server.start()
+        try:
+            async with await AnyMoLeClient.connect(f"127.0.0.1:{port}") as client:
+                info = await client.server_info()
+        finally:
+            await server.stop(0.0)
+        caps = info.capabilities
+        return {m.name: m for m in caps.methods}, list(caps.result_formats)
+
+    base = ServerConfig(port=0, data_dir=tmp_path, devices=("cpu",))
+    off, formats = await methods(base)
+    assert not off["video"].available and "--video-prior" in off["video"].unavailable_reason
+    assert pb.RESULT_FORMAT_MP4 not in formats
+    missing, _ = await methods(ServerConfig(**{**base.__dict__, "video": VideoSettings(prior=str(tmp_path / "no.ckpt"))}))
+    assert not missing["video"].available and "no.ckpt" in missing["video"].unavailable_reason
+    on, formats = await methods(ServerConfig(**{**base.__dict__, "video": VideoSettings(prior="tiny")}))
+    video = on["video"]
+    assert video.available and video.sends_previews and list(video.presets) == ["quality", "fast"]
+    assert "random weights: previews are noise" in video.description
+    assert pb.RESULT_FORMAT_MP4 in formats
+    assert not on["anymole"].available
+
+
+async def test_two_watchers_see_the_same_previews(make_server, connect):
+    """A second client watching the running job gets the previews the submitter gets (one event log)."""
+    _, port = await make_server(pipeline=AnyMoLePipeline(TINY))
+    client, up = await _fox(connect, port)
+    other = await connect(port)
+    job_id, _ = await client.submit(_request(client, up, keys=KEYS[:1]))
+    a, b = await asyncio.gather(
+        *[asyncio.create_task(_previews(c.watch(job_id))) for c in (client, other)]
+    )
+    assert len(a) == 2 and a == b
+
+
+async def _previews(stream) -> list[Preview]:
+    return [st.event async for st in stream if isinstance(st.event, Preview)]

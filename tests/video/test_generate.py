@@ -1,0 +1,206 @@
+"""`anymole.video.generate`: the request ↔ 30 fps timeline mapping, end-aligned context resampling, and the
+video stage end to end on the Fox with a small conv prior (previews, cache, weights restored, cancel)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from anymole.errors import InvalidInput, JobCancelled
+from anymole.rig import Motion
+from anymole.rig.quat import quat_mul
+from anymole.video.cache import AdaptationCache
+from anymole.video.generate import (
+    VideoJobConfig,
+    generate_video,
+    plan_timeline,
+    preview_frames,
+    resample_context,
+    sampler_windows,
+)
+from anymole.video.icadapt import ICAdaptConfig
+from anymole.video.sampler import SamplerConfig, plan_stage1, plan_stage2
+from asset_files import cached_load
+
+
+# ---------------------------------------------------------------------------------------------- timeline
+@given(fps=st.sampled_from([10, 15, 24, 25, 30, 48, 50, 60, 120]), extra=st.integers(0, 40), gaps=st.integers(1, 5))
+def test_timeline_maps_context_end_and_keys_exactly(fps: int, extra: int, gaps: int) -> None:
+    context = 2 * fps + 1 + extra
+    end = context - 1
+    keys = [end + fps * (j + 1) for j in range(gaps)]
+    tl = plan_timeline(context, fps, keys)
+    assert tl.render_context_frames == math.floor(end * 30 / fps + 1e-6) + 1 >= 61
+    assert tl.to_request(tl.render_context_end) == end
+    assert [tl.to_request(tl.render_context_end + 30 * (j + 1)) for j in range(gaps)] == keys
+    times = tl.render_times()
+    assert times[-1].item() == end and times[0].item() >= 0
+    torch.testing.assert_close(times.diff(), torch.full((len(times) - 1,), fps / 30, dtype=torch.float64))
+
+
+def test_timeline_at_24_fps() -> None:
+    tl = plan_timeline(49, 24.0, [72, 96])
+    assert (tl.render_context_frames, tl.num_gaps) == (61, 2)
+    # The 15 fps output frames (render 62, 64, …) land on the nearest 24 fps request frames.
+    assert [tl.to_request(f) for f in (62, 64, 66, 90, 92, 120)] == [50, 51, 53, 72, 74, 96]
+
+
+@pytest.mark.parametrize(
+    ("context", "fps", "keys", "field", "hint"),
+    [
+        (61, 30.0, [89], "keyframes", "[90]"),
+        (61, 30.0, [90, 121], "keyframes", "[90, 120]"),
+        (61, 30.0, [120], "keyframes", "[90]"),  # 2 s with the 1 s key skipped
+        (61, 29.97, [90], "keyframes", "resample"),
+        (60, 30.0, [89], "context", "61 frames"),
+        (61, 30.0, [], "keyframes", "at least one"),
+    ],
+)
+def test_timeline_refuses_what_the_sampler_cannot_do(context, fps, keys, field, hint) -> None:
+    with pytest.raises(InvalidInput) as err:
+        plan_timeline(context, fps, keys)
+    assert err.value.field == field and hint in err.value.reason
+
+
+def _spinning(frames: int, fps: float, joints: int = 3) -> Motion:
+    """Every joint spins about +Y at 1 rad/s (a different phase each), the root moves at (1, 0, −2) m/s:
+    SLERP and lerp between samples of it are exact at any time in between."""
+    t = torch.arange(frames, dtype=torch.float64) / fps
+    return _at(t, joints, fps)
+
+
+def _at(t: torch.Tensor, joints: int, fps: float) -> Motion:
+    half = 0.5 * t[:, None] + 0.3 * torch.arange(joints, dtype=torch.float64)
+    q = torch.stack((torch.zeros_like(half), half.sin(), torch.zeros_like(half), half.cos()), -1)
+    tilt = torch.tensor([0.2, 0.0, 0.0, 1.0], dtype=torch.float64)
+    rot = quat_mul(tilt / tilt.norm(), q)
+    root = t[:, None] * torch.tensor([1.0, 0.0, -2.0], dtype=torch.float64)
+    tr = torch.zeros(len(t), joints, 3, dtype=torch.float64)
+    tr[:, 0] = root
+    return Motion(fps=fps, rotations=rot, root_translation=root, translations=tr)
+
+
+@pytest.mark.parametrize(("fps", "frames"), [(24.0, 53), (25.0, 51), (60.0, 131), (30.0, 70)])
+def test_resample_context_is_the_motion_at_30_fps_ending_on_its_last_frame(fps: float, frames: int) -> None:
+    ctx = _spinning(frames, fps)
+    tl = plan_timeline(frames, fps, [frames - 1 + int(fps)])
+    out = resample_context(ctx, tl)
+    n = tl.render_context_frames
+    assert out.fps == 30.0 and out.num_frames == n
+    t = (frames - 1) / fps - torch.arange(n - 1, -1, -1, dtype=torch.float64) / 30
+    want = _at(t, 3, 30.0)
+    dot = (out.rotations * want.rotations).sum(-1).abs()
+    torch.testing.assert_close(dot, torch.ones_like(dot), rtol=0, atol=1e-9)
+    torch.testing.assert_close(out.root_translation, want.root_translation, rtol=0, atol=1e-9)
+    torch.testing.assert_close(out.translations, want.translations, rtol=0, atol=1e-9)
+    if fps in (30.0, 60.0):  # whole-frame positions: the context's own samples, bit for bit
+        step = int(fps // 30)
+        assert torch.equal(out.rotations, ctx.rotations[frames - 1 - step * (n - 1) :: step])
+
+
+def test_preview_frames_follow_the_window_plans() -> None:
+    tl = plan_timeline(61, 30.0, [90, 120, 150])
+    windows = sampler_windows(tl)
+    assert [(p.stage, p.gap) for p in windows] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+    assert len(windows) == len(plan_stage1(60, 3)) + len(plan_stage2(60, 3))
+    # Stage 1 shows its third written frame (key + 18), stage 2 the eighth (key + 16).
+    assert preview_frames(tl) == [78, 108, 138, 76, 106, 136]
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+FOX_CONTEXT, FOX_KEYS, FOX_POSES = 49, [72, 96], [72, 82]
+
+
+def _fox_inputs():
+    fox = cached_load("Fox.glb")
+    motion = fox.motions["Survey"]
+    return fox, motion.slice(0, FOX_CONTEXT), FOX_KEYS, motion.rotations[FOX_POSES], motion.root_translation[FOX_POSES]
+
+
+CFG = VideoJobConfig(
+    width=96,
+    height=64,
+    views=2,
+    icadapt=ICAdaptConfig(steps=1, batch_size=2, grad_accum=1, mode="spatial"),
+    sampler=SamplerConfig(num_steps=2, seed=5),
+)
+
+
+def test_generate_video_on_the_fox(conv_prior, tmp_path) -> None:
+    fox, ctx, keys, rots, roots = _fox_inputs()
+    before = {k: v.clone() for k, v in conv_prior.state_dict().items()}
+    events: list[tuple[str, float, object]] = []
+    cache = AdaptationCache(tmp_path)
+
+    def on_step(stage: str, fraction: float, preview=None) -> None:
+        events.append((stage, fraction, preview))
+
+    out = generate_video(
+        fox, ctx, keys, rots, roots, conv_prior, CFG, cache=cache, model_id="conv", character_digest="fox",
+        on_step=on_step,
+    )  # fmt: skip
+    tl = plan_timeline(FOX_CONTEXT, 24.0, keys)
+    assert out.frames.shape == (1, 3, 30, 64, 96) and out.views == (0,) and out.fps == 15.0
+    assert out.render_frames.tolist() == list(range(62, 121, 2))
+    assert out.request_frames == tuple(tl.to_request(f) for f in range(62, 121, 2))
+    assert out.request_frames[-1] == 96 and not out.from_cache and len(out.adaptation.losses) == 1
+    assert [s for s, _ in out.timings] == ["render", "icadapt", "sample"]
+    assert "Fox" in out.caption
+
+    stages = [s for s, _, _ in events]
+    assert stages.index("render") < stages.index("icadapt") < stages.index("sample")
+    for stage in ("render", "icadapt", "sample"):
+        fractions = [f for s, f, _ in events if s == stage]
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    previews = [p for _, _, p in events if p is not None]
+    assert [p.window for p in previews] == [0, 1, 2, 3]
+    assert [p.render_frame for p in previews] == preview_frames(tl)
+    assert [p.frame for p in previews] == [tl.to_request(p.render_frame) for p in previews]
+    for p in previews[2:]:  # a fine window's preview is a frame of the result, bit for bit
+        k = out.render_frames.tolist().index(p.render_frame)
+        assert torch.equal(p.image, out.frames[0, :, k])
+    # The prior is left as it was found.
+    assert all(torch.equal(v, conv_prior.state_dict()[k]) for k, v in before.items())
+
+    # Same scene again: the adapted weights come from the cache, and the video is the same.
+    again = generate_video(fox, ctx, keys, rots, roots, conv_prior, CFG, cache=cache, model_id="conv", character_digest="fox")
+    assert again.from_cache and again.cache_key == out.cache_key and out.cache_key in cache
+    assert torch.equal(again.frames, out.frames)
+    # Another seed samples another video from the same adaptation.
+    reseeded = VideoJobConfig(**{**CFG.__dict__, "sampler": SamplerConfig(num_steps=2, seed=6)})
+    other = generate_video(fox, ctx, keys, rots, roots, conv_prior, reseeded, cache=cache, model_id="conv", character_digest="fox")
+    assert other.from_cache and not torch.equal(other.frames, out.frames)
+    assert all(torch.equal(v, conv_prior.state_dict()[k]) for k, v in before.items())
+
+
+def test_generate_video_stops_when_on_step_raises(conv_prior) -> None:
+    fox, ctx, keys, rots, roots = _fox_inputs()
+    before = {k: v.clone() for k, v in conv_prior.state_dict().items()}
+    cfg = VideoJobConfig(**{**CFG.__dict__, "icadapt": ICAdaptConfig(steps=50, batch_size=2, grad_accum=1)})
+    seen: list[tuple[str, float]] = []
+
+    def on_step(stage: str, fraction: float, preview=None) -> None:
+        seen.append((stage, fraction))
+        if stage == "icadapt" and fraction > 0:
+            raise JobCancelled("stop")
+
+    with pytest.raises(JobCancelled):
+        generate_video(fox, ctx, keys, rots, roots, conv_prior, cfg, on_step=on_step)
+    assert seen[-1] == ("icadapt", 1 / 50) and not any(s == "sample" for s, _ in seen)
+    assert all(torch.equal(v, conv_prior.state_dict()[k]) for k, v in before.items())
+
+
+def test_generate_video_checks_before_rendering(conv_prior) -> None:
+    fox, ctx, _, rots, roots = _fox_inputs()
+    called: list[str] = []
+    with pytest.raises(InvalidInput) as err:
+        generate_video(fox, ctx, [70, 96], rots, roots, conv_prior, CFG, on_step=lambda s, f, preview=None: called.append(s))
+    assert err.value.field == "keyframes" and called == []
+    odd = VideoJobConfig(**{**CFG.__dict__, "width": 97})
+    with pytest.raises(InvalidInput) as err:
+        generate_video(fox, ctx, FOX_KEYS, rots, roots, conv_prior, odd, on_step=lambda s, f, preview=None: called.append(s))
+    assert err.value.field == "width/height" and called == []
