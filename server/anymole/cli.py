@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from anymole.pipeline import VideoSettings
     from anymole.rig import Character, Skeleton
 
 app = typer.Typer(
@@ -317,6 +318,26 @@ def render(
         typer.echo(f"wrote {video}")
 
 
+def _video_settings(prior: str, icadapt_steps: int | None, ddim_steps: int | None, size: str | None) -> VideoSettings:
+    """``anymole serve``'s --video-* flags as `VideoSettings` (``none`` turns the method off)."""
+    from anymole.errors import InvalidInput
+    from anymole.pipeline import VideoSettings
+
+    width = height = None
+    if size is not None:
+        w, sep, h = size.lower().partition("x")
+        if not (sep and w.isdigit() and h.isdigit()):
+            raise InvalidInput("--video-size", f"expected WIDTHxHEIGHT in pixels, e.g. 512x320, got {size!r}")
+        width, height = int(w), int(h)
+    return VideoSettings(
+        prior=None if prior.lower() == "none" else prior,
+        icadapt_steps=icadapt_steps,
+        ddim_steps=ddim_steps,
+        width=width,
+        height=height,
+    )
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="interface to bind; 0.0.0.0 exposes the server (use --token and TLS)")] = "127.0.0.1",
@@ -329,6 +350,10 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert")] = None,
     grace: Annotated[float, typer.Option(help="seconds running jobs get to finish on SIGTERM before they are interrupted")] = 30.0,
     finished_in_memory: Annotated[int | None, typer.Option(min=0, help="finished jobs whose events stay in memory; older ones replay from disk [default: 16]")] = None,
+    video_prior: Annotated[str, typer.Option(help="prior of the 'video' method: none (method off), tiny (random weights: a dry run whose previews are noise) or PATH to a DynamiCrafter 512 interp checkpoint (get it with `anymole models pull dynamicrafter-512-interp`); loaded on the first video job")] = "none",
+    video_icadapt_steps: Annotated[int | None, typer.Option(min=1, help="ICAdapt steps of every video job (default: the presets' 500)")] = None,
+    video_ddim_steps: Annotated[int | None, typer.Option(min=1, help="DDIM steps per sampler window of a video job (default: 50)")] = None,
+    video_size: Annotated[str | None, typer.Option(help="render size WxH of video jobs, multiples of 8 (default: the prior's: 512x320, 64x64 for tiny)")] = None,
 ) -> None:
     """Run the gRPC server the Unity and Unreal plugins talk to (anymole.v1.AnyMoLeService).
 
@@ -336,6 +361,12 @@ def serve(
     (or are marked interrupted after --grace), queued jobs run after the next start.
 
       anymole serve --port 50051 --data-dir /srv/anymole --token $SECRET --tls-cert cert.pem --tls-key key.pem
+
+    The 'video' method (render, ICAdapt, two-stage sampling; previews stream, the result is an MP4) needs a prior:
+
+      anymole serve --video-prior ~/.cache/anymole/models/dynamicrafter-512-interp/model.ckpt
+
+      anymole serve --video-prior tiny --video-icadapt-steps 2 --video-ddim-steps 2 --video-size 96x64   # CPU dry run
     """
     import asyncio
     import dataclasses
@@ -345,8 +376,9 @@ def serve(
     from anymole.service.server import serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    video = _video_settings(video_prior, video_icadapt_steps, video_ddim_steps, video_size)
     cfg = ServerConfig(host=host, port=port, data_dir=data_dir.expanduser(), devices=tuple(device or ("auto",)),
-                       max_queue=max_queue, token=token, tls_cert=tls_cert, tls_key=tls_key, grace_s=grace)
+                       max_queue=max_queue, token=token, tls_cert=tls_cert, tls_key=tls_key, grace_s=grace, video=video)
     if finished_in_memory is not None:
         cfg = dataclasses.replace(cfg, finished_in_memory=finished_in_memory)
     asyncio.run(run_server(cfg, on_ready=lambda p: typer.echo(f"anymole listening on {host}:{p}", err=True)))

@@ -1,0 +1,36 @@
+"""``anymole serve --video-*`` flags: how the server is told which video prior to use."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from anymole.cli import _video_settings, app
+from anymole.errors import InvalidInput
+from anymole.pipeline import AnyMoLePipeline, VideoSettings
+
+
+def test_flags_become_video_settings() -> None:
+    assert _video_settings("none", None, None, None) == VideoSettings()
+    assert _video_settings("NONE", None, None, None).prior is None
+    tiny = _video_settings("tiny", 2, 3, "96x64")
+    assert tiny == VideoSettings(prior="tiny", icadapt_steps=2, ddim_steps=3, width=96, height=64)
+    assert _video_settings("/models/dc/model.ckpt", None, None, "512X320").prior == "/models/dc/model.ckpt"
+    # The method's availability follows: off, on for tiny, off with the path named when the file is missing.
+    methods = {m.name: m for m in AnyMoLePipeline(_video_settings("/nowhere/model.ckpt", None, None, None)).methods()}
+    assert not methods["video"].available and "/nowhere/model.ckpt" in methods["video"].unavailable_reason
+    assert {m.name: m for m in AnyMoLePipeline(tiny).methods()}["video"].available
+
+
+@pytest.mark.parametrize(("size", "field"), [("96", "--video-size"), ("ax64", "--video-size"), ("100x64", "width")])
+def test_bad_video_size_names_the_flag(size: str, field: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        _video_settings("tiny", None, None, size)
+    assert err.value.field == field
+
+
+def test_serve_help_teaches_the_video_flags() -> None:
+    res = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    for flag in ("--video-prior", "--video-icadapt-steps", "--video-ddim-steps", "--video-size", "models pull"):
+        assert flag in res.output, flag
