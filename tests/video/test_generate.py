@@ -34,12 +34,21 @@ def test_timeline_maps_context_end_and_keys_exactly(fps: int, extra: int, gaps: 
     end = context - 1
     keys = [end + fps * (j + 1) for j in range(gaps)]
     tl = plan_timeline(context, fps, keys)
-    assert tl.render_context_frames == math.floor(end * 30 / fps + 1e-6) + 1 >= 61
+    assert tl.render_context_frames == math.floor(end * 30 / fps + 1e-3) + 1 >= 61
     assert tl.to_request(tl.render_context_end) == end
     assert [tl.to_request(tl.render_context_end + 30 * (j + 1)) for j in range(gaps)] == keys
     times = tl.render_times()
     assert times[-1].item() == end and times[0].item() >= 0
     torch.testing.assert_close(times.diff(), torch.full((len(times) - 1,), fps / 30, dtype=torch.float64))
+
+
+def test_timeline_at_a_bvh_frame_rate() -> None:
+    """A BVH frame time of 0.0333333 s is 30.00003 fps: 61 frames are 2 s to within 1e-3 frame, keys 30 apart."""
+    fps = 1 / 0.0333333
+    tl = plan_timeline(61, fps, [90, 120])
+    assert tl.render_context_frames == 61 and tl.to_request(120) == 120
+    out = resample_context(_spinning(61, fps), tl)
+    assert out.num_frames == 61
 
 
 def test_timeline_at_24_fps() -> None:

@@ -64,7 +64,7 @@ __all__ = [
 
 #: seconds of context the two-stage sampler needs (its first coarse window reaches 2 s back).
 MIN_CONTEXT_SECONDS = 2
-#: a keyframe within this many request frames of a whole second counts as on it (float fps, e.g. 23.976).
+#: a keyframe (or the first 30 fps context frame) within this many frames of a whole second counts as on it.
 _ON_SECOND = 1e-3
 
 OnStep = Callable[..., None]
@@ -123,7 +123,10 @@ def plan_timeline(context_frames: int, fps: float, key_frames: Sequence[int]) ->
         raise InvalidInput("context.fps", f"must be > 0, got {fps}")
     end = context_frames - 1
     duration = end / fps
-    if duration < MIN_CONTEXT_SECONDS - _ON_SECOND / fps:
+    # 30 fps frames back from the last context frame; a position within 1e-3 frame of the first one counts
+    # (float frame rates such as a BVH's 0.0333333 s frame time give 30.00003 fps).
+    frames = math.floor(duration * RENDER_FPS + _ON_SECOND) + 1
+    if frames < MIN_CONTEXT_SECONDS * RENDER_FPS + 1:
         need = math.ceil(MIN_CONTEXT_SECONDS * fps - _ON_SECOND) + 1
         raise InvalidInput(
             "context",
@@ -145,7 +148,6 @@ def plan_timeline(context_frames: int, fps: float, key_frames: Sequence[int]) ->
             f"context frame {end} (one a second, none skipped); got frames {got}. To fix: {todo}, or use "
             "method 'interp' for keyframes at any frame.",
         )
-    frames = math.floor(duration * RENDER_FPS + 1e-6) + 1
     return VideoTimeline(float(fps), int(context_frames), tuple(int(k) for k in key_frames), frames)
 
 
