@@ -387,13 +387,17 @@ def serve(
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option(help="where the result goes")] = Path("anymole-demo"),
-    method: Annotated[str, typer.Option(help="in-betweening method on the in-process server")] = "interp",
+    method: Annotated[str, typer.Option(help="in-betweening method on the in-process server: interp, or video (tiny random-weight prior: a dry run whose video is noise)")] = "interp",
 ) -> None:
     """Offline end-to-end run: start a server in-process, upload the bundled Fox, fill a gap of its Survey
-    clip (context 0:40, keys 60 and 82) through the same client the plugins mirror, write the GLB."""
+    clip (context 0:40, keys 60 and 82) through the same client the plugins mirror, write the GLB.
+    With --method video: context 0:49 (2 s), key 72 (1 s later), previews stream, writes fox_video.mp4."""
     from anymole.client import run_demo
 
     res = run_demo(out_dir, method=method)
+    if res.motion is None:  # method video: the result is the MP4 itself
+        typer.echo(f"wrote {res.path} (job {res.job_id}): {res.summary}")
+        return
     typer.echo(f"wrote {res.path} ({res.motion.num_frames} frames, job {res.job_id}): {res.summary}")
     typer.echo(f"look at it: anymole render {res.path} --out {out_dir / 'fox_fill.png'}")
 

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CHUNK_FRAMES",
+    "TINY_PRIOR",
     "AnyMoLePipeline",
     "CancelToken",
     "Cancelled",

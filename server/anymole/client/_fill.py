@@ -3,7 +3,8 @@
 `fill_remote` loads the asset locally only to cut the context and keyframes out of one of its clips; the
 server imports the same file bytes (uploaded once, cached by content hash) and must report the same joint
 order. It draws a live progress bar with the server's ETA, re-attaches with ``after_seq`` if the stream
-drops, cancels the job on Ctrl-C, and writes the result file (GLB, BVH or NPZ, by the ``out`` suffix).
+drops, cancels the job on Ctrl-C, and writes the result file (GLB, BVH or NPZ, by the ``out`` suffix; MP4 for
+method ``video``, whose result is the generated video).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from anymole.errors import AnymoleError, AssetError, InvalidInput, JobCancelled
-from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Progress, Queued
+from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Preview, Progress, Queued
 from anymole.rig import Motion
-from anymole.service.convert import MOTION_RESULT_SUFFIX
+from anymole.service.convert import MOTION_RESULT_SUFFIX, VIDEO_RESULT_SUFFIX
 
 if TYPE_CHECKING:
     from rich.progress import Progress as ProgressView
@@ -36,16 +37,18 @@ if TYPE_CHECKING:
 __all__ = ["FillResult", "fill_remote", "fill_remote_async", "run_demo"]
 
 RESULT_SUFFIXES = tuple(MOTION_RESULT_SUFFIX.values())
+VIDEO_SUFFIXES = tuple(VIDEO_RESULT_SUFFIX.values())
 _RETRIES = 3
 
 
 @dataclass(frozen=True)
 class FillResult:
-    """What a remote fill produced: the job, the file written and the result timeline ``(T, J, 4)``."""
+    """What a remote fill produced: the job, the file written and the result timeline ``(T, J, 4)`` (``None``
+    for method ``video``, whose file is the generated MP4)."""
 
     job_id: str
     path: Path
-    motion: Motion
+    motion: Motion | None
     summary: str
     metrics: dict[str, float]
 
@@ -88,7 +91,7 @@ def _progress_view(enabled: bool) -> ProgressView | None:
         TaskProgressColumn(),
         TextColumn("ETA {task.fields[eta]}"),
         TimeElapsedColumn(),
-        TextColumn("{task.fields[frames]} frames"),
+        TextColumn("{task.fields[received]}"),
     )
 
 
@@ -128,10 +131,11 @@ async def fill_remote_async(
         server: ``"host:port"``.
         asset: a .glb, .fbx or .bvh file with at least one clip.
         keys: clip frames to keep as keyframes, strictly increasing, each ``>= context[1]``.
-        out: result file; its suffix (.glb, .bvh, .npz) picks the format.
+        out: result file; its suffix (.glb, .bvh, .npz) picks the format; .mp4 for method ``video``.
         clip: clip name (default: the first clip of the asset).
         context: ``(start, stop)`` clip frames (Python slice) used as known motion.
-        method: in-betweening method offered by the server (``interp``, ``anymole``).
+        method: in-betweening method offered by the server (``interp``, ``video``, ``anymole``); ``video``
+            needs keys at whole seconds after the context's last frame.
         preset: a preset of that method (``""``: its default).
         token: bearer token, if the server demands one.
         tls_ca: PEM root certificate to trust; the connection uses TLS when given.
@@ -141,8 +145,10 @@ async def fill_remote_async(
     from anymole.io import load_character
 
     asset, out = Path(asset), Path(out)
-    if out.suffix.lower() not in RESULT_SUFFIXES:
-        raise InvalidInput("--out", f"end the output name with one of {RESULT_SUFFIXES}")
+    wanted = VIDEO_SUFFIXES if method == "video" else RESULT_SUFFIXES
+    if out.suffix.lower() not in wanted:
+        what = "method 'video' generates a video" if method == "video" else f"method {method!r} produces motion"
+        raise InvalidInput("--out", f"{what}: end the output name with one of {wanted}")
     character = await asyncio.to_thread(load_character, asset)
     if not character.motions:
         raise AssetError(asset, "has no animation clip to take the context and keyframes from")
@@ -188,7 +194,11 @@ async def fill_remote_async(
                     job_id, _ = await asyncio.wait_for(submit, 5.0)
                     await client.cancel(job_id, timeout=5.0)
                 raise
-            result, data = await client.result(job_id, joints, out.suffix)
+            result: Motion | None = None
+            if method == "video":
+                data = (await client.video(job_id)).data
+            else:
+                result, data = await client.result(job_id, joints, out.suffix)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
     return FillResult(job_id, out, result, completed.summary, dict(completed.metrics))
@@ -196,14 +206,16 @@ async def fill_remote_async(
 
 async def _follow(client: AnyMoLeClient, job_id: str, joints: int, progress: bool) -> Completed:
     """Watch a job to its end, drawing progress; return its `Completed` event or raise why it ended."""
-    frames = 0
+    frames = previews = 0
     view = _progress_view(progress)
     with view if view is not None else contextlib.nullcontext():
-        task = view.add_task("queued", total=100, eta="?", frames=0) if view is not None else None
+        task = view.add_task("queued", total=100, eta="?", received="") if view is not None else None
         async for st in _events_with_reattach(client, job_id, joints):
             ev = st.event
             if isinstance(ev, MotionChunk):
                 frames += ev.frame_count
+            elif isinstance(ev, Preview):
+                previews += 1
             if view is not None and task is not None:
                 if isinstance(ev, Queued):
                     view.update(task, description=f"queued (#{ev.position + 1})")
@@ -211,7 +223,9 @@ async def _follow(client: AnyMoLeClient, job_id: str, joints: int, progress: boo
                     eta = "?" if ev.eta_seconds is None else f"{ev.eta_seconds:4.1f}s"
                     view.update(task, description=ev.stage, completed=100 * ev.fraction, eta=eta)
                 elif isinstance(ev, MotionChunk):
-                    view.update(task, frames=frames)
+                    view.update(task, received=f"{frames} frames")
+                elif isinstance(ev, Preview):
+                    view.update(task, received=f"{previews} previews (frame {ev.frame})")
                 elif isinstance(ev, Completed):
                     view.update(task, description="done", completed=100, eta="0s")
             if isinstance(ev, Completed):
@@ -233,7 +247,11 @@ def fill_remote(server: str, asset: str | Path, **kwargs: Any) -> FillResult:
 
 
 async def run_demo_async(out_dir: Path, method: str = "interp", progress: bool = True) -> FillResult:
-    """Start a server in-process, fill a gap of the bundled Fox's "Survey" clip through it, stop it."""
+    """Start a server in-process, fill a gap of the bundled Fox's "Survey" clip through it, stop it.
+
+    Method ``video`` runs the video stage with the tiny random-weight prior (a dry run of seconds on a CPU
+    whose video is noise) on 2 s of context and a key 1 s later, and writes ``fox_video.mp4``."""
+    from anymole.pipeline import TINY_PRIOR, VideoSettings
     from anymole.service.server import ServerConfig, build_server
 
     out_dir = Path(out_dir)
@@ -242,17 +260,22 @@ async def run_demo_async(out_dir: Path, method: str = "interp", progress: bool =
         asset = Path(tmp) / "Fox.glb"
         with importlib.resources.as_file(importlib.resources.files("anymole") / "data" / "Fox.glb") as src:
             shutil.copyfile(src, asset)
-        server, port = build_server(ServerConfig(port=0, data_dir=Path(tmp) / "server", devices=("auto",)))
+        video = VideoSettings(prior=TINY_PRIOR, icadapt_steps=1, ddim_steps=2, width=128, height=80)
+        cfg = ServerConfig(port=0, data_dir=Path(tmp) / "server", devices=("auto",), video=video)
+        server, port = build_server(cfg)
         await server.start()
+        # Survey is 24 fps: the video method needs 2 s of context (frames 0..48) and a key 1 s later (72).
+        context, keys, out = ((0, 49), [72], "fox_video.mp4") if method == "video" else ((0, 40), [60, 82], "fox_fill.glb")
         try:
             return await fill_remote_async(
                 f"127.0.0.1:{port}",
                 asset,
                 clip="Survey",
-                context=(0, 40),
-                keys=[60, 82],
-                out=out_dir / "fox_fill.glb",
+                context=context,
+                keys=keys,
+                out=out_dir / out,
                 method=method,
+                preset="fast" if method == "video" else "",
                 progress=progress,
             )
         finally:

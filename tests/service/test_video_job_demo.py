@@ -1,0 +1,26 @@
+"""The offline demo and ``fill --server`` with method ``video``: an in-process server with the tiny prior
+writes the generated MP4 of the bundled Fox."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import pytest
+
+from anymole.client._fill import fill_remote_async, run_demo_async
+from anymole.errors import InvalidInput
+from asset_files import ASSETS
+
+
+async def test_demo_writes_the_fox_video(tmp_path):
+    res = await run_demo_async(tmp_path, method="video", progress=False)
+    assert res.path == tmp_path / "fox_video.mp4" and res.motion is None
+    frames = iio.imread(res.path.read_bytes(), extension=".mp4")
+    assert frames.shape == (15, 80, 128, 3)  # one 1 s gap at 15 fps, keys included; the demo's 128×80 renders
+    assert "random weights: previews are noise" in res.summary and res.metrics["video_frames"] == 15
+
+
+@pytest.mark.parametrize(("method", "out"), [("video", "f.glb"), ("video", "f.npz"), ("interp", "f.mp4")])
+async def test_fill_output_must_match_what_the_method_produces(tmp_path, method, out):
+    with pytest.raises(InvalidInput) as err:  # refused before any connection: nothing listens on port 9
+        await fill_remote_async("127.0.0.1:9", ASSETS / "Fox.glb", keys=[72], out=tmp_path / out, method=method)
+    assert err.value.field == "--out"
