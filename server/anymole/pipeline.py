@@ -188,20 +188,25 @@ class VideoClip:
     """A generated video, the result of a ``video`` job.
 
     Attributes:
-        frames: ``(N, H, W, 3)`` uint8 RGB; several sampled views lie side by side (``W = views · width``).
+        data: the video as MP4 (H.264) bytes; several sampled views lie side by side, left to right.
         fps: frames per second of the video (15).
-        timeline_frames: the ``N`` frames each video frame shows on the request's timeline.
+        width, height: frame size in px (``width`` = views × render width).
+        timeline_frames: the frame each video frame shows on the request's timeline (one per video frame).
         views: the camera views, left to right.
+        mime_type: media type of ``data``.
     """
 
-    frames: torch.Tensor
+    data: bytes
     fps: float
+    width: int
+    height: int
     timeline_frames: tuple[int, ...]
     views: tuple[int, ...] = (0,)
+    mime_type: str = "video/mp4"
 
     @property
     def frame_count(self) -> int:
-        return int(self.frames.shape[0])
+        return len(self.timeline_frames)
 
 
 @dataclass(frozen=True, eq=False)
@@ -780,11 +785,14 @@ def _preview_event(stage: str, preview: VideoPreview) -> Preview:
 
 
 def _video_clip(scene: GeneratedScene) -> VideoClip:
-    """The sampled views side by side as ``(N, H, V·W, 3)`` uint8 frames."""
+    """The sampled views side by side as an MP4 (H.264, every frame kept, no resizing)."""
+    import imageio.v3 as iio
+
     frames = (scene.frames.clamp(0, 1) * 255).round().to(torch.uint8)  # (V, 3, N, H, W)
     v, _, n, h, w = frames.shape
-    tiled = frames.permute(2, 3, 0, 4, 1).reshape(n, h, v * w, 3).contiguous()
-    return VideoClip(tiled, scene.fps, scene.request_frames, scene.views)
+    tiled = frames.permute(2, 3, 0, 4, 1).reshape(n, h, v * w, 3).numpy()  # (N, H, V·W, 3)
+    data = iio.imwrite("<bytes>", tiled, extension=".mp4", fps=scene.fps, codec="libx264", macro_block_size=1)
+    return VideoClip(data, scene.fps, v * w, h, scene.request_frames, scene.views)
 
 
 def _video_completed(
@@ -793,10 +801,10 @@ def _video_completed(
     clip: VideoClip,
     cfg: VideoJobConfig,
     load_s: float | None,
-    tile_s: float,
+    encode_s: float,
     tiny: bool,
 ) -> Completed:
-    timings = ((("load", load_s),) if load_s is not None else ()) + scene.timings + (("encode", tile_s),)
+    timings = ((("load", load_s),) if load_s is not None else ()) + scene.timings + (("encode", encode_s),)
     adapt = "adapted weights from the cache" if scene.adaptation is None else f"{cfg.icadapt.steps} ICAdapt steps"
     summary = (
         f"generated {clip.frame_count} frames ({clip.frame_count / clip.fps:.1f} s at {clip.fps:g} fps, view "

@@ -444,7 +444,7 @@ class JobManager:
                     if event.motion is not None:
                         job.result = event.motion
                         self.store.save_result(job.id, event.motion)
-                    if event.video is not None:  # encoding an MP4 takes a while: off the event loop
+                    if event.video is not None:
                         await asyncio.to_thread(self.store.save_video, job.id, event.video)
                     self._publish(job, dataclasses.replace(event, motion=None, video=None))
                 else:

@@ -188,23 +188,14 @@ class JobStore:
         write_atomic(self.job_dir(job_id) / "result.npz", buf.getvalue())
 
     def save_video(self, job_id: str, video: VideoClip) -> None:
-        """Encode ``video`` as result.mp4 (H.264, every frame kept, no resizing) and describe it in video.json."""
-        import imageio.v3 as iio
-
+        """Write ``video`` as result.mp4, then its description as video.json (whose presence marks the result)."""
         d = self.job_dir(job_id)
-        frames = video.frames.detach().cpu().contiguous().numpy()
-        tmp = d / f"result.{uuid.uuid4().hex}.tmp.mp4"
-        try:
-            iio.imwrite(tmp, frames, fps=video.fps, codec="libx264", macro_block_size=1)
-            os.replace(tmp, self.result_path(job_id, ".mp4"))
-        finally:
-            tmp.unlink(missing_ok=True)
-        n, h, w, _ = frames.shape
+        write_atomic(self.result_path(job_id, ".mp4"), video.data)
         meta = {
             "fps": video.fps,
-            "frames": n,
-            "width": w,
-            "height": h,
+            "frames": video.frame_count,
+            "width": video.width,
+            "height": video.height,
             "views": list(video.views),
             "timeline_frames": list(video.timeline_frames),
         }
