@@ -213,3 +213,20 @@ def test_generate_video_checks_before_rendering(conv_prior) -> None:
     with pytest.raises(InvalidInput) as err:
         generate_video(fox, ctx, FOX_KEYS, rots, roots, conv_prior, odd, on_step=lambda s, f, preview=None: called.append(s))
     assert err.value.field == "width/height" and called == []
+
+
+def test_generate_video_stops_sampling_when_on_step_raises(conv_prior) -> None:
+    fox, ctx, keys, rots, roots = _fox_inputs()
+    before = {k: v.clone() for k, v in conv_prior.state_dict().items()}
+    previews = []
+
+    def on_step(stage: str, fraction: float, preview=None) -> None:
+        if preview is not None:
+            previews.append(preview)
+        if stage == "sample" and len(previews) == 1:
+            raise JobCancelled("stop")
+
+    with pytest.raises(JobCancelled):
+        generate_video(fox, ctx, keys, rots, roots, conv_prior, CFG, on_step=on_step)
+    assert len(previews) == 1  # stopped right after the first window, 3 windows short
+    assert all(torch.equal(v, conv_prior.state_dict()[k]) for k, v in before.items())
