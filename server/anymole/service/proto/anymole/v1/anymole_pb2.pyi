@@ -1246,7 +1246,7 @@ class Preview(_message.Message):
     stage: _builtins.str
     """The stage that produced it."""
     frame: _builtins.int
-    """The timeline frame it shows."""
+    """The timeline frame it shows (the nearest one when the video's 15 fps grid falls between frames)."""
     view: _builtins.int
     """The camera view it was rendered from (0-based)."""
     mime_type: _builtins.str
