@@ -5,6 +5,7 @@ formats, timeline validation, cancellation during ICAdapt and replay after a res
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 from pathlib import Path
 
@@ -198,9 +199,9 @@ async def test_server_config_enables_the_video_method(tmp_path: Path):
     off, formats = await methods(base)
     assert not off["video"].available and "--video-prior" in off["video"].unavailable_reason
     assert pb.RESULT_FORMAT_MP4 not in formats
-    missing, _ = await methods(ServerConfig(**{**base.__dict__, "video": VideoSettings(prior=str(tmp_path / "no.ckpt"))}))
+    missing, _ = await methods(dataclasses.replace(base, video=VideoSettings(prior=str(tmp_path / "no.ckpt"))))
     assert not missing["video"].available and "no.ckpt" in missing["video"].unavailable_reason
-    on, formats = await methods(ServerConfig(**{**base.__dict__, "video": VideoSettings(prior="tiny")}))
+    on, formats = await methods(dataclasses.replace(base, video=VideoSettings(prior="tiny")))
     video = on["video"]
     assert video.available and video.sends_previews and list(video.presets) == ["quality", "fast"]
     assert "random weights: previews are noise" in video.description
