@@ -786,13 +786,12 @@ def _preview_event(stage: str, preview: VideoPreview) -> Preview:
 
 def _video_clip(scene: GeneratedScene) -> VideoClip:
     """The sampled views side by side as an MP4 (H.264, every frame kept, no resizing)."""
-    import imageio.v3 as iio
+    from anymole.video.generate import encode_mp4
 
     frames = (scene.frames.clamp(0, 1) * 255).round().to(torch.uint8)  # (V, 3, N, H, W)
     v, _, n, h, w = frames.shape
-    tiled = frames.permute(2, 3, 0, 4, 1).reshape(n, h, v * w, 3).numpy()  # (N, H, V·W, 3)
-    data = iio.imwrite("<bytes>", tiled, extension=".mp4", fps=scene.fps, codec="libx264", macro_block_size=1)
-    return VideoClip(data, scene.fps, v * w, h, scene.request_frames, scene.views)
+    tiled = frames.permute(2, 3, 0, 4, 1).reshape(n, h, v * w, 3)  # (N, H, V·W, 3)
+    return VideoClip(encode_mp4(tiled, scene.fps), scene.fps, v * w, h, scene.request_frames, scene.views)
 
 
 def _video_completed(

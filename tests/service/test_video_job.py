@@ -10,7 +10,6 @@ import io
 from pathlib import Path
 
 import grpc
-import imageio.v3 as iio
 import numpy as np
 import pytest
 from google.rpc import error_details_pb2, status_pb2
@@ -20,6 +19,7 @@ from anymole.client import AnyMoLeClient, preview_image
 from anymole.pipeline import AnyMoLePipeline, Cancelled, Completed, Preview, Progress, VideoSettings
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.server import ServerConfig, build_server
+from anymole.video.generate import decode_mp4
 from anymole.video.sampler import plan_stage1, plan_stage2
 from asset_files import ASSETS, cached_load
 
@@ -110,7 +110,7 @@ async def test_video_job_streams_previews_and_serves_its_mp4(make_server, connec
         pb.GetResultRequest(job_id=job_id, format=pb.RESULT_FORMAT_MP4), metadata=client.metadata
     )
     assert not reply.HasField("motion") and reply.file_name == f"{job_id}.mp4"
-    frames = iio.imread(reply.file, extension=".mp4")
+    frames = decode_mp4(reply.file, WIDTH, HEIGHT)
     assert frames.shape == (30, HEIGHT, WIDTH, 3)
     video = await client.video(job_id)
     assert (video.fps, video.frame_count, video.data) == (15.0, 30, reply.file)

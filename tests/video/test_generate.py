@@ -16,6 +16,8 @@ from anymole.rig.quat import quat_mul
 from anymole.video.cache import AdaptationCache
 from anymole.video.generate import (
     VideoJobConfig,
+    decode_mp4,
+    encode_mp4,
     generate_video,
     plan_timeline,
     preview_frames,
@@ -230,3 +232,17 @@ def test_generate_video_stops_sampling_when_on_step_raises(conv_prior) -> None:
         generate_video(fox, ctx, keys, rots, roots, conv_prior, CFG, on_step=on_step)
     assert len(previews) == 1  # stopped right after the first window, 3 windows short
     assert all(torch.equal(v, conv_prior.state_dict()[k]) for k, v in before.items())
+
+
+def test_mp4_round_trip_keeps_every_frame_and_its_size() -> None:
+    g = torch.Generator().manual_seed(0)
+    frames = torch.zeros(7, 16, 24, 3, dtype=torch.uint8)
+    frames[:, :8] = (torch.rand(7, 1, 1, 3, generator=g) * 255).to(torch.uint8)  # a colour per frame, top half
+    frames[:, 8:, :12] = 128
+    back = torch.from_numpy(decode_mp4(encode_mp4(frames, 15.0), 24, 16).copy())
+    assert back.shape == (7, 16, 24, 3)
+    # Lossy (H.264, 4:2:0): flat regions come back within a few levels; colour edges blur by a pixel or two.
+    inner = (back.int() - frames.int())[:, 2:6, 2:22].abs()
+    assert inner.float().mean() < 3 and inner.max() <= 12
+    with pytest.raises(ValueError, match="even"):
+        encode_mp4(torch.zeros(2, 15, 24, 3, dtype=torch.uint8), 15.0)
