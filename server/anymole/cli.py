@@ -415,7 +415,7 @@ def bench_video(
     budget: Annotated[float, typer.Option(help="seconds after which optional measurements are skipped")] = 420.0,
     compile_unet: Annotated[bool, typer.Option("--compile/--no-compile", help="also time torch.compile")] = True,
     phase: Annotated[list[str] | None, typer.Option(help="sampling | compiled | icadapt, repeatable (default: all three)")] = None,
-    icadapt_variant: Annotated[list[str] | None, typer.Option(help="MODE:CKPT(1 full|s selective|0 none):CLIPS[:c compiled|:r regional compile], repeatable, e.g. decoder:s:4:c")] = None,
+    icadapt_variant: Annotated[list[str] | None, typer.Option(help="MODE:CKPT(1 full|s selective|0 none):CLIPS[:c compiled|:cB compiled keeping a share B of the activations|:r regional compile], repeatable, e.g. decoder:s:4:c or lora_decoder:0:8:c0.8")] = None,
     partial: Annotated[Path | None, typer.Option(help="also write the results so far here after each ICAdapt variant")] = None,
     merge: Annotated[bool, typer.Option(help="lay the results over those already in --json (a partial rerun)")] = False,
 ) -> None:
@@ -434,10 +434,13 @@ def bench_video(
         try:
             ckpt = {"1": "full", "s": "selective", "0": "none"}
             compiled = {"": False, "c": True, "r": "regional"}
+
+            def how(rest: list[str]) -> bool | str | float:  # "c0.8": compiled, activation memory budget 0.8
+                flag = "".join(rest)
+                return float(flag[1:]) if flag.startswith("c") and len(flag) > 1 else compiled[flag]
+
             specs = [v.split(":") for v in icadapt_variant]
-            kwargs["icadapt_variants"] = tuple(
-                (m, ckpt[c], int(b), compiled["".join(rest)]) for m, c, b, *rest in specs
-            )
+            kwargs["icadapt_variants"] = tuple((m, ckpt[c], int(b), how(rest)) for m, c, b, *rest in specs)
         except (ValueError, KeyError):
             raise _fail(f"--icadapt-variant takes MODE:CKPT:CLIPS[:c|:r] (e.g. decoder:s:4:c), got {icadapt_variant}") from None
     earlier = json.loads(json_out.read_text()) if merge and json_out.exists() else None

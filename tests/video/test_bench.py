@@ -83,6 +83,7 @@ def test_variant_names() -> None:
     assert _variant_name("spatial", "full", 8) == "spatial_b8x1"
     assert _variant_name("spatial", "none", 2) == "spatial_no_ckpt_b2x4"
     assert _variant_name("decoder", "selective", 4, True) == "decoder_sac_compiled"
+    assert _variant_name("lora_decoder", "none", 8, 0.8) == "lora_decoder_no_ckpt_b8x1_compiled_mem80"
 
 
 def test_headlines_pick_best_reference_and_fast_variants_with_compile_cost() -> None:

@@ -549,3 +549,27 @@ def test_unconditional_tokens_are_one_grey_image_repeated(prior):
     for row in null.context:
         torch.testing.assert_close(row, one.context[0], atol=1e-5, rtol=1e-5)
     assert null.concat is cond.concat
+
+
+def test_lora_adapters_start_the_same_everywhere_without_touching_the_global_rng():
+    torch.manual_seed(1)
+    a = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
+    torch.manual_seed(2)
+    b = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
+    torch.manual_seed(3)
+    state = torch.random.get_rng_state()
+    list(a.trainable_parameters("lora"))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    list(b.trainable_parameters("lora_decoder"))
+    lora_a = {n: p for n, p in a.named_parameters() if "lora_" in n}
+    lora_b = {n: p for n, p in b.named_parameters() if "lora_" in n}
+    assert lora_a.keys() == lora_b.keys() and lora_a
+    for name, p in lora_a.items():
+        torch.testing.assert_close(p, lora_b[name], rtol=0, atol=0, msg=name)
+        assert (p.abs().sum() > 0) == ("lora_A" in name)  # A random, B zero: the identity start
+    with torch.no_grad():
+        for p in lora_a.values():
+            p.add_(1.0)
+    a.reset_adapters()
+    for name, p in lora_a.items():
+        torch.testing.assert_close(p, lora_b[name], rtol=0, atol=0, msg=name)

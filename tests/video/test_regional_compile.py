@@ -89,6 +89,41 @@ def test_icadapt_with_compiled_blocks_trains_like_eager(prior) -> None:
     assert not any("forward" in vars(m) for m in compiled.unet.modules())  # the prior leaves eager again
 
 
+def test_turbo_compiles_under_its_memory_budget_and_trains_like_eager(prior) -> None:
+    import torch._functorch.config as functorch_config
+    from torch._dynamo import register_backend
+
+    budgets: list[float] = []
+
+    @register_backend
+    def anymole_budget_probe(gm, example_inputs):  # what the partitioner would read while compiling
+        budgets.append(functorch_config.activation_memory_budget)
+        return gm.forward
+
+    videos = torch.rand(1, 3, WINDOW + 1, 64, 64, generator=torch.Generator().manual_seed(3))
+    bank = ClipBank(videos, gather_clips(1, WINDOW + 1, k=WINDOW, strides=(1,)), "a character walking")
+    turbo = ICAdaptConfig.turbo(
+        steps=2, lr=1e-3, batch_size=2, autocast_dtype="fp32", compile_backend="anymole_budget_probe"
+    )
+    eager_cfg = ICAdaptConfig(**{**vars(turbo), "compile": False, "compile_memory_budget": 1.0})
+    eager, compiled = copy.deepcopy(prior), copy.deepcopy(prior)
+    try:
+        ref = icadapt(eager, bank, eager_cfg)
+        run = icadapt(compiled, bank, turbo)
+    finally:
+        torch._dynamo.reset()
+    assert budgets and set(budgets) == {0.8}
+    assert functorch_config.activation_memory_budget == 1.0  # restored after the run
+    assert run.losses == pytest.approx(ref.losses, rel=1e-5) and ref.losses[0] != ref.losses[1]
+    base = dict(prior.named_parameters())
+    frozen = [(n.replace(".base_layer", ""), p) for n, p in compiled.named_parameters() if "lora_" not in n]
+    assert all(torch.equal(p, base[n]) for n, p in frozen)  # peft wraps adapted layers as `.base_layer`
+    lora_b = {n: p for n, p in compiled.named_parameters() if "lora_B" in n}
+    trained = {n for n, p in lora_b.items() if p.abs().sum() > 0}
+    assert trained and all(n.startswith(("unet.middle_block.", "unet.output_blocks.")) for n in trained)
+    assert any(n.startswith("unet.input_blocks.") for n in lora_b)  # encoder adapters exist, still identity
+
+
 def test_compile_blocks_options_are_validated_and_named() -> None:
     with pytest.raises(InvalidInput, match="compile_blocks"):
         ICAdaptConfig(compile=True, compile_blocks=True)

@@ -69,8 +69,9 @@ Say = Callable[[str], None]
 #: clips of one ICAdapt optimiser step (the recipe's): every variant trains on exactly this many.
 CLIPS_PER_STEP = 8
 #: ICAdapt variant: (mode, checkpointing "full" | "selective" | "none", clips per micro-batch, compile: False,
-#: True (whole denoiser, ``ICAdaptConfig.compile``) or "regional" (per block, ``ICAdaptConfig.compile_blocks``)).
-Variant = tuple[str, str, int, bool | str]
+#: True (whole denoiser, ``ICAdaptConfig.compile``), a float (the same with that ``compile_memory_budget``) or
+#: "regional" (per block, ``ICAdaptConfig.compile_blocks``)).
+Variant = tuple[str, str, int, bool | str | float]
 #: trained sets that are the reference's (ICAdaptConfig.reference); the others are partial fine-tunes.
 REFERENCE_MODES = ("spatial",)
 FAST_MODES = ("decoder", "lora", "lora_decoder")
@@ -303,8 +304,9 @@ def _icadapt(
             mode=mode,
             gradient_checkpointing=ckpt != "none",
             selective_checkpointing=ckpt == "selective",
-            compile=compiled is True,
+            compile=compiled is True or isinstance(compiled, float),
             compile_blocks=compiled == "regional",
+            compile_memory_budget=compiled if isinstance(compiled, float) else 1.0,
             batch_size=batch,
             grad_accum=CLIPS_PER_STEP // batch,
         )
@@ -340,12 +342,13 @@ _CKPT_SUFFIX = {"full": "", "selective": "_sac", "none": "_no_ckpt"}
 _COMPILE_SUFFIX = {False: "", True: "_compiled", "regional": "_regional"}
 
 
-def _variant_name(mode: str, ckpt: str, batch: int, compiled: bool | str = False) -> str:
+def _variant_name(mode: str, ckpt: str, batch: int, compiled: bool | str | float = False) -> str:
     """``spatial``, ``decoder_sac``, ``spatial_no_ckpt_b2x4``, ``decoder_sac_compiled``, ``decoder_b8x1_regional``
     … (8 clips a step; no micro-batch suffix means 4 × 2, the reference trainer's split, as the names of the
     recorded runs)."""
     micro = "" if batch == 4 else f"_b{batch}x{CLIPS_PER_STEP // batch}"
-    return f"{mode}{_CKPT_SUFFIX[ckpt]}{micro}{_COMPILE_SUFFIX[compiled]}"
+    suffix = f"_compiled_mem{round(100 * compiled)}" if isinstance(compiled, float) else _COMPILE_SUFFIX[compiled]
+    return f"{mode}{_CKPT_SUFFIX[ckpt]}{micro}{suffix}"
 
 
 def _default_variant() -> str:
@@ -554,6 +557,15 @@ ICADAPT_CHANGES = (
     ("torch.compile of the denoiser", "decoder_sac", "decoder_sac_compiled"),
     ("regional torch.compile (per UNet block)", "spatial_b8x1", "spatial_b8x1_regional"),
     ("regional torch.compile (per UNet block)", "decoder_b8x1", "decoder_b8x1_regional"),
+    ("no checkpointing (decoder half)", "decoder_b8x1", "decoder_no_ckpt_b8x1"),
+    ("LoRA of the decoder half instead of its spatial set", "decoder_no_ckpt_b8x1", "lora_decoder_no_ckpt_b8x1"),
+    ("torch.compile of the denoiser", "lora_decoder_no_ckpt_b8x1", "lora_decoder_no_ckpt_b8x1_compiled"),
+    (
+        "compiled graph keeps 80 % of its activations",
+        "lora_decoder_no_ckpt_b8x1_compiled",
+        "lora_decoder_no_ckpt_b8x1_compiled_mem80",
+    ),
+    ("turbo preset vs the fast preset", "decoder_b8x1", "lora_decoder_no_ckpt_b8x1_compiled_mem80"),
 )
 
 

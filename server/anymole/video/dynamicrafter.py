@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +203,8 @@ class DynamiCrafterConfig:
         return cls(**kwargs)
 
 
+#: seed of the LoRA adapters' start (`DynamiCrafterPrior.reset_adapters`).
+LORA_SEED = 0
 #: distinct captions `DynamiCrafterPrior` keeps text tokens of (a few per scene; cleared past this).
 TEXT_MEMO_SIZE = 64
 
@@ -467,7 +470,24 @@ class DynamiCrafterPrior(nn.Module):
             lora_dropout=0.0,
             target_modules=_lora_targets(self.unet),
         )
-        inject_adapter_in_model(lora, self.unet)
+        device = self.unet.device
+        # peft draws the adapters from the global RNG: leave it as the caller had it (reset_adapters re-draws)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            inject_adapter_in_model(lora, self.unet)
+        self.reset_adapters()
+
+    def reset_adapters(self, seed: int = LORA_SEED) -> None:
+        """Put every LoRA adapter back at its identity start, the same on every device and in every process:
+        ``lora_A`` from peft's Kaiming-uniform (a = √5) drawn from a CPU generator seeded with ``seed`` in name
+        order, ``lora_B`` zero. (peft draws ``lora_A`` from the global RNG, so two ICAdapt runs with one seed
+        would otherwise start from different adapters.)"""
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, p in sorted(self.unet.named_parameters()):
+                if "lora_A" in name:
+                    p.copy_(nn.init.kaiming_uniform_(torch.empty(p.shape), a=math.sqrt(5), generator=gen))
+                elif "lora_B" in name:
+                    p.zero_()
 
     def trainable_parameters(self, mode: str = "spatial") -> Iterable[nn.Parameter]:
         """Select, unfreeze and return the parameters ICAdapt optimises; everything else is frozen.
