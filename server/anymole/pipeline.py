@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 
-from anymole.errors import InvalidInput, JobCancelled, ModelUnavailable
+from anymole.errors import AssetError, InvalidInput, JobCancelled, ModelUnavailable
 from anymole.rig import Character, Motion
 
 if TYPE_CHECKING:
@@ -635,7 +635,14 @@ class AnyMoLePipeline:
             else:
                 assert self.video.prior is not None  # unavailable_reason() was empty
                 path = Path(self.video.prior).expanduser().resolve()
-                prior = DynamiCrafterPrior.from_pretrained(path, device=device)
+                try:
+                    prior = DynamiCrafterPrior.from_pretrained(path, device=device)
+                except AssetError as exc:  # the server's own file, not the client's: FAILED_PRECONDITION
+                    raise ModelUnavailable(
+                        "video prior",
+                        f"{exc}; point `anymole serve --video-prior` at the model.ckpt of "
+                        "`anymole models pull dynamicrafter-512-interp`",
+                    ) from exc
                 config = prior.config
                 stat = path.stat()
                 model_id = f"dynamicrafter-512-interp@{path}:{stat.st_size}:{stat.st_mtime_ns}"

@@ -16,7 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 from PIL import Image
 
 from anymole.client import AnyMoLeClient, preview_image
-from anymole.pipeline import AnyMoLePipeline, Cancelled, Completed, Preview, Progress, VideoSettings
+from anymole.pipeline import AnyMoLePipeline, Cancelled, Completed, Failed, Preview, Progress, VideoSettings
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.server import ServerConfig, build_server
 from anymole.video.generate import decode_mp4
@@ -234,3 +234,30 @@ async def test_second_job_on_the_same_scene_uses_the_icadapt_cache(make_server, 
 
 async def _events(client: AnyMoLeClient, job_id: str) -> list:
     return [st.event async for st in client.watch(job_id)]
+
+
+@pytest.mark.parametrize("tokenizer", [False, True], ids=["no-tokenizer-files", "junk-checkpoint"])
+async def test_unreadable_checkpoint_fails_the_job_not_the_server(make_server, connect, tmp_path, tiny, make_req, tokenizer):
+    """The prior loads with the first video job: a checkpoint without its CLIP tokenizer files beside it, or
+    one that is not a checkpoint, fails that job with FAILED_PRECONDITION saying what is wrong where, and the
+    server goes on serving."""
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"not a checkpoint")
+    if tokenizer:
+        (tmp_path / "vocab.json").write_text('{"a</w>": 0}')
+        (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    _, port = await make_server(pipeline=AnyMoLePipeline(VideoSettings(prior=str(ckpt), width=WIDTH, height=HEIGHT)))
+    client, up = await _fox(connect, port)
+    (video,) = [m for m in (await client.server_info()).capabilities.methods if m.name == "video"]
+    assert video.available and "random weights" not in video.description
+    events = [st.event async for st in client.inbetween(_request(client, up))]
+    failed = events[-1]
+    assert isinstance(failed, Failed) and failed.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    if tokenizer:
+        assert f"{ckpt}: not a readable checkpoint" in failed.message and "--video-prior" in failed.message
+    else:
+        assert str(tmp_path) in failed.message and "vocab.json" in failed.message
+    assert not any(isinstance(e, Preview) for e in events)
+    small = await client.upload_character(tiny(5))
+    after = [st.event async for st in client.inbetween(make_req(small))]
+    assert isinstance(after[-1], Completed)
