@@ -450,6 +450,8 @@ def key_error_deg(result: Motion, key_frames: Sequence[int], key_rotations: torc
 
 #: `VideoSettings.prior` value for DynamiCrafter's architecture at tiny size with random weights.
 TINY_PRIOR = "tiny"
+# The checkpoint's name in a folder of `anymole models pull` (video.hub.MODELS["dynamicrafter-512-interp"]).
+_CHECKPOINT_NAME = "model.ckpt"
 _TINY_WARNING = "random weights: previews are noise"
 _VIDEO_DESCRIPTION = (
     "AnyMoLe's video stage: renders the context from 4 views, ICAdapt-adapts the video prior, generates the "
@@ -473,7 +475,7 @@ class VideoSettings:
         prior: ``None`` (the method is unavailable), ``"tiny"`` (DynamiCrafter's architecture at tiny size
             with random weights, seed 0: the offline demo and tests; its videos are noise), or the path of a
             DynamiCrafter 512 interpolation checkpoint (`DynamiCrafterPrior.from_pretrained`, CLIP tokenizer
-            files beside it).
+            files beside it) or of the folder holding it as ``model.ckpt``.
         icadapt_steps: ICAdapt optimiser steps for every preset (``None``: the presets' 500).
         ddim_steps: DDIM steps per sampler window (``None``: 50).
         width, height: render size in px, multiples of 8 (``None``: the prior's training size, 512 × 320; 64 × 64
@@ -507,6 +509,14 @@ class VideoSettings:
     def tiny(self) -> bool:
         return self.prior == TINY_PRIOR
 
+    def checkpoint(self) -> Path | None:
+        """The checkpoint file ``prior`` names: the path itself, or ``model.ckpt`` inside a folder (the one
+        ``anymole models pull`` fills); ``None`` for no prior or ``tiny``."""
+        if self.prior is None or self.tiny:
+            return None
+        path = Path(self.prior).expanduser()
+        return path / _CHECKPOINT_NAME if path.is_dir() else path
+
     def unavailable_reason(self) -> str:
         """Why the ``video`` method cannot run with these settings, and how to enable it; empty if it can."""
         enable = (
@@ -516,8 +526,9 @@ class VideoSettings:
         )
         if self.prior is None:
             return f"no video prior is configured on this server: {enable}"
-        if not self.tiny and not Path(self.prior).expanduser().is_file():
-            return f"the video prior checkpoint {self.prior} does not exist on the server: {enable}"
+        checkpoint = self.checkpoint()
+        if checkpoint is not None and not checkpoint.is_file():
+            return f"the video prior checkpoint {checkpoint} does not exist on the server: {enable}"
         return ""
 
 
@@ -633,8 +644,9 @@ class AnyMoLePipeline:
                 prior = prior.to(device)
                 model_id = "dynamicrafter-tiny@random-seed-0"
             else:
-                assert self.video.prior is not None  # unavailable_reason() was empty
-                path = Path(self.video.prior).expanduser().resolve()
+                checkpoint = self.video.checkpoint()
+                assert checkpoint is not None  # not tiny, and unavailable_reason() was empty
+                path = checkpoint.resolve()
                 try:
                     prior = DynamiCrafterPrior.from_pretrained(path, device=device)
                 except AssetError as exc:  # the server's own file, not the client's: FAILED_PRECONDITION

@@ -22,6 +22,17 @@ def test_flags_become_video_settings() -> None:
     assert {m.name: m for m in AnyMoLePipeline(tiny).methods()}["video"].available
 
 
+def test_video_prior_may_name_the_pulled_folder(tmp_path) -> None:
+    settings = _video_settings(str(tmp_path), None, None, None)
+    assert settings.checkpoint() == tmp_path / "model.ckpt"
+    (video,) = [m for m in AnyMoLePipeline(settings).methods() if m.name == "video"]
+    assert not video.available and str(tmp_path / "model.ckpt") in video.unavailable_reason
+    (tmp_path / "model.ckpt").write_bytes(b"")
+    (video,) = [m for m in AnyMoLePipeline(settings).methods() if m.name == "video"]
+    assert video.available
+    assert _video_settings("tiny", None, None, None).checkpoint() is None
+
+
 @pytest.mark.parametrize(("size", "field"), [("96", "--video-size"), ("ax64", "--video-size"), ("100x64", "width")])
 def test_bad_video_size_names_the_flag(size: str, field: str) -> None:
     with pytest.raises(InvalidInput) as err:
