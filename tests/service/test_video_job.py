@@ -112,6 +112,12 @@ async def test_video_job_streams_previews_and_serves_its_mp4(make_server, connec
     assert not reply.HasField("motion") and reply.file_name == f"{job_id}.mp4"
     frames = decode_mp4(reply.file, WIDTH, HEIGHT)
     assert frames.shape == (30, HEIGHT, WIDTH, 3)
+    # A fine window's preview is the video's frame (render frame key + 16 → video frame 7 + 15·gap), up to
+    # the JPEG and H.264 losses; the other gap's frame is much further off.
+    for gap, p in enumerate(previews[2:]):
+        shown = preview_image(p).astype(np.int16)
+        same, other = (np.abs(shown - frames[7 + 15 * g]).mean() for g in (gap, 1 - gap))
+        assert same < 20 and same < 0.5 * other  # measured 11 and 45 levels
     video = await client.video(job_id)
     assert (video.fps, video.frame_count, video.data) == (15.0, 30, reply.file)
 
