@@ -83,10 +83,13 @@ def micro(device: torch.device) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=("reference", "fast", "turbo"), default="",
+                    help="an ICAdaptConfig preset (8 clips a step); overrides --mode/--batch/--ckpt")
     ap.add_argument("--mode", default="spatial")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--ckpt", default="full", choices=("full", "selective", "none"))
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--micro", action="store_true", help="also time the conditioning, a forward pass and layers")
     ap.add_argument("--trace", default="")
     ap.add_argument("--rows", type=int, default=45)
     args = ap.parse_args()
@@ -97,27 +100,31 @@ def main() -> None:
     frames = WINDOW_SLOTS - 1 + 8
     videos = torch.rand(1, 3, frames, *size, device=device)
     bank = ClipBank(videos, gather_clips(1, frames, k=WINDOW_SLOTS, strides=(1,)), "a character walking")
-    index = torch.arange(args.batch)
-    first, last = bank.endpoints(index)
-    fps = bank.fps[index].to(device)
-    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
-        cond_s = timed(lambda: prior.condition([bank.caption] * args.batch, first, last, fps), reps=3)
-        cond = prior.condition([bank.caption] * args.batch, first, last, fps)
-        x = torch.randn(args.batch, 4, WINDOW_SLOTS, size[0] // 8, size[1] // 8, device=device)
-        tt = torch.full((args.batch,), 500, device=device)
-        fwd_s = timed(lambda: prior.predict(x, tt, cond), reps=3)
-    print(f"conditioning of {args.batch} clips (text + image encoders + VAE of ends): {cond_s:.3f} s")
-    print(f"denoiser forward, {args.batch} clips, no grad: {fwd_s:.3f} s")
-    micro(device)
+    if args.micro:
+        index = torch.arange(args.batch)
+        first, last = bank.endpoints(index)
+        fps = bank.fps[index].to(device)
+        with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+            cond_s = timed(lambda: prior.condition([bank.caption] * args.batch, first, last, fps), reps=3)
+            cond = prior.condition([bank.caption] * args.batch, first, last, fps)
+            x = torch.randn(args.batch, 4, WINDOW_SLOTS, size[0] // 8, size[1] // 8, device=device)
+            tt = torch.full((args.batch,), 500, device=device)
+            fwd_s = timed(lambda: prior.predict(x, tt, cond), reps=3)
+        print(f"conditioning of {args.batch} clips (text + image encoders + VAE of ends): {cond_s:.3f} s")
+        print(f"denoiser forward, {args.batch} clips, no grad: {fwd_s:.3f} s")
+        micro(device)
 
-    cfg = ICAdaptConfig(
-        steps=args.steps,
-        mode=args.mode,
-        batch_size=args.batch,
-        grad_accum=8 // args.batch,
-        gradient_checkpointing=args.ckpt != "none",
-        selective_checkpointing=args.ckpt == "selective",
-    )
+    if args.preset:
+        cfg = getattr(ICAdaptConfig, args.preset)(steps=args.steps)
+    else:
+        cfg = ICAdaptConfig(
+            steps=args.steps,
+            mode=args.mode,
+            batch_size=args.batch,
+            grad_accum=8 // args.batch,
+            gradient_checkpointing=args.ckpt != "none",
+            selective_checkpointing=args.ckpt == "selective",
+        )
     stamps: list[float] = []
 
     def on_step(stage: str, fraction: float, **_: object) -> None:
@@ -125,11 +132,11 @@ def main() -> None:
         stamps.append(time.perf_counter())
 
     torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
     icadapt(prior, bank, cfg, on_step=on_step)
     steps = [b - a for a, b in itertools.pairwise(stamps)]
-    print(
-        f"ICAdapt {args.mode} {args.batch}x{8 // args.batch} ckpt={args.ckpt}: steps {[round(s, 3) for s in steps]} s"
-    )
+    print(f"ICAdapt {cfg}")
+    print(f"first step (compile included) {stamps[0] - start:.1f} s; then steps {[round(s, 3) for s in steps]} s")
     print(f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     one = ICAdaptConfig(**{**cfg.__dict__, "steps": 1})
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:

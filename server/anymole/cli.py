@@ -411,7 +411,8 @@ def bench_video(
     model: Annotated[str, typer.Option(help="full (DynamiCrafter 512, GPU) or tiny (CPU dry run)")] = "full",
     device: Annotated[str, typer.Option(help="torch device")] = "cuda",
     json_out: Annotated[Path, typer.Option("--json", help="results file")] = Path("docs/benchmarks/video.json"),
-    markdown: Annotated[Path | None, typer.Option(help="page whose 'Video prior' section is rewritten")] = Path("docs/benchmarks.md"),
+    markdown: Annotated[Path | None, typer.Option(help="page whose --heading section is rewritten")] = Path("docs/benchmarks.md"),
+    heading: Annotated[str, typer.Option(help="the page's section for this card, e.g. '## Video prior on an NVIDIA H200'")] = "## Video prior",
     budget: Annotated[float, typer.Option(help="seconds after which optional measurements are skipped")] = 420.0,
     compile_unet: Annotated[bool, typer.Option("--compile/--no-compile", help="also time torch.compile")] = True,
     phase: Annotated[list[str] | None, typer.Option(help="sampling | compiled | icadapt, repeatable (default: all three)")] = None,
@@ -457,7 +458,7 @@ def bench_video(
     results = bench.summarize(results)
     bench.write_json(results, json_out)
     if markdown is not None and "sampling_s" in results and "icadapt" in results:
-        bench.write_markdown(results, markdown)
+        bench.write_markdown(results, markdown, heading=heading, json_name=str(json_out))
     typer.echo(
         f"ICAdapt {results['icadapt_step_s']} s/step, 90 frames {results['sample_90_frames_s']} s, "
         f"peak {results['peak_mem_gib']} GiB -> {json_out}"

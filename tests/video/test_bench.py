@@ -62,6 +62,20 @@ def test_markdown_appends_missing_section(tmp_path) -> None:
     assert page.read_text().startswith("# Benchmarks\n\n## Video prior\n\nDevice: NVIDIA H100")
 
 
+def test_sections_of_two_cards_live_side_by_side(tmp_path) -> None:
+    page = tmp_path / "b.md"
+    page.write_text("# Benchmarks\n\n## Video prior\n\nold H100\n\n## Video prior on an H200\n\nold H200\n")
+    other = {**RESULTS, "device": "NVIDIA H200"}
+    write_markdown(other, page, heading="## Video prior on an H200", json_name="docs/benchmarks/video_h200.json")
+    text = page.read_text()
+    assert "old H100" in text and "old H200" not in text  # a heading is matched as a whole line
+    h200 = text.split("## Video prior on an H200\n", 1)[1]
+    assert "(`docs/benchmarks/video_h200.json`)" in h200 and "Headline (`video_h200.json`)" in h200
+    assert "measured on one NVIDIA H200" in h200
+    write_markdown(RESULTS, page)
+    assert "old H100" not in page.read_text() and page.read_text().count("## Video prior on an H200\n") == 1
+
+
 def test_json_round_trip(tmp_path) -> None:
     path = tmp_path / "d" / "video.json"
     write_json(RESULTS, path)

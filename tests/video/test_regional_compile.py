@@ -103,7 +103,12 @@ def test_turbo_compiles_under_its_memory_budget_and_trains_like_eager(prior) -> 
     videos = torch.rand(1, 3, WINDOW + 1, 64, 64, generator=torch.Generator().manual_seed(3))
     bank = ClipBank(videos, gather_clips(1, WINDOW + 1, k=WINDOW, strides=(1,)), "a character walking")
     turbo = ICAdaptConfig.turbo(
-        steps=2, lr=1e-3, batch_size=2, autocast_dtype="fp32", compile_backend="anymole_budget_probe"
+        steps=2,
+        lr=1e-3,
+        batch_size=2,
+        autocast_dtype="fp32",
+        compile_backend="anymole_budget_probe",
+        compile_memory_budget=0.8,
     )
     eager_cfg = ICAdaptConfig(**{**vars(turbo), "compile": False, "compile_memory_budget": 1.0})
     eager, compiled = copy.deepcopy(prior), copy.deepcopy(prior)
