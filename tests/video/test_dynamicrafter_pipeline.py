@@ -62,7 +62,7 @@ def test_tiny_dynamicrafter_two_stage_video() -> None:
         context,
         keys,
         "walk",
-        on_step=lambda s, f, preview=None: preview is not None and previews.append(preview),
+        on_step=lambda s, f, preview=None, frame=None: preview is not None and previews.append(preview),
     )
     assert out.frames.shape == (3, 15, SIZE, SIZE) and out.indices.tolist() == list(range(62, 91, 2))
     assert torch.isfinite(out.frames).all() and len(previews) == 2

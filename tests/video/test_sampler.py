@@ -156,7 +156,7 @@ def test_sampler_end_to_end(conv_prior) -> None:
     events: list[tuple[str, float, object]] = []
     cfg = SamplerConfig(num_steps=4, stage2_batch=2)
     out = TwoStageSampler(conv_prior, DDIMSchedule(), cfg)(
-        context, keys, "walk", on_step=lambda stage, f, preview=None: events.append((stage, f, preview))
+        context, keys, "walk", on_step=lambda stage, f, preview=None, frame=None: events.append((stage, f, (preview, frame)))
     )
     assert out.frames.shape == (3, 45, 8, 8) and out.indices.tolist() == list(range(62, 151, 2))
     for j in range(3):  # keys are the given keys
@@ -164,10 +164,14 @@ def test_sampler_end_to_end(conv_prior) -> None:
     assert float(out.frames.min()) >= 0 and float(out.frames.max()) <= 1
     # Cost: 3 coarse windows + 3 fine windows (batched 2 + 1), 4 steps each, CFG doubles the batch.
     assert calls == [2] * 12 + [4] * 4 + [2] * 4
-    fractions = [f for _, f, p in events if p is None]
+    fractions = [f for _, f, (p, _) in events if p is None]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
-    previews = [p for _, _, p in events if p is not None]
-    assert len(previews) == 6 and all(p.shape == (3, 8, 8) for p in previews)
+    previews = [(p, frame) for _, _, (p, frame) in events if p is not None]
+    assert len(previews) == 6 and all(p.shape == (3, 8, 8) for p, _ in previews)
+    plans = plan_stage1(60, 3) + plan_stage2(60, 3)  # the order windows finish in
+    assert [frame for _, frame in previews] == [p.frames[p.writes[len(p.writes) // 2]] for p in plans]
+    for image, frame in previews[3:]:  # a fine window's preview is its frame of the result
+        torch.testing.assert_close(image, out.frames[:, out.indices.tolist().index(frame)])
     assert {s for s, _, _ in events} == {"sample_video"}
     # Same seed, same video.
     again = TwoStageSampler(conv_prior, DDIMSchedule(), cfg)(context, keys, "walk")

@@ -211,8 +211,8 @@ def sampler_windows(timeline: VideoTimeline) -> list[WindowPlan]:
 
 
 def preview_frames(timeline: VideoTimeline) -> list[int]:
-    """Render frames the sampler's previews show, window by window: the middle frame each window writes
-    (`TwoStageSampler` decodes ``writes[len(writes) // 2]`` of every finished window)."""
+    """Render frames the sampler's previews will show, window by window: the middle frame each window writes
+    (what `TwoStageSampler` reports with each preview), for clients that lay out a preview strip up front."""
     return [p.frames[p.writes[len(p.writes) // 2]] for p in sampler_windows(timeline)]
 
 
@@ -448,19 +448,26 @@ def generate_video(
         t0 = time.perf_counter()
         report("sample", 0.0)
         sampler = TwoStageSampler(prior, schedule or DDIMSchedule(prediction_type=prior.prediction_type), cfg.sampler)
-        shown = preview_frames(timeline)
         out = []
         for i, view in enumerate(cfg.sample_views):
             window = 0
 
-            def step(_stage: str, fraction: float, preview: torch.Tensor | None = None, *, i: int = i, view: int = view) -> None:
+            def step(
+                _stage: str,
+                fraction: float,
+                preview: torch.Tensor | None = None,
+                frame: int = 0,
+                *,
+                i: int = i,
+                view: int = view,
+            ) -> None:
                 nonlocal window
                 done = (i + fraction) / len(cfg.sample_views)
                 if preview is None:
                     report("sample", done)
                     return
-                frame = shown[window]
-                report("sample", done, preview=VideoPreview(preview.float().cpu(), view, timeline.to_request(frame), frame, window))
+                shown = VideoPreview(preview.float().cpu(), view, timeline.to_request(frame), frame, window)
+                report("sample", done, preview=shown)
                 window += 1
 
             result = sampler(videos[view].to(device), keys[view].to(device), caption, on_step=step)

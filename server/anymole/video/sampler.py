@@ -300,8 +300,9 @@ class TwoStageSampler:
             context: ``(3, C, H, W)`` in [0, 1], frames ``0 … C−1`` at 30 fps (``C ≥ 61``).
             keys: ``(3, K, H, W)`` in [0, 1], keyframe ``j`` at frame ``C − 1 + 30·(j + 1)``.
             prompt: the scene caption.
-            on_step: ``on_step("sample_video", fraction, preview=None)``; ``preview`` is a ``(3, H, W)``
-                frame in [0, 1], given as each window finishes.
+            on_step: ``on_step("sample_video", fraction)`` as steps finish, and
+                ``on_step("sample_video", fraction, preview=image, frame=f)`` as each window finishes: ``image``
+                ``(3, H, W)`` in [0, 1] is render-timeline frame ``f``, the middle of the frames it wrote.
         """
         self.check_inputs(context, keys)
         cfg, device = self.cfg, context.device
@@ -431,17 +432,17 @@ class TwoStageSampler:
     ) -> None:
         """Decode what the windows wrote (stage 2) or one preview frame (stage 1) and emit the previews."""
         for b, p in enumerate(plans):
+            mid = p.writes[len(p.writes) // 2]
             if p.stage == 2:
                 slots = list(p.writes)
                 with self._autocast(x.device):
                     video = self.prior.decode(x[b : b + 1, :, slots])[0].float().clamp(0, 1)
                 pixels.update({p.frames[i]: video[:, k] for k, i in enumerate(slots)})
-                preview = video[:, len(slots) // 2]
+                preview = video[:, slots.index(mid)]
             elif on_step is not None:
-                mid = p.writes[len(p.writes) // 2]
                 with self._autocast(x.device):
                     preview = self.prior.decode(x[b : b + 1, :, mid : mid + 1])[0, :, 0].float().clamp(0, 1)
             else:
                 continue
             if on_step is not None:
-                on_step("sample_video", fraction, preview=preview)
+                on_step("sample_video", fraction, preview=preview, frame=p.frames[mid])
