@@ -24,7 +24,8 @@ Methods:
                  views, ICAdapt, two-stage sampling; streams a `Preview` per sampler window and ends with
                  `Completed(video=…)`, the generated video (no motion yet). Presets: ``quality`` (the
                  reference ICAdapt recipe), ``fast`` (`ICAdaptConfig.fast`). Available when `VideoSettings`
-                 names a prior; the prior loads on the first ``video`` job, on that job's device.
+                 names a prior; the prior loads on the first ``video`` job, on that job's device, and
+                 serves one ``video`` job at a time there.
     ``anymole``  the whole pipeline (video → joint estimator → mimicking); listed but unavailable until the
                  estimator and mimicking stages exist.
 """
@@ -37,7 +38,7 @@ import io
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -539,6 +540,20 @@ class _LoadedPrior:
     model_id: str
     model_config: Any
     resolution: tuple[int, int]
+    # Held by the job that adapts and samples the prior: ICAdapt overwrites its weights in place (restored
+    # after the job), and two workers may share a device (``--device cpu --device cpu``), hence one prior.
+    busy: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextlib.contextmanager
+    def exclusive(self, token: CancelToken, poll: float = 0.1) -> Iterator[VideoPrior]:
+        """The prior, for one job at a time (blocking: call it in a worker thread); a job that waits for
+        another one still stops within ``poll`` seconds of a cancel."""
+        while not self.busy.acquire(timeout=poll):
+            token.raise_if_cancelled()
+        try:
+            yield self.prior
+        finally:
+            self.busy.release()
 
 
 class AnyMoLePipeline:
@@ -703,26 +718,26 @@ class AnyMoLePipeline:
             token.raise_if_cancelled()  # the progress of its window was reported already
             loop.call_soon_threadsafe(previews.put_nowait, _preview_event(stage, preview))
 
-        work = asyncio.ensure_future(
-            run_in_thread(
-                token,
-                generate_video,
-                spec.character,
-                spec.context,
-                spec.key_frames,
-                spec.key_rotations,
-                spec.key_root,
-                loaded.prior,
-                cfg,
-                key_translations=spec.key_translations,
-                schedule=loaded.schedule,
-                cache=cache,
-                model_id=loaded.model_id,
-                model_config=loaded.model_config,
-                character_digest=spec.character_id,
-                on_step=on_step,
-            )
-        )
+        def generate() -> GeneratedScene:
+            with loaded.exclusive(token) as prior:
+                return generate_video(
+                    spec.character,
+                    spec.context,
+                    spec.key_frames,
+                    spec.key_rotations,
+                    spec.key_root,
+                    prior,
+                    cfg,
+                    key_translations=spec.key_translations,
+                    schedule=loaded.schedule,
+                    cache=cache,
+                    model_id=loaded.model_id,
+                    model_config=loaded.model_config,
+                    character_digest=spec.character_id,
+                    on_step=on_step,
+                )
+
+        work = asyncio.ensure_future(run_in_thread(token, generate))
         getter: asyncio.Future[Preview] | None = None
         try:
             # Previews posted by the stage thread come out here, in order, while the stage runs; the ones

@@ -12,11 +12,22 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import torch
 from google.rpc import error_details_pb2, status_pb2
 from PIL import Image
 
 from anymole.client import AnyMoLeClient, preview_image
-from anymole.pipeline import AnyMoLePipeline, Cancelled, Completed, Failed, Preview, Progress, VideoSettings
+from anymole.pipeline import (
+    AnyMoLePipeline,
+    Cancelled,
+    CancelToken,
+    Completed,
+    Failed,
+    Preview,
+    Progress,
+    VideoSettings,
+)
+from anymole.service.jobs import JobState
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.server import ServerConfig, build_server
 from anymole.video.generate import decode_mp4
@@ -267,3 +278,29 @@ async def test_unreadable_checkpoint_fails_the_job_not_the_server(make_server, c
     small = await client.upload_character(tiny(5))
     after = [st.event async for st in client.inbetween(make_req(small))]
     assert isinstance(after[-1], Completed)
+
+
+async def test_two_workers_on_one_device_take_turns_with_its_prior(make_server, connect):
+    """Two workers may share a device (``--device cpu --device cpu``) and so one loaded prior, whose weights
+    ICAdapt overwrites in place: a video job waits while another one holds the prior, stops at once when
+    cancelled while it waits, and runs once the prior is free, leaving its weights as they were."""
+    pipeline = AnyMoLePipeline(TINY)
+    server, port = await make_server(pipeline=pipeline, devices=("cpu", "cpu"))
+    client, up = await _fox(connect, port)
+    loaded = await asyncio.to_thread(pipeline._load_prior, "cpu")
+    before = {k: v.clone() for k, v in loaded.prior.state_dict().items()}
+    request = _request(client, up, keys=KEYS[:1])
+    holder = CancelToken()
+    with loaded.exclusive(holder):  # another job holds the prior
+        jobs = [(await client.submit(request))[0] for _ in range(2)]
+        while any(server.jobs.info(j).state is not JobState.RUNNING for j in jobs):
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # time enough to start rendering, had they not waited
+        for job_id in jobs:
+            assert not any(isinstance(st.event, Progress) for st in await server.jobs.events_after(job_id, 0))
+        await client.cancel(jobs[1])
+        waited = await _events(client, jobs[1])
+    assert isinstance(waited[-1], Cancelled) and not any(isinstance(e, Progress) for e in waited)
+    ran = await _events(client, jobs[0])
+    assert isinstance(ran[-1], Completed) and sum(isinstance(e, Preview) for e in ran) == 2
+    assert all(torch.equal(v, loaded.prior.state_dict()[k]) for k, v in before.items())
