@@ -538,6 +538,25 @@ def test_text_tokens_are_encoded_once_per_caption_until_the_encoder_changes():
     assert not torch.allclose(c.context[:, :8], a.context[:, :8])
 
 
+def test_text_tokens_follow_encoder_tensors_that_are_replaced_not_written():
+    model = DynamiCrafterPrior(DynamiCrafterConfig.tiny()).eval()
+    calls: list[int] = []
+    model.text_encoder.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[0]))
+    encoder = model.text_encoder
+    with torch.no_grad():
+        # assigning loads give fresh tensors whose version counters all read 0, before and after
+        model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
+        before = model._text_tokens(["a fox"])
+        shifted = {k: (v + 0.1 if v.is_floating_point() else v) for k, v in encoder.state_dict().items()}
+        encoder.load_state_dict(shifted, assign=True)
+        after = model._text_tokens(["a fox"])
+        assert calls == [1, 1] and not torch.allclose(before, after)
+        encoder.double()  # a cast swaps each tensor's storage without writing it
+        assert model._text_tokens(["a fox"]).dtype == torch.float64 and calls == [1, 1, 1]
+        model._text_tokens(["a fox"])
+    assert calls == [1, 1, 1]  # and the memo serves again
+
+
 def test_unconditional_tokens_are_one_grey_image_repeated(prior):
     images = torch.rand(3, 3, H, W, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():

@@ -252,9 +252,9 @@ class DynamiCrafterPrior(nn.Module):
         self.prediction_type = cfg.prediction_type
         self.tokenizer: Tokenizer = tokenizer or ByteTokenizer(cfg.text.vocab_size, cfg.text.context_length)
         self.train_mode: str | None = None
-        # caption → text tokens, see `_text_tokens`
-        self._text_memo: dict[tuple[str, str, torch.dtype | None], torch.Tensor] = {}
-        self._text_memo_version = -1
+        # (caption, autocast dtype) → text tokens, valid for the text encoder's tensors in `_text_memo_state`
+        self._text_memo: dict[tuple[str, torch.dtype | None], torch.Tensor] = {}
+        self._text_memo_state: tuple[tuple[int, int, torch.dtype, torch.device], ...] = ()
         with torch.device("meta") if device is not None else contextlib.nullcontext():
             self.unet = UNet3D(cfg.unet)
             self.vae = build_vae(cfg.vae)
@@ -338,20 +338,22 @@ class DynamiCrafterPrior(nn.Module):
     def _text_tokens(self, prompts: list[str]) -> torch.Tensor:
         """``(B, 77, 1024)`` text tokens at full size. Each distinct caption is encoded once and kept: the text
         encoder is frozen in every training mode, and ICAdapt and the sampler ask for the same one or two
-        captions thousands of times. The memo is dropped when the encoder's weights change in place (their
-        version counters move, e.g. under ``load_state_dict``) and when it outgrows `TEXT_MEMO_SIZE`."""
+        captions thousands of times. The memo is dropped when any text-encoder tensor changes: in place (its
+        version counter moves, e.g. under ``load_state_dict``) or for another storage (``.to(...)``, an
+        assigning ``load_state_dict``, ``.data =``); and when it outgrows `TEXT_MEMO_SIZE`. Entries are per
+        autocast dtype, which sets the tokens' precision."""
         device = self.unet.device
         dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-        version = sum(p._version for p in self.text_encoder.parameters())
-        if version != self._text_memo_version or len(self._text_memo) > TEXT_MEMO_SIZE:
+        state = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.text_encoder.parameters())
+        if state != self._text_memo_state or len(self._text_memo) > TEXT_MEMO_SIZE:
             self._text_memo.clear()
-            self._text_memo_version = version
-        missing = sorted({p for p in prompts if (p, str(device), dtype) not in self._text_memo})
+            self._text_memo_state = state
+        missing = sorted({p for p in prompts if (p, dtype) not in self._text_memo})
         if missing:
             with torch.no_grad():
                 tokens = self.text_encoder(self.tokenizer(missing).to(device))
-            self._text_memo.update({(p, str(device), dtype): t for p, t in zip(missing, tokens, strict=True)})
-        return torch.stack([self._text_memo[(p, str(device), dtype)] for p in prompts])
+            self._text_memo.update({(p, dtype): t for p, t in zip(missing, tokens, strict=True)})
+        return torch.stack([self._text_memo[(p, dtype)] for p in prompts])
 
     def encode_frames(self, images: torch.Tensor) -> EncodedFrames:
         """VAE latents ``(N, C, h, w)`` and image-encoder features ``(N, 257, 1280)`` (full size) of ``images
