@@ -602,11 +602,19 @@ class AnyMoLePipeline:
 
     def validate(self, spec: JobSpec) -> None:
         """Method-specific checks before a job queues: a ``video`` job's keyframes must fit the sampler's
-        timeline (`anymole.video.generate.plan_timeline`)."""
+        timeline (`anymole.video.generate.plan_timeline`), and its timeline ends at the last keyframe (the
+        video stops there)."""
         if spec.method == "video":
             from anymole.video.generate import plan_timeline
 
             plan_timeline(spec.context_frames, spec.context.fps, spec.key_frames)
+            end = spec.key_frames[-1] + 1
+            if spec.total_frames != end:
+                raise InvalidInput(
+                    "total_frames",
+                    f"the video method generates frames up to the last keyframe ({end - 1}), not to "
+                    f"{spec.total_frames - 1}; send total_frames {end} or 0, or add a keyframe a second later",
+                )
 
     async def run(
         self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str

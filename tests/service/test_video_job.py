@@ -166,16 +166,16 @@ async def test_interp_job_has_no_mp4(make_server, connect, tiny, make_req):
 
 
 @pytest.mark.parametrize(
-    ("keys", "context", "field"),
-    [((70,), CONTEXT, "keyframes"), ((72, 100), CONTEXT, "keyframes"), ((96,), CONTEXT, "keyframes"),
-     ((60,), 37, "context")],
-    ids=["off-second", "second-key-off", "skipped-second", "short-context"],
+    ("keys", "context", "total", "field"),
+    [((70,), CONTEXT, 0, "keyframes"), ((72, 100), CONTEXT, 0, "keyframes"), ((96,), CONTEXT, 0, "keyframes"),
+     ((60,), 37, 0, "context"), ((72,), CONTEXT, 90, "total_frames")],
+    ids=["off-second", "second-key-off", "skipped-second", "short-context", "frames-after-the-last-key"],
 )  # fmt: skip
-async def test_video_request_off_the_sampler_timeline_is_refused(make_server, connect, keys, context, field):
+async def test_video_request_off_the_sampler_timeline_is_refused(make_server, connect, keys, context, total, field):
     server, port = await make_server(pipeline=AnyMoLePipeline(TINY))
     client, up = await _fox(connect, port)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await client.submit(_request(client, up, keys=keys, context=context))
+        await client.submit(_request(client, up, keys=keys, context=context, total_frames=total))
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert _bad_request_field(err.value) == field
     assert server.jobs.list() == []  # refused before it queued
