@@ -13,7 +13,7 @@ Conventions shared by every message (convert to and from engine space in exactly
     root's parent index is -1.
   * Frame indices count from 0 at the first context frame, on the context clip's frame rate.
 
-Clients send their protocol version in the `anymole-protocol-version` metadata entry ("1.0") on every
+Clients send their protocol version in the `anymole-protocol-version` metadata entry ("1.1") on every
 call, and in `GetServerInfoRequest.client_protocol`. A different major version is rejected with
 FAILED_PRECONDITION. When the server requires a token, every call except health and reflection carries
 `authorization: Bearer <token>` metadata, or fails with UNAUTHENTICATED.
@@ -256,7 +256,9 @@ class Capabilities(_message.Message):
     """Whether calls must carry `authorization: Bearer <token>` metadata."""
     @_builtins.property
     def methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___MethodInfo]:
-        """In-betweening methods, e.g. "interp" (SLERP baseline, instant) and "anymole" (the video-prior pipeline)."""
+        """In-betweening methods, e.g. "interp" (SLERP baseline, instant), "video" (the video prior's generated
+        video: Preview events, an MP4 result) and "anymole" (the whole video-prior pipeline).
+        """
 
     @_builtins.property
     def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceInfo]:
@@ -1202,7 +1204,7 @@ class Progress(_message.Message):
     ETA_SECONDS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     stage: _builtins.str
-    """The stage now running, e.g. "render", "icadapt", "estimator", "sample", "mimic", "interp"."""
+    """The stage now running, e.g. "load", "render", "icadapt", "estimator", "sample", "mimic", "interp"."""
     stage_fraction: _builtins.float
     """Fraction of the stage done, in [0, 1]."""
     fraction: _builtins.float

@@ -127,7 +127,8 @@ class AnyMoLeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Asks a queued or running job to stop. The running stage sees it within a second.
+        """Asks a queued or running job to stop. The running stage sees it within a second (the first video job
+        on a device sees it once the video prior has loaded).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -13,7 +13,7 @@ Conventions shared by every message (convert to and from engine space in exactly
     root's parent index is -1.
   * Frame indices count from 0 at the first context frame, on the context clip's frame rate.
 
-Clients send their protocol version in the `anymole-protocol-version` metadata entry ("1.0") on every
+Clients send their protocol version in the `anymole-protocol-version` metadata entry ("1.1") on every
 call, and in `GetServerInfoRequest.client_protocol`. A different major version is rejected with
 FAILED_PRECONDITION. When the server requires a token, every call except health and reflection carries
 `authorization: Bearer <token>` metadata, or fails with UNAUTHENTICATED.
@@ -67,7 +67,9 @@ class AnyMoLeServiceStub:
     watch one job.
     """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_anymole_pb2.CancelJobRequest, _anymole_pb2.CancelJobResponse]
-    """Asks a queued or running job to stop. The running stage sees it within a second."""
+    """Asks a queued or running job to stop. The running stage sees it within a second (the first video job
+    on a device sees it once the video prior has loaded).
+    """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_anymole_pb2.ListJobsRequest, _anymole_pb2.ListJobsResponse]
     """Lists the jobs the server knows, newest first (including jobs from before a restart)."""
     GetResult: _grpc.UnaryUnaryMultiCallable[_anymole_pb2.GetResultRequest, _anymole_pb2.GetResultResponse]
@@ -104,7 +106,9 @@ class AnyMoLeServiceAsyncStub(AnyMoLeServiceStub):
     watch one job.
     """
     CancelJob: _aio.UnaryUnaryMultiCallable[_anymole_pb2.CancelJobRequest, _anymole_pb2.CancelJobResponse]  # type: ignore[assignment]
-    """Asks a queued or running job to stop. The running stage sees it within a second."""
+    """Asks a queued or running job to stop. The running stage sees it within a second (the first video job
+    on a device sees it once the video prior has loaded).
+    """
     ListJobs: _aio.UnaryUnaryMultiCallable[_anymole_pb2.ListJobsRequest, _anymole_pb2.ListJobsResponse]  # type: ignore[assignment]
     """Lists the jobs the server knows, newest first (including jobs from before a restart)."""
     GetResult: _aio.UnaryUnaryMultiCallable[_anymole_pb2.GetResultRequest, _anymole_pb2.GetResultResponse]  # type: ignore[assignment]
@@ -174,7 +178,9 @@ class AnyMoLeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _anymole_pb2.CancelJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_anymole_pb2.CancelJobResponse, _abc.Awaitable[_anymole_pb2.CancelJobResponse]]:
-        """Asks a queued or running job to stop. The running stage sees it within a second."""
+        """Asks a queued or running job to stop. The running stage sees it within a second (the first video job
+        on a device sees it once the video prior has loaded).
+        """
 
     @_abc_1.abstractmethod
     def ListJobs(
