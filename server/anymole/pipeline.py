@@ -692,7 +692,7 @@ class AnyMoLePipeline:
         self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str
     ) -> AsyncIterator[Event]:
         from anymole.video.cache import AdaptationCache
-        from anymole.video.generate import generate_video, plan_timeline, sampler_windows
+        from anymole.video.generate import FROM_CACHE, generate_video, plan_timeline, sampler_windows
 
         timeline = plan_timeline(spec.context_frames, spec.context.fps, spec.key_frames)
         t0 = time.perf_counter()
@@ -705,26 +705,28 @@ class AnyMoLePipeline:
         cfg = self._video_config(spec, loaded)
         windows = len(sampler_windows(timeline)) * len(cfg.sample_views)
         frames = timeline.render_context_frames + timeline.num_gaps
-        report.set_plan(
-            ([("load", _COST_LOAD if not self.video.tiny else 1.0)] if first_load else [])
-            + [
-                ("render", _COST_RENDER_FRAME * cfg.views * frames),
-                ("icadapt", _COST_ICADAPT_STEP * cfg.icadapt.steps),
-                ("sample", _COST_WINDOW_STEP * windows * cfg.sampler.num_steps),
-            ]
-        )
+        plan = ([("load", _COST_LOAD if not self.video.tiny else 1.0)] if first_load else []) + [
+            ("render", _COST_RENDER_FRAME * cfg.views * frames),
+            ("icadapt", _COST_ICADAPT_STEP * cfg.icadapt.steps),
+            ("sample", _COST_WINDOW_STEP * windows * cfg.sampler.num_steps),
+        ]
+        report.set_plan(plan)
         if first_load:
             report("load", 1.0)
         cache = AdaptationCache(self.video.cache_dir) if self.video.cache_dir is not None else None
         loop = asyncio.get_running_loop()
         previews: asyncio.Queue[Preview] = asyncio.Queue()
 
-        def on_step(stage: str, fraction: float, preview: VideoPreview | None = None) -> None:
-            if preview is None:
-                report(stage, fraction)  # raises JobCancelled once the job is cancelled
+        def on_step(stage: str, fraction: float, preview: VideoPreview | None = None, message: str = "") -> None:
+            if preview is not None:
+                token.raise_if_cancelled()  # the progress of its window was reported already
+                loop.call_soon_threadsafe(previews.put_nowait, _preview_event(stage, preview))
                 return
-            token.raise_if_cancelled()  # the progress of its window was reported already
-            loop.call_soon_threadsafe(previews.put_nowait, _preview_event(stage, preview))
+            if message == FROM_CACHE:
+                # ICAdapt, most of the planned cost, did not run: weigh it 0 (its place in the plan stays,
+                # so the job's fraction only grows), so that the ETA extrapolates from the work that runs.
+                report.set_plan([(s, 0.0 if s == "icadapt" else w) for s, w in plan])
+            report(stage, fraction, message)  # raises JobCancelled once the job is cancelled
 
         def generate() -> GeneratedScene:
             with loaded.exclusive(token) as prior:
@@ -845,8 +847,10 @@ def _video_completed(
     encode_s: float,
     tiny: bool,
 ) -> Completed:
+    from anymole.video.generate import FROM_CACHE
+
     timings = ((("load", load_s),) if load_s is not None else ()) + scene.timings + (("encode", encode_s),)
-    adapt = "adapted weights from the cache" if scene.adaptation is None else f"{cfg.icadapt.steps} ICAdapt steps"
+    adapt = FROM_CACHE if scene.adaptation is None else f"{cfg.icadapt.steps} ICAdapt steps"
     summary = (
         f"generated {clip.frame_count} frames ({clip.frame_count / clip.fps:.1f} s at {clip.fps:g} fps, view "
         f"{', '.join(map(str, clip.views))}) for frames {spec.context_frames - 1}..{spec.key_frames[-1]}: {adapt}, "

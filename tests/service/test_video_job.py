@@ -246,6 +246,16 @@ async def test_second_job_on_the_same_scene_uses_the_icadapt_cache(make_server, 
         assert ("icadapt_final_loss" in done.metrics) is not cached
     previews = [[e for e in events if isinstance(e, Preview)] for events in (first, a)]
     assert len(previews[0]) == 2 and previews[0] == previews[1]
+    # The cached job says so as ICAdapt ends, and weighs ICAdapt 0: sampling takes a larger share of the job,
+    # so that its fraction and ETA follow the work that runs (the job's fraction still only grows).
+    shares = []
+    for events in (first, a):
+        progress = [e for e in events if isinstance(e, Progress)]
+        assert [p.fraction for p in progress] == sorted(p.fraction for p in progress)
+        adapted = [p for p in progress if p.stage == "icadapt" and p.stage_fraction == 1.0]
+        assert len(adapted) == 1 and (adapted[0].message == "adapted weights from the cache") is (events is a)
+        shares.append(1.0 - next(p.fraction for p in progress if p.stage == "sample"))
+    assert shares[1] > 1.5 * shares[0]
     assert len(list((tmp_path / "icadapt").iterdir())) == 1
 
 

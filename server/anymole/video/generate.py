@@ -15,9 +15,10 @@ frame (one key a second, none skipped), else `InvalidInput` names ``keyframes`` 
 Generated frames are 15 fps frames of the render timeline; `VideoTimeline.to_request` gives their frame on
 the request's timeline (rounded to the nearest frame when the request's fps is not a multiple of 15).
 
-Progress goes through ``on_step(stage, fraction, preview=None)`` with stages ``"render"``, ``"icadapt"`` and
-``"sample"``; ``preview`` is a `VideoPreview` (one per sampler window and sampled view, as the window
-finishes). Raising from ``on_step`` (e.g. `JobCancelled`) stops ICAdapt and sampling at their next step.
+Progress goes through ``on_step(stage, fraction, preview=None, message="")`` with stages ``"render"``,
+``"icadapt"`` and ``"sample"``; ``preview`` is a `VideoPreview` (one per sampler window and sampled view, as the
+window finishes); when the adapted weights come from the cache, ``icadapt`` jumps to 1 with the message
+`FROM_CACHE`. Raising from ``on_step`` (e.g. `JobCancelled`) stops ICAdapt and sampling at their next step.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from anymole.video.sampler import (
 from anymole.video.schedule import DDIMSchedule
 
 __all__ = [
+    "FROM_CACHE",
     "MIN_CONTEXT_SECONDS",
     "GeneratedScene",
     "VideoJobConfig",
@@ -72,6 +74,9 @@ __all__ = [
 MIN_CONTEXT_SECONDS = 2
 #: a keyframe (or the first 30 fps context frame) within this many frames of a whole second counts as on it.
 _ON_SECOND = 1e-3
+
+#: the ``message`` of the ``icadapt`` report when the adapted weights come from the cache (no ICAdapt run).
+FROM_CACHE = "adapted weights from the cache"
 
 OnStep = Callable[..., None]
 
@@ -398,7 +403,8 @@ def generate_video(
         cache: where adapted weights are looked up and stored; ``None`` always runs ICAdapt.
         model_id, model_config: the prior's identity for the cache key.
         character_digest: the character's content hash for the cache key (required with ``cache``).
-        on_step: ``on_step(stage, fraction, preview=None)``; raising stops the run at the next step.
+        on_step: ``on_step(stage, fraction, preview=None, message="")``; raising stops the run at the next
+            step.
 
     Returns:
         The generated video of the sampled views.
@@ -443,7 +449,7 @@ def generate_video(
                 cache.put(key, prior)
         timings.append(("icadapt", time.perf_counter() - t0))
         if adaptation is None:  # from the cache; a run reports its own last step
-            report("icadapt", 1.0)
+            report("icadapt", 1.0, message=FROM_CACHE)
 
         t0 = time.perf_counter()
         report("sample", 0.0)
