@@ -186,6 +186,13 @@ def test_generate_video_on_the_fox(conv_prior, tmp_path) -> None:
     other = generate_video(fox, ctx, keys, rots, roots, conv_prior, reseeded, cache=cache, model_id="conv", character_digest="fox")
     assert other.from_cache and not torch.equal(other.frames, out.frames)
     assert all(torch.equal(v, conv_prior.state_dict()[k]) for k, v in before.items())
+    # An entry that cannot be loaded (another backend's, say) is adapted again and replaced, not an error.
+    meta = cache.path(out.cache_key).with_name(cache.path(out.cache_key).name + ".json")
+    meta.write_text('{"model": "another-prior"}')
+    redone = generate_video(fox, ctx, keys, rots, roots, conv_prior, CFG, cache=cache, model_id="conv", character_digest="fox")
+    assert not redone.from_cache and redone.cache_key == out.cache_key and torch.equal(redone.frames, out.frames)
+    assert '"conv-prior"' in meta.read_text()
+    assert all(torch.equal(v, conv_prior.state_dict()[k]) for k, v in before.items())
 
 
 def test_generate_video_stops_when_on_step_raises(conv_prior) -> None:

@@ -24,6 +24,7 @@ window finishes); when the adapted weights come from the cache, ``icadapt`` jump
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import subprocess
 import tempfile
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anymole.errors import InvalidInput
+from anymole.errors import InvalidInput, ModelUnavailable
 from anymole.rig import Character, Motion
 from anymole.rig.quat import unitquat_slerp
 from anymole.video.cache import AdaptationCache, adaptation_key, tensor_digest
@@ -79,6 +80,8 @@ _ON_SECOND = 1e-3
 FROM_CACHE = "adapted weights from the cache"
 
 OnStep = Callable[..., None]
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- timeline
@@ -366,6 +369,17 @@ def _restore(saved: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
         p.requires_grad_(False)
 
 
+def _load_cached(cache: AdaptationCache, key: str, prior: VideoPrior) -> bool:
+    """Load the cached adapted weights of ``key`` into ``prior``; False when there are none, or when the entry
+    cannot be loaded (written by another version of the backend, say): ICAdapt then runs and replaces it, rather
+    than every job on this scene failing on an entry no client can remove."""
+    try:
+        return cache.load_into(key, prior)
+    except ModelUnavailable as exc:
+        log.warning("ICAdapt cache entry %s is unusable, adapting again: %s", key, exc)
+        return False
+
+
 def _context_digest(videos: torch.Tensor, caption: str, strides: Sequence[int]) -> str:
     """Everything besides the model, character and ICAdapt settings that fixes an ICAdapt result."""
     return hashlib.sha256(f"{tensor_digest(videos)}|{caption}|{list(strides)}".encode()).hexdigest()
@@ -441,7 +455,7 @@ def generate_video(
             key = adaptation_key(
                 model_id, model_config, character_digest, _context_digest(videos, caption, cfg.strides), cfg.icadapt
             )
-        if not (cache is not None and cache.load_into(key, prior)):
+        if not (cache is not None and _load_cached(cache, key, prior)):
             clips = gather_clips(cfg.views, timeline.render_context_frames, k=prior.num_frames, strides=cfg.strides)
             bank = ClipBank(videos.to(device), clips, caption)
             adaptation = icadapt(prior, bank, cfg.icadapt, on_step=report, schedule=schedule)
