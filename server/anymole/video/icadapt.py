@@ -7,11 +7,13 @@ step, grad-norm clip 0.5, 500 optimiser steps, classifier-free-guidance dropout 
 spatial layers train (``mode="spatial"``), as in the reference.
 
 `ICAdaptConfig()` is that reference recipe, its 8 clips a step as the reference trainer's 4 × 2 accumulated
-micro-batches (2.6 s a step on an H100, 29 GiB). One micro-batch of 8 (``batch_size=8, grad_accum=1``) gives
-the same gradient for the same clips (tested; only the order of the random draws differs); its speed is not
-measured yet (the recorded ``_b8x1`` runs trained 5 clips a step, see ``docs/benchmarks.md``).
-`ICAdaptConfig.fast()` is an explicit, documented speed preset (partial fine-tuning of the decoder half, one
-micro-batch) with the same steps, learning rate and clips per step (1.9 s a step as 4 × 2).
+micro-batches. One micro-batch of 8 (``batch_size=8, grad_accum=1``) gives the same gradient for the same clips
+(tested; only the order of the random draws differs). `ICAdaptConfig.fast()` (the decoder half's spatial set, one
+micro-batch) and `ICAdaptConfig.turbo()` (LoRA adapters of the decoder half, no checkpointing, a compiled
+denoiser, a LoRA learning rate) are explicit, documented speed presets: partial fine-tunes with the same steps
+and clips per step. Seconds a step (``docs/benchmarks.md``; the H100 runs predate the half-dtype norms): the
+recipe 2.59 s on an H100 (29 GiB) and 1.79 s on an H200, as 8 × 1 2.33 s and 1.68 s; `fast` 1.73 s and 1.15 s;
+`turbo` 0.68 s on an H200 after a one-time compile of about 5 min (84 GiB).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class ICAdaptConfig:
         lr: AdamW learning rate (1e-5).
         batch_size: clips per micro-batch (4; never more than the clips there are).
         grad_accum: micro-batches per optimiser step (2); clips a step = ``batch_size · grad_accum`` (8).
-        mode: ``"spatial"`` (denoiser minus temporal layers and time/fps embeddings), ``"full"``, ``"lora"`` or
+        mode: ``"spatial"`` (denoiser minus temporal layers and time/fps embeddings), ``"full"``, ``"lora"``,
             ``"decoder"`` (the spatial set of the decoder half only: the backward pass skips the encoder; not
             the reference's trained set, so chosen only explicitly, e.g. through `fast`) or ``"lora_decoder"``
             (LoRA adapters of the decoder half: no weight gradients, no backward pass through the encoder).
@@ -145,8 +147,8 @@ class ICAdaptConfig:
         """Fastest preset per step, for a server process that adapts many scenes: same steps, clips per step
         and loss as `reference`, but LoRA adapters of the decoder half train (``mode="lora_decoder"``: no weight
         gradients, no backward pass through the encoder), without gradient checkpointing, through a compiled
-        denoiser, at `LORA_LR` (the recipe's 1e-5 is a full-weight fine-tune's rate; adapters that start at the
-        identity barely move at it). The compile costs about 5 min once per process (later runs of the same
+        denoiser, at `LORA_LR` (the recipe's 1e-5 is a full-weight fine-tune's rate; which rate adapts LoRA
+        adapters best is not measured here). The compile costs about 5 min once per process (later runs of the same
         shapes reuse its graphs). It keeps every activation the compiled graph wants: 84 GiB on an H200, more
         than an 80 GB card has; there, pass a ``compile_memory_budget`` below 1 (its compile takes longer). A
         partial fine-tune, like `fast`; its adaptation quality is not measured here."""
