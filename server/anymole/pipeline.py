@@ -15,7 +15,8 @@ Plugging in a stage (the ML issues): write it as a plain blocking function that 
 fraction, message="")`` and calls it at every step (that call raises `JobCancelled` after a cancel); then in
 `AnyMoLePipeline.run`, declare the job's stages with ``report.set_plan([(name, relative_cost), …])`` and run
 each stage with ``await run_in_thread(token, stage_fn, …, on_step=report)``, yielding `Preview` and
-provisional `MotionChunk` events between stages and `Completed(motion=…)` at the end.
+provisional `MotionChunk` events between stages (``report.post(event)`` publishes one from inside a running
+stage, e.g. a `Preview` as a sampler window finishes) and `Completed(motion=…)` at the end.
 
 Methods:
     ``interp``   SLERP rotations, cubic or linear root (`anymole.baseline.inbetween`), instant; streams its
@@ -306,7 +307,7 @@ class ProgressReporter:
     call from any thread: ``emit`` must be thread-safe (the job manager posts onto its event loop).
 
     Args:
-        emit: receives each `Progress` event.
+        emit: receives each `Progress` event, and the events a stage posts (`post`).
         token: the job's cancel token.
         plan: ``(stage, weight)`` in run order; weights need not sum to 1.
         min_interval: seconds between two events of one stage, except at fraction 0 and 1.
@@ -355,6 +356,12 @@ class ProgressReporter:
         elapsed = now - self._start
         eta = elapsed * (1.0 - done) / done if done > 0.01 else None
         self._emit(Progress(stage, fraction, done, eta, message))
+
+    def post(self, event: Event) -> None:
+        """Publish ``event`` (a `Preview`) from inside a running stage, in order with its `Progress` events;
+        raises `JobCancelled` once the job is cancelled, like a progress report."""
+        self._token.raise_if_cancelled()
+        self._emit(event)
 
 
 _T = TypeVar("_T")
@@ -714,13 +721,10 @@ class AnyMoLePipeline:
         if first_load:
             report("load", 1.0)
         cache = AdaptationCache(self.video.cache_dir) if self.video.cache_dir is not None else None
-        loop = asyncio.get_running_loop()
-        previews: asyncio.Queue[Preview] = asyncio.Queue()
 
         def on_step(stage: str, fraction: float, preview: VideoPreview | None = None, message: str = "") -> None:
             if preview is not None:
-                token.raise_if_cancelled()  # the progress of its window was reported already
-                loop.call_soon_threadsafe(previews.put_nowait, _preview_event(stage, preview))
+                report.post(_preview_event(stage, preview))  # the progress of its window was reported already
                 return
             if message == FROM_CACHE:
                 # ICAdapt, most of the planned cost, did not run: weigh it 0 (its place in the plan stays,
@@ -747,30 +751,7 @@ class AnyMoLePipeline:
                     on_step=on_step,
                 )
 
-        work = asyncio.ensure_future(run_in_thread(token, generate))
-        getter: asyncio.Future[Preview] | None = None
-        try:
-            # Previews posted by the stage thread come out here, in order, while the stage runs; the ones
-            # posted before it returned are queued ahead of its completion.
-            while not work.done() or not previews.empty():
-                if not previews.empty():
-                    yield previews.get_nowait()
-                    continue
-                getter = asyncio.ensure_future(previews.get())
-                await asyncio.wait({work, getter}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                else:
-                    getter.cancel()
-                getter = None
-            scene = work.result()
-        finally:
-            if getter is not None:
-                getter.cancel()
-            if not work.done():  # the job was cancelled: run_in_thread stops the stage and waits for it
-                work.cancel()
-                with contextlib.suppress(BaseException):
-                    await work
+        scene = await run_in_thread(token, generate)
         t1 = time.perf_counter()
         clip = await asyncio.to_thread(_video_clip, scene)
         yield _video_completed(spec, scene, clip, cfg, load_s if first_load else None, time.perf_counter() - t1, self.video.tiny)
