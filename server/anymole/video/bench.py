@@ -653,7 +653,8 @@ def _section(r: dict[str, Any], json_name: str = "docs/benchmarks/video.json") -
         "",
         f"Measured on {r.get('icadapt_device', r['device'])}, {r.get('icadapt_date', r['date'])}. 500 steps = 500 × the mean of timed steps (after a "
         "warm-up step) + the one-time compile of compiled variants: *extrapolated*. Only variants that trained "
-        f"{CLIPS_PER_STEP} clips a step (the recipe) are compared below or picked as headlines.",
+        f"{CLIPS_PER_STEP} clips a step (the recipe) are compared below or picked as headlines, and a headline must "
+        f"fit an H100 (peak at most {H100_GIB:.0f} GiB).",
         "",
         "| variant | clips / step | trainable params | s / step | compile, once (s) | 500 steps (min) | peak memory (GiB) |",
         "|---|---:|---:|---:|---:|---:|---:|",
