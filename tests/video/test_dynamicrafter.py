@@ -515,8 +515,12 @@ def test_condition_from_encoded_frames_equals_condition_from_images(prior):
     torch.testing.assert_close(open_end.concat[:, :, 0], cached.concat[:, :, 0])
     with pytest.raises(InvalidInput, match="both as images or both"):
         prior.condition(prompts, encoded[first], images[last], fps)
-    with pytest.raises(InvalidInput, match="3 encoded frames"):
+    with pytest.raises(InvalidInput, match="3 encoded frames") as short:
         prior.condition(prompts, encoded[torch.tensor([0, 1])], encoded[torch.tensor([0, 1])], fps)
+    assert short.value.field == "first"
+    with pytest.raises(InvalidInput, match="3 encoded frames for 3 prompts, got 2") as short:
+        prior.condition(prompts, encoded[first], encoded[torch.tensor([0, 1])], fps)
+    assert short.value.field == "last"
 
 
 def test_text_tokens_are_encoded_once_per_caption_until_the_encoder_changes():

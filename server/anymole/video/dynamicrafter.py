@@ -205,7 +205,7 @@ class DynamiCrafterConfig:
 
 #: seed of the LoRA adapters' start (`DynamiCrafterPrior.reset_adapters`).
 LORA_SEED = 0
-#: distinct captions `DynamiCrafterPrior` keeps text tokens of (a few per scene; cleared past this).
+#: (caption, autocast dtype) entries `DynamiCrafterPrior` keeps text tokens of (a few per scene; cleared past this).
 TEXT_MEMO_SIZE = 64
 
 
@@ -393,8 +393,9 @@ class DynamiCrafterPrior(nn.Module):
         if isinstance(first, EncodedFrames) or isinstance(last, EncodedFrames):
             if not isinstance(first, EncodedFrames) or not isinstance(last, (EncodedFrames, type(None))):
                 raise InvalidInput("last", "pass first and last both as images or both as EncodedFrames")
-            if len(first) != b or (last is not None and len(last) != b):
-                raise InvalidInput("first", f"expected {b} encoded frames for {b} prompts, got {len(first)}")
+            for name, frames in (("first", first), ("last", last)):
+                if frames is not None and len(frames) != b:
+                    raise InvalidInput(name, f"expected {b} encoded frames for {b} prompts, got {len(frames)}")
             z_first, z_last = first.latents, None if last is None else last.latents
             features = first.features
         else:
