@@ -1,8 +1,10 @@
 """Profile one ICAdapt optimiser step of the full-size prior on a GPU (random weights).
 
-Prints where the time of a step goes: the conditioning (text/image encoders, VAE of the clip ends), the
-denoiser forward, and the top CUDA kernels of a whole step by self time (torch.profiler), plus micro-benchmarks
-of the memory-bound layers (GroupNorm + SiLU, the temporal (3,1,1) convolution) that decide the eager speed.
+Prints the top CUDA kernels of a whole step by self time (torch.profiler); with ``--micro`` also the time of
+conditioning from images (image encoder and VAE of the clip ends; the caption tokens are memoised after the
+warm-up, and ICAdapt itself conditions from frames encoded once, see `icadapt.encode_clip_frames`), of a
+denoiser forward, and micro-benchmarks of the memory-bound layers (torch's GroupNorm + SiLU under autocast
+against a compiled fused one, the temporal (3,1,1) convolution) that decide the eager speed.
 
     python scripts/profile_icadapt.py --mode spatial --batch 8 --trace $OUT/step.json
 """
@@ -110,7 +112,7 @@ def main() -> None:
             x = torch.randn(args.batch, 4, WINDOW_SLOTS, size[0] // 8, size[1] // 8, device=device)
             tt = torch.full((args.batch,), 500, device=device)
             fwd_s = timed(lambda: prior.predict(x, tt, cond), reps=3)
-        print(f"conditioning of {args.batch} clips (text + image encoders + VAE of ends): {cond_s:.3f} s")
+        print(f"conditioning of {args.batch} clips from images (image encoder + VAE of ends): {cond_s:.3f} s")
         print(f"denoiser forward, {args.batch} clips, no grad: {fwd_s:.3f} s")
         micro(device)
 

@@ -443,7 +443,7 @@ def bench_video(
             specs = [v.split(":") for v in icadapt_variant]
             kwargs["icadapt_variants"] = tuple((m, ckpt[c], int(b), how(rest)) for m, c, b, *rest in specs)
         except (ValueError, KeyError):
-            raise _fail(f"--icadapt-variant takes MODE:CKPT:CLIPS[:c|:r] (e.g. decoder:s:4:c), got {icadapt_variant}") from None
+            raise _fail(f"--icadapt-variant takes MODE:CKPT:CLIPS[:c|:cB|:r] (e.g. decoder:s:4:c), got {icadapt_variant}") from None
     earlier = json.loads(json_out.read_text()) if merge and json_out.exists() else None
     if earlier is not None:  # refuse another card before the run, not after it
         import torch
