@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 
-from anymole.errors import AssetError, InvalidInput, JobCancelled, ModelUnavailable
+from anymole.errors import AssetError, InvalidInput, JobCancelled, ModelUnavailable, ResourceExhausted
 from anymole.rig import Character, Motion
 
 if TYPE_CHECKING:
@@ -751,7 +751,14 @@ class AnyMoLePipeline:
                     on_step=on_step,
                 )
 
-        scene = await run_in_thread(token, generate)
+        try:
+            scene = await run_in_thread(token, generate)
+        except torch.OutOfMemoryError as exc:  # the weights are restored; say what to change, not INTERNAL
+            what = str(exc).partition("\n")[0]  # torch's first line: how much it tried to allocate
+            raise ResourceExhausted(
+                f"{device} ran out of memory in the video stage ({what}); retry once other work has freed "
+                "the device, or run the server with a smaller `anymole serve --video-size` or on a larger device"
+            ) from exc
         t1 = time.perf_counter()
         clip = await asyncio.to_thread(_video_clip, scene)
         yield _video_completed(spec, scene, clip, cfg, load_s if first_load else None, time.perf_counter() - t1, self.video.tiny)

@@ -314,3 +314,18 @@ async def test_two_workers_on_one_device_take_turns_with_its_prior(make_server, 
     ran = await _events(client, jobs[0])
     assert isinstance(ran[-1], Completed) and sum(isinstance(e, Preview) for e in ran) == 2
     assert all(torch.equal(v, loaded.prior.state_dict()[k]) for k, v in before.items())
+
+
+async def test_out_of_memory_in_the_video_stage_says_what_to_change(make_server, connect, monkeypatch):
+    import anymole.video.generate
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
+
+    monkeypatch.setattr(anymole.video.generate, "generate_video", out_of_memory)
+    _, port = await make_server(pipeline=AnyMoLePipeline(TINY))
+    client, up = await _fox(connect, port)
+    failed = [st.event async for st in client.inbetween(_request(client, up, keys=KEYS[:1]))][-1]
+    assert isinstance(failed, Failed) and failed.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert "Tried to allocate 2.00 GiB" in failed.message and "--video-size" in failed.message
+    assert "more details" not in failed.message
