@@ -130,7 +130,7 @@ def inspect(
 def fill(
     asset: Annotated[Path, typer.Argument(help="character file with at least one clip (.glb, .fbx, .bvh, .dae)")],
     keys: Annotated[str, typer.Option(help="clip frames kept as keyframes, comma-separated, after the context")],
-    out: Annotated[Path, typer.Option("--out", help="result file: .glb (mesh + clip) or .bvh")] = Path("fill.glb"),
+    out: Annotated[Path, typer.Option("--out", help="result file: .glb (mesh + clip) or .bvh; with --server also .npz, and .mp4 for --method video")] = Path("fill.glb"),
     context: Annotated[str, typer.Option(help="clip frames A:B used as known motion (B excluded)")] = "0:30",
     clip: Annotated[str | None, typer.Option(help="clip name (default: the first clip)")] = None,
     method: Annotated[str, typer.Option(help="'interp' (SLERP + cubic root, instant) or a server method")] = "interp",

@@ -7,6 +7,7 @@ import pytest
 
 from anymole.client._fill import fill_remote_async, run_demo_async
 from anymole.errors import InvalidInput
+from anymole.pipeline import AnyMoLePipeline, VideoSettings
 from anymole.video.generate import decode_mp4
 from asset_files import ASSETS
 
@@ -24,3 +25,17 @@ async def test_fill_output_must_match_what_the_method_produces(tmp_path, method,
     with pytest.raises(InvalidInput) as err:  # refused before any connection: nothing listens on port 9
         await fill_remote_async("127.0.0.1:9", ASSETS / "Fox.glb", keys=[72], out=tmp_path / out, method=method)
     assert err.value.field == "--out"
+
+
+async def test_fill_keys_off_the_video_timeline_name_the_clip_frames(make_server, tmp_path):
+    """The server counts frames from the context's start; fill takes clip frames: with context 10:59 (2 s at
+    24 fps) the key must be clip frame 82, request frame 72, and the message says how to get from one to the
+    other."""
+    _, port = await make_server(pipeline=AnyMoLePipeline(VideoSettings(prior="tiny")))
+    with pytest.raises(InvalidInput) as err:
+        await fill_remote_async(
+            f"127.0.0.1:{port}", ASSETS / "Fox.glb", clip="Survey", context=(10, 59), keys=[80],
+            out=tmp_path / "f.mp4", method="video", progress=False,
+        )  # fmt: skip
+    assert err.value.field == "keyframes"
+    assert "put them at frames [72]" in err.value.reason and "add 10 for clip frames" in err.value.reason

@@ -54,8 +54,9 @@ class FillResult:
 
 
 @contextlib.contextmanager
-def _rpc_errors(server: str) -> Iterator[None]:
-    """Turn gRPC failures into `AnymoleError`s with a next step (the CLI prints them without a traceback)."""
+def _rpc_errors(server: str, frame_offset: int = 0) -> Iterator[None]:
+    """Turn gRPC failures into `AnymoleError`s with a next step (the CLI prints them without a traceback);
+    ``frame_offset``: the clip frame the request's frame 0 is (the context's start)."""
     try:
         yield
     except grpc.aio.AioRpcError as exc:
@@ -66,17 +67,21 @@ def _rpc_errors(server: str) -> Iterator[None]:
                 "or fix --server"
             ) from None
         if code is grpc.StatusCode.INVALID_ARGUMENT:
-            raise _invalid_input(exc) from None
+            raise _invalid_input(exc, frame_offset) from None
         raise AnymoleError(f"server answered {code.name}: {exc.details()}") from None
 
 
-def _invalid_input(exc: grpc.aio.AioRpcError) -> InvalidInput:
-    """The server's `InvalidInput` again, its field and reason read from the status's BadRequest detail."""
+def _invalid_input(exc: grpc.aio.AioRpcError, frame_offset: int = 0) -> InvalidInput:
+    """The server's `InvalidInput` again, its field and reason read from the status's BadRequest detail; a
+    keyframe's reason also says how its frames map to clip frames when the context starts after frame 0."""
     status = rpc_status.from_call(exc)  # an AioRpcError carries the trailers of a finished call
     for detail in status.details if status is not None else ():
         bad = error_details_pb2.BadRequest()
         if detail.Unpack(bad) and bad.field_violations:
-            return InvalidInput(bad.field_violations[0].field, bad.field_violations[0].description)
+            field, reason = bad.field_violations[0].field, bad.field_violations[0].description
+            if frame_offset and field.startswith("keyframes"):
+                reason += f" (frames of the request count from the --context start: add {frame_offset} for clip frames)"
+            return InvalidInput(field, reason)
     return InvalidInput("request", exc.details() or "rejected by the server")
 
 
@@ -166,7 +171,7 @@ async def fill_remote_async(
         )
     ctx = motion.slice(start, stop)
     ca = Path(tls_ca).read_bytes() if tls_ca else None
-    with _rpc_errors(server):
+    with _rpc_errors(server, frame_offset=start):
         client = await AnyMoLeClient.connect(server, token=token, tls_ca=ca)
         async with client:
             up = await client.upload_file(asset)
