@@ -187,9 +187,10 @@ class AdaptedWeights:
 
 @torch.no_grad()
 def encode_clip_frames(prior: VideoPrior, clips: ClipBank, autocast_dtype: str = "bf16") -> EncodedFrames:
-    """Every rendered frame through the prior's frozen encoders once (`VideoPrior.encode_frames`, rows as
+    """Every rendered frame through the prior's frozen frame encoders once (`VideoPrior.encode_frames`, rows as
     `ClipBank.frames_flat`): the clips' latents and their ends' conditioning come from it, so no optimiser
-    step runs the VAE, text or image encoder again."""
+    step runs the VAE or the image encoder again (the caption's text tokens are the backend's to keep:
+    `DynamiCrafterPrior` memoises them)."""
     with autocast(clips.videos.device, autocast_dtype):
         return prior.encode_frames(clips.frames_flat())
 
