@@ -329,3 +329,22 @@ async def test_out_of_memory_in_the_video_stage_says_what_to_change(make_server,
     assert isinstance(failed, Failed) and failed.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
     assert "Tried to allocate 2.00 GiB" in failed.message and "--video-size" in failed.message
     assert "more details" not in failed.message
+
+
+async def test_cancel_while_the_video_is_stored_keeps_the_finished_job(make_server, connect):
+    """The result is written and Completed logged with no await in between: a CancelJob that lands while the
+    MP4 is stored finds a finished job, whose video stays downloadable."""
+    server, port = await make_server(pipeline=AnyMoLePipeline(TINY))
+    client, up = await _fox(connect, port)
+    store = server.jobs.store
+    save = store.save_video
+
+    def save_and_cancel(job_id: str, video) -> None:
+        server.jobs.cancel(job_id)  # a CancelJob arriving now
+        save(job_id, video)
+
+    store.save_video = save_and_cancel
+    events = [st async for st in client.inbetween(_request(client, up, keys=KEYS[:1]))]
+    assert isinstance(events[-1].event, Completed)
+    assert server.jobs.info(events[0].job_id).state is JobState.COMPLETED
+    assert (await client.video(events[0].job_id)).frame_count == 15

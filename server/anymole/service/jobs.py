@@ -441,11 +441,13 @@ class JobManager:
             job.token.raise_if_cancelled()
             async for event in events:
                 if isinstance(event, Completed):
+                    # Stored without an await before Completed is logged: a cancel landing in between would
+                    # log the finished job as cancelled and lose its result.
                     if event.motion is not None:
                         job.result = event.motion
                         self.store.save_result(job.id, event.motion)
                     if event.video is not None:
-                        await asyncio.to_thread(self.store.save_video, job.id, event.video)
+                        self.store.save_video(job.id, event.video)
                     self._publish(job, dataclasses.replace(event, motion=None, video=None))
                 else:
                     self._publish(job, event)
