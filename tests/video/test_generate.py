@@ -195,6 +195,19 @@ def test_generate_video_on_the_fox(conv_prior, tmp_path) -> None:
     assert all(torch.equal(v, conv_prior.state_dict()[k]) for k, v in before.items())
 
 
+def test_a_cache_that_cannot_be_written_does_not_fail_the_job(conv_prior, tmp_path, monkeypatch, caplog) -> None:
+    fox, ctx, keys, rots, roots = _fox_inputs()
+    cache = AdaptationCache(tmp_path)
+
+    def disk_full(key, prior):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache, "put", disk_full)
+    out = generate_video(fox, ctx, keys[:1], rots[:1], roots[:1], conv_prior, CFG, cache=cache, model_id="conv", character_digest="fox")
+    assert out.frames.shape == (1, 3, 15, 64, 96) and not out.from_cache and out.cache_key not in cache
+    assert "No space left on device" in caplog.text and str(tmp_path) in caplog.text
+
+
 def test_generate_video_stops_when_on_step_raises(conv_prior) -> None:
     fox, ctx, keys, rots, roots = _fox_inputs()
     before = {k: v.clone() for k, v in conv_prior.state_dict().items()}

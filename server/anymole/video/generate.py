@@ -460,7 +460,10 @@ def generate_video(
             bank = ClipBank(videos.to(device), clips, caption)
             adaptation = icadapt(prior, bank, cfg.icadapt, on_step=report, schedule=schedule)
             if cache is not None:
-                cache.put(key, prior)
+                try:
+                    cache.put(key, prior)
+                except OSError as exc:  # a full disk, say: the job goes on with the weights it holds
+                    log.warning("could not cache the adapted weights under %s (%s); the next job adapts again", cache.root, exc)
         timings.append(("icadapt", time.perf_counter() - t0))
         if adaptation is None:  # from the cache; a run reports its own last step
             report("icadapt", 1.0, message=FROM_CACHE)
