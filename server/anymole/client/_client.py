@@ -256,6 +256,26 @@ class AnyMoLeClient:
         if fmt is None:
             hint = "; a video job's MP4 comes from video(job_id)" if file_suffix.lower() == ".mp4" else ""
             raise InvalidInput("file_suffix", f"no motion result format {file_suffix!r}; use .glb, .bvh or .npz{hint}")
+        header, clip, data = await self._download(job_id, fmt, "result")
+        if clip.frame_count != header.total_frames:
+            raise AnymoleError(f"the result of job {job_id} arrived incomplete; call result() again")
+        return convert.clip_to_motion(clip, num_joints, self.limits, "motion"), data
+
+    async def video(self, job_id: str) -> VideoResult:
+        """The MP4 a completed ``video`` job generated, streamed in parts (DownloadResult). A job that produced
+        motion fails with FAILED_PRECONDITION naming ``format`` (use `result`)."""
+        header, clip, data = await self._download(job_id, pb.RESULT_FORMAT_MP4, "video")
+        if clip.frame_count:
+            raise AnymoleError(f"the video of job {job_id} came with motion parts; update the client or the server")
+        if not data:
+            raise AnymoleError(f"the video of job {job_id} arrived empty; call video() again")
+        return VideoResult(job_id, data, header.file_name, header.fps, header.total_frames)
+
+    async def _download(
+        self, job_id: str, fmt: pb.ResultFormat.ValueType, call: str
+    ) -> tuple[pb.ResultHeader, pb.Clip, bytes]:
+        """DownloadResult's parts put together: the header, the motion chunks as one clip (each following on
+        from the last) and the file, checked against the header's length; ``call`` names the caller to retry."""
         request = pb.DownloadResultRequest(job_id=job_id, format=fmt)
         header: pb.ResultHeader | None = None
         clip, data = pb.Clip(), bytearray()
@@ -276,25 +296,6 @@ class AnyMoLeClient:
                 clip.translations.extend(part.motion.translations)
             elif kind == "file_chunk":
                 data += part.file_chunk
-        if header is None or clip.frame_count != header.total_frames or len(data) != header.file_bytes:
-            raise AnymoleError(f"the result of job {job_id} arrived incomplete; call result() again")
-        motion = convert.clip_to_motion(clip, num_joints, self.limits, "motion")
-        return motion, bytes(data)
-
-    async def video(self, job_id: str) -> VideoResult:
-        """The MP4 a completed ``video`` job generated, streamed in parts (DownloadResult). A job that produced
-        motion fails with FAILED_PRECONDITION naming ``format`` (use `result`)."""
-        request = pb.DownloadResultRequest(job_id=job_id, format=pb.RESULT_FORMAT_MP4)
-        header: pb.ResultHeader | None = None
-        data = bytearray()
-        async for part in self.stub.DownloadResult(request, metadata=self.metadata):
-            kind = part.WhichOneof("part")
-            if kind == "header":
-                header = part.header
-            elif kind == "file_chunk":
-                data += part.file_chunk
-            else:
-                raise AnymoleError(f"the video of job {job_id} came with {kind} parts; update the client or the server")
-        if header is None or len(data) != header.file_bytes or not data:
-            raise AnymoleError(f"the video of job {job_id} arrived incomplete; call video() again")
-        return VideoResult(job_id, bytes(data), header.file_name, header.fps, header.total_frames)
+        if header is None or len(data) != header.file_bytes:
+            raise AnymoleError(f"the result of job {job_id} arrived incomplete; call {call}() again")
+        return header, clip, bytes(data)
