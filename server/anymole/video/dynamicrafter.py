@@ -338,10 +338,13 @@ class DynamiCrafterPrior(nn.Module):
     def _text_tokens(self, prompts: list[str]) -> torch.Tensor:
         """``(B, 77, 1024)`` text tokens at full size. Each distinct caption is encoded once and kept: the text
         encoder is frozen in every training mode, and ICAdapt and the sampler ask for the same one or two
-        captions thousands of times. The memo is dropped when any text-encoder tensor changes: in place (its
-        version counter moves, e.g. under ``load_state_dict``) or for another storage (``.to(...)``, an
-        assigning ``load_state_dict``, ``.data =``); and when it outgrows `TEXT_MEMO_SIZE`. Entries are per
-        autocast dtype, which sets the tokens' precision."""
+        captions thousands of times. Entries are per autocast dtype, which sets the tokens' precision.
+
+        The memo is dropped when it outgrows `TEXT_MEMO_SIZE` and when any text-encoder tensor changes: in place
+        (its version counter moves, e.g. under ``load_state_dict``) or for a storage at another address or of
+        another dtype or device (``.to(...)``, an assigning ``load_state_dict``, ``.data =``). Unseen: a swap,
+        between two calls, to a storage of the same dtype, device and version count at the old one's freed
+        address."""
         device = self.unet.device
         dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
         state = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.text_encoder.parameters())
