@@ -224,6 +224,10 @@ async def test_server_config_enables_the_video_method(tmp_path: Path):
     assert "random weights: previews are noise" in video.description
     assert pb.RESULT_FORMAT_MP4 in formats
     assert not on["anymole"].available
+    # Each method says what its results come in: the video alone, or the motion formats.
+    assert list(video.result_formats) == [pb.RESULT_FORMAT_MP4]
+    for name in ("interp", "anymole"):
+        assert list(on[name].result_formats) == [pb.RESULT_FORMAT_GLB, pb.RESULT_FORMAT_BVH, pb.RESULT_FORMAT_NPZ]
 
 
 async def test_second_job_on_the_same_scene_uses_the_icadapt_cache(make_server, connect, tmp_path):

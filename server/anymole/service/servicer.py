@@ -136,6 +136,9 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
                     available=m.available,
                     unavailable_reason=m.unavailable_reason,
                     sends_previews=m.sends_previews,
+                    result_formats=list(
+                        convert.VIDEO_RESULT_SUFFIX if m.result == "video" else convert.MOTION_RESULT_SUFFIX
+                    ),
                 )
                 for m in self.pipeline.methods()
             ],

@@ -6,6 +6,7 @@ History (bump ``minor`` for compatible additions, ``major`` for anything a deplo
          interrupted.
     1.1  ResultFormat RESULT_FORMAT_MP4: GetResult and DownloadResult serve the generated video of a job of
          method ``video`` (which streams Preview events); a video result has no motion.
+         MethodInfo.result_formats: the formats each method's results come in.
 
 A client sends its version as ``anymole-protocol-version: MAJOR.MINOR`` metadata on every call and in
 ``GetServerInfoRequest.client_protocol``. Equal majors are compatible; the minor only informs.

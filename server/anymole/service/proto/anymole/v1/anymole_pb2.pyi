@@ -301,6 +301,7 @@ class MethodInfo(_message.Message):
     AVAILABLE_FIELD_NUMBER: _builtins.int
     UNAVAILABLE_REASON_FIELD_NUMBER: _builtins.int
     SENDS_PREVIEWS_FIELD_NUMBER: _builtins.int
+    RESULT_FORMATS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name to put in `InbetweenRequest.method`."""
     description: _builtins.str
@@ -315,6 +316,12 @@ class MethodInfo(_message.Message):
     def presets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Presets accepted in `InbetweenRequest.preset` for this method; the first one is the default."""
 
+    @_builtins.property
+    def result_formats(self) -> _containers.RepeatedScalarFieldContainer[Global___ResultFormat.ValueType]:
+        """The result file formats GetResult takes for this method's jobs: GLB, BVH and NPZ for a method that
+        produces motion, MP4 alone for one that produces a video (`video`). Added in protocol 1.1.
+        """
+
     def __init__(
         self,
         *,
@@ -324,10 +331,11 @@ class MethodInfo(_message.Message):
         available: _builtins.bool = ...,
         unavailable_reason: _builtins.str = ...,
         sends_previews: _builtins.bool = ...,
+        result_formats: _abc.Iterable[Global___ResultFormat.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "description", b"description", "name", b"name", "presets", b"presets", "sends_previews", b"sends_previews", "unavailable_reason", b"unavailable_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "description", b"description", "name", b"name", "presets", b"presets", "result_formats", b"result_formats", "sends_previews", b"sends_previews", "unavailable_reason", b"unavailable_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
