@@ -128,8 +128,8 @@ class GroupNorm(nn.GroupNorm):
     Against the LDM UNet's ``GroupNorm32`` (float32 affine on the normalised input ``x̂``, output rounded once,
     within ``2⁻⁹·|y|`` of the exact ``y``) the rounding of the parameters adds to the error: each output is
     within ``2⁻⁸·(|x̂·w| + |b| + |y|)`` of ``y`` (tested), so where ``x̂·w`` and ``b`` cancel it can be many
-    units in its last place off. The gradients of the float32 ``weight`` and ``bias`` are reduced in the half
-    dtype and then cast up.
+    units in its last place off. The gradients of the float32 ``weight`` and ``bias`` leave the kernel rounded
+    to the half dtype and are then cast up.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
