@@ -822,7 +822,9 @@ class InbetweenRequest(_message.Message):
     character_id: _builtins.str
     """Id returned by UploadCharacter."""
     total_frames: _builtins.int
-    """Length of the job timeline in frames (context plus gap); 0 means "last keyframe + 1"."""
+    """Length of the job timeline in frames (context plus gap); 0 means "last keyframe + 1", the only length a
+    `video` job takes (its video ends at the last keyframe).
+    """
     method: _builtins.str
     """The method name from `Capabilities.methods`; empty means "interp"."""
     preset: _builtins.str
