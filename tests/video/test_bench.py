@@ -7,7 +7,16 @@ import json
 import pytest
 
 from anymole.errors import InvalidInput
-from anymole.video.bench import _default_variant, _variant_name, merge, summarize, write_json, write_markdown
+from anymole.video.bench import (
+    _best,
+    _default_variant,
+    _mode_of,
+    _variant_name,
+    merge,
+    summarize,
+    write_json,
+    write_markdown,
+)
 
 RESULTS = {
     "device": "NVIDIA H100 80GB HBM3",
@@ -98,6 +107,15 @@ def test_variant_names() -> None:
     assert _variant_name("spatial", "none", 2) == "spatial_no_ckpt_b2x4"
     assert _variant_name("decoder", "selective", 4, True) == "decoder_sac_compiled"
     assert _variant_name("lora_decoder", "none", 8, 0.8) == "lora_decoder_no_ckpt_b8x1_compiled_mem80"
+
+
+def test_a_variant_belongs_to_its_longest_mode() -> None:
+    assert _mode_of("lora_decoder_no_ckpt_b8x1_compiled", {}) == "lora_decoder"
+    assert _mode_of("lora_b8x1", {}) == "lora" and _mode_of("decoder", {}) == "decoder"
+    assert _mode_of("spatial_sac", {"mode": "full"}) == "full"  # what the run recorded wins
+    assert _mode_of("mystery_b8x1", {}) is None
+    runs = {"lora_decoder_b8x1": {"clips_per_step": 8, "step_s": 1.0, "peak_mem_gib": 20.0}}
+    assert _best(runs, ("lora",)) is None and _best(runs, ("lora_decoder",)) == "lora_decoder_b8x1"
 
 
 def test_headlines_pick_best_reference_and_fast_variants_with_compile_cost() -> None:

@@ -36,7 +36,7 @@ from anymole.errors import InvalidInput
 from anymole.video import attention
 from anymole.video.clips import ClipBank, gather_clips
 from anymole.video.icadapt import ICAdaptConfig, icadapt
-from anymole.video.prior import VideoCondition, VideoPrior
+from anymole.video.prior import TRAIN_MODES, VideoCondition, VideoPrior
 from anymole.video.sampler import WINDOW_SLOTS, SamplerConfig, TwoStageSampler
 from anymole.video.schedule import DDIMSchedule
 
@@ -316,6 +316,7 @@ def _icadapt(
             diffs = [b - a for a, b in itertools.pairwise(stamps)]
             step = sum(diffs) / len(diffs)
             results[name] = {
+                "mode": mode,
                 "clips_per_step": min(batch, len(bank)) * run_cfg.grad_accum,
                 "step_s": step,
                 "first_step_s": stamps[0] - start,
@@ -472,13 +473,20 @@ def run_video_bench(
 H100_GIB = 79.0
 
 
+def _mode_of(name: str, run: dict[str, Any]) -> str | None:
+    """A variant's training mode: recorded with the run, or (older results) the longest mode its name starts
+    with (``lora_decoder_b8x1`` is ``lora_decoder``, not ``lora``)."""
+    named = [m for m in TRAIN_MODES if name == m or name.startswith(f"{m}_")]
+    return run.get("mode") or max(named, key=len, default=None)
+
+
 def _best(icadapt: dict[str, Any], modes: tuple[str, ...]) -> str | None:
     """The variant of ``modes`` with the shortest extrapolated 500-step run (compile included) that fits an H100
     and trained the recipe's `CLIPS_PER_STEP` clips a step."""
     fits = {
         name: _run_500_s(v)
         for name, v in icadapt.items()
-        if name.split("_")[0] in modes
+        if _mode_of(name, v) in modes
         and _run_500_s(v)
         and (v.get("peak_mem_gib") or 0.0) <= H100_GIB
         and v.get("clips_per_step") == CLIPS_PER_STEP
