@@ -659,7 +659,11 @@ class AnyMoLePipeline:
         )
 
     def _load_prior(self, device: str) -> _LoadedPrior:
-        """The prior on ``device``, loaded on first use (blocking: call it in a worker thread)."""
+        """The prior on ``device``, loaded on first use (blocking: call it in a worker thread). Loads take turns
+        (one checkpoint in host memory at a time); a device whose prior is loaded does not wait for them."""
+        loaded = self._priors.get(device)
+        if loaded is not None:
+            return loaded
         with self._load_lock:
             if device in self._priors:
                 return self._priors[device]

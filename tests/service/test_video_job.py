@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -352,3 +353,13 @@ async def test_cancel_while_the_video_is_stored_keeps_the_finished_job(make_serv
     assert isinstance(events[-1].event, Completed)
     assert server.jobs.info(events[0].job_id).state is JobState.COMPLETED
     assert (await client.video(events[0].job_id)).frame_count == 15
+
+
+def test_a_device_with_its_prior_loaded_does_not_wait_for_another_devices_load():
+    pipeline = AnyMoLePipeline(TINY)
+    loaded = pipeline._load_prior("cpu")
+    pool = ThreadPoolExecutor(1)
+    with pipeline._load_lock:  # another device's prior is loading (for 30 s at full size)
+        again = pool.submit(pipeline._load_prior, "cpu").result(timeout=30)
+    pool.shutdown()
+    assert again is loaded
