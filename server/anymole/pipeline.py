@@ -537,7 +537,9 @@ class VideoSettings:
         checkpoint = self.checkpoint()
         if checkpoint is not None and not checkpoint.is_file():
             return f"the video prior checkpoint {checkpoint} does not exist on the server: {enable}"
-        return ""
+        from anymole.video.generate import ffmpeg_problem
+
+        return ffmpeg_problem()
 
 
 @dataclass

@@ -231,6 +231,25 @@ async def test_server_config_enables_the_video_method(tmp_path: Path):
         assert list(on[name].result_formats) == [pb.RESULT_FORMAT_GLB, pb.RESULT_FORMAT_BVH, pb.RESULT_FORMAT_NPZ]
 
 
+def test_video_method_without_ffmpeg_is_unavailable_and_says_what_to_do(monkeypatch) -> None:
+    import imageio_ffmpeg
+
+    from anymole.video.generate import ffmpeg_problem
+
+    def missing() -> str:
+        raise RuntimeError("No ffmpeg exe could be found.")
+
+    ffmpeg_problem.cache_clear()
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", missing)
+    try:
+        reason = VideoSettings(prior="tiny").unavailable_reason()
+    finally:
+        monkeypatch.undo()
+        ffmpeg_problem.cache_clear()
+    assert "ffmpeg" in reason and "IMAGEIO_FFMPEG_EXE" in reason and "No ffmpeg exe" in reason
+    assert VideoSettings(prior="tiny").unavailable_reason() == ""  # the real ffmpeg is found
+
+
 async def test_second_job_on_the_same_scene_uses_the_icadapt_cache(make_server, connect, tmp_path):
     """The adapted weights are cached per (model, character, context, settings): the same request again skips
     ICAdapt and, with the same seed, streams byte-identical previews to every watcher."""

@@ -23,6 +23,7 @@ window finishes); when the adapted weights come from the cache, ``icadapt`` jump
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -513,6 +514,22 @@ def generate_video(
 
 
 # ---------------------------------------------------------------------------------------------- video files
+@functools.cache
+def ffmpeg_problem() -> str:
+    """Why the MP4 of a video job could not be written here (no ffmpeg found), or ``""``; checked once per
+    process, so a server says so when it starts instead of after a job's GPU work."""
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as exc:
+        return (
+            f"the video method writes MP4 with ffmpeg, which is not available ({exc}): reinstall the package "
+            "(imageio-ffmpeg ships one), install ffmpeg, or point IMAGEIO_FFMPEG_EXE at one"
+        )
+    return ""
+
+
 def _ffmpeg(args: list[str], stdin: bytes) -> bytes:
     """Run the ffmpeg that imageio-ffmpeg ships. Called directly rather than through imageio's writer and
     reader, which pass ``preexec_fn=os.setpgrp``: that forces a fork that runs Python code in the child, and
