@@ -222,7 +222,7 @@ def sampler_windows(timeline: VideoTimeline) -> list[WindowPlan]:
 def preview_frames(timeline: VideoTimeline) -> list[int]:
     """Render frames the sampler's previews will show, window by window: the middle frame each window writes
     (what `TwoStageSampler` reports with each preview), known before sampling starts."""
-    return [p.frames[p.writes[len(p.writes) // 2]] for p in sampler_windows(timeline)]
+    return [p.frames[p.preview_slot] for p in sampler_windows(timeline)]
 
 
 # ---------------------------------------------------------------------------------------------- config

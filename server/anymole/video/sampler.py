@@ -79,6 +79,11 @@ class WindowPlan:
     keymask: tuple[bool, ...]
     writes: tuple[int, ...]
 
+    @property
+    def preview_slot(self) -> int:
+        """The slot whose frame previews the finished window: the middle one it writes."""
+        return self.writes[len(self.writes) // 2]
+
 
 def _check_timeline(context_end: int, num_gaps: int) -> None:
     if context_end < 2 * RENDER_FPS:
@@ -432,7 +437,7 @@ class TwoStageSampler:
     ) -> None:
         """Decode what the windows wrote (stage 2) or one preview frame (stage 1) and emit the previews."""
         for b, p in enumerate(plans):
-            mid = p.writes[len(p.writes) // 2]
+            mid = p.preview_slot
             if p.stage == 2:
                 slots = list(p.writes)
                 with self._autocast(x.device):
