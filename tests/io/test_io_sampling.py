@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import anymole.io as aio
 from anymole.io._scene import _axis_matrix, clip_grid, sample_quat_keys, sample_vec_keys
+from anymole.rig import Motion
 from anymole.rig.quat import quat_normalize, unitquat_slerp
 
 
@@ -94,3 +95,34 @@ def test_public_api_matches_all():
         assert getattr(aio, name) is not None
     with pytest.raises(AttributeError):
         _ = aio.not_a_name
+
+
+def test_bvh_resampled_to_twice_its_rate_slerps_between_its_frames(load):
+    native = load("131_01_30fps.bvh").motions["131_01_30fps"]  # 30.00003 fps (Frame Time 0.0333333)
+    double = load("131_01_30fps.bvh", fps=60.0).motions["131_01_30fps"]
+    assert double.fps == pytest.approx(60.0) and double.num_frames == 2 * native.num_frames - 1
+    pos = (torch.arange(double.num_frames, dtype=torch.float64) / double.fps * native.fps).clamp(
+        max=native.num_frames - 1
+    )
+    i0 = pos.floor().long()
+    i1, a = (i0 + 1).clamp(max=native.num_frames - 1), pos - pos.floor()
+    rot = native.rotations.double()
+    want = unitquat_slerp(rot[i0], rot[i1], a[:, None]).float()
+    torch.testing.assert_close(double.rotations, want, atol=2e-6, rtol=0)
+    root = native.root_translation.double()
+    want_root = ((1 - a[:, None]) * root[i0] + a[:, None] * root[i1]).float()
+    torch.testing.assert_close(double.root_translation, want_root, atol=2e-6, rtol=1e-6)
+    assert (a[::2] < 1e-3).all() and (a[1::2] - 0.5).abs().max() < 1e-3  # every other frame is a native one
+
+
+def test_motion_sample_is_exact_on_whole_frames_and_clamps() -> None:
+    g = torch.Generator().manual_seed(0)
+    rot = quat_normalize(torch.randn(5, 3, 4, generator=g))
+    m = Motion(fps=10.0, rotations=rot, root_translation=torch.randn(5, 3, generator=g))
+    exact = m.sample(torch.tensor([4.0, 0.0, 2.0]), 5.0)
+    assert exact.fps == 5.0 and torch.equal(exact.rotations, rot[[4, 0, 2]])
+    out = m.sample(torch.tensor([-1.0, 1.25, 9.0]), 20.0)
+    torch.testing.assert_close(out.rotations[0], rot[0])
+    torch.testing.assert_close(out.rotations[2], rot[4])
+    torch.testing.assert_close(out.rotations[1], unitquat_slerp(rot[1], rot[2], torch.tensor([[0.25]]))[0])
+    torch.testing.assert_close(out.root_translation[1], 0.75 * m.root_translation[1] + 0.25 * m.root_translation[2])

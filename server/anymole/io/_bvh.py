@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from anymole.errors import AssetError
-from anymole.io._scene import clip_grid, sample_quat_keys, sample_vec_keys
+from anymole.io._scene import clip_grid
 from anymole.rig.character import Character
 from anymole.rig.motion import Motion
 from anymole.rig.quat import euler_to_unitquat, quat_continuity, unitquat_to_euler
@@ -221,11 +221,11 @@ def read_bvh(path: str | Path, *, scale: float | None = None, fps: float | None 
     native_fps = 1.0 / b["frame_time"]
     if fps is not None and abs(fps - native_fps) > 1e-9:
         rate, n = clip_grid((frames - 1) / native_fps, frames, fps)
-        key_t = np.arange(frames) / native_fps
-        t = (torch.arange(n, dtype=torch.float64) / rate).clamp(max=(frames - 1) / native_fps)
-        quats = sample_quat_keys([(key_t, quats[:, j].numpy()) for j in range(J)], t).transpose(0, 1)
-        trans = sample_vec_keys([(key_t, trans[:, j].numpy()) for j in range(J)], t).transpose(0, 1)
-        native_fps = rate
+        grid = Motion(native_fps, quats, trans[:, 0], trans).sample(
+            torch.arange(n, dtype=torch.float64) * (native_fps / rate), rate
+        )
+        assert grid.translations is not None  # sampled from a clip that has them
+        quats, trans, native_fps = grid.rotations, grid.translations, rate
     skeleton = Skeleton(
         names=tuple(b["names"]),
         parents=tuple(parents),

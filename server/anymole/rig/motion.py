@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from anymole.rig.quat import unitquat_slerp
+
 __all__ = ["Motion"]
 
 
@@ -66,5 +68,38 @@ class Motion:
             rotations=self.rotations[start:stop],
             root_translation=self.root_translation[start:stop],
             translations=None if self.translations is None else self.translations[start:stop],
+            name=self.name,
+        )
+
+    def sample(self, positions: torch.Tensor, fps: float) -> Motion:
+        """The clip at fractional frame ``positions (N,)`` (frames of this clip, clamped to ``[0, F − 1]``), as
+        a new clip at ``fps``: rotations by SLERP and translations linearly between the two surrounding
+        frames. When every position is a whole frame (within 1e-6) the frames come back exactly."""
+        pos = positions.to(torch.float64).clamp(0, self.num_frames - 1)
+        dev = self.rotations.device
+        lo = pos.floor()
+        a = pos - lo
+        i0 = lo.long().to(dev)
+        tr = self.translations
+        if bool((a < 1e-6).all()):
+            return Motion(
+                fps=fps,
+                rotations=self.rotations[i0],
+                root_translation=self.root_translation[i0],
+                translations=None if tr is None else tr[i0],
+                name=self.name,
+            )
+        i1 = (i0 + 1).clamp(max=self.num_frames - 1)
+
+        def lerp(x: torch.Tensor) -> torch.Tensor:
+            w = a.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+            return (1 - w) * x[i0] + w * x[i1]
+
+        rot = self.rotations
+        return Motion(
+            fps=fps,
+            rotations=unitquat_slerp(rot[i0], rot[i1], a.to(device=dev, dtype=rot.dtype)[:, None]),
+            root_translation=lerp(self.root_translation),
+            translations=None if tr is None else lerp(tr),
             name=self.name,
         )

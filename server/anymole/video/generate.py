@@ -39,7 +39,6 @@ import torch
 
 from anymole.errors import InvalidInput, ModelUnavailable
 from anymole.rig import Character, Motion
-from anymole.rig.quat import unitquat_slerp
 from anymole.video.cache import AdaptationCache, adaptation_key, tensor_digest
 from anymole.video.caption import scene_caption
 from anymole.video.clips import ClipBank, gather_clips
@@ -180,36 +179,7 @@ def resample_context(context: Motion, timeline: VideoTimeline) -> Motion:
     """
     if context.num_frames != timeline.context_frames:
         raise InvalidInput("context", f"has {context.num_frames} frames, the timeline {timeline.context_frames}")
-    pos = timeline.render_times()  # (N,) request frames
-    lo = pos.floor().clamp(0, context.num_frames - 1)
-    a = (pos - lo).clamp(0, 1)
-    exact = bool((a < 1e-6).all())
-    i0 = lo.long()
-    if exact:
-        return Motion(
-            fps=float(RENDER_FPS),
-            rotations=context.rotations[i0],
-            root_translation=context.root_translation[i0],
-            translations=None if context.translations is None else context.translations[i0],
-            name=context.name,
-        )
-    i1 = (i0 + 1).clamp(max=context.num_frames - 1)
-    dev = context.rotations.device
-    i0, i1 = i0.to(dev), i1.to(dev)
-
-    def lerp(x: torch.Tensor) -> torch.Tensor:
-        w = a.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        return (1 - w) * x[i0] + w * x[i1]
-
-    rot = context.rotations
-    rotations = unitquat_slerp(rot[i0], rot[i1], a.to(device=dev, dtype=rot.dtype)[:, None])
-    return Motion(
-        fps=float(RENDER_FPS),
-        rotations=rotations,
-        root_translation=lerp(context.root_translation),
-        translations=None if context.translations is None else lerp(context.translations),
-        name=context.name,
-    )
+    return context.sample(timeline.render_times(), float(RENDER_FPS))
 
 
 def sampler_windows(timeline: VideoTimeline) -> list[WindowPlan]:
