@@ -417,6 +417,7 @@ def bench_video(
     compile_unet: Annotated[bool, typer.Option("--compile/--no-compile", help="also time torch.compile")] = True,
     phase: Annotated[list[str] | None, typer.Option(help="sampling | compiled | icadapt, repeatable (default: all three)")] = None,
     icadapt_variant: Annotated[list[str] | None, typer.Option(help="MODE:CKPT(1 full|s selective|0 none):CLIPS[:c compiled|:cB compiled keeping a share B of the activations|:r regional compile], repeatable, e.g. decoder:s:4:c or lora_decoder:0:8:c0.8")] = None,
+    icadapt_steps: Annotated[int, typer.Option(help="timed ICAdapt steps per variant, after a warm-up step")] = 2,
     partial: Annotated[Path | None, typer.Option(help="also write the results so far here after each ICAdapt variant")] = None,
     merge: Annotated[bool, typer.Option(help="lay the results over those already in --json (a partial rerun)")] = False,
 ) -> None:
@@ -428,7 +429,11 @@ def bench_video(
 
     if model not in ("full", "tiny"):
         raise _fail(f"--model must be full or tiny, got {model!r}")
-    kwargs: dict = {"model": model, "device": device, "budget_s": budget, "compile": compile_unet}
+    if icadapt_steps < 1:
+        raise _fail(f"--icadapt-steps must be ≥ 1, got {icadapt_steps}")
+    kwargs: dict = {
+        "model": model, "device": device, "budget_s": budget, "compile": compile_unet, "icadapt_steps": icadapt_steps
+    }
     if phase:
         kwargs["phases"] = tuple(phase)
     if icadapt_variant:

@@ -42,18 +42,19 @@ def test_too_few_frames_is_an_error() -> None:
     assert len(gather_clips(num_views=1, frames_per_view=46, k=16, strides=(3,))) == 1
 
 
-def test_clip_bank_gathers_latents_and_endpoints() -> None:
+def test_clip_bank_gathers_frame_rows_and_endpoints() -> None:
     views, frames = 2, 10
     videos = torch.rand(views, 3, frames, 4, 6)
     clips = gather_clips(views, frames, k=4, strides=(1, 3))
     bank = ClipBank(videos, clips, "caption")
-    per_frame = torch.randn(views, 5, frames, 2, 3)
     index = torch.tensor([0, len(clips) - 1, 3])
-    z = bank.latents(per_frame, index)
+    rows = bank.frame_rows(index)
+    flat = bank.frames_flat()
     first, last = bank.endpoints(index)
+    assert rows.shape == (3, 4) and rows.dtype == torch.int64
     for b, i in enumerate(index.tolist()):
         c = clips[i]
-        torch.testing.assert_close(z[b], per_frame[c.view][:, list(c.frames)])
+        torch.testing.assert_close(flat[rows[b]], videos[c.view][:, list(c.frames)].transpose(0, 1))
         torch.testing.assert_close(first[b], videos[c.view, :, c.frames[0]])
         torch.testing.assert_close(last[b], videos[c.view, :, c.frames[-1]])
     assert bank.fps[index].tolist() == [clips[i].fps for i in index.tolist()]

@@ -348,8 +348,8 @@ def test_lora_decoder_mode_trains_the_decoder_adapters_and_no_encoder_gradient(p
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and len(params) == len(trainable)
     assert all("lora_" in n and n.startswith(("unet.middle_block.", "unet.output_blocks.")) for n in trainable)
-    # the encoder has adapters too (identity at the start), they just do not train
-    assert any("lora_" in n and n.startswith("unet.input_blocks.") for n, _ in model.named_parameters())
+    # adapters go only where they train: none in the encoder, whose forward pass costs what it did
+    assert not any("lora_" in n and n.startswith("unet.input_blocks.") for n, _ in model.named_parameters())
     seen: list[bool] = []
     model.unet.middle_block.register_forward_pre_hook(lambda _m, args: seen.append(args[0].requires_grad))
     cond, z = _cond(model), torch.randn(1, 4, T, 8, 8)
@@ -359,7 +359,42 @@ def test_lora_decoder_mode_trains_the_decoder_adapters_and_no_encoder_gradient(p
     assert lora_b and all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in lora_b)
 
 
-@pytest.mark.parametrize("mode", ["spatial", "lora", "decoder", "lora_decoder"])
+def test_lora_top_mode_trains_only_the_full_resolution_output_blocks(prior):
+    model = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
+    model.load_state_dict(prior.state_dict())
+    cond, z = _cond(model), torch.randn(1, 4, T, 8, 8)
+    with torch.no_grad():
+        before = model.predict(z, torch.tensor([600]), cond)
+    params = list(model.trainable_parameters("lora_top"))
+    n = len(model.unet.output_blocks)
+    top = tuple(f"unet.output_blocks.{i}." for i in range(n - model.config.unet.num_res_blocks - 1, n))
+    adapted = {n for n, _ in model.named_parameters() if "lora_" in n}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert params and len(params) == len(trainable) and trainable == adapted
+    assert all(n.startswith(top) for n in adapted)
+    assert {n.split(".")[2] for n in adapted} == {t.split(".")[2] for t in top}  # every top block adapted
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict(z, torch.tensor([600]), cond), before)  # identity start
+    seen: list[bool] = []
+    first_top = model.unet.output_blocks[n - model.config.unet.num_res_blocks - 1]
+    first_top.register_forward_pre_hook(lambda _m, args: seen.append(args[0].requires_grad))
+    model.predict(z, torch.tensor([600]), cond).square().mean().backward()
+    assert seen == [False]  # nothing below the top blocks builds an autograd graph
+    lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
+    assert lora_b and all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in lora_b)
+    # a later mode adds its adapters beside the top ones, which keep their values
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.5)
+    kept = {name: p.detach().clone() for name, p in model.named_parameters() if "lora_" in name}
+    decoder = list(model.trainable_parameters("lora_decoder"))
+    assert len(decoder) > len(params)
+    now = dict(model.named_parameters())
+    for name, value in kept.items():
+        assert torch.equal(now[name], value), name
+
+
+@pytest.mark.parametrize("mode", ["spatial", "lora", "decoder", "lora_decoder", "lora_top"])
 def test_save_and_load_adapted_round_trip(tmp_path, mode):
     src = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
     params = list(src.trainable_parameters(mode))
@@ -583,7 +618,8 @@ def test_lora_adapters_start_the_same_everywhere_without_touching_the_global_rng
     state = torch.random.get_rng_state()
     list(a.trainable_parameters("lora"))
     assert torch.equal(torch.random.get_rng_state(), state)
-    list(b.trainable_parameters("lora_decoder"))
+    list(b.trainable_parameters("lora_top"))  # injected in two rounds: each adapter still starts the same
+    list(b.trainable_parameters("lora"))
     lora_a = {n: p for n, p in a.named_parameters() if "lora_" in n}
     lora_b = {n: p for n, p in b.named_parameters() if "lora_" in n}
     assert lora_a.keys() == lora_b.keys() and lora_a

@@ -10,7 +10,7 @@ import torch
 
 from anymole.video.clips import ClipBank, gather_clips
 from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
-from anymole.video.icadapt import ICAdaptConfig, encode_views, icadapt, icadapt_loss
+from anymole.video.icadapt import ICAdaptConfig, encode_clip_frames, icadapt, icadapt_loss
 from anymole.video.sampler import SamplerConfig, TwoStageSampler, plan_stage1
 from anymole.video.schedule import DDIMSchedule
 
@@ -83,7 +83,7 @@ def test_tiny_dynamicrafter_icadapt_reduces_loss(mode: str, ckpt: bool, selectiv
     bank = ClipBank(video, gather_clips(1, frames, k=16, strides=(1,)), "a box sliding")
     index = torch.arange(len(bank))
     with torch.no_grad():
-        x0 = bank.latents(encode_views(prior, bank.videos), index)
+        x0 = encode_clip_frames(prior, bank).latents[bank.frame_rows(index)].transpose(1, 2)
     gen = torch.Generator().manual_seed(9)
     t = torch.randint(0, 1000, (len(index),), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)

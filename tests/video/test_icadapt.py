@@ -7,7 +7,7 @@ import torch
 
 from anymole.errors import InvalidInput
 from anymole.video.clips import ClipBank, gather_clips
-from anymole.video.icadapt import ICAdaptConfig, _dropout_condition, encode_views, icadapt, icadapt_loss
+from anymole.video.icadapt import ICAdaptConfig, _dropout_condition, encode_clip_frames, icadapt, icadapt_loss
 from anymole.video.schedule import DDIMSchedule
 
 
@@ -24,7 +24,7 @@ def _bank(views: int = 2, frames: int = 20, size: int = 8) -> ClipBank:
 def _fixed_batch(prior, bank: ClipBank, schedule: DDIMSchedule):
     g = torch.Generator().manual_seed(7)
     index = torch.arange(len(bank))
-    x0 = bank.latents(encode_views(prior, bank.videos), index)
+    x0 = encode_clip_frames(prior, bank).latents[bank.frame_rows(index)].transpose(1, 2)
     first, last = bank.endpoints(index)
     t = torch.randint(0, 1000, (len(index),), generator=g)
     noise = torch.randn(x0.shape, generator=g)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import itertools
 import json
 import platform
 import time
@@ -74,7 +73,7 @@ CLIPS_PER_STEP = 8
 Variant = tuple[str, str, int, bool | str | float]
 #: trained sets that are the reference's (ICAdaptConfig.reference); the others are partial fine-tunes.
 REFERENCE_MODES = ("spatial",)
-FAST_MODES = ("decoder", "lora", "lora_decoder")
+FAST_MODES = ("decoder", "lora", "lora_decoder", "lora_top")
 
 
 @dataclass(frozen=True)
@@ -295,8 +294,11 @@ def _icadapt(
         def on_step(
             stage: str, fraction: float, preview: object = None, stamps: list[float] = stamps
         ) -> None:
-            _sync(device)
-            stamps.append(time.perf_counter())
+            # Stamps after the warm-up step and after the last one only: synchronising every step would time
+            # the host's wait for each step, which ICAdapt itself avoids.
+            if not stamps or fraction >= 1.0:
+                _sync(device)
+                stamps.append(time.perf_counter())
 
         _reset_peak(device)
         run_cfg = ICAdaptConfig(
@@ -313,8 +315,7 @@ def _icadapt(
         try:
             start = time.perf_counter()
             summary = icadapt(prior, bank, run_cfg, on_step=on_step)
-            diffs = [b - a for a, b in itertools.pairwise(stamps)]
-            step = sum(diffs) / len(diffs)
+            step = (stamps[-1] - stamps[0]) / cfg.icadapt_steps
             results[name] = {
                 "mode": mode,
                 "clips_per_step": min(batch, len(bank)) * run_cfg.grad_accum,

@@ -111,17 +111,9 @@ class ClipBank:
 
     def frames_flat(self) -> torch.Tensor:
         """Every rendered frame as images ``(V·F, 3, H, W)``, view-major (frame ``f`` of view ``v`` at
-        ``v·F + f``), the order `endpoint_indices` index."""
+        ``v·F + f``), the order `frame_rows` index."""
         return self.videos.transpose(1, 2).flatten(0, 1)
 
-    def endpoint_indices(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows of `frames_flat` holding the first and last frames of clips ``index (B,)``: two ``(B,)`` int64."""
-        v, f = self.views[index], self.frames[index]
-        n = self.videos.shape[2]
-        return v * n + f[:, 0], v * n + f[:, -1]
-
-    def latents(self, per_frame: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Gather clip latents ``(B, C, k, h, w)`` from ``per_frame (V, C, F, h, w)`` latents of every frame."""
-        v = self.views[index].to(per_frame.device)
-        f = self.frames[index].to(per_frame.device)
-        return per_frame[v[:, None], :, f].permute(0, 2, 1, 3, 4)  # (B, k, C, h, w) → (B, C, k, h, w)
+    def frame_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows of `frames_flat` holding the frames of clips ``index (B,)``: ``(B, k)`` int64, on the CPU."""
+        return self.views[index, None] * self.videos.shape[2] + self.frames[index]

@@ -20,6 +20,8 @@ import dataclasses
 import json
 import logging
 import math
+import warnings
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,16 +211,27 @@ LORA_SEED = 0
 TEXT_MEMO_SIZE = 64
 
 
-def _lora_targets(unet: UNet3D) -> list[str]:
+def _lora_targets(unet: UNet3D, prefixes: tuple[str, ...]) -> list[str]:
     """Full names of the attention projections (``to_q/k/v``, ``to_k_ip/v_ip``, ``to_out.0``) inside the
-    spatial transformers: LoRA goes only where the reference ICAdapt trains."""
+    spatial transformers under ``prefixes`` that have no adapter yet: LoRA goes only where the reference
+    ICAdapt trains (an adapted projection is peft's wrapper, no ``nn.Linear``; its ``base_layer`` and
+    ``lora_*`` linears are skipped)."""
     return [
         f"{prefix}.{name}"
         for prefix, module in unet.named_modules()
-        if isinstance(module, SpatialTransformer)
+        if isinstance(module, SpatialTransformer) and f"{prefix}.".startswith(prefixes)
         for name, sub in module.named_modules()
-        if isinstance(sub, nn.Linear) and (".attn1." in name or ".attn2." in name)
+        if isinstance(sub, nn.Linear)
+        and (".attn1." in name or ".attn2." in name)
+        and "lora_" not in name
+        and not name.endswith(".base_layer")
     ]
+
+
+def _adapter_seed(seed: int, name: str) -> int:
+    """The seed of adapter ``name``'s start: its own, so an adapter starts the same whichever adapters exist
+    beside it and in whichever order they were injected."""
+    return (seed << 32) | zlib.crc32(name.encode())
 
 
 class DynamiCrafterPrior(nn.Module):
@@ -465,32 +478,51 @@ class DynamiCrafterPrior(nn.Module):
         decoder = [*self.unet.middle_block.parameters(), *self.unet.output_blocks.parameters(), *self.unet.out.parameters()]
         return [p for p in decoder if id(p) in spatial]
 
-    def _inject_lora(self) -> None:
-        if any("lora_" in name for name, _ in self.unet.named_parameters()):
+    def _lora_prefixes(self, mode: str) -> tuple[str, ...]:
+        """UNet name prefixes whose spatial-attention adapters LoRA ``mode`` trains."""
+        if mode == "lora_decoder":
+            return ("middle_block.", "output_blocks.")
+        if mode == "lora_top":  # the output blocks at full latent resolution: the last level's
+            top = self.config.unet.num_res_blocks + 1
+            n = len(self.unet.output_blocks)
+            return tuple(f"output_blocks.{i}." for i in range(n - top, n))
+        return ("",)
+
+    def _inject_lora(self, prefixes: tuple[str, ...]) -> None:
+        """Add LoRA adapters (rank ``config.lora_rank``) to the spatial attention projections under
+        ``prefixes`` that have none, at their identity start. Only where a mode trains: an adapter elsewhere
+        would cost its matmuls in every forward pass and change nothing."""
+        targets = _lora_targets(self.unet, prefixes)
+        if not targets:
             return
         from peft import LoraConfig, inject_adapter_in_model
 
         lora = LoraConfig(
-            r=self.config.lora_rank,
-            lora_alpha=self.config.lora_alpha,
-            lora_dropout=0.0,
-            target_modules=_lora_targets(self.unet),
+            r=self.config.lora_rank, lora_alpha=self.config.lora_alpha, lora_dropout=0.0, target_modules=targets
         )
         device = self.unet.device
-        # peft draws the adapters from the global RNG: leave it as the caller had it (reset_adapters re-draws)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # peft draws the adapters from the global RNG: leave it as the caller had it (they are re-drawn below)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), warnings.catch_warnings():
+            # a second round (another LoRA mode's blocks) adds to the same "default" adapter, which peft
+            # warns of as if a second adapter were meant
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
             inject_adapter_in_model(lora, self.unet)
-        self.reset_adapters()
+        self._reset_adapters(tuple(f"{t}." for t in targets), LORA_SEED)
 
     def reset_adapters(self, seed: int = LORA_SEED) -> None:
-        """Put every LoRA adapter back at its identity start, the same on every device and in every process:
-        ``lora_A`` from peft's Kaiming-uniform (a = √5) drawn from a CPU generator seeded with ``seed`` in name
-        order, ``lora_B`` zero. (peft draws ``lora_A`` from the global RNG, so two ICAdapt runs with one seed
-        would otherwise start from different adapters.)"""
-        gen = torch.Generator().manual_seed(seed)
+        """Put every LoRA adapter back at its identity start, the same on every device, in every process and
+        whichever adapters were injected before: ``lora_A`` from peft's Kaiming-uniform (a = √5) drawn from
+        a CPU generator seeded from ``seed`` and the adapter's name, ``lora_B`` zero. (peft draws ``lora_A``
+        from the global RNG, so two ICAdapt runs with one seed would otherwise start from different adapters.)"""
+        self._reset_adapters(("",), seed)
+
+    def _reset_adapters(self, prefixes: tuple[str, ...], seed: int) -> None:
         with torch.no_grad():
-            for name, p in sorted(self.unet.named_parameters()):
+            for name, p in self.unet.named_parameters():
+                if not name.startswith(prefixes):
+                    continue
                 if "lora_A" in name:
+                    gen = torch.Generator().manual_seed(_adapter_seed(seed, name))
                     p.copy_(nn.init.kaiming_uniform_(torch.empty(p.shape), a=math.sqrt(5), generator=gen))
                 elif "lora_B" in name:
                     p.zero_()
@@ -504,17 +536,20 @@ class DynamiCrafterPrior(nn.Module):
                 on the attention projections of the spatial transformers, injected with peft on first use),
                 ``"decoder"`` (the spatial set of the middle block, output blocks and head, 628 M parameters at
                 full size: a faster, partial fine-tune whose backward pass skips the encoder half, see
-                `_decoder_parameters`) or ``"lora_decoder"`` (the LoRA adapters of the middle and output blocks
-                only: no weight gradients and no backward pass through the encoder half; the encoder's adapters
-                stay at their identity start).
+                `_decoder_parameters`), ``"lora_decoder"`` (LoRA adapters of the middle and output blocks only:
+                no weight gradients and no backward pass through the encoder half) or ``"lora_top"`` (LoRA
+                adapters of the output blocks at full latent resolution only, ``output_blocks.9–11`` at full
+                size: the backward pass covers a fifth of the forward's FLOPs and keeps only those blocks'
+                activations). LoRA modes inject adapters where they train, on first use; adapters another
+                LoRA mode injected earlier stay, frozen.
 
         Returns:
             A list of the trainable parameters.
         """
         if mode not in TRAIN_MODES:
             raise InvalidInput("mode", f"expected one of {TRAIN_MODES}, got {mode!r}")
-        if mode in ("lora", "lora_decoder"):
-            self._inject_lora()
+        if mode.startswith("lora"):
+            self._inject_lora(self._lora_prefixes(mode))
         self.requires_grad_(False)
         if mode == "spatial":
             params = self._spatial_parameters()
@@ -523,8 +558,8 @@ class DynamiCrafterPrior(nn.Module):
         elif mode == "decoder":
             params = self._decoder_parameters()
         else:
-            decoder = ("middle_block.", "output_blocks.") if mode == "lora_decoder" else ("",)
-            params = [p for name, p in self.unet.named_parameters() if "lora_" in name and name.startswith(decoder)]
+            prefixes = self._lora_prefixes(mode)
+            params = [p for name, p in self.unet.named_parameters() if "lora_" in name and name.startswith(prefixes)]
         for p in params:
             p.requires_grad_(True)
         self.train_mode = mode

@@ -40,7 +40,7 @@ from anymole.video.prior import (
 )
 from anymole.video.schedule import DDIMSchedule
 
-__all__ = ["AdaptedWeights", "ICAdaptConfig", "encode_clip_frames", "encode_views", "icadapt", "icadapt_loss"]
+__all__ = ["AdaptedWeights", "ICAdaptConfig", "encode_clip_frames", "icadapt", "icadapt_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +195,12 @@ def encode_clip_frames(prior: VideoPrior, clips: ClipBank, autocast_dtype: str =
         return prior.encode_frames(clips.frames_flat())
 
 
-@torch.no_grad()
-def encode_views(prior: VideoPrior, videos: torch.Tensor, autocast_dtype: str = "bf16") -> torch.Tensor:
-    """VAE-encode every frame of every view once: ``(V, 3, F, H, W)`` → latents ``(V, C, F, h, w)`` float32
-    (the backend bounds its own memory, see `VideoPrior.encode`)."""
-    with autocast(videos.device, autocast_dtype):
-        return prior.encode(videos).float()
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` (on the CPU) on ``device``. To CUDA through pinned memory and without waiting: a copy from pageable
+    memory makes the host wait for all queued device work (torch synchronises the stream after it)."""
+    if device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 def _dropout_condition(
@@ -230,11 +230,11 @@ def _dropout_condition(
     null = prior.unconditional(cond)
     image_only = drop_image & ~drop_text
     device = cond.context.device
-    context = torch.where((drop_image & drop_text).to(device)[:, None, None], null.context, cond.context)
+    context = torch.where(_to_device(drop_image & drop_text, device)[:, None, None], null.context, cond.context)
     if bool(image_only.any()):
         empty = prior.condition([""] * b, first, last, fps)
         swapped = cond.context - empty.context + null.context
-        context = torch.where(image_only.to(device)[:, None, None], swapped, context)
+        context = torch.where(_to_device(image_only, device)[:, None, None], swapped, context)
     return VideoCondition(context=context, concat=cond.concat, fps=cond.fps)
 
 
@@ -296,8 +296,7 @@ def icadapt(
     schedule = schedule or DDIMSchedule(prediction_type=prior.prediction_type)
     device = clips.videos.device
     encoded = encode_clip_frames(prior, clips, autocast_dtype=cfg.autocast_dtype)
-    v, _, f = clips.videos.shape[:3]
-    per_frame = encoded.latents.float().reshape(v, f, *encoded.latents.shape[1:]).transpose(1, 2)  # (V, C, F, h, w)
+    latents = encoded.latents.float()  # (V·F, C, h, w), rows as ClipBank.frames_flat
     params = list(prior.trainable_parameters(cfg.mode))
     if not params:
         raise InvalidInput("mode", f"the prior has no trainable parameters for mode {cfg.mode!r}")
@@ -338,19 +337,21 @@ def icadapt(
     start = time.perf_counter()
     # Gradients the caller left on the prior would be added into the first step.
     optimizer.zero_grad(set_to_none=True)
+    # Step losses stay on the device until the run ends: reading one back each step would make the host wait
+    # for the device, which then idles while the host prepares the next step.
+    losses: list[torch.Tensor] = []
     try:
         for step in range(cfg.steps):
             total = torch.zeros((), device=device)
             for _ in range(cfg.grad_accum):
                 index = next(batches)
-                x0 = clips.latents(per_frame, index)
-                first, last = (encoded[i] for i in clips.endpoint_indices(index))
-                fps = clips.fps[index].to(device)
+                rows = clips.frame_rows(index)  # (B, k) rows of `latents` / `encoded`
                 u = torch.rand(len(index), generator=generator)  # stays on the CPU, see _dropout_condition
-                t = torch.randint(0, schedule.num_train_timesteps, (len(index),), generator=generator).to(
-                    device
-                )
-                noise = torch.randn(x0.shape, generator=generator).to(device)
+                t = torch.randint(0, schedule.num_train_timesteps, (len(index),), generator=generator)
+                noise = torch.randn((len(index), latents.shape[1], rows.shape[1], *latents.shape[2:]), generator=generator)
+                rows, fps, t, noise = (_to_device(x, device) for x in (rows, clips.fps[index], t, noise))
+                x0 = latents[rows].transpose(1, 2)  # (B, C, k, h, w)
+                first, last = encoded[rows[:, 0]], encoded[rows[:, -1]]
                 with autocast(device, cfg.autocast_dtype):
                     cond = _dropout_condition(prior, clips.caption, first, last, fps, u, cfg.uncond_prob)
                     loss = icadapt_loss(prior, schedule, x0, cond, t, noise, predict) / cfg.grad_accum
@@ -359,14 +360,18 @@ def icadapt(
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            result.losses.append(float(total))
+            losses.append(total)
             if step == 0:
+                float(total)  # waits for the first step, compile included
                 result.first_step_seconds = time.perf_counter() - start
             if on_step is not None:
                 on_step("icadapt", (step + 1) / cfg.steps)
     finally:
         # The trainable set keeps requires_grad: backends save exactly those tensors as the adapted weights.
         optimizer.zero_grad(set_to_none=True)  # a run cut short (cancel, out of memory) leaves no gradients
+        if losses:
+            with contextlib.suppress(RuntimeError):  # a broken device must not hide the error that broke it
+                result.losses = torch.stack(losses).tolist()
         result.seconds = time.perf_counter() - start
         if checkpointing is not None:
             checkpointing(False)

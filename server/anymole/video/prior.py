@@ -23,7 +23,7 @@ import torch
 __all__ = ["AUTOCAST_DTYPES", "TRAIN_MODES", "EncodedFrames", "VideoCondition", "VideoPrior", "autocast"]
 
 #: parameter sets `VideoPrior.trainable_parameters` selects (a backend may reject those it lacks).
-TRAIN_MODES = ("spatial", "full", "lora", "decoder", "lora_decoder")
+TRAIN_MODES = ("spatial", "full", "lora", "decoder", "lora_decoder", "lora_top")
 #: mixed-precision names of the sampler and ICAdapt configs → autocast dtype (``None``: no autocast).
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
@@ -148,7 +148,8 @@ class VideoPrior(Protocol):
         """Parameters ICAdapt optimises. ``"spatial"``: the denoiser minus temporal layers and time/fps
         embeddings (as the reference); ``"full"``: the whole denoiser; ``"lora"``: LoRA adapters only;
         ``"decoder"`` and ``"lora_decoder"`` (optional): the spatial set or the LoRA adapters of the denoiser's
-        decoder half only, faster partial fine-tunes."""
+        decoder half only, faster partial fine-tunes; ``"lora_top"`` (optional): LoRA adapters of the decoder's
+        full-resolution output blocks only, the fastest."""
         ...
 
     def save_adapted(self, path: Path) -> None:
