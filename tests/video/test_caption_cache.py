@@ -60,7 +60,11 @@ def test_cache_round_trip(tmp_path, make_conv_prior) -> None:
     assert path.is_file() and "k1" in cache and "k2" not in cache
     assert cache.load_into("k1", fresh)
     torch.testing.assert_close(fresh.spatial.weight, trained.spatial.weight)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["k1"]  # no staging left behind
+    # one folder per key holding the link and the entry it points to, nothing else (replaced entries are collected)
+    cache.put("k1", trained)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["k1"]
+    link, *entries = sorted((tmp_path / "cache" / "k1").iterdir(), key=lambda p: p.name != "current")
+    assert link.is_symlink() and entries == [link.resolve()] and path == link / "adapted.safetensors"
 
 
 def test_cache_put_failure_leaves_no_entry(tmp_path, conv_prior, monkeypatch) -> None:

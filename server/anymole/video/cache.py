@@ -3,13 +3,16 @@
 The key is a SHA-256 over a canonical JSON of: the model id and its config, the character's content hash,
 the context renders' content hash, and the `ICAdaptConfig`. (The reference keys its checkpoint folder by the
 character's folder name, so a second motion of one character silently reuses the first one's weights.)
-Entries are written by ``prior.save_adapted`` into ``<root>/<key>/adapted.safetensors`` (plus its JSON) and
-committed by an atomic rename, so a crashed run leaves no half entry.
+Entries are written by ``prior.save_adapted`` into a directory of their own and published by atomically
+re-pointing the link ``<root>/<key>/current``, so readers and concurrent writers never meet a half entry (see
+`AdaptationCache`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -26,6 +29,9 @@ from anymole.video.prior import VideoPrior
 __all__ = ["AdaptationCache", "adaptation_key", "tensor_digest"]
 
 WEIGHTS_FILE = "adapted.safetensors"
+#: the link ``<root>/<key>/current`` to the key's entry directory ``<root>/<key>/.adapted-<random>/``
+CURRENT = "current"
+ENTRY_PREFIX = ".adapted-"
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
@@ -79,7 +85,17 @@ def adaptation_key(
 
 
 class AdaptationCache:
-    """A directory of adapted weights, one sub-directory per key.
+    """A directory of adapted weights, safe for concurrent writers and readers (threads or processes).
+
+    Layout: ``<root>/<key>/`` per key. Each write fills a directory ``<root>/<key>/.adapted-<random>/`` of its
+    own (``prior.save_adapted``: weights plus their JSON) and then publishes it by atomically replacing the
+    symlink ``<root>/<key>/current`` with one pointing to it. A reader therefore finds the previous complete
+    entry or the new complete one, never a half-written one or none; two writers of one key (two GPUs
+    finishing the same scene) both succeed, the later link winning: both hold ICAdapt results of the same
+    inputs. Entry directories are held under ``flock``: exclusively by their writer until published, shared
+    by a reader while it loads; each write then deletes the key's directories no link points to and nobody
+    holds (superseded entries, those of killed writers). Weights written directly in ``<root>/<key>/`` (the
+    layout before links) are still read, and deleted by the key's next write.
 
     Args:
         root: the cache directory (created on first write).
@@ -89,30 +105,121 @@ class AdaptationCache:
         self.root = Path(root)
 
     def path(self, key: str) -> Path:
-        """Where the weights of ``key`` live (whether or not they exist)."""
-        return self.root / key / WEIGHTS_FILE
+        """Where the weights of ``key`` are found through its link (whether or not they exist)."""
+        return self.root / key / CURRENT / WEIGHTS_FILE
 
     def __contains__(self, key: str) -> bool:
-        return self.path(key).is_file()
+        return self._target(key) is not None
 
     def put(self, key: str, prior: VideoPrior) -> Path:
         """Save ``prior``'s adapted weights under ``key`` (replacing any entry) and return their path."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=self.root))
+        folder = self.root / key
+        entry, fd = self._new_entry(folder)
         try:
-            prior.save_adapted(staging / WEIGHTS_FILE)
-            final = self.root / key
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(staging, final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            try:
+                prior.save_adapted(entry / WEIGHTS_FILE)
+                link = folder / f"{entry.name}.link"
+                os.symlink(entry.name, link)
+                os.replace(link, folder / CURRENT)  # rename(2) replaces the old link in one step
+            except BaseException:
+                shutil.rmtree(entry, ignore_errors=True)
+                (folder / f"{entry.name}.link").unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # fails unless the key has nothing else (no entry, no writer)
+                    folder.rmdir()
+                raise
+        finally:
+            os.close(fd)  # releases the writer's lock
+        self._collect(folder)
         return self.path(key)
 
     def load_into(self, key: str, prior: VideoPrior) -> bool:
         """Load the weights of ``key`` into ``prior``; False when there is no entry."""
-        if key not in self:
+        held = self._hold(key)
+        if held is None:
             return False
-        prior.load_adapted(self.path(key))
+        entry, fd = held
+        try:
+            prior.load_adapted(entry / WEIGHTS_FILE)
+        finally:
+            os.close(fd)
         return True
+
+    # -- entries: a directory is current while its key's link points to it
+    @staticmethod
+    def _new_entry(folder: Path) -> tuple[Path, int]:
+        """A fresh, empty entry directory in ``folder`` (created if need be) and an fd holding its exclusive
+        lock. Another write may remove the directory between its creation and the lock (`_collect`: it is no
+        link's target yet), or an empty ``folder`` (a failed `put`): then try again."""
+        while True:
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                entry = Path(tempfile.mkdtemp(prefix=ENTRY_PREFIX, dir=folder))
+            except FileNotFoundError:
+                continue
+            fd = _lock(entry, fcntl.LOCK_EX)
+            if fd is not None:
+                return entry, fd
+
+    def _target(self, key: str) -> Path | None:
+        """The directory holding the entry of ``key``: its link's target, or the key's own directory in the
+        previous layout; None when there is no entry."""
+        folder = self.root / key
+        try:
+            return folder / os.readlink(folder / CURRENT)
+        except FileNotFoundError:
+            return folder if (folder / WEIGHTS_FILE).is_file() else None
+
+    def _hold(self, key: str) -> tuple[Path, int] | None:
+        """The current entry of ``key`` and an fd holding its shared lock, so that no write deletes it while it
+        is read; None when there is none. The entry can be superseded and deleted between reading the link
+        and taking the lock: then the link is read again."""
+        while True:
+            entry = self._target(key)
+            if entry is None:
+                return None
+            fd = _lock(entry, fcntl.LOCK_SH)
+            if fd is None:
+                continue
+            if (entry / WEIGHTS_FILE).is_file():  # false only for previous-layout files deleted meanwhile
+                return entry, fd
+            os.close(fd)
+
+    @staticmethod
+    def _collect(folder: Path) -> None:
+        """Delete the entry directories of ``folder`` that its link does not point to and nobody holds, and
+        previous-layout weights beside the link. A directory that is not current while it is held here never
+        becomes current: the link is only ever pointed at a directory its writer holds."""
+        for entry in folder.glob(f"{ENTRY_PREFIX}*"):
+            if entry.is_symlink() or not entry.is_dir():
+                continue
+            fd = _lock(entry, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fd is None:
+                continue
+            # read under the lock: another writer may have published this directory since the glob
+            if os.readlink(folder / CURRENT) != entry.name:
+                shutil.rmtree(entry, ignore_errors=True)
+            os.close(fd)
+        if (folder / WEIGHTS_FILE).exists():
+            fd = _lock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fd is not None:
+                for old in (WEIGHTS_FILE, f"{WEIGHTS_FILE}.json"):
+                    (folder / old).unlink(missing_ok=True)
+                os.close(fd)
+
+
+def _lock(directory: Path, operation: int) -> int | None:
+    """An fd of ``directory`` holding ``flock(operation)``; None when the directory is gone or was replaced
+    by the time the lock was taken, or when a non-blocking lock is held elsewhere."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        fcntl.flock(fd, operation)
+        held, now = os.fstat(fd), os.stat(directory, follow_symlinks=False)
+        if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+            return fd
+    except (BlockingIOError, FileNotFoundError):
+        pass
+    os.close(fd)
+    return None
