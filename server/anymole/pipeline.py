@@ -24,7 +24,9 @@ Methods:
     ``video``    AnyMoLe's video stage (`anymole.video.generate.generate_video`): render the context from 4
                  views, ICAdapt, two-stage sampling; streams a `Preview` per sampler window and ends with
                  `Completed(video=…)`, the generated video (no motion yet). Presets: ``quality`` (the
-                 reference ICAdapt recipe), ``fast`` (`ICAdaptConfig.fast`). Available when `VideoSettings`
+                 reference ICAdapt recipe), ``fast`` (`ICAdaptConfig.fast`), ``turbo``
+                 (`ICAdaptConfig.turbo`; compiled on CUDA devices, where the process's first turbo job pays
+                 the compile, eager elsewhere). Available when `VideoSettings`
                  names a prior; the prior loads on the first ``video`` job, on that job's device, and
                  serves one ``video`` job at a time there.
     ``anymole``  the whole pipeline (video → joint estimator → mimicking); listed but unavailable until the
@@ -542,6 +544,10 @@ class VideoSettings:
         return ffmpeg_problem()
 
 
+#: the ``video`` method's presets (the first is its default) → their `ICAdaptConfig` constructors.
+_ICADAPT_PRESETS = {"quality": "reference", "fast": "fast", "turbo": "turbo"}
+
+
 @dataclass
 class _LoadedPrior:
     prior: VideoPrior
@@ -590,7 +596,7 @@ class AnyMoLePipeline:
             MethodSpec(
                 "video",
                 description,
-                presets=("quality", "fast"),
+                presets=tuple(_ICADAPT_PRESETS),
                 available=not reason,
                 unavailable_reason=reason,
                 sends_previews=True,
@@ -637,14 +643,16 @@ class AnyMoLePipeline:
                 yield event
 
     # ------------------------------------------------------------------ video
-    def _video_config(self, spec: JobSpec, loaded: _LoadedPrior) -> VideoJobConfig:
+    def _video_config(self, spec: JobSpec, loaded: _LoadedPrior, device: str) -> VideoJobConfig:
         from anymole.video.caption import DEFAULT_CAPTION_MODEL
         from anymole.video.generate import VideoJobConfig
         from anymole.video.icadapt import ICAdaptConfig
         from anymole.video.sampler import SamplerConfig
 
         v = self.video
-        adapt = ICAdaptConfig.fast() if spec.preset == "fast" else ICAdaptConfig()
+        adapt = getattr(ICAdaptConfig, _ICADAPT_PRESETS[spec.preset or "quality"])()
+        if adapt.compile and not device.startswith("cuda"):  # a compile pays back over a GPU's fast steps only
+            adapt = replace(adapt, compile=False)
         if v.icadapt_steps is not None:
             adapt = replace(adapt, steps=v.icadapt_steps)
         sampler = SamplerConfig(seed=spec.seed)
@@ -715,7 +723,7 @@ class AnyMoLePipeline:
             report("load", 0.0)
         loaded = await run_in_thread(token, self._load_prior, device)
         load_s = time.perf_counter() - t0
-        cfg = self._video_config(spec, loaded)
+        cfg = self._video_config(spec, loaded, device)
         windows = len(sampler_windows(timeline)) * len(cfg.sample_views)
         frames = timeline.render_context_frames + timeline.num_gaps
         plan = ([("load", _COST_LOAD if not self.video.tiny else 1.0)] if first_load else []) + [

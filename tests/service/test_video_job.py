@@ -43,12 +43,12 @@ WIDTH, HEIGHT = 96, 64
 TINY = VideoSettings(prior="tiny", icadapt_steps=1, ddim_steps=2, width=WIDTH, height=HEIGHT)
 
 
-def _request(client: AnyMoLeClient, up, keys=KEYS, context=CONTEXT, **options) -> pb.InbetweenRequest:
+def _request(client: AnyMoLeClient, up, keys=KEYS, context=CONTEXT, preset="fast", **options) -> pb.InbetweenRequest:
     motion = cached_load("Fox.glb").motions["Survey"]
     poses = list(KEY_POSES[: len(keys)])
     return client.request(
         up, motion.slice(0, context), list(keys), motion.rotations[poses], motion.root_translation[poses],
-        method="video", preset="fast", **options,
+        method="video", preset=preset, **options,
     )  # fmt: skip
 
 
@@ -154,6 +154,25 @@ async def test_video_job_streams_previews_and_serves_its_mp4(make_server, connec
     assert (await client2.video(job_id)).data == reply.file
 
 
+async def test_turbo_job_adapts_eagerly_on_a_cpu_and_restores_the_prior(make_server, connect, monkeypatch):
+    def no_compile(*args, **kwargs):
+        raise AssertionError("turbo compiles on CUDA devices only")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    pipeline = AnyMoLePipeline(TINY)
+    _server, port = await make_server(pipeline=pipeline)
+    client, up = await _fox(connect, port)
+    events = [st async for st in client.inbetween(_request(client, up, seed=7, preset="turbo"))]
+    assert type(events[-1].event).__name__ == "Completed", events[-1]
+    assert events[-1].event.metrics["icadapt_final_loss"] > 0
+    prior = pipeline._priors["cpu"].prior
+    lora = {n: p for n, p in prior.named_parameters() if "lora_" in n}
+    top = len(prior.unet.output_blocks) - prior.config.unet.num_res_blocks - 1
+    assert lora and all(n.startswith("unet.output_blocks.") and int(n.split(".")[2]) >= top for n in lora)
+    assert all(float(p.abs().sum()) == 0 for n, p in lora.items() if "lora_B" in n)  # back at the identity
+    assert not any(p.requires_grad for p in prior.parameters())
+
+
 async def test_interp_job_has_no_mp4(make_server, connect, tiny, make_req):
     _, port = await make_server(pipeline=AnyMoLePipeline(TINY))
     client = await connect(port)
@@ -221,7 +240,7 @@ async def test_server_config_enables_the_video_method(tmp_path: Path):
     assert not missing["video"].available and "no.ckpt" in missing["video"].unavailable_reason
     on, formats = await methods(dataclasses.replace(base, video=VideoSettings(prior="tiny")))
     video = on["video"]
-    assert video.available and video.sends_previews and list(video.presets) == ["quality", "fast"]
+    assert video.available and video.sends_previews and list(video.presets) == ["quality", "fast", "turbo"]
     assert "random weights: previews are noise" in video.description
     assert pb.RESULT_FORMAT_MP4 in formats
     assert not on["anymole"].available

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from typer.testing import CliRunner
 
-from anymole.cli import _video_settings, app
+from anymole.cli import _keep_compiled_graphs, _video_settings, app
 from anymole.errors import InvalidInput
 from anymole.pipeline import AnyMoLePipeline, VideoSettings
 
@@ -45,3 +47,12 @@ def test_serve_help_teaches_the_video_flags() -> None:
     assert res.exit_code == 0, res.output
     for flag in ("--video-prior", "--video-icadapt-steps", "--video-ddim-steps", "--video-size", "models pull"):
         assert flag in res.output, flag
+
+
+def test_serve_keeps_compiled_graphs_in_its_data_dir_unless_told_otherwise(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    _keep_compiled_graphs(tmp_path)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "torchinductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/fast/disk/inductor")
+    _keep_compiled_graphs(tmp_path)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/fast/disk/inductor"

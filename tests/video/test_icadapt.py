@@ -112,12 +112,12 @@ def test_presets_keep_the_recipe_and_differ_only_where_documented() -> None:
         ICAdaptConfig(gradient_checkpointing=False, selective_checkpointing=True)
 
 
-def test_turbo_preset_keeps_the_recipe_and_compiles_a_lora_decoder_step() -> None:
+def test_turbo_preset_keeps_the_recipe_and_compiles_a_lora_top_step() -> None:
     ref, turbo = ICAdaptConfig.reference(), ICAdaptConfig.turbo()
     same = ("steps", "grad_clip", "weight_decay", "uncond_prob", "seed", "autocast_dtype")
     assert all(getattr(turbo, k) == getattr(ref, k) for k in same)
     assert turbo.lr == 1e-4 == 10 * ref.lr  # adapters need a LoRA rate, not a full fine-tune's
-    assert (turbo.mode, turbo.batch_size, turbo.grad_accum) == ("lora_decoder", 8, 1)
+    assert (turbo.mode, turbo.batch_size, turbo.grad_accum) == ("lora_top", 8, 1)
     assert (turbo.gradient_checkpointing, turbo.compile, turbo.compile_memory_budget) == (False, True, 1.0)
     assert ICAdaptConfig.turbo(steps=3).steps == 3
     with pytest.raises(InvalidInput, match="compile_memory_budget"):

@@ -326,6 +326,11 @@ def _icadapt(
             }
             if compiled:  # one-time cost of the run: the first step's excess over a regular one
                 results[name]["compile_s"] = stamps[0] - start - step
+                # The same compile with torch's on-disk caches filled (FX graph, AOT autograd, autotuning), as a
+                # server restarted on this machine pays it: dynamo forgets its graphs, the caches stay.
+                torch._dynamo.reset()
+                again = icadapt(prior, bank, dataclasses.replace(run_cfg, steps=1))
+                results[name]["compile_warm_s"] = again.first_step_seconds - step
         except torch.OutOfMemoryError:
             results[name] = {"step_s": None, "error": "out of memory"}
         except Exception as exc:  # e.g. compile support varies by torch build: record, measure the rest
@@ -365,10 +370,12 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
 
 
-def _run_500_s(v: dict[str, Any]) -> float | None:
-    """Extrapolated seconds of a 500-step run of a measured variant: 500 steps + its one-time compile."""
+def _run_500_s(v: dict[str, Any], warm: bool = False) -> float | None:
+    """Extrapolated seconds of a 500-step run of a measured variant: 500 steps + its one-time compile (with
+    ``warm``, the compile with filled on-disk caches where measured)."""
     step = v.get("step_s")
-    return 500 * step + v.get("compile_s", 0.0) if step else None
+    compile_s = v.get("compile_warm_s", v.get("compile_s")) if warm else v.get("compile_s")
+    return 500 * step + (compile_s or 0.0) if step else None
 
 
 def _compiled(
@@ -481,14 +488,14 @@ def _mode_of(name: str, run: dict[str, Any]) -> str | None:
     return run.get("mode") or max(named, key=len, default=None)
 
 
-def _best(icadapt: dict[str, Any], modes: tuple[str, ...]) -> str | None:
-    """The variant of ``modes`` with the shortest extrapolated 500-step run (compile included) that fits an H100
-    and trained the recipe's `CLIPS_PER_STEP` clips a step."""
+def _best(icadapt: dict[str, Any], modes: tuple[str, ...], warm: bool = False) -> str | None:
+    """The variant of ``modes`` with the shortest extrapolated 500-step run (compile included: with empty caches,
+    or with ``warm`` ones) that fits an H100 and trained the recipe's `CLIPS_PER_STEP` clips a step."""
     fits = {
-        name: _run_500_s(v)
+        name: _run_500_s(v, warm)
         for name, v in icadapt.items()
         if _mode_of(name, v) in modes
-        and _run_500_s(v)
+        and _run_500_s(v, warm)
         and (v.get("peak_mem_gib") or 0.0) <= H100_GIB
         and v.get("clips_per_step") == CLIPS_PER_STEP
     }
@@ -512,6 +519,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         r[f"{prefix}_variant"] = best
         r[f"{prefix}_step_s"] = v.get("step_s")
         r[f"{prefix}_500_steps_s"] = _run_500_s(v)
+        r[f"{prefix}_500_steps_warm_cache_s"] = _run_500_s(v, warm=True)
         r[f"{prefix}_peak_mem_gib"] = v.get("peak_mem_gib")
     sampling = r.get("sampling_s", {}).get(str(SamplerConfig().num_steps), {})
     r["sample_90_frames_s"] = sampling.get("90")
@@ -568,14 +576,17 @@ ICADAPT_CHANGES = (
     ("regional torch.compile (per UNet block)", "decoder_b8x1", "decoder_b8x1_regional"),
     ("no checkpointing (decoder half)", "decoder_b8x1", "decoder_no_ckpt_b8x1"),
     ("LoRA of the decoder half instead of its spatial set", "decoder_no_ckpt_b8x1", "lora_decoder_no_ckpt_b8x1"),
+    ("no checkpointing (LoRA of the decoder half)", "lora_decoder_b8x1", "lora_decoder_no_ckpt_b8x1"),
     ("torch.compile of the denoiser", "lora_decoder_no_ckpt_b8x1", "lora_decoder_no_ckpt_b8x1_compiled"),
+    ("LoRA of the full-resolution output blocks instead of the decoder half", "lora_decoder_b8x1", "lora_top_b8x1"),
     (
-        "compiled graph keeps 80 % of its activations",
-        "lora_decoder_no_ckpt_b8x1_compiled",
-        "lora_decoder_no_ckpt_b8x1_compiled_mem80",
+        "LoRA of the full-resolution output blocks instead of the decoder half",
+        "lora_decoder_no_ckpt_b8x1",
+        "lora_top_no_ckpt_b8x1",
     ),
-    ("turbo preset vs the fast preset", "decoder_b8x1", "lora_decoder_no_ckpt_b8x1_compiled"),
-    ("turbo preset on an 80 GB card vs the fast preset", "decoder_b8x1", "lora_decoder_no_ckpt_b8x1_compiled_mem80"),
+    ("no checkpointing (LoRA of the full-resolution blocks)", "lora_top_b8x1", "lora_top_no_ckpt_b8x1"),
+    ("torch.compile of the denoiser", "lora_top_no_ckpt_b8x1", "lora_top_no_ckpt_b8x1_compiled"),
+    ("turbo preset vs the fast preset", "decoder_b8x1", "lora_top_no_ckpt_b8x1_compiled"),
 )
 
 
@@ -661,29 +672,36 @@ def _section(r: dict[str, Any], json_name: str = "docs/benchmarks/video.json") -
         "### ICAdapt (fp32 master weights, bf16 autocast, fused AdamW, 8 clips a step)",
         "",
         f"Measured on {r.get('icadapt_device', r['device'])}, {r.get('icadapt_date', r['date'])}. 500 steps = 500 × the mean of timed steps (after a "
-        "warm-up step) + the one-time compile of compiled variants: *extrapolated*. Only variants that trained "
+        "warm-up step) + the one-time compile of compiled variants (first with empty caches, then again with "
+        "torch's on-disk compile caches filled, as a restarted server on the same machine pays it): "
+        "*extrapolated*. Only variants that trained "
         f"{CLIPS_PER_STEP} clips a step (the recipe) are compared below or picked as headlines, and a headline must "
         f"fit an H100 (peak at most {H100_GIB:.0f} GiB).",
         "",
-        "| variant | clips / step | trainable params | s / step | compile, once (s) | 500 steps (min) | peak memory (GiB) |",
+        "| variant | clips / step | trainable params | s / step | compile, once (s): empty / warm caches | 500 steps "
+        "(min): empty / warm caches | peak memory (GiB) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, v in r["icadapt"].items():
         step = v.get("step_s")
         params = v.get("trainable_parameters")
-        run = _run_500_s(v)
+        run, warm = _run_500_s(v), _run_500_s(v, warm=True)
+        compile_s = _fmt(v.get("compile_s"), digits=0)
+        runs_min = _fmt(run / 60 if run else None, digits=1)
+        if "compile_warm_s" in v:
+            compile_s += f" / {_fmt(v['compile_warm_s'], digits=0)}"
+            runs_min += f" / {_fmt(warm / 60 if warm else None, digits=1)}"
         lines.append(
             f"| {name} | {v.get('clips_per_step') or '—'} | {_fmt(params / 1e6 if params else None, ' M', 1)} | "
-            f"{_fmt(step or v.get('error'), digits=3)} | "
-            f"{_fmt(v.get('compile_s'), digits=0)} | {_fmt(run / 60 if run else None, digits=1)} | "
+            f"{_fmt(step or v.get('error'), digits=3)} | {compile_s} | {runs_min} | "
             f"{_fmt(v.get('peak_mem_gib'), digits=1)} |"
         )
     lines += [
         "",
         "Variant names: mode (`spatial` = the reference's trained set, `decoder` = that set restricted to the middle "
         "block, output blocks and head, so the backward pass stops at the middle block, `lora` = rank-16 adapters on "
-        "the spatial attention projections, `lora_decoder` = those of the middle and output blocks only, `full` = UNet + "
-        "resampler); checkpointing (no suffix = every layer recomputed, "
+        "the spatial attention projections, `lora_decoder` = those of the middle and output blocks only, `lora_top` = "
+        "those of the three full-resolution output blocks only, `full` = UNet + resampler); checkpointing (no suffix = every layer recomputed, "
         "`_sac` = selective: outputs of matmuls, convolutions and attention kept, the rest recomputed, `_no_ckpt` = "
         "none); `_bAxB` = A clips a micro-batch × B accumulation (no suffix: 4 × 2, the reference trainer's split; the "
         f"`ICAdaptConfig()` default is {_default_variant()}); `_compiled` = `torch.compile` of the "
@@ -751,20 +769,32 @@ def _section(r: dict[str, Any], json_name: str = "docs/benchmarks/video.json") -
         fastest_90 += [(f"compiled, {s} steps", comp[s]) for s in steps if isinstance(comp.get(s), float)]
     under = [f"{label} ({t:.1f} s)" for label, t in fastest_90 if t < 60]
 
-    def icadapt_target(kind: str, prefix: str) -> str:
-        name, total = r.get(f"{prefix}_variant"), r.get(f"{prefix}_500_steps_s")
-        if not name or not total:
+    def met(seconds: float) -> str:
+        return f"{seconds / 60:.1f} min ({'met' if seconds < 300 else 'not met'})"
+
+    def icadapt_target(kind: str, modes: tuple[str, ...]) -> str:
+        runs = r.get("icadapt", {})
+        cold, warm = _best(runs, modes), _best(runs, modes, warm=True)
+        if not cold:
             return f"{kind}: not measured"
-        return f"{kind}: {'met' if total < 300 else 'not met'}, {name} needs {total / 60:.1f} min"
+        text = f"{kind}: {cold} needs {met(_run_500_s(runs[cold]) or 0.0)}"
+        if warm and "compile_warm_s" in runs[warm]:
+            v = runs[warm]
+            text += (
+                f"; {warm} needs {met(_run_500_s(v) or 0.0)} with empty compile caches, "
+                f"{met(_run_500_s(v, warm=True) or 0.0)} with warm ones and {met(500 * v['step_s'])} a scene "
+                "once its process has compiled"
+            )
+        return text
 
     lines += [
         "",
         f"**Targets (set for one H100; measured on one {r['device']}).** 90 frames under 1 min: "
         + (f"met by {', '.join(under)}." if under else "not met.")
         + " ICAdapt under 5 min for 500 steps (extrapolated, compile included): "
-        + icadapt_target("reference-faithful", "icadapt")
-        + "; "
-        + icadapt_target("partial fine-tunes", "icadapt_fast")
+        + icadapt_target("reference-faithful", REFERENCE_MODES)
+        + ". "
+        + icadapt_target("Partial fine-tunes", FAST_MODES)
         + f" (reference code: about {REFERENCE_H100['icadapt_500_steps_min']:.0f} min).",
     ]
     lines += [

@@ -9,11 +9,10 @@ spatial layers train (``mode="spatial"``), as in the reference.
 `ICAdaptConfig()` is that reference recipe, its 8 clips a step as the reference trainer's 4 × 2 accumulated
 micro-batches. One micro-batch of 8 (``batch_size=8, grad_accum=1``) gives the same gradient for the same clips
 (tested; only the order of the random draws differs). `ICAdaptConfig.fast()` (the decoder half's spatial set, one
-micro-batch) and `ICAdaptConfig.turbo()` (LoRA adapters of the decoder half, no checkpointing, a compiled
-denoiser, a LoRA learning rate) are explicit, documented speed presets: partial fine-tunes with the same steps
-and clips per step. Seconds a step (``docs/benchmarks.md``; the H100 runs predate the half-dtype norms): the
-recipe 2.59 s on an H100 (29 GiB) and 1.79 s on an H200, as 8 × 1 2.33 s and 1.68 s; `fast` 1.73 s and 1.15 s;
-`turbo` 0.68 s on an H200 after a one-time compile of about 5 min (84 GiB).
+micro-batch) and `ICAdaptConfig.turbo()` (LoRA adapters of the full-resolution output blocks, no checkpointing,
+a compiled denoiser, a LoRA learning rate) are explicit, documented speed presets: partial fine-tunes with the
+same steps and clips per step. Seconds a step on an H200 (``docs/benchmarks.md``): the recipe 1.75 s (28 GiB),
+as 8 × 1 1.58 s; `fast` 1.13 s; `turbo` 0.50 s after a one-time compile (47.5 GiB): 500 steps in 4.2 min.
 """
 
 from __future__ import annotations
@@ -66,8 +65,9 @@ class ICAdaptConfig:
         grad_accum: micro-batches per optimiser step (2); clips a step = ``batch_size · grad_accum`` (8).
         mode: ``"spatial"`` (denoiser minus temporal layers and time/fps embeddings), ``"full"``, ``"lora"``,
             ``"decoder"`` (the spatial set of the decoder half only: the backward pass skips the encoder; not
-            the reference's trained set, so chosen only explicitly, e.g. through `fast`) or ``"lora_decoder"``
-            (LoRA adapters of the decoder half: no weight gradients, no backward pass through the encoder).
+            the reference's trained set, so chosen only explicitly, e.g. through `fast`), ``"lora_decoder"``
+            (LoRA adapters of the decoder half: no weight gradients, no backward pass through the encoder) or
+            ``"lora_top"`` (LoRA adapters of the full-resolution output blocks only, through `turbo`).
         autocast_dtype: ``"bf16"``, ``"fp16"`` or ``"fp32"`` (no autocast); autocast applies on CUDA only.
         gradient_checkpointing: recompute activations in backward (if the backend supports it).
         selective_checkpointing: with checkpointing, keep the outputs of matmuls, convolutions and attention
@@ -144,17 +144,18 @@ class ICAdaptConfig:
 
     @classmethod
     def turbo(cls, **overrides: Any) -> ICAdaptConfig:
-        """Fastest preset per step, for a server process that adapts many scenes: same steps, clips per step
-        and loss as `reference`, but LoRA adapters of the decoder half train (``mode="lora_decoder"``: no weight
-        gradients, no backward pass through the encoder), without gradient checkpointing, through a compiled
-        denoiser, at `LORA_LR` (the recipe's 1e-5 is a full-weight fine-tune's rate; which rate adapts LoRA
-        adapters best is not measured here). The compile costs about 5 min once per process (later runs of the same
-        shapes reuse its graphs). It keeps every activation the compiled graph wants: 84 GiB on an H200, more
-        than an 80 GB card has; there, pass a ``compile_memory_budget`` below 1 (its compile takes longer). A
-        partial fine-tune, like `fast`; its adaptation quality is not measured here."""
+        """Fastest preset, for a server process that adapts many scenes: same steps, clips per step and loss as
+        `reference`, but only LoRA adapters of the decoder's full-resolution output blocks train
+        (``mode="lora_top"``: the backward pass covers those three blocks, no weight gradients), without
+        gradient checkpointing, through a compiled denoiser, at `LORA_LR` (the recipe's 1e-5 is a full-weight
+        fine-tune's rate; which rate adapts LoRA adapters best is not measured here). The first run in a process
+        compiles: about 3.5 min on an H200 with an empty inductor cache, half a minute with a warm one (the cache
+        is on disk, so it outlives the process); later runs of the same shapes reuse the graphs. 0.50 s a step,
+        47.5 GiB on an H200. Pass ``compile=False`` where compiling does not pay (a CPU): 0.65 s a step eager, 56
+        GiB. A partial fine-tune, like `fast`; its adaptation quality is not measured here."""
         return replace(
             cls(
-                mode="lora_decoder",
+                mode="lora_top",
                 lr=LORA_LR,
                 batch_size=8,
                 grad_accum=1,
