@@ -87,7 +87,7 @@ class ConvPrior(nn.Module):
         latents = self.encode(images.transpose(0, 1)[None])[0].transpose(0, 1)
         return EncodedFrames(latents=latents, features=images.mean(dim=(2, 3)))
 
-    def condition(self, prompts, first, last, fps, num_frames=None) -> VideoCondition:
+    def condition(self, prompts, first, last, fps, num_frames=None, drop_image=None) -> VideoCondition:
         t = num_frames or self.num_frames
         if isinstance(first, torch.Tensor):
             first = self.encode_frames(first)
@@ -100,7 +100,10 @@ class ConvPrior(nn.Module):
             z_last = last.latents
         concat = torch.zeros(len(first), 12, t, *first.latents.shape[2:], device=device, dtype=first.latents.dtype)
         concat[:, :, 0], concat[:, :, -1] = first.latents, z_last
-        context = torch.cat([self._text(prompts, device), self._image_tokens(first.features)], dim=1)
+        features = first.features
+        if drop_image is not None:  # the null image's features: those of `unconditional`'s zero image
+            features = torch.where(drop_image.to(device)[:, None], torch.zeros_like(features), features)
+        context = torch.cat([self._text(prompts, device), self._image_tokens(features)], dim=1)
         return VideoCondition(context=context, concat=concat, fps=fps.float())
 
     def unconditional(self, cond: VideoCondition) -> VideoCondition:

@@ -609,6 +609,26 @@ def test_unconditional_tokens_are_one_grey_image_repeated(prior):
     assert null.concat is cond.concat
 
 
+def test_dropped_images_get_the_null_image_tokens_in_one_conditioning_call(prior):
+    images = torch.rand(3, 3, H, W, generator=torch.Generator().manual_seed(6))
+    text = prior.config.unet.text_context_len
+    frames = prior.encode_frames(images)
+    with torch.no_grad():
+        plain = prior.condition(["a fox"] * 3, frames, frames, torch.tensor([30.0] * 3))
+        null = prior.unconditional(plain)
+        dropped = prior.condition(
+            ["a fox"] * 3, frames, frames, torch.tensor([30.0] * 3), drop_image=torch.tensor([False, True, False])
+        )
+    for i in (0, 2):
+        torch.testing.assert_close(dropped.context[i], plain.context[i], rtol=0, atol=0)
+    torch.testing.assert_close(dropped.context[1, :text], plain.context[1, :text], rtol=0, atol=0)  # text kept
+    torch.testing.assert_close(dropped.context[1, text:], null.context[1, text:], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(dropped.context[1, text:], plain.context[1, text:])
+    torch.testing.assert_close(dropped.concat, plain.concat, rtol=0, atol=0)
+    with pytest.raises(InvalidInput, match="drop_image"):
+        prior.condition(["a"] * 3, frames, frames, torch.tensor([30.0] * 3), drop_image=torch.tensor([True]))
+
+
 def test_lora_adapters_start_the_same_everywhere_without_touching_the_global_rng():
     torch.manual_seed(1)
     a = DynamiCrafterPrior(DynamiCrafterConfig.tiny())

@@ -395,12 +395,14 @@ class DynamiCrafterPrior(nn.Module):
         last: torch.Tensor | EncodedFrames | None,
         fps: torch.Tensor,
         num_frames: int | None = None,
+        drop_image: torch.Tensor | None = None,
     ) -> VideoCondition:
         """Conditioning for interpolation windows (see `VideoPrior.condition`).
 
-        The image tokens come from ``first`` only; the concat latents hold ``latent(first)`` in frame 0,
-        ``latent(last)`` in frame ``T-1`` and zeros between, as DynamiCrafter's interpolation mode. Images and
-        their `encode_frames` output give the same conditioning.
+        The image tokens come from ``first`` only (for ``drop_image`` samples from the grey image of
+        `unconditional`, through the same resampler call); the concat latents hold ``latent(first)`` in frame
+        0, ``latent(last)`` in frame ``T-1`` and zeros between, as DynamiCrafter's interpolation mode. Images
+        and their `encode_frames` output give the same conditioning.
         """
         b = len(prompts)
         t = num_frames or self.num_frames
@@ -424,21 +426,29 @@ class DynamiCrafterPrior(nn.Module):
             z_first, z_last = z[:, :, 0], None if last is None else z[:, :, 1]
             with torch.no_grad():
                 features = self.image_encoder(first.to(self.unet.device))
+        if drop_image is not None:
+            if drop_image.shape != (b,):
+                raise InvalidInput("drop_image", f"expected ({b},), got {tuple(drop_image.shape)}")
+            null = self._null_image_features()
+            features = torch.where(drop_image.to(features.device)[:, None, None], null.to(features.dtype), features)
         concat = z_first.new_zeros(b, z_first.shape[1], t, *z_first.shape[2:])
         concat[:, :, 0] = z_first
         if z_last is not None:
             concat[:, :, -1] = z_last
         return VideoCondition(context=self._context(prompts, features), concat=concat, fps=fps.to(concat.device).float())
 
-    def unconditional(self, cond: VideoCondition) -> VideoCondition:
-        """Empty caption and the tokens of an all-grey image (the reference's zero image in [-1, 1]); the
-        concat latents and fps are kept. One grey image is encoded and its tokens repeated."""
-        b = cond.context.shape[0]
+    @torch.no_grad()
+    def _null_image_features(self) -> torch.Tensor:
+        """Image-encoder features ``(1, 257, 1280)`` (full size) of an all-grey image, the reference's zero
+        image in [-1, 1]: the null image of classifier-free guidance."""
         size = self.config.vision.image_size
-        grey = torch.full((1, 3, size, size), 0.5, device=cond.context.device)
-        with torch.no_grad():
-            features = self.image_encoder(grey)
-        context = self._context([""], features).to(cond.context.dtype).expand(b, -1, -1)
+        return self.image_encoder(torch.full((1, 3, size, size), 0.5, device=self.unet.device))
+
+    def unconditional(self, cond: VideoCondition) -> VideoCondition:
+        """Empty caption and the tokens of an all-grey image; the concat latents and fps are kept. One grey
+        image is encoded and its tokens repeated."""
+        b = cond.context.shape[0]
+        context = self._context([""], self._null_image_features()).to(cond.context.dtype).expand(b, -1, -1)
         return VideoCondition(context=context, concat=cond.concat, fps=cond.fps)
 
     def predict(self, latents: torch.Tensor, t: torch.Tensor, cond: VideoCondition) -> torch.Tensor:

@@ -215,28 +215,13 @@ def _dropout_condition(
 ) -> VideoCondition:
     """Conditioning with the reference's CFG dropout: ``u < p`` drops the text, ``p ≤ u < 2p`` drops text and
     image, ``2p ≤ u < 3p`` drops the image (per sample, ``u ~ U[0, 1)`` of shape ``(B,)``, on the CPU: the
-    branches below read it without waiting for the device).
-
-    The protocol exposes the context only as ``[text tokens ; image tokens]``, so "image dropped, text kept"
-    is built as ``cond(caption, x) − cond("", x) + null``: position-wise that is ``[T(caption) ; I(0)]``.
-    The null conditioning is built only when some sample drops its image.
-    """
-    b = len(first)
-    drop_text = u < 2 * p
-    prompts = ["" if d else caption for d in drop_text.tolist()]
-    cond = prior.condition(prompts, first, last, fps)
+    branch below reads it without waiting for the device). A dropped text is the empty caption, a dropped image
+    the null image of `VideoPrior.unconditional` (``condition(drop_image=…)``); the concat latents are kept."""
+    prompts = ["" if d else caption for d in (u < 2 * p).tolist()]
     drop_image = (u >= p) & (u < 3 * p)
-    if not bool(drop_image.any()):
-        return cond
-    null = prior.unconditional(cond)
-    image_only = drop_image & ~drop_text
-    device = cond.context.device
-    context = torch.where(_to_device(drop_image & drop_text, device)[:, None, None], null.context, cond.context)
-    if bool(image_only.any()):
-        empty = prior.condition([""] * b, first, last, fps)
-        swapped = cond.context - empty.context + null.context
-        context = torch.where(_to_device(image_only, device)[:, None, None], swapped, context)
-    return VideoCondition(context=context, concat=cond.concat, fps=cond.fps)
+    device = fps.device  # the training device: ICAdapt hands every input over there
+    mask = _to_device(drop_image, device) if bool(drop_image.any()) else None
+    return prior.condition(prompts, first, last, fps, drop_image=mask)
 
 
 def icadapt_loss(

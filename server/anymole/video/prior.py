@@ -121,6 +121,7 @@ class VideoPrior(Protocol):
         last: torch.Tensor | EncodedFrames | None,
         fps: torch.Tensor,
         num_frames: int | None = None,
+        drop_image: torch.Tensor | None = None,
     ) -> VideoCondition:
         """Build the conditioning for a batch of windows.
 
@@ -132,6 +133,9 @@ class VideoPrior(Protocol):
                 end frame.
             fps: ``(B,)`` frames per second of the window.
             num_frames: window length ``T`` (defaults to ``self.num_frames``).
+            drop_image: ``(B,)`` bool (any device): these samples get `unconditional`'s image tokens instead of
+                ``first``'s, their text and concat latents as given (ICAdapt's image dropout for
+                classifier-free guidance).
         """
         ...
 
