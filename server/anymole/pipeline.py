@@ -583,6 +583,8 @@ class AnyMoLePipeline:
         self.video = video or VideoSettings()
         self._priors: dict[str, _LoadedPrior] = {}
         self._load_lock = threading.Lock()
+        # device → its prior's load in a worker thread, shared by the jobs that wait for it (event loop only)
+        self._loading: dict[str, asyncio.Future[_LoadedPrior]] = {}
 
     def methods(self) -> Sequence[MethodSpec]:
         reason = self.video.unavailable_reason()
@@ -709,6 +711,24 @@ class AnyMoLePipeline:
             self._priors[device] = loaded
             return loaded
 
+    async def _prior_on(self, device: str) -> _LoadedPrior:
+        """The prior on ``device``, loading it in a worker thread on first use. A job cancelled while the prior
+        loads stops at once: a checkpoint load (about 30 s at full size) cannot be interrupted, so it goes on
+        for the jobs after it, which wait for the same load rather than start another. A failed load is
+        forgotten: the next job tries again."""
+        loaded = self._priors.get(device)
+        if loaded is not None:
+            return loaded
+        load = self._loading.get(device)
+        if load is None or (load.done() and (load.cancelled() or load.exception() is not None)):
+            load = asyncio.get_running_loop().run_in_executor(None, self._load_prior, device)
+            self._loading[device] = load
+        try:
+            return await asyncio.shield(load)
+        finally:
+            if load.done() and self._loading.get(device) is load:
+                del self._loading[device]
+
     async def _video(
         self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str
     ) -> AsyncIterator[Event]:
@@ -721,7 +741,7 @@ class AnyMoLePipeline:
         if first_load:
             report.set_plan([("load", 1.0)])
             report("load", 0.0)
-        loaded = await run_in_thread(token, self._load_prior, device)
+        loaded = await self._prior_on(device)
         load_s = time.perf_counter() - t0
         cfg = self._video_config(spec, loaded, device)
         windows = len(sampler_windows(timeline)) * len(cfg.sample_views)

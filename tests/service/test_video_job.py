@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -331,6 +332,35 @@ async def test_unreadable_checkpoint_fails_the_job_not_the_server(make_server, c
     small = await client.upload_character(tiny(5))
     after = [st.event async for st in client.inbetween(make_req(small))]
     assert isinstance(after[-1], Completed)
+
+
+async def test_cancel_while_the_prior_loads_stops_at_once_and_the_load_serves_the_next_job(make_server, connect):
+    pipeline = AnyMoLePipeline(TINY)
+    release, started, loads = threading.Event(), threading.Event(), []
+    load = pipeline._load_prior
+
+    def slow_load(device: str):  # a checkpoint that takes long to read
+        loads.append(device)
+        started.set()
+        assert release.wait(30)
+        return load(device)
+
+    pipeline._load_prior = slow_load
+    _server, port = await make_server(pipeline=pipeline)
+    client, up = await _fox(connect, port)
+    request = _request(client, up, keys=KEYS[:1])
+    first, _ = await client.submit(request)
+    assert await asyncio.to_thread(started.wait, 30)
+    await client.cancel(first)
+    events = await _events(client, first)
+    assert isinstance(events[-1], Cancelled)  # while the load still runs
+    assert not release.is_set() and "cpu" not in pipeline._priors
+    second, _ = await client.submit(request)
+    await asyncio.sleep(0.2)
+    release.set()
+    ran = await _events(client, second)
+    assert isinstance(ran[-1], Completed)
+    assert loads == ["cpu"]  # the second job waited for the first one's load, not a load of its own
 
 
 async def test_two_workers_on_one_device_take_turns_with_its_prior(make_server, connect):
