@@ -136,6 +136,7 @@ def fill(
     clip: Annotated[str | None, typer.Option(help="clip name (default: the first clip)")] = None,
     method: Annotated[str, typer.Option(help="'interp' (SLERP + cubic root, instant) or a server method")] = "interp",
     root: Annotated[str, typer.Option(help="root interpolation for interp: cubic or linear")] = "cubic",
+    preset: Annotated[str, typer.Option(help="a preset of a server method (the server lists them), e.g. for video: quality (the reference ICAdapt), fast, or turbo (compiled on the server's GPU: its first turbo job compiles for minutes)")] = "",
     server: Annotated[str | None, typer.Option(help="HOST:PORT of an anymole server; local when omitted")] = None,
     token: Annotated[str | None, typer.Option(envvar="ANYMOLE_TOKEN", help="bearer token for --server")] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM root certificate: talk TLS to --server")] = None,
@@ -167,11 +168,13 @@ def fill(
         from anymole.client import fill_remote
 
         res = fill_remote(server, asset, keys=key_list, out=out, clip=clip, context=(start, stop),
-                          method=method, preset=root if method == "interp" else "", token=token, tls_ca=tls_ca)
+                          method=method, preset=root if method == "interp" else preset, token=token, tls_ca=tls_ca)
         console.print(f"wrote {res.path} (job {res.job_id})")
         return
     if method != "interp":
         raise InvalidInput("--method", f"{method!r} needs a GPU server: pass --server HOST:PORT, or use interp")
+    if preset:
+        raise InvalidInput("--preset", "presets are for server methods; interp takes --root cubic|linear")
     if root not in ("cubic", "linear"):
         raise InvalidInput("--root", f"must be cubic or linear, got {root!r}")
     if out.suffix.lower() not in (".glb", ".bvh"):

@@ -48,3 +48,33 @@ def test_demo_command(tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "fox_fill.glb").read_bytes()[:4] == b"glTF"
     assert "83 frames" in res.output
+
+
+def test_fill_passes_a_method_preset_and_the_server_names_the_choices(tmp_path):
+    from anymole.pipeline import VideoSettings
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start():
+        cfg = ServerConfig(port=0, data_dir=tmp_path / "data", devices=("cpu",), video=VideoSettings(prior="tiny"))
+        server, port = build_server(cfg)
+        await server.start()
+        return server, port
+
+    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(60)
+    try:
+        args = ["fill", str(FOX), "--clip", "Survey", "--context", "0:49", "--keys", "72", "--out",
+                str(tmp_path / "fox.mp4"), "--server", f"127.0.0.1:{port}", "--method", "video", "--preset", "warp"]  # fmt: skip
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code != 0
+        message = str(res.exception)
+        assert "preset" in message and "'warp'" in message and "turbo" in message, message
+        assert server.jobs.list() == []  # refused at submit
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(0.0), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    local = CliRunner().invoke(app, ["fill", str(FOX), "--keys", "60", "--context", "0:40", "--preset", "fast"])
+    assert local.exit_code != 0 and "--preset" in str(local.exception)
