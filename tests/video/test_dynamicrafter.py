@@ -394,6 +394,33 @@ def test_lora_top_mode_trains_only_the_full_resolution_output_blocks(prior):
         assert torch.equal(now[name], value), name
 
 
+@pytest.mark.parametrize("mode", ["spatial", "full", "decoder"])
+def test_weight_modes_after_a_lora_mode_train_and_save_the_same_set(tmp_path, mode):
+    """A server process runs a turbo (LoRA) job, then a quality or fast one: that job trains the weights it
+    would in a fresh process (not the earlier adapters), and its saved weights load into a fresh process."""
+    fresh = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
+    selected = {id(p) for p in fresh.trainable_parameters(mode)}
+    expected = {n for n, p in fresh.named_parameters() if id(p) in selected}
+    used = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
+    used.load_state_dict(fresh.state_dict())
+    used.trainable_parameters("lora_top")
+    params = list(used.trainable_parameters(mode))
+    assert len(params) == len(expected)
+    assert not any(p.requires_grad for n, p in used.named_parameters() if "lora_" in n)
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.add_(0.01 * (i + 1))
+    path = tmp_path / "adapted.safetensors"
+    used.save_adapted(path)
+    assert set(json.loads(path.with_suffix(".safetensors.json").read_text())["keys"]) == expected
+    fresh.load_adapted(path)  # into a process without adapters
+    used.load_adapted(path)  # and back into one with them
+    trained = dict(fresh.named_parameters())
+    for name, p in used.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p, trained[name.replace(".base_layer.", ".")]), name
+
+
 @pytest.mark.parametrize("mode", ["spatial", "lora", "decoder", "lora_decoder", "lora_top"])
 def test_save_and_load_adapted_round_trip(tmp_path, mode):
     src = DynamiCrafterPrior(DynamiCrafterConfig.tiny())

@@ -551,7 +551,7 @@ class DynamiCrafterPrior(nn.Module):
                 adapters of the output blocks at full latent resolution only, ``output_blocks.9–11`` at full
                 size: the backward pass covers a fifth of the forward's FLOPs and keeps only those blocks'
                 activations). LoRA modes inject adapters where they train, on first use; adapters another
-                LoRA mode injected earlier stay, frozen.
+                LoRA mode injected earlier stay, frozen; the weight modes never train adapters.
 
         Returns:
             A list of the trainable parameters.
@@ -561,6 +561,7 @@ class DynamiCrafterPrior(nn.Module):
         if mode.startswith("lora"):
             self._inject_lora(self._lora_prefixes(mode))
         self.requires_grad_(False)
+        adapters = {name: p for name, p in self.unet.named_parameters() if "lora_" in name}
         if mode == "spatial":
             params = self._spatial_parameters()
         elif mode == "full":
@@ -569,23 +570,32 @@ class DynamiCrafterPrior(nn.Module):
             params = self._decoder_parameters()
         else:
             prefixes = self._lora_prefixes(mode)
-            params = [p for name, p in self.unet.named_parameters() if "lora_" in name and name.startswith(prefixes)]
+            params = [p for name, p in adapters.items() if name.startswith(prefixes)]
+        if not mode.startswith("lora"):  # adapters an earlier LoRA mode injected are no weights of these sets
+            ids = {id(p) for p in adapters.values()}
+            params = [p for p in params if id(p) not in ids]
         for p in params:
             p.requires_grad_(True)
         self.train_mode = mode
         return params
 
+    def _named_weights(self) -> dict[str, nn.Parameter]:
+        """Parameters by the names they have without LoRA adapters (peft renames an adapted ``x.weight`` to
+        ``x.base_layer.weight``), so that weights saved with and without adapters beside them load either way."""
+        return {name.replace(".base_layer.", "."): p for name, p in self.named_parameters()}
+
     def _header(self) -> dict[str, Any]:
         return {"backend": BACKEND, "config": self.config.to_dict()}
 
     def save_adapted(self, path: Path) -> None:
-        """Write the trainable parameters (as last selected) to ``path`` (safetensors) and ``path.json``."""
+        """Write the trainable parameters (as last selected) to ``path`` (safetensors) and ``path.json``, by
+        their names without LoRA adapters (`_named_weights`)."""
         from safetensors.torch import save_file
 
         if self.train_mode is None:
             raise InvalidInput("mode", "call trainable_parameters(mode) before save_adapted")
         path = Path(path)
-        trainable = {n: p.detach().cpu().contiguous() for n, p in self.named_parameters() if p.requires_grad}
+        trainable = {n: p.detach().cpu().contiguous() for n, p in self._named_weights().items() if p.requires_grad}
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(trainable, str(path))
         header = self._header() | {"mode": self.train_mode, "keys": sorted(trainable)}
@@ -609,7 +619,7 @@ class DynamiCrafterPrior(nn.Module):
             raise ModelUnavailable(name, "they were adapted from another model or config: run ICAdapt again")
         self.trainable_parameters(header["mode"])
         tensors = load_file(str(path))
-        params = dict(self.named_parameters())
+        params = self._named_weights()
         misfit = {k for k, v in tensors.items() if k not in params or params[k].shape != v.shape}
         bad = sorted(misfit | (set(tensors) ^ set(header["keys"])))  # ^: keys the header lists but the file lacks
         if bad:
