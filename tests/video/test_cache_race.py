@@ -164,3 +164,17 @@ def test_a_failed_put_leaves_nothing_and_keeps_the_entry_it_replaces(tmp_path) -
         cache.put("k", Full())
     prior = FilePrior()
     assert cache.load_into("k", prior) and prior.loaded == _payload(0) and len(_entries(tmp_path / "k")) == 2
+
+
+@pytest.mark.timeout(30)
+def test_a_broken_entry_is_a_miss_and_the_next_put_replaces_it(tmp_path) -> None:
+    cache = AdaptationCache(tmp_path)
+    cache.put("k", FilePrior(_payload(0)))
+    shutil.rmtree((tmp_path / "k" / "current").resolve())  # deleted by hand: the link dangles
+    assert not cache.load_into("k", FilePrior())
+    cache.put("k", FilePrior(_payload(1)))
+    ((tmp_path / "k" / "current").resolve() / WEIGHTS_FILE).unlink()  # its weights lost (a crash, say)
+    assert not cache.load_into("k", FilePrior())
+    cache.put("k", FilePrior(_payload(2)))
+    prior = FilePrior()
+    assert cache.load_into("k", prior) and prior.loaded == _payload(2) and len(_entries(tmp_path / "k")) == 2

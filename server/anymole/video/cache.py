@@ -172,17 +172,20 @@ class AdaptationCache:
     def _hold(self, key: str) -> tuple[Path, int] | None:
         """The current entry of ``key`` and an fd holding its shared lock, so that no write deletes it while it
         is read; None when there is none. The entry can be superseded and deleted between reading the link
-        and taking the lock: then the link is read again."""
-        while True:
-            entry = self._target(key)
-            if entry is None:
-                return None
+        and taking the lock (or previous-layout files deleted): then the link is read again. An entry that is
+        still current yet gone or without weights (deleted by hand, lost in a crash) counts as none: the next
+        write replaces it."""
+        entry = self._target(key)
+        while entry is not None:
             fd = _lock(entry, fcntl.LOCK_SH)
-            if fd is None:
-                continue
-            if (entry / WEIGHTS_FILE).is_file():  # false only for previous-layout files deleted meanwhile
-                return entry, fd
-            os.close(fd)
+            if fd is not None:
+                if (entry / WEIGHTS_FILE).is_file():
+                    return entry, fd
+                os.close(fd)
+            if (again := self._target(key)) == entry:
+                return None
+            entry = again
+        return None
 
     @staticmethod
     def _collect(folder: Path) -> None:
