@@ -149,8 +149,8 @@ class ICAdaptConfig:
         (``mode="lora_top"``: the backward pass covers those three blocks, no weight gradients), without
         gradient checkpointing, through a compiled denoiser, at `LORA_LR` (the recipe's 1e-5 is a full-weight
         fine-tune's rate; which rate adapts LoRA adapters best is not measured here). The first run in a process
-        compiles: about 3.5 min on an H200 with an empty inductor cache, half a minute with a warm one (the cache
-        is on disk, so it outlives the process); later runs of the same shapes reuse the graphs. 0.50 s a step,
+        compiles: about 3 min on an H200 with empty compile caches, under half a minute with warm ones (the
+        caches are on disk, so they outlive the process); later runs of the same shapes reuse the graphs. 0.50 s a step,
         47.5 GiB on an H200. Pass ``compile=False`` where compiling does not pay (a CPU): 0.65 s a step eager, 56
         GiB. A partial fine-tune, like `fast`; its adaptation quality is not measured here."""
         return replace(
@@ -352,12 +352,10 @@ def icadapt(
                 result.first_step_seconds = time.perf_counter() - start
             if on_step is not None:
                 on_step("icadapt", (step + 1) / cfg.steps)
+        result.losses = torch.stack(losses).tolist()  # waits for the last step
     finally:
         # The trainable set keeps requires_grad: backends save exactly those tensors as the adapted weights.
         optimizer.zero_grad(set_to_none=True)  # a run cut short (cancel, out of memory) leaves no gradients
-        if losses:
-            with contextlib.suppress(RuntimeError):  # a broken device must not hide the error that broke it
-                result.losses = torch.stack(losses).tolist()
         result.seconds = time.perf_counter() - start
         if checkpointing is not None:
             checkpointing(False)
