@@ -51,7 +51,7 @@ from anymole.video.unet3d import (
 )
 from anymole.video.vae import VAEConfig, build_vae
 
-__all__ = ["DynamiCrafterConfig", "DynamiCrafterPrior"]
+__all__ = ["DynamiCrafterConfig", "DynamiCrafterPrior", "base_name"]
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +226,12 @@ def _lora_targets(unet: UNet3D, prefixes: tuple[str, ...]) -> list[str]:
         and "lora_" not in name
         and not name.endswith(".base_layer")
     ]
+
+
+def base_name(name: str) -> str:
+    """The name a parameter or state-dict entry has without LoRA adapters (peft renames an adapted projection's
+    ``x.weight`` to ``x.base_layer.weight``)."""
+    return name.replace(".base_layer.", ".")
 
 
 def _adapter_seed(seed: int, name: str) -> int:
@@ -580,9 +586,9 @@ class DynamiCrafterPrior(nn.Module):
         return params
 
     def _named_weights(self) -> dict[str, nn.Parameter]:
-        """Parameters by the names they have without LoRA adapters (peft renames an adapted ``x.weight`` to
-        ``x.base_layer.weight``), so that weights saved with and without adapters beside them load either way."""
-        return {name.replace(".base_layer.", "."): p for name, p in self.named_parameters()}
+        """Parameters by their `base_name`, so that weights saved with and without adapters beside them load
+        either way."""
+        return {base_name(name): p for name, p in self.named_parameters()}
 
     def _header(self) -> dict[str, Any]:
         return {"backend": BACKEND, "config": self.config.to_dict()}

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from anymole.errors import AssetError, ModelUnavailable
-from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
+from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior, base_name
 from anymole.video.openclip import unused_text_entries, unused_vision_entries
 from anymole.video.vae import from_ldm_tensor, to_ldm_key, to_ldm_tensor
 
@@ -158,7 +158,7 @@ def _checkpoint_key(key: str, levels: int) -> str:
 
 def _model_keys(prior: DynamiCrafterPrior) -> dict[str, torch.Tensor]:
     """Our state dict without LoRA adapters (peft's ``base_layer`` holds the original weight)."""
-    return {k.replace(".base_layer.", "."): v for k, v in prior.state_dict().items() if "lora_" not in k}
+    return {base_name(k): v for k, v in prior.state_dict().items() if "lora_" not in k}
 
 
 def checkpoint_key_map(prior: DynamiCrafterPrior) -> dict[str, str]:
