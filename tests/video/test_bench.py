@@ -218,3 +218,28 @@ def test_variants_of_fewer_clips_are_not_compared(tmp_path) -> None:
     text = page.read_text()
     assert "| spatial_b8x1 | 5 | — | 1.500 |" in text
     assert "spatial → spatial_b8x1" not in text and "| spatial → spatial_sac | 2.500 | 2.400 |" in text
+
+
+def test_each_icadapt_variant_runs_without_another_modes_adapters() -> None:
+    """Adapters stay in a prior once injected: a LoRA variant timed on a prior an earlier variant of another
+    mode adapted would also run (and pay for) that variant's adapters."""
+    import torch
+
+    from anymole.video.bench import VideoBenchConfig, run_video_bench
+    from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
+
+    built: list[DynamiCrafterPrior] = []
+
+    def make_prior(dtype: torch.dtype) -> DynamiCrafterPrior:
+        built.append(DynamiCrafterPrior(DynamiCrafterConfig.tiny(), device="cpu", dtype=dtype))
+        return built[-1]
+
+    variants = (("lora_decoder", "none", 8, False), ("lora_decoder", "full", 8, False), ("lora_top", "none", 8, False))
+    cfg = VideoBenchConfig(model="tiny", device="cpu", phases=("icadapt",), icadapt_steps=1, icadapt_variants=variants)
+    out = run_video_bench(cfg, make_prior=make_prior)
+    assert all(v["step_s"] > 0 for v in out["icadapt"].values()), out["icadapt"]
+    adapted = [{tuple(n.split(".")[:2]) for n, _ in prior.unet.named_parameters() if "lora_" in n} for prior in built]
+    blocks = len(built[0].unet.output_blocks)
+    top = {("output_blocks", str(i)) for i in range(blocks - built[0].config.unet.num_res_blocks - 1, blocks)}
+    # the two lora_decoder variants share a prior; lora_top gets a fresh one, with its own blocks' adapters only
+    assert len(built) == 2 and adapted[0] > top and adapted[1] == top

@@ -285,9 +285,14 @@ def _icadapt(
     bank = ClipBank(videos, gather_clips(1, frames, k=WINDOW_SLOTS, strides=(1,)), "a character walking")
     results: dict[str, Any] = {}
     out["icadapt"] = results
+    adapted: str | None = None  # the LoRA mode whose adapters `prior` holds
     for i, (mode, ckpt, batch, compiled) in enumerate(cfg.icadapt_variants):
         if i > 0 and over():
             break
+        if adapted not in (None, mode):  # adapters stay once injected: they would run in this variant's steps
+            del prior
+            prior = make_prior(torch.float32)
+        adapted = mode if mode.startswith("lora") else None
         name = _variant_name(mode, ckpt, batch, compiled)
         stamps: list[float] = []
 
