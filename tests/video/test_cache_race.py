@@ -171,7 +171,7 @@ def test_a_broken_entry_is_a_miss_and_the_next_put_replaces_it(tmp_path) -> None
     cache = AdaptationCache(tmp_path)
     cache.put("k", FilePrior(_payload(0)))
     shutil.rmtree((tmp_path / "k" / "current").resolve())  # deleted by hand: the link dangles
-    assert not cache.load_into("k", FilePrior())
+    assert "k" not in cache and not cache.load_into("k", FilePrior())
     cache.put("k", FilePrior(_payload(1)))
     ((tmp_path / "k" / "current").resolve() / WEIGHTS_FILE).unlink()  # its weights lost (a crash, say)
     assert not cache.load_into("k", FilePrior())

@@ -109,7 +109,11 @@ class AdaptationCache:
         return self.root / key / CURRENT / WEIGHTS_FILE
 
     def __contains__(self, key: str) -> bool:
-        return self._target(key) is not None
+        """Whether `load_into` would find an entry of ``key`` now."""
+        held = self._hold(key)
+        if held is not None:
+            os.close(held[1])
+        return held is not None
 
     def put(self, key: str, prior: VideoPrior) -> Path:
         """Save ``prior``'s adapted weights under ``key`` (replacing any entry) and return their path."""
