@@ -124,3 +124,33 @@ def test_timesteps_are_looked_up_where_they_live() -> None:
     # On the CPU the values are the table's, -1 meaning clean.
     cpu = s.alpha_bar(torch.tensor([-1, 0, 999]), torch.zeros(3, 1))
     torch.testing.assert_close(cpu[:, 0], torch.tensor([1.0, float(s.alphas_cumprod[0]), 0.0]))
+
+
+def test_coefficients_of_int_and_tensor_timesteps_agree_and_tables_are_kept_per_device() -> None:
+    s = DDIMSchedule()
+    like = torch.zeros(3, 2, 2)
+    t = torch.tensor([0, 500, 999])
+    batch = s.alpha_bar(t, like)
+    assert batch.shape == (3, 1, 1) and batch.dtype == torch.float32
+    for i, ti in enumerate(t.tolist()):
+        one = s.alpha_bar(ti, like)
+        assert one.ndim == 0 and one.device.type == "cpu"
+        assert float(one) == float(batch[i])  # the same float32 either way
+        assert float(s.signal_scale(ti, like)) == float(s.signal_scale(t, like)[i])
+    assert float(s.alpha_bar(-1, like)) == 1.0 == float(s.alpha_bar(torch.tensor([-1]), like)[0])
+    assert set(s._device_tables) == {("alphas_cumprod", torch.device("cpu")), ("scale_arr", torch.device("cpu"))}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_coefficients_never_make_the_host_wait_for_the_device() -> None:
+    s = DDIMSchedule()
+    x0 = torch.randn(4, 4, 16, 8, 8, device="cuda")
+    noise, t = torch.randn_like(x0), torch.randint(0, 1000, (4,), device="cuda")
+    s.add_noise(x0, noise, t)  # the first call copies the tables to the device
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        s.add_noise(x0, noise, t)
+        s.training_target(x0, noise, t)
+        s.add_noise(x0, noise, 500)  # the sampler's int timestep
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

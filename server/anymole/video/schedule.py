@@ -115,15 +115,25 @@ class DDIMSchedule:
             self.scale_arr = torch.cat([ramp, rest.double()])[:num_train_timesteps]
         self.timesteps: torch.Tensor | None = None
         self._prev: dict[int, int] = {}
+        # (table name, device) → that table on the device (see `_gather`)
+        self._device_tables: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     # ------------------------------------------------------------------ per-timestep coefficients
-    def _gather(self, table: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
-        """``table[t]`` with ``t = -1`` meaning 1.0 (clean), broadcast to ``like``'s rank over dim 0.
+    def _gather(self, name: str, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+        """``table[t]`` of the float64 table attribute ``name``, with ``t = -1`` meaning 1.0 (clean), float32,
+        broadcast to ``like``'s rank over dim 0.
 
-        The lookup runs where ``t`` lives (the 1000-entry table goes there), so a ``(B,)`` GPU timestep never
-        waits on a device → host copy inside the training loop."""
-        t = torch.as_tensor(t, dtype=torch.long)
-        table = table.to(t.device)
+        Neither path makes the host wait for the device: an int ``t`` (the sampler's) gives a 0-dim host
+        tensor, which device kernels take as an argument; a ``(B,)`` timestep tensor is looked up where it lives,
+        in a copy of the table kept per device (a copy from pageable host memory makes the host wait for all
+        queued device work, once per call inside ICAdapt's loop)."""
+        table: torch.Tensor = getattr(self, name)
+        if not isinstance(t, torch.Tensor):
+            return torch.tensor(float(table[t]) if t >= 0 else 1.0, dtype=torch.float32)
+        key = (name, t.device)
+        if key not in self._device_tables:
+            self._device_tables[key] = table.to(t.device)
+        table = self._device_tables[key]
         vals = torch.where(t >= 0, table[t.clamp(min=0)], torch.ones((), dtype=table.dtype, device=t.device))
         vals = vals.to(device=like.device, dtype=torch.float32)
         if vals.ndim == 0:
@@ -132,11 +142,11 @@ class DDIMSchedule:
 
     def alpha_bar(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
         """``ᾱ_t`` broadcastable to ``like`` (``t`` scalar or ``(B,)``; ``-1`` gives 1)."""
-        return self._gather(self.alphas_cumprod, t, like)
+        return self._gather("alphas_cumprod", t, like)
 
     def signal_scale(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
         """Dynamic-rescale factor ``s_t`` broadcastable to ``like`` (1 where the rescale is off or ``t = -1``)."""
-        return self._gather(self.scale_arr, t, like)
+        return self._gather("scale_arr", t, like)
 
     # ------------------------------------------------------------------ forward process
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
