@@ -394,6 +394,42 @@ def test_lora_top_mode_trains_only_the_full_resolution_output_blocks(prior):
         assert torch.equal(now[name], value), name
 
 
+def test_only_the_modes_own_adapters_run_in_forward_passes(prior):
+    model = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
+    model.load_state_dict(prior.state_dict())
+    cond, z, t = _cond(model), torch.randn(1, 4, T, 8, 8), torch.tensor([600])
+    with torch.no_grad():
+        plain = model.predict(z, t, cond)
+    list(model.trainable_parameters("lora_decoder"))  # adapters in the middle and output blocks
+    ran: list[str] = []
+    for name, module in model.unet.named_modules():
+        if name.endswith(".lora_A.default"):
+            module.register_forward_hook(lambda m, i, o, name=name: ran.append(name))
+
+    def block(name: str) -> str:  # "output_blocks.9.1.transformer_blocks…" → "output_blocks.9"
+        return ".".join(name.split(".")[:2])
+
+    def adapters_run(mode: str) -> set[str]:
+        list(model.trainable_parameters(mode))
+        ran.clear()
+        with torch.no_grad():
+            out = model.predict(z, t, cond)
+        torch.testing.assert_close(out, plain, rtol=0, atol=0)  # every adapter at its identity start
+        return {block(n) for n in ran}
+
+    adapted = {block(n) for n, _ in model.unet.named_modules() if n.endswith(".lora_A.default")}
+    top = len(model.unet.output_blocks) - model.config.unet.num_res_blocks - 1
+    assert "middle_block.1" in adapted and adapters_run("lora_decoder") == adapted
+    assert adapters_run("lora_top") == {f"output_blocks.{i}" for i in range(top, len(model.unet.output_blocks))}
+    assert adapters_run("spatial") == set()  # a weight mode's job skips every adapter
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+    assert adapters_run("lora_top") and all(
+        p.requires_grad == (n.startswith("unet.output_blocks.") and int(n.split(".")[2]) >= top)
+        for n, p in model.named_parameters()
+        if "lora_" in n
+    )
+
+
 @pytest.mark.parametrize("mode", ["spatial", "full", "decoder"])
 def test_weight_modes_after_a_lora_mode_train_and_save_the_same_set(tmp_path, mode):
     """A server process runs a turbo (LoRA) job, then a quality or fast one: that job trains the weights it

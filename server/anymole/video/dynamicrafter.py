@@ -20,7 +20,6 @@ import dataclasses
 import json
 import logging
 import math
-import warnings
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -517,13 +516,22 @@ class DynamiCrafterPrior(nn.Module):
             r=self.config.lora_rank, lora_alpha=self.config.lora_alpha, lora_dropout=0.0, target_modules=targets
         )
         device = self.unet.device
+        # A second round (another LoRA mode's blocks) adds layers to the same "default" adapter; peft, finding
+        # its record of the first round, would warn as if a second adapter were meant. Nothing reads the record.
+        vars(self.unet).pop("peft_config", None)
         # peft draws the adapters from the global RNG: leave it as the caller had it (they are re-drawn below)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), warnings.catch_warnings():
-            # a second round (another LoRA mode's blocks) adds to the same "default" adapter, which peft
-            # warns of as if a second adapter were meant
-            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             inject_adapter_in_model(lora, self.unet)
         self._reset_adapters(tuple(f"{t}." for t in targets), LORA_SEED)
+
+    def _run_adapters(self, prefixes: tuple[str, ...] | None) -> None:
+        """Run the LoRA adapters under ``prefixes`` in forward passes and skip all others (``None``: all).
+        Adapters stay once injected; outside their mode they are at their identity start (a job's weights are
+        restored after it), so skipping them changes no output and saves their matmuls: another LoRA mode's
+        in a LoRA job, every adapter in a weight mode's job and its sampling."""
+        for name, module in self.unet.named_modules():
+            if getattr(module, "lora_A", None) is not None:  # peft's adapted layer
+                module.enable_adapters(prefixes is not None and f"{name}.".startswith(prefixes))
 
     def reset_adapters(self, seed: int = LORA_SEED) -> None:
         """Put every LoRA adapter back at its identity start, the same on every device, in every process and
@@ -564,8 +572,10 @@ class DynamiCrafterPrior(nn.Module):
         """
         if mode not in TRAIN_MODES:
             raise InvalidInput("mode", f"expected one of {TRAIN_MODES}, got {mode!r}")
-        if mode.startswith("lora"):
+        lora = mode.startswith("lora")
+        if lora:
             self._inject_lora(self._lora_prefixes(mode))
+        self._run_adapters(self._lora_prefixes(mode) if lora else None)  # before requires_grad: peft sets it
         self.requires_grad_(False)
         adapters = {name: p for name, p in self.unet.named_parameters() if "lora_" in name}
         if mode == "spatial":
