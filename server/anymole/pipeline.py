@@ -468,10 +468,11 @@ _VIDEO_DESCRIPTION = (
     "in-between video with two-stage guided sampling (Algorithm 2), streams a preview frame per window; result: "
     "the generated video (MP4; no motion until the joint estimator and mimicking exist)"
 )
-# Relative stage costs for ETAs, in seconds of one H100 at full size (docs/benchmarks.md, "Video prior"):
-# an ICAdapt step of 8 clips ≈ 2 s, one denoiser step of a window ≈ 0.25 s, a rendered frame per view
-# ≈ 10 ms, reading the 10 GB checkpoint ≈ 30 s.
-_COST_ICADAPT_STEP = 2.0
+# Relative stage costs for ETAs, in seconds at full size on an H100/H200 (docs/benchmarks.md, "Video prior"):
+# an ICAdapt step of 8 clips ≈ 1.6–2.3 s (quality), 1.1–1.7 s (fast), 0.5 s (turbo, whose first job in a process
+# also compiles for minutes: one step's weight can't carry that), one denoiser step of a window ≈ 0.25 s, a
+# rendered frame per view ≈ 10 ms, reading the 10 GB checkpoint ≈ 30 s.
+_COST_ICADAPT_STEP = {"spatial": 2.0, "decoder": 1.4, "lora_top": 0.5}  # by the presets' training modes
 _COST_WINDOW_STEP = 0.25
 _COST_RENDER_FRAME = 0.01
 _COST_LOAD = 30.0
@@ -748,7 +749,7 @@ class AnyMoLePipeline:
         frames = timeline.render_context_frames + timeline.num_gaps
         plan = ([("load", _COST_LOAD if not self.video.tiny else 1.0)] if first_load else []) + [
             ("render", _COST_RENDER_FRAME * cfg.views * frames),
-            ("icadapt", _COST_ICADAPT_STEP * cfg.icadapt.steps),
+            ("icadapt", _COST_ICADAPT_STEP.get(cfg.icadapt.mode, 2.0) * cfg.icadapt.steps),
             ("sample", _COST_WINDOW_STEP * windows * cfg.sampler.num_steps),
         ]
         report.set_plan(plan)
