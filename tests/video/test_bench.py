@@ -243,3 +243,29 @@ def test_each_icadapt_variant_runs_without_another_modes_adapters() -> None:
     top = {("output_blocks", str(i)) for i in range(blocks - built[0].config.unet.num_res_blocks - 1, blocks)}
     # the two lora_decoder variants share a prior; lora_top gets a fresh one, with its own blocks' adapters only
     assert len(built) == 2 and adapted[0] > top and adapted[1] == top
+
+
+def test_a_failed_warm_compile_keeps_the_variants_cold_figures(monkeypatch) -> None:
+    from anymole.video import bench
+    from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
+    from anymole.video.icadapt import AdaptedWeights
+
+    calls: list[int] = []
+
+    def fake_icadapt(prior, bank, cfg, on_step=None):  # a compiled run: its first step took 5 s
+        calls.append(cfg.steps)
+        if len(calls) == 2:
+            raise RuntimeError("the warm compile broke")
+        for s in range(cfg.steps):
+            on_step("icadapt", (s + 1) / cfg.steps)
+        return AdaptedWeights(cfg, losses=[1.0] * cfg.steps, trainable_parameters=7, first_step_seconds=5.0)
+
+    monkeypatch.setattr(bench, "icadapt", fake_icadapt)
+    cfg = bench.VideoBenchConfig(
+        model="tiny", device="cpu", phases=("icadapt",), icadapt_steps=2, icadapt_variants=(("lora_top", "none", 8, True),)
+    )
+    out = bench.run_video_bench(cfg, make_prior=lambda dtype: DynamiCrafterPrior(DynamiCrafterConfig.tiny(), dtype=dtype))
+    row = out["icadapt"]["lora_top_no_ckpt_b8x1_compiled"]
+    assert calls == [3, 1]  # the timed run (warm-up + 2), then the warm compile's one step
+    assert row["step_s"] >= 0 and row["compile_s"] == pytest.approx(5.0 - row["step_s"])
+    assert row["compile_warm_error"] == "RuntimeError: the warm compile broke" and "compile_warm_s" not in row
