@@ -365,6 +365,7 @@ def serve(
     video_icadapt_steps: Annotated[int | None, typer.Option(min=1, help="ICAdapt steps of every video job (default: the presets' 500)")] = None,
     video_ddim_steps: Annotated[int | None, typer.Option(min=1, help="DDIM steps per sampler window of a video job (default: 50)")] = None,
     video_size: Annotated[str | None, typer.Option(help="render size WxH of video jobs, multiples of 8 (default: the prior's: 512x320, 64x64 for tiny)")] = None,
+    video_warmup: Annotated[bool, typer.Option(help="load the video prior on every device at start and compile the turbo preset on GPUs (minutes the first time on a machine, under a minute later), so the first jobs don't wait for it")] = False,
 ) -> None:
     """Run the gRPC server the Unity and Unreal plugins talk to (anymole.v1.AnyMoLeService).
 
@@ -375,7 +376,7 @@ def serve(
 
     The 'video' method (render, ICAdapt, two-stage sampling; previews stream, the result is an MP4) needs a prior:
 
-      anymole serve --video-prior ~/.cache/anymole/models/dynamicrafter-512-interp/model.ckpt
+      anymole serve --video-prior ~/.cache/anymole/models/dynamicrafter-512-interp/model.ckpt --video-warmup
 
       anymole serve --video-prior tiny --video-icadapt-steps 2 --video-ddim-steps 2 --video-size 96x64   # CPU dry run
     """
@@ -383,11 +384,16 @@ def serve(
     import dataclasses
     import logging
 
+    from anymole.errors import InvalidInput
     from anymole.service.server import ServerConfig
     from anymole.service.server import serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    video = _video_settings(video_prior, video_icadapt_steps, video_ddim_steps, video_size)
+    video = dataclasses.replace(
+        _video_settings(video_prior, video_icadapt_steps, video_ddim_steps, video_size), warmup=video_warmup
+    )
+    if video_warmup and video.prior is None:
+        raise InvalidInput("--video-warmup", "there is no video prior to warm up: add --video-prior PATH (or tiny)")
     if video.prior is not None:
         _keep_compiled_graphs(data_dir.expanduser())
     cfg = ServerConfig(host=host, port=port, data_dir=data_dir.expanduser(), devices=tuple(device or ("auto",)),

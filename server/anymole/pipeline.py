@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
+import logging
 import math
 import threading
 import time
@@ -83,6 +85,8 @@ __all__ = [
 
 DEFAULT_CHUNK_FRAMES = 30
 """Frames per `MotionChunk` when the request leaves it to the server (one second at 30 fps)."""
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -388,6 +392,31 @@ async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, *
         raise
 
 
+def _in_daemon_thread(fn: Callable[[], _T]) -> asyncio.Future[_T]:
+    """``fn()`` in a daemon thread, as a future of the running loop: for work that cannot stop midway (a
+    compile of minutes) and that a stopping process should not wait for. Cancelling the future leaves the
+    thread running until ``fn`` returns."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[_T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not fut.done():  # cancelled meanwhile
+            outcome()
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting task
+            done = functools.partial(settle, functools.partial(fut.set_exception, exc))
+        else:
+            done = functools.partial(settle, functools.partial(fut.set_result, result))
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(done)
+
+    threading.Thread(target=run, name="anymole-daemon", daemon=True).start()
+    return fut
+
+
 # ---------------------------------------------------------------------------------------------- pipelines
 @dataclass(frozen=True)
 class MethodSpec:
@@ -494,6 +523,9 @@ class VideoSettings:
         views: orbit views rendered for ICAdapt (4).
         cache_dir: where ICAdapt results are cached per (model, character, context, settings); ``None``: no
             cache (`anymole serve` puts it in the data directory).
+        warmup: when the server starts, load the prior on every device and, on CUDA devices, compile the
+            ``turbo`` preset there (`anymole.video.generate.warm_up`), so the first jobs do not pay for either;
+            jobs that arrive meanwhile wait for it.
     """
 
     prior: str | None = None
@@ -503,6 +535,7 @@ class VideoSettings:
     height: int | None = None
     views: int = 4
     cache_dir: Path | None = None
+    warmup: bool = False
 
     def __post_init__(self) -> None:
         for name in ("icadapt_steps", "ddim_steps", "width", "height"):
@@ -646,19 +679,20 @@ class AnyMoLePipeline:
                 yield event
 
     # ------------------------------------------------------------------ video
-    def _video_config(self, spec: JobSpec, loaded: _LoadedPrior, device: str) -> VideoJobConfig:
+    def _video_config(self, preset: str, seed: int, loaded: _LoadedPrior, device: str) -> VideoJobConfig:
+        """A video job's settings: ``preset`` (``""``: the default) and ``seed`` on ``device``'s prior."""
         from anymole.video.caption import DEFAULT_CAPTION_MODEL
         from anymole.video.generate import VideoJobConfig
         from anymole.video.icadapt import ICAdaptConfig
         from anymole.video.sampler import SamplerConfig
 
         v = self.video
-        adapt = getattr(ICAdaptConfig, _ICADAPT_PRESETS[spec.preset or "quality"])()
+        adapt = getattr(ICAdaptConfig, _ICADAPT_PRESETS[preset or "quality"])()
         if adapt.compile and not device.startswith("cuda"):  # a compile pays back over a GPU's fast steps only
             adapt = replace(adapt, compile=False)
         if v.icadapt_steps is not None:
             adapt = replace(adapt, steps=v.icadapt_steps)
-        sampler = SamplerConfig(seed=spec.seed)
+        sampler = SamplerConfig(seed=seed)
         if v.ddim_steps is not None:
             sampler = replace(sampler, num_steps=v.ddim_steps)
         height, width = loaded.resolution
@@ -712,6 +746,28 @@ class AnyMoLePipeline:
             self._priors[device] = loaded
             return loaded
 
+    async def warm_up(self, devices: Sequence[str]) -> None:
+        """`VideoSettings.warmup`: load the prior on each of ``devices`` and, on CUDA devices, compile the
+        ``turbo`` preset (one ICAdapt step on random frames, holding the prior as a job would). Devices warm up
+        one after another (checkpoint loads take turns anyway). Nothing to do without ``warmup`` or a prior."""
+        if not self.video.warmup or self.video.unavailable_reason():
+            return
+        from anymole.video.generate import warm_up
+
+        for device in dict.fromkeys(devices):
+            loaded = await self._prior_on(device)
+            log.info("video prior loaded on %s", device)
+            if not device.startswith("cuda"):
+                continue
+            cfg = self._video_config("turbo", 0, loaded, device)
+
+            def compile_turbo(loaded: _LoadedPrior = loaded, cfg: VideoJobConfig = cfg) -> float:
+                with loaded.exclusive(CancelToken()) as prior:
+                    return warm_up(prior, cfg, loaded.schedule)
+
+            seconds = await _in_daemon_thread(compile_turbo)
+            log.info("turbo preset compiled on %s in %.0f s", device, seconds)
+
     async def _prior_on(self, device: str) -> _LoadedPrior:
         """The prior on ``device``, loading it in a worker thread on first use. A job cancelled while the prior
         loads stops at once: a checkpoint load (about 30 s at full size) cannot be interrupted, so it goes on
@@ -744,7 +800,7 @@ class AnyMoLePipeline:
             report("load", 0.0)
         loaded = await self._prior_on(device)
         load_s = time.perf_counter() - t0
-        cfg = self._video_config(spec, loaded, device)
+        cfg = self._video_config(spec.preset, spec.seed, loaded, device)
         windows = len(sampler_windows(timeline)) * len(cfg.sample_views)
         frames = timeline.render_context_frames + timeline.num_gaps
         plan = ([("load", _COST_LOAD if not self.video.tiny else 1.0)] if first_load else []) + [

@@ -334,6 +334,21 @@ async def test_unreadable_checkpoint_fails_the_job_not_the_server(make_server, c
     assert isinstance(after[-1], Completed)
 
 
+async def test_warm_up_loads_the_prior_when_the_server_starts(make_server, connect, tmp_path):
+    pipeline = AnyMoLePipeline(dataclasses.replace(TINY, warmup=True))
+    server, port = await make_server(pipeline=pipeline)
+    assert server.warm_up is not None
+    await asyncio.wait_for(server.warm_up, 60)
+    assert "cpu" in pipeline._priors  # before any job (on a CPU there is nothing to compile)
+    client, up = await _fox(connect, port)
+    events = [st.event async for st in client.inbetween(_request(client, up, keys=KEYS[:1]))]
+    assert isinstance(events[-1], Completed)
+    assert "load" not in {e.stage for e in events if isinstance(e, Progress)}  # the job found it loaded
+    cold, _ = await make_server(pipeline=AnyMoLePipeline(TINY), data_dir=tmp_path / "cold")
+    await asyncio.wait_for(cold.warm_up, 60)
+    assert cold.jobs.pipeline._priors == {}  # without warmup nothing loads before a job
+
+
 async def test_cancel_while_the_prior_loads_stops_at_once_and_the_load_serves_the_next_job(make_server, connect):
     pipeline = AnyMoLePipeline(TINY)
     release, started, loads = threading.Event(), threading.Event(), []

@@ -43,9 +43,9 @@ def test_bad_video_size_names_the_flag(size: str, field: str) -> None:
 
 
 def test_serve_help_teaches_the_video_flags() -> None:
-    res = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
+    res = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "240"})  # rich wraps to COLUMNS
     assert res.exit_code == 0, res.output
-    for flag in ("--video-prior", "--video-icadapt-steps", "--video-ddim-steps", "--video-size", "models pull"):
+    for flag in ("--video-prior", "--video-icadapt-steps", "--video-ddim-steps", "--video-size", "--video-warmup", "models pull"):
         assert flag in res.output, flag
 
 
@@ -56,3 +56,8 @@ def test_serve_keeps_compiled_graphs_in_its_data_dir_unless_told_otherwise(tmp_p
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/fast/disk/inductor")
     _keep_compiled_graphs(tmp_path)
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/fast/disk/inductor"
+
+
+def test_serve_refuses_a_warm_up_without_a_prior(tmp_path) -> None:
+    res = CliRunner().invoke(app, ["serve", "--port", "0", "--data-dir", str(tmp_path), "--video-warmup"])
+    assert res.exit_code != 0 and "--video-warmup" in str(res.exception) and "--video-prior" in str(res.exception)

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,18 +113,32 @@ class AnyMoLeServer:
         self.characters = characters
         self.grace_s = grace_s
         self._stopped = False
+        self.warm_up: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.jobs.start()
         await self.grpc_server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        warm_up = getattr(self.jobs.pipeline, "warm_up", None)  # a pipeline's own start-up work, if it has any
+        if warm_up is not None:
+            self.warm_up = asyncio.create_task(self._warm(warm_up), name="anymole-warm-up")
+
+    async def _warm(self, warm_up: Callable[[tuple[str, ...]], Awaitable[None]]) -> None:
+        """Run the pipeline's warm-up while the server serves; a failure is logged (the jobs that need what it
+        prepares fail with their own error), never raised into the server."""
+        try:
+            await warm_up(self.jobs.devices)
+        except Exception:
+            log.exception("warm-up failed; jobs will load and compile on first use")
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: NOT_SERVING, no new jobs, running jobs finish within ``grace`` s or are interrupted."""
         if self._stopped:
             return
         self._stopped = True
+        if self.warm_up is not None:  # a thread it started (a load, a compile) ends with the process
+            self.warm_up.cancel()
         grace = self.grace_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
         await self.jobs.shutdown(grace)

@@ -33,7 +33,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,7 @@ __all__ = [
     "preview_frames",
     "resample_context",
     "sampler_windows",
+    "warm_up",
 ]
 
 #: seconds of context the two-stage sampler needs (its first coarse window reaches 2 s back).
@@ -396,6 +397,23 @@ def _restore(saved: list[tuple[torch.nn.Parameter, _HostCopy]]) -> None:
     _sync({p.device for p, _ in saved})
     for p, copy in saved:
         copy.state = _weight_state(p)
+
+
+def warm_up(prior: VideoPrior, cfg: VideoJobConfig, schedule: DDIMSchedule | None = None) -> float:
+    """Pay a job's one-time cost before the first job: one ICAdapt step of ``cfg.icadapt`` on random frames at
+    ``cfg``'s render size, in the micro-batch shape of a job's steps, so that a compiled preset (`ICAdaptConfig.
+    turbo` on a GPU: minutes the first time on a machine) compiles now and jobs reuse its graphs. The prior's
+    weights are restored afterwards. Returns the seconds it took."""
+    start = time.perf_counter()
+    frames = prior.num_frames + cfg.icadapt.batch_size - 1  # one clip per start frame: a whole micro-batch
+    videos = torch.rand(1, 3, frames, cfg.height, cfg.width, generator=torch.Generator().manual_seed(0))
+    bank = ClipBank(videos.to(_device_of(prior)), gather_clips(1, frames, k=prior.num_frames, strides=(1,)), "")
+    saved = _snapshot(prior, cfg.icadapt.mode)
+    try:
+        icadapt(prior, bank, replace(cfg.icadapt, steps=1), schedule=schedule)
+    finally:
+        _restore(saved)
+    return time.perf_counter() - start
 
 
 def _load_cached(cache: AdaptationCache, key: str, prior: VideoPrior) -> bool:
