@@ -163,6 +163,8 @@ def fill(
     start = start or 0
     if stop is None:
         raise InvalidInput("--context", "give the end of the context, e.g. 0:30")
+    if method == "interp" and preset:  # on a server too: its interp preset is --root
+        raise InvalidInput("--preset", "presets are for server methods; interp takes --root cubic|linear")
     console = Console(stderr=True)
     if server is not None:
         from anymole.client import fill_remote
@@ -173,8 +175,6 @@ def fill(
         return
     if method != "interp":
         raise InvalidInput("--method", f"{method!r} needs a GPU server: pass --server HOST:PORT, or use interp")
-    if preset:
-        raise InvalidInput("--preset", "presets are for server methods; interp takes --root cubic|linear")
     if root not in ("cubic", "linear"):
         raise InvalidInput("--root", f"must be cubic or linear, got {root!r}")
     if out.suffix.lower() not in (".glb", ".bvh"):

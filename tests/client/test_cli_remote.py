@@ -78,3 +78,11 @@ def test_fill_passes_a_method_preset_and_the_server_names_the_choices(tmp_path):
         thread.join(10)
     local = CliRunner().invoke(app, ["fill", str(FOX), "--keys", "60", "--context", "0:40", "--preset", "fast"])
     assert local.exit_code != 0 and "--preset" in str(local.exception)
+
+
+def test_fill_refuses_a_preset_for_interp_on_a_server_too():
+    # interp's server preset is --root: a --preset beside it was dropped without a word (no server runs here:
+    # the CLI refuses before it connects)
+    args = ["fill", str(FOX), "--keys", "60", "--context", "0:40", "--preset", "linear", "--server", "127.0.0.1:9"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code != 0 and "--preset" in str(res.exception) and "--root" in str(res.exception)
