@@ -361,7 +361,7 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert")] = None,
     grace: Annotated[float, typer.Option(help="seconds running jobs get to finish on SIGTERM before they are interrupted")] = 30.0,
     finished_in_memory: Annotated[int | None, typer.Option(min=0, help="finished jobs whose events stay in memory; older ones replay from disk [default: 16]")] = None,
-    video_prior: Annotated[str, typer.Option(help="prior of the 'video' method: none (method off), tiny (random weights: a dry run whose previews are noise) or PATH to a DynamiCrafter 512 interp checkpoint, or the folder `anymole models pull dynamicrafter-512-interp` fills; loaded on the first video job")] = "none",
+    video_prior: Annotated[str, typer.Option(help="prior of the 'video' method: none (method off), tiny (random weights: a dry run whose previews are noise) or PATH to a DynamiCrafter 512 interp checkpoint, or the folder `anymole models pull dynamicrafter-512-interp` fills; loaded on the first video job (at start with --video-warmup)")] = "none",
     video_icadapt_steps: Annotated[int | None, typer.Option(min=1, help="ICAdapt steps of every video job (default: the presets' 500)")] = None,
     video_ddim_steps: Annotated[int | None, typer.Option(min=1, help="DDIM steps per sampler window of a video job (default: 50)")] = None,
     video_size: Annotated[str | None, typer.Option(help="render size WxH of video jobs, multiples of 8 (default: the prior's: 512x320, 64x64 for tiny)")] = None,

@@ -137,7 +137,7 @@ class AnyMoLeServer:
         if self._stopped:
             return
         self._stopped = True
-        if self.warm_up is not None:  # a thread it started (a load, a compile) ends with the process
+        if self.warm_up is not None:  # its compile's daemon thread ends with the process; a load runs to its end
             self.warm_up.cancel()
         grace = self.grace_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
