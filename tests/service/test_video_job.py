@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import io
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from anymole.pipeline import (
     Preview,
     Progress,
     VideoSettings,
+    _in_daemon_thread,
 )
 from anymole.service.jobs import JobState
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
@@ -347,6 +349,45 @@ async def test_warm_up_loads_the_prior_when_the_server_starts(make_server, conne
     cold, _ = await make_server(pipeline=AnyMoLePipeline(TINY), data_dir=tmp_path / "cold")
     await asyncio.wait_for(cold.warm_up, 60)
     assert cold.jobs.pipeline._priors == {}  # without warmup nothing loads before a job
+
+
+async def test_daemon_thread_work_settles_its_future_and_outlives_a_cancel_or_a_closed_loop():
+    """`_in_daemon_thread` (the warm-up's compile): the result or error reaches the awaiting task; after a cancel,
+    or once the loop has closed, the thread still runs to its end and settles nothing, without an error."""
+    assert await _in_daemon_thread(lambda: 3) == 3
+    with pytest.raises(ZeroDivisionError):
+        await _in_daemon_thread(lambda: 1 // 0)
+    loop_errors: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
+    thread_errors: list[threading.ExceptHookArgs] = []
+    hook, threading.excepthook = threading.excepthook, thread_errors.append
+    try:
+        release, done = threading.Event(), threading.Event()
+
+        def slow() -> int:
+            assert release.wait(30)
+            done.set()
+            return 1
+
+        cancelled = _in_daemon_thread(slow)
+        cancelled.cancel()
+        release.set()
+        assert await asyncio.to_thread(done.wait, 30)
+        await asyncio.sleep(0.1)  # the thread's settle callback has run on this loop
+        assert cancelled.cancelled() and loop_errors == []
+        release.clear(), done.clear()
+        await asyncio.to_thread(asyncio.run, _start(slow))  # returns, its loop closed, with the thread running
+        release.set()
+        assert await asyncio.to_thread(done.wait, 30)
+        await asyncio.sleep(0.1)  # the thread has tried the closed loop
+        assert thread_errors == []
+    finally:
+        threading.excepthook = hook
+        asyncio.get_running_loop().set_exception_handler(None)
+
+
+async def _start(fn: Callable[[], int]) -> None:
+    _in_daemon_thread(fn)
 
 
 async def test_cancel_while_the_prior_loads_stops_at_once_and_the_load_serves_the_next_job(make_server, connect):
