@@ -332,10 +332,8 @@ def _icadapt(
             if compiled:  # one-time cost of the run: the first optimiser step's excess over a regular one
                 results[name]["compile_s"] = summary.first_step_seconds - step
                 results[name] |= _warm_compile(prior, bank, run_cfg, step)
-        except torch.OutOfMemoryError:
-            results[name] = {"step_s": None, "error": "out of memory"}
         except Exception as exc:  # e.g. compile support varies by torch build: record, measure the rest
-            results[name] = {"step_s": None, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            results[name] = {"step_s": None, "error": _failure(exc)}
         finally:
             if compiled:
                 torch._dynamo.reset()
@@ -353,11 +351,17 @@ def _warm_compile(prior: VideoPrior, bank: ClipBank, run_cfg: ICAdaptConfig, ste
     torch._dynamo.reset()
     try:
         again = icadapt(prior, bank, dataclasses.replace(run_cfg, steps=1))
-    except torch.OutOfMemoryError:
-        return {"compile_warm_error": "out of memory"}
     except Exception as exc:  # as for the variant itself: record it, keep the cold measurement
-        return {"compile_warm_error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        return {"compile_warm_error": _failure(exc)}
     return {"compile_warm_s": again.first_step_seconds - step}
+
+
+def _failure(exc: Exception) -> str:
+    """How a measurement that raised ``exc`` is recorded: ``"out of memory"``, or the error's type and the
+    start of its message."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "out of memory"
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 _CKPT_SUFFIX = {"full": "", "selective": "_sac", "none": "_no_ckpt"}
