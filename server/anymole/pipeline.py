@@ -26,9 +26,10 @@ Methods:
                  `Completed(video=…)`, the generated video (no motion yet). Presets: ``quality`` (the
                  reference ICAdapt recipe), ``fast`` (`ICAdaptConfig.fast`), ``turbo``
                  (`ICAdaptConfig.turbo`; compiled on CUDA devices, where the process's first turbo job pays
-                 the compile, eager elsewhere). Available when `VideoSettings`
-                 names a prior; the prior loads on the first ``video`` job, on that job's device, and
-                 serves one ``video`` job at a time there.
+                 the compile, eager elsewhere). Available when `VideoSettings` names a prior; the prior
+                 loads on the first ``video`` job, on that job's device, and serves one ``video`` job at a
+                 time there. With `VideoSettings.warmup` the server loads it on every device and compiles
+                 ``turbo`` on CUDA devices as it starts (`AnyMoLePipeline.warm_up`).
     ``anymole``  the whole pipeline (video → joint estimator → mimicking); listed but unavailable until the
                  estimator and mimicking stages exist.
 """
