@@ -750,8 +750,12 @@ class AnyMoLePipeline:
     async def warm_up(self, devices: Sequence[str]) -> None:
         """`VideoSettings.warmup`: load the prior on each of ``devices`` and, on CUDA devices, compile the
         ``turbo`` preset (one ICAdapt step on random frames, holding the prior as a job would). Devices warm up
-        one after another (checkpoint loads take turns anyway). Nothing to do without ``warmup`` or a prior."""
-        if not self.video.warmup or self.video.unavailable_reason():
+        one after another (checkpoint loads take turns anyway). Nothing to do without ``warmup``; without a
+        usable prior a warning says why (the video method is off then)."""
+        if not self.video.warmup:
+            return
+        if reason := self.video.unavailable_reason():
+            log.warning("no video warm-up: %s", reason)
             return
         from anymole.video.generate import warm_up
 

@@ -351,6 +351,16 @@ async def test_warm_up_loads_the_prior_when_the_server_starts(make_server, conne
     assert cold.jobs.pipeline._priors == {}  # without warmup nothing loads before a job
 
 
+async def test_warm_up_without_a_usable_prior_says_why(tmp_path, caplog):
+    missing = tmp_path / "model.ckpt"
+    pipeline = AnyMoLePipeline(VideoSettings(prior=str(missing), warmup=True))
+    with caplog.at_level("WARNING", logger="anymole.pipeline"):
+        await pipeline.warm_up(("cpu",))
+    assert pipeline._priors == {}
+    (record,) = [r for r in caplog.records if r.name == "anymole.pipeline"]
+    assert "warm-up" in record.getMessage() and f"{missing} does not exist" in record.getMessage()
+
+
 async def test_daemon_thread_work_settles_its_future_and_outlives_a_cancel_or_a_closed_loop():
     """`_in_daemon_thread` (the warm-up's compile): the result or error reaches the awaiting task; after a cancel,
     or once the loop has closed, the thread still runs to its end and settles nothing, without an error."""
