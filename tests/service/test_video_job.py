@@ -429,6 +429,35 @@ async def test_cancel_while_the_prior_loads_stops_at_once_and_the_load_serves_th
     assert loads == ["cpu"]  # the second job waited for the first one's load, not a load of its own
 
 
+async def test_a_load_that_fails_after_its_job_was_cancelled_is_tried_again_by_the_next_job(make_server, connect):
+    pipeline = AnyMoLePipeline(TINY)
+    release, started, loads = threading.Event(), threading.Event(), []
+    load = pipeline._load_prior
+
+    def load_failing_first(device: str):  # the first read fails late (a disk error, say)
+        loads.append(device)
+        if len(loads) == 1:
+            started.set()
+            assert release.wait(30)
+            raise OSError("read error")
+        return load(device)
+
+    pipeline._load_prior = load_failing_first
+    _server, port = await make_server(pipeline=pipeline)
+    client, up = await _fox(connect, port)
+    request = _request(client, up, keys=KEYS[:1])
+    first, _ = await client.submit(request)
+    assert await asyncio.to_thread(started.wait, 30)
+    await client.cancel(first)
+    assert isinstance((await _events(client, first))[-1], Cancelled)
+    release.set()
+    while not pipeline._loading["cpu"].done():  # nobody waits for the failing load any more
+        await asyncio.sleep(0.05)
+    second, _ = await client.submit(request)
+    assert isinstance((await _events(client, second))[-1], Completed)
+    assert loads == ["cpu", "cpu"] and "cpu" in pipeline._priors
+
+
 async def test_two_workers_on_one_device_take_turns_with_its_prior(make_server, connect):
     """Two workers may share a device (``--device cpu --device cpu``) and so one loaded prior, whose weights
     ICAdapt overwrites in place: a video job waits while another one holds the prior, stops at once when
