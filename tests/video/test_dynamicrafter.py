@@ -688,6 +688,11 @@ def test_dropped_images_get_the_null_image_tokens_in_one_conditioning_call(prior
     torch.testing.assert_close(dropped.context[1, text:], null.context[1, text:], atol=1e-6, rtol=1e-5)
     assert not torch.allclose(dropped.context[1, text:], plain.context[1, text:])
     torch.testing.assert_close(dropped.concat, plain.concat, rtol=0, atol=0)
+    with torch.no_grad():  # images rather than their encode_frames output: the same conditioning
+        from_images = prior.condition(
+            ["a fox"] * 3, images, images, torch.tensor([30.0] * 3), drop_image=torch.tensor([False, True, False])
+        )
+    torch.testing.assert_close(from_images.context, dropped.context, atol=1e-5, rtol=1e-5)
     with pytest.raises(InvalidInput, match="drop_image"):
         prior.condition(["a"] * 3, frames, frames, torch.tensor([30.0] * 3), drop_image=torch.tensor([True]))
 
