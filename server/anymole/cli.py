@@ -136,7 +136,7 @@ def fill(
     clip: Annotated[str | None, typer.Option(help="clip name (default: the first clip)")] = None,
     method: Annotated[str, typer.Option(help="'interp' (SLERP + cubic root, instant) or a server method")] = "interp",
     root: Annotated[str, typer.Option(help="root interpolation for interp: cubic or linear")] = "cubic",
-    preset: Annotated[str, typer.Option(help="a preset of a server method (the server lists them), e.g. for video: quality (the reference ICAdapt), fast, or turbo (compiled on the server's GPU: its first turbo job compiles for minutes)")] = "",
+    preset: Annotated[str, typer.Option(help="a preset of a server method (the server lists them), e.g. for video: quality (the reference ICAdapt), fast, or turbo (compiled on the server's GPU: its first turbo job compiles for minutes unless it was started with --video-warmup)")] = "",
     server: Annotated[str | None, typer.Option(help="HOST:PORT of an anymole server; local when omitted")] = None,
     token: Annotated[str | None, typer.Option(envvar="ANYMOLE_TOKEN", help="bearer token for --server")] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM root certificate: talk TLS to --server")] = None,
