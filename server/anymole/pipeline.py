@@ -750,28 +750,35 @@ class AnyMoLePipeline:
     async def warm_up(self, devices: Sequence[str]) -> None:
         """`VideoSettings.warmup`: load the prior on each of ``devices`` and, on CUDA devices, compile the
         ``turbo`` preset (one ICAdapt step on random frames, holding the prior as a job would). Devices warm up
-        one after another (checkpoint loads take turns anyway). Nothing to do without ``warmup``; without a
-        usable prior a warning says why (the video method is off then)."""
+        one after another (checkpoint loads take turns anyway); a device whose warm-up fails is logged and the
+        next one warms up (jobs on it load and compile on first use). Nothing to do without ``warmup``; without
+        a usable prior a warning says why (the video method is off then)."""
         if not self.video.warmup:
             return
         if reason := self.video.unavailable_reason():
             log.warning("no video warm-up: %s", reason)
             return
+        for device in dict.fromkeys(devices):
+            try:
+                await self._warm_up_on(device)
+            except Exception:
+                log.exception("video warm-up failed on %s; jobs there load and compile on first use", device)
+
+    async def _warm_up_on(self, device: str) -> None:
         from anymole.video.generate import warm_up
 
-        for device in dict.fromkeys(devices):
-            loaded = await self._prior_on(device)
-            log.info("video prior loaded on %s", device)
-            if not device.startswith("cuda"):
-                continue
-            cfg = self._video_config("turbo", 0, loaded, device)
+        loaded = await self._prior_on(device)
+        log.info("video prior loaded on %s", device)
+        if not device.startswith("cuda"):
+            return
+        cfg = self._video_config("turbo", 0, loaded, device)
 
-            def compile_turbo(loaded: _LoadedPrior = loaded, cfg: VideoJobConfig = cfg) -> float:
-                with loaded.exclusive(CancelToken()) as prior:
-                    return warm_up(prior, cfg, loaded.schedule)
+        def compile_turbo() -> float:
+            with loaded.exclusive(CancelToken()) as prior:
+                return warm_up(prior, cfg, loaded.schedule)
 
-            seconds = await _in_daemon_thread(compile_turbo)
-            log.info("turbo preset compiled on %s in %.0f s", device, seconds)
+        seconds = await _in_daemon_thread(compile_turbo)
+        log.info("turbo preset compiled on %s in %.0f s", device, seconds)
 
     async def _prior_on(self, device: str) -> _LoadedPrior:
         """The prior on ``device``, loading it in a worker thread on first use. A job cancelled while the prior

@@ -351,6 +351,15 @@ async def test_warm_up_loads_the_prior_when_the_server_starts(make_server, conne
     assert cold.jobs.pipeline._priors == {}  # without warmup nothing loads before a job
 
 
+async def test_a_device_whose_warm_up_fails_leaves_the_next_one_warming_up(caplog):
+    pipeline = AnyMoLePipeline(dataclasses.replace(TINY, warmup=True))
+    with caplog.at_level("ERROR", logger="anymole.pipeline"):
+        await pipeline.warm_up(("nodevice", "cpu"))  # a device torch does not know fails its load
+    assert list(pipeline._priors) == ["cpu"]
+    (record,) = [r for r in caplog.records if r.name == "anymole.pipeline"]
+    assert "nodevice" in record.getMessage() and record.exc_info is not None
+
+
 async def test_warm_up_without_a_usable_prior_says_why(tmp_path, caplog):
     missing = tmp_path / "model.ckpt"
     pipeline = AnyMoLePipeline(VideoSettings(prior=str(missing), warmup=True))
