@@ -579,6 +579,9 @@ class VideoSettings:
         return ffmpeg_problem()
 
 
+#: the progress message of a video job waiting for its device's prior
+_WAITING_FOR_PRIOR = "waiting for this device's video prior: another video job or the server's warm-up holds it"
+
 #: the ``video`` method's presets (the first is its default) → their `ICAdaptConfig` constructors.
 _ICADAPT_PRESETS = {"quality": "reference", "fast": "fast", "turbo": "turbo"}
 
@@ -595,11 +598,17 @@ class _LoadedPrior:
     busy: threading.Lock = field(default_factory=threading.Lock)
 
     @contextlib.contextmanager
-    def exclusive(self, token: CancelToken, poll: float = 0.1) -> Iterator[VideoPrior]:
+    def exclusive(
+        self, token: CancelToken, poll: float = 0.1, on_wait: Callable[[], None] | None = None
+    ) -> Iterator[VideoPrior]:
         """The prior, for one job at a time (blocking: call it in a worker thread); a job that waits for
-        another one still stops within ``poll`` seconds of a cancel."""
-        while not self.busy.acquire(timeout=poll):
-            token.raise_if_cancelled()
+        another one (or for the warm-up's compile) still stops within ``poll`` seconds of a cancel, and
+        ``on_wait()`` runs once when it has to wait."""
+        if not self.busy.acquire(blocking=False):
+            if on_wait is not None:
+                on_wait()
+            while not self.busy.acquire(timeout=poll):
+                token.raise_if_cancelled()
         try:
             yield self.prior
         finally:
@@ -835,8 +844,11 @@ class AnyMoLePipeline:
                 report.set_plan([(s, 0.0 if s == "icadapt" else w) for s, w in plan])
             report(stage, fraction, message)  # raises JobCancelled once the job is cancelled
 
+        def waiting() -> None:
+            report("render", 0.0, _WAITING_FOR_PRIOR)
+
         def generate() -> GeneratedScene:
-            with loaded.exclusive(token) as prior:
+            with loaded.exclusive(token, on_wait=waiting) as prior:
                 return generate_video(
                     spec.character,
                     spec.context,

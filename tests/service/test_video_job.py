@@ -469,8 +469,8 @@ async def test_a_load_that_fails_after_its_job_was_cancelled_is_tried_again_by_t
 
 async def test_two_workers_on_one_device_take_turns_with_its_prior(make_server, connect):
     """Two workers may share a device (``--device cpu --device cpu``) and so one loaded prior, whose weights
-    ICAdapt overwrites in place: a video job waits while another one holds the prior, stops at once when
-    cancelled while it waits, and runs once the prior is free, leaving its weights as they were."""
+    ICAdapt overwrites in place: a video job waits while another one holds the prior (saying so, once), stops
+    at once when cancelled while it waits, and runs once the prior is free, leaving its weights as they were."""
     pipeline = AnyMoLePipeline(TINY)
     server, port = await make_server(pipeline=pipeline, devices=("cpu", "cpu"))
     client, up = await _fox(connect, port)
@@ -484,10 +484,13 @@ async def test_two_workers_on_one_device_take_turns_with_its_prior(make_server, 
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)  # time enough to start rendering, had they not waited
         for job_id in jobs:
-            assert not any(isinstance(st.event, Progress) for st in await server.jobs.events_after(job_id, 0))
+            progress = [st.event for st in await server.jobs.events_after(job_id, 0) if isinstance(st.event, Progress)]
+            assert [(p.stage, p.stage_fraction) for p in progress] == [("render", 0.0)]  # the wait, nothing after
+            assert "waiting for this device's video prior" in progress[0].message
         await client.cancel(jobs[1])
         waited = await _events(client, jobs[1])
-    assert isinstance(waited[-1], Cancelled) and not any(isinstance(e, Progress) for e in waited)
+    assert isinstance(waited[-1], Cancelled)
+    assert [(e.stage, e.stage_fraction) for e in waited if isinstance(e, Progress)] == [("render", 0.0)]
     ran = await _events(client, jobs[0])
     assert isinstance(ran[-1], Completed) and sum(isinstance(e, Preview) for e in ran) == 2
     assert all(torch.equal(v, loaded.prior.state_dict()[k]) for k, v in before.items())
