@@ -140,3 +140,13 @@ class FakePipeline:
         yield Completed("fake done", (("fake", 0.0),), {"steps": float(self.steps)}, t, full)
 
 
+async def collect(stream):
+    """Every message of a server stream."""
+    return [m async for m in stream]
+
+
+async def wait_for(predicate, timeout=10.0):
+    """Poll ``predicate()`` until it holds; TimeoutError after ``timeout`` s."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)

@@ -3,28 +3,17 @@ those of a restarted server are replayed from events.jsonl, byte-identically to 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
-from service_fakes import FakePipeline
+from service_fakes import FakePipeline, collect, wait_for
 
 from anymole.service.jobs import JobState
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.store import JobStore
 
 
-async def _collect(stream):
-    return [m async for m in stream]
-
-
-async def _wait_for(predicate, timeout=10.0):
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
 def _watch(client, job_id, after_seq=0):
-    return _collect(client.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=after_seq), metadata=client.metadata))
+    return collect(client.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=after_seq), metadata=client.metadata))
 
 
 def _record_log_reads(monkeypatch):
@@ -50,7 +39,7 @@ async def test_oldest_finished_logs_leave_memory_and_replay_identically(
     live = {}
     for seed in range(3):  # the interp baseline: motion chunks carry real, per-seed rotations
         req = make_req(up, context_frames=4, keys=(12, 19), chunk_frames=5, seed=seed)
-        stream = await _collect(client.stub.Inbetween(req, metadata=client.metadata))
+        stream = await collect(client.stub.Inbetween(req, metadata=client.metadata))
         live[stream[0].job_id] = stream
     first, second, _ = live
     jobs = server.jobs._jobs
@@ -80,7 +69,7 @@ async def test_a_watcher_of_a_job_evicted_as_it_ends_still_gets_its_end(make_ser
     server, port = await make_server(fake, finished_in_memory=0)
     client = await connect(port)
     up = await client.upload_character(tiny())
-    live = await _collect(client.stub.Inbetween(make_req(up, method="fake"), metadata=client.metadata))
+    live = await collect(client.stub.Inbetween(make_req(up, method="fake"), metadata=client.metadata))
     job_id = live[0].job_id
     assert live[-1].WhichOneof("kind") == "completed"
     assert server.jobs._jobs[job_id].events is None
@@ -96,10 +85,10 @@ async def test_restart_reads_no_finished_log_until_it_is_watched(make_server, co
     up = await client.upload_character(tiny())
     live = {}
     for seed in range(2):
-        stream = await _collect(client.stub.Inbetween(make_req(up, method="fake", seed=seed), metadata=client.metadata))
+        stream = await collect(client.stub.Inbetween(make_req(up, method="fake", seed=seed), metadata=client.metadata))
         live[stream[0].job_id] = stream
     running, _ = await client.submit(make_req(up, method="gate", label="running"))
-    await _wait_for(lambda: "running" in fake.started)
+    await wait_for(lambda: "running" in fake.started)
     await server.grpc_server.stop(0)  # a crash while "running" runs
 
     reads = _record_log_reads(monkeypatch)

@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from service_fakes import FakePipeline
+from service_fakes import FakePipeline, collect, wait_for
 
 from anymole.baseline import inbetween
 from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Progress, Queued
@@ -21,22 +21,12 @@ from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.server import ServerConfig, serve
 
 
-async def _collect(stream):
-    return [st async for st in stream]
-
-
-async def _wait_for(predicate, timeout=10.0):
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
 async def test_inbetween_streams_ordered_events_and_the_interp_result(make_server, connect, tiny, make_req):
     _, port = await make_server()
     client = await connect(port)
     up = await client.upload_character(tiny(5))
     req = make_req(up, context_frames=4, keys=(20, 31), chunk_frames=8)
-    events = await _collect(client.inbetween(req))
+    events = await collect(client.inbetween(req))
 
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert len({e.job_id for e in events}) == 1
@@ -67,7 +57,7 @@ async def test_result_files(make_server, connect, tiny, make_req):
     server, port = await make_server()
     client = await connect(port)
     up = await client.upload_character(tiny(4))
-    events = await _collect(client.inbetween(make_req(up, keys=(9,))))
+    events = await collect(client.inbetween(make_req(up, keys=(9,))))
     job_id = events[0].job_id
     motion, npz = await client.result(job_id, 4, ".npz")
     with np.load(io.BytesIO(npz)) as z:
@@ -95,7 +85,7 @@ async def test_results_beyond_the_message_limit_arrive_in_parts(make_server, con
     server, port = await make_server(limits=limits)
     client = await connect(port)
     up = await client.upload_character(tiny(5))
-    events = await _collect(client.inbetween(make_req(up, keys=(1999,))))
+    events = await collect(client.inbetween(make_req(up, keys=(1999,))))
     job_id = events[0].job_id
     assert isinstance(events[-1].event, Completed)
     stored = server.jobs.store.load_result(job_id)
@@ -135,7 +125,7 @@ async def test_result_of_unknown_or_unfinished_jobs(make_server, connect, tiny, 
         await client.result("job-nope", 5)
     assert err.value.code() is grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await _collect(client.watch("job-nope", 5))
+        await collect(client.watch("job-nope", 5))
     assert err.value.code() is grpc.StatusCode.NOT_FOUND
     fake.release.set()
 
@@ -166,7 +156,7 @@ async def test_cancel_a_queued_job_and_positions_move_up(make_server, connect, t
     client = await connect(port)
     up = await client.upload_character(tiny())
     await client.submit(make_req(up, method="gate", label="a"))
-    await _wait_for(lambda: fake.started == ["a"])
+    await wait_for(lambda: fake.started == ["a"])
     b, pos_b = await client.submit(make_req(up, method="fake", label="b"))
     c, pos_c = await client.submit(make_req(up, method="fake", label="c"))
     assert (pos_b, pos_c) == (0, 1)
@@ -196,8 +186,8 @@ async def test_dropped_watcher_then_replay_and_many_watchers(make_server, connec
     call.cancel()  # the client goes away mid-job; the job must go on
 
     others = [client.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=client.metadata) for _ in range(3)]
-    full_streams = await asyncio.gather(*[_collect(o) for o in others])
-    rest = await _collect(client.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=3), metadata=client.metadata))
+    full_streams = await asyncio.gather(*[collect(o) for o in others])
+    rest = await collect(client.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=3), metadata=client.metadata))
 
     full = full_streams[0]
     assert all(s == full for s in full_streams)  # every watcher saw the same, complete log
@@ -214,7 +204,7 @@ async def test_queue_full_is_resource_exhausted(make_server, connect, tiny, make
     client = await connect(port)
     up = await client.upload_character(tiny())
     await client.submit(make_req(up, method="gate", label="running"))
-    await _wait_for(lambda: fake.started == ["running"])
+    await wait_for(lambda: fake.started == ["running"])
     queued = [(await client.submit(make_req(up, method="fake", label=f"q{i}")))[1] for i in range(2)]
     assert queued == [0, 1]
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -227,7 +217,7 @@ async def test_queue_full_is_resource_exhausted(make_server, connect, tiny, make
     running = await client.list_jobs(states=[JobState.RUNNING, JobState.COMPLETED], limit=5)
     assert [(j.label, j.state) for j in running] == [("running", JobState.RUNNING)]
     fake.release.set()
-    await _wait_for(lambda: all(j.state is JobState.COMPLETED for j in server.jobs.list()))
+    await wait_for(lambda: all(j.state is JobState.COMPLETED for j in server.jobs.list()))
     assert fake.started == ["running", "q0", "q1"]
 
 
@@ -236,11 +226,11 @@ async def test_restart_keeps_results_interrupts_running_and_requeues_queued(make
     server, port = await make_server(fake)
     client = await connect(port)
     up = await client.upload_character(tiny())
-    done = (await _collect(client.inbetween(make_req(up, method="fake", label="done"))))[0].job_id
-    done_log = await _collect(client.stub.WatchJob(pb.WatchJobRequest(job_id=done), metadata=client.metadata))
+    done = (await collect(client.inbetween(make_req(up, method="fake", label="done"))))[0].job_id
+    done_log = await collect(client.stub.WatchJob(pb.WatchJobRequest(job_id=done), metadata=client.metadata))
     done_motion, _ = await client.result(done, 5)
     running, _ = await client.submit(make_req(up, method="gate", label="running"))
-    await _wait_for(lambda: "running" in fake.started)
+    await wait_for(lambda: "running" in fake.started)
     waiting, _ = await client.submit(make_req(up, method="fake", label="waiting"))
     # A crash: the process dies without any shutdown; job.json still says "running".
     await server.grpc_server.stop(0)
@@ -251,7 +241,7 @@ async def test_restart_keeps_results_interrupts_running_and_requeues_queued(make
     states = {j.job_id: j.state for j in await client2.list_jobs()}
     assert states[done] is JobState.COMPLETED
     assert states[running] is JobState.INTERRUPTED
-    replay = await _collect(client2.stub.WatchJob(pb.WatchJobRequest(job_id=done), metadata=client2.metadata))
+    replay = await collect(client2.stub.WatchJob(pb.WatchJobRequest(job_id=done), metadata=client2.metadata))
     assert replay == done_log  # byte-identical replay after the restart
     motion, _ = await client2.result(done, 5)
     torch.testing.assert_close(motion.rotations, done_motion.rotations, rtol=0, atol=0)
@@ -269,7 +259,7 @@ async def test_a_log_line_cut_by_a_crash_does_not_swallow_later_events(make_serv
     client = await connect(port)
     up = await client.upload_character(tiny())
     running, _ = await client.submit(make_req(up, method="gate"))
-    await _wait_for(lambda: fake.started)
+    await wait_for(lambda: fake.started)
     await server.grpc_server.stop(0)  # a crash while the job runs, cutting its log's last line short
     log = server.jobs.store.job_dir(running) / "events.jsonl"
     n = len(log.read_text().splitlines())
@@ -290,7 +280,7 @@ async def test_a_crash_between_the_terminal_event_and_job_json_trusts_the_log(ma
     server, port = await make_server(FakePipeline())
     client = await connect(port)
     up = await client.upload_character(tiny())
-    done = (await _collect(client.inbetween(make_req(up, method="fake"))))[0].job_id
+    done = (await collect(client.inbetween(make_req(up, method="fake"))))[0].job_id
     await server.grpc_server.stop(0)
     meta_path = server.jobs.store.job_dir(done) / "job.json"
     meta_path.write_text(meta_path.read_text().replace('"completed"', '"running"'))  # job.json not yet rewritten
@@ -311,7 +301,7 @@ async def test_graceful_shutdown_finishes_or_interrupts(make_server, connect, ti
     client = await connect(port)
     up = await client.upload_character(tiny())
     quick, _ = await client.submit(make_req(up, method="fake"))
-    await _wait_for(lambda: fake.started)
+    await wait_for(lambda: fake.started)
     await server.stop(5.0)  # within grace: the running job finishes
     assert server.jobs.info(quick).state is JobState.COMPLETED
 
@@ -320,13 +310,13 @@ async def test_graceful_shutdown_finishes_or_interrupts(make_server, connect, ti
     client2 = await connect(port2)
     long_job, _ = await client2.submit(make_req(up, method="fake"))
     queued, _ = await client2.submit(make_req(up, method="fake"))
-    await _wait_for(lambda: slow.started)
+    await wait_for(lambda: slow.started)
     await server2.stop(0.1)  # grace too short: interrupted, and the queued job stays queued on disk
     assert server2.jobs.info(long_job).state is JobState.INTERRUPTED
     assert slow.stage_exited.is_set()
 
     server3, _ = await make_server(FakePipeline())
-    await _wait_for(lambda: server3.jobs.info(queued).state is JobState.COMPLETED)
+    await wait_for(lambda: server3.jobs.info(queued).state is JobState.COMPLETED)
     assert server3.jobs.info(long_job).state is JobState.INTERRUPTED
 
 
@@ -341,7 +331,7 @@ async def test_sigterm_stops_serve_gracefully(tmp_path, tiny, make_req):
     async with await AnyMoLeClient.connect(f"127.0.0.1:{port}") as client:
         up = await client.upload_character(tiny())
         job_id, _ = await client.submit(make_req(up, method="fake"))
-        await _wait_for(lambda: fake.started)
+        await wait_for(lambda: fake.started)
         os.kill(os.getpid(), signal.SIGTERM)
         events = [st.event async for st in client.watch(job_id, 5)]
     await asyncio.wait_for(task, 10)
@@ -353,11 +343,11 @@ async def test_pipeline_bug_fails_the_job_not_the_server(make_server, connect, t
     _, port = await make_server(fake)
     client = await connect(port)
     up = await client.upload_character(tiny())
-    events = [st.event for st in await _collect(client.inbetween(make_req(up, method="broken")))]
+    events = [st.event for st in await collect(client.inbetween(make_req(up, method="broken")))]
     assert isinstance(events[-1], Failed)
     assert events[-1].code == grpc.StatusCode.INTERNAL.value[0]
     assert "ZeroDivisionError" in events[-1].message
-    ok = [st.event for st in await _collect(client.inbetween(make_req(up, method="fake")))]
+    ok = [st.event for st in await collect(client.inbetween(make_req(up, method="fake")))]
     assert isinstance(ok[-1], Completed)
 
 
@@ -385,7 +375,7 @@ async def test_five_clients_four_jobs_each_match_running_alone(make_server, conn
     assert len({u.character_id for u in ups}) == 1 and sum(u.cached for u in ups) == 4
 
     async def run(client, up, seed):
-        events = await _collect(client.inbetween(make_req(up, seed=seed, keys=(10, 25, 40), chunk_frames=7)))
+        events = await collect(client.inbetween(make_req(up, seed=seed, keys=(10, 25, 40), chunk_frames=7)))
         assert isinstance(events[-1].event, Completed)
         motion, _ = await client.result(events[0].job_id, 7)
         return events[0].job_id, motion
