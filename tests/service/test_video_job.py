@@ -409,6 +409,18 @@ async def _start(fn: Callable[[], int]) -> None:
     _in_daemon_thread(fn)
 
 
+async def _cancel_while_loading(make_server, connect, pipeline, started: threading.Event):
+    """Serve ``pipeline``, submit a one-key video job and cancel it once ``started`` says its prior's load
+    began: ``(client, request, the cancelled job's events)``."""
+    _server, port = await make_server(pipeline=pipeline)
+    client, up = await _fox(connect, port)
+    request = _request(client, up, keys=KEYS[:1])
+    job_id, _ = await client.submit(request)
+    assert await asyncio.to_thread(started.wait, 30)
+    await client.cancel(job_id)
+    return client, request, await _events(client, job_id)
+
+
 async def test_cancel_while_the_prior_loads_stops_at_once_and_the_load_serves_the_next_job(make_server, connect):
     pipeline = AnyMoLePipeline(TINY)
     release, started, loads = threading.Event(), threading.Event(), []
@@ -421,13 +433,7 @@ async def test_cancel_while_the_prior_loads_stops_at_once_and_the_load_serves_th
         return load(device)
 
     pipeline._load_prior = slow_load
-    _server, port = await make_server(pipeline=pipeline)
-    client, up = await _fox(connect, port)
-    request = _request(client, up, keys=KEYS[:1])
-    first, _ = await client.submit(request)
-    assert await asyncio.to_thread(started.wait, 30)
-    await client.cancel(first)
-    events = await _events(client, first)
+    client, request, events = await _cancel_while_loading(make_server, connect, pipeline, started)
     assert isinstance(events[-1], Cancelled)  # while the load still runs
     assert not release.is_set() and "cpu" not in pipeline._priors
     second, _ = await client.submit(request)
@@ -452,13 +458,8 @@ async def test_a_load_that_fails_after_its_job_was_cancelled_is_tried_again_by_t
         return load(device)
 
     pipeline._load_prior = load_failing_first
-    _server, port = await make_server(pipeline=pipeline)
-    client, up = await _fox(connect, port)
-    request = _request(client, up, keys=KEYS[:1])
-    first, _ = await client.submit(request)
-    assert await asyncio.to_thread(started.wait, 30)
-    await client.cancel(first)
-    assert isinstance((await _events(client, first))[-1], Cancelled)
+    client, request, events = await _cancel_while_loading(make_server, connect, pipeline, started)
+    assert isinstance(events[-1], Cancelled)
     release.set()
     while not pipeline._loading["cpu"].done():  # nobody waits for the failing load any more
         await asyncio.sleep(0.05)
