@@ -414,7 +414,11 @@ def test_only_the_modes_own_adapters_run_in_forward_passes(prior):
         ran.clear()
         with torch.no_grad():
             out = model.predict(z, t, cond)
-        torch.testing.assert_close(out, plain, rtol=0, atol=0)  # every adapter at its identity start
+        # Every adapter is at its identity start (lora_B = 0), so the output equals the plain one up to float
+        # rounding: peft adds the zero update after the base layer, and on some CPUs the base layer's kernel
+        # then takes another code path (seen: 2.8e-6 on 3975 of 4096 elements). The test is about which
+        # adapters run, which the hooks below record exactly.
+        torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-5)
         return {block(n) for n in ran}
 
     adapted = {block(n) for n, _ in model.unet.named_modules() if n.endswith(".lora_A.default")}
