@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,31 @@ def _load_generator():
     return module
 
 
+def _pinned(dist: str) -> str:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    pins = [m.group(1) for d in deps if (m := re.fullmatch(rf"{re.escape(dist)}==(\S+)", d))]
+    assert pins, f"pyproject.toml's dev extra must pin {dist} exactly (the stubs carry its version stamp)"
+    return pins[0]
+
+
+def test_generator_and_runtime_pins_agree_with_the_committed_stubs():
+    # The stubs refuse a grpcio older than the generator that wrote them: the runtime floor must be that version,
+    # so that no grpcio the package admits fails to import them, whatever the registry serves tomorrow.
+    tools = _pinned("grpcio-tools")
+    stamp = re.search(
+        r"GRPC_GENERATED_VERSION = '([^']+)'", (STUBS / "anymole" / "v1" / "anymole_pb2_grpc.py").read_text()
+    )
+    assert stamp is not None and stamp.group(1) == tools
+    runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"grpcio>={tools}" in runtime
+
+
 def test_committed_stubs_match_a_fresh_generation(tmp_path):
+    for dist in ("grpcio-tools", "mypy-protobuf"):
+        installed, pinned = importlib.metadata.version(dist), _pinned(dist)
+        assert installed == pinned, (
+            f"{dist} {installed} installed, stubs pinned to {pinned}: run scripts/setup.sh --dev"
+        )
     gen = _load_generator()
     written = gen.generate(tmp_path)
     assert any(p.name == "anymole_pb2_grpc.pyi" for p in written)
@@ -58,4 +85,3 @@ def test_buf_lint_catches_an_undocumented_field(tmp_path):
     res = subprocess.run([str(BUF), "lint"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode != 0
     assert 'Field "job_id" should have a non-empty comment' in res.stdout
-
