@@ -724,3 +724,25 @@ def test_lora_adapters_start_the_same_everywhere_without_touching_the_global_rng
     a.reset_adapters()
     for name, p in lora_a.items():
         torch.testing.assert_close(p, lora_b[name], rtol=0, atol=0, msg=name)
+
+
+def test_null_image_features_are_encoded_once_until_the_image_encoder_changes():
+    # ICAdapt's image dropout and every sampler window ask for the grey image's features; encoding it each
+    # time cost a ViT pass and a host wait per micro-batch on CUDA.
+    model = DynamiCrafterPrior(DynamiCrafterConfig.tiny()).eval()
+    calls: list[int] = []
+    model.image_encoder.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[0]))
+    images = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(5))
+    fps, drop = torch.tensor([30.0, 30.0]), torch.tensor([True, False])
+    with torch.no_grad():
+        a = model.condition(["a fox", "a fox"], images, images, fps, drop_image=drop)
+        model.condition(["a fox", "a fox"], images, images, fps, drop_image=drop)
+        model.unconditional(a)
+        assert calls == [2, 1, 2]  # the two image batches, the grey image once
+        grey = model.image_encoder(torch.full((1, 3, *(model.config.vision.image_size,) * 2), 0.5))
+        torch.testing.assert_close(model._null_image_features(), grey, rtol=0, atol=0)
+        shifted = {k: (v + 0.1 if v.is_floating_point() else v) for k, v in model.image_encoder.state_dict().items()}
+        model.image_encoder.load_state_dict(shifted)
+        b = model.condition(["a fox", "a fox"], images, images, fps, drop_image=drop)
+    assert calls == [2, 1, 2, 1, 2, 1]  # new weights: the grey image is encoded again
+    assert not torch.allclose(a.context[0], b.context[0])

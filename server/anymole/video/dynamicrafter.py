@@ -239,6 +239,17 @@ def _adapter_seed(seed: int, name: str) -> int:
     return (seed << 32) | zlib.crc32(name.encode())
 
 
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype in force for ``device``'s type, or None outside autocast."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+
+
+def _weights_state(module: nn.Module) -> tuple[tuple[int, int, torch.dtype, torch.device], ...]:
+    """What a memo of ``module``'s outputs depends on: each parameter's storage address, version counter,
+    dtype and device (host-side reads: no device sync)."""
+    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in module.parameters())
+
+
 class DynamiCrafterPrior(nn.Module):
     """DynamiCrafter 512 interpolation, implementing `anymole.video.VideoPrior`.
 
@@ -273,6 +284,8 @@ class DynamiCrafterPrior(nn.Module):
         # (caption, autocast dtype) → text tokens, valid for the text encoder's tensors in `_text_memo_state`
         self._text_memo: dict[tuple[str, torch.dtype | None], torch.Tensor] = {}
         self._text_memo_state: tuple[tuple[int, int, torch.dtype, torch.device], ...] = ()
+        self._null_memo: dict[torch.dtype | None, torch.Tensor] = {}
+        self._null_memo_state: tuple[tuple[int, int, torch.dtype, torch.device], ...] = ()
         with torch.device("meta") if device is not None else contextlib.nullcontext():
             self.unet = UNet3D(cfg.unet)
             self.vae = build_vae(cfg.vae)
@@ -364,8 +377,8 @@ class DynamiCrafterPrior(nn.Module):
         between two calls, to a storage of the same dtype, device and version count at the old one's freed
         address."""
         device = self.unet.device
-        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-        state = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.text_encoder.parameters())
+        dtype = _autocast_dtype(device)
+        state = _weights_state(self.text_encoder)
         if state != self._text_memo_state or len(self._text_memo) > TEXT_MEMO_SIZE:
             self._text_memo.clear()
             self._text_memo_state = state
@@ -445,9 +458,21 @@ class DynamiCrafterPrior(nn.Module):
     @torch.no_grad()
     def _null_image_features(self) -> torch.Tensor:
         """Image-encoder features ``(1, 257, 1280)`` (full size) of an all-grey image, the reference's zero
-        image in [-1, 1]: the null image of classifier-free guidance."""
-        size = self.config.vision.image_size
-        return self.image_encoder(torch.full((1, 3, size, size), 0.5, device=self.unet.device))
+        image in [-1, 1]: the null image of classifier-free guidance.
+
+        Encoded once per autocast dtype and kept, as the text tokens are (ICAdapt's image dropout asks for it
+        every micro-batch, the sampler every window); dropped when an image-encoder tensor changes, by the
+        rule of `_text_tokens`."""
+        device = self.unet.device
+        dtype = _autocast_dtype(device)
+        state = _weights_state(self.image_encoder)
+        if state != self._null_memo_state:
+            self._null_memo.clear()
+            self._null_memo_state = state
+        if dtype not in self._null_memo:
+            size = self.config.vision.image_size
+            self._null_memo[dtype] = self.image_encoder(torch.full((1, 3, size, size), 0.5, device=device))
+        return self._null_memo[dtype]
 
     def unconditional(self, cond: VideoCondition) -> VideoCondition:
         """Empty caption and the tokens of an all-grey image; the concat latents and fps are kept. One grey

@@ -213,12 +213,22 @@ class VisionEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.visual = VisualTower(cfg)
+        self._norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP mean and std ``(1, 3, 1, 1)`` on ``device``, made once per device: building them from Python
+        floats copies from pageable host memory, which makes the host wait for the device on every call."""
+        if device not in self._norm:
+            self._norm[device] = (
+                torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1),
+                torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1),
+            )
+        return self._norm[device]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         size = self.cfg.image_size
         x = F.interpolate(images.float(), size=(size, size), mode="bicubic", align_corners=True, antialias=True)
-        mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+        mean, std = self._normalisation(x.device)
         x = ((x - mean) / std).to(self.visual.conv1.weight.dtype)
         return self.visual(x)
 
