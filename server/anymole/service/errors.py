@@ -26,6 +26,7 @@ from anymole.service.version import VersionMismatch
 
 __all__ = [
     "STATUS_TABLE",
+    "KeyReused",
     "NotReady",
     "OverBudget",
     "ResultFormatMismatch",
@@ -38,6 +39,11 @@ __all__ = [
 
 class ShuttingDown(AnymoleError):
     """The server is stopping and takes no new jobs (UNAVAILABLE: retry against a running server)."""
+
+
+class KeyReused(InvalidInput):
+    """An idempotency key sent again with a different request (ALREADY_EXISTS, with the BadRequest detail of
+    every `InvalidInput` naming the field)."""
 
 
 class NotReady(AnymoleError):
@@ -65,6 +71,7 @@ class OverBudget(ResourceExhausted):
 
 
 STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
+    KeyReused: grpc.StatusCode.ALREADY_EXISTS,  # before InvalidInput, its base
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     AssetError: grpc.StatusCode.INVALID_ARGUMENT,  # on a server, a bad asset always came from a client
     NotFound: grpc.StatusCode.NOT_FOUND,

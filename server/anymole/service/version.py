@@ -7,7 +7,11 @@ History (bump ``minor`` for compatible additions, ``major`` for anything a deplo
     1.1  ResultFormat RESULT_FORMAT_MP4: GetResult and DownloadResult serve the generated video of a job of
          method ``video`` (which streams Preview events); a video result has no motion.
          MethodInfo.result_formats: the formats each method's results come in.
-    1.2  Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
+    1.2  engine clients (issue 15): InbetweenRequest.client_tags echoed in JobSummary and filtered by ListJobs;
+         SubmitJobRequest.idempotency_key (SubmitJobResponse.existing); WatchJobRequest.skip_replayed_previews;
+         max_receive_message_bytes on InbetweenRequest, GetResultRequest and DownloadResultRequest, with
+         motion chunks and DownloadResult parts fitting 4 MiB by default.
+         Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
          max_upload_bytes_in_flight, max_label_bytes; ListJobs pages (ListJobsRequest.page_size, page_token,
          ListJobsResponse.next_page_token), each page under 4 MiB.
 

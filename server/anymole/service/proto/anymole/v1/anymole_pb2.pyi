@@ -4,6 +4,17 @@
 isort:skip_file
 AnyMoLe Bridge wire contract, protocol version 1.2 (see server/anymole/service/version.py for history).
 
+Changed in 1.1: RESULT_FORMAT_MP4 and MethodInfo.result_formats (the `video` method's result).
+Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is served as before):
+  * Reattach: InbetweenRequest.client_tags (echoed in JobSummary.client_tags, filtered by
+    ListJobsRequest.client_tags), SubmitJobRequest.idempotency_key with SubmitJobResponse.existing,
+    WatchJobRequest.skip_replayed_previews.
+  * Message sizes: max_receive_message_bytes on InbetweenRequest, GetResultRequest and
+    DownloadResultRequest; motion chunks and DownloadResult parts default to fitting 4 MiB.
+  * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
+    max_upload_bytes_in_flight and max_label_bytes; ListJobs pages (ListJobsRequest.page_size and
+    page_token, ListJobsResponse.next_page_token), each under 4 MiB.
+
 Conventions shared by every message (convert to and from engine space in exactly one place per client):
   * Space is glTF's: right-handed, +Y up, +Z forward, metres.
   * Quaternions are (x, y, z, w), unit length, packed flat: a clip of F frames and J joints sends
@@ -845,6 +856,26 @@ class InbetweenRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ClientTagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CHARACTER_ID_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     KEYFRAMES_FIELD_NUMBER: _builtins.int
@@ -854,6 +885,8 @@ class InbetweenRequest(_message.Message):
     CHUNK_FRAMES_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    CLIENT_TAGS_FIELD_NUMBER: _builtins.int
+    MAX_RECEIVE_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     character_id: _builtins.str
     """Id returned by UploadCharacter."""
     total_frames: _builtins.int
@@ -872,6 +905,10 @@ class InbetweenRequest(_message.Message):
     """Free-form label shown in ListJobs, e.g. the clip name in the editor; at most `Limits.max_label_bytes`
     UTF-8 bytes.
     """
+    max_receive_message_bytes: _builtins.int
+    """The largest message the client receives, in bytes (gRPC C++ and grpc-dotnet default to 4 MiB). The
+    job's `MotionChunk` events are sized to fit it; 0 means 4 MiB. Added in protocol 1.2.
+    """
     @_builtins.property
     def context(self) -> Global___Clip:
         """Known motion before the gap: timeline frames 0 .. context.frame_count - 1. At least one frame."""
@@ -879,6 +916,15 @@ class InbetweenRequest(_message.Message):
     @_builtins.property
     def keyframes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Keyframe]:
         """Poses to reach, sorted by strictly increasing frame; at least one."""
+
+    @_builtins.property
+    def client_tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free-form tags the server stores with the job and echoes in `JobSummary.client_tags`, so that a client
+        that lost its state (Unity reloads its scripting domain on every compile, an Unreal editor restarts)
+        finds its jobs again with `ListJobsRequest.client_tags`, e.g. {"asset": "Assets/Hero.anim",
+        "editor_session": "..."}. At most 32 entries; keys up to 128 and values up to 1024 bytes of UTF-8.
+        Added in protocol 1.2.
+        """
 
     def __init__(
         self,
@@ -892,10 +938,12 @@ class InbetweenRequest(_message.Message):
         chunk_frames: _builtins.int = ...,
         seed: _builtins.int = ...,
         label: _builtins.str = ...,
+        client_tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        max_receive_message_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["character_id", b"character_id", "chunk_frames", b"chunk_frames", "context", b"context", "keyframes", b"keyframes", "label", b"label", "method", b"method", "preset", b"preset", "seed", b"seed", "total_frames", b"total_frames"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["character_id", b"character_id", "chunk_frames", b"chunk_frames", "client_tags", b"client_tags", "context", b"context", "keyframes", b"keyframes", "label", b"label", "max_receive_message_bytes", b"max_receive_message_bytes", "method", b"method", "preset", b"preset", "seed", b"seed", "total_frames", b"total_frames"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -908,6 +956,13 @@ class SubmitJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Optional key that makes a retried submit safe: a SubmitJob with a key the server has seen returns the
+    job the first submit created (same `job_id`) instead of queueing a duplicate, even after a server
+    restart. The same key with a different request fails with ALREADY_EXISTS naming `idempotency_key`.
+    Use a fresh random string (e.g. a UUID) per intended job, at most 128 bytes. Added in protocol 1.2.
+    """
     @_builtins.property
     def request(self) -> Global___InbetweenRequest:
         """The job to queue."""
@@ -916,10 +971,11 @@ class SubmitJobRequest(_message.Message):
         self,
         *,
         request: Global___InbetweenRequest | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "request", b"request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -933,19 +989,25 @@ class SubmitJobResponse(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     POSITION_FIELD_NUMBER: _builtins.int
+    EXISTING_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The new job's id; use it with WatchJob, CancelJob and GetResult."""
     position: _builtins.int
     """Place in the queue: 0 means it runs next (or now)."""
+    existing: _builtins.bool
+    """True when `idempotency_key` matched an earlier submit and this is that submit's job; `position` is then
+    its place now (0 once it runs or ended). Added in protocol 1.2.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         position: _builtins.int = ...,
+        existing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "position", b"position"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["existing", b"existing", "job_id", b"job_id", "position", b"position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -959,19 +1021,26 @@ class WatchJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    SKIP_REPLAYED_PREVIEWS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job to watch."""
     after_seq: _builtins.int
     """Replay starts after this sequence number: 0 replays everything, the last seen `seq` resumes."""
+    skip_replayed_previews: _builtins.bool
+    """Leave out the `Preview` events that were stored before this call (the replay): a client re-attaching
+    after a reload gets the job's motion and state without every JPEG again. Previews that happen after the
+    call are sent. The skipped events' sequence numbers are missing from the stream. Added in protocol 1.2.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         after_seq: _builtins.int = ...,
+        skip_replayed_previews: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "job_id", b"job_id", "skip_replayed_previews", b"skip_replayed_previews"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1029,8 +1098,29 @@ class ListJobsRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ClientTagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     STATES_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    CLIENT_TAGS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
@@ -1047,17 +1137,24 @@ class ListJobsRequest(_message.Message):
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___JobState.ValueType]:
         """Only jobs in these states; empty means all."""
 
+    @_builtins.property
+    def client_tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only jobs whose `client_tags` hold every one of these entries (same key, same value); empty means all.
+        Added in protocol 1.2.
+        """
+
     def __init__(
         self,
         *,
         states: _abc.Iterable[Global___JobState.ValueType] | None = ...,
         limit: _builtins.int = ...,
+        client_tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_tags", b"client_tags", "limit", b"limit", "page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1099,6 +1196,26 @@ class JobSummary(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ClientTagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     JOB_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     CHARACTER_ID_FIELD_NUMBER: _builtins.int
@@ -1109,6 +1226,7 @@ class JobSummary(_message.Message):
     POSITION_FIELD_NUMBER: _builtins.int
     LAST_SEQ_FIELD_NUMBER: _builtins.int
     TOTAL_FRAMES_FIELD_NUMBER: _builtins.int
+    CLIENT_TAGS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job id."""
     state: Global___JobState.ValueType
@@ -1129,6 +1247,10 @@ class JobSummary(_message.Message):
     """Sequence number of the job's latest event; WatchJob with this `after_seq` waits for new ones."""
     total_frames: _builtins.int
     """Length of the job timeline in frames."""
+    @_builtins.property
+    def client_tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The tags given at submission (`InbetweenRequest.client_tags`). Added in protocol 1.2."""
+
     def __init__(
         self,
         *,
@@ -1142,10 +1264,11 @@ class JobSummary(_message.Message):
         position: _builtins.int = ...,
         last_seq: _builtins.int = ...,
         total_frames: _builtins.int = ...,
+        client_tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["character_id", b"character_id", "created_unix", b"created_unix", "job_id", b"job_id", "label", b"label", "last_seq", b"last_seq", "method", b"method", "position", b"position", "preset", b"preset", "state", b"state", "total_frames", b"total_frames"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["character_id", b"character_id", "client_tags", b"client_tags", "created_unix", b"created_unix", "job_id", b"job_id", "label", b"label", "last_seq", b"last_seq", "method", b"method", "position", b"position", "preset", b"preset", "state", b"state", "total_frames", b"total_frames"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1564,19 +1687,26 @@ class GetResultRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
+    MAX_RECEIVE_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """A completed job."""
     format: Global___ResultFormat.ValueType
     """The file to include, if any."""
+    max_receive_message_bytes: _builtins.int
+    """The largest message the client receives, in bytes; 0 means the server's `Limits.max_message_bytes`.
+    A result that does not fit fails with RESOURCE_EXHAUSTED before it is sent (use DownloadResult).
+    Added in protocol 1.2.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         format: Global___ResultFormat.ValueType = ...,
+        max_receive_message_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "job_id", b"job_id", "max_receive_message_bytes", b"max_receive_message_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1623,22 +1753,28 @@ class DownloadResultRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     CHUNK_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_RECEIVE_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """A completed job."""
     format: Global___ResultFormat.ValueType
     """The file to include, if any."""
     chunk_bytes: _builtins.int
     """Largest file chunk, in bytes; 0 lets the server choose (`Limits.upload_chunk_bytes`)."""
+    max_receive_message_bytes: _builtins.int
+    """The largest message the client receives, in bytes; 0 means 4 MiB (gRPC C++ and grpc-dotnet's default).
+    Every part, motion chunks and file chunks alike, is sized to fit it. Added in protocol 1.2.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         format: Global___ResultFormat.ValueType = ...,
         chunk_bytes: _builtins.int = ...,
+        max_receive_message_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_bytes", b"chunk_bytes", "format", b"format", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_bytes", b"chunk_bytes", "format", b"format", "job_id", b"job_id", "max_receive_message_bytes", b"max_receive_message_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,17 @@
 isort:skip_file
 AnyMoLe Bridge wire contract, protocol version 1.2 (see server/anymole/service/version.py for history).
 
+Changed in 1.1: RESULT_FORMAT_MP4 and MethodInfo.result_formats (the `video` method's result).
+Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is served as before):
+  * Reattach: InbetweenRequest.client_tags (echoed in JobSummary.client_tags, filtered by
+    ListJobsRequest.client_tags), SubmitJobRequest.idempotency_key with SubmitJobResponse.existing,
+    WatchJobRequest.skip_replayed_previews.
+  * Message sizes: max_receive_message_bytes on InbetweenRequest, GetResultRequest and
+    DownloadResultRequest; motion chunks and DownloadResult parts default to fitting 4 MiB.
+  * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
+    max_upload_bytes_in_flight and max_label_bytes; ListJobs pages (ListJobsRequest.page_size and
+    page_token, ListJobsResponse.next_page_token), each under 4 MiB.
+
 Conventions shared by every message (convert to and from engine space in exactly one place per client):
   * Space is glTF's: right-handed, +Y up, +Z forward, metres.
   * Quaternions are (x, y, z, w), unit length, packed flat: a clip of F frames and J joints sends
