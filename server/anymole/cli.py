@@ -280,7 +280,7 @@ def evaluate(
 ) -> None:
     """Score a predicted clip against ground truth: L2Q, HL2Q (1/4, 1/2, 3/4, full), L2P, NPSS.
 
-    l2q: LaFAN1's reduction (per frame the norm over all joints of the global-quaternion difference, mean over frames). l2q_per_joint_mse and hl2q_*: AnyMoLe's per-joint mean scale (its paper's figures are around 0.001); hl2q_1_2 keeps joints of depth <= 1/2 of the deepest. l2p: LaFAN1 reduction of global positions, in metres. npss: power-spectrum distance, lower is better.
+    l2q: LaFAN1's reduction (per frame the norm over all joints of the global-quaternion difference, mean over frames). l2q_per_joint_mse and hl2q_*: AnyMoLe's per-joint mean scale, the mean over frames, joints and the 4 quaternion components (torch's MSE; its paper's figures are around 0.001); hl2q_1_2 keeps joints of depth <= 1/2 of the deepest. l2p: LaFAN1 reduction of global positions, in metres. npss: power-spectrum distance, lower is better.
 
     --offset says which ground-truth frame the prediction's first frame is; --frames picks the ground-truth frames to score (the generated ones). Example, after `anymole fill ... --context 0:40 --keys 60,82`:
 

@@ -37,6 +37,7 @@ from anymole.service.jobs import JobInfo, JobState, Stamped
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 
 __all__ = [
+    "DEFAULT_RECEIVE_BYTES",
     "MOTION_RESULT_SUFFIX",
     "RESULT_SUFFIX",
     "VIDEO_RESULT_SUFFIX",
@@ -53,6 +54,7 @@ __all__ = [
     "motion_chunk_to_proto",
     "motion_to_chunks",
     "motion_to_clip",
+    "receive_budget",
     "skeleton_from_proto",
     "skeleton_to_proto",
     "spec_from_proto",
@@ -155,12 +157,27 @@ def _unit_quats(arr: np.ndarray, field: str, tol: float, names: tuple[str, ...] 
     return (arr / np.where(dev > 1e-6, norm, 1.0)[..., None]).astype(np.float32)
 
 
-def frames_per_message(limits: Limits, num_joints: int, with_translations: bool) -> int:
-    """Most motion frames of a ``num_joints`` skeleton one `MotionChunk` may carry: every chunk must fit one
-    gRPC message, or no watcher could receive it nor replay past it. Half the message limit, the rest is
-    headroom for the framing around the floats."""
+DEFAULT_RECEIVE_BYTES = 4 * MiB
+"""What a client receives per message unless it says otherwise: gRPC C++'s and grpc-dotnet's default."""
+
+MIN_RECEIVE_BYTES = 64 * 1024
+"""The smallest receive limit a client may state: one frame of a 1024-joint skeleton with translations fits."""
+
+
+def receive_budget(requested: int, limits: Limits, field: str, default: int = DEFAULT_RECEIVE_BYTES) -> int:
+    """The message size to fit replies to: a client's ``max_receive_message_bytes`` (``default`` when 0), at
+    most the server's own limit; `InvalidInput` naming ``field`` below `MIN_RECEIVE_BYTES`."""
+    if requested and requested < MIN_RECEIVE_BYTES:
+        raise InvalidInput(field, f"{requested} bytes is too small; state at least {MIN_RECEIVE_BYTES} (64 KiB)")
+    return min(requested or default, limits.max_message_bytes)
+
+
+def frames_per_message(message_bytes: int, num_joints: int, with_translations: bool) -> int:
+    """Most motion frames of a ``num_joints`` skeleton one `MotionChunk` may carry when a message holds at most
+    ``message_bytes``: every chunk must fit one message, or no watcher could receive it nor replay past it.
+    Half the message size, the rest is headroom for the framing around the floats."""
     frame_bytes = 4 * (num_joints * 4 + 3 + (num_joints * 3 if with_translations else 0))
-    return max(1, limits.max_message_bytes // (2 * frame_bytes))
+    return max(1, message_bytes // (2 * frame_bytes))
 
 
 def _count_check(n: int, limit: int, field: str, what: str) -> None:
@@ -438,7 +455,8 @@ def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limi
         if trs is not None:
             trs[i] = _floats(k.translations, j * 3, f"{f}.translations", f"{j} joints × 3").reshape(j, 3)
             trs[i, 0] = roots[i]
-    fitting = frames_per_message(limits, j, context.translations is not None)
+    budget = receive_budget(req.max_receive_message_bytes, limits, "max_receive_message_bytes")
+    fitting = frames_per_message(budget, j, context.translations is not None)
     chunk = min(req.chunk_frames or DEFAULT_CHUNK_FRAMES, fitting)
     return JobSpec(
         character_id=req.character_id,
@@ -470,9 +488,12 @@ def inbetween_request(
     seed: int = 0,
     label: str = "",
     key_translations: torch.Tensor | None = None,
+    client_tags: dict[str, str] | None = None,
+    max_receive_message_bytes: int = 0,
 ) -> pb.InbetweenRequest:
     """Build a request (client side). ``key_rotations (K, J, 4)`` xyzw, ``key_root (K, 3)`` m, optional
-    ``key_translations (K, J, 3)`` m (only with ``context.translations``)."""
+    ``key_translations (K, J, 3)`` m (only with ``context.translations``); ``client_tags`` find the job again
+    in `ListJobs`; ``max_receive_message_bytes`` sizes its motion events (0: 4 MiB)."""
     kr = key_rotations.detach().cpu().float().numpy()
     kt = key_root.detach().cpu().float().numpy()
     ktr = None if key_translations is None else key_translations.detach().cpu().float().numpy()
@@ -494,6 +515,8 @@ def inbetween_request(
         chunk_frames=chunk_frames,
         seed=seed,
         label=label,
+        client_tags=client_tags or {},
+        max_receive_message_bytes=max_receive_message_bytes,
     )
 
 
@@ -532,6 +555,7 @@ def job_info_to_proto(info: JobInfo) -> pb.JobSummary:
         position=info.position,
         last_seq=info.last_seq,
         total_frames=info.total_frames,
+        client_tags=info.client_tags,
     )
 
 
@@ -548,6 +572,7 @@ def job_info_from_proto(msg: pb.JobSummary) -> JobInfo:
         position=msg.position,
         last_seq=msg.last_seq,
         total_frames=msg.total_frames,
+        client_tags=dict(msg.client_tags),
     )
 
 
@@ -562,9 +587,10 @@ def motion_chunk_to_proto(ev: MotionChunk) -> pb.MotionChunk:
     )
 
 
-def motion_to_chunks(motion: Motion, limits: Limits) -> Iterator[pb.MotionChunk]:
-    """The whole of ``motion`` as final `MotionChunk` messages in frame order, each fitting one message."""
-    step = frames_per_message(limits, int(motion.rotations.shape[1]), motion.translations is not None)
+def motion_to_chunks(motion: Motion, message_bytes: int) -> Iterator[pb.MotionChunk]:
+    """The whole of ``motion`` as final `MotionChunk` messages in frame order, each fitting a message of
+    ``message_bytes``."""
+    step = frames_per_message(message_bytes, int(motion.rotations.shape[1]), motion.translations is not None)
     tr = motion.translations
     for s in range(0, motion.num_frames, step):
         e = s + step

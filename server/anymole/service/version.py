@@ -7,6 +7,10 @@ History (bump ``minor`` for compatible additions, ``major`` for anything a deplo
     1.1  ResultFormat RESULT_FORMAT_MP4: GetResult and DownloadResult serve the generated video of a job of
          method ``video`` (which streams Preview events); a video result has no motion.
          MethodInfo.result_formats: the formats each method's results come in.
+    1.2  engine clients (issue 15): InbetweenRequest.client_tags echoed in JobSummary and filtered by ListJobs;
+         SubmitJobRequest.idempotency_key (SubmitJobResponse.existing); WatchJobRequest.skip_replayed_previews;
+         max_receive_message_bytes on InbetweenRequest, GetResultRequest and DownloadResultRequest, with
+         motion chunks and DownloadResult parts fitting 4 MiB by default.
 
 A client sends its version as ``anymole-protocol-version: MAJOR.MINOR`` metadata on every call and in
 ``GetServerInfoRequest.client_protocol``. Equal majors are compatible; the minor only informs.
@@ -18,7 +22,7 @@ from anymole.errors import AnymoleError
 
 __all__ = ["METADATA_KEY", "PROTOCOL_VERSION", "VersionMismatch", "check_client_version", "parse_version"]
 
-PROTOCOL_VERSION: tuple[int, int] = (1, 1)
+PROTOCOL_VERSION: tuple[int, int] = (1, 2)
 METADATA_KEY = "anymole-protocol-version"
 
 
