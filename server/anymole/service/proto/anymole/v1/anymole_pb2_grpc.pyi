@@ -11,6 +11,8 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
     WatchJobRequest.skip_replayed_previews.
   * Message sizes: max_receive_message_bytes on InbetweenRequest, GetResultRequest and
     DownloadResultRequest; motion chunks and DownloadResult parts default to fitting 4 MiB.
+  * Materials: SkinnedMesh.materials, triangle_materials, textures and colors (every material of a
+    character, more than one texture, vertex colours).
 
 Conventions shared by every message (convert to and from engine space in exactly one place per client):
   * Space is glTF's: right-handed, +Y up, +Z forward, metres.
