@@ -32,7 +32,7 @@ from anymole.pipeline import (
     Progress,
     Queued,
 )
-from anymole.rig import Character, Motion, Skeleton, SkinnedMesh
+from anymole.rig import Character, Material, Motion, Skeleton, SkinnedMesh
 from anymole.service.errors import OverBudget
 from anymole.service.jobs import JobInfo, JobState, Stamped
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
@@ -306,6 +306,16 @@ def _decode_texture(tex: pb.Texture, field: str) -> torch.Tensor:
     return torch.from_numpy(arr.copy())
 
 
+def _encode_png(image: torch.Tensor) -> pb.Texture:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image.cpu().numpy()).save(buf, format="PNG")
+    return pb.Texture(mime_type="image/png", data=buf.getvalue())
+
+
 def mesh_from_proto(msg: pb.SkinnedMesh, num_joints: int, field: str = "mesh") -> SkinnedMesh:
     """Validated `SkinnedMesh` for a skeleton of ``num_joints`` joints."""
     n_pos = len(msg.positions)
@@ -339,10 +349,13 @@ def mesh_from_proto(msg: pb.SkinnedMesh, num_joints: int, field: str = "mesh") -
         raise InvalidInput(f"{field}.joint_weights", f"vertex {int(np.argmin(sums))} has no weight on any joint")
     ibm = _floats(msg.inverse_bind_matrices, num_joints * 16, f"{field}.inverse_bind_matrices", f"{num_joints} × 16")
     ibm = ibm.reshape(num_joints, 4, 4).transpose(0, 2, 1)  # glTF stores columns
-    color = torch.tensor([0.8, 0.8, 0.8, 1.0])
-    if len(msg.base_color):
-        color = torch.from_numpy(_floats(msg.base_color, 4, f"{field}.base_color", "RGBA"))
-    texture = _decode_texture(msg.texture, f"{field}.texture") if msg.HasField("texture") else None
+    colors = None
+    if len(msg.colors):
+        rgba = _floats(msg.colors, v * 4, f"{field}.colors", f"{v} vertices × 4").reshape(v, 4)
+        if (rgba < 0).any() or (rgba > 1).any():
+            raise InvalidInput(f"{field}.colors", "colours must lie in [0, 1]")
+        colors = torch.from_numpy(rgba)
+    materials, face_materials = _materials_from_proto(msg, tri.size // 3, uvs is not None, field)
     return SkinnedMesh(
         vertices=torch.from_numpy(pos.copy()),
         faces=torch.from_numpy(tri.reshape(-1, 3)),
@@ -351,9 +364,53 @@ def mesh_from_proto(msg: pb.SkinnedMesh, num_joints: int, field: str = "mesh") -
         inverse_bind=torch.from_numpy(np.ascontiguousarray(ibm)),
         normals=normals,
         uvs=uvs,
-        base_color=color,
-        texture=texture,
+        colors=colors,
+        materials=materials,
+        face_materials=face_materials,
     )
+
+
+def _color(values: Sequence[float], field: str) -> torch.Tensor:
+    if not len(values):
+        return torch.tensor([0.8, 0.8, 0.8, 1.0])
+    return torch.from_numpy(_floats(values, 4, field, "RGBA"))
+
+
+def _materials_from_proto(
+    msg: pb.SkinnedMesh, n_tri: int, has_uvs: bool, field: str
+) -> tuple[tuple[Material, ...], torch.Tensor | None]:
+    """``materials`` and ``face_materials`` of a `SkinnedMesh`: from ``materials`` (1.2) or else from the
+    one-material fields ``base_color`` / ``texture`` (1.1)."""
+    if not msg.materials:
+        texture = _decode_texture(msg.texture, f"{field}.texture") if msg.HasField("texture") else None
+        if msg.triangle_materials:
+            raise InvalidInput(f"{field}.triangle_materials", "index materials that are not sent; send `materials`")
+        if texture is not None and not has_uvs:
+            raise InvalidInput(f"{field}.uvs", "a textured mesh needs V * 2 uvs")
+        return (Material(_color(msg.base_color, f"{field}.base_color"), texture),), None
+    textures = [_decode_texture(t, f"{field}.textures[{i}]") for i, t in enumerate(msg.textures)]
+    materials = []
+    for i, m in enumerate(msg.materials):
+        where = f"{field}.materials[{i}]"
+        tex = None
+        if m.HasField("texture"):
+            if m.texture >= len(textures):
+                raise InvalidInput(f"{where}.texture", f"index {m.texture} is out of range for {len(textures)} textures")
+            if not has_uvs:
+                raise InvalidInput(f"{field}.uvs", f"{where} is textured: send V * 2 uvs")
+            tex = textures[m.texture]
+        materials.append(Material(_color(m.base_color, f"{where}.base_color"), tex, m.name))
+    face_materials = None
+    if msg.triangle_materials:
+        fm = np.asarray(msg.triangle_materials, dtype=np.int64)
+        if fm.size != n_tri:
+            raise InvalidInput(f"{field}.triangle_materials", f"has {fm.size} entries, expected one per triangle ({n_tri})")
+        if fm.max() >= len(materials):
+            raise InvalidInput(
+                f"{field}.triangle_materials", f"material {int(fm.max())} is out of range for {len(materials)} materials"
+            )
+        face_materials = torch.from_numpy(fm)
+    return tuple(materials), face_materials
 
 
 def character_from_asset_bytes(payload: bytes, name: str, limits: Limits) -> Character:
@@ -388,15 +445,16 @@ def character_to_asset(character: Character) -> pb.CharacterAsset:
         asset.mesh.joint_indices.extend(m.joint_indices.reshape(-1).tolist())
         asset.mesh.joint_weights.extend(flat(m.joint_weights))
         asset.mesh.inverse_bind_matrices.extend(flat(m.inverse_bind.transpose(-1, -2)))
-        asset.mesh.base_color.extend(flat(m.base_color))
-        if m.texture is not None:
-            import io
-
-            from PIL import Image
-
-            buf = io.BytesIO()
-            Image.fromarray(m.texture.cpu().numpy()).save(buf, format="PNG")
-            asset.mesh.texture.CopyFrom(pb.Texture(mime_type="image/png", data=buf.getvalue()))
+        if m.colors is not None:
+            asset.mesh.colors.extend(flat(m.colors))
+        textures = {id(t): i for i, t in enumerate(m.textures)}
+        asset.mesh.textures.extend(_encode_png(t) for t in m.textures)
+        for mat in m.materials:
+            entry = asset.mesh.materials.add(name=mat.name, base_color=flat(mat.base_color))
+            if mat.texture is not None:
+                entry.texture = textures[id(mat.texture)]
+        if m.face_materials is not None:
+            asset.mesh.triangle_materials.extend(m.face_materials.tolist())
     return asset
 
 

@@ -11,6 +11,8 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
     WatchJobRequest.skip_replayed_previews.
   * Message sizes: max_receive_message_bytes on InbetweenRequest, GetResultRequest and
     DownloadResultRequest; motion chunks and DownloadResult parts default to fitting 4 MiB.
+  * Materials: SkinnedMesh.materials, triangle_materials, textures and colors (every material of a
+    character, more than one texture, vertex colours).
   * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
     max_upload_bytes_in_flight and max_label_bytes; ListJobs pages (ListJobsRequest.page_size and
     page_token, ListJobsResponse.next_page_token), each under 4 MiB.
@@ -513,7 +515,10 @@ Global___Skeleton: _TypeAlias = Skeleton  # noqa: Y015
 
 @_typing.final
 class SkinnedMesh(_message.Message):
-    """A triangle mesh skinned to the skeleton, all sub-meshes merged, in bind pose."""
+    """A triangle mesh skinned to the skeleton, all sub-meshes merged, in bind pose. Each triangle keeps its
+    sub-mesh's material (`materials`, `triangle_materials`, added in protocol 1.2); a 1.1 client sends one
+    material in `base_color` and `texture`.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -527,6 +532,10 @@ class SkinnedMesh(_message.Message):
     INVERSE_BIND_MATRICES_FIELD_NUMBER: _builtins.int
     BASE_COLOR_FIELD_NUMBER: _builtins.int
     TEXTURE_FIELD_NUMBER: _builtins.int
+    COLORS_FIELD_NUMBER: _builtins.int
+    MATERIALS_FIELD_NUMBER: _builtins.int
+    TRIANGLE_MATERIALS_FIELD_NUMBER: _builtins.int
+    TEXTURES_FIELD_NUMBER: _builtins.int
     influences_per_vertex: _builtins.int
     """K: the number of joint influences stored per vertex."""
     @_builtins.property
@@ -565,6 +574,30 @@ class SkinnedMesh(_message.Message):
     def texture(self) -> Global___Texture:
         """The base-colour texture, or unset."""
 
+    @_builtins.property
+    def colors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """V * 4 floats: per-vertex colours, RGBA in [0, 1] (glTF COLOR_0), multiplied with the triangle's material
+        colour; or empty. Added in protocol 1.2.
+        """
+
+    @_builtins.property
+    def materials(self) -> _containers.RepeatedCompositeFieldContainer[Global___Material]:
+        """The materials of the sub-meshes. When set, `base_color` and `texture` above are ignored; when empty,
+        those two describe the one material. Added in protocol 1.2.
+        """
+
+    @_builtins.property
+    def triangle_materials(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """T values: each triangle's index into `materials` (e.g. a Unity sub-mesh's or an Unreal section's
+        material slot); empty means every triangle uses materials[0]. Added in protocol 1.2.
+        """
+
+    @_builtins.property
+    def textures(self) -> _containers.RepeatedCompositeFieldContainer[Global___Texture]:
+        """The distinct base-colour images that `materials` refer to by index; a shared image is sent once.
+        Added in protocol 1.2.
+        """
+
     def __init__(
         self,
         *,
@@ -578,14 +611,54 @@ class SkinnedMesh(_message.Message):
         inverse_bind_matrices: _abc.Iterable[_builtins.float] | None = ...,
         base_color: _abc.Iterable[_builtins.float] | None = ...,
         texture: Global___Texture | None = ...,
+        colors: _abc.Iterable[_builtins.float] | None = ...,
+        materials: _abc.Iterable[Global___Material] | None = ...,
+        triangle_materials: _abc.Iterable[_builtins.int] | None = ...,
+        textures: _abc.Iterable[Global___Texture] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["texture", b"texture"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_color", b"base_color", "influences_per_vertex", b"influences_per_vertex", "inverse_bind_matrices", b"inverse_bind_matrices", "joint_indices", b"joint_indices", "joint_weights", b"joint_weights", "normals", b"normals", "positions", b"positions", "texture", b"texture", "triangle_indices", b"triangle_indices", "uvs", b"uvs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_color", b"base_color", "colors", b"colors", "influences_per_vertex", b"influences_per_vertex", "inverse_bind_matrices", b"inverse_bind_matrices", "joint_indices", b"joint_indices", "joint_weights", b"joint_weights", "materials", b"materials", "normals", b"normals", "positions", b"positions", "texture", b"texture", "textures", b"textures", "triangle_indices", b"triangle_indices", "triangle_materials", b"triangle_materials", "uvs", b"uvs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SkinnedMesh: _TypeAlias = SkinnedMesh  # noqa: Y015
+
+@_typing.final
+class Material(_message.Message):
+    """How one sub-mesh looks: glTF's base colour, factor x texture (at the mesh's `uvs`) x vertex colour.
+    Added in protocol 1.2.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    BASE_COLOR_FIELD_NUMBER: _builtins.int
+    TEXTURE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The material's name in the editor or file, for logs; may be empty."""
+    texture: _builtins.int
+    """Index into SkinnedMesh.textures of the base-colour texture; unset means untextured."""
+    @_builtins.property
+    def base_color(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """4 floats: the base colour factor, RGBA in [0, 1]; empty means opaque light grey."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        base_color: _abc.Iterable[_builtins.float] | None = ...,
+        texture: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_texture", b"_texture", "texture", b"texture"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_texture", b"_texture", "base_color", b"base_color", "name", b"name", "texture", b"texture"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__texture: _TypeAlias = _typing.Literal["texture"]  # noqa: Y015
+    _WhichOneofArgType__texture: _TypeAlias = _typing.Literal["_texture", b"_texture"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__texture) -> _WhichOneofReturnType__texture | None: ...
+
+Global___Material: _TypeAlias = Material  # noqa: Y015
 
 @_typing.final
 class Texture(_message.Message):
