@@ -24,6 +24,11 @@ $PY -c "import ensurepip, venv" 2>/dev/null || APT_PKGS+=(python3-venv)
 if [[ $DEV == 1 ]]; then
     APT_PKGS+=(blender python3-numpy nodejs npm)  # Blender's glTF importer needs the system numpy
 fi
+if [[ $DEV == 1 ]]; then
+    # The Unity package's C# core (scripts/test_unity.sh): mono's compiler and NUnit, protoc for the C# messages;
+    # Google.Protobuf itself is built from Debian's protobuf source package (deb-src) by that script.
+    APT_PKGS+=(mono-complete nunit-console protobuf-compiler)
+fi
 missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
