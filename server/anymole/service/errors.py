@@ -24,11 +24,16 @@ from anymole.errors import (
 from anymole.pipeline import Failed
 from anymole.service.version import VersionMismatch
 
-__all__ = ["STATUS_TABLE", "NotReady", "ResultFormatMismatch", "ShuttingDown", "code_of", "failed_event", "to_status"]
+__all__ = ["STATUS_TABLE", "KeyReused", "NotReady", "ResultFormatMismatch", "ShuttingDown", "code_of", "failed_event", "to_status"]
 
 
 class ShuttingDown(AnymoleError):
     """The server is stopping and takes no new jobs (UNAVAILABLE: retry against a running server)."""
+
+
+class KeyReused(InvalidInput):
+    """An idempotency key sent again with a different request (ALREADY_EXISTS, with the BadRequest detail of
+    every `InvalidInput` naming the field)."""
 
 
 class NotReady(AnymoleError):
@@ -46,6 +51,7 @@ class ResultFormatMismatch(NotReady):
 
 
 STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
+    KeyReused: grpc.StatusCode.ALREADY_EXISTS,  # before InvalidInput, its base
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     AssetError: grpc.StatusCode.INVALID_ARGUMENT,  # on a server, a bad asset always came from a client
     NotFound: grpc.StatusCode.NOT_FOUND,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import hashlib
 import logging
 import os
 import uuid
@@ -22,15 +23,16 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
-from anymole.errors import InvalidInput
+from anymole.errors import InvalidInput, ResourceExhausted
 from anymole.pipeline import Pipeline
 from anymole.rig import Motion
 from anymole.service import convert
 from anymole.service.characters import CharacterStore
 from anymole.service.errors import ResultFormatMismatch, code_of, to_status
-from anymole.service.jobs import JobManager
+from anymole.service.jobs import JobInfo, JobManager, Submission
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
+from anymole.service.tags import check_key, check_tags
 from anymole.service.version import (
     PROTOCOL_VERSION,
     check_client_version,
@@ -215,28 +217,34 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         )
 
     # ------------------------------------------------------------------ jobs
-    async def _submit(self, request: pb.InbetweenRequest) -> str:
+    async def _submit(self, request: pb.InbetweenRequest, key: str = "") -> tuple[JobInfo, bool]:
+        """Validate and queue ``request``; with an idempotency ``key`` seen before, that key's job instead (the
+        bool says so). Errors name the request's fields without the SubmitJobRequest prefix, as in 1.0."""
+        submission = Submission(
+            client_tags=check_tags(request.client_tags, "client_tags"),
+            idempotency_key=check_key(key),
+            request_digest=hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest() if key else "",
+        )
         if not request.character_id:
             raise InvalidInput("character_id", "upload the character first (UploadCharacter) and pass its id")
         character = await asyncio.to_thread(self.characters.get, request.character_id)
         spec = await asyncio.to_thread(convert.spec_from_proto, request, character, self.limits)
-        return self.jobs.submit(spec).job_id
+        return self.jobs.submit(spec, submission)
 
     @_streaming
     async def Inbetween(self, request: pb.InbetweenRequest, context: Any) -> AsyncIterator[pb.JobEvent]:
-        job_id = await self._submit(request)
-        async for st in self.jobs.watch(job_id, 0):
+        info, _ = await self._submit(request)
+        async for st in self.jobs.watch(info.job_id, 0):
             yield convert.event_to_proto(st)
 
     @_unary
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> pb.SubmitJobResponse:
-        job_id = await self._submit(request.request)
-        info = self.jobs.info(job_id)
-        return pb.SubmitJobResponse(job_id=job_id, position=info.position)
+        info, existing = await self._submit(request.request, request.idempotency_key)
+        return pb.SubmitJobResponse(job_id=info.job_id, position=info.position, existing=existing)
 
     @_streaming
     async def WatchJob(self, request: pb.WatchJobRequest, context: Any) -> AsyncIterator[pb.JobEvent]:
-        async for st in self.jobs.watch(request.job_id, request.after_seq):
+        async for st in self.jobs.watch(request.job_id, request.after_seq, request.skip_replayed_previews):
             yield convert.event_to_proto(st)
 
     @_unary
@@ -246,7 +254,8 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
     @_unary
     async def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> pb.ListJobsResponse:
         states = [convert.state_from_proto(s, f"states[{i}]") for i, s in enumerate(request.states)]
-        return pb.ListJobsResponse(jobs=[convert.job_info_to_proto(i) for i in self.jobs.list(states, request.limit)])
+        jobs = self.jobs.list(states, request.limit, dict(request.client_tags))
+        return pb.ListJobsResponse(jobs=[convert.job_info_to_proto(i) for i in jobs])
 
     @_unary
     async def GetResult(self, request: pb.GetResultRequest, context: Any) -> pb.GetResultResponse:
@@ -256,13 +265,23 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         motion = await asyncio.to_thread(self.jobs.result, request.job_id)  # after a restart: read from disk
         data, name = await self._file_of(request.job_id, request.format, motion)
         clip = await asyncio.to_thread(convert.motion_to_clip, motion)
-        return pb.GetResultResponse(motion=clip, file=data, file_name=name)
+        response = pb.GetResultResponse(motion=clip, file=data, file_name=name)
+        budget = convert.receive_budget(
+            request.max_receive_message_bytes, self.limits, "max_receive_message_bytes", self.limits.max_message_bytes
+        )
+        if response.ByteSize() > budget:
+            raise ResourceExhausted(
+                f"the result of job {request.job_id} is {response.ByteSize()} bytes, more than the {budget} a "
+                "message may carry here; fetch it with DownloadResult, which streams it in parts"
+            )
+        return response
 
     @_streaming
     async def DownloadResult(
         self, request: pb.DownloadResultRequest, context: Any
     ) -> AsyncIterator[pb.DownloadResultResponse]:
-        step = min(request.chunk_bytes or self.limits.upload_chunk_bytes, self.limits.max_message_bytes // 2)
+        budget = convert.receive_budget(request.max_receive_message_bytes, self.limits, "max_receive_message_bytes")
+        step = min(request.chunk_bytes or self.limits.upload_chunk_bytes, budget // 2)
         if await self._is_video(request.job_id, request.format):
             data, name, meta = await asyncio.to_thread(self._video_file, request.job_id)
             header = pb.ResultHeader(
@@ -276,7 +295,7 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
                 fps=motion.fps, total_frames=motion.num_frames, file_bytes=len(data), file_name=name
             )
             yield pb.DownloadResultResponse(header=header)
-            for chunk in convert.motion_to_chunks(motion, self.limits):
+            for chunk in convert.motion_to_chunks(motion, budget):
                 yield pb.DownloadResultResponse(motion=chunk)
         for i in range(0, len(data), step):
             yield pb.DownloadResultResponse(file_chunk=data[i : i + step])
