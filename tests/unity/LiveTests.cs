@@ -127,7 +127,10 @@ namespace AnyMoLe.Tests
                     ConversionTests.AssertClose(imported.Mesh.InverseBindMatrices, back.Mesh.InverseBindMatrices, 1e-4, name + " inverse binds");
                     CollectionAssert.AreEqual(imported.Mesh.Triangles, back.Mesh.Triangles, name);
                     CollectionAssert.AreEqual(imported.Mesh.JointIndices, back.Mesh.JointIndices, name);
-                    Assert.AreEqual(imported.Mesh.TextureData.Length, back.Mesh.TextureData.Length, name);
+                    CollectionAssert.AreEqual(imported.Mesh.Colors, back.Mesh.Colors, name);
+                    CollectionAssert.AreEqual(imported.Mesh.TriangleMaterials, back.Mesh.TriangleMaterials, name);
+                    Assert.AreEqual(imported.Mesh.Materials.Count, back.Mesh.Materials.Count, name);
+                    Assert.AreEqual(imported.Mesh.Textures.Count, back.Mesh.Textures.Count, name);
                 }
                 var up = Wait(session.UploadCharacterAsync(back));
                 CollectionAssert.AreEqual(imported.Skeleton.Names, up.Skeleton.Names, name);
@@ -217,7 +220,8 @@ namespace AnyMoLe.Tests
         {
             var up = UploadFoxGlb();
             var req = FoxRequest(up.CharacterId, 0, 40, new[] { 60, 82 });
-            req.Label = "reattach " + Guid.NewGuid();
+            req.ClientTags["asset"] = "Assets/Fox.anim";
+            req.ClientTags["editor_session"] = Guid.NewGuid().ToString();
             req.ChunkFrames = 5;  // several motion events
             Wait(session.SubmitAsync(req));
             // Watch until the first motion event, then drop the stream as a domain reload would.
@@ -244,10 +248,12 @@ namespace AnyMoLe.Tests
             var after = SecondSession();
             try
             {
-                var found = Wait(after.FindJobAsync(req.Label));
+                var found = Wait(after.FindJobAsync(new Dictionary<string, string> { { "editor_session", req.ClientTags["editor_session"] } }));
                 Assert.IsNotNull(found, "ListJobs does not show the job by its tag");
                 var snapshot = SessionSnapshot.Parse(saved);
                 Assert.AreEqual(snapshot.JobId, found.JobId);
+                CollectionAssert.AreEquivalent(req.ClientTags, found.ClientTags);
+                CollectionAssert.AreEquivalent(req.ClientTags, snapshot.Tags);
                 after.Reattach(snapshot);
                 var resumed = new List<JobEvent>();
                 var end = Wait(after.WatchAsync(resumed.Add));
@@ -263,6 +269,48 @@ namespace AnyMoLe.Tests
             {
                 after.Dispose();
             }
+        }
+
+        /// <summary>A chain skeleton of <paramref name="joints"/> joints 10 cm apart, no mesh.</summary>
+        static Character Chain(int joints)
+        {
+            var s = new Skeleton
+            {
+                Names = new string[joints], Parents = new int[joints],
+                RestTranslations = new float[joints * 3], RestRotations = new float[joints * 4],
+            };
+            for (int j = 0; j < joints; j++)
+            {
+                s.Names[j] = "bone" + j;
+                s.Parents[j] = j - 1;
+                s.RestTranslations[j * 3 + 1] = j == 0 ? 0 : 0.1f;
+                s.RestRotations[j * 4 + 3] = 1;
+            }
+            return new Character { Name = "chain " + Guid.NewGuid(), Skeleton = s };
+        }
+
+        [Test]
+        public void AResultOverFourMebibytesArrivesInPartsUnderGrpcDotnetsReceiveLimit()
+        {
+            // 100 joints × 3001 frames of rotations are 4.8 MB: no one message may carry them through the
+            // relay's 4 MiB receive limit, so the events and the download must come in parts.
+            const int joints = 100, last = 3000;
+            var up = Wait(session.UploadCharacterAsync(Chain(joints)));
+            var context = new Motion { Fps = 30, FrameCount = 2, JointCount = joints, Rotations = new float[2 * joints * 4], RootTranslations = new float[6] };
+            for (int i = 0; i < 2 * joints; i++) context.Rotations[i * 4 + 3] = 1;
+            var key = new Keyframe { Frame = last, Rotations = new float[joints * 4], RootTranslation = new[] { 1f, 0f, 0f } };
+            for (int j = 0; j < joints; j++) { key.Rotations[j * 4 + 1] = 0.38268343f; key.Rotations[j * 4 + 3] = 0.92387953f; }
+            var req = new FillRequest { CharacterId = up.CharacterId, Context = context, Method = "interp" };
+            req.Keyframes.Add(key);
+            int motionEvents = 0;
+            var end = Wait(session.FillAsync(req, ev => { if (ev is MotionEvent) motionEvents++; }));
+            Assert.IsInstanceOf<CompletedEvent>(end, end.ToString());
+            Assert.That(motionEvents, Is.GreaterThan(1));
+            var result = Wait(session.DownloadResultAsync());
+            Assert.AreEqual(last + 1, result.FrameCount);
+            Assert.That(result.Rotations.Length * 4, Is.GreaterThan(4 << 20));
+            CollectionAssert.AreEqual(key.Rotations, Motion.Sub(result.Rotations, last * joints * 4, joints * 4));
+            CollectionAssert.AreEqual(result.Rotations, session.Timeline.Assemble(context).Rotations);
         }
     }
 }

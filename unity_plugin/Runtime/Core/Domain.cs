@@ -37,11 +37,32 @@ namespace AnyMoLe.Core
         public float[] JointWeights = new float[0];
         /// <summary>J × 16 inverse bind matrices (character → joint space), column-major.</summary>
         public float[] InverseBindMatrices = new float[0];
-        /// <summary>RGBA base colour, or empty.</summary>
-        public float[] BaseColor = new float[0];
-        public string TextureMimeType = "";
-        public byte[] TextureData = new byte[0];
+        /// <summary>V × 4 vertex colours RGBA in [0, 1], or empty.</summary>
+        public float[] Colors = new float[0];
+        /// <summary>The sub-meshes' materials (empty: opaque light grey).</summary>
+        public List<Material> Materials = new List<Material>();
+        /// <summary>T: each triangle's index into Materials, or empty (all use the first).</summary>
+        public int[] TriangleMaterials = new int[0];
+        /// <summary>The distinct images Materials refer to by index.</summary>
+        public List<Texture> Textures = new List<Texture>();
         public int VertexCount { get { return Positions.Length / 3; } }
+    }
+
+    /// <summary>How one sub-mesh looks: base colour factor × texture (at the mesh's uvs) × vertex colour.</summary>
+    public sealed class Material
+    {
+        public string Name = "";
+        /// <summary>RGBA in [0, 1], or empty (opaque light grey).</summary>
+        public float[] BaseColor = new float[0];
+        /// <summary>Index into SkinnedMesh.Textures, or -1 for none.</summary>
+        public int Texture = -1;
+    }
+
+    /// <summary>An encoded image file (PNG or JPEG), sent as it is.</summary>
+    public sealed class Texture
+    {
+        public string MimeType = "";
+        public byte[] Data = new byte[0];
     }
 
     /// <summary>What UploadCharacter sends as CHARACTER_FORMAT_PROTO.</summary>
@@ -92,7 +113,7 @@ namespace AnyMoLe.Core
             };
         }
 
-        internal static float[] Sub(float[] a, int start, int count)
+        public static float[] Sub(float[] a, int start, int count)
         {
             var r = new float[count];
             Array.Copy(a, start, r, 0, count);
@@ -125,6 +146,9 @@ namespace AnyMoLe.Core
         public ulong Seed;
         /// <summary>Shown in the server's job list, e.g. the clip's name.</summary>
         public string Label = "";
+        /// <summary>Stored with the job, so that an editor that lost its state finds it again (ListJobs filters by
+        /// them), e.g. {"asset": "Assets/Hero.anim"}. At most 32 entries.</summary>
+        public Dictionary<string, string> ClientTags = new Dictionary<string, string>();
     }
 
     /// <summary>One method a server offers.</summary>
@@ -175,6 +199,7 @@ namespace AnyMoLe.Core
         public string CharacterId = "", Method = "", Label = "";
         public ulong LastSeq;
         public int TotalFrames;
+        public Dictionary<string, string> ClientTags = new Dictionary<string, string>();
     }
 
     // ---------------------------------------------------------------------------------------------- events

@@ -24,9 +24,17 @@ namespace AnyMoLe.Core
                 mesh.JointIndices.Add(m.JointIndices.Select(i => (uint)i));
                 mesh.JointWeights.Add(m.JointWeights);
                 mesh.InverseBindMatrices.Add(m.InverseBindMatrices);
-                mesh.BaseColor.Add(m.BaseColor);
-                if (m.TextureData.Length > 0)
-                    mesh.Texture = new pb.Texture { MimeType = m.TextureMimeType, Data = ByteString.CopyFrom(m.TextureData) };
+                mesh.Colors.Add(m.Colors);
+                foreach (var t in m.Textures)
+                    mesh.Textures.Add(new pb.Texture { MimeType = t.MimeType, Data = ByteString.CopyFrom(t.Data) });
+                foreach (var mat in m.Materials)
+                {
+                    var entry = new pb.Material { Name = mat.Name ?? "" };
+                    entry.BaseColor.Add(mat.BaseColor);
+                    if (mat.Texture >= 0) entry.Texture = (uint)mat.Texture;
+                    mesh.Materials.Add(entry);
+                }
+                mesh.TriangleMaterials.Add(m.TriangleMaterials.Select(i => (uint)i));
                 asset.Mesh = mesh;
             }
             return asset;
@@ -48,10 +56,23 @@ namespace AnyMoLe.Core
                     JointIndices = m.JointIndices.Select(i => (int)i).ToArray(),
                     JointWeights = m.JointWeights.ToArray(),
                     InverseBindMatrices = m.InverseBindMatrices.ToArray(),
-                    BaseColor = m.BaseColor.ToArray(),
-                    TextureMimeType = m.Texture == null ? "" : m.Texture.MimeType,
-                    TextureData = m.Texture == null ? new byte[0] : m.Texture.Data.ToByteArray(),
+                    Colors = m.Colors.ToArray(),
+                    TriangleMaterials = m.TriangleMaterials.Select(i => (int)i).ToArray(),
                 };
+                foreach (var t in m.Textures) c.Mesh.Textures.Add(new Texture { MimeType = t.MimeType, Data = t.Data.ToByteArray() });
+                foreach (var mat in m.Materials)
+                    c.Mesh.Materials.Add(new Material { Name = mat.Name, BaseColor = mat.BaseColor.ToArray(), Texture = mat.HasTexture ? (int)mat.Texture : -1 });
+                if (m.Materials.Count == 0 && (m.BaseColor.Count > 0 || m.Texture != null))
+                {
+                    // A protocol 1.1 mesh: its one material in base_color and texture.
+                    var only = new Material { BaseColor = m.BaseColor.ToArray() };
+                    if (m.Texture != null)
+                    {
+                        only.Texture = 0;
+                        c.Mesh.Textures.Add(new Texture { MimeType = m.Texture.MimeType, Data = m.Texture.Data.ToByteArray() });
+                    }
+                    c.Mesh.Materials.Add(only);
+                }
             }
             return c;
         }
@@ -102,7 +123,8 @@ namespace AnyMoLe.Core
             };
         }
 
-        public static pb.InbetweenRequest ToProto(FillRequest r)
+        /// <param name="receiveLimit">the largest message this client receives: motion events are sized to it.</param>
+        public static pb.InbetweenRequest ToProto(FillRequest r, int receiveLimit)
         {
             var req = new pb.InbetweenRequest
             {
@@ -114,7 +136,9 @@ namespace AnyMoLe.Core
                 ChunkFrames = (uint)r.ChunkFrames,
                 Seed = r.Seed,
                 Label = r.Label ?? "",
+                MaxReceiveMessageBytes = (uint)receiveLimit,
             };
+            req.ClientTags.Add(r.ClientTags);
             foreach (var k in r.Keyframes)
             {
                 var key = new pb.Keyframe { Frame = (uint)k.Frame };
@@ -158,11 +182,13 @@ namespace AnyMoLe.Core
 
         public static JobSummary FromProto(pb.JobSummary j)
         {
-            return new JobSummary
+            var summary = new JobSummary
             {
                 JobId = j.JobId, State = FromProto(j.State), CharacterId = j.CharacterId, Method = j.Method,
                 Label = j.Label, LastSeq = j.LastSeq, TotalFrames = (int)j.TotalFrames,
             };
+            foreach (var kv in j.ClientTags) summary.ClientTags[kv.Key] = kv.Value;
+            return summary;
         }
 
         public static JobEvent FromProto(pb.JobEvent e)

@@ -22,7 +22,7 @@ namespace AnyMoLe.Core
     public sealed class AnyMoLeSession : IDisposable
     {
         /// <summary>The protocol this plugin was built against (proto/anymole/v1, service/version.py).</summary>
-        public const int ProtocolMajor = 1, ProtocolMinor = 1;
+        public const int ProtocolMajor = 1, ProtocolMinor = 2;
         public const string VersionMetadataKey = "anymole-protocol-version";
         const string Service = "/anymole.v1.AnyMoLeService/";
         /// <summary>Re-attach attempts after a dropped event stream, as the Python client does.</summary>
@@ -41,8 +41,13 @@ namespace AnyMoLe.Core
         public ulong LastSeq { get; private set; }
         /// <summary>Joints of the job's character, for shaping motion.</summary>
         public int JointCount { get; private set; }
-        /// <summary>The client tag of the job (the label until the protocol has client_tags).</summary>
-        public string Tag { get; private set; }
+        /// <summary>The client tags of the job (InbetweenRequest.client_tags).</summary>
+        public Dictionary<string, string> Tags { get; private set; }
+        /// <summary>The largest message this client receives (grpc-dotnet's default, 4 MiB): the server sizes
+        /// motion events and result parts to fit it.</summary>
+        public int ReceiveLimit = 4 << 20;
+        /// <summary>Set by Reattach: the replay leaves out the previews a reloaded window has no use for.</summary>
+        bool skipReplayedPreviews;
         /// <summary>The gap's motion as it streamed in (provisional frames replaced by final ones).</summary>
         public JobTimeline Timeline { get; private set; }
         /// <summary>The terminal event, once the job ended.</summary>
@@ -57,7 +62,7 @@ namespace AnyMoLe.Core
             if (!string.IsNullOrEmpty(token))
                 metadata.Add(new KeyValuePair<string, string>("authorization", "Bearer " + token));
             JobId = "";
-            Tag = "";
+            Tags = new Dictionary<string, string>();
         }
 
         public void Dispose()
@@ -151,15 +156,33 @@ namespace AnyMoLe.Core
 
         // ----------------------------------------------------------------------------------------------- jobs
 
-        /// <summary>SubmitJob: queues the job and makes it this session's job (events from seq 0).</summary>
+        /// <summary>SubmitJob: queues the job and makes it this session's job (events from seq 0). A submit that
+        /// fails with UNAVAILABLE is retried with the same idempotency key, so the server never queues it twice.</summary>
         public async Task<string> SubmitAsync(FillRequest request, CancellationToken cancel = default(CancellationToken))
         {
             RequireReady("SubmitAsync");
-            var req = new pb.SubmitJobRequest { Request = ProtoConvert.ToProto(request) };
-            var raw = await transport.UnaryAsync(Service + "SubmitJob", req.ToByteArray(), metadata, cancel);
+            var req = new pb.SubmitJobRequest
+            {
+                Request = ProtoConvert.ToProto(request, ReceiveLimit),
+                IdempotencyKey = Guid.NewGuid().ToString("N"),
+            };
+            byte[] raw = null;
+            for (int attempt = 0; raw == null; attempt++)
+            {
+                try
+                {
+                    raw = await transport.UnaryAsync(Service + "SubmitJob", req.ToByteArray(), metadata, cancel);
+                }
+                catch (AnyMoLeRpcException exc)
+                {
+                    if (exc.Code != RpcCode.Unavailable || attempt >= Retries) throw;
+                    await Task.Delay(500 * (attempt + 1), cancel);
+                }
+            }
             var resp = pb.SubmitJobResponse.Parser.ParseFrom(raw);
-            Follow(resp.JobId, 0, request.Context.JointCount, request.Label,
+            Follow(resp.JobId, 0, request.Context.JointCount, request.ClientTags,
                    request.Context.FrameCount, TotalFramesOf(request));
+            skipReplayedPreviews = false;
             return resp.JobId;
         }
 
@@ -169,12 +192,12 @@ namespace AnyMoLe.Core
             return r.Keyframes.Count == 0 ? r.Context.FrameCount : r.Keyframes[r.Keyframes.Count - 1].Frame + 1;
         }
 
-        void Follow(string jobId, ulong afterSeq, int joints, string tag, int contextFrames, int totalFrames)
+        void Follow(string jobId, ulong afterSeq, int joints, Dictionary<string, string> tags, int contextFrames, int totalFrames)
         {
             JobId = jobId;
             LastSeq = afterSeq;
             JointCount = joints;
-            Tag = tag ?? "";
+            Tags = new Dictionary<string, string>(tags);
             Outcome = null;
             Timeline = new JobTimeline(contextFrames, totalFrames, joints);
             State = SessionState.Submitted;
@@ -201,7 +224,7 @@ namespace AnyMoLe.Core
             {
                 try
                 {
-                    var req = new pb.WatchJobRequest { JobId = JobId, AfterSeq = LastSeq };
+                    var req = new pb.WatchJobRequest { JobId = JobId, AfterSeq = LastSeq, SkipReplayedPreviews = skipReplayedPreviews };
                     using (var stream = transport.ServerStreaming(Service + "WatchJob", req.ToByteArray(), metadata, cancel))
                     {
                         State = SessionState.Running;
@@ -251,27 +274,32 @@ namespace AnyMoLe.Core
             return ProtoConvert.FromProto(pb.CancelJobResponse.Parser.ParseFrom(raw).State);
         }
 
-        public async Task<List<JobSummary>> ListJobsAsync(CancellationToken cancel = default(CancellationToken))
+        /// <summary>The jobs the server knows, newest first; only those whose client tags hold every entry of
+        /// <paramref name="tags"/> when given.</summary>
+        public async Task<List<JobSummary>> ListJobsAsync(Dictionary<string, string> tags = null,
+                                                          CancellationToken cancel = default(CancellationToken))
         {
-            var raw = await transport.UnaryAsync(Service + "ListJobs", new pb.ListJobsRequest().ToByteArray(), metadata, cancel);
+            var req = new pb.ListJobsRequest();
+            if (tags != null) req.ClientTags.Add(tags);
+            var raw = await transport.UnaryAsync(Service + "ListJobs", req.ToByteArray(), metadata, cancel);
             var jobs = new List<JobSummary>();
             foreach (var j in pb.ListJobsResponse.Parser.ParseFrom(raw).Jobs) jobs.Add(ProtoConvert.FromProto(j));
             return jobs;
         }
 
-        /// <summary>The newest job the server knows with this tag, or null (after a reload that lost the id).</summary>
-        public async Task<JobSummary> FindJobAsync(string tag, CancellationToken cancel = default(CancellationToken))
+        /// <summary>The newest job with these client tags, or null: how a window that lost even its snapshot
+        /// finds its job again.</summary>
+        public async Task<JobSummary> FindJobAsync(Dictionary<string, string> tags, CancellationToken cancel = default(CancellationToken))
         {
-            foreach (var j in await ListJobsAsync(cancel))
-                if (j.Label == tag) return j;
-            return null;
+            var jobs = await ListJobsAsync(tags, cancel);
+            return jobs.Count == 0 ? null : jobs[0];
         }
 
         /// <summary>The whole result timeline of a completed job (context and fill), fetched with DownloadResult
-        /// in parts that each fit a 4 MiB receive limit, so results of any size arrive.</summary>
+        /// in parts that each fit ReceiveLimit, so results of any size arrive.</summary>
         public async Task<Motion> DownloadResultAsync(CancellationToken cancel = default(CancellationToken))
         {
-            var req = new pb.DownloadResultRequest { JobId = JobId };
+            var req = new pb.DownloadResultRequest { JobId = JobId, MaxReceiveMessageBytes = (uint)ReceiveLimit };
             var clip = new pb.Clip();
             pb.ResultHeader header = null;
             using (var stream = transport.ServerStreaming(Service + "DownloadResult", req.ToByteArray(), metadata, cancel))
@@ -310,7 +338,7 @@ namespace AnyMoLe.Core
         {
             return new SessionSnapshot
             {
-                JobId = JobId, LastSeq = LastSeq, JointCount = JointCount, Tag = Tag,
+                JobId = JobId, LastSeq = LastSeq, JointCount = JointCount, Tags = new Dictionary<string, string>(Tags),
                 ContextFrames = Timeline == null ? 0 : Timeline.ContextFrames,
                 TotalFrames = Timeline == null ? 0 : Timeline.TotalFrames,
             };
@@ -318,38 +346,59 @@ namespace AnyMoLe.Core
 
         /// <summary>Follow a job an earlier session (before a domain reload) submitted; WatchAsync then resumes
         /// after the snapshot's last event. The timeline starts empty: frames seen before are lost with the old
-        /// domain, so the result comes from DownloadResultAsync.</summary>
+        /// domain, so the result comes from DownloadResultAsync; previews stored before are skipped.</summary>
         public void Reattach(SessionSnapshot snapshot)
         {
             RequireReady("Reattach");
-            Follow(snapshot.JobId, snapshot.LastSeq, snapshot.JointCount, snapshot.Tag,
+            Follow(snapshot.JobId, snapshot.LastSeq, snapshot.JointCount, snapshot.Tags,
                    snapshot.ContextFrames, snapshot.TotalFrames);
+            skipReplayedPreviews = true;
         }
     }
 
     /// <summary>A job id with the last sequence number seen, in one line (SessionState stores strings).</summary>
     public sealed class SessionSnapshot
     {
-        public string JobId = "", Tag = "";
+        public string JobId = "";
+        public Dictionary<string, string> Tags = new Dictionary<string, string>();
         public ulong LastSeq;
         public int JointCount, ContextFrames, TotalFrames;
 
         public override string ToString()
         {
-            return string.Join(";", new[] { "1", JobId, LastSeq.ToString(), JointCount.ToString(), ContextFrames.ToString(),
-                TotalFrames.ToString(), Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes(Tag)) });
+            var parts = new List<string> { "1", JobId, LastSeq.ToString(), JointCount.ToString(), ContextFrames.ToString(), TotalFrames.ToString() };
+            foreach (var kv in Tags) parts.Add(B64(kv.Key) + "=" + B64(kv.Value));
+            return string.Join(";", parts.ToArray());
         }
 
         public static SessionSnapshot Parse(string text)
         {
             var p = (text ?? "").Split(';');
-            if (p.Length != 7 || p[0] != "1")
-                throw new FormatException("not a saved AnyMoLe job: '" + text + "'");
-            return new SessionSnapshot
+            try
             {
-                JobId = p[1], LastSeq = ulong.Parse(p[2]), JointCount = int.Parse(p[3]), ContextFrames = int.Parse(p[4]),
-                TotalFrames = int.Parse(p[5]), Tag = System.Text.Encoding.UTF8.GetString(Convert.FromBase64String(p[6])),
-            };
+                if (p.Length < 6 || p[0] != "1") throw new FormatException();
+                var s = new SessionSnapshot
+                {
+                    JobId = p[1], LastSeq = ulong.Parse(p[2]), JointCount = int.Parse(p[3]), ContextFrames = int.Parse(p[4]),
+                    TotalFrames = int.Parse(p[5]),
+                };
+                for (int i = 6; i < p.Length; i++)
+                {
+                    var kv = p[i].Split('=');
+                    s.Tags[Text(kv[0])] = Text(kv[1]);
+                }
+                return s;
+            }
+            catch (Exception exc)
+            {
+                if (exc is FormatException || exc is IndexOutOfRangeException || exc is OverflowException)
+                    throw new FormatException("not a saved AnyMoLe job: '" + text + "'");
+                throw;
+            }
         }
+
+        // Base64 keeps ';' and '=' of tag text out of the separators ('=' padding only ends a token).
+        static string B64(string s) { return Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes(s)).Replace('=', '_'); }
+        static string Text(string b) { return System.Text.Encoding.UTF8.GetString(Convert.FromBase64String(b.Replace('_', '='))); }
     }
 }

@@ -11,6 +11,7 @@
 // mesh lives in character space (the Animator root's), so meshes also move through the renderer's matrix
 // relative to the root at bind time.
 using System;
+using System.Collections.Generic;
 
 namespace AnyMoLe.Core
 {
@@ -36,9 +37,14 @@ namespace AnyMoLe.Core
         public float[] Bindposes = new float[0];
         /// <summary>16: the renderer's transform relative to the Animator root at bind time (renderer → character).</summary>
         public float[] MeshToCharacter = Mat4.Identity();
-        public float[] BaseColor = new float[0];
-        public string TextureMimeType = "";
-        public byte[] TextureData = new byte[0];
+        /// <summary>V × 4 Mesh.colors, or empty.</summary>
+        public float[] Colors = new float[0];
+        /// <summary>T: each triangle's sub-mesh (its material slot), or empty for one sub-mesh.</summary>
+        public int[] TriangleMaterials = new int[0];
+        /// <summary>Renderer.sharedMaterials as the wire describes them, one per sub-mesh.</summary>
+        public List<Material> Materials = new List<Material>();
+        /// <summary>The encoded images the materials refer to (unchanged: v is flipped in the uvs instead).</summary>
+        public List<Texture> Textures = new List<Texture>();
     }
 
     public static class UnitySpace
@@ -145,9 +151,10 @@ namespace AnyMoLe.Core
                 JointIndices = joints,
                 JointWeights = (float[])mesh.BoneWeights.Clone(),
                 InverseBindMatrices = ibm,
-                BaseColor = (float[])mesh.BaseColor.Clone(),
-                TextureMimeType = mesh.TextureMimeType,
-                TextureData = mesh.TextureData,
+                Colors = (float[])mesh.Colors.Clone(),
+                TriangleMaterials = (int[])mesh.TriangleMaterials.Clone(),
+                Materials = new List<Material>(mesh.Materials),
+                Textures = new List<Texture>(mesh.Textures),
             };
             if (ibm.Length != j * 16) throw new ArgumentException("the mesh's bones name joints beyond the skeleton", "mesh");
             return c;
@@ -177,8 +184,9 @@ namespace AnyMoLe.Core
                 Vertices = vertices, Normals = normals, Uv = FlipV(mesh.Uvs), Triangles = ReverseWinding(mesh.Triangles),
                 BonesPerVertex = mesh.InfluencesPerVertex, BoneIndices = (int[])mesh.JointIndices.Clone(),
                 BoneWeights = (float[])mesh.JointWeights.Clone(), BoneJoints = boneJoints, Bindposes = bindposes,
-                MeshToCharacter = (float[])m.Clone(), BaseColor = (float[])mesh.BaseColor.Clone(),
-                TextureMimeType = mesh.TextureMimeType, TextureData = mesh.TextureData,
+                MeshToCharacter = (float[])m.Clone(), Colors = (float[])mesh.Colors.Clone(),
+                TriangleMaterials = (int[])mesh.TriangleMaterials.Clone(),
+                Materials = new List<Material>(mesh.Materials), Textures = new List<Texture>(mesh.Textures),
             };
         }
 

@@ -230,11 +230,13 @@ namespace AnyMoLe.Tests
         [Test]
         public void SnapshotSurvivesItsTextForm()
         {
-            var s = new SessionSnapshot { JobId = "job-1", LastSeq = 42, JointCount = 24, ContextFrames = 40, TotalFrames = 83, Tag = "Fox;Survey" };
+            var s = new SessionSnapshot { JobId = "job-1", LastSeq = 42, JointCount = 24, ContextFrames = 40, TotalFrames = 83 };
+            s.Tags["asset"] = "Assets/Fox;Survey=1.anim";
+            s.Tags["editor"] = "é";
             var back = SessionSnapshot.Parse(s.ToString());
             Assert.AreEqual("job-1", back.JobId);
             Assert.AreEqual(42UL, back.LastSeq);
-            Assert.AreEqual("Fox;Survey", back.Tag);
+            CollectionAssert.AreEquivalent(s.Tags, back.Tags);
             Assert.AreEqual(83, back.TotalFrames);
             Assert.Throws<FormatException>(() => SessionSnapshot.Parse("garbage"));
         }

@@ -48,111 +48,128 @@ namespace Anymole.V1 {
             "dWUYByABKA0SIQoZcXVhdGVybmlvbl9ub3JtX3RvbGVyYW5jZRgIIAEoAiJq",
             "CghTa2VsZXRvbhITCgtqb2ludF9uYW1lcxgBIAMoCRIWCg5wYXJlbnRfaW5k",
             "aWNlcxgCIAMoERIZChFyZXN0X3RyYW5zbGF0aW9ucxgDIAMoAhIWCg5yZXN0",
-            "X3JvdGF0aW9ucxgEIAMoAiL+AQoLU2tpbm5lZE1lc2gSEQoJcG9zaXRpb25z",
+            "X3JvdGF0aW9ucxgEIAMoAiL6AgoLU2tpbm5lZE1lc2gSEQoJcG9zaXRpb25z",
             "GAEgAygCEg8KB25vcm1hbHMYAiADKAISCwoDdXZzGAMgAygCEhgKEHRyaWFu",
             "Z2xlX2luZGljZXMYBCADKA0SHQoVaW5mbHVlbmNlc19wZXJfdmVydGV4GAUg",
             "ASgNEhUKDWpvaW50X2luZGljZXMYBiADKA0SFQoNam9pbnRfd2VpZ2h0cxgH",
             "IAMoAhIdChVpbnZlcnNlX2JpbmRfbWF0cmljZXMYCCADKAISEgoKYmFzZV9j",
             "b2xvchgJIAMoAhIkCgd0ZXh0dXJlGAogASgLMhMuYW55bW9sZS52MS5UZXh0",
-            "dXJlIioKB1RleHR1cmUSEQoJbWltZV90eXBlGAEgASgJEgwKBGRhdGEYAiAB",
-            "KAwibQoOQ2hhcmFjdGVyQXNzZXQSDAoEbmFtZRgBIAEoCRImCghza2VsZXRv",
-            "bhgCIAEoCzIULmFueW1vbGUudjEuU2tlbGV0b24SJQoEbWVzaBgDIAEoCzIX",
-            "LmFueW1vbGUudjEuU2tpbm5lZE1lc2giXQoWVXBsb2FkQ2hhcmFjdGVyUmVx",
-            "dWVzdBIqCgZoZWFkZXIYASABKAsyGC5hbnltb2xlLnYxLlVwbG9hZEhlYWRl",
-            "ckgAEg8KBWNodW5rGAIgASgMSABCBgoEcGFydCJuCgxVcGxvYWRIZWFkZXIS",
-            "KwoGZm9ybWF0GAEgASgOMhsuYW55bW9sZS52MS5DaGFyYWN0ZXJGb3JtYXQS",
-            "EwoLdG90YWxfYnl0ZXMYAiABKAQSDgoGc2hhMjU2GAMgASgJEgwKBG5hbWUY",
-            "BCABKAkiiwEKF1VwbG9hZENoYXJhY3RlclJlc3BvbnNlEhQKDGNoYXJhY3Rl",
-            "cl9pZBgBIAEoCRIOCgZjYWNoZWQYAiABKAgSJgoIc2tlbGV0b24YAyABKAsy",
-            "FC5hbnltb2xlLnYxLlNrZWxldG9uEhQKDHZlcnRleF9jb3VudBgEIAEoDRIM",
-            "CgRuYW1lGAUgASgJImwKBENsaXASCwoDZnBzGAEgASgCEhMKC2ZyYW1lX2Nv",
-            "dW50GAIgASgNEhEKCXJvdGF0aW9ucxgDIAMoAhIZChFyb290X3RyYW5zbGF0",
-            "aW9ucxgEIAMoAhIUCgx0cmFuc2xhdGlvbnMYBSADKAIiXAoIS2V5ZnJhbWUS",
-            "DQoFZnJhbWUYASABKA0SEQoJcm90YXRpb25zGAIgAygCEhgKEHJvb3RfdHJh",
-            "bnNsYXRpb24YAyADKAISFAoMdHJhbnNsYXRpb25zGAQgAygCIt0BChBJbmJl",
-            "dHdlZW5SZXF1ZXN0EhQKDGNoYXJhY3Rlcl9pZBgBIAEoCRIhCgdjb250ZXh0",
-            "GAIgASgLMhAuYW55bW9sZS52MS5DbGlwEicKCWtleWZyYW1lcxgDIAMoCzIU",
-            "LmFueW1vbGUudjEuS2V5ZnJhbWUSFAoMdG90YWxfZnJhbWVzGAQgASgNEg4K",
-            "Bm1ldGhvZBgFIAEoCRIOCgZwcmVzZXQYBiABKAkSFAoMY2h1bmtfZnJhbWVz",
-            "GAcgASgNEgwKBHNlZWQYCCABKAQSDQoFbGFiZWwYCSABKAkiQQoQU3VibWl0",
-            "Sm9iUmVxdWVzdBItCgdyZXF1ZXN0GAEgASgLMhwuYW55bW9sZS52MS5JbmJl",
-            "dHdlZW5SZXF1ZXN0IjUKEVN1Ym1pdEpvYlJlc3BvbnNlEg4KBmpvYl9pZBgB",
-            "IAEoCRIQCghwb3NpdGlvbhgCIAEoDSI0Cg9XYXRjaEpvYlJlcXVlc3QSDgoG",
-            "am9iX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBCIiChBDYW5jZWxKb2JS",
-            "ZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSI4ChFDYW5jZWxKb2JSZXNwb25zZRIj",
-            "CgVzdGF0ZRgBIAEoDjIULmFueW1vbGUudjEuSm9iU3RhdGUiRgoPTGlzdEpv",
-            "YnNSZXF1ZXN0EiQKBnN0YXRlcxgBIAMoDjIULmFueW1vbGUudjEuSm9iU3Rh",
-            "dGUSDQoFbGltaXQYAiABKA0iOAoQTGlzdEpvYnNSZXNwb25zZRIkCgRqb2Jz",
-            "GAEgAygLMhYuYW55bW9sZS52MS5Kb2JTdW1tYXJ5ItYBCgpKb2JTdW1tYXJ5",
-            "Eg4KBmpvYl9pZBgBIAEoCRIjCgVzdGF0ZRgCIAEoDjIULmFueW1vbGUudjEu",
-            "Sm9iU3RhdGUSFAoMY2hhcmFjdGVyX2lkGAMgASgJEg4KBm1ldGhvZBgEIAEo",
-            "CRIOCgZwcmVzZXQYBSABKAkSDQoFbGFiZWwYBiABKAkSFAoMY3JlYXRlZF91",
-            "bml4GAcgASgBEhAKCHBvc2l0aW9uGAggASgNEhAKCGxhc3Rfc2VxGAkgASgE",
-            "EhQKDHRvdGFsX2ZyYW1lcxgKIAEoDSKTAwoISm9iRXZlbnQSDgoGam9iX2lk",
-            "GAEgASgJEgsKA3NlcRgCIAEoBBIRCgl0aW1lX3VuaXgYAyABKAESJAoGcXVl",
-            "dWVkGAogASgLMhIuYW55bW9sZS52MS5RdWV1ZWRIABIoCghwcm9ncmVzcxgL",
-            "IAEoCzIULmFueW1vbGUudjEuUHJvZ3Jlc3NIABImCgdwcmV2aWV3GAwgASgL",
-            "MhMuYW55bW9sZS52MS5QcmV2aWV3SAASKQoGbW90aW9uGA0gASgLMhcuYW55",
-            "bW9sZS52MS5Nb3Rpb25DaHVua0gAEioKCWNvbXBsZXRlZBgOIAEoCzIVLmFu",
-            "eW1vbGUudjEuQ29tcGxldGVkSAASJAoGZmFpbGVkGA8gASgLMhIuYW55bW9s",
-            "ZS52MS5GYWlsZWRIABIqCgljYW5jZWxsZWQYECABKAsyFS5hbnltb2xlLnYx",
-            "LkNhbmNlbGxlZEgAEi4KC2ludGVycnVwdGVkGBEgASgLMhcuYW55bW9sZS52",
-            "MS5JbnRlcnJ1cHRlZEgAQgYKBGtpbmQiGgoGUXVldWVkEhAKCHBvc2l0aW9u",
-            "GAEgASgNIn4KCFByb2dyZXNzEg0KBXN0YWdlGAEgASgJEhYKDnN0YWdlX2Zy",
-            "YWN0aW9uGAIgASgCEhAKCGZyYWN0aW9uGAMgASgCEhgKC2V0YV9zZWNvbmRz",
-            "GAQgASgBSACIAQESDwoHbWVzc2FnZRgFIAEoCUIOCgxfZXRhX3NlY29uZHMi",
-            "dQoHUHJldmlldxINCgVzdGFnZRgBIAEoCRINCgVmcmFtZRgCIAEoDRIMCgR2",
-            "aWV3GAMgASgNEhEKCW1pbWVfdHlwZRgEIAEoCRIMCgRkYXRhGAUgASgMEg0K",
-            "BXdpZHRoGAYgASgNEg4KBmhlaWdodBgHIAEoDSKNAQoLTW90aW9uQ2h1bmsS",
-            "EwoLZnJhbWVfc3RhcnQYASABKA0SEwoLZnJhbWVfY291bnQYAiABKA0SEQoJ",
-            "cm90YXRpb25zGAMgAygCEhkKEXJvb3RfdHJhbnNsYXRpb25zGAQgAygCEhAK",
-            "CGlzX2ZpbmFsGAUgASgIEhQKDHRyYW5zbGF0aW9ucxgGIAMoAiItCgtTdGFn",
-            "ZVRpbWluZxINCgVzdGFnZRgBIAEoCRIPCgdzZWNvbmRzGAIgASgBIsEBCglD",
-            "b21wbGV0ZWQSDwoHc3VtbWFyeRgBIAEoCRIoCgd0aW1pbmdzGAIgAygLMhcu",
-            "YW55bW9sZS52MS5TdGFnZVRpbWluZxIzCgdtZXRyaWNzGAMgAygLMiIuYW55",
-            "bW9sZS52MS5Db21wbGV0ZWQuTWV0cmljc0VudHJ5EhQKDHRvdGFsX2ZyYW1l",
-            "cxgEIAEoDRouCgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVl",
-            "GAIgASgBOgI4ASI2CgZGYWlsZWQSDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdl",
-            "GAIgASgJEg0KBWZpZWxkGAMgASgJIhsKCUNhbmNlbGxlZBIOCgZyZWFzb24Y",
-            "ASABKAkiHQoLSW50ZXJydXB0ZWQSDgoGcmVhc29uGAEgASgJIkwKEEdldFJl",
-            "c3VsdFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEigKBmZvcm1hdBgCIAEoDjIY",
-            "LmFueW1vbGUudjEuUmVzdWx0Rm9ybWF0IlYKEUdldFJlc3VsdFJlc3BvbnNl",
-            "EiAKBm1vdGlvbhgBIAEoCzIQLmFueW1vbGUudjEuQ2xpcBIMCgRmaWxlGAIg",
-            "ASgMEhEKCWZpbGVfbmFtZRgDIAEoCSJmChVEb3dubG9hZFJlc3VsdFJlcXVl",
-            "c3QSDgoGam9iX2lkGAEgASgJEigKBmZvcm1hdBgCIAEoDjIYLmFueW1vbGUu",
-            "djEuUmVzdWx0Rm9ybWF0EhMKC2NodW5rX2J5dGVzGAMgASgNIo0BChZEb3du",
-            "bG9hZFJlc3VsdFJlc3BvbnNlEioKBmhlYWRlchgBIAEoCzIYLmFueW1vbGUu",
-            "djEuUmVzdWx0SGVhZGVySAASKQoGbW90aW9uGAIgASgLMhcuYW55bW9sZS52",
-            "MS5Nb3Rpb25DaHVua0gAEhQKCmZpbGVfY2h1bmsYAyABKAxIAEIGCgRwYXJ0",
-            "IlgKDFJlc3VsdEhlYWRlchILCgNmcHMYASABKAISFAoMdG90YWxfZnJhbWVz",
-            "GAIgASgNEhIKCmZpbGVfYnl0ZXMYAyABKAQSEQoJZmlsZV9uYW1lGAQgASgJ",
-            "Kp0BCg9DaGFyYWN0ZXJGb3JtYXQSIAocQ0hBUkFDVEVSX0ZPUk1BVF9VTlNQ",
-            "RUNJRklFRBAAEhoKFkNIQVJBQ1RFUl9GT1JNQVRfUFJPVE8QARIYChRDSEFS",
-            "QUNURVJfRk9STUFUX0dMQhACEhgKFENIQVJBQ1RFUl9GT1JNQVRfRkJYEAMS",
-            "GAoUQ0hBUkFDVEVSX0ZPUk1BVF9CVkgQBCq1AQoISm9iU3RhdGUSGQoVSk9C",
-            "X1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUK",
-            "EUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX0NPTVBMRVRFRBAD",
-            "EhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVE",
-            "EAUSGQoVSk9CX1NUQVRFX0lOVEVSUlVQVEVEEAYqiQEKDFJlc3VsdEZvcm1h",
-            "dBIdChlSRVNVTFRfRk9STUFUX1VOU1BFQ0lGSUVEEAASFQoRUkVTVUxUX0ZP",
-            "Uk1BVF9HTEIQARIVChFSRVNVTFRfRk9STUFUX0JWSBACEhUKEVJFU1VMVF9G",
-            "T1JNQVRfTlBaEAMSFQoRUkVTVUxUX0ZPUk1BVF9NUDQQBDLIBQoOQW55TW9M",
-            "ZVNlcnZpY2USVAoNR2V0U2VydmVySW5mbxIgLmFueW1vbGUudjEuR2V0U2Vy",
-            "dmVySW5mb1JlcXVlc3QaIS5hbnltb2xlLnYxLkdldFNlcnZlckluZm9SZXNw",
-            "b25zZRJcCg9VcGxvYWRDaGFyYWN0ZXISIi5hbnltb2xlLnYxLlVwbG9hZENo",
-            "YXJhY3RlclJlcXVlc3QaIy5hbnltb2xlLnYxLlVwbG9hZENoYXJhY3RlclJl",
-            "c3BvbnNlKAESQQoJSW5iZXR3ZWVuEhwuYW55bW9sZS52MS5JbmJldHdlZW5S",
-            "ZXF1ZXN0GhQuYW55bW9sZS52MS5Kb2JFdmVudDABEkgKCVN1Ym1pdEpvYhIc",
-            "LmFueW1vbGUudjEuU3VibWl0Sm9iUmVxdWVzdBodLmFueW1vbGUudjEuU3Vi",
-            "bWl0Sm9iUmVzcG9uc2USPwoIV2F0Y2hKb2ISGy5hbnltb2xlLnYxLldhdGNo",
-            "Sm9iUmVxdWVzdBoULmFueW1vbGUudjEuSm9iRXZlbnQwARJICglDYW5jZWxK",
-            "b2ISHC5hbnltb2xlLnYxLkNhbmNlbEpvYlJlcXVlc3QaHS5hbnltb2xlLnYx",
-            "LkNhbmNlbEpvYlJlc3BvbnNlEkUKCExpc3RKb2JzEhsuYW55bW9sZS52MS5M",
-            "aXN0Sm9ic1JlcXVlc3QaHC5hbnltb2xlLnYxLkxpc3RKb2JzUmVzcG9uc2US",
-            "SAoJR2V0UmVzdWx0EhwuYW55bW9sZS52MS5HZXRSZXN1bHRSZXF1ZXN0Gh0u",
-            "YW55bW9sZS52MS5HZXRSZXN1bHRSZXNwb25zZRJZCg5Eb3dubG9hZFJlc3Vs",
-            "dBIhLmFueW1vbGUudjEuRG93bmxvYWRSZXN1bHRSZXF1ZXN0GiIuYW55bW9s",
-            "ZS52MS5Eb3dubG9hZFJlc3VsdFJlc3BvbnNlMAFiBnByb3RvMw=="));
+            "dXJlEg4KBmNvbG9ycxgLIAMoAhInCgltYXRlcmlhbHMYDCADKAsyFC5hbnlt",
+            "b2xlLnYxLk1hdGVyaWFsEhoKEnRyaWFuZ2xlX21hdGVyaWFscxgNIAMoDRIl",
+            "Cgh0ZXh0dXJlcxgOIAMoCzITLmFueW1vbGUudjEuVGV4dHVyZSJOCghNYXRl",
+            "cmlhbBIMCgRuYW1lGAEgASgJEhIKCmJhc2VfY29sb3IYAiADKAISFAoHdGV4",
+            "dHVyZRgDIAEoDUgAiAEBQgoKCF90ZXh0dXJlIioKB1RleHR1cmUSEQoJbWlt",
+            "ZV90eXBlGAEgASgJEgwKBGRhdGEYAiABKAwibQoOQ2hhcmFjdGVyQXNzZXQS",
+            "DAoEbmFtZRgBIAEoCRImCghza2VsZXRvbhgCIAEoCzIULmFueW1vbGUudjEu",
+            "U2tlbGV0b24SJQoEbWVzaBgDIAEoCzIXLmFueW1vbGUudjEuU2tpbm5lZE1l",
+            "c2giXQoWVXBsb2FkQ2hhcmFjdGVyUmVxdWVzdBIqCgZoZWFkZXIYASABKAsy",
+            "GC5hbnltb2xlLnYxLlVwbG9hZEhlYWRlckgAEg8KBWNodW5rGAIgASgMSABC",
+            "BgoEcGFydCJuCgxVcGxvYWRIZWFkZXISKwoGZm9ybWF0GAEgASgOMhsuYW55",
+            "bW9sZS52MS5DaGFyYWN0ZXJGb3JtYXQSEwoLdG90YWxfYnl0ZXMYAiABKAQS",
+            "DgoGc2hhMjU2GAMgASgJEgwKBG5hbWUYBCABKAkiiwEKF1VwbG9hZENoYXJh",
+            "Y3RlclJlc3BvbnNlEhQKDGNoYXJhY3Rlcl9pZBgBIAEoCRIOCgZjYWNoZWQY",
+            "AiABKAgSJgoIc2tlbGV0b24YAyABKAsyFC5hbnltb2xlLnYxLlNrZWxldG9u",
+            "EhQKDHZlcnRleF9jb3VudBgEIAEoDRIMCgRuYW1lGAUgASgJImwKBENsaXAS",
+            "CwoDZnBzGAEgASgCEhMKC2ZyYW1lX2NvdW50GAIgASgNEhEKCXJvdGF0aW9u",
+            "cxgDIAMoAhIZChFyb290X3RyYW5zbGF0aW9ucxgEIAMoAhIUCgx0cmFuc2xh",
+            "dGlvbnMYBSADKAIiXAoIS2V5ZnJhbWUSDQoFZnJhbWUYASABKA0SEQoJcm90",
+            "YXRpb25zGAIgAygCEhgKEHJvb3RfdHJhbnNsYXRpb24YAyADKAISFAoMdHJh",
+            "bnNsYXRpb25zGAQgAygCIvYCChBJbmJldHdlZW5SZXF1ZXN0EhQKDGNoYXJh",
+            "Y3Rlcl9pZBgBIAEoCRIhCgdjb250ZXh0GAIgASgLMhAuYW55bW9sZS52MS5D",
+            "bGlwEicKCWtleWZyYW1lcxgDIAMoCzIULmFueW1vbGUudjEuS2V5ZnJhbWUS",
+            "FAoMdG90YWxfZnJhbWVzGAQgASgNEg4KBm1ldGhvZBgFIAEoCRIOCgZwcmVz",
+            "ZXQYBiABKAkSFAoMY2h1bmtfZnJhbWVzGAcgASgNEgwKBHNlZWQYCCABKAQS",
+            "DQoFbGFiZWwYCSABKAkSQQoLY2xpZW50X3RhZ3MYCiADKAsyLC5hbnltb2xl",
+            "LnYxLkluYmV0d2VlblJlcXVlc3QuQ2xpZW50VGFnc0VudHJ5EiEKGW1heF9y",
+            "ZWNlaXZlX21lc3NhZ2VfYnl0ZXMYCyABKA0aMQoPQ2xpZW50VGFnc0VudHJ5",
+            "EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiWgoQU3VibWl0Sm9i",
+            "UmVxdWVzdBItCgdyZXF1ZXN0GAEgASgLMhwuYW55bW9sZS52MS5JbmJldHdl",
+            "ZW5SZXF1ZXN0EhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJHChFTdWJtaXRK",
+            "b2JSZXNwb25zZRIOCgZqb2JfaWQYASABKAkSEAoIcG9zaXRpb24YAiABKA0S",
+            "EAoIZXhpc3RpbmcYAyABKAgiVAoPV2F0Y2hKb2JSZXF1ZXN0Eg4KBmpvYl9p",
+            "ZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSHgoWc2tpcF9yZXBsYXllZF9w",
+            "cmV2aWV3cxgDIAEoCCIiChBDYW5jZWxKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgB",
+            "IAEoCSI4ChFDYW5jZWxKb2JSZXNwb25zZRIjCgVzdGF0ZRgBIAEoDjIULmFu",
+            "eW1vbGUudjEuSm9iU3RhdGUiuwEKD0xpc3RKb2JzUmVxdWVzdBIkCgZzdGF0",
+            "ZXMYASADKA4yFC5hbnltb2xlLnYxLkpvYlN0YXRlEg0KBWxpbWl0GAIgASgN",
+            "EkAKC2NsaWVudF90YWdzGAMgAygLMisuYW55bW9sZS52MS5MaXN0Sm9ic1Jl",
+            "cXVlc3QuQ2xpZW50VGFnc0VudHJ5GjEKD0NsaWVudFRhZ3NFbnRyeRILCgNr",
+            "ZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjgKEExpc3RKb2JzUmVzcG9u",
+            "c2USJAoEam9icxgBIAMoCzIWLmFueW1vbGUudjEuSm9iU3VtbWFyeSLGAgoK",
+            "Sm9iU3VtbWFyeRIOCgZqb2JfaWQYASABKAkSIwoFc3RhdGUYAiABKA4yFC5h",
+            "bnltb2xlLnYxLkpvYlN0YXRlEhQKDGNoYXJhY3Rlcl9pZBgDIAEoCRIOCgZt",
+            "ZXRob2QYBCABKAkSDgoGcHJlc2V0GAUgASgJEg0KBWxhYmVsGAYgASgJEhQK",
+            "DGNyZWF0ZWRfdW5peBgHIAEoARIQCghwb3NpdGlvbhgIIAEoDRIQCghsYXN0",
+            "X3NlcRgJIAEoBBIUCgx0b3RhbF9mcmFtZXMYCiABKA0SOwoLY2xpZW50X3Rh",
+            "Z3MYCyADKAsyJi5hbnltb2xlLnYxLkpvYlN1bW1hcnkuQ2xpZW50VGFnc0Vu",
+            "dHJ5GjEKD0NsaWVudFRhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUY",
+            "AiABKAk6AjgBIpMDCghKb2JFdmVudBIOCgZqb2JfaWQYASABKAkSCwoDc2Vx",
+            "GAIgASgEEhEKCXRpbWVfdW5peBgDIAEoARIkCgZxdWV1ZWQYCiABKAsyEi5h",
+            "bnltb2xlLnYxLlF1ZXVlZEgAEigKCHByb2dyZXNzGAsgASgLMhQuYW55bW9s",
+            "ZS52MS5Qcm9ncmVzc0gAEiYKB3ByZXZpZXcYDCABKAsyEy5hbnltb2xlLnYx",
+            "LlByZXZpZXdIABIpCgZtb3Rpb24YDSABKAsyFy5hbnltb2xlLnYxLk1vdGlv",
+            "bkNodW5rSAASKgoJY29tcGxldGVkGA4gASgLMhUuYW55bW9sZS52MS5Db21w",
+            "bGV0ZWRIABIkCgZmYWlsZWQYDyABKAsyEi5hbnltb2xlLnYxLkZhaWxlZEgA",
+            "EioKCWNhbmNlbGxlZBgQIAEoCzIVLmFueW1vbGUudjEuQ2FuY2VsbGVkSAAS",
+            "LgoLaW50ZXJydXB0ZWQYESABKAsyFy5hbnltb2xlLnYxLkludGVycnVwdGVk",
+            "SABCBgoEa2luZCIaCgZRdWV1ZWQSEAoIcG9zaXRpb24YASABKA0ifgoIUHJv",
+            "Z3Jlc3MSDQoFc3RhZ2UYASABKAkSFgoOc3RhZ2VfZnJhY3Rpb24YAiABKAIS",
+            "EAoIZnJhY3Rpb24YAyABKAISGAoLZXRhX3NlY29uZHMYBCABKAFIAIgBARIP",
+            "CgdtZXNzYWdlGAUgASgJQg4KDF9ldGFfc2Vjb25kcyJ1CgdQcmV2aWV3Eg0K",
+            "BXN0YWdlGAEgASgJEg0KBWZyYW1lGAIgASgNEgwKBHZpZXcYAyABKA0SEQoJ",
+            "bWltZV90eXBlGAQgASgJEgwKBGRhdGEYBSABKAwSDQoFd2lkdGgYBiABKA0S",
+            "DgoGaGVpZ2h0GAcgASgNIo0BCgtNb3Rpb25DaHVuaxITCgtmcmFtZV9zdGFy",
+            "dBgBIAEoDRITCgtmcmFtZV9jb3VudBgCIAEoDRIRCglyb3RhdGlvbnMYAyAD",
+            "KAISGQoRcm9vdF90cmFuc2xhdGlvbnMYBCADKAISEAoIaXNfZmluYWwYBSAB",
+            "KAgSFAoMdHJhbnNsYXRpb25zGAYgAygCIi0KC1N0YWdlVGltaW5nEg0KBXN0",
+            "YWdlGAEgASgJEg8KB3NlY29uZHMYAiABKAEiwQEKCUNvbXBsZXRlZBIPCgdz",
+            "dW1tYXJ5GAEgASgJEigKB3RpbWluZ3MYAiADKAsyFy5hbnltb2xlLnYxLlN0",
+            "YWdlVGltaW5nEjMKB21ldHJpY3MYAyADKAsyIi5hbnltb2xlLnYxLkNvbXBs",
+            "ZXRlZC5NZXRyaWNzRW50cnkSFAoMdG90YWxfZnJhbWVzGAQgASgNGi4KDE1l",
+            "dHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIjYK",
+            "BkZhaWxlZBIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSDQoFZmll",
+            "bGQYAyABKAkiGwoJQ2FuY2VsbGVkEg4KBnJlYXNvbhgBIAEoCSIdCgtJbnRl",
+            "cnJ1cHRlZBIOCgZyZWFzb24YASABKAkibwoQR2V0UmVzdWx0UmVxdWVzdBIO",
+            "CgZqb2JfaWQYASABKAkSKAoGZm9ybWF0GAIgASgOMhguYW55bW9sZS52MS5S",
+            "ZXN1bHRGb3JtYXQSIQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRlcxgDIAEo",
+            "DSJWChFHZXRSZXN1bHRSZXNwb25zZRIgCgZtb3Rpb24YASABKAsyEC5hbnlt",
+            "b2xlLnYxLkNsaXASDAoEZmlsZRgCIAEoDBIRCglmaWxlX25hbWUYAyABKAki",
+            "iQEKFURvd25sb2FkUmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASABKAkSKAoG",
+            "Zm9ybWF0GAIgASgOMhguYW55bW9sZS52MS5SZXN1bHRGb3JtYXQSEwoLY2h1",
+            "bmtfYnl0ZXMYAyABKA0SIQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRlcxgE",
+            "IAEoDSKNAQoWRG93bmxvYWRSZXN1bHRSZXNwb25zZRIqCgZoZWFkZXIYASAB",
+            "KAsyGC5hbnltb2xlLnYxLlJlc3VsdEhlYWRlckgAEikKBm1vdGlvbhgCIAEo",
+            "CzIXLmFueW1vbGUudjEuTW90aW9uQ2h1bmtIABIUCgpmaWxlX2NodW5rGAMg",
+            "ASgMSABCBgoEcGFydCJYCgxSZXN1bHRIZWFkZXISCwoDZnBzGAEgASgCEhQK",
+            "DHRvdGFsX2ZyYW1lcxgCIAEoDRISCgpmaWxlX2J5dGVzGAMgASgEEhEKCWZp",
+            "bGVfbmFtZRgEIAEoCSqdAQoPQ2hhcmFjdGVyRm9ybWF0EiAKHENIQVJBQ1RF",
+            "Ul9GT1JNQVRfVU5TUEVDSUZJRUQQABIaChZDSEFSQUNURVJfRk9STUFUX1BS",
+            "T1RPEAESGAoUQ0hBUkFDVEVSX0ZPUk1BVF9HTEIQAhIYChRDSEFSQUNURVJf",
+            "Rk9STUFUX0ZCWBADEhgKFENIQVJBQ1RFUl9GT1JNQVRfQlZIEAQqtQEKCEpv",
+            "YlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFU",
+            "RV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFU",
+            "RV9DT01QTEVURUQQAxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFwoTSk9CX1NU",
+            "QVRFX0NBTkNFTExFRBAFEhkKFUpPQl9TVEFURV9JTlRFUlJVUFRFRBAGKokB",
+            "CgxSZXN1bHRGb3JtYXQSHQoZUkVTVUxUX0ZPUk1BVF9VTlNQRUNJRklFRBAA",
+            "EhUKEVJFU1VMVF9GT1JNQVRfR0xCEAESFQoRUkVTVUxUX0ZPUk1BVF9CVkgQ",
+            "AhIVChFSRVNVTFRfRk9STUFUX05QWhADEhUKEVJFU1VMVF9GT1JNQVRfTVA0",
+            "EAQyyAUKDkFueU1vTGVTZXJ2aWNlElQKDUdldFNlcnZlckluZm8SIC5hbnlt",
+            "b2xlLnYxLkdldFNlcnZlckluZm9SZXF1ZXN0GiEuYW55bW9sZS52MS5HZXRT",
+            "ZXJ2ZXJJbmZvUmVzcG9uc2USXAoPVXBsb2FkQ2hhcmFjdGVyEiIuYW55bW9s",
+            "ZS52MS5VcGxvYWRDaGFyYWN0ZXJSZXF1ZXN0GiMuYW55bW9sZS52MS5VcGxv",
+            "YWRDaGFyYWN0ZXJSZXNwb25zZSgBEkEKCUluYmV0d2VlbhIcLmFueW1vbGUu",
+            "djEuSW5iZXR3ZWVuUmVxdWVzdBoULmFueW1vbGUudjEuSm9iRXZlbnQwARJI",
+            "CglTdWJtaXRKb2ISHC5hbnltb2xlLnYxLlN1Ym1pdEpvYlJlcXVlc3QaHS5h",
+            "bnltb2xlLnYxLlN1Ym1pdEpvYlJlc3BvbnNlEj8KCFdhdGNoSm9iEhsuYW55",
+            "bW9sZS52MS5XYXRjaEpvYlJlcXVlc3QaFC5hbnltb2xlLnYxLkpvYkV2ZW50",
+            "MAESSAoJQ2FuY2VsSm9iEhwuYW55bW9sZS52MS5DYW5jZWxKb2JSZXF1ZXN0",
+            "Gh0uYW55bW9sZS52MS5DYW5jZWxKb2JSZXNwb25zZRJFCghMaXN0Sm9icxIb",
+            "LmFueW1vbGUudjEuTGlzdEpvYnNSZXF1ZXN0GhwuYW55bW9sZS52MS5MaXN0",
+            "Sm9ic1Jlc3BvbnNlEkgKCUdldFJlc3VsdBIcLmFueW1vbGUudjEuR2V0UmVz",
+            "dWx0UmVxdWVzdBodLmFueW1vbGUudjEuR2V0UmVzdWx0UmVzcG9uc2USWQoO",
+            "RG93bmxvYWRSZXN1bHQSIS5hbnltb2xlLnYxLkRvd25sb2FkUmVzdWx0UmVx",
+            "dWVzdBoiLmFueW1vbGUudjEuRG93bmxvYWRSZXN1bHRSZXNwb25zZTABYgZw",
+            "cm90bzM="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Anymole.V1.CharacterFormat), typeof(global::Anymole.V1.JobState), typeof(global::Anymole.V1.ResultFormat), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -164,7 +181,8 @@ namespace Anymole.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.DeviceInfo), global::Anymole.V1.DeviceInfo.Parser, new[]{ "Name", "Description" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Limits), global::Anymole.V1.Limits.Parser, new[]{ "MaxMessageBytes", "MaxCharacterBytes", "UploadChunkBytes", "MaxJoints", "MaxFrames", "MaxKeyframes", "MaxQueue", "QuaternionNormTolerance" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Skeleton), global::Anymole.V1.Skeleton.Parser, new[]{ "JointNames", "ParentIndices", "RestTranslations", "RestRotations" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.SkinnedMesh), global::Anymole.V1.SkinnedMesh.Parser, new[]{ "Positions", "Normals", "Uvs", "TriangleIndices", "InfluencesPerVertex", "JointIndices", "JointWeights", "InverseBindMatrices", "BaseColor", "Texture" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.SkinnedMesh), global::Anymole.V1.SkinnedMesh.Parser, new[]{ "Positions", "Normals", "Uvs", "TriangleIndices", "InfluencesPerVertex", "JointIndices", "JointWeights", "InverseBindMatrices", "BaseColor", "Texture", "Colors", "Materials", "TriangleMaterials", "Textures" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Material), global::Anymole.V1.Material.Parser, new[]{ "Name", "BaseColor", "Texture" }, new[]{ "Texture" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Texture), global::Anymole.V1.Texture.Parser, new[]{ "MimeType", "Data" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.CharacterAsset), global::Anymole.V1.CharacterAsset.Parser, new[]{ "Name", "Skeleton", "Mesh" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.UploadCharacterRequest), global::Anymole.V1.UploadCharacterRequest.Parser, new[]{ "Header", "Chunk" }, new[]{ "Part" }, null, null, null),
@@ -172,15 +190,15 @@ namespace Anymole.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.UploadCharacterResponse), global::Anymole.V1.UploadCharacterResponse.Parser, new[]{ "CharacterId", "Cached", "Skeleton", "VertexCount", "Name" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Clip), global::Anymole.V1.Clip.Parser, new[]{ "Fps", "FrameCount", "Rotations", "RootTranslations", "Translations" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Keyframe), global::Anymole.V1.Keyframe.Parser, new[]{ "Frame", "Rotations", "RootTranslation", "Translations" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.InbetweenRequest), global::Anymole.V1.InbetweenRequest.Parser, new[]{ "CharacterId", "Context", "Keyframes", "TotalFrames", "Method", "Preset", "ChunkFrames", "Seed", "Label" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.SubmitJobRequest), global::Anymole.V1.SubmitJobRequest.Parser, new[]{ "Request" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.SubmitJobResponse), global::Anymole.V1.SubmitJobResponse.Parser, new[]{ "JobId", "Position" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.WatchJobRequest), global::Anymole.V1.WatchJobRequest.Parser, new[]{ "JobId", "AfterSeq" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.InbetweenRequest), global::Anymole.V1.InbetweenRequest.Parser, new[]{ "CharacterId", "Context", "Keyframes", "TotalFrames", "Method", "Preset", "ChunkFrames", "Seed", "Label", "ClientTags", "MaxReceiveMessageBytes" }, null, null, null, new pbr::GeneratedClrTypeInfo[] { null, }),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.SubmitJobRequest), global::Anymole.V1.SubmitJobRequest.Parser, new[]{ "Request", "IdempotencyKey" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.SubmitJobResponse), global::Anymole.V1.SubmitJobResponse.Parser, new[]{ "JobId", "Position", "Existing" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.WatchJobRequest), global::Anymole.V1.WatchJobRequest.Parser, new[]{ "JobId", "AfterSeq", "SkipReplayedPreviews" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.CancelJobRequest), global::Anymole.V1.CancelJobRequest.Parser, new[]{ "JobId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.CancelJobResponse), global::Anymole.V1.CancelJobResponse.Parser, new[]{ "State" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.ListJobsRequest), global::Anymole.V1.ListJobsRequest.Parser, new[]{ "States", "Limit" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.ListJobsRequest), global::Anymole.V1.ListJobsRequest.Parser, new[]{ "States", "Limit", "ClientTags" }, null, null, null, new pbr::GeneratedClrTypeInfo[] { null, }),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.ListJobsResponse), global::Anymole.V1.ListJobsResponse.Parser, new[]{ "Jobs" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.JobSummary), global::Anymole.V1.JobSummary.Parser, new[]{ "JobId", "State", "CharacterId", "Method", "Preset", "Label", "CreatedUnix", "Position", "LastSeq", "TotalFrames" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.JobSummary), global::Anymole.V1.JobSummary.Parser, new[]{ "JobId", "State", "CharacterId", "Method", "Preset", "Label", "CreatedUnix", "Position", "LastSeq", "TotalFrames", "ClientTags" }, null, null, null, new pbr::GeneratedClrTypeInfo[] { null, }),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.JobEvent), global::Anymole.V1.JobEvent.Parser, new[]{ "JobId", "Seq", "TimeUnix", "Queued", "Progress", "Preview", "Motion", "Completed", "Failed", "Cancelled", "Interrupted" }, new[]{ "Kind" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Queued), global::Anymole.V1.Queued.Parser, new[]{ "Position" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Progress), global::Anymole.V1.Progress.Parser, new[]{ "Stage", "StageFraction", "Fraction", "EtaSeconds", "Message" }, new[]{ "EtaSeconds" }, null, null, null),
@@ -191,9 +209,9 @@ namespace Anymole.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Failed), global::Anymole.V1.Failed.Parser, new[]{ "Code", "Message", "Field" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Cancelled), global::Anymole.V1.Cancelled.Parser, new[]{ "Reason" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Interrupted), global::Anymole.V1.Interrupted.Parser, new[]{ "Reason" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.GetResultRequest), global::Anymole.V1.GetResultRequest.Parser, new[]{ "JobId", "Format" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.GetResultRequest), global::Anymole.V1.GetResultRequest.Parser, new[]{ "JobId", "Format", "MaxReceiveMessageBytes" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.GetResultResponse), global::Anymole.V1.GetResultResponse.Parser, new[]{ "Motion", "File", "FileName" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.DownloadResultRequest), global::Anymole.V1.DownloadResultRequest.Parser, new[]{ "JobId", "Format", "ChunkBytes" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.DownloadResultRequest), global::Anymole.V1.DownloadResultRequest.Parser, new[]{ "JobId", "Format", "ChunkBytes", "MaxReceiveMessageBytes" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.DownloadResultResponse), global::Anymole.V1.DownloadResultResponse.Parser, new[]{ "Header", "Motion", "FileChunk" }, new[]{ "Part" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.ResultHeader), global::Anymole.V1.ResultHeader.Parser, new[]{ "Fps", "TotalFrames", "FileBytes", "FileName" }, null, null, null, null)
           }));
@@ -2804,7 +2822,9 @@ namespace Anymole.V1 {
   }
 
   /// <summary>
-  /// A triangle mesh skinned to the skeleton, all sub-meshes merged, in bind pose.
+  /// A triangle mesh skinned to the skeleton, all sub-meshes merged, in bind pose. Each triangle keeps its
+  /// sub-mesh's material (`materials`, `triangle_materials`, added in protocol 1.2); a 1.1 client sends one
+  /// material in `base_color` and `texture`.
   /// </summary>
   public sealed partial class SkinnedMesh : pb::IMessage<SkinnedMesh>
   #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
@@ -2850,6 +2870,10 @@ namespace Anymole.V1 {
       inverseBindMatrices_ = other.inverseBindMatrices_.Clone();
       baseColor_ = other.baseColor_.Clone();
       texture_ = other.texture_ != null ? other.texture_.Clone() : null;
+      colors_ = other.colors_.Clone();
+      materials_ = other.materials_.Clone();
+      triangleMaterials_ = other.triangleMaterials_.Clone();
+      textures_ = other.textures_.Clone();
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -3001,6 +3025,66 @@ namespace Anymole.V1 {
       }
     }
 
+    /// <summary>Field number for the "colors" field.</summary>
+    public const int ColorsFieldNumber = 11;
+    private static readonly pb::FieldCodec<float> _repeated_colors_codec
+        = pb::FieldCodec.ForFloat(90);
+    private readonly pbc::RepeatedField<float> colors_ = new pbc::RepeatedField<float>();
+    /// <summary>
+    /// V * 4 floats: per-vertex colours, RGBA in [0, 1] (glTF COLOR_0), multiplied with the triangle's material
+    /// colour; or empty. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<float> Colors {
+      get { return colors_; }
+    }
+
+    /// <summary>Field number for the "materials" field.</summary>
+    public const int MaterialsFieldNumber = 12;
+    private static readonly pb::FieldCodec<global::Anymole.V1.Material> _repeated_materials_codec
+        = pb::FieldCodec.ForMessage(98, global::Anymole.V1.Material.Parser);
+    private readonly pbc::RepeatedField<global::Anymole.V1.Material> materials_ = new pbc::RepeatedField<global::Anymole.V1.Material>();
+    /// <summary>
+    /// The materials of the sub-meshes. When set, `base_color` and `texture` above are ignored; when empty,
+    /// those two describe the one material. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Anymole.V1.Material> Materials {
+      get { return materials_; }
+    }
+
+    /// <summary>Field number for the "triangle_materials" field.</summary>
+    public const int TriangleMaterialsFieldNumber = 13;
+    private static readonly pb::FieldCodec<uint> _repeated_triangleMaterials_codec
+        = pb::FieldCodec.ForUInt32(106);
+    private readonly pbc::RepeatedField<uint> triangleMaterials_ = new pbc::RepeatedField<uint>();
+    /// <summary>
+    /// T values: each triangle's index into `materials` (e.g. a Unity sub-mesh's or an Unreal section's
+    /// material slot); empty means every triangle uses materials[0]. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<uint> TriangleMaterials {
+      get { return triangleMaterials_; }
+    }
+
+    /// <summary>Field number for the "textures" field.</summary>
+    public const int TexturesFieldNumber = 14;
+    private static readonly pb::FieldCodec<global::Anymole.V1.Texture> _repeated_textures_codec
+        = pb::FieldCodec.ForMessage(114, global::Anymole.V1.Texture.Parser);
+    private readonly pbc::RepeatedField<global::Anymole.V1.Texture> textures_ = new pbc::RepeatedField<global::Anymole.V1.Texture>();
+    /// <summary>
+    /// The distinct base-colour images that `materials` refer to by index; a shared image is sent once.
+    /// Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Anymole.V1.Texture> Textures {
+      get { return textures_; }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -3026,6 +3110,10 @@ namespace Anymole.V1 {
       if(!inverseBindMatrices_.Equals(other.inverseBindMatrices_)) return false;
       if(!baseColor_.Equals(other.baseColor_)) return false;
       if (!object.Equals(Texture, other.Texture)) return false;
+      if(!colors_.Equals(other.colors_)) return false;
+      if(!materials_.Equals(other.materials_)) return false;
+      if(!triangleMaterials_.Equals(other.triangleMaterials_)) return false;
+      if(!textures_.Equals(other.textures_)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -3043,6 +3131,10 @@ namespace Anymole.V1 {
       hash ^= inverseBindMatrices_.GetHashCode();
       hash ^= baseColor_.GetHashCode();
       if (texture_ != null) hash ^= Texture.GetHashCode();
+      hash ^= colors_.GetHashCode();
+      hash ^= materials_.GetHashCode();
+      hash ^= triangleMaterials_.GetHashCode();
+      hash ^= textures_.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -3077,6 +3169,10 @@ namespace Anymole.V1 {
         output.WriteRawTag(82);
         output.WriteMessage(Texture);
       }
+      colors_.WriteTo(output, _repeated_colors_codec);
+      materials_.WriteTo(output, _repeated_materials_codec);
+      triangleMaterials_.WriteTo(output, _repeated_triangleMaterials_codec);
+      textures_.WriteTo(output, _repeated_textures_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -3103,6 +3199,10 @@ namespace Anymole.V1 {
         output.WriteRawTag(82);
         output.WriteMessage(Texture);
       }
+      colors_.WriteTo(ref output, _repeated_colors_codec);
+      materials_.WriteTo(ref output, _repeated_materials_codec);
+      triangleMaterials_.WriteTo(ref output, _repeated_triangleMaterials_codec);
+      textures_.WriteTo(ref output, _repeated_textures_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -3127,6 +3227,10 @@ namespace Anymole.V1 {
       if (texture_ != null) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(Texture);
       }
+      size += colors_.CalculateSize(_repeated_colors_codec);
+      size += materials_.CalculateSize(_repeated_materials_codec);
+      size += triangleMaterials_.CalculateSize(_repeated_triangleMaterials_codec);
+      size += textures_.CalculateSize(_repeated_textures_codec);
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
       }
@@ -3156,6 +3260,10 @@ namespace Anymole.V1 {
         }
         Texture.MergeFrom(other.Texture);
       }
+      colors_.Add(other.colors_);
+      materials_.Add(other.materials_);
+      triangleMaterials_.Add(other.triangleMaterials_);
+      textures_.Add(other.textures_);
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
 
@@ -3220,6 +3328,24 @@ namespace Anymole.V1 {
               Texture = new global::Anymole.V1.Texture();
             }
             input.ReadMessage(Texture);
+            break;
+          }
+          case 90:
+          case 93: {
+            colors_.AddEntriesFrom(input, _repeated_colors_codec);
+            break;
+          }
+          case 98: {
+            materials_.AddEntriesFrom(input, _repeated_materials_codec);
+            break;
+          }
+          case 106:
+          case 104: {
+            triangleMaterials_.AddEntriesFrom(input, _repeated_triangleMaterials_codec);
+            break;
+          }
+          case 114: {
+            textures_.AddEntriesFrom(input, _repeated_textures_codec);
             break;
           }
         }
@@ -3288,6 +3414,306 @@ namespace Anymole.V1 {
             input.ReadMessage(Texture);
             break;
           }
+          case 90:
+          case 93: {
+            colors_.AddEntriesFrom(ref input, _repeated_colors_codec);
+            break;
+          }
+          case 98: {
+            materials_.AddEntriesFrom(ref input, _repeated_materials_codec);
+            break;
+          }
+          case 106:
+          case 104: {
+            triangleMaterials_.AddEntriesFrom(ref input, _repeated_triangleMaterials_codec);
+            break;
+          }
+          case 114: {
+            textures_.AddEntriesFrom(ref input, _repeated_textures_codec);
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// How one sub-mesh looks: glTF's base colour, factor x texture (at the mesh's `uvs`) x vertex colour.
+  /// Added in protocol 1.2.
+  /// </summary>
+  public sealed partial class Material : pb::IMessage<Material>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<Material> _parser = new pb::MessageParser<Material>(() => new Material());
+    private pb::UnknownFieldSet _unknownFields;
+    private int _hasBits0;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<Material> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[9]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Material() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Material(Material other) : this() {
+      _hasBits0 = other._hasBits0;
+      name_ = other.name_;
+      baseColor_ = other.baseColor_.Clone();
+      texture_ = other.texture_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Material Clone() {
+      return new Material(this);
+    }
+
+    /// <summary>Field number for the "name" field.</summary>
+    public const int NameFieldNumber = 1;
+    private string name_ = "";
+    /// <summary>
+    /// The material's name in the editor or file, for logs; may be empty.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string Name {
+      get { return name_; }
+      set {
+        name_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "base_color" field.</summary>
+    public const int BaseColorFieldNumber = 2;
+    private static readonly pb::FieldCodec<float> _repeated_baseColor_codec
+        = pb::FieldCodec.ForFloat(18);
+    private readonly pbc::RepeatedField<float> baseColor_ = new pbc::RepeatedField<float>();
+    /// <summary>
+    /// 4 floats: the base colour factor, RGBA in [0, 1]; empty means opaque light grey.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<float> BaseColor {
+      get { return baseColor_; }
+    }
+
+    /// <summary>Field number for the "texture" field.</summary>
+    public const int TextureFieldNumber = 3;
+    private uint texture_;
+    /// <summary>
+    /// Index into SkinnedMesh.textures of the base-colour texture; unset means untextured.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint Texture {
+      get { if ((_hasBits0 & 1) != 0) { return texture_; } else { return 0; } }
+      set {
+        _hasBits0 |= 1;
+        texture_ = value;
+      }
+    }
+    /// <summary>Gets whether the "texture" field is set</summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool HasTexture {
+      get { return (_hasBits0 & 1) != 0; }
+    }
+    /// <summary>Clears the value of the "texture" field</summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void ClearTexture() {
+      _hasBits0 &= ~1;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as Material);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(Material other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (Name != other.Name) return false;
+      if(!baseColor_.Equals(other.baseColor_)) return false;
+      if (Texture != other.Texture) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (Name.Length != 0) hash ^= Name.GetHashCode();
+      hash ^= baseColor_.GetHashCode();
+      if (HasTexture) hash ^= Texture.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (Name.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(Name);
+      }
+      baseColor_.WriteTo(output, _repeated_baseColor_codec);
+      if (HasTexture) {
+        output.WriteRawTag(24);
+        output.WriteUInt32(Texture);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (Name.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(Name);
+      }
+      baseColor_.WriteTo(ref output, _repeated_baseColor_codec);
+      if (HasTexture) {
+        output.WriteRawTag(24);
+        output.WriteUInt32(Texture);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (Name.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(Name);
+      }
+      size += baseColor_.CalculateSize(_repeated_baseColor_codec);
+      if (HasTexture) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(Texture);
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(Material other) {
+      if (other == null) {
+        return;
+      }
+      if (other.Name.Length != 0) {
+        Name = other.Name;
+      }
+      baseColor_.Add(other.baseColor_);
+      if (other.HasTexture) {
+        Texture = other.Texture;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            Name = input.ReadString();
+            break;
+          }
+          case 18:
+          case 21: {
+            baseColor_.AddEntriesFrom(input, _repeated_baseColor_codec);
+            break;
+          }
+          case 24: {
+            Texture = input.ReadUInt32();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            Name = input.ReadString();
+            break;
+          }
+          case 18:
+          case 21: {
+            baseColor_.AddEntriesFrom(ref input, _repeated_baseColor_codec);
+            break;
+          }
+          case 24: {
+            Texture = input.ReadUInt32();
+            break;
+          }
         }
       }
     }
@@ -3312,7 +3738,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[9]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[10]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3548,7 +3974,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[10]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[11]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3841,7 +4267,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[11]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[12]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4122,7 +4548,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[12]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[13]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4438,7 +4864,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[13]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[14]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4802,7 +5228,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[14]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[15]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5133,7 +5559,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[15]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[16]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5422,7 +5848,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[16]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[17]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5451,6 +5877,8 @@ namespace Anymole.V1 {
       chunkFrames_ = other.chunkFrames_;
       seed_ = other.seed_;
       label_ = other.label_;
+      clientTags_ = other.clientTags_.Clone();
+      maxReceiveMessageBytes_ = other.maxReceiveMessageBytes_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -5595,6 +6023,40 @@ namespace Anymole.V1 {
       }
     }
 
+    /// <summary>Field number for the "client_tags" field.</summary>
+    public const int ClientTagsFieldNumber = 10;
+    private static readonly pbc::MapField<string, string>.Codec _map_clientTags_codec
+        = new pbc::MapField<string, string>.Codec(pb::FieldCodec.ForString(10, ""), pb::FieldCodec.ForString(18, ""), 82);
+    private readonly pbc::MapField<string, string> clientTags_ = new pbc::MapField<string, string>();
+    /// <summary>
+    /// Free-form tags the server stores with the job and echoes in `JobSummary.client_tags`, so that a client
+    /// that lost its state (Unity reloads its scripting domain on every compile, an Unreal editor restarts)
+    /// finds its jobs again with `ListJobsRequest.client_tags`, e.g. {"asset": "Assets/Hero.anim",
+    /// "editor_session": "..."}. At most 32 entries; keys up to 128 and values up to 1024 bytes of UTF-8.
+    /// Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::MapField<string, string> ClientTags {
+      get { return clientTags_; }
+    }
+
+    /// <summary>Field number for the "max_receive_message_bytes" field.</summary>
+    public const int MaxReceiveMessageBytesFieldNumber = 11;
+    private uint maxReceiveMessageBytes_;
+    /// <summary>
+    /// The largest message the client receives, in bytes (gRPC C++ and grpc-dotnet default to 4 MiB). The
+    /// job's `MotionChunk` events are sized to fit it; 0 means 4 MiB. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint MaxReceiveMessageBytes {
+      get { return maxReceiveMessageBytes_; }
+      set {
+        maxReceiveMessageBytes_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -5619,6 +6081,8 @@ namespace Anymole.V1 {
       if (ChunkFrames != other.ChunkFrames) return false;
       if (Seed != other.Seed) return false;
       if (Label != other.Label) return false;
+      if (!ClientTags.Equals(other.ClientTags)) return false;
+      if (MaxReceiveMessageBytes != other.MaxReceiveMessageBytes) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -5635,6 +6099,8 @@ namespace Anymole.V1 {
       if (ChunkFrames != 0) hash ^= ChunkFrames.GetHashCode();
       if (Seed != 0UL) hash ^= Seed.GetHashCode();
       if (Label.Length != 0) hash ^= Label.GetHashCode();
+      hash ^= ClientTags.GetHashCode();
+      if (MaxReceiveMessageBytes != 0) hash ^= MaxReceiveMessageBytes.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -5686,6 +6152,11 @@ namespace Anymole.V1 {
         output.WriteRawTag(74);
         output.WriteString(Label);
       }
+      clientTags_.WriteTo(output, _map_clientTags_codec);
+      if (MaxReceiveMessageBytes != 0) {
+        output.WriteRawTag(88);
+        output.WriteUInt32(MaxReceiveMessageBytes);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -5729,6 +6200,11 @@ namespace Anymole.V1 {
         output.WriteRawTag(74);
         output.WriteString(Label);
       }
+      clientTags_.WriteTo(ref output, _map_clientTags_codec);
+      if (MaxReceiveMessageBytes != 0) {
+        output.WriteRawTag(88);
+        output.WriteUInt32(MaxReceiveMessageBytes);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -5763,6 +6239,10 @@ namespace Anymole.V1 {
       }
       if (Label.Length != 0) {
         size += 1 + pb::CodedOutputStream.ComputeStringSize(Label);
+      }
+      size += clientTags_.CalculateSize(_map_clientTags_codec);
+      if (MaxReceiveMessageBytes != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(MaxReceiveMessageBytes);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -5803,6 +6283,10 @@ namespace Anymole.V1 {
       }
       if (other.Label.Length != 0) {
         Label = other.Label;
+      }
+      clientTags_.Add(other.clientTags_);
+      if (other.MaxReceiveMessageBytes != 0) {
+        MaxReceiveMessageBytes = other.MaxReceiveMessageBytes;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -5856,6 +6340,14 @@ namespace Anymole.V1 {
           }
           case 74: {
             Label = input.ReadString();
+            break;
+          }
+          case 82: {
+            clientTags_.AddEntriesFrom(input, _map_clientTags_codec);
+            break;
+          }
+          case 88: {
+            MaxReceiveMessageBytes = input.ReadUInt32();
             break;
           }
         }
@@ -5912,6 +6404,14 @@ namespace Anymole.V1 {
             Label = input.ReadString();
             break;
           }
+          case 82: {
+            clientTags_.AddEntriesFrom(ref input, _map_clientTags_codec);
+            break;
+          }
+          case 88: {
+            MaxReceiveMessageBytes = input.ReadUInt32();
+            break;
+          }
         }
       }
     }
@@ -5936,7 +6436,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[17]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[18]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5957,6 +6457,7 @@ namespace Anymole.V1 {
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public SubmitJobRequest(SubmitJobRequest other) : this() {
       request_ = other.request_ != null ? other.request_.Clone() : null;
+      idempotencyKey_ = other.idempotencyKey_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -5981,6 +6482,24 @@ namespace Anymole.V1 {
       }
     }
 
+    /// <summary>Field number for the "idempotency_key" field.</summary>
+    public const int IdempotencyKeyFieldNumber = 2;
+    private string idempotencyKey_ = "";
+    /// <summary>
+    /// Optional key that makes a retried submit safe: a SubmitJob with a key the server has seen returns the
+    /// job the first submit created (same `job_id`) instead of queueing a duplicate, even after a server
+    /// restart. The same key with a different request fails with ALREADY_EXISTS naming `idempotency_key`.
+    /// Use a fresh random string (e.g. a UUID) per intended job, at most 128 bytes. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string IdempotencyKey {
+      get { return idempotencyKey_; }
+      set {
+        idempotencyKey_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -5997,6 +6516,7 @@ namespace Anymole.V1 {
         return true;
       }
       if (!object.Equals(Request, other.Request)) return false;
+      if (IdempotencyKey != other.IdempotencyKey) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -6005,6 +6525,7 @@ namespace Anymole.V1 {
     public override int GetHashCode() {
       int hash = 1;
       if (request_ != null) hash ^= Request.GetHashCode();
+      if (IdempotencyKey.Length != 0) hash ^= IdempotencyKey.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -6027,6 +6548,10 @@ namespace Anymole.V1 {
         output.WriteRawTag(10);
         output.WriteMessage(Request);
       }
+      if (IdempotencyKey.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(IdempotencyKey);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -6041,6 +6566,10 @@ namespace Anymole.V1 {
         output.WriteRawTag(10);
         output.WriteMessage(Request);
       }
+      if (IdempotencyKey.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(IdempotencyKey);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -6053,6 +6582,9 @@ namespace Anymole.V1 {
       int size = 0;
       if (request_ != null) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(Request);
+      }
+      if (IdempotencyKey.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(IdempotencyKey);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -6071,6 +6603,9 @@ namespace Anymole.V1 {
           Request = new global::Anymole.V1.InbetweenRequest();
         }
         Request.MergeFrom(other.Request);
+      }
+      if (other.IdempotencyKey.Length != 0) {
+        IdempotencyKey = other.IdempotencyKey;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -6094,6 +6629,10 @@ namespace Anymole.V1 {
             input.ReadMessage(Request);
             break;
           }
+          case 18: {
+            IdempotencyKey = input.ReadString();
+            break;
+          }
         }
       }
     #endif
@@ -6114,6 +6653,10 @@ namespace Anymole.V1 {
               Request = new global::Anymole.V1.InbetweenRequest();
             }
             input.ReadMessage(Request);
+            break;
+          }
+          case 18: {
+            IdempotencyKey = input.ReadString();
             break;
           }
         }
@@ -6140,7 +6683,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[18]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[19]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6162,6 +6705,7 @@ namespace Anymole.V1 {
     public SubmitJobResponse(SubmitJobResponse other) : this() {
       jobId_ = other.jobId_;
       position_ = other.position_;
+      existing_ = other.existing_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -6201,6 +6745,22 @@ namespace Anymole.V1 {
       }
     }
 
+    /// <summary>Field number for the "existing" field.</summary>
+    public const int ExistingFieldNumber = 3;
+    private bool existing_;
+    /// <summary>
+    /// True when `idempotency_key` matched an earlier submit and this is that submit's job; `position` is then
+    /// its place now (0 once it runs or ended). Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Existing {
+      get { return existing_; }
+      set {
+        existing_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -6218,6 +6778,7 @@ namespace Anymole.V1 {
       }
       if (JobId != other.JobId) return false;
       if (Position != other.Position) return false;
+      if (Existing != other.Existing) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -6227,6 +6788,7 @@ namespace Anymole.V1 {
       int hash = 1;
       if (JobId.Length != 0) hash ^= JobId.GetHashCode();
       if (Position != 0) hash ^= Position.GetHashCode();
+      if (Existing != false) hash ^= Existing.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -6253,6 +6815,10 @@ namespace Anymole.V1 {
         output.WriteRawTag(16);
         output.WriteUInt32(Position);
       }
+      if (Existing != false) {
+        output.WriteRawTag(24);
+        output.WriteBool(Existing);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -6271,6 +6837,10 @@ namespace Anymole.V1 {
         output.WriteRawTag(16);
         output.WriteUInt32(Position);
       }
+      if (Existing != false) {
+        output.WriteRawTag(24);
+        output.WriteBool(Existing);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -6286,6 +6856,9 @@ namespace Anymole.V1 {
       }
       if (Position != 0) {
         size += 1 + pb::CodedOutputStream.ComputeUInt32Size(Position);
+      }
+      if (Existing != false) {
+        size += 1 + 1;
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -6304,6 +6877,9 @@ namespace Anymole.V1 {
       }
       if (other.Position != 0) {
         Position = other.Position;
+      }
+      if (other.Existing != false) {
+        Existing = other.Existing;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -6328,6 +6904,10 @@ namespace Anymole.V1 {
             Position = input.ReadUInt32();
             break;
           }
+          case 24: {
+            Existing = input.ReadBool();
+            break;
+          }
         }
       }
     #endif
@@ -6349,6 +6929,10 @@ namespace Anymole.V1 {
           }
           case 16: {
             Position = input.ReadUInt32();
+            break;
+          }
+          case 24: {
+            Existing = input.ReadBool();
             break;
           }
         }
@@ -6375,7 +6959,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[19]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[20]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6397,6 +6981,7 @@ namespace Anymole.V1 {
     public WatchJobRequest(WatchJobRequest other) : this() {
       jobId_ = other.jobId_;
       afterSeq_ = other.afterSeq_;
+      skipReplayedPreviews_ = other.skipReplayedPreviews_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -6436,6 +7021,23 @@ namespace Anymole.V1 {
       }
     }
 
+    /// <summary>Field number for the "skip_replayed_previews" field.</summary>
+    public const int SkipReplayedPreviewsFieldNumber = 3;
+    private bool skipReplayedPreviews_;
+    /// <summary>
+    /// Leave out the `Preview` events that were stored before this call (the replay): a client re-attaching
+    /// after a reload gets the job's motion and state without every JPEG again. Previews that happen after the
+    /// call are sent. The skipped events' sequence numbers are missing from the stream. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool SkipReplayedPreviews {
+      get { return skipReplayedPreviews_; }
+      set {
+        skipReplayedPreviews_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -6453,6 +7055,7 @@ namespace Anymole.V1 {
       }
       if (JobId != other.JobId) return false;
       if (AfterSeq != other.AfterSeq) return false;
+      if (SkipReplayedPreviews != other.SkipReplayedPreviews) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -6462,6 +7065,7 @@ namespace Anymole.V1 {
       int hash = 1;
       if (JobId.Length != 0) hash ^= JobId.GetHashCode();
       if (AfterSeq != 0UL) hash ^= AfterSeq.GetHashCode();
+      if (SkipReplayedPreviews != false) hash ^= SkipReplayedPreviews.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -6488,6 +7092,10 @@ namespace Anymole.V1 {
         output.WriteRawTag(16);
         output.WriteUInt64(AfterSeq);
       }
+      if (SkipReplayedPreviews != false) {
+        output.WriteRawTag(24);
+        output.WriteBool(SkipReplayedPreviews);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -6506,6 +7114,10 @@ namespace Anymole.V1 {
         output.WriteRawTag(16);
         output.WriteUInt64(AfterSeq);
       }
+      if (SkipReplayedPreviews != false) {
+        output.WriteRawTag(24);
+        output.WriteBool(SkipReplayedPreviews);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -6521,6 +7133,9 @@ namespace Anymole.V1 {
       }
       if (AfterSeq != 0UL) {
         size += 1 + pb::CodedOutputStream.ComputeUInt64Size(AfterSeq);
+      }
+      if (SkipReplayedPreviews != false) {
+        size += 1 + 1;
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -6539,6 +7154,9 @@ namespace Anymole.V1 {
       }
       if (other.AfterSeq != 0UL) {
         AfterSeq = other.AfterSeq;
+      }
+      if (other.SkipReplayedPreviews != false) {
+        SkipReplayedPreviews = other.SkipReplayedPreviews;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -6563,6 +7181,10 @@ namespace Anymole.V1 {
             AfterSeq = input.ReadUInt64();
             break;
           }
+          case 24: {
+            SkipReplayedPreviews = input.ReadBool();
+            break;
+          }
         }
       }
     #endif
@@ -6584,6 +7206,10 @@ namespace Anymole.V1 {
           }
           case 16: {
             AfterSeq = input.ReadUInt64();
+            break;
+          }
+          case 24: {
+            SkipReplayedPreviews = input.ReadBool();
             break;
           }
         }
@@ -6610,7 +7236,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[20]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[21]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6805,7 +7431,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[21]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[22]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7001,7 +7627,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[22]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[23]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7023,6 +7649,7 @@ namespace Anymole.V1 {
     public ListJobsRequest(ListJobsRequest other) : this() {
       states_ = other.states_.Clone();
       limit_ = other.limit_;
+      clientTags_ = other.clientTags_.Clone();
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -7061,6 +7688,21 @@ namespace Anymole.V1 {
       }
     }
 
+    /// <summary>Field number for the "client_tags" field.</summary>
+    public const int ClientTagsFieldNumber = 3;
+    private static readonly pbc::MapField<string, string>.Codec _map_clientTags_codec
+        = new pbc::MapField<string, string>.Codec(pb::FieldCodec.ForString(10, ""), pb::FieldCodec.ForString(18, ""), 26);
+    private readonly pbc::MapField<string, string> clientTags_ = new pbc::MapField<string, string>();
+    /// <summary>
+    /// Only jobs whose `client_tags` hold every one of these entries (same key, same value); empty means all.
+    /// Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::MapField<string, string> ClientTags {
+      get { return clientTags_; }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -7078,6 +7720,7 @@ namespace Anymole.V1 {
       }
       if(!states_.Equals(other.states_)) return false;
       if (Limit != other.Limit) return false;
+      if (!ClientTags.Equals(other.ClientTags)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -7087,6 +7730,7 @@ namespace Anymole.V1 {
       int hash = 1;
       hash ^= states_.GetHashCode();
       if (Limit != 0) hash ^= Limit.GetHashCode();
+      hash ^= ClientTags.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -7110,6 +7754,7 @@ namespace Anymole.V1 {
         output.WriteRawTag(16);
         output.WriteUInt32(Limit);
       }
+      clientTags_.WriteTo(output, _map_clientTags_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -7125,6 +7770,7 @@ namespace Anymole.V1 {
         output.WriteRawTag(16);
         output.WriteUInt32(Limit);
       }
+      clientTags_.WriteTo(ref output, _map_clientTags_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -7139,6 +7785,7 @@ namespace Anymole.V1 {
       if (Limit != 0) {
         size += 1 + pb::CodedOutputStream.ComputeUInt32Size(Limit);
       }
+      size += clientTags_.CalculateSize(_map_clientTags_codec);
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
       }
@@ -7155,6 +7802,7 @@ namespace Anymole.V1 {
       if (other.Limit != 0) {
         Limit = other.Limit;
       }
+      clientTags_.Add(other.clientTags_);
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
 
@@ -7177,6 +7825,10 @@ namespace Anymole.V1 {
           }
           case 16: {
             Limit = input.ReadUInt32();
+            break;
+          }
+          case 26: {
+            clientTags_.AddEntriesFrom(input, _map_clientTags_codec);
             break;
           }
         }
@@ -7203,6 +7855,10 @@ namespace Anymole.V1 {
             Limit = input.ReadUInt32();
             break;
           }
+          case 26: {
+            clientTags_.AddEntriesFrom(ref input, _map_clientTags_codec);
+            break;
+          }
         }
       }
     }
@@ -7227,7 +7883,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[23]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[24]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7411,7 +8067,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[24]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[25]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7441,6 +8097,7 @@ namespace Anymole.V1 {
       position_ = other.position_;
       lastSeq_ = other.lastSeq_;
       totalFrames_ = other.totalFrames_;
+      clientTags_ = other.clientTags_.Clone();
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -7600,6 +8257,20 @@ namespace Anymole.V1 {
       }
     }
 
+    /// <summary>Field number for the "client_tags" field.</summary>
+    public const int ClientTagsFieldNumber = 11;
+    private static readonly pbc::MapField<string, string>.Codec _map_clientTags_codec
+        = new pbc::MapField<string, string>.Codec(pb::FieldCodec.ForString(10, ""), pb::FieldCodec.ForString(18, ""), 90);
+    private readonly pbc::MapField<string, string> clientTags_ = new pbc::MapField<string, string>();
+    /// <summary>
+    /// The tags given at submission (`InbetweenRequest.client_tags`). Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::MapField<string, string> ClientTags {
+      get { return clientTags_; }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -7625,6 +8296,7 @@ namespace Anymole.V1 {
       if (Position != other.Position) return false;
       if (LastSeq != other.LastSeq) return false;
       if (TotalFrames != other.TotalFrames) return false;
+      if (!ClientTags.Equals(other.ClientTags)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -7642,6 +8314,7 @@ namespace Anymole.V1 {
       if (Position != 0) hash ^= Position.GetHashCode();
       if (LastSeq != 0UL) hash ^= LastSeq.GetHashCode();
       if (TotalFrames != 0) hash ^= TotalFrames.GetHashCode();
+      hash ^= ClientTags.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -7700,6 +8373,7 @@ namespace Anymole.V1 {
         output.WriteRawTag(80);
         output.WriteUInt32(TotalFrames);
       }
+      clientTags_.WriteTo(output, _map_clientTags_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -7750,6 +8424,7 @@ namespace Anymole.V1 {
         output.WriteRawTag(80);
         output.WriteUInt32(TotalFrames);
       }
+      clientTags_.WriteTo(ref output, _map_clientTags_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -7790,6 +8465,7 @@ namespace Anymole.V1 {
       if (TotalFrames != 0) {
         size += 1 + pb::CodedOutputStream.ComputeUInt32Size(TotalFrames);
       }
+      size += clientTags_.CalculateSize(_map_clientTags_codec);
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
       }
@@ -7832,6 +8508,7 @@ namespace Anymole.V1 {
       if (other.TotalFrames != 0) {
         TotalFrames = other.TotalFrames;
       }
+      clientTags_.Add(other.clientTags_);
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
 
@@ -7885,6 +8562,10 @@ namespace Anymole.V1 {
           }
           case 80: {
             TotalFrames = input.ReadUInt32();
+            break;
+          }
+          case 90: {
+            clientTags_.AddEntriesFrom(input, _map_clientTags_codec);
             break;
           }
         }
@@ -7942,6 +8623,10 @@ namespace Anymole.V1 {
             TotalFrames = input.ReadUInt32();
             break;
           }
+          case 90: {
+            clientTags_.AddEntriesFrom(ref input, _map_clientTags_codec);
+            break;
+          }
         }
       }
     }
@@ -7966,7 +8651,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[25]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[26]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8716,7 +9401,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[26]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[27]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8912,7 +9597,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[27]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[28]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -9281,7 +9966,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[28]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[29]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -9718,7 +10403,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[29]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[30]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -10087,7 +10772,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[30]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[31]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -10322,7 +11007,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[31]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[32]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -10616,7 +11301,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[32]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[33]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -10891,7 +11576,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[33]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[34]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -11086,7 +11771,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[34]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[35]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -11281,7 +11966,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[35]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[36]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -11303,6 +11988,7 @@ namespace Anymole.V1 {
     public GetResultRequest(GetResultRequest other) : this() {
       jobId_ = other.jobId_;
       format_ = other.format_;
+      maxReceiveMessageBytes_ = other.maxReceiveMessageBytes_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -11342,6 +12028,23 @@ namespace Anymole.V1 {
       }
     }
 
+    /// <summary>Field number for the "max_receive_message_bytes" field.</summary>
+    public const int MaxReceiveMessageBytesFieldNumber = 3;
+    private uint maxReceiveMessageBytes_;
+    /// <summary>
+    /// The largest message the client receives, in bytes; 0 means the server's `Limits.max_message_bytes`.
+    /// A result that does not fit fails with RESOURCE_EXHAUSTED before it is sent (use DownloadResult).
+    /// Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint MaxReceiveMessageBytes {
+      get { return maxReceiveMessageBytes_; }
+      set {
+        maxReceiveMessageBytes_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -11359,6 +12062,7 @@ namespace Anymole.V1 {
       }
       if (JobId != other.JobId) return false;
       if (Format != other.Format) return false;
+      if (MaxReceiveMessageBytes != other.MaxReceiveMessageBytes) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -11368,6 +12072,7 @@ namespace Anymole.V1 {
       int hash = 1;
       if (JobId.Length != 0) hash ^= JobId.GetHashCode();
       if (Format != global::Anymole.V1.ResultFormat.Unspecified) hash ^= Format.GetHashCode();
+      if (MaxReceiveMessageBytes != 0) hash ^= MaxReceiveMessageBytes.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -11394,6 +12099,10 @@ namespace Anymole.V1 {
         output.WriteRawTag(16);
         output.WriteEnum((int) Format);
       }
+      if (MaxReceiveMessageBytes != 0) {
+        output.WriteRawTag(24);
+        output.WriteUInt32(MaxReceiveMessageBytes);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -11412,6 +12121,10 @@ namespace Anymole.V1 {
         output.WriteRawTag(16);
         output.WriteEnum((int) Format);
       }
+      if (MaxReceiveMessageBytes != 0) {
+        output.WriteRawTag(24);
+        output.WriteUInt32(MaxReceiveMessageBytes);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -11427,6 +12140,9 @@ namespace Anymole.V1 {
       }
       if (Format != global::Anymole.V1.ResultFormat.Unspecified) {
         size += 1 + pb::CodedOutputStream.ComputeEnumSize((int) Format);
+      }
+      if (MaxReceiveMessageBytes != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(MaxReceiveMessageBytes);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -11445,6 +12161,9 @@ namespace Anymole.V1 {
       }
       if (other.Format != global::Anymole.V1.ResultFormat.Unspecified) {
         Format = other.Format;
+      }
+      if (other.MaxReceiveMessageBytes != 0) {
+        MaxReceiveMessageBytes = other.MaxReceiveMessageBytes;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -11469,6 +12188,10 @@ namespace Anymole.V1 {
             Format = (global::Anymole.V1.ResultFormat) input.ReadEnum();
             break;
           }
+          case 24: {
+            MaxReceiveMessageBytes = input.ReadUInt32();
+            break;
+          }
         }
       }
     #endif
@@ -11490,6 +12213,10 @@ namespace Anymole.V1 {
           }
           case 16: {
             Format = (global::Anymole.V1.ResultFormat) input.ReadEnum();
+            break;
+          }
+          case 24: {
+            MaxReceiveMessageBytes = input.ReadUInt32();
             break;
           }
         }
@@ -11516,7 +12243,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[36]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[37]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -11800,7 +12527,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[37]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[38]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -11823,6 +12550,7 @@ namespace Anymole.V1 {
       jobId_ = other.jobId_;
       format_ = other.format_;
       chunkBytes_ = other.chunkBytes_;
+      maxReceiveMessageBytes_ = other.maxReceiveMessageBytes_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -11877,6 +12605,22 @@ namespace Anymole.V1 {
       }
     }
 
+    /// <summary>Field number for the "max_receive_message_bytes" field.</summary>
+    public const int MaxReceiveMessageBytesFieldNumber = 4;
+    private uint maxReceiveMessageBytes_;
+    /// <summary>
+    /// The largest message the client receives, in bytes; 0 means 4 MiB (gRPC C++ and grpc-dotnet's default).
+    /// Every part, motion chunks and file chunks alike, is sized to fit it. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint MaxReceiveMessageBytes {
+      get { return maxReceiveMessageBytes_; }
+      set {
+        maxReceiveMessageBytes_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -11895,6 +12639,7 @@ namespace Anymole.V1 {
       if (JobId != other.JobId) return false;
       if (Format != other.Format) return false;
       if (ChunkBytes != other.ChunkBytes) return false;
+      if (MaxReceiveMessageBytes != other.MaxReceiveMessageBytes) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -11905,6 +12650,7 @@ namespace Anymole.V1 {
       if (JobId.Length != 0) hash ^= JobId.GetHashCode();
       if (Format != global::Anymole.V1.ResultFormat.Unspecified) hash ^= Format.GetHashCode();
       if (ChunkBytes != 0) hash ^= ChunkBytes.GetHashCode();
+      if (MaxReceiveMessageBytes != 0) hash ^= MaxReceiveMessageBytes.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -11935,6 +12681,10 @@ namespace Anymole.V1 {
         output.WriteRawTag(24);
         output.WriteUInt32(ChunkBytes);
       }
+      if (MaxReceiveMessageBytes != 0) {
+        output.WriteRawTag(32);
+        output.WriteUInt32(MaxReceiveMessageBytes);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -11957,6 +12707,10 @@ namespace Anymole.V1 {
         output.WriteRawTag(24);
         output.WriteUInt32(ChunkBytes);
       }
+      if (MaxReceiveMessageBytes != 0) {
+        output.WriteRawTag(32);
+        output.WriteUInt32(MaxReceiveMessageBytes);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -11975,6 +12729,9 @@ namespace Anymole.V1 {
       }
       if (ChunkBytes != 0) {
         size += 1 + pb::CodedOutputStream.ComputeUInt32Size(ChunkBytes);
+      }
+      if (MaxReceiveMessageBytes != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(MaxReceiveMessageBytes);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -11996,6 +12753,9 @@ namespace Anymole.V1 {
       }
       if (other.ChunkBytes != 0) {
         ChunkBytes = other.ChunkBytes;
+      }
+      if (other.MaxReceiveMessageBytes != 0) {
+        MaxReceiveMessageBytes = other.MaxReceiveMessageBytes;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -12022,6 +12782,10 @@ namespace Anymole.V1 {
           }
           case 24: {
             ChunkBytes = input.ReadUInt32();
+            break;
+          }
+          case 32: {
+            MaxReceiveMessageBytes = input.ReadUInt32();
             break;
           }
         }
@@ -12051,6 +12815,10 @@ namespace Anymole.V1 {
             ChunkBytes = input.ReadUInt32();
             break;
           }
+          case 32: {
+            MaxReceiveMessageBytes = input.ReadUInt32();
+            break;
+          }
         }
       }
     }
@@ -12075,7 +12843,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[38]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[39]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -12413,7 +13181,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[39]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[40]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
