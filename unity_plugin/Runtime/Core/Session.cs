@@ -274,16 +274,21 @@ namespace AnyMoLe.Core
             return ProtoConvert.FromProto(pb.CancelJobResponse.Parser.ParseFrom(raw).State);
         }
 
-        /// <summary>The jobs the server knows, newest first; only those whose client tags hold every entry of
-        /// <paramref name="tags"/> when given.</summary>
-        public async Task<List<JobSummary>> ListJobsAsync(Dictionary<string, string> tags = null,
+        /// <summary>The jobs the server knows, newest first (every page); only those whose client tags hold every
+        /// entry of <paramref name="tags"/> when given; at most <paramref name="limit"/> (0: all).</summary>
+        public async Task<List<JobSummary>> ListJobsAsync(Dictionary<string, string> tags = null, int limit = 0,
                                                           CancellationToken cancel = default(CancellationToken))
         {
-            var req = new pb.ListJobsRequest();
+            var req = new pb.ListJobsRequest { Limit = (uint)limit };
             if (tags != null) req.ClientTags.Add(tags);
-            var raw = await transport.UnaryAsync(Service + "ListJobs", req.ToByteArray(), metadata, cancel);
             var jobs = new List<JobSummary>();
-            foreach (var j in pb.ListJobsResponse.Parser.ParseFrom(raw).Jobs) jobs.Add(ProtoConvert.FromProto(j));
+            do
+            {
+                var raw = await transport.UnaryAsync(Service + "ListJobs", req.ToByteArray(), metadata, cancel);
+                var page = pb.ListJobsResponse.Parser.ParseFrom(raw);
+                foreach (var j in page.Jobs) jobs.Add(ProtoConvert.FromProto(j));
+                req.PageToken = page.NextPageToken;
+            } while (!string.IsNullOrEmpty(req.PageToken));
             return jobs;
         }
 
@@ -291,7 +296,7 @@ namespace AnyMoLe.Core
         /// finds its job again.</summary>
         public async Task<JobSummary> FindJobAsync(Dictionary<string, string> tags, CancellationToken cancel = default(CancellationToken))
         {
-            var jobs = await ListJobsAsync(tags, cancel);
+            var jobs = await ListJobsAsync(tags, 1, cancel);
             return jobs.Count == 0 ? null : jobs[0];
         }
 

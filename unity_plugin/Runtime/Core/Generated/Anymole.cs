@@ -41,135 +41,139 @@ namespace Anymole.V1 {
             "bmF2YWlsYWJsZV9yZWFzb24YBSABKAkSFgoOc2VuZHNfcHJldmlld3MYBiAB",
             "KAgSMAoOcmVzdWx0X2Zvcm1hdHMYByADKA4yGC5hbnltb2xlLnYxLlJlc3Vs",
             "dEZvcm1hdCIvCgpEZXZpY2VJbmZvEgwKBG5hbWUYASABKAkSEwoLZGVzY3Jp",
-            "cHRpb24YAiABKAki0QEKBkxpbWl0cxIZChFtYXhfbWVzc2FnZV9ieXRlcxgB",
+            "cHRpb24YAiABKAki5gIKBkxpbWl0cxIZChFtYXhfbWVzc2FnZV9ieXRlcxgB",
             "IAEoBBIbChNtYXhfY2hhcmFjdGVyX2J5dGVzGAIgASgEEhoKEnVwbG9hZF9j",
             "aHVua19ieXRlcxgDIAEoDRISCgptYXhfam9pbnRzGAQgASgNEhIKCm1heF9m",
             "cmFtZXMYBSABKA0SFQoNbWF4X2tleWZyYW1lcxgGIAEoDRIRCgltYXhfcXVl",
-            "dWUYByABKA0SIQoZcXVhdGVybmlvbl9ub3JtX3RvbGVyYW5jZRgIIAEoAiJq",
-            "CghTa2VsZXRvbhITCgtqb2ludF9uYW1lcxgBIAMoCRIWCg5wYXJlbnRfaW5k",
-            "aWNlcxgCIAMoERIZChFyZXN0X3RyYW5zbGF0aW9ucxgDIAMoAhIWCg5yZXN0",
-            "X3JvdGF0aW9ucxgEIAMoAiL6AgoLU2tpbm5lZE1lc2gSEQoJcG9zaXRpb25z",
-            "GAEgAygCEg8KB25vcm1hbHMYAiADKAISCwoDdXZzGAMgAygCEhgKEHRyaWFu",
-            "Z2xlX2luZGljZXMYBCADKA0SHQoVaW5mbHVlbmNlc19wZXJfdmVydGV4GAUg",
-            "ASgNEhUKDWpvaW50X2luZGljZXMYBiADKA0SFQoNam9pbnRfd2VpZ2h0cxgH",
-            "IAMoAhIdChVpbnZlcnNlX2JpbmRfbWF0cmljZXMYCCADKAISEgoKYmFzZV9j",
-            "b2xvchgJIAMoAhIkCgd0ZXh0dXJlGAogASgLMhMuYW55bW9sZS52MS5UZXh0",
-            "dXJlEg4KBmNvbG9ycxgLIAMoAhInCgltYXRlcmlhbHMYDCADKAsyFC5hbnlt",
-            "b2xlLnYxLk1hdGVyaWFsEhoKEnRyaWFuZ2xlX21hdGVyaWFscxgNIAMoDRIl",
-            "Cgh0ZXh0dXJlcxgOIAMoCzITLmFueW1vbGUudjEuVGV4dHVyZSJOCghNYXRl",
-            "cmlhbBIMCgRuYW1lGAEgASgJEhIKCmJhc2VfY29sb3IYAiADKAISFAoHdGV4",
-            "dHVyZRgDIAEoDUgAiAEBQgoKCF90ZXh0dXJlIioKB1RleHR1cmUSEQoJbWlt",
-            "ZV90eXBlGAEgASgJEgwKBGRhdGEYAiABKAwibQoOQ2hhcmFjdGVyQXNzZXQS",
-            "DAoEbmFtZRgBIAEoCRImCghza2VsZXRvbhgCIAEoCzIULmFueW1vbGUudjEu",
-            "U2tlbGV0b24SJQoEbWVzaBgDIAEoCzIXLmFueW1vbGUudjEuU2tpbm5lZE1l",
-            "c2giXQoWVXBsb2FkQ2hhcmFjdGVyUmVxdWVzdBIqCgZoZWFkZXIYASABKAsy",
-            "GC5hbnltb2xlLnYxLlVwbG9hZEhlYWRlckgAEg8KBWNodW5rGAIgASgMSABC",
-            "BgoEcGFydCJuCgxVcGxvYWRIZWFkZXISKwoGZm9ybWF0GAEgASgOMhsuYW55",
-            "bW9sZS52MS5DaGFyYWN0ZXJGb3JtYXQSEwoLdG90YWxfYnl0ZXMYAiABKAQS",
-            "DgoGc2hhMjU2GAMgASgJEgwKBG5hbWUYBCABKAkiiwEKF1VwbG9hZENoYXJh",
-            "Y3RlclJlc3BvbnNlEhQKDGNoYXJhY3Rlcl9pZBgBIAEoCRIOCgZjYWNoZWQY",
-            "AiABKAgSJgoIc2tlbGV0b24YAyABKAsyFC5hbnltb2xlLnYxLlNrZWxldG9u",
-            "EhQKDHZlcnRleF9jb3VudBgEIAEoDRIMCgRuYW1lGAUgASgJImwKBENsaXAS",
-            "CwoDZnBzGAEgASgCEhMKC2ZyYW1lX2NvdW50GAIgASgNEhEKCXJvdGF0aW9u",
-            "cxgDIAMoAhIZChFyb290X3RyYW5zbGF0aW9ucxgEIAMoAhIUCgx0cmFuc2xh",
-            "dGlvbnMYBSADKAIiXAoIS2V5ZnJhbWUSDQoFZnJhbWUYASABKA0SEQoJcm90",
-            "YXRpb25zGAIgAygCEhgKEHJvb3RfdHJhbnNsYXRpb24YAyADKAISFAoMdHJh",
-            "bnNsYXRpb25zGAQgAygCIvYCChBJbmJldHdlZW5SZXF1ZXN0EhQKDGNoYXJh",
-            "Y3Rlcl9pZBgBIAEoCRIhCgdjb250ZXh0GAIgASgLMhAuYW55bW9sZS52MS5D",
-            "bGlwEicKCWtleWZyYW1lcxgDIAMoCzIULmFueW1vbGUudjEuS2V5ZnJhbWUS",
-            "FAoMdG90YWxfZnJhbWVzGAQgASgNEg4KBm1ldGhvZBgFIAEoCRIOCgZwcmVz",
-            "ZXQYBiABKAkSFAoMY2h1bmtfZnJhbWVzGAcgASgNEgwKBHNlZWQYCCABKAQS",
-            "DQoFbGFiZWwYCSABKAkSQQoLY2xpZW50X3RhZ3MYCiADKAsyLC5hbnltb2xl",
-            "LnYxLkluYmV0d2VlblJlcXVlc3QuQ2xpZW50VGFnc0VudHJ5EiEKGW1heF9y",
-            "ZWNlaXZlX21lc3NhZ2VfYnl0ZXMYCyABKA0aMQoPQ2xpZW50VGFnc0VudHJ5",
-            "EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiWgoQU3VibWl0Sm9i",
-            "UmVxdWVzdBItCgdyZXF1ZXN0GAEgASgLMhwuYW55bW9sZS52MS5JbmJldHdl",
-            "ZW5SZXF1ZXN0EhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJHChFTdWJtaXRK",
-            "b2JSZXNwb25zZRIOCgZqb2JfaWQYASABKAkSEAoIcG9zaXRpb24YAiABKA0S",
-            "EAoIZXhpc3RpbmcYAyABKAgiVAoPV2F0Y2hKb2JSZXF1ZXN0Eg4KBmpvYl9p",
-            "ZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSHgoWc2tpcF9yZXBsYXllZF9w",
-            "cmV2aWV3cxgDIAEoCCIiChBDYW5jZWxKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgB",
-            "IAEoCSI4ChFDYW5jZWxKb2JSZXNwb25zZRIjCgVzdGF0ZRgBIAEoDjIULmFu",
-            "eW1vbGUudjEuSm9iU3RhdGUiuwEKD0xpc3RKb2JzUmVxdWVzdBIkCgZzdGF0",
-            "ZXMYASADKA4yFC5hbnltb2xlLnYxLkpvYlN0YXRlEg0KBWxpbWl0GAIgASgN",
-            "EkAKC2NsaWVudF90YWdzGAMgAygLMisuYW55bW9sZS52MS5MaXN0Sm9ic1Jl",
-            "cXVlc3QuQ2xpZW50VGFnc0VudHJ5GjEKD0NsaWVudFRhZ3NFbnRyeRILCgNr",
-            "ZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjgKEExpc3RKb2JzUmVzcG9u",
-            "c2USJAoEam9icxgBIAMoCzIWLmFueW1vbGUudjEuSm9iU3VtbWFyeSLGAgoK",
-            "Sm9iU3VtbWFyeRIOCgZqb2JfaWQYASABKAkSIwoFc3RhdGUYAiABKA4yFC5h",
-            "bnltb2xlLnYxLkpvYlN0YXRlEhQKDGNoYXJhY3Rlcl9pZBgDIAEoCRIOCgZt",
-            "ZXRob2QYBCABKAkSDgoGcHJlc2V0GAUgASgJEg0KBWxhYmVsGAYgASgJEhQK",
-            "DGNyZWF0ZWRfdW5peBgHIAEoARIQCghwb3NpdGlvbhgIIAEoDRIQCghsYXN0",
-            "X3NlcRgJIAEoBBIUCgx0b3RhbF9mcmFtZXMYCiABKA0SOwoLY2xpZW50X3Rh",
-            "Z3MYCyADKAsyJi5hbnltb2xlLnYxLkpvYlN1bW1hcnkuQ2xpZW50VGFnc0Vu",
-            "dHJ5GjEKD0NsaWVudFRhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUY",
-            "AiABKAk6AjgBIpMDCghKb2JFdmVudBIOCgZqb2JfaWQYASABKAkSCwoDc2Vx",
-            "GAIgASgEEhEKCXRpbWVfdW5peBgDIAEoARIkCgZxdWV1ZWQYCiABKAsyEi5h",
-            "bnltb2xlLnYxLlF1ZXVlZEgAEigKCHByb2dyZXNzGAsgASgLMhQuYW55bW9s",
-            "ZS52MS5Qcm9ncmVzc0gAEiYKB3ByZXZpZXcYDCABKAsyEy5hbnltb2xlLnYx",
-            "LlByZXZpZXdIABIpCgZtb3Rpb24YDSABKAsyFy5hbnltb2xlLnYxLk1vdGlv",
-            "bkNodW5rSAASKgoJY29tcGxldGVkGA4gASgLMhUuYW55bW9sZS52MS5Db21w",
-            "bGV0ZWRIABIkCgZmYWlsZWQYDyABKAsyEi5hbnltb2xlLnYxLkZhaWxlZEgA",
-            "EioKCWNhbmNlbGxlZBgQIAEoCzIVLmFueW1vbGUudjEuQ2FuY2VsbGVkSAAS",
-            "LgoLaW50ZXJydXB0ZWQYESABKAsyFy5hbnltb2xlLnYxLkludGVycnVwdGVk",
-            "SABCBgoEa2luZCIaCgZRdWV1ZWQSEAoIcG9zaXRpb24YASABKA0ifgoIUHJv",
-            "Z3Jlc3MSDQoFc3RhZ2UYASABKAkSFgoOc3RhZ2VfZnJhY3Rpb24YAiABKAIS",
-            "EAoIZnJhY3Rpb24YAyABKAISGAoLZXRhX3NlY29uZHMYBCABKAFIAIgBARIP",
-            "CgdtZXNzYWdlGAUgASgJQg4KDF9ldGFfc2Vjb25kcyJ1CgdQcmV2aWV3Eg0K",
-            "BXN0YWdlGAEgASgJEg0KBWZyYW1lGAIgASgNEgwKBHZpZXcYAyABKA0SEQoJ",
-            "bWltZV90eXBlGAQgASgJEgwKBGRhdGEYBSABKAwSDQoFd2lkdGgYBiABKA0S",
-            "DgoGaGVpZ2h0GAcgASgNIo0BCgtNb3Rpb25DaHVuaxITCgtmcmFtZV9zdGFy",
-            "dBgBIAEoDRITCgtmcmFtZV9jb3VudBgCIAEoDRIRCglyb3RhdGlvbnMYAyAD",
-            "KAISGQoRcm9vdF90cmFuc2xhdGlvbnMYBCADKAISEAoIaXNfZmluYWwYBSAB",
-            "KAgSFAoMdHJhbnNsYXRpb25zGAYgAygCIi0KC1N0YWdlVGltaW5nEg0KBXN0",
-            "YWdlGAEgASgJEg8KB3NlY29uZHMYAiABKAEiwQEKCUNvbXBsZXRlZBIPCgdz",
-            "dW1tYXJ5GAEgASgJEigKB3RpbWluZ3MYAiADKAsyFy5hbnltb2xlLnYxLlN0",
-            "YWdlVGltaW5nEjMKB21ldHJpY3MYAyADKAsyIi5hbnltb2xlLnYxLkNvbXBs",
-            "ZXRlZC5NZXRyaWNzRW50cnkSFAoMdG90YWxfZnJhbWVzGAQgASgNGi4KDE1l",
-            "dHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIjYK",
-            "BkZhaWxlZBIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSDQoFZmll",
-            "bGQYAyABKAkiGwoJQ2FuY2VsbGVkEg4KBnJlYXNvbhgBIAEoCSIdCgtJbnRl",
-            "cnJ1cHRlZBIOCgZyZWFzb24YASABKAkibwoQR2V0UmVzdWx0UmVxdWVzdBIO",
-            "CgZqb2JfaWQYASABKAkSKAoGZm9ybWF0GAIgASgOMhguYW55bW9sZS52MS5S",
-            "ZXN1bHRGb3JtYXQSIQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRlcxgDIAEo",
-            "DSJWChFHZXRSZXN1bHRSZXNwb25zZRIgCgZtb3Rpb24YASABKAsyEC5hbnlt",
-            "b2xlLnYxLkNsaXASDAoEZmlsZRgCIAEoDBIRCglmaWxlX25hbWUYAyABKAki",
-            "iQEKFURvd25sb2FkUmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASABKAkSKAoG",
-            "Zm9ybWF0GAIgASgOMhguYW55bW9sZS52MS5SZXN1bHRGb3JtYXQSEwoLY2h1",
-            "bmtfYnl0ZXMYAyABKA0SIQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRlcxgE",
-            "IAEoDSKNAQoWRG93bmxvYWRSZXN1bHRSZXNwb25zZRIqCgZoZWFkZXIYASAB",
-            "KAsyGC5hbnltb2xlLnYxLlJlc3VsdEhlYWRlckgAEikKBm1vdGlvbhgCIAEo",
-            "CzIXLmFueW1vbGUudjEuTW90aW9uQ2h1bmtIABIUCgpmaWxlX2NodW5rGAMg",
-            "ASgMSABCBgoEcGFydCJYCgxSZXN1bHRIZWFkZXISCwoDZnBzGAEgASgCEhQK",
-            "DHRvdGFsX2ZyYW1lcxgCIAEoDRISCgpmaWxlX2J5dGVzGAMgASgEEhEKCWZp",
-            "bGVfbmFtZRgEIAEoCSqdAQoPQ2hhcmFjdGVyRm9ybWF0EiAKHENIQVJBQ1RF",
-            "Ul9GT1JNQVRfVU5TUEVDSUZJRUQQABIaChZDSEFSQUNURVJfRk9STUFUX1BS",
-            "T1RPEAESGAoUQ0hBUkFDVEVSX0ZPUk1BVF9HTEIQAhIYChRDSEFSQUNURVJf",
-            "Rk9STUFUX0ZCWBADEhgKFENIQVJBQ1RFUl9GT1JNQVRfQlZIEAQqtQEKCEpv",
-            "YlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFU",
-            "RV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFU",
-            "RV9DT01QTEVURUQQAxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFwoTSk9CX1NU",
-            "QVRFX0NBTkNFTExFRBAFEhkKFUpPQl9TVEFURV9JTlRFUlJVUFRFRBAGKokB",
-            "CgxSZXN1bHRGb3JtYXQSHQoZUkVTVUxUX0ZPUk1BVF9VTlNQRUNJRklFRBAA",
-            "EhUKEVJFU1VMVF9GT1JNQVRfR0xCEAESFQoRUkVTVUxUX0ZPUk1BVF9CVkgQ",
-            "AhIVChFSRVNVTFRfRk9STUFUX05QWhADEhUKEVJFU1VMVF9GT1JNQVRfTVA0",
-            "EAQyyAUKDkFueU1vTGVTZXJ2aWNlElQKDUdldFNlcnZlckluZm8SIC5hbnlt",
-            "b2xlLnYxLkdldFNlcnZlckluZm9SZXF1ZXN0GiEuYW55bW9sZS52MS5HZXRT",
-            "ZXJ2ZXJJbmZvUmVzcG9uc2USXAoPVXBsb2FkQ2hhcmFjdGVyEiIuYW55bW9s",
-            "ZS52MS5VcGxvYWRDaGFyYWN0ZXJSZXF1ZXN0GiMuYW55bW9sZS52MS5VcGxv",
-            "YWRDaGFyYWN0ZXJSZXNwb25zZSgBEkEKCUluYmV0d2VlbhIcLmFueW1vbGUu",
-            "djEuSW5iZXR3ZWVuUmVxdWVzdBoULmFueW1vbGUudjEuSm9iRXZlbnQwARJI",
-            "CglTdWJtaXRKb2ISHC5hbnltb2xlLnYxLlN1Ym1pdEpvYlJlcXVlc3QaHS5h",
-            "bnltb2xlLnYxLlN1Ym1pdEpvYlJlc3BvbnNlEj8KCFdhdGNoSm9iEhsuYW55",
-            "bW9sZS52MS5XYXRjaEpvYlJlcXVlc3QaFC5hbnltb2xlLnYxLkpvYkV2ZW50",
-            "MAESSAoJQ2FuY2VsSm9iEhwuYW55bW9sZS52MS5DYW5jZWxKb2JSZXF1ZXN0",
-            "Gh0uYW55bW9sZS52MS5DYW5jZWxKb2JSZXNwb25zZRJFCghMaXN0Sm9icxIb",
-            "LmFueW1vbGUudjEuTGlzdEpvYnNSZXF1ZXN0GhwuYW55bW9sZS52MS5MaXN0",
-            "Sm9ic1Jlc3BvbnNlEkgKCUdldFJlc3VsdBIcLmFueW1vbGUudjEuR2V0UmVz",
-            "dWx0UmVxdWVzdBodLmFueW1vbGUudjEuR2V0UmVzdWx0UmVzcG9uc2USWQoO",
-            "RG93bmxvYWRSZXN1bHQSIS5hbnltb2xlLnYxLkRvd25sb2FkUmVzdWx0UmVx",
-            "dWVzdBoiLmFueW1vbGUudjEuRG93bmxvYWRSZXN1bHRSZXNwb25zZTABYgZw",
-            "cm90bzM="));
+            "dWUYByABKA0SIQoZcXVhdGVybmlvbl9ub3JtX3RvbGVyYW5jZRgIIAEoAhIY",
+            "ChBtYXhfZnJhbWVfam9pbnRzGAkgASgEEhsKE21lbW9yeV9idWRnZXRfYnl0",
+            "ZXMYCiABKAQSHwoXbWF4X3F1ZXVlZF9mcmFtZV9qb2ludHMYCyABKAQSIgoa",
+            "bWF4X3VwbG9hZF9ieXRlc19pbl9mbGlnaHQYDCABKAQSFwoPbWF4X2xhYmVs",
+            "X2J5dGVzGA0gASgNImoKCFNrZWxldG9uEhMKC2pvaW50X25hbWVzGAEgAygJ",
+            "EhYKDnBhcmVudF9pbmRpY2VzGAIgAygREhkKEXJlc3RfdHJhbnNsYXRpb25z",
+            "GAMgAygCEhYKDnJlc3Rfcm90YXRpb25zGAQgAygCIvoCCgtTa2lubmVkTWVz",
+            "aBIRCglwb3NpdGlvbnMYASADKAISDwoHbm9ybWFscxgCIAMoAhILCgN1dnMY",
+            "AyADKAISGAoQdHJpYW5nbGVfaW5kaWNlcxgEIAMoDRIdChVpbmZsdWVuY2Vz",
+            "X3Blcl92ZXJ0ZXgYBSABKA0SFQoNam9pbnRfaW5kaWNlcxgGIAMoDRIVCg1q",
+            "b2ludF93ZWlnaHRzGAcgAygCEh0KFWludmVyc2VfYmluZF9tYXRyaWNlcxgI",
+            "IAMoAhISCgpiYXNlX2NvbG9yGAkgAygCEiQKB3RleHR1cmUYCiABKAsyEy5h",
+            "bnltb2xlLnYxLlRleHR1cmUSDgoGY29sb3JzGAsgAygCEicKCW1hdGVyaWFs",
+            "cxgMIAMoCzIULmFueW1vbGUudjEuTWF0ZXJpYWwSGgoSdHJpYW5nbGVfbWF0",
+            "ZXJpYWxzGA0gAygNEiUKCHRleHR1cmVzGA4gAygLMhMuYW55bW9sZS52MS5U",
+            "ZXh0dXJlIk4KCE1hdGVyaWFsEgwKBG5hbWUYASABKAkSEgoKYmFzZV9jb2xv",
+            "chgCIAMoAhIUCgd0ZXh0dXJlGAMgASgNSACIAQFCCgoIX3RleHR1cmUiKgoH",
+            "VGV4dHVyZRIRCgltaW1lX3R5cGUYASABKAkSDAoEZGF0YRgCIAEoDCJtCg5D",
+            "aGFyYWN0ZXJBc3NldBIMCgRuYW1lGAEgASgJEiYKCHNrZWxldG9uGAIgASgL",
+            "MhQuYW55bW9sZS52MS5Ta2VsZXRvbhIlCgRtZXNoGAMgASgLMhcuYW55bW9s",
+            "ZS52MS5Ta2lubmVkTWVzaCJdChZVcGxvYWRDaGFyYWN0ZXJSZXF1ZXN0EioK",
+            "BmhlYWRlchgBIAEoCzIYLmFueW1vbGUudjEuVXBsb2FkSGVhZGVySAASDwoF",
+            "Y2h1bmsYAiABKAxIAEIGCgRwYXJ0Im4KDFVwbG9hZEhlYWRlchIrCgZmb3Jt",
+            "YXQYASABKA4yGy5hbnltb2xlLnYxLkNoYXJhY3RlckZvcm1hdBITCgt0b3Rh",
+            "bF9ieXRlcxgCIAEoBBIOCgZzaGEyNTYYAyABKAkSDAoEbmFtZRgEIAEoCSKL",
+            "AQoXVXBsb2FkQ2hhcmFjdGVyUmVzcG9uc2USFAoMY2hhcmFjdGVyX2lkGAEg",
+            "ASgJEg4KBmNhY2hlZBgCIAEoCBImCghza2VsZXRvbhgDIAEoCzIULmFueW1v",
+            "bGUudjEuU2tlbGV0b24SFAoMdmVydGV4X2NvdW50GAQgASgNEgwKBG5hbWUY",
+            "BSABKAkibAoEQ2xpcBILCgNmcHMYASABKAISEwoLZnJhbWVfY291bnQYAiAB",
+            "KA0SEQoJcm90YXRpb25zGAMgAygCEhkKEXJvb3RfdHJhbnNsYXRpb25zGAQg",
+            "AygCEhQKDHRyYW5zbGF0aW9ucxgFIAMoAiJcCghLZXlmcmFtZRINCgVmcmFt",
+            "ZRgBIAEoDRIRCglyb3RhdGlvbnMYAiADKAISGAoQcm9vdF90cmFuc2xhdGlv",
+            "bhgDIAMoAhIUCgx0cmFuc2xhdGlvbnMYBCADKAIi9gIKEEluYmV0d2VlblJl",
+            "cXVlc3QSFAoMY2hhcmFjdGVyX2lkGAEgASgJEiEKB2NvbnRleHQYAiABKAsy",
+            "EC5hbnltb2xlLnYxLkNsaXASJwoJa2V5ZnJhbWVzGAMgAygLMhQuYW55bW9s",
+            "ZS52MS5LZXlmcmFtZRIUCgx0b3RhbF9mcmFtZXMYBCABKA0SDgoGbWV0aG9k",
+            "GAUgASgJEg4KBnByZXNldBgGIAEoCRIUCgxjaHVua19mcmFtZXMYByABKA0S",
+            "DAoEc2VlZBgIIAEoBBINCgVsYWJlbBgJIAEoCRJBCgtjbGllbnRfdGFncxgK",
+            "IAMoCzIsLmFueW1vbGUudjEuSW5iZXR3ZWVuUmVxdWVzdC5DbGllbnRUYWdz",
+            "RW50cnkSIQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRlcxgLIAEoDRoxCg9D",
+            "bGllbnRUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4",
+            "ASJaChBTdWJtaXRKb2JSZXF1ZXN0Ei0KB3JlcXVlc3QYASABKAsyHC5hbnlt",
+            "b2xlLnYxLkluYmV0d2VlblJlcXVlc3QSFwoPaWRlbXBvdGVuY3lfa2V5GAIg",
+            "ASgJIkcKEVN1Ym1pdEpvYlJlc3BvbnNlEg4KBmpvYl9pZBgBIAEoCRIQCghw",
+            "b3NpdGlvbhgCIAEoDRIQCghleGlzdGluZxgDIAEoCCJUCg9XYXRjaEpvYlJl",
+            "cXVlc3QSDgoGam9iX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBBIeChZz",
+            "a2lwX3JlcGxheWVkX3ByZXZpZXdzGAMgASgIIiIKEENhbmNlbEpvYlJlcXVl",
+            "c3QSDgoGam9iX2lkGAEgASgJIjgKEUNhbmNlbEpvYlJlc3BvbnNlEiMKBXN0",
+            "YXRlGAEgASgOMhQuYW55bW9sZS52MS5Kb2JTdGF0ZSLiAQoPTGlzdEpvYnNS",
+            "ZXF1ZXN0EiQKBnN0YXRlcxgBIAMoDjIULmFueW1vbGUudjEuSm9iU3RhdGUS",
+            "DQoFbGltaXQYAiABKA0SQAoLY2xpZW50X3RhZ3MYAyADKAsyKy5hbnltb2xl",
+            "LnYxLkxpc3RKb2JzUmVxdWVzdC5DbGllbnRUYWdzRW50cnkSEQoJcGFnZV9z",
+            "aXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkaMQoPQ2xpZW50VGFnc0Vu",
+            "dHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiUQoQTGlzdEpv",
+            "YnNSZXNwb25zZRIkCgRqb2JzGAEgAygLMhYuYW55bW9sZS52MS5Kb2JTdW1t",
+            "YXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLGAgoKSm9iU3VtbWFyeRIO",
+            "CgZqb2JfaWQYASABKAkSIwoFc3RhdGUYAiABKA4yFC5hbnltb2xlLnYxLkpv",
+            "YlN0YXRlEhQKDGNoYXJhY3Rlcl9pZBgDIAEoCRIOCgZtZXRob2QYBCABKAkS",
+            "DgoGcHJlc2V0GAUgASgJEg0KBWxhYmVsGAYgASgJEhQKDGNyZWF0ZWRfdW5p",
+            "eBgHIAEoARIQCghwb3NpdGlvbhgIIAEoDRIQCghsYXN0X3NlcRgJIAEoBBIU",
+            "Cgx0b3RhbF9mcmFtZXMYCiABKA0SOwoLY2xpZW50X3RhZ3MYCyADKAsyJi5h",
+            "bnltb2xlLnYxLkpvYlN1bW1hcnkuQ2xpZW50VGFnc0VudHJ5GjEKD0NsaWVu",
+            "dFRhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpMD",
+            "CghKb2JFdmVudBIOCgZqb2JfaWQYASABKAkSCwoDc2VxGAIgASgEEhEKCXRp",
+            "bWVfdW5peBgDIAEoARIkCgZxdWV1ZWQYCiABKAsyEi5hbnltb2xlLnYxLlF1",
+            "ZXVlZEgAEigKCHByb2dyZXNzGAsgASgLMhQuYW55bW9sZS52MS5Qcm9ncmVz",
+            "c0gAEiYKB3ByZXZpZXcYDCABKAsyEy5hbnltb2xlLnYxLlByZXZpZXdIABIp",
+            "CgZtb3Rpb24YDSABKAsyFy5hbnltb2xlLnYxLk1vdGlvbkNodW5rSAASKgoJ",
+            "Y29tcGxldGVkGA4gASgLMhUuYW55bW9sZS52MS5Db21wbGV0ZWRIABIkCgZm",
+            "YWlsZWQYDyABKAsyEi5hbnltb2xlLnYxLkZhaWxlZEgAEioKCWNhbmNlbGxl",
+            "ZBgQIAEoCzIVLmFueW1vbGUudjEuQ2FuY2VsbGVkSAASLgoLaW50ZXJydXB0",
+            "ZWQYESABKAsyFy5hbnltb2xlLnYxLkludGVycnVwdGVkSABCBgoEa2luZCIa",
+            "CgZRdWV1ZWQSEAoIcG9zaXRpb24YASABKA0ifgoIUHJvZ3Jlc3MSDQoFc3Rh",
+            "Z2UYASABKAkSFgoOc3RhZ2VfZnJhY3Rpb24YAiABKAISEAoIZnJhY3Rpb24Y",
+            "AyABKAISGAoLZXRhX3NlY29uZHMYBCABKAFIAIgBARIPCgdtZXNzYWdlGAUg",
+            "ASgJQg4KDF9ldGFfc2Vjb25kcyJ1CgdQcmV2aWV3Eg0KBXN0YWdlGAEgASgJ",
+            "Eg0KBWZyYW1lGAIgASgNEgwKBHZpZXcYAyABKA0SEQoJbWltZV90eXBlGAQg",
+            "ASgJEgwKBGRhdGEYBSABKAwSDQoFd2lkdGgYBiABKA0SDgoGaGVpZ2h0GAcg",
+            "ASgNIo0BCgtNb3Rpb25DaHVuaxITCgtmcmFtZV9zdGFydBgBIAEoDRITCgtm",
+            "cmFtZV9jb3VudBgCIAEoDRIRCglyb3RhdGlvbnMYAyADKAISGQoRcm9vdF90",
+            "cmFuc2xhdGlvbnMYBCADKAISEAoIaXNfZmluYWwYBSABKAgSFAoMdHJhbnNs",
+            "YXRpb25zGAYgAygCIi0KC1N0YWdlVGltaW5nEg0KBXN0YWdlGAEgASgJEg8K",
+            "B3NlY29uZHMYAiABKAEiwQEKCUNvbXBsZXRlZBIPCgdzdW1tYXJ5GAEgASgJ",
+            "EigKB3RpbWluZ3MYAiADKAsyFy5hbnltb2xlLnYxLlN0YWdlVGltaW5nEjMK",
+            "B21ldHJpY3MYAyADKAsyIi5hbnltb2xlLnYxLkNvbXBsZXRlZC5NZXRyaWNz",
+            "RW50cnkSFAoMdG90YWxfZnJhbWVzGAQgASgNGi4KDE1ldHJpY3NFbnRyeRIL",
+            "CgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIjYKBkZhaWxlZBIMCgRj",
+            "b2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSDQoFZmllbGQYAyABKAkiGwoJ",
+            "Q2FuY2VsbGVkEg4KBnJlYXNvbhgBIAEoCSIdCgtJbnRlcnJ1cHRlZBIOCgZy",
+            "ZWFzb24YASABKAkibwoQR2V0UmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASAB",
+            "KAkSKAoGZm9ybWF0GAIgASgOMhguYW55bW9sZS52MS5SZXN1bHRGb3JtYXQS",
+            "IQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRlcxgDIAEoDSJWChFHZXRSZXN1",
+            "bHRSZXNwb25zZRIgCgZtb3Rpb24YASABKAsyEC5hbnltb2xlLnYxLkNsaXAS",
+            "DAoEZmlsZRgCIAEoDBIRCglmaWxlX25hbWUYAyABKAkiiQEKFURvd25sb2Fk",
+            "UmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASABKAkSKAoGZm9ybWF0GAIgASgO",
+            "MhguYW55bW9sZS52MS5SZXN1bHRGb3JtYXQSEwoLY2h1bmtfYnl0ZXMYAyAB",
+            "KA0SIQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRlcxgEIAEoDSKNAQoWRG93",
+            "bmxvYWRSZXN1bHRSZXNwb25zZRIqCgZoZWFkZXIYASABKAsyGC5hbnltb2xl",
+            "LnYxLlJlc3VsdEhlYWRlckgAEikKBm1vdGlvbhgCIAEoCzIXLmFueW1vbGUu",
+            "djEuTW90aW9uQ2h1bmtIABIUCgpmaWxlX2NodW5rGAMgASgMSABCBgoEcGFy",
+            "dCJYCgxSZXN1bHRIZWFkZXISCwoDZnBzGAEgASgCEhQKDHRvdGFsX2ZyYW1l",
+            "cxgCIAEoDRISCgpmaWxlX2J5dGVzGAMgASgEEhEKCWZpbGVfbmFtZRgEIAEo",
+            "CSqdAQoPQ2hhcmFjdGVyRm9ybWF0EiAKHENIQVJBQ1RFUl9GT1JNQVRfVU5T",
+            "UEVDSUZJRUQQABIaChZDSEFSQUNURVJfRk9STUFUX1BST1RPEAESGAoUQ0hB",
+            "UkFDVEVSX0ZPUk1BVF9HTEIQAhIYChRDSEFSQUNURVJfRk9STUFUX0ZCWBAD",
+            "EhgKFENIQVJBQ1RFUl9GT1JNQVRfQlZIEAQqtQEKCEpvYlN0YXRlEhkKFUpP",
+            "Ql9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIV",
+            "ChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFURV9DT01QTEVURUQQ",
+            "AxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFwoTSk9CX1NUQVRFX0NBTkNFTExF",
+            "RBAFEhkKFUpPQl9TVEFURV9JTlRFUlJVUFRFRBAGKokBCgxSZXN1bHRGb3Jt",
+            "YXQSHQoZUkVTVUxUX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhUKEVJFU1VMVF9G",
+            "T1JNQVRfR0xCEAESFQoRUkVTVUxUX0ZPUk1BVF9CVkgQAhIVChFSRVNVTFRf",
+            "Rk9STUFUX05QWhADEhUKEVJFU1VMVF9GT1JNQVRfTVA0EAQyyAUKDkFueU1v",
+            "TGVTZXJ2aWNlElQKDUdldFNlcnZlckluZm8SIC5hbnltb2xlLnYxLkdldFNl",
+            "cnZlckluZm9SZXF1ZXN0GiEuYW55bW9sZS52MS5HZXRTZXJ2ZXJJbmZvUmVz",
+            "cG9uc2USXAoPVXBsb2FkQ2hhcmFjdGVyEiIuYW55bW9sZS52MS5VcGxvYWRD",
+            "aGFyYWN0ZXJSZXF1ZXN0GiMuYW55bW9sZS52MS5VcGxvYWRDaGFyYWN0ZXJS",
+            "ZXNwb25zZSgBEkEKCUluYmV0d2VlbhIcLmFueW1vbGUudjEuSW5iZXR3ZWVu",
+            "UmVxdWVzdBoULmFueW1vbGUudjEuSm9iRXZlbnQwARJICglTdWJtaXRKb2IS",
+            "HC5hbnltb2xlLnYxLlN1Ym1pdEpvYlJlcXVlc3QaHS5hbnltb2xlLnYxLlN1",
+            "Ym1pdEpvYlJlc3BvbnNlEj8KCFdhdGNoSm9iEhsuYW55bW9sZS52MS5XYXRj",
+            "aEpvYlJlcXVlc3QaFC5hbnltb2xlLnYxLkpvYkV2ZW50MAESSAoJQ2FuY2Vs",
+            "Sm9iEhwuYW55bW9sZS52MS5DYW5jZWxKb2JSZXF1ZXN0Gh0uYW55bW9sZS52",
+            "MS5DYW5jZWxKb2JSZXNwb25zZRJFCghMaXN0Sm9icxIbLmFueW1vbGUudjEu",
+            "TGlzdEpvYnNSZXF1ZXN0GhwuYW55bW9sZS52MS5MaXN0Sm9ic1Jlc3BvbnNl",
+            "EkgKCUdldFJlc3VsdBIcLmFueW1vbGUudjEuR2V0UmVzdWx0UmVxdWVzdBod",
+            "LmFueW1vbGUudjEuR2V0UmVzdWx0UmVzcG9uc2USWQoORG93bmxvYWRSZXN1",
+            "bHQSIS5hbnltb2xlLnYxLkRvd25sb2FkUmVzdWx0UmVxdWVzdBoiLmFueW1v",
+            "bGUudjEuRG93bmxvYWRSZXN1bHRSZXNwb25zZTABYgZwcm90bzM="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Anymole.V1.CharacterFormat), typeof(global::Anymole.V1.JobState), typeof(global::Anymole.V1.ResultFormat), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -179,7 +183,7 @@ namespace Anymole.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Capabilities), global::Anymole.V1.Capabilities.Parser, new[]{ "Methods", "Devices", "Limits", "AuthRequired", "ResultFormats" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.MethodInfo), global::Anymole.V1.MethodInfo.Parser, new[]{ "Name", "Description", "Presets", "Available", "UnavailableReason", "SendsPreviews", "ResultFormats" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.DeviceInfo), global::Anymole.V1.DeviceInfo.Parser, new[]{ "Name", "Description" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Limits), global::Anymole.V1.Limits.Parser, new[]{ "MaxMessageBytes", "MaxCharacterBytes", "UploadChunkBytes", "MaxJoints", "MaxFrames", "MaxKeyframes", "MaxQueue", "QuaternionNormTolerance" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Limits), global::Anymole.V1.Limits.Parser, new[]{ "MaxMessageBytes", "MaxCharacterBytes", "UploadChunkBytes", "MaxJoints", "MaxFrames", "MaxKeyframes", "MaxQueue", "QuaternionNormTolerance", "MaxFrameJoints", "MemoryBudgetBytes", "MaxQueuedFrameJoints", "MaxUploadBytesInFlight", "MaxLabelBytes" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Skeleton), global::Anymole.V1.Skeleton.Parser, new[]{ "JointNames", "ParentIndices", "RestTranslations", "RestRotations" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.SkinnedMesh), global::Anymole.V1.SkinnedMesh.Parser, new[]{ "Positions", "Normals", "Uvs", "TriangleIndices", "InfluencesPerVertex", "JointIndices", "JointWeights", "InverseBindMatrices", "BaseColor", "Texture", "Colors", "Materials", "TriangleMaterials", "Textures" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Material), global::Anymole.V1.Material.Parser, new[]{ "Name", "BaseColor", "Texture" }, new[]{ "Texture" }, null, null, null),
@@ -196,8 +200,8 @@ namespace Anymole.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.WatchJobRequest), global::Anymole.V1.WatchJobRequest.Parser, new[]{ "JobId", "AfterSeq", "SkipReplayedPreviews" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.CancelJobRequest), global::Anymole.V1.CancelJobRequest.Parser, new[]{ "JobId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.CancelJobResponse), global::Anymole.V1.CancelJobResponse.Parser, new[]{ "State" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.ListJobsRequest), global::Anymole.V1.ListJobsRequest.Parser, new[]{ "States", "Limit", "ClientTags" }, null, null, null, new pbr::GeneratedClrTypeInfo[] { null, }),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.ListJobsResponse), global::Anymole.V1.ListJobsResponse.Parser, new[]{ "Jobs" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.ListJobsRequest), global::Anymole.V1.ListJobsRequest.Parser, new[]{ "States", "Limit", "ClientTags", "PageSize", "PageToken" }, null, null, null, new pbr::GeneratedClrTypeInfo[] { null, }),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.ListJobsResponse), global::Anymole.V1.ListJobsResponse.Parser, new[]{ "Jobs", "NextPageToken" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.JobSummary), global::Anymole.V1.JobSummary.Parser, new[]{ "JobId", "State", "CharacterId", "Method", "Preset", "Label", "CreatedUnix", "Position", "LastSeq", "TotalFrames", "ClientTags" }, null, null, null, new pbr::GeneratedClrTypeInfo[] { null, }),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.JobEvent), global::Anymole.V1.JobEvent.Parser, new[]{ "JobId", "Seq", "TimeUnix", "Queued", "Progress", "Preview", "Motion", "Completed", "Failed", "Cancelled", "Interrupted" }, new[]{ "Kind" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Queued), global::Anymole.V1.Queued.Parser, new[]{ "Position" }, null, null, null, null),
@@ -2069,7 +2073,8 @@ namespace Anymole.V1 {
   }
 
   /// <summary>
-  /// Size limits, checked before any work starts. Requests beyond them fail with INVALID_ARGUMENT.
+  /// Size limits, checked before any work starts. Requests beyond them fail with INVALID_ARGUMENT, except those
+  /// over the server's capacity (memory budget, queue, uploads in flight): RESOURCE_EXHAUSTED.
   /// </summary>
   public sealed partial class Limits : pb::IMessage<Limits>
   #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
@@ -2113,6 +2118,11 @@ namespace Anymole.V1 {
       maxKeyframes_ = other.maxKeyframes_;
       maxQueue_ = other.maxQueue_;
       quaternionNormTolerance_ = other.quaternionNormTolerance_;
+      maxFrameJoints_ = other.maxFrameJoints_;
+      memoryBudgetBytes_ = other.memoryBudgetBytes_;
+      maxQueuedFrameJoints_ = other.maxQueuedFrameJoints_;
+      maxUploadBytesInFlight_ = other.maxUploadBytesInFlight_;
+      maxLabelBytes_ = other.maxLabelBytes_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -2243,6 +2253,89 @@ namespace Anymole.V1 {
       }
     }
 
+    /// <summary>Field number for the "max_frame_joints" field.</summary>
+    public const int MaxFrameJointsFieldNumber = 9;
+    private ulong maxFrameJoints_;
+    /// <summary>
+    /// Most frames times joints of one job's timeline (`total_frames` x skeleton joints): what the server's
+    /// memory budget affords one job. A job beyond it fails with RESOURCE_EXHAUSTED naming `total_frames`.
+    /// Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ulong MaxFrameJoints {
+      get { return maxFrameJoints_; }
+      set {
+        maxFrameJoints_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "memory_budget_bytes" field.</summary>
+    public const int MemoryBudgetBytesFieldNumber = 10;
+    private ulong memoryBudgetBytes_;
+    /// <summary>
+    /// Bytes of memory the server gives jobs (from `anymole serve --memory-budget`, else half the memory
+    /// available when it started); `max_frame_joints` and `max_queued_frame_joints` derive from it. Added in
+    /// protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ulong MemoryBudgetBytes {
+      get { return memoryBudgetBytes_; }
+      set {
+        memoryBudgetBytes_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "max_queued_frame_joints" field.</summary>
+    public const int MaxQueuedFrameJointsFieldNumber = 11;
+    private ulong maxQueuedFrameJoints_;
+    /// <summary>
+    /// Most frames times joints of all queued and running jobs together; SubmitJob beyond it fails with
+    /// RESOURCE_EXHAUSTED until jobs finish. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ulong MaxQueuedFrameJoints {
+      get { return maxQueuedFrameJoints_; }
+      set {
+        maxQueuedFrameJoints_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "max_upload_bytes_in_flight" field.</summary>
+    public const int MaxUploadBytesInFlightFieldNumber = 12;
+    private ulong maxUploadBytesInFlight_;
+    /// <summary>
+    /// Most bytes of character uploads the server holds at once across all clients. An upload whose
+    /// `UploadHeader.total_bytes` does not fit waits for others to finish, and fails with RESOURCE_EXHAUSTED
+    /// when none finishes in time. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ulong MaxUploadBytesInFlight {
+      get { return maxUploadBytesInFlight_; }
+      set {
+        maxUploadBytesInFlight_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "max_label_bytes" field.</summary>
+    public const int MaxLabelBytesFieldNumber = 13;
+    private uint maxLabelBytes_;
+    /// <summary>
+    /// Longest `InbetweenRequest.label`, in UTF-8 bytes; a longer one fails with INVALID_ARGUMENT naming
+    /// `label`. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint MaxLabelBytes {
+      get { return maxLabelBytes_; }
+      set {
+        maxLabelBytes_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -2266,6 +2359,11 @@ namespace Anymole.V1 {
       if (MaxKeyframes != other.MaxKeyframes) return false;
       if (MaxQueue != other.MaxQueue) return false;
       if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(QuaternionNormTolerance, other.QuaternionNormTolerance)) return false;
+      if (MaxFrameJoints != other.MaxFrameJoints) return false;
+      if (MemoryBudgetBytes != other.MemoryBudgetBytes) return false;
+      if (MaxQueuedFrameJoints != other.MaxQueuedFrameJoints) return false;
+      if (MaxUploadBytesInFlight != other.MaxUploadBytesInFlight) return false;
+      if (MaxLabelBytes != other.MaxLabelBytes) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -2281,6 +2379,11 @@ namespace Anymole.V1 {
       if (MaxKeyframes != 0) hash ^= MaxKeyframes.GetHashCode();
       if (MaxQueue != 0) hash ^= MaxQueue.GetHashCode();
       if (QuaternionNormTolerance != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(QuaternionNormTolerance);
+      if (MaxFrameJoints != 0UL) hash ^= MaxFrameJoints.GetHashCode();
+      if (MemoryBudgetBytes != 0UL) hash ^= MemoryBudgetBytes.GetHashCode();
+      if (MaxQueuedFrameJoints != 0UL) hash ^= MaxQueuedFrameJoints.GetHashCode();
+      if (MaxUploadBytesInFlight != 0UL) hash ^= MaxUploadBytesInFlight.GetHashCode();
+      if (MaxLabelBytes != 0) hash ^= MaxLabelBytes.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -2331,6 +2434,26 @@ namespace Anymole.V1 {
         output.WriteRawTag(69);
         output.WriteFloat(QuaternionNormTolerance);
       }
+      if (MaxFrameJoints != 0UL) {
+        output.WriteRawTag(72);
+        output.WriteUInt64(MaxFrameJoints);
+      }
+      if (MemoryBudgetBytes != 0UL) {
+        output.WriteRawTag(80);
+        output.WriteUInt64(MemoryBudgetBytes);
+      }
+      if (MaxQueuedFrameJoints != 0UL) {
+        output.WriteRawTag(88);
+        output.WriteUInt64(MaxQueuedFrameJoints);
+      }
+      if (MaxUploadBytesInFlight != 0UL) {
+        output.WriteRawTag(96);
+        output.WriteUInt64(MaxUploadBytesInFlight);
+      }
+      if (MaxLabelBytes != 0) {
+        output.WriteRawTag(104);
+        output.WriteUInt32(MaxLabelBytes);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -2373,6 +2496,26 @@ namespace Anymole.V1 {
         output.WriteRawTag(69);
         output.WriteFloat(QuaternionNormTolerance);
       }
+      if (MaxFrameJoints != 0UL) {
+        output.WriteRawTag(72);
+        output.WriteUInt64(MaxFrameJoints);
+      }
+      if (MemoryBudgetBytes != 0UL) {
+        output.WriteRawTag(80);
+        output.WriteUInt64(MemoryBudgetBytes);
+      }
+      if (MaxQueuedFrameJoints != 0UL) {
+        output.WriteRawTag(88);
+        output.WriteUInt64(MaxQueuedFrameJoints);
+      }
+      if (MaxUploadBytesInFlight != 0UL) {
+        output.WriteRawTag(96);
+        output.WriteUInt64(MaxUploadBytesInFlight);
+      }
+      if (MaxLabelBytes != 0) {
+        output.WriteRawTag(104);
+        output.WriteUInt32(MaxLabelBytes);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -2406,6 +2549,21 @@ namespace Anymole.V1 {
       }
       if (QuaternionNormTolerance != 0F) {
         size += 1 + 4;
+      }
+      if (MaxFrameJoints != 0UL) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt64Size(MaxFrameJoints);
+      }
+      if (MemoryBudgetBytes != 0UL) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt64Size(MemoryBudgetBytes);
+      }
+      if (MaxQueuedFrameJoints != 0UL) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt64Size(MaxQueuedFrameJoints);
+      }
+      if (MaxUploadBytesInFlight != 0UL) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt64Size(MaxUploadBytesInFlight);
+      }
+      if (MaxLabelBytes != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(MaxLabelBytes);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -2442,6 +2600,21 @@ namespace Anymole.V1 {
       }
       if (other.QuaternionNormTolerance != 0F) {
         QuaternionNormTolerance = other.QuaternionNormTolerance;
+      }
+      if (other.MaxFrameJoints != 0UL) {
+        MaxFrameJoints = other.MaxFrameJoints;
+      }
+      if (other.MemoryBudgetBytes != 0UL) {
+        MemoryBudgetBytes = other.MemoryBudgetBytes;
+      }
+      if (other.MaxQueuedFrameJoints != 0UL) {
+        MaxQueuedFrameJoints = other.MaxQueuedFrameJoints;
+      }
+      if (other.MaxUploadBytesInFlight != 0UL) {
+        MaxUploadBytesInFlight = other.MaxUploadBytesInFlight;
+      }
+      if (other.MaxLabelBytes != 0) {
+        MaxLabelBytes = other.MaxLabelBytes;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -2490,6 +2663,26 @@ namespace Anymole.V1 {
             QuaternionNormTolerance = input.ReadFloat();
             break;
           }
+          case 72: {
+            MaxFrameJoints = input.ReadUInt64();
+            break;
+          }
+          case 80: {
+            MemoryBudgetBytes = input.ReadUInt64();
+            break;
+          }
+          case 88: {
+            MaxQueuedFrameJoints = input.ReadUInt64();
+            break;
+          }
+          case 96: {
+            MaxUploadBytesInFlight = input.ReadUInt64();
+            break;
+          }
+          case 104: {
+            MaxLabelBytes = input.ReadUInt32();
+            break;
+          }
         }
       }
     #endif
@@ -2535,6 +2728,26 @@ namespace Anymole.V1 {
           }
           case 69: {
             QuaternionNormTolerance = input.ReadFloat();
+            break;
+          }
+          case 72: {
+            MaxFrameJoints = input.ReadUInt64();
+            break;
+          }
+          case 80: {
+            MemoryBudgetBytes = input.ReadUInt64();
+            break;
+          }
+          case 88: {
+            MaxQueuedFrameJoints = input.ReadUInt64();
+            break;
+          }
+          case 96: {
+            MaxUploadBytesInFlight = input.ReadUInt64();
+            break;
+          }
+          case 104: {
+            MaxLabelBytes = input.ReadUInt32();
             break;
           }
         }
@@ -6012,7 +6225,8 @@ namespace Anymole.V1 {
     public const int LabelFieldNumber = 9;
     private string label_ = "";
     /// <summary>
-    /// Free-form label shown in ListJobs, e.g. the clip name in the editor.
+    /// Free-form label shown in ListJobs, e.g. the clip name in the editor; at most `Limits.max_label_bytes`
+    /// UTF-8 bytes.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -7650,6 +7864,8 @@ namespace Anymole.V1 {
       states_ = other.states_.Clone();
       limit_ = other.limit_;
       clientTags_ = other.clientTags_.Clone();
+      pageSize_ = other.pageSize_;
+      pageToken_ = other.pageToken_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -7677,7 +7893,7 @@ namespace Anymole.V1 {
     public const int LimitFieldNumber = 2;
     private uint limit_;
     /// <summary>
-    /// At most this many jobs, newest first; 0 means all.
+    /// At most this many jobs in all pages together, newest first; 0 means no such limit.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -7703,6 +7919,38 @@ namespace Anymole.V1 {
       get { return clientTags_; }
     }
 
+    /// <summary>Field number for the "page_size" field.</summary>
+    public const int PageSizeFieldNumber = 4;
+    private uint pageSize_;
+    /// <summary>
+    /// Most jobs in one page; 0 lets the server choose (100). Whatever the size asked for, a page stays under
+    /// 4 MiB, the default receive limit of gRPC clients. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint PageSize {
+      get { return pageSize_; }
+      set {
+        pageSize_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "page_token" field.</summary>
+    public const int PageTokenFieldNumber = 5;
+    private string pageToken_ = "";
+    /// <summary>
+    /// `next_page_token` of the previous page to continue the listing; empty for the first page. Jobs
+    /// submitted since the first page do not appear in later pages. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string PageToken {
+      get { return pageToken_; }
+      set {
+        pageToken_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -7721,6 +7969,8 @@ namespace Anymole.V1 {
       if(!states_.Equals(other.states_)) return false;
       if (Limit != other.Limit) return false;
       if (!ClientTags.Equals(other.ClientTags)) return false;
+      if (PageSize != other.PageSize) return false;
+      if (PageToken != other.PageToken) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -7731,6 +7981,8 @@ namespace Anymole.V1 {
       hash ^= states_.GetHashCode();
       if (Limit != 0) hash ^= Limit.GetHashCode();
       hash ^= ClientTags.GetHashCode();
+      if (PageSize != 0) hash ^= PageSize.GetHashCode();
+      if (PageToken.Length != 0) hash ^= PageToken.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -7755,6 +8007,14 @@ namespace Anymole.V1 {
         output.WriteUInt32(Limit);
       }
       clientTags_.WriteTo(output, _map_clientTags_codec);
+      if (PageSize != 0) {
+        output.WriteRawTag(32);
+        output.WriteUInt32(PageSize);
+      }
+      if (PageToken.Length != 0) {
+        output.WriteRawTag(42);
+        output.WriteString(PageToken);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -7771,6 +8031,14 @@ namespace Anymole.V1 {
         output.WriteUInt32(Limit);
       }
       clientTags_.WriteTo(ref output, _map_clientTags_codec);
+      if (PageSize != 0) {
+        output.WriteRawTag(32);
+        output.WriteUInt32(PageSize);
+      }
+      if (PageToken.Length != 0) {
+        output.WriteRawTag(42);
+        output.WriteString(PageToken);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -7786,6 +8054,12 @@ namespace Anymole.V1 {
         size += 1 + pb::CodedOutputStream.ComputeUInt32Size(Limit);
       }
       size += clientTags_.CalculateSize(_map_clientTags_codec);
+      if (PageSize != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(PageSize);
+      }
+      if (PageToken.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(PageToken);
+      }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
       }
@@ -7803,6 +8077,12 @@ namespace Anymole.V1 {
         Limit = other.Limit;
       }
       clientTags_.Add(other.clientTags_);
+      if (other.PageSize != 0) {
+        PageSize = other.PageSize;
+      }
+      if (other.PageToken.Length != 0) {
+        PageToken = other.PageToken;
+      }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
 
@@ -7831,6 +8111,14 @@ namespace Anymole.V1 {
             clientTags_.AddEntriesFrom(input, _map_clientTags_codec);
             break;
           }
+          case 32: {
+            PageSize = input.ReadUInt32();
+            break;
+          }
+          case 42: {
+            PageToken = input.ReadString();
+            break;
+          }
         }
       }
     #endif
@@ -7857,6 +8145,14 @@ namespace Anymole.V1 {
           }
           case 26: {
             clientTags_.AddEntriesFrom(ref input, _map_clientTags_codec);
+            break;
+          }
+          case 32: {
+            PageSize = input.ReadUInt32();
+            break;
+          }
+          case 42: {
+            PageToken = input.ReadString();
             break;
           }
         }
@@ -7904,6 +8200,7 @@ namespace Anymole.V1 {
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public ListJobsResponse(ListJobsResponse other) : this() {
       jobs_ = other.jobs_.Clone();
+      nextPageToken_ = other.nextPageToken_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -7919,12 +8216,28 @@ namespace Anymole.V1 {
         = pb::FieldCodec.ForMessage(10, global::Anymole.V1.JobSummary.Parser);
     private readonly pbc::RepeatedField<global::Anymole.V1.JobSummary> jobs_ = new pbc::RepeatedField<global::Anymole.V1.JobSummary>();
     /// <summary>
-    /// The jobs, newest first.
+    /// One page of the jobs, newest first.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public pbc::RepeatedField<global::Anymole.V1.JobSummary> Jobs {
       get { return jobs_; }
+    }
+
+    /// <summary>Field number for the "next_page_token" field.</summary>
+    public const int NextPageTokenFieldNumber = 2;
+    private string nextPageToken_ = "";
+    /// <summary>
+    /// Pass it as `page_token` to get the next page; empty on the last page. Added in protocol 1.2 (a 1.1
+    /// client that ignores it sees the first page only).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string NextPageToken {
+      get { return nextPageToken_; }
+      set {
+        nextPageToken_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7943,6 +8256,7 @@ namespace Anymole.V1 {
         return true;
       }
       if(!jobs_.Equals(other.jobs_)) return false;
+      if (NextPageToken != other.NextPageToken) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -7951,6 +8265,7 @@ namespace Anymole.V1 {
     public override int GetHashCode() {
       int hash = 1;
       hash ^= jobs_.GetHashCode();
+      if (NextPageToken.Length != 0) hash ^= NextPageToken.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -7970,6 +8285,10 @@ namespace Anymole.V1 {
       output.WriteRawMessage(this);
     #else
       jobs_.WriteTo(output, _repeated_jobs_codec);
+      if (NextPageToken.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(NextPageToken);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -7981,6 +8300,10 @@ namespace Anymole.V1 {
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
       jobs_.WriteTo(ref output, _repeated_jobs_codec);
+      if (NextPageToken.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(NextPageToken);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -7992,6 +8315,9 @@ namespace Anymole.V1 {
     public int CalculateSize() {
       int size = 0;
       size += jobs_.CalculateSize(_repeated_jobs_codec);
+      if (NextPageToken.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(NextPageToken);
+      }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
       }
@@ -8005,6 +8331,9 @@ namespace Anymole.V1 {
         return;
       }
       jobs_.Add(other.jobs_);
+      if (other.NextPageToken.Length != 0) {
+        NextPageToken = other.NextPageToken;
+      }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
 
@@ -8024,6 +8353,10 @@ namespace Anymole.V1 {
             jobs_.AddEntriesFrom(input, _repeated_jobs_codec);
             break;
           }
+          case 18: {
+            NextPageToken = input.ReadString();
+            break;
+          }
         }
       }
     #endif
@@ -8041,6 +8374,10 @@ namespace Anymole.V1 {
             break;
           case 10: {
             jobs_.AddEntriesFrom(ref input, _repeated_jobs_codec);
+            break;
+          }
+          case 18: {
+            NextPageToken = input.ReadString();
             break;
           }
         }
