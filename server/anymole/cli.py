@@ -34,6 +34,25 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: the package and the wire protocol it speaks (what a plugin must match)."""
+    if value:
+        from anymole import __version__
+        from anymole.service.version import PROTOCOL_VERSION
+
+        typer.echo(f"anymole {__version__} (protocol {PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    pass
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
     from rich.console import Console
     from rich.markup import escape
@@ -116,7 +135,8 @@ def inspect(
         console.print("mesh: none (skeleton only; renders use a stick body)")
     else:
         console.print(f"mesh: {mesh['vertices']} vertices, {mesh['faces']} triangles, up to "
-                      f"{mesh['max_influences']} joints per vertex, texture {mesh['texture'] or 'none'}")
+                      f"{mesh['max_influences']} joints per vertex, {len(mesh['materials'])} materials, "
+                      f"{mesh['textures']} textures{', vertex colours' if mesh['has_colors'] else ''}")
     bvh = asset.suffix.lower() == ".bvh"
     table = Table(
         "clip", "frames", "fps", "last frame (s)", "duration (s)", title="animations",
@@ -140,6 +160,7 @@ def fill(
     server: Annotated[str | None, typer.Option(help="HOST:PORT of an anymole server; local when omitted")] = None,
     token: Annotated[str | None, typer.Option(envvar="ANYMOLE_TOKEN", help="bearer token for --server")] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM root certificate: talk TLS to --server")] = None,
+    force: Annotated[bool, typer.Option(help="allow --out to be the input asset itself (its other clips are lost)")] = False,
 ) -> None:
     """Fill the motion between a context and keyframes of a clip, and write the result.
 
@@ -165,6 +186,7 @@ def fill(
         raise InvalidInput("--context", "give the end of the context, e.g. 0:30")
     if method == "interp" and preset:  # on a server too: its interp preset is --root
         raise InvalidInput("--preset", "presets are for server methods; interp takes --root cubic|linear")
+    _refuse_overwriting(asset, out, force)
     console = Console(stderr=True)
     if server is not None:
         from anymole.client import fill_remote
@@ -214,6 +236,20 @@ def fill(
     console.print(f"score it: anymole eval {out} {asset} --clip {name} --offset {start} --frames {gap}")
 
 
+def _refuse_overwriting(asset: Path, out: Path, force: bool) -> None:
+    """A fill written over its own input replaces the asset with one clip: refuse it unless ``--force``."""
+    from anymole.errors import InvalidInput
+
+    if force:
+        return
+    same = out.resolve() == asset.resolve() or (out.exists() and asset.exists() and out.samefile(asset))
+    if same:
+        raise InvalidInput(
+            "--out", f"{out} is the input asset: writing there would replace it and drop its other clips; "
+            "pick another file name, or pass --force to overwrite it"
+        )
+
+
 def _load_in_units_of(path: Path, reference: Skeleton) -> Character:
     """Load ``path``; a BVH file (which does not state its unit) is read in the unit of ``reference``.
 
@@ -245,7 +281,7 @@ def evaluate(
 ) -> None:
     """Score a predicted clip against ground truth: L2Q, HL2Q (1/4, 1/2, 3/4, full), L2P, NPSS.
 
-    l2q: LaFAN1's reduction (per frame the norm over all joints of the global-quaternion difference, mean over frames). l2q_per_joint_mse and hl2q_*: AnyMoLe's per-joint mean scale (its paper's figures are around 0.001); hl2q_1_2 keeps joints of depth <= 1/2 of the deepest. l2p: LaFAN1 reduction of global positions, in metres. npss: power-spectrum distance, lower is better.
+    l2q: LaFAN1's reduction (per frame the norm over all joints of the global-quaternion difference, mean over frames). l2q_per_joint_mse and hl2q_*: AnyMoLe's per-joint mean scale, the mean over frames, joints and the 4 quaternion components (torch's MSE; its paper's figures are around 0.001); hl2q_1_2 keeps joints of depth <= 1/2 of the deepest. l2p: LaFAN1 reduction of global positions, in metres. npss: power-spectrum distance, lower is better.
 
     --offset says which ground-truth frame the prediction's first frame is; --frames picks the ground-truth frames to score (the generated ones). Example, after `anymole fill ... --context 0:40 --keys 60,82`:
 
@@ -297,14 +333,18 @@ def evaluate(
 def render(
     asset: Annotated[Path, typer.Argument(help="character file (glTF/GLB, FBX, BVH, Collada)")],
     out: Annotated[Path, typer.Option("--out", help="contact sheet PNG: one row per view")] = Path("sheet.png"),
-    views: Annotated[int, typer.Option(help="orbit views (4: frame/left/right/back as the reference)")] = 4,
+    views: Annotated[int, typer.Option(min=1, help="orbit views (4: frame/left/right/back as the reference)")] = 4,
     video: Annotated[Path | None, typer.Option(help="also write an MP4 of every frame, views in a grid")] = None,
     clip: Annotated[str | None, typer.Option(help="clip name (default: the first clip)")] = None,
     frames: Annotated[str | None, typer.Option(help="frame range A:B of the clip (Python slice)")] = None,
-    columns: Annotated[int, typer.Option(help="frames per row of the sheet")] = 6,
+    columns: Annotated[int, typer.Option(min=1, help="frames per row of the sheet")] = 6,
 ) -> None:
     """Render a character's clip from orbit views: a contact sheet to look at, optionally a video."""
     import imageio.v3 as iio
+
+    _check_suffix(out, "--out", (".png", ".jpg", ".jpeg"))
+    if video is not None:
+        _check_suffix(video, "--video", (".mp4",))
 
     from anymole.io import load_character
     from anymole.render.sheet import contact_sheet, view_grid
@@ -320,6 +360,14 @@ def render(
     if video is not None:
         iio.imwrite(video, view_grid(renders), fps=motion.fps, codec="libx264", macro_block_size=1)
         typer.echo(f"wrote {video}")
+
+
+def _check_suffix(path: Path, option: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output name whose suffix picks no writer we use, before any work is done."""
+    from anymole.errors import InvalidInput
+
+    if path.suffix.lower() not in suffixes:
+        raise InvalidInput(option, f"end the file name with {' or '.join(suffixes)}, got {path.name!r}")
 
 
 def _keep_compiled_graphs(data_dir: Path) -> None:
@@ -450,6 +498,7 @@ def bench_video(
         raise _fail(f"--model must be full or tiny, got {model!r}")
     if icadapt_steps < 1:
         raise _fail(f"--icadapt-steps must be ≥ 1, got {icadapt_steps}")
+    device = _bench_device(device)
     kwargs: dict = {
         "model": model, "device": device, "budget_s": budget, "compile": compile_unet, "icadapt_steps": icadapt_steps
     }
@@ -487,6 +536,17 @@ def bench_video(
         f"ICAdapt {results['icadapt_step_s']} s/step, 90 frames {results['sample_90_frames_s']} s, "
         f"peak {results['peak_mem_gib']} GiB -> {json_out}"
     )
+
+
+def _bench_device(name: str) -> str:
+    """``name`` as the one device a benchmark runs on, refused before any model is built if it is not here."""
+    from anymole.errors import InvalidInput
+    from anymole.service.server import resolve_devices
+
+    try:
+        return resolve_devices((name,))[0][0]
+    except InvalidInput as exc:
+        raise InvalidInput("--device", f"{exc.reason}; `anymole bench video --model tiny --device cpu` is a CPU dry run") from None
 
 
 models_app = typer.Typer(help="Model weights: download them where there is internet.")
@@ -533,6 +593,9 @@ def main() -> None:
 
     try:
         app()
+    except SystemExit as exc:
+        # click ends a usage error (unknown option, value out of range) with 2, which is our internal-error code
+        raise SystemExit(1 if exc.code == 2 else exc.code) from None
     except AnymoleError as exc:
         raise SystemExit(_fail(str(exc)).exit_code) from None
     except KeyboardInterrupt:

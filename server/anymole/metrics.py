@@ -11,9 +11,11 @@ HL2Q (supplementary Table 2). Conventions shared by every function:
 
   - ``"lafan1"``: per frame, the Euclidean norm over the selected joints × components,
     ``sqrt(Σ_j Σ_c (q̂_fjc − q_fjc)²)``, then the mean over frames and sequences (LaFAN1 L2Q/L2P).
-  - ``"per_joint_mse"``: the squared per-joint distance ``Σ_c (q̂_fjc − q_fjc)²`` averaged over frames,
-    selected joints and sequences. For a rotation error of angle θ this is ``4 sin²(θ/4)``. This is the
-    per-joint mean scale on which AnyMoLe's figures (≈ 0.001) are plausible.
+  - ``"per_joint_mse"``: torch's MSE over the selected entries, ``mean_{seq,f,j,c} (q̂_fjc − q_fjc)²``,
+    the mean over sequences, frames, selected joints *and* components, as the AnyMoLe reference computes
+    every loss (``F.mse_loss``). For a rotation error of angle θ this is ``sin²(θ/4)`` (a quaternion
+    distance ``|q̂ − q|² = 4 sin²(θ/4)`` spread over 4 components). This is the per-joint mean scale on
+    which AnyMoLe's figures (≈ 0.001) are plausible.
 
 * `evaluate` works on whole clips: global quaternions from FK by default (``space="global"``, LaFAN1's
   choice), or the clips' local rotations (``space="local"``); positions are always global.
@@ -73,7 +75,7 @@ def _reduce(diff: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     if reduction == "lafan1":
         return diff.square().sum(dim=(-2, -1)).sqrt().mean()
     if reduction == "per_joint_mse":
-        return diff.square().sum(dim=-1).mean()
+        return diff.square().mean()
     raise InvalidInput("reduction", f"must be 'lafan1' or 'per_joint_mse', got {reduction!r}")
 
 
@@ -83,7 +85,7 @@ def l2q(
     """Quaternion error between ``(..., F, J, 4)`` xyzw rotations (pass the transition frames only).
 
     ``lafan1``: ``mean_{seq,f} sqrt(Σ_{j∈joints} Σ_c (align(q̂)−q)²)``; ``per_joint_mse``:
-    ``mean_{seq,f,j∈joints} Σ_c (align(q̂)−q)²``, where ``align`` flips ``q̂`` to ``q``'s hemisphere.
+    ``mean_{seq,f,j∈joints,c} (align(q̂)−q)²``, where ``align`` flips ``q̂`` to ``q``'s hemisphere.
 
     Args:
         pred: predicted rotations (global for LaFAN1's L2Q).

@@ -24,7 +24,7 @@ def test_held_out_gap_is_filled_and_scored(asset: str) -> None:
         assert all(v == 0.0 for v in evaluate(ch.skeleton, motion, motion, gap).values())
         for space in ("global", "local"):
             scores = evaluate(ch.skeleton, pred, motion, gap, space=space)
-            # a real gap costs something, but SLERP over 10 frames stays far from the 180° worst case
-            assert 0.0 < scores["l2q_per_joint_mse"] < 0.2, (motion.name, space, scores)
+            # a real gap costs something, but SLERP over 10 frames stays far from the 180° worst case (0.5)
+            assert 0.0 < scores["l2q_per_joint_mse"] < 0.05, (motion.name, space, scores)
             assert scores["hl2q_full"] == pytest.approx(scores["l2q_per_joint_mse"])
             assert 0.0 < scores["npss"] < 1.0

@@ -12,6 +12,7 @@ from anymole.rig import Motion, Skeleton
 from anymole.rig.quat import axis_angle_to_unitquat, quat_identity, quat_normalize
 
 D90 = 2 - math.sqrt(2)  # squared quaternion distance of a 90° rotation from the identity: 4 sin²(22.5°)
+M90 = D90 / 4  # per_joint_mse of one 90° joint: the mean over its 4 components, sin²(22.5°)
 Q90X = axis_angle_to_unitquat(torch.tensor([math.pi / 2, 0, 0], dtype=torch.float64))
 
 
@@ -36,7 +37,7 @@ def test_l2q_known_90_degree_errors() -> None:
     pred = gt.clone()
     pred[:, 1] = Q90X
     assert l2q(pred, gt).item() == pytest.approx(math.sqrt(D90))  # 0.7654 per frame
-    assert l2q(pred, gt, reduction="per_joint_mse").item() == pytest.approx(D90 / 2)
+    assert l2q(pred, gt, reduction="per_joint_mse").item() == pytest.approx(M90 / 2)
     assert l2q(pred, gt, joints=[1]).item() == pytest.approx(math.sqrt(D90))
     assert l2q(pred, gt, joints=torch.tensor([True, False])).item() == 0.0
     # both joints wrong: the norm is over all joints, then averaged over frames
@@ -45,10 +46,28 @@ def test_l2q_known_90_degree_errors() -> None:
     # only one frame of three wrong: sqrt per frame first, then the mean
     pred[1:] = gt[1:]
     assert l2q(pred, gt).item() == pytest.approx(math.sqrt(2 * D90) / 3)
-    # 180° is the worst case: |q̂ − q|² = 2 after alignment (w = 0, the sign is a tie)
+    # 180° is the worst case: |q̂ − q|² = 2 after alignment (w = 0, the sign is a tie), 2/4 a component
     pred180 = gt.clone()
     pred180[:, 0] = torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64)
-    assert l2q(pred180, gt, reduction="per_joint_mse").item() == pytest.approx(2 / 2)
+    assert l2q(pred180, gt, reduction="per_joint_mse").item() == pytest.approx(0.5 / 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_per_joint_mse_is_torch_mse_and_sin_squared_quarter_angle(dtype: torch.dtype) -> None:
+    """``per_joint_mse`` is ``F.mse_loss`` of the sign-aligned tensors, and ``sin²(θ/4)`` for an error of θ."""
+    gt = _random_quats(3, 7, 5, seed=1).to(dtype)
+    pred = quat_normalize(gt + 0.3 * _random_quats(3, 7, 5, seed=2).to(dtype))
+    pred[0, :, 1] *= -1  # a sign flip changes neither side
+    aligned = torch.where((pred * gt).sum(-1, keepdim=True) < 0, -pred, pred)
+    want = torch.nn.functional.mse_loss(aligned, gt)
+    torch.testing.assert_close(l2q(pred, gt, reduction="per_joint_mse"), want)
+    # exactly a quarter of the per-joint squared distance summed over components
+    torch.testing.assert_close(l2q(pred, gt, reduction="per_joint_mse"), (aligned - gt).square().sum(-1).mean() / 4)
+    theta = torch.linspace(0.0, math.pi, 9, dtype=dtype)
+    q = axis_angle_to_unitquat(torch.stack([theta, torch.zeros_like(theta), torch.zeros_like(theta)], -1))
+    for t, qi in zip(theta, q, strict=True):
+        got = l2q(qi.reshape(1, 1, 4), quat_identity((1, 1), dtype=dtype), reduction="per_joint_mse")
+        assert got.item() == pytest.approx(math.sin(t.item() / 4) ** 2, abs=1e-6)
 
 
 def test_hl2q_joint_subsets_for_small_tree() -> None:
@@ -65,9 +84,9 @@ def test_hl2q_joint_subsets_for_small_tree() -> None:
     pred[:, 4] = Q90X  # an error on a depth-1 joint
     got = {t: hl2q(pred, gt, depths, t, reduction="per_joint_mse").item() for t in HL2Q_THRESHOLDS.values()}
     assert got[0.25] == 0.0
-    assert got[0.5] == pytest.approx(D90 / 3)
-    assert got[0.75] == pytest.approx(D90 / 4)
-    assert got[1.0] == pytest.approx(D90 / 5)
+    assert got[0.5] == pytest.approx(M90 / 3)
+    assert got[0.75] == pytest.approx(M90 / 4)
+    assert got[1.0] == pytest.approx(M90 / 5)
     assert hl2q(pred, gt, depths, 1.0).item() == pytest.approx(l2q(pred, gt).item())
     pred = gt.clone()
     pred[:, 3] = Q90X  # only the deepest joint: invisible below τ = 1
@@ -80,7 +99,7 @@ def test_l2p_hand_computed() -> None:
     pred = gt.clone()
     pred[:, 1] = torch.tensor([3.0, 4.0, 0.0], dtype=torch.float64)
     assert l2p(pred, gt).item() == pytest.approx(5.0)
-    assert l2p(pred, gt, reduction="per_joint_mse").item() == pytest.approx(25.0 / 3)
+    assert l2p(pred, gt, reduction="per_joint_mse").item() == pytest.approx(25.0 / 9)  # over joints × xyz
     assert l2p(pred, gt, mean=torch.ones(3), std=torch.full((3,), 2.0)).item() == pytest.approx(2.5)
 
 
@@ -127,15 +146,15 @@ def test_evaluate_global_and_local_conventions() -> None:
     g = evaluate(sk, pred, gt, slice(2, 4))  # only the two wrong frames
     # global: all three joints inherit the 90° root error
     assert g["l2q"] == pytest.approx(math.sqrt(3 * D90))
-    assert g["l2q_per_joint_mse"] == pytest.approx(D90)
-    assert g["hl2q_full"] == pytest.approx(D90)
-    assert g["hl2q_1_4"] == pytest.approx(D90)  # depths (0,1,2): τ=1/4 keeps the root only
+    assert g["l2q_per_joint_mse"] == pytest.approx(M90)
+    assert g["hl2q_full"] == pytest.approx(M90)
+    assert g["hl2q_1_4"] == pytest.approx(M90)  # depths (0,1,2): τ=1/4 keeps the root only
     # joint a: (0,1,0) → (-1,0,0), joint b: (0,2,0) → (-2,0,0): sqrt(2 + 8) per frame
     assert g["l2p"] == pytest.approx(math.sqrt(10))
     loc = evaluate(sk, pred, gt, torch.tensor([2, 3]), space="local")
-    assert loc["l2q_per_joint_mse"] == pytest.approx(D90 / 3)  # only the root's local rotation differs
-    assert loc["hl2q_1_4"] == pytest.approx(D90)
-    assert loc["hl2q_1_2"] == pytest.approx(D90 / 2)  # depth <= 1: root and a
+    assert loc["l2q_per_joint_mse"] == pytest.approx(M90 / 3)  # only the root's local rotation differs
+    assert loc["hl2q_1_4"] == pytest.approx(M90)
+    assert loc["hl2q_1_2"] == pytest.approx(M90 / 2)  # depth <= 1: root and a
     assert loc["l2p"] == g["l2p"]
     # frames as a slice, index list or tensor agree; the mix of right and wrong frames averages
     mixed = evaluate(sk, pred, gt, slice(1, 5))

@@ -85,3 +85,73 @@ def test_buf_lint_catches_an_undocumented_field(tmp_path):
     res = subprocess.run([str(BUF), "lint"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode != 0
     assert 'Field "job_id" should have a non-empty comment' in res.stdout
+
+
+# The commit whose version.py says (1, 0): the first released contract, which every 1.x must stay compatible with.
+V1_0_COMMIT = "496b2b5502b8c3bdf1845ad0e5bbc41f699bb432"
+
+
+def _v1_0_module(tmp_path: Path) -> Path:
+    """The v1.0 contract (buf.yaml and its .proto files) written under ``tmp_path`` from git history."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("the breaking-change check reads v1.0 from git history; run it in a git checkout")
+    listed = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", V1_0_COMMIT, "--", "proto", "buf.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    version = subprocess.run(
+        ["git", "show", f"{V1_0_COMMIT}:server/anymole/service/version.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "PROTOCOL_VERSION: tuple[int, int] = (1, 0)" in version
+    for name in listed:
+        out = tmp_path / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(
+            subprocess.run(
+                ["git", "show", f"{V1_0_COMMIT}:{name}"], cwd=ROOT, capture_output=True, check=True
+            ).stdout
+        )
+    return tmp_path
+
+
+@pytest.mark.skipif(not BUF.exists(), reason="buf missing: run `bash scripts/setup.sh --dev`")
+def test_buf_breaking_against_v1_0_passes(tmp_path):
+    against = _v1_0_module(tmp_path / "v1.0")
+    res = subprocess.run(
+        [str(BUF), "breaking", "--against", str(against)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.skipif(not BUF.exists(), reason="buf missing: run `bash scripts/setup.sh --dev`")
+def test_buf_breaking_catches_a_renumbered_field(tmp_path):
+    against = _v1_0_module(tmp_path / "v1.0")
+    shutil.copy(ROOT / "buf.yaml", tmp_path / "buf.yaml")
+    shutil.copytree(ROOT / "proto", tmp_path / "proto")
+    proto = tmp_path / "proto" / "anymole" / "v1" / "anymole.proto"
+    proto.write_text(
+        proto.read_text().replace(
+            "  string job_id = 1;\n}\n\n// Response of CancelJob.",
+            "  string job_id = 9;\n}\n\n// Response of CancelJob.",
+            1,
+        )
+    )
+    res = subprocess.run(
+        [str(BUF), "breaking", "--against", str(against)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode != 0
+    assert "CancelJobRequest" in res.stdout

@@ -269,3 +269,11 @@ def test_a_failed_warm_compile_keeps_the_variants_cold_figures(monkeypatch) -> N
     assert calls == [3, 1]  # the timed run (warm-up + 2), then the warm compile's one step
     assert row["step_s"] >= 0 and row["compile_s"] == pytest.approx(5.0 - row["step_s"])
     assert row["compile_warm_error"] == "RuntimeError: the warm compile broke" and "compile_warm_s" not in row
+
+
+def test_compiled_90_frame_headline_comes_from_the_compiled_run_at_the_default_steps() -> None:
+    compiled = {"frames": 90, "stage2_batch": 1, "compile_warmup_s": 120.0, "50": 53.7, "25": 27.0, "peak_mem_gib": 12.5}
+    r = summarize({"icadapt": {}, "sampling_compiled_s": compiled})
+    assert r["sample_90_frames_compiled_s"] == 53.7
+    assert summarize({"icadapt": {}, "sampling_compiled_s": {**compiled, "frames": 45}})["sample_90_frames_compiled_s"] is None
+    assert summarize({"icadapt": {}})["sample_90_frames_compiled_s"] is None

@@ -219,9 +219,11 @@ class AnyMoLeClient:
         cid = uploaded.character_id if isinstance(uploaded, Uploaded) else uploaded
         return convert.inbetween_request(cid, context, key_frames, key_rotations, key_root, **options)
 
-    async def submit(self, request: pb.InbetweenRequest) -> tuple[str, int]:
-        """Queue a job; returns ``(job_id, queue position)``."""
-        resp = await self.stub.SubmitJob(pb.SubmitJobRequest(request=request), metadata=self.metadata)
+    async def submit(self, request: pb.InbetweenRequest, idempotency_key: str = "") -> tuple[str, int]:
+        """Queue a job; returns ``(job_id, queue position)``. A retry with the same ``idempotency_key`` (after a
+        lost reply, say) returns the job the first call queued instead of a second one."""
+        msg = pb.SubmitJobRequest(request=request, idempotency_key=idempotency_key)
+        resp = await self.stub.SubmitJob(msg, metadata=self.metadata)
         return resp.job_id, resp.position
 
     async def inbetween(self, request: pb.InbetweenRequest) -> AsyncIterator[Stamped]:
@@ -231,11 +233,15 @@ class AnyMoLeClient:
         async for msg in self.stub.Inbetween(request, metadata=self.metadata):
             yield convert.event_from_proto(msg, j)
 
-    async def watch(self, job_id: str, num_joints: int = 0, after_seq: int = 0) -> AsyncIterator[Stamped]:
-        """Events of a job after ``after_seq`` (replayed, then live) until its terminal one.
+    async def watch(
+        self, job_id: str, num_joints: int = 0, after_seq: int = 0, skip_replayed_previews: bool = False
+    ) -> AsyncIterator[Stamped]:
+        """Events of a job after ``after_seq`` (replayed, then live) until its terminal one; with
+        ``skip_replayed_previews`` without the `Preview` events stored before the call.
 
         ``num_joints`` shapes motion chunks ``(n, J, 4)``; 0 infers it from each chunk."""
-        call = self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=after_seq), metadata=self.metadata)
+        req = pb.WatchJobRequest(job_id=job_id, after_seq=after_seq, skip_replayed_previews=skip_replayed_previews)
+        call = self.stub.WatchJob(req, metadata=self.metadata)
         async for msg in call:
             yield convert.event_from_proto(msg, num_joints)
 
@@ -243,10 +249,21 @@ class AnyMoLeClient:
         resp = await self.stub.CancelJob(pb.CancelJobRequest(job_id=job_id), metadata=self.metadata, timeout=timeout)
         return convert.state_from_proto(resp.state)
 
-    async def list_jobs(self, states: Sequence[JobState] = (), limit: int = 0) -> list[JobInfo]:
-        req = pb.ListJobsRequest(states=[convert.state_to_proto(s) for s in states], limit=limit)
-        resp = await self.stub.ListJobs(req, metadata=self.metadata)
-        return [convert.job_info_from_proto(j) for j in resp.jobs]
+    async def list_jobs(
+        self, states: Sequence[JobState] = (), limit: int = 0, client_tags: dict[str, str] | None = None
+    ) -> list[JobInfo]:
+        """Jobs newest first (at most ``limit``; 0: all); only those in ``states`` and whose tags hold every
+        ``client_tags`` entry. Fetched page by page."""
+        req = pb.ListJobsRequest(
+            states=[convert.state_to_proto(s) for s in states], limit=limit, client_tags=client_tags or {}
+        )
+        jobs: list[JobInfo] = []
+        while True:
+            resp = await self.stub.ListJobs(req, metadata=self.metadata)
+            jobs += [convert.job_info_from_proto(j) for j in resp.jobs]
+            if not resp.next_page_token:
+                return jobs
+            req.page_token = resp.next_page_token
 
     async def result(self, job_id: str, num_joints: int, file_suffix: str = "") -> tuple[Motion, bytes]:
         """The result timeline of a completed job and, for ``file_suffix`` ".glb"/".bvh"/".npz", that file.

@@ -1,6 +1,6 @@
 """Rig math: skeletons, batched quaternion and rotation conversions, forward kinematics, skinning."""
 
-from anymole.rig.character import Character, SkinnedMesh
+from anymole.rig.character import Character, Material, SkinnedMesh
 from anymole.rig.fk import fk_motion, forward_kinematics, global_to_local
 from anymole.rig.motion import Motion
 from anymole.rig.skeleton import Skeleton
@@ -8,6 +8,7 @@ from anymole.rig.skinning import joint_matrices, linear_blend_skinning, skin_nor
 
 __all__ = [
     "Character",
+    "Material",
     "Motion",
     "Skeleton",
     "SkinnedMesh",

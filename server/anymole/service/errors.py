@@ -24,11 +24,26 @@ from anymole.errors import (
 from anymole.pipeline import Failed
 from anymole.service.version import VersionMismatch
 
-__all__ = ["STATUS_TABLE", "NotReady", "ResultFormatMismatch", "ShuttingDown", "code_of", "failed_event", "to_status"]
+__all__ = [
+    "STATUS_TABLE",
+    "KeyReused",
+    "NotReady",
+    "OverBudget",
+    "ResultFormatMismatch",
+    "ShuttingDown",
+    "code_of",
+    "failed_event",
+    "to_status",
+]
 
 
 class ShuttingDown(AnymoleError):
     """The server is stopping and takes no new jobs (UNAVAILABLE: retry against a running server)."""
+
+
+class KeyReused(InvalidInput):
+    """An idempotency key sent again with a different request (ALREADY_EXISTS, with the BadRequest detail of
+    every `InvalidInput` naming the field)."""
 
 
 class NotReady(AnymoleError):
@@ -45,7 +60,18 @@ class ResultFormatMismatch(NotReady):
         self.reason = reason
 
 
+class OverBudget(ResourceExhausted):
+    """A request that this server's capacity (memory budget, queue, uploads in flight) cannot take:
+    RESOURCE_EXHAUSTED with a ``google.rpc.QuotaFailure`` whose subject is the request field to blame."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
 STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
+    KeyReused: grpc.StatusCode.ALREADY_EXISTS,  # before InvalidInput, its base
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     AssetError: grpc.StatusCode.INVALID_ARGUMENT,  # on a server, a bad asset always came from a client
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -93,6 +119,13 @@ def to_status(exc: BaseException) -> grpc.Status:
         )
         detail = any_pb2.Any()
         detail.Pack(failure)
+        details.append(detail)
+    if isinstance(exc, OverBudget):
+        quota = error_details_pb2.QuotaFailure(
+            violations=[error_details_pb2.QuotaFailure.Violation(subject=exc.field, description=exc.reason)]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(quota)
         details.append(detail)
     status = status_pb2.Status(code=code.value[0], message=_message(exc), details=details)
     return rpc_status.to_status(status)

@@ -42,6 +42,7 @@ from anymole.pipeline import (
     Interrupted,
     JobSpec,
     Pipeline,
+    Preview,
     ProgressReporter,
     Queued,
     check_spec,
@@ -52,7 +53,7 @@ from anymole.rig import Character, Motion
 if TYPE_CHECKING:
     from anymole.service.store import JobStore
 
-__all__ = ["FINISHED_EVENTS_IN_MEMORY", "JobInfo", "JobManager", "JobState", "Stamped"]
+__all__ = ["FINISHED_EVENTS_IN_MEMORY", "JobInfo", "JobManager", "JobState", "Stamped", "Submission"]
 
 # How many finished jobs keep their event logs in memory (most recently finished or replayed first); the
 # rest are replayed from disk. A handful covers clients re-watching the job they just ran.
@@ -118,6 +119,17 @@ class JobInfo:
     position: int
     last_seq: int
     total_frames: int
+    client_tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a client said about a job besides its spec: tags to find it by, and the idempotency key with the
+    digest of the request it came with (a retried submit with the key gets the first job back)."""
+
+    client_tags: dict[str, str] = field(default_factory=dict)
+    idempotency_key: str = ""
+    request_digest: str = ""
 
 
 @dataclass(eq=False)
@@ -138,8 +150,11 @@ class _Job:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     result: Motion | None = None
+    # total_frames × joints of a queued or running job: its share of the memory budget (0 once finished).
+    frame_joints: int = 0
     announced_position: int = -1
     interrupting: bool = False
+    submission: Submission = field(default_factory=Submission)
 
     def meta(self) -> dict[str, object]:
         return {
@@ -152,6 +167,9 @@ class _Job:
             "label": self.label,
             "total_frames": self.total_frames,
             "last_seq": self.last_seq,
+            "client_tags": self.submission.client_tags,
+            "idempotency_key": self.submission.idempotency_key,
+            "request_digest": self.submission.request_digest,
         }
 
 
@@ -166,6 +184,15 @@ class JobManager:
         resolve_character: character id → `Character`, used to requeue stored jobs after a restart.
         finished_in_memory: how many finished jobs keep their event logs in memory (LRU); the others are
             replayed from their ``events.jsonl``.
+        max_frame_joints: most frame-joints (``total_frames × joints``) running at once: a worker starts the
+            next job only when it fits beside the running ones (or nothing runs); 0 = unbounded.
+        max_queued_frame_joints: most frame-joints of queued and running jobs together; `submit` beyond it
+            raises `OverBudget`; 0 = unbounded.
+        max_label_bytes: labels of stored jobs longer than this (UTF-8 bytes, from before the limit) are cut
+            to it on start; 0 = no cut.
+        clock: Unix time of events and submissions; the stream recorder (scripts/record_streams.py) passes a
+            fixed one so that its recordings do not change from run to run.
+        new_job_id: makes a job id; the recorder passes a counter for the same reason.
     """
 
     def __init__(
@@ -176,6 +203,11 @@ class JobManager:
         max_queue: int = 64,
         resolve_character: Callable[[str], Character] | None = None,
         finished_in_memory: int = FINISHED_EVENTS_IN_MEMORY,
+        max_frame_joints: int = 0,
+        max_queued_frame_joints: int = 0,
+        max_label_bytes: int = 0,
+        clock: Callable[[], float] = time.time,
+        new_job_id: Callable[[], str] = lambda: f"job-{uuid.uuid4().hex[:16]}",
     ) -> None:
         from anymole.service.store import JobStore
 
@@ -185,8 +217,14 @@ class JobManager:
         self.store = JobStore(data_dir)
         self.devices = tuple(devices)
         self.max_queue = max_queue
+        self.max_frame_joints = max_frame_joints
+        self.max_queued_frame_joints = max_queued_frame_joints
+        self.max_label_bytes = max_label_bytes
         self._resolve = resolve_character
         self._jobs: dict[str, _Job] = {}
+        self._by_key: dict[str, _Job] = {}  # idempotency key -> the job its first submit created
+        self._clock = clock
+        self._new_job_id = new_job_id
         self._finished_in_memory = max(0, finished_in_memory)
         self._cached: OrderedDict[str, _Job] = OrderedDict()  # finished jobs whose events are in memory, LRU first
         self._pending: deque[_Job] = deque()
@@ -234,10 +272,21 @@ class JobManager:
         self._workers = []
 
     # ------------------------------------------------------------------ requests
-    def submit(self, spec: JobSpec) -> JobInfo:
-        """Queue a validated job; raises `ResourceExhausted` when the queue is full."""
-        from anymole.service.errors import ShuttingDown
+    def submit(self, spec: JobSpec, submission: Submission | None = None) -> tuple[JobInfo, bool]:
+        """Queue a validated job; returns its info and False, or, when ``submission.idempotency_key`` was seen
+        before with the same request digest, that first job's info and True. Raises `KeyReused` for the key
+        with another request and `ResourceExhausted` when the queue is full."""
+        from anymole.service.errors import KeyReused, ShuttingDown
 
+        submission = submission or Submission()
+        first = self._by_key.get(submission.idempotency_key) if submission.idempotency_key else None
+        if first is not None:
+            if first.submission.request_digest != submission.request_digest:
+                raise KeyReused(
+                    "idempotency_key",
+                    f"was used for job {first.id} with a different request; send a new key for a new job",
+                )
+            return self._info(first), True
         if not self._accepting:
             raise ShuttingDown("the server is shutting down and takes no new jobs; retry once it is back")
         check_spec(self.pipeline, spec)
@@ -245,44 +294,78 @@ class JobManager:
             raise ResourceExhausted(
                 f"the job queue is full ({self.max_queue} waiting); retry later or cancel queued jobs"
             )
+        cost = spec.total_frames * spec.num_joints
+        held = self.queued_frame_joints
+        if self.max_queued_frame_joints and held + cost > self.max_queued_frame_joints:
+            from anymole.service.errors import OverBudget
+
+            raise OverBudget(
+                "total_frames",
+                f"queued and running jobs hold {held} of this server's {self.max_queued_frame_joints} frame-joints "
+                f"(Limits.max_queued_frame_joints) and this job's {spec.total_frames} frames × {spec.num_joints} "
+                f"joints = {cost} do not fit; retry once jobs finish, or cancel queued ones",
+            )
         job = _Job(
-            id=f"job-{uuid.uuid4().hex[:16]}",
-            created=time.time(),
+            id=self._new_job_id(),
+            created=self._clock(),
             character_id=spec.character_id,
             method=spec.method,
             preset=spec.preset,
             label=spec.label,
             total_frames=spec.total_frames,
             spec=spec,
+            frame_joints=cost,
+            submission=submission,
         )
         self.store.create(job.id, job.meta(), spec)
         self._jobs[job.id] = job
+        if submission.idempotency_key:
+            self._by_key[submission.idempotency_key] = job
         self._pending.append(job)
         self._announce_positions()
         self._work.set()
-        return self._info(job)
+        return self._info(job), False
+
+    @property
+    def queued_frame_joints(self) -> int:
+        """Frame-joints of the queued and running jobs together."""
+        return sum(j.frame_joints for j in self._jobs.values() if not j.state.terminal)
 
     def info(self, job_id: str) -> JobInfo:
         return self._info(self._get(job_id))
 
-    def list(self, states: Sequence[JobState] = (), limit: int = 0) -> list[JobInfo]:
-        """Jobs newest first, optionally filtered by state and truncated to ``limit``."""
-        jobs = sorted(self._jobs.values(), key=lambda j: j.created, reverse=True)
+    def list(
+        self,
+        states: Sequence[JobState] = (),
+        limit: int = 0,
+        tags: dict[str, str] | None = None,
+        before: tuple[float, str] | None = None,
+    ) -> list[JobInfo]:
+        """Jobs newest first (by creation time, then id), optionally filtered by state and by client tags (a job
+        matches when its tags hold every given entry), starting after the job whose ``(created, job_id)`` is
+        ``before`` and truncated to ``limit`` (0: all)."""
+        jobs = sorted(self._jobs.values(), key=lambda j: (j.created, j.id), reverse=True)
         if states:
             jobs = [j for j in jobs if j.state in states]
-        if limit:
-            jobs = jobs[:limit]
-        return [self._info(j) for j in jobs]
+        if tags:
+            jobs = [j for j in jobs if all(j.submission.client_tags.get(k) == v for k, v in tags.items())]
+        if before is not None:
+            jobs = [j for j in jobs if (j.created, j.id) < before]
+        return [self._info(j) for j in (jobs[:limit] if limit else jobs)]
 
-    async def watch(self, job_id: str, after_seq: int = 0) -> AsyncIterator[Stamped]:
-        """Events of ``job_id`` with ``seq > after_seq``: stored ones, then live ones until the terminal one."""
+    async def watch(self, job_id: str, after_seq: int = 0, skip_replayed_previews: bool = False) -> AsyncIterator[Stamped]:
+        """Events of ``job_id`` with ``seq > after_seq``: stored ones, then live ones until the terminal one.
+        With ``skip_replayed_previews`` the `Preview` events stored before the call are left out."""
         job = self._get(job_id)
         seq = max(0, int(after_seq))
+        replayed = job.last_seq  # events up to here were stored before this call
         while True:
             ended = job.state.terminal  # taken before the read: the events read then include the last one
             for st in await self.events_after(job_id, seq):
-                yield st
                 seq = st.seq
+                if skip_replayed_previews and st.seq <= replayed and isinstance(st.event, Preview):
+                    continue
+                yield st
             if ended:
                 return
             # No await between this check and taking `changed`: an event published after it wakes us.
@@ -370,6 +453,7 @@ class JobManager:
             position=position,
             last_seq=job.last_seq,
             total_frames=job.total_frames,
+            client_tags=dict(job.submission.client_tags),
         )
 
     def _publish(self, job: _Job, event: Event) -> None:
@@ -377,14 +461,16 @@ class JobManager:
         if job.state.terminal:
             return  # a late progress report after the end: the log is closed
         assert job.events is not None  # only finished jobs let their log go
-        st = Stamped(job.id, job.last_seq + 1, time.time(), event)
+        st = Stamped(job.id, job.last_seq + 1, self._clock(), event)
         self.store.append_event(job.id, st.seq, st.time, event)
         job.events.append(st)
         job.last_seq = st.seq
         if is_terminal(event):
             job.state = _END_STATE[type(event)]
+            job.frame_joints = 0
             self.store.write_meta(job.id, job.meta())
             self._remember(job)
+            self._work.set()  # a worker waiting for budget may start the next job
         old, job.changed = job.changed, asyncio.Event()
         old.set()
 
@@ -417,9 +503,14 @@ class JobManager:
                 job.announced_position = pos
                 self._publish(job, Queued(pos))
 
+    def _fits(self, job: _Job) -> bool:
+        """Whether ``job`` may start beside the running jobs within `max_frame_joints` (always when none runs)."""
+        running = sum(j.frame_joints for j in self._jobs.values() if j.state is JobState.RUNNING)
+        return not self.max_frame_joints or running == 0 or running + job.frame_joints <= self.max_frame_joints
+
     async def _worker(self, device: str) -> None:
         while True:
-            if not self._pending or not self._accepting:
+            if not self._pending or not self._accepting or not self._fits(self._pending[0]):
                 self._work.clear()
                 await self._work.wait()
                 continue
@@ -475,26 +566,36 @@ class JobManager:
                 await events.aclose()  # type: ignore[attr-defined]
 
     def _reload(self) -> None:
-        stored = sorted(self.store.load_all(), key=lambda p: p.meta["created"])
-        for p in stored:
-            m = p.meta
+        stored = sorted(self.store.load_all(), key=lambda m: m["created"])
+        for m in stored:
+            label = m["label"]
+            if self.max_label_bytes and len(label.encode("utf-8")) > self.max_label_bytes:
+                # Stored before labels had a limit: cut it, so that listings stay small.
+                label = label.encode("utf-8")[: self.max_label_bytes].decode("utf-8", "ignore")
             job = _Job(
                 id=m["job_id"],
                 created=m["created"],
                 character_id=m["character_id"],
                 method=m["method"],
                 preset=m["preset"],
-                label=m["label"],
+                label=label,
                 total_frames=m["total_frames"],
                 spec=None,
                 state=JobState.RUNNING if m["state"] == "running" else JobState.QUEUED,
+                submission=Submission(  # absent from directories written before protocol 1.2
+                    dict(m.get("client_tags", {})), m.get("idempotency_key", ""), m.get("request_digest", "")
+                ),
             )
             self._jobs[job.id] = job
+            if job.submission.idempotency_key:
+                self._by_key[job.submission.idempotency_key] = job
             state = JobState(m["state"])
             if state.terminal and "last_seq" in m:
                 # job.json is rewritten after the terminal event is logged, so its last_seq is the log's:
                 # the log itself stays on disk until someone watches the job.
                 job.state, job.last_seq, job.events = state, m["last_seq"], None
+                if label != m["label"]:
+                    self.store.write_meta(job.id, job.meta())
                 continue
             # A job that had not finished (or a directory from before last_seq was stored): read its log.
             job.events = _read_log(self.store, job.id)
@@ -512,7 +613,8 @@ class JobManager:
                 try:
                     if self._resolve is None:
                         raise NotFound("character", job.character_id)
-                    job.spec = self.store.load_spec(job.id, p.request, self._resolve(job.character_id))
+                    job.spec = self.store.load_spec(job.id, self._resolve(job.character_id))
+                    job.frame_joints = job.total_frames * job.spec.num_joints
                 except Exception as exc:
                     from anymole.service.errors import failed_event
 

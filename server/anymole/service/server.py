@@ -22,8 +22,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from anymole.errors import InvalidInput, ResourceExhausted
 from anymole.pipeline import AnyMoLePipeline, Pipeline, VideoSettings
 from anymole.service.auth import GateInterceptor
+from anymole.service.budget import UPLOAD_WAIT_S, UploadGate, budget_limits
 from anymole.service.characters import CharacterStore
 from anymole.service.convert import Limits
 from anymole.service.jobs import FINISHED_EVENTS_IN_MEMORY, JobManager
@@ -48,6 +50,10 @@ class ServerConfig:
         data_dir: job directories and uploaded characters.
         devices: torch device names, one worker each; ``("auto",)`` = every CUDA device, else the CPU.
         max_queue: most queued jobs before SubmitJob answers RESOURCE_EXHAUSTED.
+        memory_budget: bytes of memory jobs may take (`anymole.service.budget`); ``None``: half the memory
+            available at start. Sets `Limits.max_frame_joints` and the other budget-derived limits.
+        upload_wait_s: how long an upload waits for room under `Limits.max_upload_bytes_in_flight` before it
+            fails with RESOURCE_EXHAUSTED.
         finished_in_memory: how many finished jobs keep their event logs in memory; older ones are replayed
             from disk.
         token: when set, every call must carry ``authorization: Bearer <token>``.
@@ -64,6 +70,8 @@ class ServerConfig:
     data_dir: Path = Path("anymole-data")
     devices: tuple[str, ...] = ("auto",)
     max_queue: int = 64
+    memory_budget: int | None = None
+    upload_wait_s: float = UPLOAD_WAIT_S
     finished_in_memory: int = FINISHED_EVENTS_IN_MEMORY
     token: str | None = None
     tls_cert: Path | None = None
@@ -71,6 +79,17 @@ class ServerConfig:
     grace_s: float = 30.0
     limits: Limits = field(default_factory=Limits)
     video: VideoSettings = field(default_factory=VideoSettings)
+
+    def __post_init__(self) -> None:
+        # Named by their `anymole serve` flags: the CLI passes them through unchanged.
+        if not 0 <= self.port <= 65535:
+            raise InvalidInput("--port", f"must be a TCP port in 0..65535 (0 picks a free one), got {self.port}")
+        if self.max_queue < 1:
+            raise InvalidInput("--max-queue", f"must be at least 1 (0 would refuse every job), got {self.max_queue}")
+        if self.finished_in_memory < 0:
+            raise InvalidInput("--finished-in-memory", f"must be 0 or more, got {self.finished_in_memory}")
+        if not self.grace_s >= 0:
+            raise InvalidInput("--grace", f"must be 0 or more seconds, got {self.grace_s}")
 
 
 def resolve_devices(devices: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -84,16 +103,23 @@ def resolve_devices(devices: tuple[str, ...]) -> list[tuple[str, str]]:
                 out += [(f"cuda:{i}", torch.cuda.get_device_name(i)) for i in range(torch.cuda.device_count())]
             else:
                 out.append(("cpu", "CPU"))
-        elif d.startswith("cuda"):
-            idx = torch.device(d).index or 0
-            if not torch.cuda.is_available() or idx >= torch.cuda.device_count():
-                from anymole.errors import InvalidInput
-
-                raise InvalidInput("--device", f"{d} is not available here; use 'cpu' or 'auto'")
-            out.append((f"cuda:{idx}", torch.cuda.get_device_name(idx)))
+        elif d == "cpu":
+            out.append(("cpu", "CPU"))
         else:
-            out.append((d, "CPU" if d == "cpu" else d))
+            idx = _cuda_index(d)
+            if not torch.cuda.is_available() or idx >= torch.cuda.device_count():
+                seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+                raise InvalidInput("--device", f"{d} is not available here ({seen} CUDA devices); use 'cpu' or 'auto'")
+            out.append((f"cuda:{idx}", torch.cuda.get_device_name(idx)))
     return out
+
+
+def _cuda_index(name: str) -> int:
+    """The index of ``cuda`` / ``cuda:N``; any other name is refused (workers run on the CPU or CUDA only)."""
+    kind, sep, index = name.partition(":")
+    if kind != "cuda" or (sep and not index.isdigit()):
+        raise InvalidInput("--device", f"unknown device {name!r}; use cpu, cuda, cuda:N or auto")
+    return int(index) if sep else 0
 
 
 class AnyMoLeServer:
@@ -106,12 +132,14 @@ class AnyMoLeServer:
         health: HealthServicer,
         characters: CharacterStore,
         grace_s: float,
+        uploads: UploadGate | None = None,
     ) -> None:
         self.grpc_server = grpc_server
         self.jobs = jobs
         self.health = health
         self.characters = characters
         self.grace_s = grace_s
+        self.uploads = uploads
         self._stopped = False
         self.warm_up: asyncio.Task[None] | None = None
 
@@ -158,8 +186,9 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
         if video.prior is not None and video.cache_dir is None:
             video = dataclasses.replace(video, cache_dir=data_dir / "icadapt")
         pipeline = AnyMoLePipeline(video)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    characters = CharacterStore(data_dir, cfg.limits)
+    _make_data_dir(data_dir)
+    limits = budget_limits(dataclasses.replace(cfg.limits, max_queue=cfg.max_queue), cfg.memory_budget)
+    characters = CharacterStore(data_dir, limits)
     jobs = JobManager(
         pipeline,
         data_dir,
@@ -167,6 +196,9 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
         max_queue=cfg.max_queue,
         resolve_character=characters.get,
         finished_in_memory=cfg.finished_in_memory,
+        max_frame_joints=limits.max_frame_joints,
+        max_queued_frame_joints=limits.max_queued_frame_joints,
+        max_label_bytes=limits.max_label_bytes,
     )
     limit = cfg.limits.max_message_bytes
     server = grpc.aio.server(
@@ -177,8 +209,10 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
             ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
         ],
     )
-    limits = dataclasses.replace(cfg.limits, max_queue=cfg.max_queue)
-    servicer = AnyMoLeServicer(jobs, characters, pipeline, limits, devices, auth_required=cfg.token is not None)
+    uploads = UploadGate(limits.max_upload_bytes_in_flight, cfg.upload_wait_s)
+    servicer = AnyMoLeServicer(
+        jobs, characters, pipeline, limits, devices, auth_required=cfg.token is not None, uploads=uploads
+    )
     add_servicer(server, servicer)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -187,8 +221,6 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
     )
     address = f"{cfg.host}:{cfg.port}"
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
-        from anymole.errors import InvalidInput
-
         raise InvalidInput("--tls-cert/--tls-key", "give both the certificate and the key, or neither")
     try:
         if cfg.tls_cert is not None and cfg.tls_key is not None:
@@ -200,10 +232,42 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
         port = 0
         log.debug("bind failed: %s", exc)
     if port == 0:
-        from anymole.errors import ResourceExhausted
+        raise _bind_failure(cfg.host, cfg.port)
+    return AnyMoLeServer(server, jobs, health, characters, cfg.grace_s, uploads), port
 
-        raise ResourceExhausted(f"cannot listen on {address}: is another server running there? pick --port")
-    return AnyMoLeServer(server, jobs, health, characters, cfg.grace_s), port
+
+def _make_data_dir(path: Path) -> None:
+    """Create the data directory, or say why it cannot be one (a file there, no permission)."""
+    if path.exists() and not path.is_dir():
+        raise InvalidInput("--data-dir", f"{path} is a file, not a directory; pick a folder for the server's data")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput("--data-dir", f"cannot create {path} ({exc.strerror}); pick a folder you can write") from None
+
+
+def _bind_failure(host: str, port: int) -> InvalidInput | ResourceExhausted:
+    """Why gRPC could not bind ``host:port`` (it only says that it could not): a name that does not resolve
+    or an address this machine does not have is the host's fault; a port in use or a privileged one, the port's."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return InvalidInput("--host", f"{host!r} is neither an IP address nor a name this machine resolves; "
+                            "use 127.0.0.1 (local), 0.0.0.0 (every interface) or one of this machine's addresses")
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return InvalidInput("--host", f"{host} is not an address of this machine; use 127.0.0.1, 0.0.0.0 "
+                                "or one of its interfaces' addresses")
+        if exc.errno == errno.EACCES:
+            return InvalidInput("--port", f"port {port} needs privileges to bind; pick one above 1023")
+    return ResourceExhausted(f"cannot listen on {host}:{port}: is another server running there? pick --port")
 
 
 async def serve(

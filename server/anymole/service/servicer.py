@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import hashlib
 import logging
 import os
 import uuid
@@ -22,23 +23,31 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
-from anymole.errors import InvalidInput
+from anymole.errors import InvalidInput, ResourceExhausted
 from anymole.pipeline import Pipeline
 from anymole.rig import Motion
 from anymole.service import convert
+from anymole.service.budget import UploadGate
 from anymole.service.characters import CharacterStore
 from anymole.service.errors import ResultFormatMismatch, code_of, to_status
-from anymole.service.jobs import JobManager
+from anymole.service.jobs import JobInfo, JobManager, Submission
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
+from anymole.service.tags import check_key, check_tags
 from anymole.service.version import (
     PROTOCOL_VERSION,
     check_client_version,
 )
 
-__all__ = ["AnyMoLeServicer", "Undecodable", "add_servicer"]
+__all__ = ["LIST_PAGE_BYTES", "LIST_PAGE_SIZE", "AnyMoLeServicer", "Undecodable", "add_servicer"]
 
 log = logging.getLogger("anymole.service")
+
+LIST_PAGE_SIZE = 100
+"""Jobs in a ListJobs page when the request does not say."""
+
+LIST_PAGE_BYTES = 3 << 20
+"""Most bytes of a ListJobs page: under the 4 MiB default receive limit of gRPC C++, grpc-dotnet and Python."""
 
 _FORMATS = {
     pb.CHARACTER_FORMAT_PROTO: "proto",
@@ -100,6 +109,8 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         limits: request limits.
         devices: ``(name, description)`` of each worker's device.
         auth_required: whether the gate demands a token (advertised in the capabilities).
+        uploads: bounds the upload bytes held at once (default: `limits.max_upload_bytes_in_flight`, 0 =
+            unbounded).
     """
 
     def __init__(
@@ -110,6 +121,7 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         limits: convert.Limits,
         devices: list[tuple[str, str]],
         auth_required: bool,
+        uploads: UploadGate | None = None,
     ) -> None:
         self.jobs = jobs
         self.characters = characters
@@ -117,6 +129,7 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         self.limits = limits
         self.devices = devices
         self.auth_required = auth_required
+        self.uploads = uploads or UploadGate(limits.max_upload_bytes_in_flight or 1 << 62)
 
     # ------------------------------------------------------------------ handshake
     @_unary
@@ -188,18 +201,20 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
             cid = f"sha256:{declared}"
             character = await asyncio.to_thread(self.characters.get, cid)
             return self._upload_response(cid, character, cached=True)
-        buf = bytearray()
-        async for msg in it:
-            _reject_undecodable(msg, "chunk")
-            if msg.WhichOneof("part") != "chunk":
-                raise InvalidInput("header", "only the first message of an upload may carry a header")
-            buf += msg.chunk
-            if len(buf) > total:
-                raise InvalidInput("chunk", f"received more than the {total} bytes announced in header.total_bytes")
-        if len(buf) != total:
-            raise InvalidInput("header.total_bytes", f"announced {total} bytes but the upload carried {len(buf)}")
-        payload = bytes(buf)
-        stored = await asyncio.to_thread(self.characters.put, fmt, payload, header.name)
+        async with self.uploads.reserve(total):  # held until the payload is parsed and stored
+            buf = bytearray()
+            async for msg in it:
+                _reject_undecodable(msg, "chunk")
+                if msg.WhichOneof("part") != "chunk":
+                    raise InvalidInput("header", "only the first message of an upload may carry a header")
+                buf += msg.chunk
+                if len(buf) > total:
+                    raise InvalidInput("chunk", f"received more than the {total} bytes announced in header.total_bytes")
+            if len(buf) != total:
+                raise InvalidInput("header.total_bytes", f"announced {total} bytes but the upload carried {len(buf)}")
+            payload = bytes(buf)
+            del buf
+            stored = await asyncio.to_thread(self.characters.put, fmt, payload, header.name)
         if declared and stored.character_id != f"sha256:{declared}":
             raise InvalidInput("header.sha256", "does not match the SHA-256 of the payload; the upload was corrupted")
         return self._upload_response(stored.character_id, stored.character, stored.cached)
@@ -215,28 +230,34 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         )
 
     # ------------------------------------------------------------------ jobs
-    async def _submit(self, request: pb.InbetweenRequest) -> str:
+    async def _submit(self, request: pb.InbetweenRequest, key: str = "") -> tuple[JobInfo, bool]:
+        """Validate and queue ``request``; with an idempotency ``key`` seen before, that key's job instead (the
+        bool says so). Errors name the request's fields without the SubmitJobRequest prefix, as in 1.0."""
+        submission = Submission(
+            client_tags=check_tags(request.client_tags, "client_tags"),
+            idempotency_key=check_key(key),
+            request_digest=hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest() if key else "",
+        )
         if not request.character_id:
             raise InvalidInput("character_id", "upload the character first (UploadCharacter) and pass its id")
         character = await asyncio.to_thread(self.characters.get, request.character_id)
         spec = await asyncio.to_thread(convert.spec_from_proto, request, character, self.limits)
-        return self.jobs.submit(spec).job_id
+        return self.jobs.submit(spec, submission)
 
     @_streaming
     async def Inbetween(self, request: pb.InbetweenRequest, context: Any) -> AsyncIterator[pb.JobEvent]:
-        job_id = await self._submit(request)
-        async for st in self.jobs.watch(job_id, 0):
+        info, _ = await self._submit(request)
+        async for st in self.jobs.watch(info.job_id, 0):
             yield convert.event_to_proto(st)
 
     @_unary
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> pb.SubmitJobResponse:
-        job_id = await self._submit(request.request)
-        info = self.jobs.info(job_id)
-        return pb.SubmitJobResponse(job_id=job_id, position=info.position)
+        info, existing = await self._submit(request.request, request.idempotency_key)
+        return pb.SubmitJobResponse(job_id=info.job_id, position=info.position, existing=existing)
 
     @_streaming
     async def WatchJob(self, request: pb.WatchJobRequest, context: Any) -> AsyncIterator[pb.JobEvent]:
-        async for st in self.jobs.watch(request.job_id, request.after_seq):
+        async for st in self.jobs.watch(request.job_id, request.after_seq, request.skip_replayed_previews):
             yield convert.event_to_proto(st)
 
     @_unary
@@ -245,8 +266,31 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
 
     @_unary
     async def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> pb.ListJobsResponse:
+        """One page of jobs, newest first: at most ``page_size`` (default `LIST_PAGE_SIZE`) and never more than
+        `LIST_PAGE_BYTES`, so that any client's default receive limit takes it. The token holds the position
+        of the page's last job and how many of ``limit`` remain."""
         states = [convert.state_from_proto(s, f"states[{i}]") for i, s in enumerate(request.states)]
-        return pb.ListJobsResponse(jobs=[convert.job_info_to_proto(i) for i in self.jobs.list(states, request.limit)])
+        before, remaining = _parse_page_token(request.page_token) if request.page_token else (None, request.limit)
+        size = request.page_size or LIST_PAGE_SIZE
+        if remaining:
+            size = min(size, remaining)
+        resp = pb.ListJobsResponse()
+        nbytes, last = 0, None
+        for info in self.jobs.list(states, size + 1, dict(request.client_tags), before):  # one more tells whether a page follows
+            if len(resp.jobs) == size:
+                break
+            row = convert.job_info_to_proto(info)
+            nbytes += row.ByteSize() + 8  # the field's tag and length prefix
+            if nbytes > LIST_PAGE_BYTES and resp.jobs:
+                break
+            resp.jobs.append(row)
+            last = info
+        else:
+            last = None  # no job after this page
+        if last is not None and remaining != len(resp.jobs):
+            left = remaining - len(resp.jobs) if remaining else 0
+            resp.next_page_token = f"{last.created!r}/{last.job_id}/{left}"
+        return resp
 
     @_unary
     async def GetResult(self, request: pb.GetResultRequest, context: Any) -> pb.GetResultResponse:
@@ -256,13 +300,23 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         motion = await asyncio.to_thread(self.jobs.result, request.job_id)  # after a restart: read from disk
         data, name = await self._file_of(request.job_id, request.format, motion)
         clip = await asyncio.to_thread(convert.motion_to_clip, motion)
-        return pb.GetResultResponse(motion=clip, file=data, file_name=name)
+        response = pb.GetResultResponse(motion=clip, file=data, file_name=name)
+        budget = convert.receive_budget(
+            request.max_receive_message_bytes, self.limits, "max_receive_message_bytes", self.limits.max_message_bytes
+        )
+        if response.ByteSize() > budget:
+            raise ResourceExhausted(
+                f"the result of job {request.job_id} is {response.ByteSize()} bytes, more than the {budget} a "
+                "message may carry here; fetch it with DownloadResult, which streams it in parts"
+            )
+        return response
 
     @_streaming
     async def DownloadResult(
         self, request: pb.DownloadResultRequest, context: Any
     ) -> AsyncIterator[pb.DownloadResultResponse]:
-        step = min(request.chunk_bytes or self.limits.upload_chunk_bytes, self.limits.max_message_bytes // 2)
+        budget = convert.receive_budget(request.max_receive_message_bytes, self.limits, "max_receive_message_bytes")
+        step = min(request.chunk_bytes or self.limits.upload_chunk_bytes, budget // 2)
         if await self._is_video(request.job_id, request.format):
             data, name, meta = await asyncio.to_thread(self._video_file, request.job_id)
             header = pb.ResultHeader(
@@ -276,7 +330,7 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
                 fps=motion.fps, total_frames=motion.num_frames, file_bytes=len(data), file_name=name
             )
             yield pb.DownloadResultResponse(header=header)
-            for chunk in convert.motion_to_chunks(motion, self.limits):
+            for chunk in convert.motion_to_chunks(motion, budget):
                 yield pb.DownloadResultResponse(motion=chunk)
         for i in range(0, len(data), step):
             yield pb.DownloadResultResponse(file_chunk=data[i : i + step])
@@ -335,6 +389,15 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         finally:
             tmp.unlink(missing_ok=True)  # an export that failed leaves nothing behind
         return path
+
+
+def _parse_page_token(token: str) -> tuple[tuple[float, str], int]:
+    """``"<created>/<job_id>/<remaining>"`` (written by ListJobs) → ``((created, job_id), remaining)``."""
+    try:
+        created, job_id, remaining = token.split("/")
+        return (float(created), job_id), int(remaining)
+    except ValueError:
+        raise InvalidInput("page_token", "is not a token this server wrote; pass next_page_token unchanged") from None
 
 
 # ---------------------------------------------------------------------------------------------- registration

@@ -7,6 +7,16 @@ History (bump ``minor`` for compatible additions, ``major`` for anything a deplo
     1.1  ResultFormat RESULT_FORMAT_MP4: GetResult and DownloadResult serve the generated video of a job of
          method ``video`` (which streams Preview events); a video result has no motion.
          MethodInfo.result_formats: the formats each method's results come in.
+    1.2  engine clients (issue 15): InbetweenRequest.client_tags echoed in JobSummary and filtered by ListJobs;
+         SubmitJobRequest.idempotency_key (SubmitJobResponse.existing); WatchJobRequest.skip_replayed_previews;
+         max_receive_message_bytes on InbetweenRequest, GetResultRequest and DownloadResultRequest, with
+         motion chunks and DownloadResult parts fitting 4 MiB by default.
+         Materials (issue 18): SkinnedMesh.materials (base colour factor, texture index, name),
+         triangle_materials (each triangle's material), textures (more than one image) and per-vertex colors;
+         a mesh without materials is read as 1.1's one material (base_color, texture).
+         Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
+         max_upload_bytes_in_flight, max_label_bytes; ListJobs pages (ListJobsRequest.page_size, page_token,
+         ListJobsResponse.next_page_token), each page under 4 MiB.
 
 A client sends its version as ``anymole-protocol-version: MAJOR.MINOR`` metadata on every call and in
 ``GetServerInfoRequest.client_protocol``. Equal majors are compatible; the minor only informs.
@@ -18,7 +28,7 @@ from anymole.errors import AnymoleError
 
 __all__ = ["METADATA_KEY", "PROTOCOL_VERSION", "VersionMismatch", "check_client_version", "parse_version"]
 
-PROTOCOL_VERSION: tuple[int, int] = (1, 1)
+PROTOCOL_VERSION: tuple[int, int] = (1, 2)
 METADATA_KEY = "anymole-protocol-version"
 
 
