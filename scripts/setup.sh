@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up AnyMoLe Bridge on Debian 12 / Ubuntu: system libraries, a virtual environment in .venv, the package.
 #   bash scripts/setup.sh          runtime only (server, CLI, offline demo)
-#   bash scripts/setup.sh --dev    + test tools: pytest, ruff, mypy, Blender and the glTF validator, buf
+#   bash scripts/setup.sh --dev    + test tools: pytest, ruff, mypy, Blender and the glTF validator, buf, the C++
+#                                    toolchain of the Unreal plugin's core (cmake, gRPC, GoogleTest)
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,8 @@ APT_PKGS=(libassimp5 libegl1 libegl-mesa0 libgl1-mesa-dri)
 $PY -c "import ensurepip, venv" 2>/dev/null || APT_PKGS+=(python3-venv)
 if [[ $DEV == 1 ]]; then
     APT_PKGS+=(blender python3-numpy nodejs npm)  # Blender's glTF importer needs the system numpy
+    # The Unreal plugin's C++ core and its GoogleTest suites (scripts/test_unreal.sh).
+    APT_PKGS+=(cmake g++ libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libgtest-dev)
 fi
 missing=()
 for p in "${APT_PKGS[@]}"; do

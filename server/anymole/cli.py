@@ -135,7 +135,8 @@ def inspect(
         console.print("mesh: none (skeleton only; renders use a stick body)")
     else:
         console.print(f"mesh: {mesh['vertices']} vertices, {mesh['faces']} triangles, up to "
-                      f"{mesh['max_influences']} joints per vertex, texture {mesh['texture'] or 'none'}")
+                      f"{mesh['max_influences']} joints per vertex, {len(mesh['materials'])} materials, "
+                      f"{mesh['textures']} textures{', vertex colours' if mesh['has_colors'] else ''}")
     bvh = asset.suffix.lower() == ".bvh"
     table = Table(
         "clip", "frames", "fps", "last frame (s)", "duration (s)", title="animations",

@@ -13,6 +13,7 @@ import torch
 from anymole.io import load_character, write_bvh, write_glb
 from anymole.rig import Character, fk_motion
 from asset_files import ASSETS, cached_load, require_tool
+from multi_material import MATERIALS, build
 
 REPO = Path(__file__).resolve().parents[2]
 VALIDATOR = REPO / ".tools" / "node_modules" / "gltf-validator"
@@ -70,13 +71,34 @@ def test_glb_round_trip(written, name, scale):
         return
     ma, mb = a.mesh, b.mesh
     assert mb.num_vertices == ma.num_vertices and torch.equal(mb.faces, ma.faces)
-    for field in ("vertices", "normals", "uvs", "inverse_bind", "base_color"):
+    for field in ("vertices", "normals", "uvs", "inverse_bind"):
         assert float((getattr(ma, field) - getattr(mb, field)).abs().max()) < 1e-5, field
+    assert len(mb.materials) == len(ma.materials)
+    for mat_a, mat_b in zip(ma.materials, mb.materials, strict=True):
+        assert float((mat_a.base_color - mat_b.base_color).abs().max()) < 1e-6
+        assert torch.equal(mat_a.texture, mat_b.texture)  # PNG is lossless
     # influences may come back in another slot order: compare dense (V, J) weight matrices
     J = a.skeleton.num_joints
     dense = lambda m: torch.zeros(m.num_vertices, J).scatter_add_(1, m.joint_indices, m.joint_weights)  # noqa: E731
     assert float((dense(ma) - dense(mb)).abs().max()) < 1e-6
-    assert torch.equal(ma.texture, mb.texture)  # PNG is lossless
+
+
+def test_glb_keeps_every_material(tmp_path):
+    a = load_character(build(tmp_path / "robot.glb"))
+    write_glb(tmp_path / "out.glb", a)
+    b = load_character(tmp_path / "out.glb")
+    ma, mb = a.mesh, b.mesh
+    assert [m.name for m in mb.materials] == [m.name for m in ma.materials] and len(ma.materials) == MATERIALS
+    for mat_a, mat_b in zip(ma.materials, mb.materials, strict=True):
+        assert torch.equal(mat_a.base_color, mat_b.base_color)
+        assert (mat_a.texture is None) == (mat_b.texture is None)
+    # faces come back grouped by material (one primitive each): compare each material's set of triangles
+    def triangles(m, k):
+        return sorted(map(tuple, m.vertices[m.faces[m.material_of_faces() == k]].reshape(-1, 9).tolist()))
+
+    for k in range(MATERIALS):
+        assert triangles(ma, k) == triangles(mb, k)
+    assert float((ma.colors - mb.colors).abs().max()) < 1e-6
 
 
 def test_glb_from_a_motion_list(tmp_path):

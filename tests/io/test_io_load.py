@@ -68,7 +68,9 @@ def test_mesh_invariants(load, name):
     assert bool((w >= 0).all()) and torch.allclose(w.sum(1), torch.ones(len(w)), atol=1e-6)
     assert int(mesh.joint_indices.max()) < J and int(mesh.faces.max()) < mesh.num_vertices
     assert torch.allclose(mesh.normals.norm(dim=-1), torch.ones(mesh.num_vertices), atol=1e-5)
-    assert mesh.texture is not None and mesh.texture.dtype == torch.uint8 and mesh.uvs.shape == (mesh.num_vertices, 2)
+    (material,) = mesh.materials  # each bundled character has one material, textured
+    assert material.texture is not None and material.texture.dtype == torch.uint8
+    assert mesh.uvs.shape == (mesh.num_vertices, 2) and mesh.face_materials is None
     # skinning with the rest pose's joint transforms returns the bind-pose vertices
     sk = load(name).skeleton
     from anymole.rig import forward_kinematics
@@ -194,7 +196,10 @@ def test_describe_reports_sidecar_values(load):
     assert d["joint_count"] == 24
     assert [(c["name"], c["frames"]) for c in d["clips"]] == [(c, k) for c, k, _ in sidecar_clips("Fox.glb")]
     assert [c["seconds"] for c in d["clips"]] == pytest.approx([s for _, _, s in sidecar_clips("Fox.glb")], abs=1e-4)
-    assert d["mesh"]["faces"] == 576 and d["mesh"]["influences"] == 4 and d["mesh"]["texture"] == [1024, 1024, 3]
+    assert d["mesh"]["faces"] == 576 and d["mesh"]["influences"] == 4
+    assert d["mesh"]["materials"] == [
+        {"name": "fox_material", "base_color": [1.0, 1.0, 1.0, 1.0], "texture": [1024, 1024, 3], "faces": 576}
+    ]
     root = d["skeleton"]["joints"][0]
     assert root["name"] == "_rootJoint" and root["parent"] is None and root["children"] == ["b_Root_00"]
     b = describe(load("131_01.bvh"))

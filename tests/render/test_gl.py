@@ -8,7 +8,7 @@ import torch
 
 from anymole.errors import InvalidInput
 from anymole.render import GLRasterizer, Style, orbit_cameras, render_motion, stick_figure, vertex_normals
-from anymole.rig import Character, Motion
+from anymole.rig import Character, Material, Motion
 
 W, H = 128, 80  # the size of the `gl` fixture (conftest.py)
 
@@ -119,7 +119,7 @@ def test_texture_and_base_colour(gl):
     nrm = vertex_normals(pos, faces)
     style = Style(ground=False, ambient=1.0)
     white = (1.0, 1.0, 1.0, 1.0)
-    out = gl.render(pos, nrm, faces, cams, uvs=uvs, texture=tex, style=style, base_color=white)
+    out = gl.render(pos, nrm, faces, cams, uvs=uvs, materials=[Material(torch.tensor(white), torch.from_numpy(tex))], style=style)
     rows = out.mask[0, 0].any(axis=1)
     mid = out.rgb[0, 0][rows][:, out.mask[0, 0][rows].any(axis=0)]
     n = mid.shape[1]
@@ -128,9 +128,36 @@ def test_texture_and_base_colour(gl):
     assert (left[..., 0] > 200).all() and (left[..., 1] < 30).all()
     assert (right[..., 1] > 200).all() and (right[..., 0] < 30).all()
     half = gl.render(
-        pos, nrm, faces, cams, uvs=uvs, texture=tex, style=style, base_color=(0.5, 0.5, 0.5, 1.0)
-    )
+        pos, nrm, faces, cams, uvs=uvs, materials=[Material(torch.tensor([0.5, 0.5, 0.5, 1.0]), torch.from_numpy(tex))],
+        style=style,
+    )  # fmt: skip
     assert abs(int(half.rgb[0, 0][out.mask[0, 0]][:, :2].max()) - 128) <= 2
+
+
+def test_materials_per_face_and_vertex_colours(gl):
+    # The same quad, its two triangles in two materials (one textured), then vertex colours on top.
+    v = torch.tensor([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 1.0, 0.0]])
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])  # lower-right and upper-left halves
+    uvs = torch.zeros(4, 2)
+    blue = torch.zeros(4, 4, 3, dtype=torch.uint8)
+    blue[..., 2] = 255
+    mats = [Material(torch.tensor([1.0, 0.5, 0.0, 1.0])), Material(torch.tensor([1.0, 1.0, 1.0, 1.0]), blue)]
+    cams = orbit_cameras(v, 1, width=W, height=H, azimuth_deg=0.0, elevation_deg=0.0)
+    pos = v[None]
+    nrm = vertex_normals(pos, faces)
+    style = Style(ground=False, ambient=1.0)
+    out = gl.render(pos, nrm, faces, cams, uvs=uvs, materials=mats, face_materials=torch.tensor([0, 1]), style=style)
+    px = cams.project(torch.tensor([[[0.6, 0.2, 0.0], [-0.6, 0.8, 0.0]]]))[0][0, 0].round().long()
+    lower_right, upper_left = (out.rgb[0, 0, int(y), int(x)] for x, y in px)
+    assert np.abs(lower_right.astype(int) - (255, 128, 0)).max() <= 2
+    assert np.abs(upper_left.astype(int) - (0, 0, 255)).max() <= 2
+    half = torch.full((4, 4), 0.5)
+    tinted = gl.render(pos, nrm, faces, cams, uvs=uvs, materials=mats, face_materials=torch.tensor([0, 1]),
+                       colors=half, style=style)  # fmt: skip
+    x, y = px[0]
+    assert np.abs(tinted.rgb[0, 0, int(y), int(x)].astype(int) - (128, 64, 0)).max() <= 2
+    with pytest.raises(InvalidInput, match="face_materials"):
+        gl.render(pos, nrm, faces, cams, materials=mats[:1], face_materials=torch.tensor([0, 1]))
 
 
 def test_bad_inputs_raise(gl, character):
@@ -142,7 +169,7 @@ def test_bad_inputs_raise(gl, character):
     with pytest.raises(InvalidInput, match="cameras"):
         gl.render(pos, pos, mesh.faces, cams.resized(64, 40))
     with pytest.raises(InvalidInput, match="uvs"):
-        gl.render(pos, pos, mesh.faces, cams, texture=np.zeros((2, 2, 3), np.uint8))
+        gl.render(pos, pos, mesh.faces, cams, materials=[Material(texture=torch.zeros((2, 2, 3), dtype=torch.uint8))])
     with pytest.raises(InvalidInput, match="frames"):
         render_motion(character, character.motions["walk"], frames=[99], rasterizer=gl)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import json
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from service_fakes import make_request, random_motion, tiny_character
 
-from anymole.errors import JobCancelled
+from anymole.errors import InvalidInput, JobCancelled
 from anymole.pipeline import (
     Cancelled,
     CancelToken,
@@ -25,7 +25,7 @@ from anymole.pipeline import (
     ProgressReporter,
     Queued,
 )
-from anymole.rig import Character
+from anymole.rig import Character, Material
 from anymole.rig.quat import quat_normalize
 from anymole.service import convert
 from anymole.service.jobs import JobInfo, JobState, Stamped
@@ -88,19 +88,58 @@ def test_clip_round_trip_is_bit_exact(frames, joints, seed):
     assert back.fps == motion.fps
 
 
-def test_character_asset_round_trip_with_texture():
+def test_character_asset_round_trip_keeps_materials():
     base = tiny_character(6)
     tex = torch.randint(0, 256, (8, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    mesh = type(base.mesh)(**{**base.mesh.__dict__, "texture": tex, "uvs": torch.rand(4, 2)})
+    red, green = torch.tensor([1.0, 0.2, 0.1, 1.0]), torch.tensor([0.1, 0.9, 0.2, 0.5])
+    materials = (Material(red, tex, "skin"), Material(green, None, "cloth"), Material(red, tex, "shared image"))
+    colors = torch.rand(4, 4, generator=torch.Generator().manual_seed(2))
+    mesh = replace(base.mesh, uvs=torch.rand(4, 2), materials=materials, face_materials=torch.tensor([2, 1]),
+                   colors=colors)  # fmt: skip
     character = Character(name="textured", skeleton=base.skeleton, mesh=mesh)
-    payload = convert.character_to_asset(character).SerializeToString()
-    back = convert.character_from_asset_bytes(payload, "", convert.Limits())
+    asset = convert.character_to_asset(character)
+    assert len(asset.mesh.textures) == 1 and not asset.mesh.HasField("texture")  # the shared image once
+    back = convert.character_from_asset_bytes(asset.SerializeToString(), "", convert.Limits())
     assert back.name == "textured" and back.skeleton.names == base.skeleton.names
     assert back.skeleton.parents == base.skeleton.parents
-    assert torch.equal(back.mesh.texture, tex)  # PNG is lossless
+    assert [m.name for m in back.mesh.materials] == ["skin", "cloth", "shared image"]
+    for a, b in zip(materials, back.mesh.materials, strict=True):
+        assert torch.equal(a.base_color, b.base_color)
+        assert (a.texture is None) == (b.texture is None)
+    assert torch.equal(back.mesh.materials[0].texture, tex)  # PNG is lossless
+    assert back.mesh.materials[0].texture is back.mesh.materials[2].texture
+    assert back.mesh.face_materials.tolist() == [2, 1]
+    assert torch.equal(back.mesh.colors, colors)
     assert torch.equal(back.mesh.faces, mesh.faces)
     torch.testing.assert_close(back.mesh.inverse_bind, mesh.inverse_bind, rtol=0, atol=0)
     torch.testing.assert_close(back.mesh.uvs, mesh.uvs, rtol=0, atol=0)
+
+
+def test_one_material_mesh_of_protocol_1_1():
+    asset = convert.character_to_asset(tiny_character(3))
+    asset.mesh.ClearField("materials")
+    asset.mesh.base_color.extend([0.25, 0.5, 0.75, 1.0])
+    back = convert.character_from_asset_bytes(asset.SerializeToString(), "", convert.Limits())
+    assert len(back.mesh.materials) == 1 and back.mesh.face_materials is None
+    assert back.mesh.materials[0].base_color.tolist() == [0.25, 0.5, 0.75, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda m: m.triangle_materials.extend([0, 1]), "mesh.triangle_materials"),  # only one material
+        (lambda m: m.triangle_materials.extend([0]), "mesh.triangle_materials"),  # one of two triangles
+        (lambda m: setattr(m.materials[0], "texture", 0), "mesh.materials[0].texture"),  # no textures sent
+        (lambda m: m.colors.extend([0.5] * 15), "mesh.colors"),  # 4 vertices need 16
+        (lambda m: m.colors.extend([1.5] * 16), "mesh.colors"),
+    ],
+)
+def test_bad_materials_name_the_field(edit, field):
+    asset = convert.character_to_asset(tiny_character(3))
+    edit(asset.mesh)
+    with pytest.raises(InvalidInput) as err:
+        convert.character_from_asset_bytes(asset.SerializeToString(), "", convert.Limits())
+    assert err.value.field == field
 
 
 def test_progress_reporter_weights_eta_and_cancel():
@@ -162,8 +201,7 @@ def test_translations_survive_the_request_and_the_job_store(tmp_path):
     assert torch.equal(spec.key_translations[:, 0], keys.root_translation)
     store = JobStore(tmp_path)
     store.create("job-t", {"state": "queued"}, spec)
-    request = json.loads((store.job_dir("job-t") / "request.json").read_text())
-    back = store.load_spec("job-t", request, character)
+    back = store.load_spec("job-t", character)
     assert back.key_frames == (5, 7) and back.context.fps == ctx.fps
     assert torch.equal(back.context.translations, spec.context.translations)
     assert torch.equal(back.key_translations, spec.key_translations)

@@ -89,7 +89,8 @@ class RawMesh:
     node_ids: list[int]  # nodes that instance this mesh
     vertices: np.ndarray  # (V, 3) float64, mesh space
     normals: np.ndarray | None  # (V, 3) float64
-    uvs: np.ndarray | None  # (V, 2) float64, assimp convention (v up from the image bottom)
+    uvs: list[np.ndarray]  # per UV channel present: (V, 2) float64, assimp convention (v up from the image bottom)
+    colors: np.ndarray | None  # (V, 4) float64 RGBA, the first vertex colour set
     faces: np.ndarray  # (T, 3) int64
     material: int
     bone_names: list[str]
@@ -107,7 +108,7 @@ class RawScene:
     node_parents: np.ndarray  # (N,) int64, -1 for the scene root; parents precede children
     node_local: np.ndarray  # (N, 4, 4) float64
     meshes: list[RawMesh]
-    materials: list[dict[str, Any]]  # base_color (4,), texture str | None
+    materials: list[dict[str, Any]]  # name, base_color (4,), texture str | None, uv_channel int
     textures: list[dict[str, Any]]  # filename, hint, data bytes (compressed) | rgba (H, W, 4) uint8
     animations: list[RawAnimation]
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -250,9 +251,14 @@ def _read_mesh(m: Any, bone_cls: type, node_ids: list[int]) -> RawMesh | None:
     normals = None
     if _addr(m.mNormals):
         normals = _copy(_addr(m.mNormals), vec3, nv * 3).reshape(nv, 3).astype(np.float64)
-    uvs = None
-    if _addr(m.mTextureCoords[0]):
-        uvs = _copy(_addr(m.mTextureCoords[0]), vec3, nv * 3).reshape(nv, 3)[:, :2].astype(np.float64)
+    uvs = []
+    for channel in m.mTextureCoords:  # channels are packed from 0: the first null one ends them
+        if not _addr(channel):
+            break
+        uvs.append(_copy(_addr(channel), vec3, nv * 3).reshape(nv, 3)[:, :2].astype(np.float64))
+    colors = None
+    if _addr(m.mColors[0]):
+        colors = _copy(_addr(m.mColors[0]), vec3, nv * 4).reshape(nv, 4).astype(np.float64)
     # aiFace is {unsigned mNumIndices; unsigned *mIndices}; each index block is its own allocation.
     face_dtype = np.dtype({"names": ["n", "p"], "formats": ["<u4", "<u8"], "offsets": [0, 8], "itemsize": 16})
     raw_faces = _copy(_addr(m.mFaces), face_dtype, int(m.mNumFaces))
@@ -276,6 +282,7 @@ def _read_mesh(m: Any, bone_cls: type, node_ids: list[int]) -> RawMesh | None:
         vertices=vertices,
         normals=normals,
         uvs=uvs,
+        colors=colors,
         faces=faces,
         material=int(m.mMaterialIndex),
         bone_names=names,
@@ -288,10 +295,11 @@ def _read_mesh(m: Any, bone_cls: type, node_ids: list[int]) -> RawMesh | None:
 
 # aiTextureType: BASE_COLOR (glTF PBR) is preferred over DIFFUSE (FBX, Collada).
 _TEX_BASE_COLOR, _TEX_DIFFUSE = 12, 1
-_PTI_FLOAT, _PTI_DOUBLE, _PTI_STRING = 1, 2, 3
+_PTI_FLOAT, _PTI_DOUBLE, _PTI_STRING, _PTI_INTEGER = 1, 2, 3, 4
 
 
 def _read_material(mat: Any) -> dict[str, Any]:
+    """``{name, base_color (4,), texture (file reference or None), uv_channel}`` of one aiMaterial."""
     found: dict[tuple[str, int], Any] = {}
     for i in range(int(mat.mNumProperties)):
         prop = mat.mProperties[i].contents
@@ -299,15 +307,22 @@ def _read_material(mat: Any) -> dict[str, Any]:
         data = ctypes.string_at(_addr(prop.mData), int(prop.mDataLength)) if prop.mDataLength else b""
         if key in ("$clr.base", "$clr.diffuse") and prop.mType in (_PTI_FLOAT, _PTI_DOUBLE):
             found[(key, 0)] = np.frombuffer(data, dtype="<f4" if prop.mType == _PTI_FLOAT else "<f8").astype(float)
-        elif key == "$tex.file" and prop.mType == _PTI_STRING and int(prop.mIndex) == 0:
+        elif key in ("$tex.file", "?mat.name") and prop.mType == _PTI_STRING and int(prop.mIndex) == 0:
             n = int(np.frombuffer(data[:4], dtype="<u4")[0])
             found[(key, int(prop.mSemantic))] = data[4 : 4 + n].decode("utf-8", errors="replace")
+        elif key == "$tex.uvwsrc" and prop.mType == _PTI_INTEGER and int(prop.mIndex) == 0 and len(data) >= 4:
+            found[(key, int(prop.mSemantic))] = int(np.frombuffer(data[:4], dtype="<i4")[0])
     color = found.get(("$clr.base", 0), found.get(("$clr.diffuse", 0)))
     rgba = np.ones(4)
     if color is not None and color.size >= 3:
         rgba[: min(4, color.size)] = color[:4]
-    texture = found.get(("$tex.file", _TEX_BASE_COLOR), found.get(("$tex.file", _TEX_DIFFUSE)))
-    return {"base_color": rgba, "texture": texture}
+    semantic = _TEX_BASE_COLOR if ("$tex.file", _TEX_BASE_COLOR) in found else _TEX_DIFFUSE
+    return {
+        "name": found.get(("?mat.name", 0), ""),
+        "base_color": rgba,
+        "texture": found.get(("$tex.file", semantic)),
+        "uv_channel": found.get(("$tex.uvwsrc", semantic), 0),
+    }
 
 
 def _read_texture(t: Any) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from anymole.rig.character import Character
 from anymole.rig.fk import forward_kinematics
 
@@ -21,8 +23,9 @@ def describe(character: Character) -> dict[str, Any]:
             skeleton: roots (names), max_depth, joints: [{index, name, parent (name or None), depth,
                       children (names)}], rest_extent_m (x, y, z size of the rest pose), end_sites
             mesh: None, or {vertices, faces, influences (K slots per vertex), max_influences (most
-                  non-zero weights on one vertex), has_normals, has_uvs, texture ([H, W, C] or None),
-                  base_color}
+                  non-zero weights on one vertex), has_normals, has_uvs, has_colors (vertex colours),
+                  materials: [{name, base_color, texture ([H, W, C] or None), faces}], textures (distinct
+                  images)}
             clips: [{name, frames, fps, seconds, duration_s}] in file order, where
                    ``seconds = (frames - 1) / fps`` is the time of the last frame (the same rule for every
                    format) and ``duration_s`` is the clip's length as its file format counts it (the
@@ -48,6 +51,7 @@ def describe(character: Character) -> dict[str, Any]:
     mesh = character.mesh
     mesh_info = None
     if mesh is not None:
+        counts = torch.bincount(mesh.material_of_faces().cpu(), minlength=len(mesh.materials))
         mesh_info = {
             "vertices": mesh.num_vertices,
             "faces": mesh.num_faces,
@@ -55,8 +59,17 @@ def describe(character: Character) -> dict[str, Any]:
             "max_influences": int((mesh.joint_weights > 0).sum(1).max()) if mesh.num_vertices else 0,
             "has_normals": mesh.normals is not None,
             "has_uvs": mesh.uvs is not None,
-            "texture": list(mesh.texture.shape) if mesh.texture is not None else None,
-            "base_color": [round(float(c), 6) for c in mesh.base_color],
+            "has_colors": mesh.colors is not None,
+            "materials": [
+                {
+                    "name": m.name,
+                    "base_color": [round(float(c), 6) for c in m.base_color],
+                    "texture": list(m.texture.shape) if m.texture is not None else None,
+                    "faces": int(n),
+                }
+                for m, n in zip(mesh.materials, counts.tolist(), strict=True)
+            ],
+            "textures": len(mesh.textures),
         }
     return {
         "name": character.name,

@@ -1,8 +1,9 @@
-"""`write_glb`: a character (skeleton, skinned mesh, material) and its clips as one binary glTF 2.0 file.
+"""`write_glb`: a character (skeleton, skinned mesh, materials) and its clips as one binary glTF 2.0 file.
 
 Layout: nodes ``0..J-1`` are the joints (TRS = rest pose, so the file opens in its bind pose), the skinned
 mesh node (if any) is a scene root with an identity transform (glTF ignores a skinned mesh node's
-transform), and every clip is one animation with linear samplers at ``k / fps`` seconds: rotations for all
+transform) whose mesh has one primitive per material (each with the vertices its faces use; vertex colours
+as ``COLOR_0``), and every clip is one animation with linear samplers at ``k / fps`` seconds: rotations for all
 joints, translations for joint 0, for any other root, and for joints whose translation is animated.
 Everything is float32, little-endian, in one buffer with 4-byte aligned views, so the Khronos glTF
 Validator reports no errors (checked in tests/io).
@@ -19,7 +20,7 @@ import pygltflib as gl
 import torch
 
 from anymole.errors import AssetError
-from anymole.rig.character import Character
+from anymole.rig.character import Character, SkinnedMesh
 from anymole.rig.motion import Motion
 
 __all__ = ["write_glb"]
@@ -76,6 +77,35 @@ def _png(image: torch.Tensor) -> bytes:
     return out.getvalue()
 
 
+def _attributes(blob: _Blob, mesh: SkinnedMesh, used: np.ndarray, num_joints: int) -> gl.Attributes:
+    """Vertex attribute accessors of the vertices ``used`` (indices into the mesh's)."""
+    sel = torch.from_numpy(used.astype(np.int64))
+
+    def arr(t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu()[sel].float().numpy()
+
+    attrs = gl.Attributes(POSITION=blob.accessor(arr(mesh.vertices), gl.VEC3, target=_ARRAY_BUFFER, bounds=True))
+    if mesh.normals is not None:
+        n = mesh.normals.detach().double()
+        attrs.NORMAL = blob.accessor(arr(n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)), gl.VEC3, target=_ARRAY_BUFFER)
+    if mesh.uvs is not None:
+        attrs.TEXCOORD_0 = blob.accessor(arr(mesh.uvs), gl.VEC2, target=_ARRAY_BUFFER)
+    if mesh.colors is not None:
+        attrs.COLOR_0 = blob.accessor(arr(mesh.colors), gl.VEC4, target=_ARRAY_BUFFER)
+    ji = mesh.joint_indices.detach().cpu()[sel].numpy()
+    jw = mesh.joint_weights.detach().cpu()[sel].double().numpy()
+    k = -(-ji.shape[1] // 4) * 4  # glTF packs influences in sets of four
+    ji = np.pad(ji, ((0, 0), (0, k - ji.shape[1])))
+    jw = np.pad(jw, ((0, 0), (0, k - jw.shape[1])))
+    ji = np.where(jw > 0, ji, 0)  # unused slots point at joint 0 with weight 0
+    jw = (jw / jw.sum(1, keepdims=True)).astype(np.float32)
+    jtype = np.uint8 if num_joints <= 256 else np.uint16
+    for s in range(k // 4):
+        setattr(attrs, f"JOINTS_{s}", blob.accessor(ji[:, 4 * s : 4 * s + 4].astype(jtype), gl.VEC4, target=_ARRAY_BUFFER))
+        setattr(attrs, f"WEIGHTS_{s}", blob.accessor(jw[:, 4 * s : 4 * s + 4], gl.VEC4, target=_ARRAY_BUFFER))
+    return attrs
+
+
 def write_glb(
     path: str | Path,
     character: Character,
@@ -85,7 +115,7 @@ def write_glb(
 
     Args:
         path: output file, overwritten.
-        character: skeleton and, if present, the skinned mesh, base colour and texture.
+        character: skeleton and, if present, the skinned mesh with its materials and textures.
         motions: clips on ``character.skeleton`` (each ``(F, J, 4)`` rotations); a mapping gives the
             animation names, a sequence uses each ``Motion.name`` (``animation_<i>`` when empty).
 
@@ -121,38 +151,36 @@ def write_glb(
 
     mesh = character.mesh
     if mesh is not None:
-        v = mesh.vertices.detach().float().cpu().numpy()
-        attrs = gl.Attributes(POSITION=blob.accessor(v, gl.VEC3, target=_ARRAY_BUFFER, bounds=True))
-        if mesh.normals is not None:
-            n = mesh.normals.detach().double()
-            n = (n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)).float().cpu().numpy()
-            attrs.NORMAL = blob.accessor(n, gl.VEC3, target=_ARRAY_BUFFER)
-        if mesh.uvs is not None:
-            attrs.TEXCOORD_0 = blob.accessor(mesh.uvs.detach().float().cpu().numpy(), gl.VEC2, target=_ARRAY_BUFFER)
-        ji = mesh.joint_indices.detach().cpu().numpy()
-        jw = mesh.joint_weights.detach().double().cpu().numpy()
-        k = -(-ji.shape[1] // 4) * 4  # glTF packs influences in sets of four
-        ji = np.pad(ji, ((0, 0), (0, k - ji.shape[1])))
-        jw = np.pad(jw, ((0, 0), (0, k - jw.shape[1])))
-        ji = np.where(jw > 0, ji, 0)  # unused slots point at joint 0 with weight 0
-        jw = (jw / jw.sum(1, keepdims=True)).astype(np.float32)
-        jtype = np.uint8 if J <= 256 else np.uint16
-        for s in range(k // 4):
-            setattr(attrs, f"JOINTS_{s}", blob.accessor(ji[:, 4 * s : 4 * s + 4].astype(jtype), gl.VEC4, target=_ARRAY_BUFFER))
-            setattr(attrs, f"WEIGHTS_{s}", blob.accessor(jw[:, 4 * s : 4 * s + 4], gl.VEC4, target=_ARRAY_BUFFER))
-        faces = mesh.faces.detach().cpu().numpy().astype(np.uint32).reshape(-1, 1)
-        indices = blob.accessor(faces, gl.SCALAR, target=_ELEMENT_ARRAY_BUFFER)
-        color = mesh.base_color.detach().float().cpu().numpy().astype(float).tolist()
-        pbr = gl.PbrMetallicRoughness(baseColorFactor=color, metallicFactor=0.0, roughnessFactor=1.0)
-        if mesh.texture is not None and mesh.uvs is not None:
-            gltf.images.append(gl.Image(bufferView=blob.view(_png(mesh.texture)), mimeType="image/png"))
-            gltf.samplers.append(gl.Sampler(magFilter=gl.LINEAR, minFilter=gl.LINEAR_MIPMAP_LINEAR))
-            gltf.textures.append(gl.Texture(source=0, sampler=0))
-            pbr.baseColorTexture = gl.TextureInfo(index=0)
-        gltf.materials.append(gl.Material(name=f"{character.name}_material", pbrMetallicRoughness=pbr))
-        gltf.meshes.append(
-            gl.Mesh(name=character.name, primitives=[gl.Primitive(attributes=attrs, indices=indices, material=0)])
-        )
+        faces = mesh.faces.detach().cpu().numpy().astype(np.uint32)
+        face_mat = mesh.material_of_faces().cpu().numpy()
+        images: dict[int, int] = {}  # id of a texture tensor -> glTF texture index
+        primitives = []
+        for k, material in enumerate(mesh.materials):
+            picked = faces[face_mat == k]
+            if not len(picked):
+                continue
+            # one material keeps every vertex (and their order); several get the vertices each one uses, as
+            # assimp's importer misreads skin weights of primitives that share attribute accessors
+            used = np.arange(len(mesh.vertices)) if len(mesh.materials) == 1 else np.unique(picked)
+            attrs = _attributes(blob, mesh, used, J)
+            remap = np.zeros(len(mesh.vertices), np.uint32)
+            remap[used] = np.arange(len(used), dtype=np.uint32)
+            indices = blob.accessor(remap[picked].reshape(-1, 1), gl.SCALAR, target=_ELEMENT_ARRAY_BUFFER)
+            color = material.base_color.detach().float().cpu().numpy().astype(float).tolist()
+            pbr = gl.PbrMetallicRoughness(baseColorFactor=color, metallicFactor=0.0, roughnessFactor=1.0)
+            if material.texture is not None and mesh.uvs is not None:
+                if id(material.texture) not in images:
+                    gltf.images.append(gl.Image(bufferView=blob.view(_png(material.texture)), mimeType="image/png"))
+                    if not gltf.samplers:
+                        gltf.samplers.append(gl.Sampler(magFilter=gl.LINEAR, minFilter=gl.LINEAR_MIPMAP_LINEAR))
+                    gltf.textures.append(gl.Texture(source=len(gltf.images) - 1, sampler=0))
+                    images[id(material.texture)] = len(gltf.textures) - 1
+                pbr.baseColorTexture = gl.TextureInfo(index=images[id(material.texture)])
+            gltf.materials.append(
+                gl.Material(name=material.name or f"{character.name}_material_{k}", pbrMetallicRoughness=pbr)
+            )
+            primitives.append(gl.Primitive(attributes=attrs, indices=indices, material=len(gltf.materials) - 1))
+        gltf.meshes.append(gl.Mesh(name=character.name, primitives=primitives))
         # column-major mat4, as glTF stores matrices
         ibm = mesh.inverse_bind.detach().float().cpu().numpy().transpose(0, 2, 1).reshape(J, 16)
         gltf.skins.append(

@@ -15,7 +15,9 @@ Steps, each in one place:
    representable in `Motion` and is ignored.
 3. **Mesh.** Bind-pose world vertices are computed with the file's own offset (inverse-bind) matrices and
    the node rest pose (``v_w = Σ_b w_b · G_b · O_b · v``), and ``inverse_bind`` is the inverse of each
-   joint's rigid rest transform, so skinning at rest returns ``v_w`` by construction.
+   joint's rigid rest transform, so skinning at rest returns ``v_w`` by construction. Sub-meshes are merged;
+   each face keeps its sub-mesh's material (base colour factor, base-colour texture read at the UV channel
+   the material names) and each vertex its first colour set.
 4. **Clips** are sampled by time on a regular grid (slerp for rotations, linear for translations; a joint
    without a channel keeps its node transform).
 """
@@ -31,8 +33,8 @@ import numpy as np
 import torch
 
 from anymole.errors import AssetError
-from anymole.io._assimp import RawAnimation, RawScene
-from anymole.rig.character import Character, SkinnedMesh
+from anymole.io._assimp import RawAnimation, RawMesh, RawScene
+from anymole.rig.character import Character, Material, SkinnedMesh
 from anymole.rig.motion import Motion
 from anymole.rig.quat import (
     quat_apply,
@@ -321,10 +323,12 @@ def _build_mesh(
     path: str,
 ) -> SkinnedMesh | None:
     index = _node_index(raw)
-    verts, norms, uvs, faces, jidx = [], [], [], [], []
+    verts, norms, uvs, colors, faces, face_mat, jidx = [], [], [], [], [], [], []
     has_normals = all(mesh.normals is not None for mesh in raw.meshes)
-    has_uvs = all(mesh.uvs is not None for mesh in raw.meshes)
-    material = None
+    # one sub-mesh with UVs or colours gives the merged mesh them; the others get neutral fill-ins
+    has_uvs = any(mesh.uvs for mesh in raw.meshes)
+    has_colors = any(mesh.colors is not None for mesh in raw.meshes)
+    materials = _Materials(raw, path)
     base = 0
     for mesh in raw.meshes:
         v = torch.from_numpy(cv.vec(mesh.vertices))
@@ -366,14 +370,15 @@ def _build_mesh(
             wv_s = torch.arange(nv)
             wj_s = torch.full((nv,), j)
             ww_s = torch.ones(nv, dtype=_F64)
-        if material is None:
-            material = mesh.material
         verts.append(vw)
         if has_normals and n is not None:
             norms.append(n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12))
-        if has_uvs and mesh.uvs is not None:
-            uvs.append(torch.from_numpy(mesh.uvs))
+        if has_uvs:
+            uvs.append(torch.from_numpy(materials.uvs_of(mesh)))
+        if has_colors:
+            colors.append(torch.ones(nv, 4, dtype=_F64) if mesh.colors is None else torch.from_numpy(mesh.colors))
         faces.append(torch.from_numpy(mesh.faces) + base)
+        face_mat.append(torch.full((len(mesh.faces),), materials.index_of(mesh.material), dtype=torch.long))
         jidx.append((wv_s + base, wj_s, ww_s))
         base += nv
     if not verts:
@@ -396,10 +401,10 @@ def _build_mesh(
     jw[vertex, rank] = weight
     jw = jw / jw.sum(-1, keepdim=True)  # CesiumMan's weights sum to < 1 on 210 vertices: normalise
     uv = None
-    if has_uvs and uvs:
+    if has_uvs:
         uv = torch.cat(uvs)
         uv = torch.stack((uv[:, 0], 1.0 - uv[:, 1]), -1)  # assimp flips v; SkinnedMesh uses glTF's v-down
-    base_color, texture = _material(raw, material, path)
+    fm = torch.cat(face_mat)
     return SkinnedMesh(
         vertices=torch.cat(verts).float(),
         faces=torch.cat(faces).long(),
@@ -408,8 +413,9 @@ def _build_mesh(
         inverse_bind=inverse_bind_matrices(world_q, world_p).float(),
         normals=torch.cat(norms).float() if has_normals and norms else None,
         uvs=uv.float() if uv is not None else None,
-        base_color=base_color,
-        texture=texture,
+        materials=materials.used(),
+        face_materials=fm if bool((fm != 0).any()) else None,
+        colors=torch.cat(colors).clamp(0.0, 1.0).float() if has_colors else None,
     )
 
 
@@ -422,31 +428,59 @@ def _joint_ancestor(raw: RawScene, node: int, node_to_joint: dict[int, int]) -> 
     return -1
 
 
-def _material(raw: RawScene, material: int | None, path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if material is None or not 0 <= material < len(raw.materials):
-        return torch.tensor([0.8, 0.8, 0.8, 1.0]), None
-    mat = raw.materials[material]
-    color = torch.tensor(np.clip(mat["base_color"], 0.0, 1.0), dtype=torch.float32)
-    ref = mat.get("texture")
-    if not ref:
-        return color, None
-    tex = None
-    if ref.startswith("*") and ref[1:].isdigit() and int(ref[1:]) < len(raw.textures):
-        tex = raw.textures[int(ref[1:])]
-    else:
-        tex = next((t for t in raw.textures if t["filename"] and Path(t["filename"]).name == Path(ref).name), None)
-    image = None
-    if tex is not None and "rgba" in tex:
-        image = torch.from_numpy(tex["rgba"])
-    else:
+class _Materials:
+    """The file's materials as `Material` objects, numbered in the order sub-meshes first use them (a file's
+    unused materials are left out); images shared by several materials are decoded once and shared."""
+
+    def __init__(self, raw: RawScene, path: str) -> None:
+        self.raw, self.path = raw, path
+        self._index: dict[int, int] = {}
+        self._materials: list[Material] = []
+        self._images: dict[str, torch.Tensor | None] = {}
+
+    def index_of(self, material: int) -> int:
+        """Our index of the file's material ``material`` (out of range: a light grey one)."""
+        key = material if 0 <= material < len(self.raw.materials) else -1
+        if key not in self._index:
+            self._index[key] = len(self._materials)
+            self._materials.append(self._build(key))
+        return self._index[key]
+
+    def used(self) -> tuple[Material, ...]:
+        return tuple(self._materials) or (Material(),)
+
+    def uvs_of(self, mesh: RawMesh) -> np.ndarray:
+        """``(V, 2)`` the UV channel the mesh's base-colour texture reads (zeros for a mesh without UVs)."""
+        if not mesh.uvs:
+            return np.zeros((len(mesh.vertices), 2))
+        mat = self.raw.materials[mesh.material] if 0 <= mesh.material < len(self.raw.materials) else {}
+        channel = int(mat.get("uv_channel", 0))
+        return mesh.uvs[channel] if 0 <= channel < len(mesh.uvs) else mesh.uvs[0]
+
+    def _build(self, key: int) -> Material:
+        if key < 0:
+            return Material()
+        mat = self.raw.materials[key]
+        color = torch.tensor(np.clip(mat["base_color"], 0.0, 1.0), dtype=torch.float32)
+        ref = mat.get("texture")
+        if ref and ref not in self._images:
+            self._images[ref] = self._image(ref)
+        return Material(base_color=color, texture=self._images[ref] if ref else None, name=mat.get("name", ""))
+
+    def _image(self, ref: str) -> torch.Tensor | None:
+        raw, path = self.raw, self.path
+        if ref.startswith("*") and ref[1:].isdigit() and int(ref[1:]) < len(raw.textures):
+            tex = raw.textures[int(ref[1:])]
+        else:
+            tex = next((t for t in raw.textures if t["filename"] and Path(t["filename"]).name == Path(ref).name), None)
+        if tex is not None and "rgba" in tex:
+            return torch.from_numpy(tex["rgba"])
         data = tex["data"] if tex is not None else None
         if data is None:
             candidate = Path(path).parent / ref
             if candidate.is_file():
                 data = candidate.read_bytes()
-        if data is not None:
-            image = _decode_image(data, path, ref)
-    return color, image
+        return _decode_image(data, path, ref) if data is not None else None
 
 
 def _decode_image(data: bytes, path: str, ref: str) -> torch.Tensor | None:

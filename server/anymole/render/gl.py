@@ -18,6 +18,7 @@ several viewports from core 3.3 — at a few microseconds each.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,6 +27,7 @@ import torch
 
 from anymole.errors import InvalidInput, ModelUnavailable
 from anymole.render.cameras import Cameras
+from anymole.rig.character import Material
 
 if TYPE_CHECKING:
     import moderngl
@@ -42,8 +44,10 @@ uniform int base;
 uniform mat4 view;
 uniform mat4 proj;
 in vec2 in_uv;
+in vec4 in_color;
 out vec3 v_normal;
 out vec2 v_uv;
+out vec4 v_color;
 out float v_depth;
 void main() {
     int k = base + gl_VertexID;
@@ -51,6 +55,7 @@ void main() {
     vec4 pc = view * vec4(texelFetch(pos_tex, t, 0).xyz, 1.0);
     v_normal = mat3(view) * texelFetch(nrm_tex, t, 0).xyz;
     v_uv = in_uv;
+    v_color = in_color;
     v_depth = -pc.z;
     gl_Position = proj * pc;
 }
@@ -64,14 +69,16 @@ uniform sampler2D color_tex;
 uniform float ambient;
 in vec3 v_normal;
 in vec2 v_uv;
+in vec4 v_color;
 in float v_depth;
 layout(location = 0) out vec4 out_color;
 layout(location = 1) out float out_depth;
 void main() {
-    // Headlight from above the camera's right shoulder, two-sided (no back-face culling, as the reference).
+    // glTF's base colour: factor x texture x vertex colour. Headlight from above the camera's right
+    // shoulder, two-sided (no back-face culling, as the reference).
     vec3 n = v_normal / max(length(v_normal), 1e-8);
     float diffuse = abs(dot(n, normalize(vec3(0.35, 0.6, 1.0))));
-    vec3 c = base_color.rgb;
+    vec3 c = base_color.rgb * v_color.rgb;
     if (has_texture) c *= texture(color_tex, v_uv).rgb;
     out_color = vec4(c * (ambient + (1.0 - ambient) * diffuse), 1.0);
     out_depth = v_depth;
@@ -164,6 +171,23 @@ class Renders:
         return torch.from_numpy(self.rgb).permute(0, 1, 4, 2, 3).float().div_(255.0)
 
 
+@dataclass(frozen=True)
+class _Draw:
+    """One material's faces: a range of the sorted index buffer, drawn with its colour and texture."""
+
+    first: int  # first index (3 per face)
+    count: int  # number of indices
+    color: tuple[float, ...]  # RGBA base colour factor
+    texture: Any  # moderngl.Texture or None
+
+    def render(self, vao: Any, prog: moderngl.Program) -> None:
+        _uniform(prog, "base_color").value = self.color
+        _uniform(prog, "has_texture").value = self.texture is not None
+        if self.texture is not None:
+            self.texture.use(location=2)
+        vao.render(vertices=self.count, first=self.first)
+
+
 def _uniform(prog: moderngl.Program, name: str) -> moderngl.Uniform:
     """``prog[name]`` typed as the uniform it is (moderngl's stubs return a union of member kinds)."""
     return cast("moderngl.Uniform", prog[name])
@@ -173,6 +197,12 @@ def _f32(x: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _ints(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.int64).reshape(-1)
 
 
 class GLRasterizer:
@@ -251,21 +281,24 @@ class GLRasterizer:
         cameras: Cameras,
         *,
         uvs: torch.Tensor | np.ndarray | None = None,
-        base_color: tuple[float, float, float, float] | torch.Tensor = (0.8, 0.8, 0.8, 1.0),
-        texture: torch.Tensor | np.ndarray | None = None,
+        materials: Sequence[Material] = (Material(),),
+        face_materials: torch.Tensor | np.ndarray | None = None,
+        colors: torch.Tensor | np.ndarray | None = None,
         style: Style | None = None,
         with_depth: bool = True,
     ) -> Renders:
-        """Render ``F`` posed frames of one mesh from every camera.
+        """Render ``F`` posed frames of one mesh from every camera, one draw per material.
 
         Args:
             positions: ``(F, V, 3)`` world vertex positions (m).
             normals: ``(F, V, 3)`` vertex normals (need not be unit).
             faces: ``(T, 3)`` vertex indices.
             cameras: ``C`` cameras of this rasteriser's image size.
-            uvs: ``(V, 2)`` texture coordinates (glTF: v down from the image top); required with ``texture``.
-            base_color: RGBA in [0, 1], multiplied with the texture.
-            texture: ``(h, w, 3|4)`` uint8 base-colour image.
+            uvs: ``(V, 2)`` texture coordinates (glTF: v down from the image top); required when a material
+                has a texture.
+            materials: the mesh's materials (base colour factor and optional ``(h, w, 3|4)`` uint8 texture).
+            face_materials: ``(T,)`` index into ``materials`` per face; all faces use the first by default.
+            colors: ``(V, 4)`` RGBA vertex colours in [0, 1], multiplied with the material's colour.
             style: background, floor and light; `Style()` by default.
             with_depth: also read back the depth image (4 of the 8 bytes read back per pixel).
 
@@ -288,15 +321,17 @@ class GLRasterizer:
                 "cameras",
                 f"are {cameras.width}x{cameras.height}, this rasteriser is {self.width}x{self.height}",
             )
-        if texture is not None and uvs is None:
+        if uvs is None and any(m.texture is not None for m in materials):
             raise InvalidInput("uvs", "a texture needs per-vertex uvs")
+        if not materials:
+            raise InvalidInput("materials", "need at least one material")
         n_frames, n_verts = pos.shape[:2]
         per_upload = max(1, (_TEX_WIDTH * self.max_tex_rows) // max(n_verts, 1))
         if n_frames > per_upload:  # only for huge meshes: split the frames, then join
             parts = [
                 self.render(
-                    pos[a : a + per_upload], nrm[a : a + per_upload], tri, cameras, uvs=uvs,
-                    base_color=base_color, texture=texture, style=style, with_depth=with_depth,
+                    pos[a : a + per_upload], nrm[a : a + per_upload], tri, cameras, uvs=uvs, materials=materials,
+                    face_materials=face_materials, colors=colors, style=style, with_depth=with_depth,
                 )
                 for a in range(0, n_frames, per_upload)
             ]  # fmt: skip
@@ -317,7 +352,7 @@ class GLRasterizer:
         # current on this thread: make ours current for the call, and give the caller's back after.
         with self.ctx:
             try:
-                mesh_vao = self._setup_mesh(pos, nrm, tri, uvs, base_color, texture, style, objs)
+                mesh_vao, draws = self._setup_mesh(pos, nrm, tri, uvs, colors, materials, face_materials, style, objs)
                 ground_vao = self._setup_ground(style, objs) if style.ground else None
                 view_mats = [
                     m.T.contiguous().numpy().astype("f4").tobytes() for m in cameras.world_to_camera.cpu()
@@ -341,7 +376,8 @@ class GLRasterizer:
                         self._fbo.scissor = (0, t * h, w, h)
                         _uniform(self._mesh_prog, "view").write(view_mats[view])
                         _uniform(self._mesh_prog, "base").value = frame * n_verts
-                        mesh_vao.render()
+                        for draw in draws:
+                            draw.render(mesh_vao, self._mesh_prog)
                         if ground_vao is not None:
                             _uniform(self._ground_prog, "view").write(view_mats[view])
                             ground_vao.render()
@@ -380,41 +416,63 @@ class GLRasterizer:
         nrm: np.ndarray,
         tri: np.ndarray,
         uvs: torch.Tensor | np.ndarray | None,
-        base_color: tuple[float, float, float, float] | torch.Tensor,
-        texture: torch.Tensor | np.ndarray | None,
+        colors: torch.Tensor | np.ndarray | None,
+        materials: Sequence[Material],
+        face_materials: torch.Tensor | np.ndarray | None,
         style: Style,
         objs: list[Any],
-    ) -> Any:
+    ) -> tuple[Any, list[_Draw]]:
+        """The mesh's vertex array, its faces sorted by material, and one `_Draw` per material used."""
         prog = self._mesh_prog
         n_verts = pos.shape[1]
         self._data_texture(pos.reshape(-1, 3), objs).use(location=0)
         self._data_texture(nrm.reshape(-1, 3), objs).use(location=1)
         _uniform(prog, "pos_tex").value = 0
         _uniform(prog, "nrm_tex").value = 1
+        _uniform(prog, "color_tex").value = 2
+        _uniform(prog, "ambient").value = float(style.ambient)
         uv = np.zeros((n_verts, 2), np.float32) if uvs is None else _f32(uvs)
         if uv.shape != (n_verts, 2):
             raise InvalidInput("uvs", f"need ({n_verts}, 2), got {uv.shape}")
-        _uniform(prog, "has_texture").value = texture is not None
-        if texture is not None:
-            img = texture.cpu().numpy() if isinstance(texture, torch.Tensor) else np.asarray(texture)
-            if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
-                raise InvalidInput("texture", f"need an (h, w, 3|4) uint8 image, got {img.shape} {img.dtype}")
-            tex = self.ctx.texture(
-                (img.shape[1], img.shape[0]), img.shape[2], np.ascontiguousarray(img).tobytes()
-            )
-            tex.build_mipmaps()
-            tex.repeat_x = tex.repeat_y = True
-            objs.append(tex)
-            tex.use(location=2)
-            _uniform(prog, "color_tex").value = 2
-        bc = base_color.tolist() if isinstance(base_color, torch.Tensor) else list(base_color)
-        _uniform(prog, "base_color").value = tuple(float(v) for v in bc)
-        _uniform(prog, "ambient").value = float(style.ambient)
-        vbo = self.ctx.buffer(uv.tobytes())
-        ibo = self.ctx.buffer(tri.tobytes())
-        vao = self.ctx.vertex_array(prog, [(vbo, "2f", "in_uv")], index_buffer=ibo, index_element_size=4)
-        objs.extend((vbo, ibo, vao))
-        return vao
+        col = np.ones((n_verts, 4), np.float32) if colors is None else _f32(colors)
+        if col.shape != (n_verts, 4):
+            raise InvalidInput("colors", f"need ({n_verts}, 4), got {col.shape}")
+        fm = np.zeros(len(tri), np.int64) if face_materials is None else _ints(face_materials)
+        if fm.shape != (len(tri),) or (fm.size and (fm.min() < 0 or fm.max() >= len(materials))):
+            raise InvalidInput("face_materials", f"need ({len(tri)},) indices into {len(materials)} materials")
+        order = np.argsort(fm, kind="stable")  # faces grouped by material: one indexed range per draw
+        counts = np.bincount(fm, minlength=len(materials))
+        starts = np.cumsum(counts) - counts
+        gl_textures: dict[int, Any] = {}
+        draws = []
+        for k, mat in enumerate(materials):
+            if counts[k] == 0:
+                continue
+            tex = None
+            if mat.texture is not None:
+                if id(mat.texture) not in gl_textures:
+                    gl_textures[id(mat.texture)] = self._color_texture(mat.texture, objs)
+                tex = gl_textures[id(mat.texture)]
+            color = tuple(float(v) for v in mat.base_color.tolist())
+            draws.append(_Draw(first=3 * int(starts[k]), count=3 * int(counts[k]), color=color, texture=tex))
+        vbo_uv = self.ctx.buffer(uv.tobytes())
+        vbo_col = self.ctx.buffer(col.tobytes())
+        ibo = self.ctx.buffer(np.ascontiguousarray(tri[order]).tobytes())
+        vao = self.ctx.vertex_array(
+            prog, [(vbo_uv, "2f", "in_uv"), (vbo_col, "4f", "in_color")], index_buffer=ibo, index_element_size=4
+        )
+        objs.extend((vbo_uv, vbo_col, ibo, vao))
+        return vao, draws
+
+    def _color_texture(self, texture: torch.Tensor, objs: list[Any]) -> Any:
+        img = texture.detach().cpu().numpy()
+        if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
+            raise InvalidInput("texture", f"need an (h, w, 3|4) uint8 image, got {img.shape} {img.dtype}")
+        tex = self.ctx.texture((img.shape[1], img.shape[0]), img.shape[2], np.ascontiguousarray(img).tobytes())
+        tex.build_mipmaps()
+        tex.repeat_x = tex.repeat_y = True
+        objs.append(tex)
+        return tex
 
     def _setup_ground(self, style: Style, objs: list[Any]) -> Any:
         cx, cz = style.ground_center

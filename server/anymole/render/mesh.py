@@ -7,7 +7,7 @@ import math
 import torch
 
 from anymole.errors import InvalidInput
-from anymole.rig import Skeleton, SkinnedMesh
+from anymole.rig import Material, Skeleton, SkinnedMesh
 from anymole.rig.fk import forward_kinematics
 from anymole.rig.quat import unitquat_to_rotmat
 from anymole.rig.skinning import inverse_bind_matrices, linear_blend_skinning, skin_normals
@@ -174,5 +174,5 @@ def stick_figure(
         joint_weights=torch.ones(idx.shape),
         inverse_bind=inverse_bind_matrices(rest_q, rest_p),
         normals=torch.cat(normals),
-        base_color=torch.tensor(color),
+        materials=(Material(base_color=torch.tensor(color)),),
     )

@@ -150,7 +150,8 @@ def render_motion(
     try:
         out = gl.render(
             positions, normals, mesh.faces, cameras,
-            uvs=mesh.uvs, base_color=mesh.base_color, texture=mesh.texture, style=style, with_depth=with_depth,
+            uvs=mesh.uvs, materials=mesh.materials, face_materials=mesh.face_materials, colors=mesh.colors,
+            style=style, with_depth=with_depth,
         )  # fmt: skip
     finally:
         if own:

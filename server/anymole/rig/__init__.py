@@ -1,6 +1,6 @@
 """Rig math: skeletons, batched quaternion and rotation conversions, forward kinematics, skinning."""
 
-from anymole.rig.character import Character, SkinnedMesh
+from anymole.rig.character import Character, Material, SkinnedMesh
 from anymole.rig.fk import fk_motion, forward_kinematics, global_to_local
 from anymole.rig.motion import MAX_FPS, Motion
 from anymole.rig.skeleton import Skeleton
@@ -9,6 +9,7 @@ from anymole.rig.skinning import joint_matrices, linear_blend_skinning, skin_nor
 __all__ = [
     "MAX_FPS",
     "Character",
+    "Material",
     "Motion",
     "Skeleton",
     "SkinnedMesh",

@@ -1,4 +1,4 @@
-"""`Character`: a skeleton, its skinned mesh and material, and the clips that came with it."""
+"""`Character`: a skeleton, its skinned mesh and materials, and the clips that came with it."""
 
 from __future__ import annotations
 
@@ -9,12 +9,33 @@ import torch
 from anymole.rig.motion import Motion
 from anymole.rig.skeleton import Skeleton
 
-__all__ = ["Character", "SkinnedMesh"]
+__all__ = ["Character", "Material", "SkinnedMesh"]
+
+
+def _grey() -> torch.Tensor:
+    return torch.tensor([0.8, 0.8, 0.8, 1.0])
+
+
+@dataclass(frozen=True, eq=False)
+class Material:
+    """How one sub-mesh looks: glTF's base colour (factor × texture × vertex colour).
+
+    Attributes:
+        base_color: ``(4,)`` RGBA in [0, 1], the base colour factor.
+        texture: optional ``(H, W, 3|4)`` uint8 base-colour image, sampled at the mesh's ``uvs``. Materials
+            that share an image in the file share the tensor object.
+        name: the material's name in the file ("" when it has none).
+    """
+
+    base_color: torch.Tensor = field(default_factory=_grey)
+    texture: torch.Tensor | None = None
+    name: str = ""
 
 
 @dataclass(frozen=True, eq=False)
 class SkinnedMesh:
-    """A triangle mesh bound to a skeleton (all sub-meshes merged).
+    """A triangle mesh bound to a skeleton: every sub-mesh merged into one vertex and face list, each face
+    keeping its sub-mesh's material.
 
     Attributes:
         vertices: ``(V, 3)`` float, bind-pose positions in world space (m).
@@ -23,9 +44,12 @@ class SkinnedMesh:
         joint_weights: ``(V, K)`` float, non-negative, each row sums to 1 (normalised at import).
         inverse_bind: ``(J, 4, 4)`` float, world → joint-local transform at bind time.
         normals: optional ``(V, 3)`` unit bind-pose normals.
-        uvs: optional ``(V, 2)`` texture coordinates (glTF convention: v down from the image top).
-        base_color: ``(4,)`` RGBA in [0, 1] (material base colour factor).
-        texture: optional ``(H, W, 3|4)`` uint8 base-colour image.
+        uvs: optional ``(V, 2)`` texture coordinates (glTF convention: v down from the image top); each
+            vertex carries the UV set its material's texture reads.
+        materials: one or more `Material`; a mesh without one in its file gets a light grey.
+        face_materials: optional ``(T,)`` int64 index into ``materials`` per face; ``None``: all use the first.
+        colors: optional ``(V, 4)`` float RGBA in [0, 1] per vertex (glTF ``COLOR_0``), multiplied with the
+            material's colour.
     """
 
     vertices: torch.Tensor
@@ -35,8 +59,9 @@ class SkinnedMesh:
     inverse_bind: torch.Tensor
     normals: torch.Tensor | None = None
     uvs: torch.Tensor | None = None
-    base_color: torch.Tensor = field(default_factory=lambda: torch.tensor([0.8, 0.8, 0.8, 1.0]))
-    texture: torch.Tensor | None = None
+    materials: tuple[Material, ...] = field(default_factory=lambda: (Material(),))
+    face_materials: torch.Tensor | None = None
+    colors: torch.Tensor | None = None
 
     @property
     def num_vertices(self) -> int:
@@ -45,6 +70,21 @@ class SkinnedMesh:
     @property
     def num_faces(self) -> int:
         return int(self.faces.shape[0])
+
+    @property
+    def textures(self) -> list[torch.Tensor]:
+        """The distinct texture images of the materials, in first-use order (shared ones once)."""
+        seen: dict[int, torch.Tensor] = {}
+        for m in self.materials:
+            if m.texture is not None:
+                seen.setdefault(id(m.texture), m.texture)
+        return list(seen.values())
+
+    def material_of_faces(self) -> torch.Tensor:
+        """``(T,)`` int64 material index of every face (zeros when ``face_materials`` is ``None``)."""
+        if self.face_materials is None:
+            return torch.zeros(self.num_faces, dtype=torch.long, device=self.faces.device)
+        return self.face_materials
 
 
 @dataclass(frozen=True, eq=False)

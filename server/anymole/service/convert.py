@@ -32,7 +32,8 @@ from anymole.pipeline import (
     Progress,
     Queued,
 )
-from anymole.rig import MAX_FPS, Character, Motion, Skeleton, SkinnedMesh
+from anymole.rig import MAX_FPS, Character, Material, Motion, Skeleton, SkinnedMesh
+from anymole.service.errors import OverBudget
 from anymole.service.jobs import JobInfo, JobState, Stamped
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 
@@ -44,6 +45,7 @@ __all__ = [
     "Limits",
     "character_from_asset_bytes",
     "character_to_asset",
+    "check_label",
     "clip_to_motion",
     "event_from_proto",
     "event_to_proto",
@@ -91,6 +93,12 @@ class Limits:
         max_keyframes: most keyframes in a job.
         max_queue: most queued jobs.
         quat_tolerance: largest accepted ``| |q| - 1 |``; within it quaternions are normalised.
+        max_label_bytes: longest job label (UTF-8 bytes).
+        memory_budget_bytes: memory the server gives jobs (bytes); 0 = no budget (the next three unbounded).
+            The server derives it and the next three with `anymole.service.budget.budget_limits`.
+        max_frame_joints: most ``total_frames × joints`` of one job; 0 = unbounded.
+        max_queued_frame_joints: most frame-joints of all queued and running jobs; 0 = unbounded.
+        max_upload_bytes_in_flight: most upload bytes held at once across clients; 0 = unbounded.
     """
 
     max_message_bytes: int = 256 * MiB
@@ -101,6 +109,11 @@ class Limits:
     max_keyframes: int = 1024
     max_queue: int = 64
     quat_tolerance: float = 0.05
+    max_label_bytes: int = 1024
+    memory_budget_bytes: int = 0
+    max_frame_joints: int = 0
+    max_queued_frame_joints: int = 0
+    max_upload_bytes_in_flight: int = 0
 
     @classmethod
     def from_proto(cls, msg: pb.Limits) -> Limits:
@@ -114,6 +127,11 @@ class Limits:
             max_keyframes=msg.max_keyframes,
             max_queue=msg.max_queue,
             quat_tolerance=msg.quaternion_norm_tolerance,
+            max_label_bytes=msg.max_label_bytes,
+            memory_budget_bytes=msg.memory_budget_bytes,
+            max_frame_joints=msg.max_frame_joints,
+            max_queued_frame_joints=msg.max_queued_frame_joints,
+            max_upload_bytes_in_flight=msg.max_upload_bytes_in_flight,
         )
 
     def to_proto(self) -> pb.Limits:
@@ -126,6 +144,11 @@ class Limits:
             max_keyframes=self.max_keyframes,
             max_queue=self.max_queue,
             quaternion_norm_tolerance=self.quat_tolerance,
+            max_label_bytes=self.max_label_bytes,
+            memory_budget_bytes=self.memory_budget_bytes,
+            max_frame_joints=self.max_frame_joints,
+            max_queued_frame_joints=self.max_queued_frame_joints,
+            max_upload_bytes_in_flight=self.max_upload_bytes_in_flight,
         )
 
 
@@ -178,6 +201,26 @@ def frames_per_message(message_bytes: int, num_joints: int, with_translations: b
     Half the message size, the rest is headroom for the framing around the floats."""
     frame_bytes = 4 * (num_joints * 4 + 3 + (num_joints * 3 if with_translations else 0))
     return max(1, message_bytes // (2 * frame_bytes))
+
+
+def check_label(label: str, limits: Limits, field: str = "label") -> None:
+    """`InvalidInput` naming ``field`` when ``label`` is longer than `Limits.max_label_bytes` UTF-8 bytes."""
+    n = len(label.encode("utf-8"))
+    if n > limits.max_label_bytes:
+        raise InvalidInput(field, f"{n} bytes exceeds this server's limit of {limits.max_label_bytes} (UTF-8 bytes)")
+
+
+def _budget_check(frames: int, joints: int, limits: Limits) -> None:
+    """`OverBudget` naming ``total_frames`` when a timeline of ``frames × joints`` exceeds what this server's
+    memory budget affords one job (`Limits.max_frame_joints`; 0 = no budget)."""
+    cost = frames * joints
+    if limits.max_frame_joints and cost > limits.max_frame_joints:
+        raise OverBudget(
+            "total_frames",
+            f"{frames} frames × {joints} joints = {cost} frame-joints exceeds the {limits.max_frame_joints} one job "
+            f"may have on this server (Limits.max_frame_joints, from its memory budget of "
+            f"{limits.memory_budget_bytes} bytes); split the timeline into shorter jobs",
+        )
 
 
 def _count_check(n: int, limit: int, field: str, what: str) -> None:
@@ -263,6 +306,16 @@ def _decode_texture(tex: pb.Texture, field: str) -> torch.Tensor:
     return torch.from_numpy(arr.copy())
 
 
+def _encode_png(image: torch.Tensor) -> pb.Texture:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image.cpu().numpy()).save(buf, format="PNG")
+    return pb.Texture(mime_type="image/png", data=buf.getvalue())
+
+
 def mesh_from_proto(msg: pb.SkinnedMesh, num_joints: int, field: str = "mesh") -> SkinnedMesh:
     """Validated `SkinnedMesh` for a skeleton of ``num_joints`` joints."""
     n_pos = len(msg.positions)
@@ -296,10 +349,13 @@ def mesh_from_proto(msg: pb.SkinnedMesh, num_joints: int, field: str = "mesh") -
         raise InvalidInput(f"{field}.joint_weights", f"vertex {int(np.argmin(sums))} has no weight on any joint")
     ibm = _floats(msg.inverse_bind_matrices, num_joints * 16, f"{field}.inverse_bind_matrices", f"{num_joints} × 16")
     ibm = ibm.reshape(num_joints, 4, 4).transpose(0, 2, 1)  # glTF stores columns
-    color = torch.tensor([0.8, 0.8, 0.8, 1.0])
-    if len(msg.base_color):
-        color = torch.from_numpy(_floats(msg.base_color, 4, f"{field}.base_color", "RGBA"))
-    texture = _decode_texture(msg.texture, f"{field}.texture") if msg.HasField("texture") else None
+    colors = None
+    if len(msg.colors):
+        rgba = _floats(msg.colors, v * 4, f"{field}.colors", f"{v} vertices × 4").reshape(v, 4)
+        if (rgba < 0).any() or (rgba > 1).any():
+            raise InvalidInput(f"{field}.colors", "colours must lie in [0, 1]")
+        colors = torch.from_numpy(rgba)
+    materials, face_materials = _materials_from_proto(msg, tri.size // 3, uvs is not None, field)
     return SkinnedMesh(
         vertices=torch.from_numpy(pos.copy()),
         faces=torch.from_numpy(tri.reshape(-1, 3)),
@@ -308,9 +364,53 @@ def mesh_from_proto(msg: pb.SkinnedMesh, num_joints: int, field: str = "mesh") -
         inverse_bind=torch.from_numpy(np.ascontiguousarray(ibm)),
         normals=normals,
         uvs=uvs,
-        base_color=color,
-        texture=texture,
+        colors=colors,
+        materials=materials,
+        face_materials=face_materials,
     )
+
+
+def _color(values: Sequence[float], field: str) -> torch.Tensor:
+    if not len(values):
+        return torch.tensor([0.8, 0.8, 0.8, 1.0])
+    return torch.from_numpy(_floats(values, 4, field, "RGBA"))
+
+
+def _materials_from_proto(
+    msg: pb.SkinnedMesh, n_tri: int, has_uvs: bool, field: str
+) -> tuple[tuple[Material, ...], torch.Tensor | None]:
+    """``materials`` and ``face_materials`` of a `SkinnedMesh`: from ``materials`` (1.2) or else from the
+    one-material fields ``base_color`` / ``texture`` (1.1)."""
+    if not msg.materials:
+        texture = _decode_texture(msg.texture, f"{field}.texture") if msg.HasField("texture") else None
+        if msg.triangle_materials:
+            raise InvalidInput(f"{field}.triangle_materials", "index materials that are not sent; send `materials`")
+        if texture is not None and not has_uvs:
+            raise InvalidInput(f"{field}.uvs", "a textured mesh needs V * 2 uvs")
+        return (Material(_color(msg.base_color, f"{field}.base_color"), texture),), None
+    textures = [_decode_texture(t, f"{field}.textures[{i}]") for i, t in enumerate(msg.textures)]
+    materials = []
+    for i, m in enumerate(msg.materials):
+        where = f"{field}.materials[{i}]"
+        tex = None
+        if m.HasField("texture"):
+            if m.texture >= len(textures):
+                raise InvalidInput(f"{where}.texture", f"index {m.texture} is out of range for {len(textures)} textures")
+            if not has_uvs:
+                raise InvalidInput(f"{field}.uvs", f"{where} is textured: send V * 2 uvs")
+            tex = textures[m.texture]
+        materials.append(Material(_color(m.base_color, f"{where}.base_color"), tex, m.name))
+    face_materials = None
+    if msg.triangle_materials:
+        fm = np.asarray(msg.triangle_materials, dtype=np.int64)
+        if fm.size != n_tri:
+            raise InvalidInput(f"{field}.triangle_materials", f"has {fm.size} entries, expected one per triangle ({n_tri})")
+        if fm.max() >= len(materials):
+            raise InvalidInput(
+                f"{field}.triangle_materials", f"material {int(fm.max())} is out of range for {len(materials)} materials"
+            )
+        face_materials = torch.from_numpy(fm)
+    return tuple(materials), face_materials
 
 
 def character_from_asset_bytes(payload: bytes, name: str, limits: Limits) -> Character:
@@ -345,15 +445,16 @@ def character_to_asset(character: Character) -> pb.CharacterAsset:
         asset.mesh.joint_indices.extend(m.joint_indices.reshape(-1).tolist())
         asset.mesh.joint_weights.extend(flat(m.joint_weights))
         asset.mesh.inverse_bind_matrices.extend(flat(m.inverse_bind.transpose(-1, -2)))
-        asset.mesh.base_color.extend(flat(m.base_color))
-        if m.texture is not None:
-            import io
-
-            from PIL import Image
-
-            buf = io.BytesIO()
-            Image.fromarray(m.texture.cpu().numpy()).save(buf, format="PNG")
-            asset.mesh.texture.CopyFrom(pb.Texture(mime_type="image/png", data=buf.getvalue()))
+        if m.colors is not None:
+            asset.mesh.colors.extend(flat(m.colors))
+        textures = {id(t): i for i, t in enumerate(m.textures)}
+        asset.mesh.textures.extend(_encode_png(t) for t in m.textures)
+        for mat in m.materials:
+            entry = asset.mesh.materials.add(name=mat.name, base_color=flat(mat.base_color))
+            if mat.texture is not None:
+                entry.texture = textures[id(mat.texture)]
+        if m.face_materials is not None:
+            asset.mesh.triangle_materials.extend(m.face_materials.tolist())
     return asset
 
 
@@ -408,16 +509,18 @@ def motion_to_clip(motion: Motion) -> pb.Clip:
 def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limits) -> JobSpec:
     """Validated `JobSpec` from a request whose ``character_id`` resolved to ``character``."""
     j = character.skeleton.num_joints
+    check_label(req.label, limits)
     if not req.HasField("context"):
         raise InvalidInput("context", "the context is empty; send at least one frame of known motion")
-    context = clip_to_motion(req.context, j, limits, "context")
-    c = context.num_frames
     keys = list(req.keyframes)
     if not keys:
         raise InvalidInput("keyframes", "send at least one keyframe to in-between towards")
     _count_check(len(keys), limits.max_keyframes, "keyframes", "keyframes")
     total = req.total_frames or keys[-1].frame + 1
     _count_check(total, limits.max_frames, "total_frames", "frames")
+    _budget_check(max(total, req.context.frame_count), j, limits)  # before the context is decoded
+    context = clip_to_motion(req.context, j, limits, "context")
+    c = context.num_frames
     frames: list[int] = []
     rots = np.empty((len(keys), j, 4), dtype=np.float32)
     roots = np.empty((len(keys), 3), dtype=np.float32)
