@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 from dataclasses import replace
 
@@ -202,8 +201,7 @@ def test_translations_survive_the_request_and_the_job_store(tmp_path):
     assert torch.equal(spec.key_translations[:, 0], keys.root_translation)
     store = JobStore(tmp_path)
     store.create("job-t", {"state": "queued"}, spec)
-    request = json.loads((store.job_dir("job-t") / "request.json").read_text())
-    back = store.load_spec("job-t", request, character)
+    back = store.load_spec("job-t", character)
     assert back.key_frames == (5, 7) and back.context.fps == ctx.fps
     assert torch.equal(back.context.translations, spec.context.translations)
     assert torch.equal(back.key_translations, spec.key_translations)

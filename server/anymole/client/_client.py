@@ -252,12 +252,18 @@ class AnyMoLeClient:
     async def list_jobs(
         self, states: Sequence[JobState] = (), limit: int = 0, client_tags: dict[str, str] | None = None
     ) -> list[JobInfo]:
-        """Jobs newest first; only those in ``states`` and whose tags hold every ``client_tags`` entry."""
+        """Jobs newest first (at most ``limit``; 0: all); only those in ``states`` and whose tags hold every
+        ``client_tags`` entry. Fetched page by page."""
         req = pb.ListJobsRequest(
             states=[convert.state_to_proto(s) for s in states], limit=limit, client_tags=client_tags or {}
         )
-        resp = await self.stub.ListJobs(req, metadata=self.metadata)
-        return [convert.job_info_from_proto(j) for j in resp.jobs]
+        jobs: list[JobInfo] = []
+        while True:
+            resp = await self.stub.ListJobs(req, metadata=self.metadata)
+            jobs += [convert.job_info_from_proto(j) for j in resp.jobs]
+            if not resp.next_page_token:
+                return jobs
+            req.page_token = resp.next_page_token
 
     async def result(self, job_id: str, num_joints: int, file_suffix: str = "") -> tuple[Motion, bytes]:
         """The result timeline of a completed job and, for ``file_suffix`` ".glb"/".bvh"/".npz", that file.

@@ -32,7 +32,8 @@ from anymole.pipeline import (
     Progress,
     Queued,
 )
-from anymole.rig import Character, Material, Motion, Skeleton, SkinnedMesh
+from anymole.rig import MAX_FPS, Character, Material, Motion, Skeleton, SkinnedMesh
+from anymole.service.errors import OverBudget
 from anymole.service.jobs import JobInfo, JobState, Stamped
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 
@@ -44,6 +45,7 @@ __all__ = [
     "Limits",
     "character_from_asset_bytes",
     "character_to_asset",
+    "check_label",
     "clip_to_motion",
     "event_from_proto",
     "event_to_proto",
@@ -91,6 +93,12 @@ class Limits:
         max_keyframes: most keyframes in a job.
         max_queue: most queued jobs.
         quat_tolerance: largest accepted ``| |q| - 1 |``; within it quaternions are normalised.
+        max_label_bytes: longest job label (UTF-8 bytes).
+        memory_budget_bytes: memory the server gives jobs (bytes); 0 = no budget (the next three unbounded).
+            The server derives it and the next three with `anymole.service.budget.budget_limits`.
+        max_frame_joints: most ``total_frames × joints`` of one job; 0 = unbounded.
+        max_queued_frame_joints: most frame-joints of all queued and running jobs; 0 = unbounded.
+        max_upload_bytes_in_flight: most upload bytes held at once across clients; 0 = unbounded.
     """
 
     max_message_bytes: int = 256 * MiB
@@ -101,6 +109,11 @@ class Limits:
     max_keyframes: int = 1024
     max_queue: int = 64
     quat_tolerance: float = 0.05
+    max_label_bytes: int = 1024
+    memory_budget_bytes: int = 0
+    max_frame_joints: int = 0
+    max_queued_frame_joints: int = 0
+    max_upload_bytes_in_flight: int = 0
 
     @classmethod
     def from_proto(cls, msg: pb.Limits) -> Limits:
@@ -114,6 +127,11 @@ class Limits:
             max_keyframes=msg.max_keyframes,
             max_queue=msg.max_queue,
             quat_tolerance=msg.quaternion_norm_tolerance,
+            max_label_bytes=msg.max_label_bytes,
+            memory_budget_bytes=msg.memory_budget_bytes,
+            max_frame_joints=msg.max_frame_joints,
+            max_queued_frame_joints=msg.max_queued_frame_joints,
+            max_upload_bytes_in_flight=msg.max_upload_bytes_in_flight,
         )
 
     def to_proto(self) -> pb.Limits:
@@ -126,6 +144,11 @@ class Limits:
             max_keyframes=self.max_keyframes,
             max_queue=self.max_queue,
             quaternion_norm_tolerance=self.quat_tolerance,
+            max_label_bytes=self.max_label_bytes,
+            memory_budget_bytes=self.memory_budget_bytes,
+            max_frame_joints=self.max_frame_joints,
+            max_queued_frame_joints=self.max_queued_frame_joints,
+            max_upload_bytes_in_flight=self.max_upload_bytes_in_flight,
         )
 
 
@@ -178,6 +201,26 @@ def frames_per_message(message_bytes: int, num_joints: int, with_translations: b
     Half the message size, the rest is headroom for the framing around the floats."""
     frame_bytes = 4 * (num_joints * 4 + 3 + (num_joints * 3 if with_translations else 0))
     return max(1, message_bytes // (2 * frame_bytes))
+
+
+def check_label(label: str, limits: Limits, field: str = "label") -> None:
+    """`InvalidInput` naming ``field`` when ``label`` is longer than `Limits.max_label_bytes` UTF-8 bytes."""
+    n = len(label.encode("utf-8"))
+    if n > limits.max_label_bytes:
+        raise InvalidInput(field, f"{n} bytes exceeds this server's limit of {limits.max_label_bytes} (UTF-8 bytes)")
+
+
+def _budget_check(frames: int, joints: int, limits: Limits) -> None:
+    """`OverBudget` naming ``total_frames`` when a timeline of ``frames × joints`` exceeds what this server's
+    memory budget affords one job (`Limits.max_frame_joints`; 0 = no budget)."""
+    cost = frames * joints
+    if limits.max_frame_joints and cost > limits.max_frame_joints:
+        raise OverBudget(
+            "total_frames",
+            f"{frames} frames × {joints} joints = {cost} frame-joints exceeds the {limits.max_frame_joints} one job "
+            f"may have on this server (Limits.max_frame_joints, from its memory budget of "
+            f"{limits.memory_budget_bytes} bytes); split the timeline into shorter jobs",
+        )
 
 
 def _count_check(n: int, limit: int, field: str, what: str) -> None:
@@ -419,8 +462,8 @@ def character_to_asset(character: Character) -> pb.CharacterAsset:
 def clip_to_motion(clip: pb.Clip, num_joints: int, limits: Limits, field: str = "context") -> Motion:
     """Validated `Motion` from a packed clip of a ``num_joints`` skeleton."""
     fps = clip.fps
-    if not (np.isfinite(fps) and fps > 0):
-        raise InvalidInput(f"{field}.fps", f"must be a positive frame rate, got {fps}")
+    if not (np.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise InvalidInput(f"{field}.fps", f"must be a frame rate in (0, {MAX_FPS:g}] frames per second, got {fps:g}")
     f = clip.frame_count
     if f == 0:
         raise InvalidInput(f"{field}.frame_count", "the context is empty; send at least one frame of known motion")
@@ -466,16 +509,18 @@ def motion_to_clip(motion: Motion) -> pb.Clip:
 def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limits) -> JobSpec:
     """Validated `JobSpec` from a request whose ``character_id`` resolved to ``character``."""
     j = character.skeleton.num_joints
+    check_label(req.label, limits)
     if not req.HasField("context"):
         raise InvalidInput("context", "the context is empty; send at least one frame of known motion")
-    context = clip_to_motion(req.context, j, limits, "context")
-    c = context.num_frames
     keys = list(req.keyframes)
     if not keys:
         raise InvalidInput("keyframes", "send at least one keyframe to in-between towards")
     _count_check(len(keys), limits.max_keyframes, "keyframes", "keyframes")
     total = req.total_frames or keys[-1].frame + 1
     _count_check(total, limits.max_frames, "total_frames", "frames")
+    _budget_check(max(total, req.context.frame_count), j, limits)  # before the context is decoded
+    context = clip_to_motion(req.context, j, limits, "context")
+    c = context.num_frames
     frames: list[int] = []
     rots = np.empty((len(keys), j, 4), dtype=np.float32)
     roots = np.empty((len(keys), 3), dtype=np.float32)

@@ -24,7 +24,17 @@ from anymole.errors import (
 from anymole.pipeline import Failed
 from anymole.service.version import VersionMismatch
 
-__all__ = ["STATUS_TABLE", "KeyReused", "NotReady", "ResultFormatMismatch", "ShuttingDown", "code_of", "failed_event", "to_status"]
+__all__ = [
+    "STATUS_TABLE",
+    "KeyReused",
+    "NotReady",
+    "OverBudget",
+    "ResultFormatMismatch",
+    "ShuttingDown",
+    "code_of",
+    "failed_event",
+    "to_status",
+]
 
 
 class ShuttingDown(AnymoleError):
@@ -43,6 +53,16 @@ class NotReady(AnymoleError):
 class ResultFormatMismatch(NotReady):
     """A result asked for in a format its job does not produce (a video job for motion, a motion job for
     MP4): FAILED_PRECONDITION with a ``google.rpc.PreconditionFailure`` whose subject is the request field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class OverBudget(ResourceExhausted):
+    """A request that this server's capacity (memory budget, queue, uploads in flight) cannot take:
+    RESOURCE_EXHAUSTED with a ``google.rpc.QuotaFailure`` whose subject is the request field to blame."""
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
@@ -99,6 +119,13 @@ def to_status(exc: BaseException) -> grpc.Status:
         )
         detail = any_pb2.Any()
         detail.Pack(failure)
+        details.append(detail)
+    if isinstance(exc, OverBudget):
+        quota = error_details_pb2.QuotaFailure(
+            violations=[error_details_pb2.QuotaFailure.Violation(subject=exc.field, description=exc.reason)]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(quota)
         details.append(detail)
     status = status_pb2.Status(code=code.value[0], message=_message(exc), details=details)
     return rpc_status.to_status(status)

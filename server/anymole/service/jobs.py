@@ -150,6 +150,8 @@ class _Job:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     result: Motion | None = None
+    # total_frames × joints of a queued or running job: its share of the memory budget (0 once finished).
+    frame_joints: int = 0
     announced_position: int = -1
     interrupting: bool = False
     submission: Submission = field(default_factory=Submission)
@@ -182,6 +184,12 @@ class JobManager:
         resolve_character: character id → `Character`, used to requeue stored jobs after a restart.
         finished_in_memory: how many finished jobs keep their event logs in memory (LRU); the others are
             replayed from their ``events.jsonl``.
+        max_frame_joints: most frame-joints (``total_frames × joints``) running at once: a worker starts the
+            next job only when it fits beside the running ones (or nothing runs); 0 = unbounded.
+        max_queued_frame_joints: most frame-joints of queued and running jobs together; `submit` beyond it
+            raises `OverBudget`; 0 = unbounded.
+        max_label_bytes: labels of stored jobs longer than this (UTF-8 bytes, from before the limit) are cut
+            to it on start; 0 = no cut.
         clock: Unix time of events and submissions; the stream recorder (scripts/record_streams.py) passes a
             fixed one so that its recordings do not change from run to run.
         new_job_id: makes a job id; the recorder passes a counter for the same reason.
@@ -195,6 +203,9 @@ class JobManager:
         max_queue: int = 64,
         resolve_character: Callable[[str], Character] | None = None,
         finished_in_memory: int = FINISHED_EVENTS_IN_MEMORY,
+        max_frame_joints: int = 0,
+        max_queued_frame_joints: int = 0,
+        max_label_bytes: int = 0,
         clock: Callable[[], float] = time.time,
         new_job_id: Callable[[], str] = lambda: f"job-{uuid.uuid4().hex[:16]}",
     ) -> None:
@@ -206,6 +217,9 @@ class JobManager:
         self.store = JobStore(data_dir)
         self.devices = tuple(devices)
         self.max_queue = max_queue
+        self.max_frame_joints = max_frame_joints
+        self.max_queued_frame_joints = max_queued_frame_joints
+        self.max_label_bytes = max_label_bytes
         self._resolve = resolve_character
         self._jobs: dict[str, _Job] = {}
         self._by_key: dict[str, _Job] = {}  # idempotency key -> the job its first submit created
@@ -280,6 +294,17 @@ class JobManager:
             raise ResourceExhausted(
                 f"the job queue is full ({self.max_queue} waiting); retry later or cancel queued jobs"
             )
+        cost = spec.total_frames * spec.num_joints
+        held = self.queued_frame_joints
+        if self.max_queued_frame_joints and held + cost > self.max_queued_frame_joints:
+            from anymole.service.errors import OverBudget
+
+            raise OverBudget(
+                "total_frames",
+                f"queued and running jobs hold {held} of this server's {self.max_queued_frame_joints} frame-joints "
+                f"(Limits.max_queued_frame_joints) and this job's {spec.total_frames} frames × {spec.num_joints} "
+                f"joints = {cost} do not fit; retry once jobs finish, or cancel queued ones",
+            )
         job = _Job(
             id=self._new_job_id(),
             created=self._clock(),
@@ -289,6 +314,7 @@ class JobManager:
             label=spec.label,
             total_frames=spec.total_frames,
             spec=spec,
+            frame_joints=cost,
             submission=submission,
         )
         self.store.create(job.id, job.meta(), spec)
@@ -300,22 +326,32 @@ class JobManager:
         self._work.set()
         return self._info(job), False
 
+    @property
+    def queued_frame_joints(self) -> int:
+        """Frame-joints of the queued and running jobs together."""
+        return sum(j.frame_joints for j in self._jobs.values() if not j.state.terminal)
+
     def info(self, job_id: str) -> JobInfo:
         return self._info(self._get(job_id))
 
     def list(
-        self, states: Sequence[JobState] = (), limit: int = 0, tags: dict[str, str] | None = None
+        self,
+        states: Sequence[JobState] = (),
+        limit: int = 0,
+        tags: dict[str, str] | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[JobInfo]:
-        """Jobs newest first, optionally filtered by state and by client tags (a job matches when its tags hold
-        every given entry), truncated to ``limit``."""
-        jobs = sorted(self._jobs.values(), key=lambda j: j.created, reverse=True)
+        """Jobs newest first (by creation time, then id), optionally filtered by state and by client tags (a job
+        matches when its tags hold every given entry), starting after the job whose ``(created, job_id)`` is
+        ``before`` and truncated to ``limit`` (0: all)."""
+        jobs = sorted(self._jobs.values(), key=lambda j: (j.created, j.id), reverse=True)
         if states:
             jobs = [j for j in jobs if j.state in states]
         if tags:
             jobs = [j for j in jobs if all(j.submission.client_tags.get(k) == v for k, v in tags.items())]
-        if limit:
-            jobs = jobs[:limit]
-        return [self._info(j) for j in jobs]
+        if before is not None:
+            jobs = [j for j in jobs if (j.created, j.id) < before]
+        return [self._info(j) for j in (jobs[:limit] if limit else jobs)]
 
     async def watch(self, job_id: str, after_seq: int = 0, skip_replayed_previews: bool = False) -> AsyncIterator[Stamped]:
         """Events of ``job_id`` with ``seq > after_seq``: stored ones, then live ones until the terminal one.
@@ -431,8 +467,10 @@ class JobManager:
         job.last_seq = st.seq
         if is_terminal(event):
             job.state = _END_STATE[type(event)]
+            job.frame_joints = 0
             self.store.write_meta(job.id, job.meta())
             self._remember(job)
+            self._work.set()  # a worker waiting for budget may start the next job
         old, job.changed = job.changed, asyncio.Event()
         old.set()
 
@@ -465,9 +503,14 @@ class JobManager:
                 job.announced_position = pos
                 self._publish(job, Queued(pos))
 
+    def _fits(self, job: _Job) -> bool:
+        """Whether ``job`` may start beside the running jobs within `max_frame_joints` (always when none runs)."""
+        running = sum(j.frame_joints for j in self._jobs.values() if j.state is JobState.RUNNING)
+        return not self.max_frame_joints or running == 0 or running + job.frame_joints <= self.max_frame_joints
+
     async def _worker(self, device: str) -> None:
         while True:
-            if not self._pending or not self._accepting:
+            if not self._pending or not self._accepting or not self._fits(self._pending[0]):
                 self._work.clear()
                 await self._work.wait()
                 continue
@@ -523,16 +566,19 @@ class JobManager:
                 await events.aclose()  # type: ignore[attr-defined]
 
     def _reload(self) -> None:
-        stored = sorted(self.store.load_all(), key=lambda p: p.meta["created"])
-        for p in stored:
-            m = p.meta
+        stored = sorted(self.store.load_all(), key=lambda m: m["created"])
+        for m in stored:
+            label = m["label"]
+            if self.max_label_bytes and len(label.encode("utf-8")) > self.max_label_bytes:
+                # Stored before labels had a limit: cut it, so that listings stay small.
+                label = label.encode("utf-8")[: self.max_label_bytes].decode("utf-8", "ignore")
             job = _Job(
                 id=m["job_id"],
                 created=m["created"],
                 character_id=m["character_id"],
                 method=m["method"],
                 preset=m["preset"],
-                label=m["label"],
+                label=label,
                 total_frames=m["total_frames"],
                 spec=None,
                 state=JobState.RUNNING if m["state"] == "running" else JobState.QUEUED,
@@ -548,6 +594,8 @@ class JobManager:
                 # job.json is rewritten after the terminal event is logged, so its last_seq is the log's:
                 # the log itself stays on disk until someone watches the job.
                 job.state, job.last_seq, job.events = state, m["last_seq"], None
+                if label != m["label"]:
+                    self.store.write_meta(job.id, job.meta())
                 continue
             # A job that had not finished (or a directory from before last_seq was stored): read its log.
             job.events = _read_log(self.store, job.id)
@@ -565,7 +613,8 @@ class JobManager:
                 try:
                     if self._resolve is None:
                         raise NotFound("character", job.character_id)
-                    job.spec = self.store.load_spec(job.id, p.request, self._resolve(job.character_id))
+                    job.spec = self.store.load_spec(job.id, self._resolve(job.character_id))
+                    job.frame_joints = job.total_frames * job.spec.num_joints
                 except Exception as exc:
                     from anymole.service.errors import failed_event
 

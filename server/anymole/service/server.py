@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from anymole.errors import InvalidInput, ResourceExhausted
 from anymole.pipeline import AnyMoLePipeline, Pipeline, VideoSettings
 from anymole.service.auth import GateInterceptor
+from anymole.service.budget import UPLOAD_WAIT_S, UploadGate, budget_limits
 from anymole.service.characters import CharacterStore
 from anymole.service.convert import Limits
 from anymole.service.jobs import FINISHED_EVENTS_IN_MEMORY, JobManager
@@ -49,6 +50,10 @@ class ServerConfig:
         data_dir: job directories and uploaded characters.
         devices: torch device names, one worker each; ``("auto",)`` = every CUDA device, else the CPU.
         max_queue: most queued jobs before SubmitJob answers RESOURCE_EXHAUSTED.
+        memory_budget: bytes of memory jobs may take (`anymole.service.budget`); ``None``: half the memory
+            available at start. Sets `Limits.max_frame_joints` and the other budget-derived limits.
+        upload_wait_s: how long an upload waits for room under `Limits.max_upload_bytes_in_flight` before it
+            fails with RESOURCE_EXHAUSTED.
         finished_in_memory: how many finished jobs keep their event logs in memory; older ones are replayed
             from disk.
         token: when set, every call must carry ``authorization: Bearer <token>``.
@@ -65,6 +70,8 @@ class ServerConfig:
     data_dir: Path = Path("anymole-data")
     devices: tuple[str, ...] = ("auto",)
     max_queue: int = 64
+    memory_budget: int | None = None
+    upload_wait_s: float = UPLOAD_WAIT_S
     finished_in_memory: int = FINISHED_EVENTS_IN_MEMORY
     token: str | None = None
     tls_cert: Path | None = None
@@ -125,12 +132,14 @@ class AnyMoLeServer:
         health: HealthServicer,
         characters: CharacterStore,
         grace_s: float,
+        uploads: UploadGate | None = None,
     ) -> None:
         self.grpc_server = grpc_server
         self.jobs = jobs
         self.health = health
         self.characters = characters
         self.grace_s = grace_s
+        self.uploads = uploads
         self._stopped = False
         self.warm_up: asyncio.Task[None] | None = None
 
@@ -178,7 +187,8 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
             video = dataclasses.replace(video, cache_dir=data_dir / "icadapt")
         pipeline = AnyMoLePipeline(video)
     _make_data_dir(data_dir)
-    characters = CharacterStore(data_dir, cfg.limits)
+    limits = budget_limits(dataclasses.replace(cfg.limits, max_queue=cfg.max_queue), cfg.memory_budget)
+    characters = CharacterStore(data_dir, limits)
     jobs = JobManager(
         pipeline,
         data_dir,
@@ -186,6 +196,9 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
         max_queue=cfg.max_queue,
         resolve_character=characters.get,
         finished_in_memory=cfg.finished_in_memory,
+        max_frame_joints=limits.max_frame_joints,
+        max_queued_frame_joints=limits.max_queued_frame_joints,
+        max_label_bytes=limits.max_label_bytes,
     )
     limit = cfg.limits.max_message_bytes
     server = grpc.aio.server(
@@ -196,8 +209,10 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
             ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
         ],
     )
-    limits = dataclasses.replace(cfg.limits, max_queue=cfg.max_queue)
-    servicer = AnyMoLeServicer(jobs, characters, pipeline, limits, devices, auth_required=cfg.token is not None)
+    uploads = UploadGate(limits.max_upload_bytes_in_flight, cfg.upload_wait_s)
+    servicer = AnyMoLeServicer(
+        jobs, characters, pipeline, limits, devices, auth_required=cfg.token is not None, uploads=uploads
+    )
     add_servicer(server, servicer)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -218,7 +233,7 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
         log.debug("bind failed: %s", exc)
     if port == 0:
         raise _bind_failure(cfg.host, cfg.port)
-    return AnyMoLeServer(server, jobs, health, characters, cfg.grace_s), port
+    return AnyMoLeServer(server, jobs, health, characters, cfg.grace_s, uploads), port
 
 
 def _make_data_dir(path: Path) -> None:

@@ -27,6 +27,7 @@ from anymole.errors import InvalidInput, ResourceExhausted
 from anymole.pipeline import Pipeline
 from anymole.rig import Motion
 from anymole.service import convert
+from anymole.service.budget import UploadGate
 from anymole.service.characters import CharacterStore
 from anymole.service.errors import ResultFormatMismatch, code_of, to_status
 from anymole.service.jobs import JobInfo, JobManager, Submission
@@ -38,9 +39,15 @@ from anymole.service.version import (
     check_client_version,
 )
 
-__all__ = ["AnyMoLeServicer", "Undecodable", "add_servicer"]
+__all__ = ["LIST_PAGE_BYTES", "LIST_PAGE_SIZE", "AnyMoLeServicer", "Undecodable", "add_servicer"]
 
 log = logging.getLogger("anymole.service")
+
+LIST_PAGE_SIZE = 100
+"""Jobs in a ListJobs page when the request does not say."""
+
+LIST_PAGE_BYTES = 3 << 20
+"""Most bytes of a ListJobs page: under the 4 MiB default receive limit of gRPC C++, grpc-dotnet and Python."""
 
 _FORMATS = {
     pb.CHARACTER_FORMAT_PROTO: "proto",
@@ -102,6 +109,8 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         limits: request limits.
         devices: ``(name, description)`` of each worker's device.
         auth_required: whether the gate demands a token (advertised in the capabilities).
+        uploads: bounds the upload bytes held at once (default: `limits.max_upload_bytes_in_flight`, 0 =
+            unbounded).
     """
 
     def __init__(
@@ -112,6 +121,7 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         limits: convert.Limits,
         devices: list[tuple[str, str]],
         auth_required: bool,
+        uploads: UploadGate | None = None,
     ) -> None:
         self.jobs = jobs
         self.characters = characters
@@ -119,6 +129,7 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         self.limits = limits
         self.devices = devices
         self.auth_required = auth_required
+        self.uploads = uploads or UploadGate(limits.max_upload_bytes_in_flight or 1 << 62)
 
     # ------------------------------------------------------------------ handshake
     @_unary
@@ -190,18 +201,20 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
             cid = f"sha256:{declared}"
             character = await asyncio.to_thread(self.characters.get, cid)
             return self._upload_response(cid, character, cached=True)
-        buf = bytearray()
-        async for msg in it:
-            _reject_undecodable(msg, "chunk")
-            if msg.WhichOneof("part") != "chunk":
-                raise InvalidInput("header", "only the first message of an upload may carry a header")
-            buf += msg.chunk
-            if len(buf) > total:
-                raise InvalidInput("chunk", f"received more than the {total} bytes announced in header.total_bytes")
-        if len(buf) != total:
-            raise InvalidInput("header.total_bytes", f"announced {total} bytes but the upload carried {len(buf)}")
-        payload = bytes(buf)
-        stored = await asyncio.to_thread(self.characters.put, fmt, payload, header.name)
+        async with self.uploads.reserve(total):  # held until the payload is parsed and stored
+            buf = bytearray()
+            async for msg in it:
+                _reject_undecodable(msg, "chunk")
+                if msg.WhichOneof("part") != "chunk":
+                    raise InvalidInput("header", "only the first message of an upload may carry a header")
+                buf += msg.chunk
+                if len(buf) > total:
+                    raise InvalidInput("chunk", f"received more than the {total} bytes announced in header.total_bytes")
+            if len(buf) != total:
+                raise InvalidInput("header.total_bytes", f"announced {total} bytes but the upload carried {len(buf)}")
+            payload = bytes(buf)
+            del buf
+            stored = await asyncio.to_thread(self.characters.put, fmt, payload, header.name)
         if declared and stored.character_id != f"sha256:{declared}":
             raise InvalidInput("header.sha256", "does not match the SHA-256 of the payload; the upload was corrupted")
         return self._upload_response(stored.character_id, stored.character, stored.cached)
@@ -253,9 +266,31 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
 
     @_unary
     async def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> pb.ListJobsResponse:
+        """One page of jobs, newest first: at most ``page_size`` (default `LIST_PAGE_SIZE`) and never more than
+        `LIST_PAGE_BYTES`, so that any client's default receive limit takes it. The token holds the position
+        of the page's last job and how many of ``limit`` remain."""
         states = [convert.state_from_proto(s, f"states[{i}]") for i, s in enumerate(request.states)]
-        jobs = self.jobs.list(states, request.limit, dict(request.client_tags))
-        return pb.ListJobsResponse(jobs=[convert.job_info_to_proto(i) for i in jobs])
+        before, remaining = _parse_page_token(request.page_token) if request.page_token else (None, request.limit)
+        size = request.page_size or LIST_PAGE_SIZE
+        if remaining:
+            size = min(size, remaining)
+        resp = pb.ListJobsResponse()
+        nbytes, last = 0, None
+        for info in self.jobs.list(states, size + 1, dict(request.client_tags), before):  # one more tells whether a page follows
+            if len(resp.jobs) == size:
+                break
+            row = convert.job_info_to_proto(info)
+            nbytes += row.ByteSize() + 8  # the field's tag and length prefix
+            if nbytes > LIST_PAGE_BYTES and resp.jobs:
+                break
+            resp.jobs.append(row)
+            last = info
+        else:
+            last = None  # no job after this page
+        if last is not None and remaining != len(resp.jobs):
+            left = remaining - len(resp.jobs) if remaining else 0
+            resp.next_page_token = f"{last.created!r}/{last.job_id}/{left}"
+        return resp
 
     @_unary
     async def GetResult(self, request: pb.GetResultRequest, context: Any) -> pb.GetResultResponse:
@@ -354,6 +389,15 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         finally:
             tmp.unlink(missing_ok=True)  # an export that failed leaves nothing behind
         return path
+
+
+def _parse_page_token(token: str) -> tuple[tuple[float, str], int]:
+    """``"<created>/<job_id>/<remaining>"`` (written by ListJobs) → ``((created, job_id), remaining)``."""
+    try:
+        created, job_id, remaining = token.split("/")
+        return (float(created), job_id), int(remaining)
+    except ValueError:
+        raise InvalidInput("page_token", "is not a token this server wrote; pass next_page_token unchanged") from None
 
 
 # ---------------------------------------------------------------------------------------------- registration

@@ -27,7 +27,6 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
@@ -38,7 +37,7 @@ from anymole.errors import NotFound
 from anymole.pipeline import Completed, Event, JobSpec, VideoClip
 from anymole.rig import Character, Motion
 
-__all__ = ["JobStore", "PersistedJob", "event_from_json", "event_to_json", "write_atomic"]
+__all__ = ["JobStore", "event_from_json", "event_to_json", "write_atomic"]
 
 # Every member of the `Event` union by name, so that a new event type is stored without touching this file.
 _EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in get_args(Event)}
@@ -100,14 +99,6 @@ def event_from_json(obj: dict[str, Any]) -> Event:
     return cls(**kwargs)
 
 
-@dataclass
-class PersistedJob:
-    """What a job directory holds besides its event log (`JobStore.read_events`): metadata, request scalars."""
-
-    meta: dict[str, Any]
-    request: dict[str, Any]
-
-
 class JobStore:
     """Reads and writes job directories under ``root / "jobs"``."""
 
@@ -154,8 +145,9 @@ class JobStore:
         with open(self.job_dir(job_id) / "events.jsonl", "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
 
-    def load_spec(self, job_id: str, request: dict[str, Any], character: Character) -> JobSpec:
+    def load_spec(self, job_id: str, character: Character) -> JobSpec:
         """Rebuild a stored request for ``character`` (the character is stored separately, by id)."""
+        request = json.loads((self.job_dir(job_id) / "request.json").read_text())
         with np.load(self.job_dir(job_id) / "request.npz") as z:
             arrays = {k: torch.from_numpy(z[k].copy()) for k in z.files}
         return JobSpec(
@@ -227,18 +219,16 @@ class JobStore:
                 translations=torch.from_numpy(z["translations"].copy()) if "translations" in z.files else None,
             )
 
-    def load_all(self) -> Iterator[PersistedJob]:
-        """Every readable job directory (a directory without job.json — a crash mid-create — is skipped); the
-        event logs are not read here, so that a start costs the number of jobs, not the size of their logs."""
+    def load_all(self) -> Iterator[dict[str, Any]]:
+        """The job.json of every readable job directory (a directory without one — a crash mid-create — is
+        skipped); neither requests nor event logs are read here, so that a start costs the number of jobs, not
+        the size of their logs and labels."""
         if not self.jobs_dir.is_dir():
             return
         for d in sorted(self.jobs_dir.iterdir()):
             meta_path = d / "job.json"
-            if not meta_path.is_file():
-                continue
-            meta = json.loads(meta_path.read_text())
-            request = json.loads((d / "request.json").read_text())
-            yield PersistedJob(meta, request)
+            if meta_path.is_file():
+                yield json.loads(meta_path.read_text())
 
     def read_events(self, job_id: str) -> list[dict[str, Any]]:
         """A job's events (JSON form) in sequence order; none when it has no log yet."""

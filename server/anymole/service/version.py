@@ -14,6 +14,9 @@ History (bump ``minor`` for compatible additions, ``major`` for anything a deplo
          Materials (issue 18): SkinnedMesh.materials (base colour factor, texture index, name),
          triangle_materials (each triangle's material), textures (more than one image) and per-vertex colors;
          a mesh without materials is read as 1.1's one material (base_color, texture).
+         Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
+         max_upload_bytes_in_flight, max_label_bytes; ListJobs pages (ListJobsRequest.page_size, page_token,
+         ListJobsResponse.next_page_token), each page under 4 MiB.
 
 A client sends its version as ``anymole-protocol-version: MAJOR.MINOR`` metadata on every call and in
 ``GetServerInfoRequest.client_protocol``. Equal majors are compatible; the minor only informs.

@@ -13,6 +13,9 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
     DownloadResultRequest; motion chunks and DownloadResult parts default to fitting 4 MiB.
   * Materials: SkinnedMesh.materials, triangle_materials, textures and colors (every material of a
     character, more than one texture, vertex colours).
+  * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
+    max_upload_bytes_in_flight and max_label_bytes; ListJobs pages (ListJobsRequest.page_size and
+    page_token, ListJobsResponse.next_page_token), each under 4 MiB.
 
 Conventions shared by every message (convert to and from engine space in exactly one place per client):
   * Space is glTF's: right-handed, +Y up, +Z forward, metres.
@@ -379,7 +382,9 @@ Global___DeviceInfo: _TypeAlias = DeviceInfo  # noqa: Y015
 
 @_typing.final
 class Limits(_message.Message):
-    """Size limits, checked before any work starts. Requests beyond them fail with INVALID_ARGUMENT."""
+    """Size limits, checked before any work starts. Requests beyond them fail with INVALID_ARGUMENT, except those
+    over the server's capacity (memory budget, queue, uploads in flight): RESOURCE_EXHAUSTED.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -391,6 +396,11 @@ class Limits(_message.Message):
     MAX_KEYFRAMES_FIELD_NUMBER: _builtins.int
     MAX_QUEUE_FIELD_NUMBER: _builtins.int
     QUATERNION_NORM_TOLERANCE_FIELD_NUMBER: _builtins.int
+    MAX_FRAME_JOINTS_FIELD_NUMBER: _builtins.int
+    MEMORY_BUDGET_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_QUEUED_FRAME_JOINTS_FIELD_NUMBER: _builtins.int
+    MAX_UPLOAD_BYTES_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    MAX_LABEL_BYTES_FIELD_NUMBER: _builtins.int
     max_message_bytes: _builtins.int
     """Largest message either side may send, in bytes (at least 256 MiB)."""
     max_character_bytes: _builtins.int
@@ -409,6 +419,29 @@ class Limits(_message.Message):
     """Largest accepted deviation of a quaternion's norm from 1. Within it the server normalises; beyond it
     the request is rejected.
     """
+    max_frame_joints: _builtins.int
+    """Most frames times joints of one job's timeline (`total_frames` x skeleton joints): what the server's
+    memory budget affords one job. A job beyond it fails with RESOURCE_EXHAUSTED naming `total_frames`.
+    Added in protocol 1.2.
+    """
+    memory_budget_bytes: _builtins.int
+    """Bytes of memory the server gives jobs (from `anymole serve --memory-budget`, else half the memory
+    available when it started); `max_frame_joints` and `max_queued_frame_joints` derive from it. Added in
+    protocol 1.2.
+    """
+    max_queued_frame_joints: _builtins.int
+    """Most frames times joints of all queued and running jobs together; SubmitJob beyond it fails with
+    RESOURCE_EXHAUSTED until jobs finish. Added in protocol 1.2.
+    """
+    max_upload_bytes_in_flight: _builtins.int
+    """Most bytes of character uploads the server holds at once across all clients. An upload whose
+    `UploadHeader.total_bytes` does not fit waits for others to finish, and fails with RESOURCE_EXHAUSTED
+    when none finishes in time. Added in protocol 1.2.
+    """
+    max_label_bytes: _builtins.int
+    """Longest `InbetweenRequest.label`, in UTF-8 bytes; a longer one fails with INVALID_ARGUMENT naming
+    `label`. Added in protocol 1.2.
+    """
     def __init__(
         self,
         *,
@@ -420,10 +453,15 @@ class Limits(_message.Message):
         max_keyframes: _builtins.int = ...,
         max_queue: _builtins.int = ...,
         quaternion_norm_tolerance: _builtins.float = ...,
+        max_frame_joints: _builtins.int = ...,
+        memory_budget_bytes: _builtins.int = ...,
+        max_queued_frame_joints: _builtins.int = ...,
+        max_upload_bytes_in_flight: _builtins.int = ...,
+        max_label_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_character_bytes", b"max_character_bytes", "max_frames", b"max_frames", "max_joints", b"max_joints", "max_keyframes", b"max_keyframes", "max_message_bytes", b"max_message_bytes", "max_queue", b"max_queue", "quaternion_norm_tolerance", b"quaternion_norm_tolerance", "upload_chunk_bytes", b"upload_chunk_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_character_bytes", b"max_character_bytes", "max_frame_joints", b"max_frame_joints", "max_frames", b"max_frames", "max_joints", b"max_joints", "max_keyframes", b"max_keyframes", "max_label_bytes", b"max_label_bytes", "max_message_bytes", b"max_message_bytes", "max_queue", b"max_queue", "max_queued_frame_joints", b"max_queued_frame_joints", "max_upload_bytes_in_flight", b"max_upload_bytes_in_flight", "memory_budget_bytes", b"memory_budget_bytes", "quaternion_norm_tolerance", b"quaternion_norm_tolerance", "upload_chunk_bytes", b"upload_chunk_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -937,7 +975,9 @@ class InbetweenRequest(_message.Message):
     seed: _builtins.int
     """Seed of the random generators, for reproducible results."""
     label: _builtins.str
-    """Free-form label shown in ListJobs, e.g. the clip name in the editor."""
+    """Free-form label shown in ListJobs, e.g. the clip name in the editor; at most `Limits.max_label_bytes`
+    UTF-8 bytes.
+    """
     max_receive_message_bytes: _builtins.int
     """The largest message the client receives, in bytes (gRPC C++ and grpc-dotnet default to 4 MiB). The
     job's `MotionChunk` events are sized to fit it; 0 means 4 MiB. Added in protocol 1.2.
@@ -1154,8 +1194,18 @@ class ListJobsRequest(_message.Message):
     STATES_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     CLIENT_TAGS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
-    """At most this many jobs, newest first; 0 means all."""
+    """At most this many jobs in all pages together, newest first; 0 means no such limit."""
+    page_size: _builtins.int
+    """Most jobs in one page; 0 lets the server choose (100). Whatever the size asked for, a page stays under
+    4 MiB, the default receive limit of gRPC clients. Added in protocol 1.2.
+    """
+    page_token: _builtins.str
+    """`next_page_token` of the previous page to continue the listing; empty for the first page. Jobs
+    submitted since the first page do not appear in later pages. Added in protocol 1.2.
+    """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___JobState.ValueType]:
         """Only jobs in these states; empty means all."""
@@ -1172,10 +1222,12 @@ class ListJobsRequest(_message.Message):
         states: _abc.Iterable[Global___JobState.ValueType] | None = ...,
         limit: _builtins.int = ...,
         client_tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_tags", b"client_tags", "limit", b"limit", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_tags", b"client_tags", "limit", b"limit", "page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1188,18 +1240,24 @@ class ListJobsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass it as `page_token` to get the next page; empty on the last page. Added in protocol 1.2 (a 1.1
+    client that ignores it sees the first page only).
+    """
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobSummary]:
-        """The jobs, newest first."""
+        """One page of the jobs, newest first."""
 
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[Global___JobSummary] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

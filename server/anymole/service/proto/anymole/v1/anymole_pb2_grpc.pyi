@@ -13,6 +13,9 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
     DownloadResultRequest; motion chunks and DownloadResult parts default to fitting 4 MiB.
   * Materials: SkinnedMesh.materials, triangle_materials, textures and colors (every material of a
     character, more than one texture, vertex colours).
+  * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
+    max_upload_bytes_in_flight and max_label_bytes; ListJobs pages (ListJobsRequest.page_size and
+    page_token, ListJobsResponse.next_page_token), each under 4 MiB.
 
 Conventions shared by every message (convert to and from engine space in exactly one place per client):
   * Space is glTF's: right-handed, +Y up, +Z forward, metres.
