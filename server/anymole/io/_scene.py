@@ -303,7 +303,7 @@ def scene_to_character(
 
     mesh = _build_mesh(raw, cv, node_to_joint, world_q, world_p, path)
     motions = _build_motions(raw, cv, joint_nodes, parents, parent_scale, offsets, cum, fps, clip, path)
-    return Character(name=Path(path).stem, skeleton=skeleton, mesh=mesh, motions=motions, source=path)
+    return Character(name=Path(path).stem, skeleton=skeleton, mesh=mesh, motions=motions, source=path, unit_scale=s)
 
 
 def _ancestors(parents_node: list[int], n: int) -> list[int]:
