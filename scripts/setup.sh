@@ -27,6 +27,11 @@ if [[ $DEV == 1 ]]; then
     # The Unreal plugin's C++ core and its GoogleTest suites (scripts/test_unreal.sh).
     APT_PKGS+=(cmake g++ libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libgtest-dev)
 fi
+if [[ $DEV == 1 ]]; then
+    # The Unity package's C# core (scripts/test_unity.sh): mono's compiler and NUnit, protoc for the C# messages;
+    # Google.Protobuf itself is built from Debian's protobuf source package (deb-src) by that script.
+    APT_PKGS+=(mono-complete nunit-console protobuf-compiler)
+fi
 missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

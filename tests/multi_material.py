@@ -9,8 +9,8 @@ Three joints stand on +Y: ``root`` at the origin, ``spine`` 0.5 m up, ``head`` 1
 ==========  ===========================  =====================================================================
 primitive   box centre (m)               how it looks
 ==========  ===========================  =====================================================================
-body        (0, 0.4, 0)                  ``orange`` factor (1.0, 0.5, 0.1); a morph target widens it
-arm         (0.55, 0.55, 0)              ``white`` factor × vertex colour (0.9, 0.1, 0.1)
+body        (0, 0.4, 0)                  ``orange`` factor (1.0, 0.5, 0.1); its morph target widens it
+arm         (0.55, 0.55, 0)              ``white`` factor × vertex colour (0.9, 0.1, 0.1); a still target
 head        (0, 1.1, 0)                  ``textured``: factor (1, 1, 1) × the image's left half, green
                                          (40, 200, 60), read through TEXCOORD_1; TEXCOORD_0 points at the
                                          right half, magenta, so reading the wrong set shows
@@ -158,10 +158,12 @@ def build(path: Path) -> Path:
     widen[:, 0] = np.sign(body[0][:, 0]) * 0.05
     body_prim.targets = [{"POSITION": b.accessor(widen, gl.VEC3, _ARRAY, bounds=True)}]
     red = np.tile(np.array([[0.9, 0.1, 0.1, 1.0]], np.float32), (8, 1))
+    arm_prim = b.primitive(arm, 1, 1, COLOR_0=red)
+    arm_prim.targets = [{"POSITION": b.accessor(np.zeros((8, 3), np.float32), gl.VEC3, _ARRAY, bounds=True)}]
     uv0 = np.tile(np.array([[0.75, 0.5]], np.float32), (8, 1))
     uv1 = np.tile(np.array([[0.25, 0.5]], np.float32), (8, 1))
     g.meshes = [
-        gl.Mesh(name="body", primitives=[body_prim, b.primitive(arm, 1, 1, COLOR_0=red)], weights=[0.0],
+        gl.Mesh(name="body", primitives=[body_prim, arm_prim], weights=[0.0],
                 extras={"targetNames": ["widen"]}),
         gl.Mesh(name="head", primitives=[b.primitive(head, 2, 2, TEXCOORD_0=uv0, TEXCOORD_1=uv1), b.primitive(eyes, 2, 3)]),
     ]  # fmt: skip

@@ -215,12 +215,12 @@ def _select_joints(raw: RawScene, path: str) -> list[int]:
         )
     parents = raw.node_parents
     joints = set(bones)
-    for b in bones:  # add the nodes bridging a bone to its nearest bone ancestor
-        path_nodes, p = [], int(parents[b])
-        while p >= 0 and p not in bones:
-            path_nodes.append(p)
-            p = int(parents[p])
-        if p >= 0:
+    for bone in bones:  # add the nodes bridging a bone to its nearest bone ancestor
+        path_nodes, up = [], int(parents[bone])
+        while up >= 0 and up not in bones:
+            path_nodes.append(up)
+            up = int(parents[up])
+        if up >= 0:
             joints.update(path_nodes)
     return sorted(joints)
 
@@ -303,7 +303,7 @@ def scene_to_character(
 
     mesh = _build_mesh(raw, cv, node_to_joint, world_q, world_p, path)
     motions = _build_motions(raw, cv, joint_nodes, parents, parent_scale, offsets, cum, fps, clip, path)
-    return Character(name=Path(path).stem, skeleton=skeleton, mesh=mesh, motions=motions, source=path)
+    return Character(name=Path(path).stem, skeleton=skeleton, mesh=mesh, motions=motions, source=path, unit_scale=s)
 
 
 def _ancestors(parents_node: list[int], n: int) -> list[int]:
@@ -488,8 +488,8 @@ def _decode_image(data: bytes, path: str, ref: str) -> torch.Tensor | None:
 
     try:
         with Image.open(_stdio.BytesIO(data)) as im:
-            im = im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
-            return torch.from_numpy(np.asarray(im).copy())
+            rgb = im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
+            return torch.from_numpy(np.asarray(rgb).copy())
     except (UnidentifiedImageError, OSError):
         log.warning("%s: texture %r could not be decoded; using the base colour only", path, ref)
         return None

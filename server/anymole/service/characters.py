@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from anymole.errors import InvalidInput, NotFound
+from anymole.errors import AssetError, InvalidInput, NotFound
 from anymole.rig import Character
 from anymole.service.convert import Limits, character_from_asset_bytes
 from anymole.service.store import write_atomic
@@ -37,6 +37,13 @@ class StoredCharacter:
     character_id: str
     character: Character
     cached: bool
+
+
+def _as_uploaded(exc: AssetError, path: Path, shown: str) -> AssetError:
+    """``exc`` about the client's file ``shown`` instead of the server's temporary ``path``: importers quote the
+    path they read, and a client has no business seeing the server's file system."""
+    reason = exc.reason.replace(str(path), shown).replace(str(path.parent), "<upload>")
+    return AssetError(shown, reason)
 
 
 class CharacterStore:
@@ -117,7 +124,10 @@ class CharacterStore:
         with tempfile.TemporaryDirectory(prefix="anymole-upload-") as tmp:
             path = Path(tmp) / f"upload{FORMATS[fmt]}"  # never a client-chosen name on disk
             path.write_bytes(payload)
-            character = load_character(path)
+            try:
+                character = load_character(path)
+            except AssetError as exc:
+                raise _as_uploaded(exc, path, f"{name or 'upload'}{FORMATS[fmt]}") from None
         if character.skeleton.num_joints > self.limits.max_joints:
             raise InvalidInput(
                 "chunk", f"{character.skeleton.num_joints} joints exceeds this server's limit of {self.limits.max_joints}"
