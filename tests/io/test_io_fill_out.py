@@ -19,12 +19,26 @@ from anymole.rig import fk_motion
 from asset_files import ASSETS, cached_load, validator_cmd
 from multi_material import build
 
+# reading a .gltf with a .bin into memory, pygltflib warns that the file "will be left orphaned"
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion will leave")
+
 
 def _gltf(path: Path) -> gl.GLTF2:
     g = gl.GLTF2().load(str(path))
     if path.suffix == ".gltf":
         g.convert_buffers(gl.BufferFormat.BINARYBLOB)
     return g
+
+
+def _image_bytes(g: gl.GLTF2, path: Path) -> list[bytes]:
+    out = []
+    for image in g.images:
+        if image.uri:
+            out.append((path.parent / image.uri).read_bytes())
+        else:
+            view = g.bufferViews[image.bufferView]
+            out.append(g.binary_blob()[view.byteOffset : view.byteOffset + view.byteLength])
+    return out
 
 
 def _accessor_bytes(g: gl.GLTF2, index: int) -> bytes:
@@ -57,11 +71,13 @@ def _counts(g: gl.GLTF2) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("sources")
+    (folder / "files").mkdir()
     return {
         "Fox.glb": ASSETS / "Fox.glb",
         "CesiumMan.glb": ASSETS / "CesiumMan.glb",
         "robot.glb": build(folder / "robot.glb"),
         "robot.gltf": build(folder / "robot.gltf"),
+        "robot_files.gltf": build(folder / "files" / "robot.gltf", external=True),
     }
 
 
@@ -74,7 +90,7 @@ def _fill(character, clip):
 
 
 @pytest.mark.parametrize("replace", [False, True], ids=["added", "replaced"])
-@pytest.mark.parametrize("name", ["Fox.glb", "CesiumMan.glb", "robot.glb", "robot.gltf"])
+@pytest.mark.parametrize("name", ["Fox.glb", "CesiumMan.glb", "robot.glb", "robot.gltf", "robot_files.gltf"])
 def test_glb_from_gltf_keeps_everything_else(sources, tmp_path, name, replace):
     src = sources[name]
     character = load_character(src)
@@ -86,6 +102,7 @@ def test_glb_from_gltf_keeps_everything_else(sources, tmp_path, name, replace):
     a, b = _gltf(src), _gltf(out)
     assert _counts(b) == _counts(a)
     assert [m.to_dict() for m in b.materials] == [m.to_dict() for m in a.materials]
+    assert _image_bytes(b, out) == _image_bytes(a, src)  # external image files are embedded
     assert [n.to_dict() for n in b.nodes] == [n.to_dict() for n in a.nodes]  # no joint here uses `matrix`
     changed = list(character.motions).index(clip)
     assert len(b.animations) == len(a.animations) + (0 if replace else 1)
@@ -114,8 +131,11 @@ def test_filled_glbs_add_no_validator_issue(sources, tmp_path):
         clip = next(iter(character.motions))
         out = tmp_path / f"{name}.glb"
         write_fill(out, character, clip, _fill(character, clip))
-        paths += [str(src), str(out)]
-    report = json.loads(subprocess.run(cmd + paths, check=True, capture_output=True, text=True, timeout=300).stdout)
+        # the validator reads bytes alone: the .gltf with external files is checked as its .glb twin
+        paths += [str(sources["robot.glb"] if name == "robot_files.gltf" else src), str(out)]
+    report = json.loads(
+        subprocess.run(cmd + paths, check=True, capture_output=True, text=True, timeout=300).stdout
+    )
     for src, out in zip(paths[::2], paths[1::2], strict=True):
         # CesiumMan's own weights are not normalised (210 errors): the copy has those and no more
         assert report[out]["errors"] == report[src]["errors"], (out, report[out])
@@ -175,4 +195,3 @@ def test_describe_states_units():
     gltf = describe(cached_load("Fox.glb"))
     assert gltf["units"]["name"].startswith("glTF units")
     assert gltf["skeleton"]["rest_extent_file"] == gltf["skeleton"]["rest_extent_m"]
-
