@@ -199,6 +199,7 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
             raise InvalidInput("header.sha256", "must be 64 lowercase hex digits (or empty)")
         if declared and self.characters.has(f"sha256:{declared}"):
             cid = f"sha256:{declared}"
+            self.characters.touch(cid)
             character = await asyncio.to_thread(self.characters.get, cid)
             return self._upload_response(cid, character, cached=True)
         async with self.uploads.reserve(total):  # held until the payload is parsed and stored
