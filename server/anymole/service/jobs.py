@@ -440,7 +440,7 @@ class JobManager:
         return self.store.result_path(job_id, suffix)
 
     # ------------------------------------------------------------------ retention
-    def finished_jobs(self) -> list[tuple[str, float, str]]:
+    def finished_jobs(self) -> Sequence[tuple[str, float, str]]:
         """``(job_id, finished, character_id)`` of every finished job, the longest finished first."""
         done = [(j.id, j.finished, j.character_id) for j in self._jobs.values() if j.state.terminal]
         return sorted(done, key=lambda t: t[1])
