@@ -469,6 +469,7 @@ class _Materials:
 
     def _image(self, ref: str) -> torch.Tensor | None:
         raw, path = self.raw, self.path
+        tex: dict[str, Any] | None
         if ref.startswith("*") and ref[1:].isdigit() and int(ref[1:]) < len(raw.textures):
             tex = raw.textures[int(ref[1:])]
         else:
