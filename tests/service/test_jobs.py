@@ -69,7 +69,10 @@ async def test_result_files(make_server, connect, tiny, make_req):
     assert bvh.startswith(b"HIERARCHY") and b"Frames: 10" in bvh
     job_dir = server.jobs.store.job_dir(job_id)
     names = {p.name for p in job_dir.iterdir()}
-    assert names == {"job.json", "request.json", "request.npz", "events.jsonl", "result.npz", "result.glb", "result.bvh"}
+    assert names == {
+        "job.json", "request.json", "request.npz", "events.jsonl", "result.json", "result.rotations.npy",
+        "result.root_translation.npy", "result.npz", "result.glb", "result.bvh",
+    }
     assert len((job_dir / "events.jsonl").read_text().splitlines()) == len(events)
     assert (job_dir / "result.glb").read_bytes() == glb
     (job_dir / "result.bvh").unlink()

@@ -297,16 +297,20 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         if await self._is_video(request.job_id, request.format):
             data, name, _ = await asyncio.to_thread(self._video_file, request.job_id)
             return pb.GetResultResponse(file=data, file_name=name)
-        motion = await asyncio.to_thread(self.jobs.result, request.job_id)  # after a restart: read from disk
-        data, name = await self._file_of(request.job_id, request.format, motion)
-        clip = await asyncio.to_thread(convert.motion_to_clip, motion)
-        response = pb.GetResultResponse(motion=clip, file=data, file_name=name)
         budget = convert.receive_budget(
             request.max_receive_message_bytes, self.limits, "max_receive_message_bytes", self.limits.max_message_bytes
         )
-        if response.ByteSize() > budget:
+        motion = await asyncio.to_thread(self.jobs.result, request.job_id)  # memory-mapped from disk
+        data, name = await self._file_of(request.job_id, request.format, motion)
+        floats = sum(t.numel() for t in (motion.rotations, motion.root_translation, motion.translations) if t is not None)
+        size = 4 * floats + len(data)  # the packed floats alone: known before the message is built
+        if size <= budget:
+            clip = await asyncio.to_thread(convert.motion_to_clip, motion)
+            response = pb.GetResultResponse(motion=clip, file=data, file_name=name)
+            size = response.ByteSize()
+        if size > budget:
             raise ResourceExhausted(
-                f"the result of job {request.job_id} is {response.ByteSize()} bytes, more than the {budget} a "
+                f"the result of job {request.job_id} is {size} bytes or more, more than the {budget} a "
                 "message may carry here; fetch it with DownloadResult, which streams it in parts"
             )
         return response
@@ -383,6 +387,8 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         try:
             if suffix == ".glb":
                 write_glb(tmp, character, [clip])
+            elif suffix == ".npz":
+                self.jobs.store.write_npz(tmp, motion)
             else:
                 write_bvh(tmp, character.skeleton, clip)
             os.replace(tmp, path)
