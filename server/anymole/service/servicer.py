@@ -379,16 +379,24 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         path = self.jobs.result_path(job_id, suffix)
         if path.exists():
             return path
-        from anymole.io import write_bvh, write_glb
+        from anymole.io import add_clip_to_gltf, bvh_rotation_orders, write_bvh, write_glb
 
-        character = self.characters.get(self.jobs.character_id(job_id))
+        cid = self.jobs.character_id(job_id)
+        character = self.characters.get(cid)
+        # a character uploaded as a GLB gets its own file back with the clip added; a BVH its units and orders
+        upload = self.characters.uploaded_file(cid)
         tmp = path.with_name(f"result.{uuid.uuid4().hex}.tmp{suffix}")
         clip = dataclasses.replace(motion, name=job_id)
         try:
-            if suffix == ".glb":
+            if suffix == ".glb" and upload is not None and upload.suffix == ".glb":
+                add_clip_to_gltf(tmp, upload, character, clip, job_id, unit_scale=character.unit_scale)
+            elif suffix == ".glb":
                 write_glb(tmp, character, [clip])
             elif suffix == ".npz":
                 self.jobs.store.write_npz(tmp, motion)
+            elif upload is not None and upload.suffix == ".bvh":
+                orders = bvh_rotation_orders(upload)
+                write_bvh(tmp, character.skeleton, clip, order=orders, unit_scale=1.0 / character.unit_scale)
             else:
                 write_bvh(tmp, character.skeleton, clip)
             os.replace(tmp, path)
