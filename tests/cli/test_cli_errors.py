@@ -110,3 +110,78 @@ def test_usage_errors_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     assert "--views" in err
     err = _refused(["fill", "--no-such-option"], monkeypatch, capsys)
     assert "--no-such-option" in err
+
+
+def _every_option() -> set[str]:
+    """Every ``--option`` any `anymole` command takes."""
+    import click
+    import typer
+
+    from anymole.cli import app
+
+    found: set[str] = set()
+
+    def walk(cmd: click.Command) -> None:
+        for param in cmd.params:
+            found.update(o for o in (*param.opts, *param.secondary_opts) if o.startswith("--"))
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(typer.main.get_command(app))
+    return found
+
+
+def test_models_errors_point_at_options_that_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    from anymole.video import hub
+
+    def offline(**kwargs: object) -> Path:
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(hub, "_download", offline)
+    pulled = _refused(["models", "pull", "--dest", str(tmp_path)], monkeypatch, capsys)
+    verified = _refused(["models", "verify", str(tmp_path / "nope.ckpt")], monkeypatch, capsys)
+    options = _every_option()
+    for err in (pulled, verified):
+        named = set(re.findall(r"--[a-z][a-z-]*", err))
+        assert named and named <= options, (named - options, err)
+        assert "--video-prior" in named
+
+
+def test_binary_bvh_is_named_binary_and_a_bad_token_comes_back_short_and_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import random
+
+    raw = bytes(random.Random(0).randrange(256) for _ in range(2000)) + b"\x00"
+    (tmp_path / "raw.bvh").write_bytes(raw)
+    err = _refused(["inspect", str(tmp_path / "raw.bvh")], monkeypatch, capsys)
+    assert "binary" in err and err.isascii()
+    text = bytes(random.Random(1).randrange(1, 256) for _ in range(2000))  # no NUL: the parser reads it
+    (tmp_path / "text.bvh").write_bytes(text)
+    err = _refused(["inspect", str(tmp_path / "text.bvh")], monkeypatch, capsys)
+    assert "expected HIERARCHY" in err
+    assert err.isascii() and all(c.isprintable() for c in err.strip()), err
+    assert len(err) < 300
+
+
+def test_a_bvh_frame_time_beyond_the_frame_rate_bound_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anymole.rig import MAX_FPS
+
+    def bvh(frame_time: str) -> str:
+        path = tmp_path / f"t{frame_time}.bvh"
+        path.write_text("HIERARCHY\nROOT a\n{\n OFFSET 0 0 0\n CHANNELS 3 Xrotation Yrotation Zrotation\n"
+                        " End Site\n {\n  OFFSET 0 1 0\n }\n}\n"
+                        f"MOTION\nFrames: 2\nFrame Time: {frame_time}\n0 0 0\n0 0 90\n")  # fmt: skip
+        return str(path)
+
+    err = _refused(["inspect", bvh("1e-30")], monkeypatch, capsys)
+    assert "Frame Time" in err and f"{MAX_FPS:g} fps" in err
+    code, out, err = _run(["inspect", bvh(repr(1 / MAX_FPS)), "--json"], monkeypatch, capsys)  # the bound itself
+    assert code == 0, err
+    assert '"fps": 1000' in out

@@ -76,6 +76,7 @@ BAD_REQUESTS: list[tuple[str, Mutation, grpc.StatusCode, str]] = [
     ("fps-zero", lambda r: setattr(r.context, "fps", 0.0), grpc.StatusCode.INVALID_ARGUMENT, "context.fps"),
     ("fps-negative", lambda r: setattr(r.context, "fps", -30.0), grpc.StatusCode.INVALID_ARGUMENT, "context.fps"),
     ("fps-nan", lambda r: setattr(r.context, "fps", math.nan), grpc.StatusCode.INVALID_ARGUMENT, "context.fps"),
+    ("fps-huge", lambda r: setattr(r.context, "fps", 1e30), grpc.StatusCode.INVALID_ARGUMENT, "context.fps"),
     ("empty-context", lambda r: r.context.CopyFrom(pb.Clip(fps=30)), grpc.StatusCode.INVALID_ARGUMENT,
      "context.frame_count"),
     ("no-context", lambda r: r.ClearField("context"), grpc.StatusCode.INVALID_ARGUMENT, "context"),

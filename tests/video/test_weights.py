@@ -188,7 +188,7 @@ def test_pull_without_internet_says_how_to_get_the_file(tmp_path: Path, monkeypa
     with pytest.raises(ModelUnavailable) as err:
         hub.pull("dynamicrafter-512-interp", tmp_path)
     message = str(err.value)
-    assert "Doubiiu/DynamiCrafter_512_Interp" in message and str(tmp_path) in message and "--weights" in message
+    assert "Doubiiu/DynamiCrafter_512_Interp" in message and str(tmp_path) in message and "--video-prior" in message
 
 
 def test_pull_downloads_checkpoint_and_tokenizer(tmp_path: Path, monkeypatch):
@@ -241,4 +241,4 @@ def test_cli_models_pull_reports_the_path_or_the_manual_steps(tmp_path: Path, mo
 
     monkeypatch.setattr(hub, "_download", offline)
     result = CliRunner().invoke(app, ["models", "pull", "--dest", str(tmp_path)])
-    assert isinstance(result.exception, ModelUnavailable) and "--weights" in str(result.exception)
+    assert isinstance(result.exception, ModelUnavailable) and "--video-prior" in str(result.exception)

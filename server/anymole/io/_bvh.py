@@ -28,15 +28,30 @@ import torch
 from anymole.errors import AssetError
 from anymole.io._scene import clip_grid
 from anymole.rig.character import Character
-from anymole.rig.motion import Motion
+from anymole.rig.motion import MAX_FPS, Motion
 from anymole.rig.quat import euler_to_unitquat, quat_continuity, unitquat_to_euler
 from anymole.rig.skeleton import Skeleton
 
-__all__ = ["BVH_UNIT_CANDIDATES", "guess_bvh_scale", "read_bvh", "write_bvh"]
+__all__ = ["BVH_UNIT_CANDIDATES", "bvh_rotation_orders", "guess_bvh_scale", "read_bvh", "unit_name", "write_bvh"]
 
 # metres per file unit that ``scale=None`` chooses from; CMU: inches / 0.45 (CMU mocap FAQ)
 BVH_UNIT_CANDIDATES = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254, "cmu": 0.056444}
 _HUMAN_HEIGHT_M = 1.7
+
+
+def unit_name(metres_per_unit: float) -> str:
+    """``"cm"`` for 0.01 and the other `BVH_UNIT_CANDIDATES` by name; ``"0.3 m"`` for any other unit."""
+    for name, s in BVH_UNIT_CANDIDATES.items():
+        if abs(metres_per_unit - s) <= 1e-9 * s:
+            return name
+    return f"{metres_per_unit:g} m"
+
+
+def _show(text: str, limit: int = 48) -> str:
+    """``text`` quoted for a message: control and non-ASCII characters escaped (a binary file's bytes must not
+    reach a terminal raw), cut after ``limit`` characters."""
+    shown = ascii(text)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 class _Tokens:
@@ -47,7 +62,7 @@ class _Tokens:
 
     def fail(self, what: str) -> AssetError:
         near = " ".join(self.items[max(0, self.pos - 3) : self.pos + 3])
-        return AssetError(self.path, f"malformed BVH: {what} (near token {self.pos}: {near!r})")
+        return AssetError(self.path, f"malformed BVH: {what} (near token {self.pos}: {_show(near)})")
 
     def next(self) -> str:
         if self.pos >= len(self.items):
@@ -60,7 +75,7 @@ class _Tokens:
         tok = self.next()
         if tok not in words:
             self.pos -= 1
-            raise self.fail(f"expected {' or '.join(words)}, got {tok!r}")
+            raise self.fail(f"expected {' or '.join(words)}, got {_show(tok)}")
         return tok
 
     def number(self) -> float:
@@ -71,7 +86,7 @@ class _Tokens:
             value = math.nan
         if not math.isfinite(value):  # also keeps "inf" and "nan" out of OFFSETs and the counts
             self.pos -= 1
-            raise self.fail(f"expected a finite number, got {tok!r}")
+            raise self.fail(f"expected a finite number, got {_show(tok)}")
         return value
 
 
@@ -99,7 +114,7 @@ def _parse(text: str, path: str) -> dict:
         chans = [tk.next() for _ in range(int(n))]
         for c in chans:
             if c.lower() not in {f"{a}{k}" for a in "xyz" for k in ("position", "rotation")}:
-                raise tk.fail(f"unknown channel {c!r} of joint {name!r}")
+                raise tk.fail(f"unknown channel {_show(c)} of joint {_show(name)}")
         channels.append([c.lower() for c in chans])
         while True:
             tok = tk.expect("JOINT", "End", "}")
@@ -128,8 +143,8 @@ def _parse(text: str, path: str) -> dict:
     frame_time = tk.number()
     if frames != int(frames) or frames < 1:
         raise tk.fail(f"Frames must be a positive integer, got {frames:g}")
-    if not frame_time > 0:
-        raise tk.fail(f"Frame Time must be > 0, got {frame_time:g}")
+    if not frame_time >= 1 / MAX_FPS:
+        raise tk.fail(f"Frame Time must be at least 1/{MAX_FPS:g} s ({MAX_FPS:g} fps), got {frame_time:g}")
     width = sum(len(c) for c in channels)
     values = tk.items[tk.pos :]
     need = int(frames) * width
@@ -154,6 +169,22 @@ def _parse(text: str, path: str) -> dict:
         "frame_time": frame_time,
         "data": data,
     }
+
+
+def bvh_rotation_orders(path: str | Path) -> list[str]:
+    """Each joint's rotation order as its ``CHANNELS`` line lists it (``"ZXY"`` for ``Zrotation Xrotation
+    Yrotation``), axes it lacks appended in X, Y, Z order, in joint order (what `write_bvh`'s ``order``
+    takes, so a file written from a BVH keeps the input's channel orders)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise AssetError(path, f"cannot read the file: {exc.strerror}") from None
+    orders = []
+    for chans in _parse(text, str(path))["channels"]:
+        axes = [c[0].upper() for c in chans if c.endswith("rotation")]
+        orders.append("".join(axes + [a for a in "XYZ" if a not in axes]))
+    return orders
 
 
 def guess_bvh_scale(offsets: np.ndarray, parents: Sequence[int], end_sites: dict[int, np.ndarray]) -> float:
@@ -182,6 +213,8 @@ def read_bvh(path: str | Path, *, scale: float | None = None, fps: float | None 
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise AssetError(path, f"cannot read the file: {exc.strerror}") from None
+    if "\x00" in text:  # no text file holds NUL bytes
+        raise AssetError(path, "is binary data, not a BVH text file (it should start with HIERARCHY)")
     b = _parse(text, str(path))
     parents = b["parents"]
     s = guess_bvh_scale(b["offsets"], parents, b["end_sites"]) if scale is None else float(scale)
@@ -206,7 +239,7 @@ def read_bvh(path: str | Path, *, scale: float | None = None, fps: float | None 
                 moves_non_root |= parents[j] >= 0
         if rot_axes:
             if len(set(rot_axes)) != len(rot_axes):
-                raise AssetError(path, f"malformed BVH: joint {b['names'][j]!r} repeats a rotation axis")
+                raise AssetError(path, f"malformed BVH: joint {_show(b['names'][j])} repeats a rotation axis")
             missing = [a for a in "XYZ" if a not in rot_axes]  # absent axes rotate by 0
             order = "".join(rot_axes + missing)
             cols = rot_cols + [-1] * len(missing)
@@ -214,8 +247,8 @@ def read_bvh(path: str | Path, *, scale: float | None = None, fps: float | None 
             groups[order][1].append(cols)
         col += len(chans)
     padded = torch.cat((data, torch.zeros(frames, 1, dtype=torch.float64)), dim=1)  # column -1 reads 0
-    for order, (joints, cols) in groups.items():  # one batched conversion per distinct rotation order
-        angles = torch.deg2rad(padded[:, torch.tensor(cols)])  # (F, Jg, 3)
+    for order, (joints, group_cols) in groups.items():  # one batched conversion per distinct rotation order
+        angles = torch.deg2rad(padded[:, torch.tensor(group_cols)])  # (F, Jg, 3)
         quats[:, torch.tensor(joints)] = euler_to_unitquat(angles, order)
     quats = quat_continuity(quats, dim=0)
     native_fps = 1.0 / b["frame_time"]
@@ -240,7 +273,9 @@ def read_bvh(path: str | Path, *, scale: float | None = None, fps: float | None 
         translations=trans.float().contiguous() if moves_non_root or len(skeleton.roots) > 1 else None,
         name=path.stem,
     )
-    return Character(name=path.stem, skeleton=skeleton, mesh=None, motions={path.stem: motion}, source=str(path))
+    return Character(
+        name=path.stem, skeleton=skeleton, mesh=None, motions={path.stem: motion}, source=str(path), unit_scale=s
+    )
 
 
 def _fmt(x: float) -> str:

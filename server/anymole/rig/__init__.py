@@ -2,11 +2,12 @@
 
 from anymole.rig.character import Character, Material, SkinnedMesh
 from anymole.rig.fk import fk_motion, forward_kinematics, global_to_local
-from anymole.rig.motion import Motion
+from anymole.rig.motion import MAX_FPS, Motion
 from anymole.rig.skeleton import Skeleton
 from anymole.rig.skinning import joint_matrices, linear_blend_skinning, skin_normals, skinning_matrices
 
 __all__ = [
+    "MAX_FPS",
     "Character",
     "Material",
     "Motion",

@@ -8,7 +8,12 @@ import torch
 
 from anymole.rig.quat import unitquat_slerp
 
-__all__ = ["Motion"]
+__all__ = ["MAX_FPS", "Motion"]
+
+MAX_FPS = 1000.0
+"""The highest frame rate a clip may come in with (a request's context, a BVH's Frame Time). Optical mocap
+records at a few hundred Hz; far beyond that a rate is a typo or an attack (1e30 fps puts every frame at
+time ~0 and gives the video method frames no second holds)."""
 
 
 @dataclass(frozen=True, eq=False)

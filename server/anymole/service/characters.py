@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from anymole.errors import InvalidInput, NotFound
+from anymole.errors import AssetError, InvalidInput, NotFound
 from anymole.rig import Character
 from anymole.service.convert import Limits, character_from_asset_bytes
 from anymole.service.store import write_atomic
@@ -37,6 +37,13 @@ class StoredCharacter:
     character_id: str
     character: Character
     cached: bool
+
+
+def _as_uploaded(exc: AssetError, path: Path, shown: str) -> AssetError:
+    """``exc`` about the client's file ``shown`` instead of the server's temporary ``path``: importers quote the
+    path they read, and a client has no business seeing the server's file system."""
+    reason = exc.reason.replace(str(path), shown).replace(str(path.parent), "<upload>")
+    return AssetError(shown, reason)
 
 
 class CharacterStore:
@@ -100,6 +107,19 @@ class CharacterStore:
         self._remember(character_id, character)
         return character
 
+    def uploaded_file(self, character_id: str) -> Path | None:
+        """The stored upload of a character sent as a file (GLB, FBX, BVH), named with its format's suffix;
+        ``None`` for a `CharacterAsset` upload or an unknown id. Result writers edit a copy of it."""
+        try:
+            hexid = self._hex(character_id)
+            meta = json.loads((self.dir / f"{hexid}.json").read_text())
+        except (NotFound, OSError, ValueError):
+            return None
+        if meta.get("format") not in FORMATS or meta["format"] == "proto":
+            return None
+        path = self.dir / f"{hexid}{FORMATS[meta['format']]}"
+        return path if path.is_file() else None
+
     def _remember(self, cid: str, character: Character) -> None:
         with self._lock:
             self._lru[cid] = character
@@ -117,7 +137,10 @@ class CharacterStore:
         with tempfile.TemporaryDirectory(prefix="anymole-upload-") as tmp:
             path = Path(tmp) / f"upload{FORMATS[fmt]}"  # never a client-chosen name on disk
             path.write_bytes(payload)
-            character = load_character(path)
+            try:
+                character = load_character(path)
+            except AssetError as exc:
+                raise _as_uploaded(exc, path, f"{name or 'upload'}{FORMATS[fmt]}") from None
         if character.skeleton.num_joints > self.limits.max_joints:
             raise InvalidInput(
                 "chunk", f"{character.skeleton.num_joints} joints exceeds this server's limit of {self.limits.max_joints}"

@@ -32,7 +32,7 @@ from anymole.pipeline import (
     Progress,
     Queued,
 )
-from anymole.rig import Character, Material, Motion, Skeleton, SkinnedMesh
+from anymole.rig import MAX_FPS, Character, Material, Motion, Skeleton, SkinnedMesh
 from anymole.service.errors import OverBudget
 from anymole.service.jobs import JobInfo, JobState, Stamped
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
@@ -462,8 +462,8 @@ def character_to_asset(character: Character) -> pb.CharacterAsset:
 def clip_to_motion(clip: pb.Clip, num_joints: int, limits: Limits, field: str = "context") -> Motion:
     """Validated `Motion` from a packed clip of a ``num_joints`` skeleton."""
     fps = clip.fps
-    if not (np.isfinite(fps) and fps > 0):
-        raise InvalidInput(f"{field}.fps", f"must be a positive frame rate, got {fps}")
+    if not (np.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise InvalidInput(f"{field}.fps", f"must be a frame rate in (0, {MAX_FPS:g}] frames per second, got {fps:g}")
     f = clip.frame_count
     if f == 0:
         raise InvalidInput(f"{field}.frame_count", "the context is empty; send at least one frame of known motion")

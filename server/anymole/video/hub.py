@@ -1,5 +1,6 @@
 """Fetching model weights: `pull` downloads from the Hugging Face Hub where there is internet; everywhere
-else `ModelUnavailable` says which files to put where by hand (or to pass ``--weights PATH``)."""
+else `ModelUnavailable` says which files to put where by hand (or to point ``anymole serve --video-prior`` at
+a checkpoint elsewhere)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _manual_hint(spec: ModelSpec, dest: Path) -> str:
     return (
         f"download {spec.filename} of the Hugging Face repo {spec.repo} and "
         f"{' and '.join(spec.tokenizer_files)} of {spec.tokenizer_repo} into {dest}, "
-        "or pass --weights PATH to a local checkpoint (tokenizer files beside it)"
+        "or give a local checkpoint (tokenizer files beside it) to `anymole serve --video-prior PATH`"
     )
 
 

@@ -199,8 +199,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelUnavailable(
             "dynamicrafter-512-interp",
-            f"{path} does not exist: run `anymole models pull dynamicrafter-512-interp` or pass --weights PATH "
-            "to the model.ckpt of Doubiiu/DynamiCrafter_512_Interp",
+            f"{path} does not exist: run `anymole models pull dynamicrafter-512-interp`, or give the path of a "
+            "downloaded model.ckpt of Doubiiu/DynamiCrafter_512_Interp (`anymole serve --video-prior PATH`)",
         )
     try:
         if path.suffix == ".safetensors":
