@@ -199,7 +199,8 @@ def fill(
         from anymole.client import fill_remote
 
         res = fill_remote(server, asset, keys=key_list, out=out, clip=clip, context=(start, stop),
-                          method=method, preset=root if method == "interp" else preset, token=token, tls_ca=tls_ca)
+                          method=method, preset=root if method == "interp" else preset, token=token, tls_ca=tls_ca,
+                          replace_clip=replace_clip, units=units)
         console.print(f"wrote {res.path} (job {res.job_id})")
         return
     if method != "interp":
