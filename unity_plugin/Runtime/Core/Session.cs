@@ -227,16 +227,8 @@ namespace AnyMoLe.Core
                     var req = new pb.WatchJobRequest { JobId = JobId, AfterSeq = LastSeq, SkipReplayedPreviews = skipReplayedPreviews };
                     using (var stream = transport.ServerStreaming(Service + "WatchJob", req.ToByteArray(), metadata, cancel))
                     {
-                        State = SessionState.Running;
-                        byte[] raw;
-                        while ((raw = await stream.ReadAsync()) != null)
-                        {
-                            var ev = ProtoConvert.FromProto(pb.JobEvent.Parser.ParseFrom(raw));
-                            attempts = 0;
-                            Apply(ev);
-                            if (onEvent != null) onEvent(ev);
-                            if (ev.IsTerminal) return ev;
-                        }
+                        var end = await Drain(stream, onEvent, () => attempts = 0);
+                        if (end != null) return end;
                     }
                     cancel.ThrowIfCancellationRequested();  // our own cancel ends the stream
                     throw new AnyMoLeRpcException(RpcCode.DataLoss,
@@ -249,6 +241,52 @@ namespace AnyMoLe.Core
                 }
                 await Task.Delay(500 * attempts, cancel);
             }
+        }
+
+        /// <summary>Events of one stream until its terminal one (returned) or its end (null).</summary>
+        async Task<JobEvent> Drain(IResponseStream stream, Action<JobEvent> onEvent, Action received)
+        {
+            State = SessionState.Running;
+            byte[] raw;
+            while ((raw = await stream.ReadAsync()) != null)
+            {
+                var ev = ProtoConvert.FromProto(pb.JobEvent.Parser.ParseFrom(raw));
+                if (JobId.Length == 0) JobId = ev.JobId;  // Inbetween: the id comes with the first event
+                received();
+                Apply(ev);
+                if (onEvent != null) onEvent(ev);
+                if (ev.IsTerminal) return ev;
+            }
+            return null;
+        }
+
+        /// <summary>Inbetween: submit and stream in one call (the job id comes with the first event). A stream
+        /// that drops after that continues with WatchAsync. SubmitAsync + WatchAsync is the safer pair for an
+        /// editor: the id is known before any event, and a retried submit cannot queue the job twice.</summary>
+        public async Task<JobEvent> InbetweenAsync(FillRequest request, Action<JobEvent> onEvent,
+                                                   CancellationToken cancel = default(CancellationToken))
+        {
+            RequireReady("InbetweenAsync");
+            var req = ProtoConvert.ToProto(request, ReceiveLimit);
+            Follow("", 0, request.Context.JointCount, request.ClientTags, request.Context.FrameCount, TotalFramesOf(request));
+            skipReplayedPreviews = false;
+            try
+            {
+                using (var stream = transport.ServerStreaming(Service + "Inbetween", req.ToByteArray(), metadata, cancel))
+                {
+                    var end = await Drain(stream, onEvent, () => { });
+                    if (end != null) return end;
+                }
+                cancel.ThrowIfCancellationRequested();
+            }
+            catch (AnyMoLeRpcException exc)
+            {
+                cancel.ThrowIfCancellationRequested();
+                if (exc.Code != RpcCode.Unavailable || JobId.Length == 0) throw;
+            }
+            if (JobId.Length == 0)
+                throw new AnyMoLeRpcException(RpcCode.DataLoss, "the Inbetween stream ended before its first event; submit again", "");
+            return await WatchAsync(onEvent, cancel);
         }
 
         void Apply(JobEvent ev)
