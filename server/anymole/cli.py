@@ -164,14 +164,14 @@ def fill(
     token: Annotated[str | None, typer.Option(envvar="ANYMOLE_TOKEN", help="bearer token for --server")] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM root certificate: talk TLS to --server")] = None,
     force: Annotated[bool, typer.Option(help="allow --out to be the input asset itself (its other clips are lost)")] = False,
-    replace_clip: Annotated[bool, typer.Option(help="GLB: the filled clip replaces the source clip (same name and place) instead of being added as <clip>_filled")] = False,
+    replace_clip: Annotated[bool, typer.Option(help="GLB: write the source clip with the gap filled, under its name and in its place, instead of adding the filled frames as <clip>_filled")] = False,
     units: Annotated[str | None, typer.Option(help="BVH output units: m, cm, mm, inch or cmu (default: the input BVH's, else m)")] = None,
 ) -> None:
     """Fill the motion between a context and keyframes of a clip, and write the result.
 
     The result covers clip frames A..last key: the context frames and the keyframes are kept exactly, every other frame is generated (interp: SLERP of local rotations, cubic or linear root).
 
-    A .glb from a glTF/GLB input is a copy of the input with the filled clip added as <clip>_filled (or replacing the clip, --replace-clip): every other node, mesh, material, clip and extension is kept. From FBX, Collada or BVH it is a new file; the command says what it keeps. A .bvh keeps an input BVH's units, rotation orders and frame time.
+    A .glb from a glTF/GLB input is a copy of the input with the filled clip added as <clip>_filled (or, with --replace-clip, the source clip with the gap filled, under its own name): every other node, mesh, material, clip and extension is kept. From FBX, Collada or BVH it is a new file; the command says what it keeps. A .bvh keeps an input BVH's units, rotation orders and frame time.
 
     Example, Fox's Survey clip with context frames 0..39 and keyframes 60 and 82:
 
@@ -199,7 +199,8 @@ def fill(
         from anymole.client import fill_remote
 
         res = fill_remote(server, asset, keys=key_list, out=out, clip=clip, context=(start, stop),
-                          method=method, preset=root if method == "interp" else preset, token=token, tls_ca=tls_ca)
+                          method=method, preset=root if method == "interp" else preset, token=token, tls_ca=tls_ca,
+                          replace_clip=replace_clip, units=units)
         console.print(f"wrote {res.path} (job {res.job_id})")
         return
     if method != "interp":
@@ -233,12 +234,13 @@ def fill(
         key_translations=None if motion.translations is None else motion.translations[key_list],
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    filled, summary = write_fill(out, character, name, result, replace_clip=replace_clip, units=units)
+    filled, summary = write_fill(out, character, name, result, replace_clip=replace_clip, start=start, units=units)
     console.print(f"wrote {out}: {result.num_frames} frames at {result.fps:g} fps "
                   f"(clip frames {start}..{key_list[-1]}; {stop - start} context + {len(key_list)} keys kept)")
     console.print(summary)
     gap = f"{stop}:{key_list[-1]}"
-    console.print(f"score it: anymole eval {out} {asset} --clip {name} --pred-clip {filled} --offset {start} --frames {gap}")
+    offset = 0 if replace_clip else start  # a replaced clip keeps the source clip's frame numbers
+    console.print(f"score it: anymole eval {out} {asset} --clip {name} --pred-clip {filled} --offset {offset} --frames {gap}")
 
 
 def _refuse_overwriting(asset: Path, out: Path, force: bool) -> None:
@@ -414,6 +416,9 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert")] = None,
     grace: Annotated[float, typer.Option(help="seconds running jobs get to finish on SIGTERM before they are interrupted")] = 30.0,
     finished_in_memory: Annotated[int | None, typer.Option(min=0, help="finished jobs whose events stay in memory; older ones replay from disk [default: 16]")] = None,
+    keep_days: Annotated[float | None, typer.Option(min=0, help="delete finished jobs, and characters no job uses, older than this many days (checked at start and every 10 minutes; queued and running jobs are kept) [default: keep]")] = None,
+    max_disk: Annotated[str | None, typer.Option(help="most disk for job directories and uploaded characters, e.g. 20G; beyond it the longest-finished jobs, then unused characters, are deleted first [default: no bound]")] = None,
+    memory_budget: Annotated[str | None, typer.Option(help="memory jobs may take, e.g. 16G; sets the largest job (frames × joints) and queue, published in Limits [default: half the memory available at start]")] = None,
     video_prior: Annotated[str, typer.Option(help="prior of the 'video' method: none (method off), tiny (random weights: a dry run whose previews are noise) or PATH to a DynamiCrafter 512 interp checkpoint, or the folder `anymole models pull dynamicrafter-512-interp` fills; loaded on the first video job (at start with --video-warmup)")] = "none",
     video_icadapt_steps: Annotated[int | None, typer.Option(min=1, help="ICAdapt steps of every video job (default: the presets' 500)")] = None,
     video_ddim_steps: Annotated[int | None, typer.Option(min=1, help="DDIM steps per sampler window of a video job (default: 50)")] = None,
@@ -438,6 +443,8 @@ def serve(
     import logging
 
     from anymole.errors import InvalidInput
+    from anymole.service.budget import parse_size
+    from anymole.service.retention import RetentionPolicy
     from anymole.service.server import ServerConfig
     from anymole.service.server import serve as run_server
 
@@ -453,6 +460,9 @@ def serve(
                        max_queue=max_queue, token=token, tls_cert=tls_cert, tls_key=tls_key, grace_s=grace, video=video)
     if finished_in_memory is not None:
         cfg = dataclasses.replace(cfg, finished_in_memory=finished_in_memory)
+    retention = RetentionPolicy(keep_days, None if max_disk is None else parse_size(max_disk, "--max-disk"))
+    budget = None if memory_budget is None else parse_size(memory_budget, "--memory-budget")
+    cfg = dataclasses.replace(cfg, retention=retention, memory_budget=budget)
     asyncio.run(run_server(cfg, on_ready=lambda p: typer.echo(f"anymole listening on {host}:{p}", err=True)))
 
 

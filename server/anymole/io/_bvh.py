@@ -247,8 +247,8 @@ def read_bvh(path: str | Path, *, scale: float | None = None, fps: float | None 
             groups[order][1].append(cols)
         col += len(chans)
     padded = torch.cat((data, torch.zeros(frames, 1, dtype=torch.float64)), dim=1)  # column -1 reads 0
-    for order, (joints, cols) in groups.items():  # one batched conversion per distinct rotation order
-        angles = torch.deg2rad(padded[:, torch.tensor(cols)])  # (F, Jg, 3)
+    for order, (joints, group_cols) in groups.items():  # one batched conversion per distinct rotation order
+        angles = torch.deg2rad(padded[:, torch.tensor(group_cols)])  # (F, Jg, 3)
         quats[:, torch.tensor(joints)] = euler_to_unitquat(angles, order)
     quats = quat_continuity(quats, dim=0)
     native_fps = 1.0 / b["frame_time"]

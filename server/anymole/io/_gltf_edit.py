@@ -17,8 +17,11 @@ are. Scale is never animated by the new clip.
 
 from __future__ import annotations
 
+import base64
 import re
+import warnings
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pygltflib as gl
@@ -93,7 +96,9 @@ def _joint_nodes(gltf: gl.GLTF2, character: Character, parents: list[int], path:
         if unnamed and not nodes and int(unnamed.group(1)) < len(gltf.nodes):
             nodes = [int(unnamed.group(1))]
         if k >= len(nodes):
-            raise AssetError(path, f"joint {name!r} has no node of that name in the file; was it loaded from this file?")
+            raise AssetError(
+                path, f"joint {name!r} has no node of that name in the file; was it loaded from this file?"
+            )
         out.append(nodes[k])
     for j, p in enumerate(character.skeleton.parents):
         if p < 0:
@@ -103,24 +108,51 @@ def _joint_nodes(gltf: gl.GLTF2, character: Character, parents: list[int], path:
             a = parents[a]
         if a < 0:
             raise AssetError(
-                path, f"joint {character.skeleton.names[j]!r} is not below {character.skeleton.names[p]!r} in the file"
+                path,
+                f"joint {character.skeleton.names[j]!r} is not below {character.skeleton.names[p]!r} in the file",
             )
     return out
 
 
 def _load(source: Path) -> tuple[gl.GLTF2, bytearray]:
+    """The glTF and its one binary buffer; a .gltf's external or data-URI buffers and images are moved into
+    it, since the GLB may be written elsewhere."""
     try:
         gltf = gl.GLTF2().load(str(source))
     except Exception as exc:  # pygltflib raises whatever its JSON and struct parsing meet
         raise AssetError(source, f"cannot read the glTF to edit: {exc}") from None
     if gltf is None:
         raise AssetError(source, "cannot read the glTF to edit")
-    if source.suffix.lower() == ".gltf" or any(b.uri for b in gltf.buffers):
-        # external or data-URI buffers and images become the GLB's one binary chunk
-        gltf.convert_images(gl.ImageFormat.BUFFERVIEW, path=str(source.parent))
-        gltf.convert_buffers(gl.BufferFormat.BINARYBLOB)
-    blob = gltf.binary_blob()
-    return gltf, bytearray(blob or b"")
+    if any(b.uri for b in gltf.buffers):
+        # pygltflib warns that the input's .bin "will be left orphaned": it is the input's, left alone as meant
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Conversion will leave", category=UserWarning)
+            gltf.convert_buffers(gl.BufferFormat.BINARYBLOB)
+    data = bytearray(gltf.binary_blob() or b"")
+    for image in gltf.images:
+        if image.uri:
+            _embed(gltf, image, data, source)
+    return gltf, data
+
+
+def _embed(gltf: gl.GLTF2, image: gl.Image, data: bytearray, source: Path) -> None:
+    """Move an image given by URI (data URI or a file next to ``source``) into ``data`` as a buffer view."""
+    uri = image.uri or ""
+    if uri.startswith("data:"):
+        header, _, payload = uri.partition(",")
+        raw = base64.b64decode(payload)
+        mime = header[5:].split(";")[0]
+    else:
+        file = source.parent / unquote(uri)
+        try:
+            raw = file.read_bytes()
+        except OSError as exc:
+            raise AssetError(source, f"image {uri!r} cannot be read: {exc.strerror}") from None
+        mime = "image/png" if file.suffix.lower() == ".png" else "image/jpeg"
+    data.extend(b"\0" * (-len(data) % 4))
+    gltf.bufferViews.append(gl.BufferView(buffer=0, byteOffset=len(data), byteLength=len(raw)))
+    data.extend(raw)
+    image.bufferView, image.mimeType, image.uri = len(gltf.bufferViews) - 1, image.mimeType or mime, None
 
 
 def add_clip_to_gltf(
@@ -142,7 +174,8 @@ def add_clip_to_gltf(
         motion: the new clip on that skeleton.
         name: the new animation's name.
         replace: the name (as in ``character.motions``) of a clip to replace: the new animation takes its
-            place in the list and every other clip keeps its index.
+            place and name, every other clip keeps its index, and the replaced clip's channels that do not
+            pose the skeleton (morph weights, other nodes) are kept, on their own timeline.
         unit_scale: metres per file unit the character was loaded with (1 for glTF unless ``scale=`` was
             passed).
 
@@ -163,7 +196,9 @@ def add_clip_to_gltf(
         gltf.bufferViews.append(gl.BufferView(buffer=0, byteOffset=len(data), byteLength=len(raw)))
         data.extend(raw)
         flat = array.reshape(array.shape[0], -1)
-        acc = gl.Accessor(bufferView=len(gltf.bufferViews) - 1, componentType=gl.FLOAT, count=len(array), type=kind)
+        acc = gl.Accessor(
+            bufferView=len(gltf.bufferViews) - 1, componentType=gl.FLOAT, count=len(array), type=kind
+        )
         if bounds:
             acc.min, acc.max = flat.min(0).astype(float).tolist(), flat.max(0).astype(float).tolist()
         gltf.accessors.append(acc)
@@ -211,6 +246,7 @@ def add_clip_to_gltf(
             raise AssetError(source, f"no clip {replace!r} to replace; the file has {names}")
         old = gltf.animations[names.index(replace)]
         anim.name, anim.extras = old.name, old.extras  # an unnamed clip stays unnamed: same name on reload
+        _keep_other_channels(old, anim, _posed_nodes(nodes, sk.parents, parents))
         gltf.animations[names.index(replace)] = anim
     else:
         gltf.animations.append(anim)
@@ -223,6 +259,32 @@ def add_clip_to_gltf(
         gltf.save_binary(str(path))
     except OSError as exc:
         raise AssetError(path, f"cannot write the file: {exc.strerror}") from None
+
+
+def _posed_nodes(nodes: list[int], joint_parents: tuple[int, ...], parents: list[int]) -> set[int]:
+    """The nodes whose transforms the new clip defines: the joints and the nodes above each root joint (whose
+    animation the importer folded into the root's keys)."""
+    out = set(nodes)
+    for node, p in zip(nodes, joint_parents, strict=True):
+        a = parents[node] if p < 0 else -1
+        while a >= 0:
+            out.add(a)
+            a = parents[a]
+    return out
+
+
+def _keep_other_channels(old: gl.Animation, new: gl.Animation, posed: set[int]) -> None:
+    """Copy into ``new`` the channels of ``old`` that animate something besides the posed nodes' transforms
+    (morph weights, props, cameras), with their samplers' accessors as they were."""
+    for c in old.channels:
+        if c.target.node in posed and c.target.path in ("rotation", "translation", "scale"):
+            continue
+        new.samplers.append(old.samplers[c.sampler])
+        new.channels.append(
+            gl.AnimationChannel(
+                sampler=len(new.samplers) - 1, target=c.target, extensions=c.extensions, extras=c.extras
+            )
+        )
 
 
 def _to_trs(node: gl.Node) -> None:

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +41,7 @@ from anymole.pipeline import (
     Failed,
     Interrupted,
     JobSpec,
+    MotionChunk,
     Pipeline,
     Preview,
     ProgressReporter,
@@ -49,6 +50,7 @@ from anymole.pipeline import (
     is_terminal,
 )
 from anymole.rig import Character, Motion
+from anymole.service.timeline import MotionRef, Timeline
 
 if TYPE_CHECKING:
     from anymole.service.store import JobStore
@@ -87,12 +89,13 @@ _END_STATE: dict[type, JobState] = {
 
 @dataclass(frozen=True, eq=False)
 class Stamped:
-    """A domain event with its job id, sequence number (from 1) and Unix time (s)."""
+    """A domain event with its job id, sequence number (from 1) and Unix time (s). In a job's log a motion
+    chunk is a `MotionRef` to its stored numbers; `JobManager.watch` yields the chunk itself."""
 
     job_id: str
     seq: int
     time: float
-    event: Event
+    event: Event | MotionRef
 
 
 def _read_log(store: JobStore, job_id: str) -> list[Stamped]:
@@ -149,11 +152,12 @@ class _Job:
     token: CancelToken = field(default_factory=CancelToken)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
-    result: Motion | None = None
+    timeline: Timeline = field(init=False)
     # total_frames × joints of a queued or running job: its share of the memory budget (0 once finished).
     frame_joints: int = 0
     announced_position: int = -1
     interrupting: bool = False
+    finished: float = 0.0  # Unix time of the terminal event; 0 while queued or running
     submission: Submission = field(default_factory=Submission)
 
     def meta(self) -> dict[str, object]:
@@ -167,6 +171,7 @@ class _Job:
             "label": self.label,
             "total_frames": self.total_frames,
             "last_seq": self.last_seq,
+            "finished": self.finished,
             "client_tags": self.submission.client_tags,
             "idempotency_key": self.submission.idempotency_key,
             "request_digest": self.submission.request_digest,
@@ -190,9 +195,10 @@ class JobManager:
             raises `OverBudget`; 0 = unbounded.
         max_label_bytes: labels of stored jobs longer than this (UTF-8 bytes, from before the limit) are cut
             to it on start; 0 = no cut.
-        clock: Unix time of events and submissions; the stream recorder (scripts/record_streams.py) passes a
+        clock: Unix time of events and submissions (default `time.time`); the stream recorder (scripts/record_streams.py) passes a
             fixed one so that its recordings do not change from run to run.
-        new_job_id: makes a job id; the recorder passes a counter for the same reason.
+        new_job_id: makes a job id (default ``job-`` and 16 random hex digits); the recorder passes a counter
+            for the same reason.
     """
 
     def __init__(
@@ -206,8 +212,8 @@ class JobManager:
         max_frame_joints: int = 0,
         max_queued_frame_joints: int = 0,
         max_label_bytes: int = 0,
-        clock: Callable[[], float] = time.time,
-        new_job_id: Callable[[], str] = lambda: f"job-{uuid.uuid4().hex[:16]}",
+        clock: Callable[[], float] | None = None,
+        new_job_id: Callable[[], str] | None = None,
     ) -> None:
         from anymole.service.store import JobStore
 
@@ -223,8 +229,8 @@ class JobManager:
         self._resolve = resolve_character
         self._jobs: dict[str, _Job] = {}
         self._by_key: dict[str, _Job] = {}  # idempotency key -> the job its first submit created
-        self._clock = clock
-        self._new_job_id = new_job_id
+        self._clock = clock or time.time
+        self._new_job_id = new_job_id or (lambda: f"job-{uuid.uuid4().hex[:16]}")
         self._finished_in_memory = max(0, finished_in_memory)
         self._cached: OrderedDict[str, _Job] = OrderedDict()  # finished jobs whose events are in memory, LRU first
         self._pending: deque[_Job] = deque()
@@ -317,6 +323,7 @@ class JobManager:
             frame_joints=cost,
             submission=submission,
         )
+        job.timeline = self.store.timeline(job.id)
         self.store.create(job.id, job.meta(), spec)
         self._jobs[job.id] = job
         if submission.idempotency_key:
@@ -365,6 +372,8 @@ class JobManager:
                 seq = st.seq
                 if skip_replayed_previews and st.seq <= replayed and isinstance(st.event, Preview):
                     continue
+                if isinstance(st.event, MotionRef):  # read when sent: one chunk in memory per watcher
+                    st = Stamped(st.job_id, st.seq, st.time, await asyncio.to_thread(job.timeline.read, st.event))
                 yield st
             if ended:
                 return
@@ -399,15 +408,13 @@ class JobManager:
         return job.state
 
     def result(self, job_id: str) -> Motion:
-        """The result timeline of a completed job (loaded from its directory after a restart)."""
+        """The result timeline of a completed job, memory-mapped from its directory (blocking file I/O)."""
         from anymole.service.errors import NotReady
 
         job = self._get(job_id)
         if job.state is not JobState.COMPLETED:
             raise NotReady(f"job {job_id} is {job.state.value}; results exist only for completed jobs")
-        if job.result is None:
-            job.result = self.store.load_result(job_id)
-        return job.result
+        return self.store.load_result(job_id)
 
     def result_kind(self, job_id: str) -> str:
         """``"video"`` for a completed job whose result is a video (method ``video``), else ``"motion"``."""
@@ -432,6 +439,28 @@ class JobManager:
         """Where a job's result file with ``suffix`` (".glb", ".bvh", ".npz") lives."""
         self._get(job_id)
         return self.store.result_path(job_id, suffix)
+
+    # ------------------------------------------------------------------ retention
+    def finished_jobs(self) -> Sequence[tuple[str, float, str]]:
+        """``(job_id, finished, character_id)`` of every finished job, the longest finished first."""
+        done = [(j.id, j.finished, j.character_id) for j in self._jobs.values() if j.state.terminal]
+        return sorted(done, key=lambda t: t[1])
+
+    def character_refs(self, excluding: Collection[str] = ()) -> set[str]:
+        """The character ids of every job the manager knows (queued, running and finished) but ``excluding``."""
+        return {j.character_id for j in self._jobs.values() if j.id not in excluding}
+
+    def forget(self, job_id: str) -> Path:
+        """Drop a finished job (it is no longer listed, watched nor served); returns its directory, which the
+        caller deletes. Queued and running jobs are never forgotten."""
+        job = self._get(job_id)
+        if not job.state.terminal:
+            raise ValueError(f"job {job_id} is {job.state.value}; only finished jobs can be forgotten")
+        del self._jobs[job_id]
+        self._cached.pop(job_id, None)
+        if self._by_key.get(job.submission.idempotency_key) is job:
+            del self._by_key[job.submission.idempotency_key]
+        return self.store.job_dir(job_id)
 
     # ------------------------------------------------------------------ internals
     def _get(self, job_id: str) -> _Job:
@@ -461,13 +490,21 @@ class JobManager:
         if job.state.terminal:
             return  # a late progress report after the end: the log is closed
         assert job.events is not None  # only finished jobs let their log go
-        st = Stamped(job.id, job.last_seq + 1, self._clock(), event)
-        self.store.append_event(job.id, st.seq, st.time, event)
+        logged: Event | MotionRef = event
+        if isinstance(event, MotionChunk):
+            # On disk at once, logged as a reference: the numbers are kept once, in the result timeline.
+            if event.is_final and not job.timeline.created:
+                assert job.spec is not None  # only running jobs emit motion
+                job.timeline.create(job.spec.total_frames, event.rotations.shape[1], event.translations is not None)
+            logged = job.timeline.write(event)
+        st = Stamped(job.id, job.last_seq + 1, self._clock(), logged)
+        self.store.append_event(job.id, st.seq, st.time, logged)
         job.events.append(st)
         job.last_seq = st.seq
         if is_terminal(event):
             job.state = _END_STATE[type(event)]
             job.frame_joints = 0
+            job.finished = st.time
             self.store.write_meta(job.id, job.meta())
             self._remember(job)
             self._work.set()  # a worker waiting for budget may start the next job
@@ -482,7 +519,6 @@ class JobManager:
         while len(self._cached) > self._finished_in_memory:
             _, old = self._cached.popitem(last=False)
             old.events = None
-            old.result = None  # result.npz has it; `result` reloads it on demand
 
     def _emitter(self, job: _Job) -> Callable[[Event], None]:
         """A thread-safe publish for progress reports from stage threads."""
@@ -535,8 +571,7 @@ class JobManager:
                     # Stored without an await before Completed is logged: a cancel landing in between would
                     # log the finished job as cancelled and lose its result.
                     if event.motion is not None:
-                        job.result = event.motion
-                        self.store.save_result(job.id, event.motion)
+                        job.timeline.write_motion(event.motion)
                     if event.video is not None:
                         self.store.save_video(job.id, event.video)
                     self._publish(job, dataclasses.replace(event, motion=None, video=None))
@@ -586,6 +621,7 @@ class JobManager:
                     dict(m.get("client_tags", {})), m.get("idempotency_key", ""), m.get("request_digest", "")
                 ),
             )
+            job.timeline = self.store.timeline(job.id)
             self._jobs[job.id] = job
             if job.submission.idempotency_key:
                 self._by_key[job.submission.idempotency_key] = job
@@ -594,16 +630,19 @@ class JobManager:
                 # job.json is rewritten after the terminal event is logged, so its last_seq is the log's:
                 # the log itself stays on disk until someone watches the job.
                 job.state, job.last_seq, job.events = state, m["last_seq"], None
+                # Directories from before "finished" was stored: job.json was last written when the job ended.
+                job.finished = m.get("finished") or self.store.job_dir(job.id).joinpath("job.json").stat().st_mtime
                 if label != m["label"]:
                     self.store.write_meta(job.id, job.meta())
                 continue
             # A job that had not finished (or a directory from before last_seq was stored): read its log.
             job.events = _read_log(self.store, job.id)
             job.last_seq = job.events[-1].seq if job.events else 0
-            if job.events and is_terminal(job.events[-1].event):
+            if job.events and type(job.events[-1].event) in _END_STATE:
                 # The log is written before job.json: after a crash between the two, the log is right.
                 state = _END_STATE[type(job.events[-1].event)]
             if state.terminal:
+                job.finished = job.events[-1].time if job.events else m["created"]
                 job.state, job.events = state, None
                 if m != job.meta():
                     self.store.write_meta(job.id, job.meta())
