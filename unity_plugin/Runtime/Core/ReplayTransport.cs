@@ -118,7 +118,7 @@ namespace AnyMoLe.Core
             public void Dispose() { }
         }
 
-        /// <summary>A recorded upload answers as soon as the recording did: after as many requests as it got.</summary>
+        /// <summary>A recorded upload answers when the session half-closes, as a protocol 1.2 server does.</summary>
         sealed class Upload : IClientStreamCall
         {
             readonly RecordedCall call;
@@ -133,16 +133,8 @@ namespace AnyMoLe.Core
 
             public Task WriteAsync(byte[] message)
             {
-                if (response.Task.IsCompleted) return Task.FromResult(0);
                 requests.Add(message);
-                // A cached upload's server answers right after the header; a new one after the last chunk.
-                if (call.Responses.Count > 0 && CachedAnswer()) Finish();
                 return Task.FromResult(0);
-            }
-
-            bool CachedAnswer()
-            {
-                return requests.Count == 1 && Anymole.V1.UploadCharacterResponse.Parser.ParseFrom(call.Responses[0]).Cached;
             }
 
             public Task CompleteAsync()

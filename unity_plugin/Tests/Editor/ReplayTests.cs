@@ -151,21 +151,45 @@ namespace AnyMoLe.Tests
         }
 
         [Test]
-        public void ACachedUploadSendsTheHeaderOnly()
+        public void APayloadUploadedBeforeGoesAsTheHeaderAlone()
         {
+            var payload = new byte[] { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
             var t = new ReplayTransport(new[]
             {
-                Handshake(), Ok("UploadCharacter", new pb.UploadCharacterResponse { CharacterId = "sha256:ab", Cached = true }),
+                Handshake(), Ok("UploadCharacter", new pb.UploadCharacterResponse { CharacterId = "sha256:ab" }),
+                Ok("UploadCharacter", new pb.UploadCharacterResponse { CharacterId = "sha256:ab", Cached = true }),
             });
             var s = new AnyMoLeSession(t);
             Wait(s.ConnectAsync());
-            var up = Wait(s.UploadAsync(new byte[] { 1, 2, 3, 4, 5, 6, 7, 8, 9 }, AssetFormat.Glb, "x"));
-            Assert.IsTrue(up.Cached);
-            Assert.AreEqual(0, up.ChunksSent);
-            Assert.AreEqual(1, t.Sent[1].Value.Count);
-            var header = pb.UploadCharacterRequest.Parser.ParseFrom(t.Sent[1].Value[0]).Header;
+            var first = Wait(s.UploadAsync(payload, AssetFormat.Glb, "x"));
+            Assert.AreEqual(3, first.ChunksSent);  // 4-byte chunks, the handshake's advertised size
+            Assert.AreEqual(4, t.Sent[1].Value.Count);
+            var again = Wait(s.UploadAsync(payload, AssetFormat.Glb, "x"));
+            Assert.IsTrue(again.Cached);
+            Assert.AreEqual(0, again.ChunksSent);
+            Assert.AreEqual(1, t.Sent[2].Value.Count);
+            var header = pb.UploadCharacterRequest.Parser.ParseFrom(t.Sent[2].Value[0]).Header;
             Assert.AreEqual(9ul, header.TotalBytes);
-            Assert.AreEqual(AnyMoLeSession.Sha256Hex(new byte[] { 1, 2, 3, 4, 5, 6, 7, 8, 9 }), header.Sha256);
+            Assert.AreEqual(AnyMoLeSession.Sha256Hex(payload), header.Sha256);
+        }
+
+        [Test]
+        public void AHeaderAloneThatTheServerNoLongerKnowsIsFollowedByTheWholePayload()
+        {
+            var payload = new byte[] { 1, 2, 3, 4, 5 };
+            var t = new ReplayTransport(new[]
+            {
+                Handshake(), Ok("UploadCharacter", new pb.UploadCharacterResponse { CharacterId = "sha256:ab" }),
+                new RecordedCall { Method = Service + "UploadCharacter", StatusCode = 3, StatusMessage = "chunk: received 0 of 5 bytes" },
+                Ok("UploadCharacter", new pb.UploadCharacterResponse { CharacterId = "sha256:ab" }),
+            });
+            var s = new AnyMoLeSession(t);
+            Wait(s.ConnectAsync());
+            Wait(s.UploadAsync(payload, AssetFormat.Glb, "x"));
+            var again = Wait(s.UploadAsync(payload, AssetFormat.Glb, "x"));
+            Assert.AreEqual(2, again.ChunksSent);
+            CollectionAssert.AreEqual(new[] { 3, 1, 3 }, t.Sent.Skip(1).Select(c => c.Value.Count).ToArray());
+            Assert.AreEqual(0, t.Remaining);
         }
 
         [Test]

@@ -4828,8 +4828,12 @@ namespace Anymole.V1 {
     public const int Sha256FieldNumber = 3;
     private string sha256_ = "";
     /// <summary>
-    /// Optional lowercase hex SHA-256 of the payload. When the server already holds it, it answers at once
-    /// with `cached = true` and the client may stop sending chunks. When given, it is verified.
+    /// Optional lowercase hex SHA-256 of the payload. When the server already holds it, the answer is
+    /// `cached = true` and the chunks are not stored: the server reads and drops whatever chunks follow and
+    /// answers once the client half-closes the stream, so a client may send the header alone and half-close
+    /// (the answer then comes at once) or send every chunk as usual; it never has to stop a writer half way.
+    /// When given, it is verified against the payload received. (1.2 documents this; 1.0 servers answered
+    /// right after the header.)
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
