@@ -7684,7 +7684,8 @@ namespace Anymole.V1 {
     private global::Anymole.V1.JobState state_ = global::Anymole.V1.JobState.Unspecified;
     /// <summary>
     /// The job's state after the request: CANCELLED for a queued job, RUNNING while a running one stops
-    /// (its `Cancelled` event follows), or the terminal state it had already reached.
+    /// (its `Cancelled` event follows; a job already storing its finished result completes instead), or the
+    /// terminal state it had already reached.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
