@@ -43,6 +43,7 @@ _RESULT_FORMAT = {
     "": pb.RESULT_FORMAT_UNSPECIFIED,
     **{suffix: fmt for fmt, suffix in convert.MOTION_RESULT_SUFFIX.items()},
 }
+RECONNECT_BACKOFF_MAX_MS = 4000
 
 
 def preview_image(preview: Preview) -> np.ndarray:
@@ -126,6 +127,9 @@ class AnyMoLeClient:
         options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # gRPC's own reconnect backoff grows to 120 s: a client waiting out a server restart would then
+            # see it back up to two minutes late, whatever its own retry pauses
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
         ]
         if tls_ca is not None:
             if tls_server_name:
@@ -287,6 +291,15 @@ class AnyMoLeClient:
         if not data:
             raise AnymoleError(f"the video of job {job_id} arrived empty; call video() again")
         return VideoResult(job_id, data, header.file_name, header.fps, header.total_frames)
+
+    async def result_file(self, job_id: str, file_suffix: str) -> bytes:
+        """The result file of a completed job in the format ``file_suffix`` names (.glb, .bvh, .npz; .mp4 for a
+        ``video`` job), whatever its skeleton: for a client that did not upload the character."""
+        fmt = {suffix: fmt for fmt, suffix in convert.RESULT_SUFFIX.items()}.get(file_suffix.lower())
+        if fmt is None:
+            suffixes = ", ".join(sorted(convert.RESULT_SUFFIX.values()))
+            raise InvalidInput("file_suffix", f"no result format {file_suffix!r}; use one of {suffixes}")
+        return (await self._download(job_id, fmt, "result_file"))[2]
 
     async def _download(
         self, job_id: str, fmt: pb.ResultFormat.ValueType, call: str
