@@ -26,7 +26,8 @@ def test_mypy_typed_packages() -> None:
         "server/anymole/metrics.py",
         "server/anymole/service",
         "server/anymole/client",
-        "server/anymole/pipeline.py",
+        "server/anymole/pipeline",
+        "server/anymole/progress.py",
         "server/anymole/render",
         "server/anymole/estimator",
     )

@@ -130,8 +130,11 @@ def inspect(
     console = Console()
     sk = info["skeleton"]
     console.print(f"[bold]{info['name']}[/]  ({asset})")
-    console.print(f"joint_count: [bold]{info['joint_count']}[/]   max depth: {sk['max_depth']}   "
-                  f"rest extent (m): {', '.join(f'{x:.3f}' for x in sk['rest_extent_m'])}")
+    units = info["units"]
+    console.print(f"joint_count: [bold]{info['joint_count']}[/]   max depth: {sk['max_depth']}")
+    console.print(f"units: {units['name']} ({units['metres_per_unit']:g} m per unit)   rest extent: "
+                  f"{', '.join(f'{x:.3f}' for x in sk['rest_extent_file'])} file units = "
+                  f"{', '.join(f'{x:.3f}' for x in sk['rest_extent_m'])} m")
     by_name = {j["name"]: j for j in sk["joints"]}
     tree = Tree("[dim]skeleton[/]")
 
@@ -174,12 +177,16 @@ def fill(
     server: Annotated[str | None, typer.Option(help="HOST:PORT of an anymole server; local when omitted")] = None,
     token: Annotated[str | None, typer.Option(envvar="ANYMOLE_TOKEN", help="bearer token for --server")] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM root certificate: talk TLS to --server")] = None,
-    force: Annotated[bool, typer.Option(help="allow --out to be the input asset itself (its other clips are lost)")] = False,
+    force: Annotated[bool, typer.Option(help="allow --out to be the input asset itself (the source file is overwritten)")] = False,
+    replace_clip: Annotated[bool, typer.Option(help="GLB: the filled clip replaces the source clip (same name and place) instead of being added as <clip>_filled")] = False,
+    units: Annotated[str | None, typer.Option(help="BVH output units: m, cm, mm, inch or cmu (default: the input BVH's, else m)")] = None,
     reconnect_wait: Annotated[float | None, typer.Option(min=0, help=_RECONNECT_HELP)] = None,
 ) -> None:
     """Fill the motion between a context and keyframes of a clip, and write the result.
 
     The result covers clip frames A..last key: the context frames and the keyframes are kept exactly, every other frame is generated (interp: SLERP of local rotations, cubic or linear root).
+
+    A .glb from a glTF/GLB input is a copy of the input with the filled clip added as <clip>_filled (or replacing the clip, --replace-clip): every other node, mesh, material, clip and extension is kept. From FBX, Collada or BVH it is a new file; the command says what it keeps. A .bvh keeps an input BVH's units, rotation orders and frame time.
 
     Example, Fox's Survey clip with context frames 0..39 and keyframes 60 and 82:
 
@@ -219,7 +226,7 @@ def fill(
         raise InvalidInput("--out", f"end the output name with .glb or .bvh, got {out.name!r}")
 
     from anymole.baseline import inbetween
-    from anymole.io import load_character, write_bvh, write_glb
+    from anymole.io import load_character, write_fill
 
     with console.status(f"loading {asset}"):
         character = load_character(asset)
@@ -242,14 +249,12 @@ def fill(
         key_translations=None if motion.translations is None else motion.translations[key_list],
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".bvh":
-        write_bvh(out, character.skeleton, result)
-    else:
-        write_glb(out, character, {f"{name}_filled": result})
+    filled, summary = write_fill(out, character, name, result, replace_clip=replace_clip, units=units)
     console.print(f"wrote {out}: {result.num_frames} frames at {result.fps:g} fps "
                   f"(clip frames {start}..{key_list[-1]}; {stop - start} context + {len(key_list)} keys kept)")
+    console.print(summary)
     gap = f"{stop}:{key_list[-1]}"
-    console.print(f"score it: anymole eval {out} {asset} --clip {name} --offset {start} --frames {gap}")
+    console.print(f"score it: anymole eval {out} {asset} --clip {name} --pred-clip {filled} --offset {start} --frames {gap}")
 
 
 def _say_submitted(job_id: str, server: str) -> None:
@@ -258,7 +263,8 @@ def _say_submitted(job_id: str, server: str) -> None:
 
 
 def _refuse_overwriting(asset: Path, out: Path, force: bool) -> None:
-    """A fill written over its own input replaces the asset with one clip: refuse it unless ``--force``."""
+    """A fill written over its own input overwrites the source asset (as a BVH or a mesh-less GLB, with
+    only the filled clip): refuse it unless ``--force``."""
     from anymole.errors import InvalidInput
 
     if force:
@@ -266,7 +272,7 @@ def _refuse_overwriting(asset: Path, out: Path, force: bool) -> None:
     same = out.resolve() == asset.resolve() or (out.exists() and asset.exists() and out.samefile(asset))
     if same:
         raise InvalidInput(
-            "--out", f"{out} is the input asset: writing there would replace it and drop its other clips; "
+            "--out", f"{out} is the input asset: writing there would overwrite the source file; "
             "pick another file name, or pass --force to overwrite it"
         )
 

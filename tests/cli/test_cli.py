@@ -42,6 +42,14 @@ def test_inspect_states_bvh_duration_convention() -> None:
     assert "Frames × Frame Time" in res.stdout
 
 
+def test_inspect_states_units() -> None:
+    res = runner.invoke(app, ["inspect", str(ASSETS / "131_01.bvh")])
+    assert res.exit_code == 0, res.output
+    # CMU units (0.056444 m); the hips-to-head rest extent in both units
+    text = " ".join(res.stdout.split())  # rich wraps at the terminal's width
+    assert "units: cmu (0.056444 m per unit)" in text and "file units =" in text
+
+
 def test_inspect_tree_lists_every_joint() -> None:
     res = runner.invoke(app, ["inspect", str(ASSETS / "Fox.glb")])
     assert res.exit_code == 0, res.output
@@ -63,11 +71,16 @@ def test_fill_then_eval(tmp_path: Path, suffix: str) -> None:
     assert res.exit_code == 0, res.output
     assert out.exists()
 
+    # the GLB is Fox.glb with the fill added as Survey_filled; the CLI prints the eval command that picks it
+    pred_clip = "Survey_filled" if suffix == ".glb" else "fill"
+    assert f"--pred-clip {pred_clip}" in res.output.replace("\n", " ")
+
     def score(frames: str) -> dict[str, float]:
         r = runner.invoke(
             app,
-            ["eval", str(out), str(ASSETS / "Fox.glb"), "--clip", "Survey", "--offset", "10", "--frames", frames, "--json"],
-        )
+            ["eval", str(out), str(ASSETS / "Fox.glb"), "--clip", "Survey", "--pred-clip", pred_clip, "--offset", "10",
+             "--frames", frames, "--json"],
+        )  # fmt: skip
         assert r.exit_code == 0, r.output
         return json.loads(r.stdout)
 

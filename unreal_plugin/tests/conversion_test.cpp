@@ -251,6 +251,9 @@ TEST_P(BundledCharacter, RoundTripsThroughUnrealSpace) {
         ExpectSameBits(mb.inverse_bind_matrices, c.mesh.inverse_bind_matrices, "inverse_bind_matrices");
         EXPECT_EQ(mb.triangle_indices, c.mesh.triangle_indices);
         EXPECT_EQ(mb.joint_indices, c.mesh.joint_indices);
+        EXPECT_EQ(mb.triangle_materials, c.mesh.triangle_materials);
+        EXPECT_EQ(mb.materials.size(), c.mesh.materials.size());
+        ExpectSameBits(mb.colors, c.mesh.colors, "colors");
         // Winding: where a canonical triangle's (b-a)x(c-a) agrees with its vertex normal, the Unreal triangle's
         // does with the mapped normal.
         size_t agree = 0, agree_ue = 0;

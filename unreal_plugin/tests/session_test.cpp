@@ -275,25 +275,31 @@ TEST_F(SessionTest, BadRequestNamesTheField) {
     EXPECT_EQ(st.field, "keyframes[0].rotations") << st.ToString();
 }
 
-// An editor that restarted finds its job again and resumes the stream after the last event it saw.
-TEST_F(SessionTest, ReattachResumesAfterTheLastSeenEvent) {
+// An editor that restarted finds its job again by its client_tags and resumes the stream after the last event it
+// saw; a retried submit with the same idempotency key gives the first job back.
+TEST_F(SessionTest, ReattachByClientTagsResumesAfterTheLastSeenEvent) {
     auto s = Open();
     const FoxScene fox = LoadFox(*s);
     JobRequest req = FoxJob(fox, 0, 40, {60, 82}, "interp");
     req.chunk_frames = 5;
-    req.label = "reattach-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
-    std::string job;
-    ASSERT_TRUE(s->Submit(req, &job).ok());
+    const std::string session = std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+    req.client_tags = {{"asset", "/Game/Fox/Survey"}, {"editor_session", session}};
+    std::string job, retried;
+    bool existing = true;
+    ASSERT_TRUE(s->Submit(req, &job, nullptr, "key-" + session, &existing).ok());
+    EXPECT_FALSE(existing);
+    ASSERT_TRUE(s->Submit(req, &retried, nullptr, "key-" + session, &existing).ok());
+    EXPECT_TRUE(existing);
+    EXPECT_EQ(retried, job);
     const auto first = Collect(*s, job, 0, [](const JobEvent&) { return true; });  // the editor closes
     ASSERT_EQ(first.size(), 1u);
 
     auto again = Open();  // a new session, as after a restart
     std::vector<JobSummary> jobs;
-    ASSERT_TRUE(again->ListJobs(&jobs).ok());
-    const JobSummary* found = nullptr;
-    for (const auto& j : jobs) if (j.label == req.label) found = &j;
-    ASSERT_NE(found, nullptr);
-    EXPECT_EQ(found->job_id, job);
+    ASSERT_TRUE(again->ListJobs(&jobs, 0, {{"editor_session", session}}).ok());
+    ASSERT_EQ(jobs.size(), 1u);
+    EXPECT_EQ(jobs[0].job_id, job);
+    EXPECT_EQ(jobs[0].client_tags, req.client_tags);
     const auto rest = Collect(*again, job, first.back().seq);
     ASSERT_FALSE(rest.empty());
     EXPECT_EQ(rest.front().seq, first.back().seq + 1);
@@ -375,9 +381,6 @@ TEST(SessionRestart, RunningJobIsInterrupted) {
 // 5000 frames of 65 joints is over 4 MiB of rotations: it arrives in parts under the client's 4 MiB limit.
 TEST_F(SessionTest, ResultOverFourMiBArrivesInParts) {
     auto s = Open();
-    if (s->Info().protocol.minor < 2) {
-        GTEST_SKIP() << "a protocol 1.1 server sizes result parts by its own 256 MiB limit; 1.2 takes the client's";
-    }
     const size_t joints = 65;
     UploadResult up;
     ASSERT_TRUE(s->UploadCharacter(Chain(joints, 0.25f), &up).ok());

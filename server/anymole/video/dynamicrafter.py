@@ -305,8 +305,9 @@ class DynamiCrafterPrior(nn.Module):
         """Fresh random weights everywhere, children before parents so zero-initialised output layers stay zero."""
         with torch.no_grad():
             for module in reversed(list(self.modules())):
-                if module is not self and callable(getattr(module, "reset_parameters", None)):
-                    module.reset_parameters()
+                reset = getattr(module, "reset_parameters", None)
+                if module is not self and callable(reset):
+                    reset()
 
     @classmethod
     def from_pretrained(

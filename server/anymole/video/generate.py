@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from anymole.errors import InvalidInput, ModelUnavailable
+from anymole.progress import OnStep, no_step
 from anymole.rig import Character, Motion
 from anymole.video.cache import AdaptationCache, adaptation_key, tensor_digest
 from anymole.video.caption import scene_caption
@@ -82,7 +83,6 @@ _ON_SECOND = 1e-3
 #: the ``message`` of the ``icadapt`` report when the adapted weights come from the cache (no ICAdapt run).
 FROM_CACHE = "adapted weights from the cache"
 
-OnStep = Callable[..., None]
 
 log = logging.getLogger(__name__)
 
@@ -480,7 +480,7 @@ def generate_video(
         raise InvalidInput("width/height", f"render size {cfg.width}×{cfg.height} must be a multiple of {factor}")
     if cache is not None and not character_digest:
         raise InvalidInput("character_digest", "give the character's content hash to key the adaptation cache")
-    report = on_step or (lambda *args, **kwargs: None)
+    report = on_step or no_step
     timings: list[tuple[str, float]] = []
 
     device = _device_of(prior)
@@ -525,9 +525,10 @@ def generate_video(
             def step(
                 _stage: str,
                 fraction: float,
+                message: str = "",
+                *,
                 preview: torch.Tensor | None = None,
                 frame: int = 0,
-                *,
                 i: int = i,
                 view: int = view,
             ) -> None:

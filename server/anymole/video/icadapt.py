@@ -28,6 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from anymole.errors import InvalidInput
+from anymole.progress import OnStep
 from anymole.video.clips import ClipBank
 from anymole.video.prior import (
     AUTOCAST_DTYPES,
@@ -50,7 +51,7 @@ BLOCK_RECOMPILE_LIMIT = 64
 #: text-to-image LoRA example is documented with ``--learning_rate=1e-04``), ten times the recipe's 1e-5.
 LORA_LR = 1e-4
 
-OnStep = Callable[..., None]
+
 Predict = Callable[[torch.Tensor, torch.Tensor, VideoCondition], torch.Tensor]
 
 

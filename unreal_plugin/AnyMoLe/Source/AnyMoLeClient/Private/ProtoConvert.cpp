@@ -73,6 +73,19 @@ void ToProto(const CharacterAsset& in, pb::CharacterAsset* out) {
         o->mutable_texture()->set_mime_type(m.texture.mime_type);
         o->mutable_texture()->set_data(m.texture.data);
     }
+    Put(m.colors, o->mutable_colors());
+    for (const Material& mat : m.materials) {
+        pb::Material* om = o->add_materials();
+        om->set_name(mat.name);
+        Put(mat.base_color, om->mutable_base_color());
+        if (mat.texture >= 0) om->set_texture(static_cast<uint32_t>(mat.texture));
+    }
+    Put(m.triangle_materials, o->mutable_triangle_materials());
+    for (const Texture& t : m.textures) {
+        pb::Texture* ot = o->add_textures();
+        ot->set_mime_type(t.mime_type);
+        ot->set_data(t.data);
+    }
 }
 
 void ToProto(const Clip& in, pb::Clip* out) {
@@ -99,6 +112,7 @@ void ToProto(const JobRequest& in, pb::InbetweenRequest* out) {
     out->set_chunk_frames(in.chunk_frames);
     out->set_seed(in.seed);
     out->set_label(in.label);
+    out->mutable_client_tags()->insert(in.client_tags.begin(), in.client_tags.end());
 }
 
 Skeleton FromProto(const pb::Skeleton& in) {
@@ -128,6 +142,13 @@ CharacterAsset FromProto(const pb::CharacterAsset& in) {
     c.mesh.base_color = Vec(m.base_color());
     c.mesh.texture.mime_type = m.texture().mime_type();
     c.mesh.texture.data = m.texture().data();
+    c.mesh.colors = Vec(m.colors());
+    for (const pb::Material& pm : m.materials()) {
+        c.mesh.materials.push_back(Material{pm.name(), Vec(pm.base_color()),
+                                            pm.has_texture() ? static_cast<int32_t>(pm.texture()) : -1});
+    }
+    c.mesh.triangle_materials = Vec(m.triangle_materials());
+    for (const pb::Texture& t : m.textures()) c.mesh.textures.push_back(Texture{t.mime_type(), t.data()});
     return c;
 }
 
@@ -252,6 +273,7 @@ JobSummary FromProto(const pb::JobSummary& in) {
     j.position = in.position();
     j.last_seq = in.last_seq();
     j.total_frames = in.total_frames();
+    j.client_tags.insert(in.client_tags().begin(), in.client_tags().end());
     return j;
 }
 

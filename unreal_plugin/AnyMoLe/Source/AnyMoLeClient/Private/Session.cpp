@@ -70,6 +70,12 @@ struct Session::Impl {
         if (!options.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options.token);
     }
 
+    // The wire request, with this client's receive limit so that the job's motion events fit it.
+    void ToRequest(const JobRequest& in, pb::InbetweenRequest* out) const {
+        proto::ToProto(in, out);
+        out->set_max_receive_message_bytes(static_cast<uint32_t>(options.receive_limit_bytes));
+    }
+
     uint32_t ChunkBytes() const {
         const uint32_t advertised = info.limits.upload_chunk_bytes ? info.limits.upload_chunk_bytes : 1u << 20;
         // A chunk must also fit the server's message limit with its framing.
@@ -188,23 +194,28 @@ Status Session::UploadCharacter(const CharacterAsset& character, UploadResult* o
     return Upload(payload, CharacterFormat::Proto, character.name, out);
 }
 
-Status Session::Submit(const JobRequest& request, std::string* job_id, uint32_t* queue_position) {
+Status Session::Submit(const JobRequest& request, std::string* job_id, uint32_t* queue_position,
+                       const std::string& idempotency_key, bool* existing) {
     grpc::ClientContext ctx;
     impl_->Prepare(&ctx);
     pb::SubmitJobRequest req;
-    proto::ToProto(request, req.mutable_request());
+    impl_->ToRequest(request, req.mutable_request());
+    req.set_idempotency_key(idempotency_key);
     pb::SubmitJobResponse resp;
     const grpc::Status st = impl_->stub->SubmitJob(&ctx, req, &resp);
     if (!st.ok()) return proto::FromGrpc(st);
     if (job_id) *job_id = resp.job_id();
     if (queue_position) *queue_position = resp.position();
+    if (existing) *existing = resp.existing();
     return Status{};
 }
 
-Status Session::Watch(const std::string& job_id, uint64_t after_seq, const EventHandler& on_event) {
+Status Session::Watch(const std::string& job_id, uint64_t after_seq, const EventHandler& on_event,
+                      bool skip_replayed_previews) {
     pb::WatchJobRequest req;
     req.set_job_id(job_id);
     req.set_after_seq(after_seq);
+    req.set_skip_replayed_previews(skip_replayed_previews);
     return impl_->Stream([&](grpc::ClientContext* ctx) { return impl_->stub->WatchJob(ctx, req); }, on_event,
                          nullptr);
 }
@@ -230,7 +241,7 @@ Status Session::Follow(const std::string& job_id, uint64_t after_seq, const Even
 
 Status Session::Inbetween(const JobRequest& request, const EventHandler& on_event) {
     pb::InbetweenRequest req;
-    proto::ToProto(request, &req);
+    impl_->ToRequest(request, &req);
     return impl_->Stream([&](grpc::ClientContext* ctx) { return impl_->stub->Inbetween(ctx, req); }, on_event,
                          nullptr);
 }
@@ -252,11 +263,13 @@ Status Session::Cancel(const std::string& job_id, JobState* state_after) {
     return Status{};
 }
 
-Status Session::ListJobs(std::vector<JobSummary>* out, uint32_t limit) {
+Status Session::ListJobs(std::vector<JobSummary>* out, uint32_t limit,
+                         const std::map<std::string, std::string>& tags) {
     grpc::ClientContext ctx;
     impl_->Prepare(&ctx);
     pb::ListJobsRequest req;
     req.set_limit(limit);
+    req.mutable_client_tags()->insert(tags.begin(), tags.end());
     pb::ListJobsResponse resp;
     const grpc::Status st = impl_->stub->ListJobs(&ctx, req, &resp);
     if (!st.ok()) return proto::FromGrpc(st);
@@ -270,6 +283,7 @@ Status Session::DownloadResult(const std::string& job_id, Result* out) {
     impl_->Prepare(&ctx);
     pb::DownloadResultRequest req;
     req.set_job_id(job_id);
+    req.set_max_receive_message_bytes(static_cast<uint32_t>(impl_->options.receive_limit_bytes));
     auto reader = impl_->stub->DownloadResult(&ctx, req);
     pb::DownloadResultResponse part;
     Result result;

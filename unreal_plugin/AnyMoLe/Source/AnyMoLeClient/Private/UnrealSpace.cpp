@@ -144,6 +144,10 @@ MeshUe MeshToUnreal(const SkinnedMesh& m) {
     }
     out.base_color = m.base_color;
     out.texture = m.texture;
+    out.colors = m.colors;
+    out.materials = m.materials;
+    out.triangle_materials = m.triangle_materials;
+    out.textures = m.textures;
     return out;
 }
 
@@ -185,6 +189,10 @@ Status MeshFromUnreal(const MeshUe& m, SkinnedMesh* out) {
     }
     o.base_color = m.base_color;
     o.texture = m.texture;
+    o.colors = m.colors;
+    o.materials = m.materials;
+    o.triangle_materials = m.triangle_materials;
+    o.textures = m.textures;
     *out = std::move(o);
     return Status{};
 }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,10 +51,16 @@ public:
     // that the same character hashes to the same id.
     Status UploadCharacter(const CharacterAsset& character, UploadResult* out);
 
-    Status Submit(const JobRequest& request, std::string* job_id, uint32_t* queue_position = nullptr);
+    // Queues a job. With an `idempotency_key` (a fresh random string per intended job), a retried submit
+    // returns the first submit's job (`existing` = true) instead of a duplicate. Every request carries this
+    // client's receive limit, so the job's motion events fit it.
+    Status Submit(const JobRequest& request, std::string* job_id, uint32_t* queue_position = nullptr,
+                  const std::string& idempotency_key = {}, bool* existing = nullptr);
     // Streams a job's events after `after_seq` (replay, then live) until its terminal event, the handler's
-    // false or StopWatching(). Unknown event kinds are skipped.
-    Status Watch(const std::string& job_id, uint64_t after_seq, const EventHandler& on_event);
+    // false or StopWatching(). Unknown event kinds are skipped. With `skip_replayed_previews` the stored
+    // previews of the replay are left out (a re-attaching editor needs the motion, not every old frame).
+    Status Watch(const std::string& job_id, uint64_t after_seq, const EventHandler& on_event,
+                 bool skip_replayed_previews = false);
     // Watch that re-attaches with the last seen sequence number when the stream drops (UNAVAILABLE), up to
     // `retries` times in a row; `last_seq` says where it stopped.
     Status Follow(const std::string& job_id, uint64_t after_seq, const EventHandler& on_event, int retries,
@@ -64,7 +71,9 @@ public:
     void StopWatching();
 
     Status Cancel(const std::string& job_id, JobState* state_after = nullptr);
-    Status ListJobs(std::vector<JobSummary>* out, uint32_t limit = 0);
+    // Jobs newest first; with `tags`, only those whose client_tags hold all of them.
+    Status ListJobs(std::vector<JobSummary>* out, uint32_t limit = 0,
+                    const std::map<std::string, std::string>& tags = {});
     // The result timeline of a completed job, streamed in parts that fit the receive limit.
     Status DownloadResult(const std::string& job_id, Result* out);
 

@@ -13,7 +13,7 @@ namespace anymole {
 
 // The protocol this client was built against; the handshake refuses a server of another major version.
 constexpr uint32_t kProtocolMajor = 1;
-constexpr uint32_t kProtocolMinor = 1;
+constexpr uint32_t kProtocolMinor = 2;
 // gRPC C++'s default receive limit; the client keeps it (Unreal processes share one gRPC configuration).
 constexpr int kDefaultReceiveLimitBytes = 4 * 1024 * 1024;
 
@@ -89,6 +89,13 @@ struct Texture {
     std::string data;       // the encoded file
 };
 
+// How one section looks: base colour factor x texture x vertex colour.
+struct Material {
+    std::string name;
+    std::vector<float> base_color;  // 4 RGBA or empty
+    int32_t texture = -1;           // index into SkinnedMesh::textures, -1 for none
+};
+
 // A skinned triangle mesh in bind pose, canonical space.
 struct SkinnedMesh {
     std::vector<float> positions;  // V * 3, metres
@@ -99,8 +106,12 @@ struct SkinnedMesh {
     std::vector<uint32_t> joint_indices;     // V * K
     std::vector<float> joint_weights;        // V * K, summing to 1 per vertex
     std::vector<float> inverse_bind_matrices;  // J * 16, column-major (glTF)
-    std::vector<float> base_color;           // 4 RGBA or empty
+    std::vector<float> base_color;           // 4 RGBA or empty (the one material when `materials` is empty)
     Texture texture;                         // empty data: none
+    std::vector<float> colors;               // V * 4 RGBA vertex colours or empty
+    std::vector<Material> materials;         // one per section / material slot
+    std::vector<uint32_t> triangle_materials;  // T: each triangle's index into `materials`, or empty
+    std::vector<Texture> textures;           // the distinct images `materials` refer to
 };
 
 struct CharacterAsset {
@@ -146,6 +157,8 @@ struct JobRequest {
     uint32_t chunk_frames = 0;
     uint64_t seed = 0;
     std::string label;
+    // Stored with the job and echoed by ListJobs, so that an editor finds its jobs again after a restart.
+    std::map<std::string, std::string> client_tags;
 };
 
 enum class JobState : int { Unspecified = 0, Queued, Running, Completed, Failed, Cancelled, Interrupted };
@@ -202,6 +215,7 @@ struct JobSummary {
     uint32_t position = 0;
     uint64_t last_seq = 0;
     uint32_t total_frames = 0;
+    std::map<std::string, std::string> client_tags;
 };
 
 // A completed job's result timeline (context followed by the filled frames) and the optional file.

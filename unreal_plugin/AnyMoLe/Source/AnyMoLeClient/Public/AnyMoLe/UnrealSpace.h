@@ -72,6 +72,10 @@ struct MeshUe {
     std::vector<Matrix> inverse_bind_matrices;  // one per joint
     std::vector<float> base_color;
     Texture texture;
+    std::vector<float> colors;                 // V * 4 RGBA, unchanged
+    std::vector<Material> materials;           // one per section
+    std::vector<uint32_t> triangle_materials;  // per triangle, same order as canonical
+    std::vector<Texture> textures;
 };
 MeshUe MeshToUnreal(const SkinnedMesh& m);
 Status MeshFromUnreal(const MeshUe& m, SkinnedMesh* out);
