@@ -263,8 +263,7 @@ def _say_submitted(job_id: str, server: str) -> None:
 
 
 def _refuse_overwriting(asset: Path, out: Path, force: bool) -> None:
-    """A fill written over its own input overwrites the source asset (as a BVH or a mesh-less GLB, with
-    only the filled clip): refuse it unless ``--force``."""
+    """A fill written over its own input overwrites the source asset: refuse it unless ``--force``."""
     from anymole.errors import InvalidInput
 
     if force:
