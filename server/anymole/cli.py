@@ -178,7 +178,7 @@ def fill(
     token: Annotated[str | None, typer.Option(envvar="ANYMOLE_TOKEN", help="bearer token for --server")] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM root certificate: talk TLS to --server")] = None,
     force: Annotated[bool, typer.Option(help="allow --out to be the input asset itself (the source file is overwritten)")] = False,
-    replace_clip: Annotated[bool, typer.Option(help="GLB: the filled clip replaces the source clip (same name and place) instead of being added as <clip>_filled")] = False,
+    replace_clip: Annotated[bool, typer.Option(help="GLB: write the source clip with the gap filled, under its name and in its place, instead of adding the filled frames as <clip>_filled")] = False,
     units: Annotated[str | None, typer.Option(help="BVH output units: m, cm, mm, inch or cmu (default: the input BVH's, else m)")] = None,
     reconnect_wait: Annotated[float | None, typer.Option(min=0, help=_RECONNECT_HELP)] = None,
 ) -> None:
@@ -186,7 +186,7 @@ def fill(
 
     The result covers clip frames A..last key: the context frames and the keyframes are kept exactly, every other frame is generated (interp: SLERP of local rotations, cubic or linear root).
 
-    A .glb from a glTF/GLB input is a copy of the input with the filled clip added as <clip>_filled (or replacing the clip, --replace-clip): every other node, mesh, material, clip and extension is kept. From FBX, Collada or BVH it is a new file; the command says what it keeps. A .bvh keeps an input BVH's units, rotation orders and frame time.
+    A .glb from a glTF/GLB input is a copy of the input with the filled clip added as <clip>_filled (or, with --replace-clip, the source clip with the gap filled, under its own name): every other node, mesh, material, clip and extension is kept. From FBX, Collada or BVH it is a new file; the command says what it keeps. A .bvh keeps an input BVH's units, rotation orders and frame time.
 
     Example, Fox's Survey clip with context frames 0..39 and keyframes 60 and 82:
 
@@ -249,12 +249,13 @@ def fill(
         key_translations=None if motion.translations is None else motion.translations[key_list],
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    filled, summary = write_fill(out, character, name, result, replace_clip=replace_clip, units=units)
+    filled, summary = write_fill(out, character, name, result, replace_clip=replace_clip, start=start, units=units)
     console.print(f"wrote {out}: {result.num_frames} frames at {result.fps:g} fps "
                   f"(clip frames {start}..{key_list[-1]}; {stop - start} context + {len(key_list)} keys kept)")
     console.print(summary)
     gap = f"{stop}:{key_list[-1]}"
-    console.print(f"score it: anymole eval {out} {asset} --clip {name} --pred-clip {filled} --offset {start} --frames {gap}")
+    offset = 0 if replace_clip else start  # a replaced clip keeps the source clip's frame numbers
+    console.print(f"score it: anymole eval {out} {asset} --clip {name} --pred-clip {filled} --offset {offset} --frames {gap}")
 
 
 def _say_submitted(job_id: str, server: str) -> None:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from anymole.baseline import inbetween
 from anymole.cli import app, main
+from anymole.io import load_character
 from anymole.metrics import evaluate
 from asset_files import ASSET_FILES, ASSETS, cached_load, sidecar_clips, sidecar_joints
 
@@ -100,6 +101,23 @@ def test_fill_then_eval(tmp_path: Path, suffix: str) -> None:
     want = evaluate(fox.skeleton, filled.slice(30, 72), survey.slice(40, 82), slice(None))
     for k, v in want.items():
         assert gap[k] == pytest.approx(v, rel=1e-3, abs=1e-6), k
+
+
+def test_fill_replace_clip_keeps_the_clips_names_and_lengths(tmp_path: Path) -> None:
+    out = tmp_path / "fox.glb"
+    res = runner.invoke(app, ["fill", str(ASSETS / "Fox.glb"), "--clip", "Survey", "--context", "10:40", "--keys", "60,70",
+                              "--out", str(out), "--replace-clip"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "--pred-clip Survey --offset 0" in " ".join(res.output.split())
+    back = load_character(out)
+    fox = cached_load("Fox.glb")
+    assert list(back.motions) == list(fox.motions)
+    survey, filled = fox.motions["Survey"], back.motions["Survey"]
+    assert filled.num_frames == survey.num_frames
+    # before the context and after the last key: the clip as it was; in the gap: the fill
+    for frames, same in ((slice(0, 40), True), (slice(71, None), True), (slice(45, 55), False)):
+        err = float((filled.rotations[frames] - survey.rotations[frames]).abs().max())
+        assert (err < 1e-5) == same, (frames, err)
 
 
 def test_fill_bvh_output(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ import torch
 
 from anymole.errors import InvalidInput
 from anymole.io import describe, load_character, write_fill
-from anymole.rig import fk_motion
+from anymole.io._export import splice
+from anymole.rig import Motion, fk_motion
 from asset_files import ASSETS, cached_load, validator_cmd
 from multi_material import build
 
@@ -82,11 +83,11 @@ def sources(tmp_path_factory) -> dict[str, Path]:
 
 
 def _fill(character, clip):
-    """A stand-in for a fill: the clip's middle frames, slowed, so that it differs from every clip."""
+    """A stand-in for a fill from frame F // 4 to the end: those frames backwards, unlike any clip."""
     m = character.motions[clip]
     part = m.slice(m.num_frames // 4, m.num_frames)
-    n = int((part.num_frames - 1) * 1.5) + 1
-    return part.sample(torch.arange(n, dtype=torch.float64) / 1.5, m.fps)
+    back = None if part.translations is None else part.translations.flip(0)
+    return m.num_frames // 4, Motion(m.fps, part.rotations.flip(0), part.root_translation.flip(0), back)
 
 
 @pytest.mark.parametrize("replace", [False, True], ids=["added", "replaced"])
@@ -94,10 +95,10 @@ def _fill(character, clip):
 def test_glb_from_gltf_keeps_everything_else(sources, tmp_path, name, replace):
     src = sources[name]
     character = load_character(src)
-    clip = list(character.motions)[-1]
-    motion = _fill(character, clip)
+    clip = "Wave" if "Wave" in character.motions else list(character.motions)[-1]  # the robot's morphs
+    start, motion = _fill(character, clip)
     out = tmp_path / "out.glb"
-    filled, summary = write_fill(out, character, clip, motion, replace_clip=replace)
+    filled, summary = write_fill(out, character, clip, motion, replace_clip=replace, start=start)
     assert ("kept as they were" in summary) and filled == (clip if replace else f"{clip}_filled")
     a, b = _gltf(src), _gltf(out)
     assert _counts(b) == _counts(a)
@@ -109,6 +110,10 @@ def test_glb_from_gltf_keeps_everything_else(sources, tmp_path, name, replace):
     for i, anim in enumerate(a.animations):
         if replace and i == changed:
             assert b.animations[i].name == anim.name
+            # channels that do not pose the skeleton (the robot's morph weights) stay as they were
+            others = [c for c in _animation_data(a, anim) if c[1] == "weights"]
+            assert [c for c in _animation_data(b, b.animations[i]) if c[1] == "weights"] == others
+            assert others or name != "robot.glb"
             continue
         assert b.animations[i].name == anim.name
         assert _animation_data(b, b.animations[i]) == _animation_data(a, anim), anim.name
@@ -117,6 +122,9 @@ def test_glb_from_gltf_keeps_everything_else(sources, tmp_path, name, replace):
     # and the new clip is the motion we wrote
     back = load_character(out)
     assert list(back.motions)[changed if replace else -1] == filled
+    if replace:  # the whole clip, the gap filled
+        motion = splice(character.motions[clip], motion, start, character.skeleton.offsets)
+        assert motion.num_frames == character.motions[clip].num_frames
     _, want = fk_motion(character.skeleton, motion)
     _, got = fk_motion(back.skeleton, back.motions[filled])
     size = float((want.amax((0, 1)) - want.amin((0, 1))).max())
@@ -130,7 +138,7 @@ def test_filled_glbs_add_no_validator_issue(sources, tmp_path):
         character = load_character(src)
         clip = next(iter(character.motions))
         out = tmp_path / f"{name}.glb"
-        write_fill(out, character, clip, _fill(character, clip))
+        write_fill(out, character, clip, _fill(character, clip)[1])
         # the validator reads bytes alone: the .gltf with external files is checked as its .glb twin
         paths += [str(sources["robot.glb"] if name == "robot_files.gltf" else src), str(out)]
     report = json.loads(
@@ -146,7 +154,7 @@ def test_filled_glbs_add_no_validator_issue(sources, tmp_path):
 def test_glb_from_fbx_says_what_it_keeps(tmp_path):
     fox = cached_load("Fox.fbx")
     out = tmp_path / "fox.glb"
-    name, summary = write_fill(out, fox, "Run", _fill(fox, "Run"))
+    name, summary = write_fill(out, fox, "Run", _fill(fox, "Run")[1])
     assert name == "Run_filled" and "not kept" in summary and "morph targets" in summary and "FBX" in summary
     back = load_character(out)
     assert list(back.motions) == [*fox.motions, "Run_filled"]
@@ -195,3 +203,19 @@ def test_describe_states_units():
     gltf = describe(cached_load("Fox.glb"))
     assert gltf["units"]["name"].startswith("glTF units")
     assert gltf["skeleton"]["rest_extent_file"] == gltf["skeleton"]["rest_extent_m"]
+
+
+@pytest.mark.parametrize("start", [0, 7, 20])
+def test_splice_puts_the_part_in_place(start):
+    fox = cached_load("Fox.glb")
+    clip = fox.motions["Survey"]
+    same = splice(clip, clip.slice(start, start + 30), start, fox.skeleton.offsets)
+    assert torch.equal(same.rotations, clip.rotations) and torch.equal(same.translations, clip.translations)
+    _, other = _fill(fox, "Walk")
+    part = other.slice(0, 10)
+    got = splice(clip, part, start, fox.skeleton.offsets)
+    assert got.num_frames == clip.num_frames and got.fps == clip.fps
+    assert torch.equal(got.rotations[start : start + 10], part.rotations)
+    assert torch.equal(got.rotations[start + 10 :], clip.rotations[start + 10 :])
+    with pytest.raises(InvalidInput, match="does not fit"):
+        splice(clip, clip, start + 1, fox.skeleton.offsets)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from anymole.errors import AssetError, InvalidInput
 from anymole.io._bvh import BVH_UNIT_CANDIDATES, bvh_rotation_orders, unit_name, write_bvh
 from anymole.io._gltf import write_glb
@@ -22,7 +24,7 @@ from anymole.io._gltf_edit import add_clip_to_gltf
 from anymole.rig.character import Character
 from anymole.rig.motion import Motion
 
-__all__ = ["write_fill"]
+__all__ = ["splice", "write_fill"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,44 @@ def _new_name(existing: list[str], clip: str) -> str:
     return name
 
 
+def splice(clip: Motion, part: Motion, start: int, offsets: torch.Tensor) -> Motion:
+    """``clip`` with its frames ``start .. start + F - 1`` replaced by the ``F`` frames of ``part``;
+    ``offsets (J, 3)`` are the skeleton's rest offsets (m), for a clip without per-joint translations.
+
+    Raises:
+        InvalidInput: ``part`` does not fit inside ``clip`` from ``start``, or has other joints or frame rate.
+    """
+    end = start + part.num_frames
+    if not 0 <= start <= end <= clip.num_frames or part.num_joints != clip.num_joints:
+        raise InvalidInput(
+            "start",
+            f"a {part.num_frames}-frame fill from frame {start} does not fit the {clip.num_frames}-frame clip",
+        )
+    if abs(part.fps - clip.fps) > 1e-6 * clip.fps:
+        raise InvalidInput("motion", f"the fill is at {part.fps:g} fps, the clip at {clip.fps:g}")
+
+    def join(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.cat((a[:start], b.to(a), a[end:]))
+
+    def per_joint(m: Motion) -> torch.Tensor:
+        if m.translations is not None:
+            return m.translations
+        out = offsets.to(m.root_translation).expand(m.num_frames, -1, -1).clone()
+        out[:, 0] = m.root_translation
+        return out
+
+    translations = None
+    if clip.translations is not None or part.translations is not None:
+        translations = join(per_joint(clip), per_joint(part))
+    return Motion(
+        fps=clip.fps,
+        rotations=join(clip.rotations, part.rotations),
+        root_translation=join(clip.root_translation, part.root_translation),
+        translations=translations,
+        name=clip.name,
+    )
+
+
 def write_fill(
     path: str | Path,
     character: Character,
@@ -44,6 +84,7 @@ def write_fill(
     motion: Motion,
     *,
     replace_clip: bool = False,
+    start: int = 0,
     units: str | None = None,
 ) -> tuple[str, str]:
     """Write ``motion``, a fill of ``character``'s clip ``clip``, to ``path`` (``.glb`` or ``.bvh``).
@@ -53,8 +94,11 @@ def write_fill(
         character: the loaded input (``character.source`` names the file to keep).
         clip: the source clip's name in ``character.motions``.
         motion: the filled clip.
-        replace_clip: GLB: the filled clip takes the source clip's name and place; otherwise it is added as
+        replace_clip: GLB: the source clip, with ``motion`` in place of its frames ``start ..
+            start + F - 1``, is written under its own name and in its place (in a glTF its other channels,
+            morph weights say, stay as they were: same timeline); otherwise ``motion`` is added as
             ``<clip>_filled``.
+        start: the source clip's frame where ``motion`` begins (used with ``replace_clip``).
         units: BVH only: ``m``, ``cm``, ``mm``, ``inch`` or ``cmu``; default the input BVH's unit, else ``m``.
 
     Returns:
@@ -72,6 +116,8 @@ def write_fill(
     if units is not None:
         raise InvalidInput("--units", "units are for a .bvh output; a GLB is in glTF's metres")
     name = clip if replace_clip else _new_name(list(character.motions), clip)
+    if replace_clip:
+        motion = splice(character.motions[clip], motion, start, character.skeleton.offsets)
     if source is not None and src_ext in (".glb", ".gltf"):
         add_clip_to_gltf(
             path, source, character, motion, name, replace=clip if replace_clip else None,

@@ -174,7 +174,8 @@ def add_clip_to_gltf(
         motion: the new clip on that skeleton.
         name: the new animation's name.
         replace: the name (as in ``character.motions``) of a clip to replace: the new animation takes its
-            place in the list and every other clip keeps its index.
+            place and name, every other clip keeps its index, and the replaced clip's channels that do not
+            pose the skeleton (morph weights, other nodes) are kept, on their own timeline.
         unit_scale: metres per file unit the character was loaded with (1 for glTF unless ``scale=`` was
             passed).
 
@@ -245,6 +246,7 @@ def add_clip_to_gltf(
             raise AssetError(source, f"no clip {replace!r} to replace; the file has {names}")
         old = gltf.animations[names.index(replace)]
         anim.name, anim.extras = old.name, old.extras  # an unnamed clip stays unnamed: same name on reload
+        _keep_other_channels(old, anim, _posed_nodes(nodes, sk.parents, parents))
         gltf.animations[names.index(replace)] = anim
     else:
         gltf.animations.append(anim)
@@ -257,6 +259,32 @@ def add_clip_to_gltf(
         gltf.save_binary(str(path))
     except OSError as exc:
         raise AssetError(path, f"cannot write the file: {exc.strerror}") from None
+
+
+def _posed_nodes(nodes: list[int], joint_parents: tuple[int, ...], parents: list[int]) -> set[int]:
+    """The nodes whose transforms the new clip defines: the joints and the nodes above each root joint (whose
+    animation the importer folded into the root's keys)."""
+    out = set(nodes)
+    for node, p in zip(nodes, joint_parents, strict=True):
+        a = parents[node] if p < 0 else -1
+        while a >= 0:
+            out.add(a)
+            a = parents[a]
+    return out
+
+
+def _keep_other_channels(old: gl.Animation, new: gl.Animation, posed: set[int]) -> None:
+    """Copy into ``new`` the channels of ``old`` that animate something besides the posed nodes' transforms
+    (morph weights, props, cameras), with their samplers' accessors as they were."""
+    for c in old.channels:
+        if c.target.node in posed and c.target.path in ("rotation", "translation", "scale"):
+            continue
+        new.samplers.append(old.samplers[c.sampler])
+        new.channels.append(
+            gl.AnimationChannel(
+                sampler=len(new.samplers) - 1, target=c.target, extensions=c.extensions, extras=c.extras
+            )
+        )
 
 
 def _to_trs(node: gl.Node) -> None:
