@@ -97,6 +97,14 @@ def test_glb_keeps_every_material(tmp_path):
     assert float((ma.colors - mb.colors).abs().max()) < 1e-6
 
 
+def test_glb_of_several_materials_is_validator_clean(tmp_path):
+    a = load_character(build(tmp_path / "robot.glb"))
+    write_glb(tmp_path / "out.glb", a)
+    out = str(tmp_path / "out.glb")
+    report = json.loads(subprocess.run([*validator_cmd(), out], check=True, capture_output=True, text=True, timeout=120).stdout)
+    assert report[out]["errors"] == 0 and report[out]["warnings"] == 0, report[out]
+
+
 def test_glb_from_a_motion_list(tmp_path):
     ch = cached_load("Fox.glb", scale=0.01)
     walk = ch.motions["Walk"]

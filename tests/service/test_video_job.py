@@ -498,12 +498,12 @@ async def test_two_workers_on_one_device_take_turns_with_its_prior(make_server, 
 
 
 async def test_out_of_memory_in_the_video_stage_says_what_to_change(make_server, connect, monkeypatch):
-    import anymole.video.generate
+    import anymole.pipeline.methods.video
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
 
-    monkeypatch.setattr(anymole.video.generate, "generate_video", out_of_memory)
+    monkeypatch.setattr(anymole.pipeline.methods.video, "generate_video", out_of_memory)
     _, port = await make_server(pipeline=AnyMoLePipeline(TINY))
     client, up = await _fox(connect, port)
     failed = [st.event async for st in client.inbetween(_request(client, up, keys=KEYS[:1]))][-1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io as _stdio
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,6 +62,7 @@ class SceneMaterials:
 
     def _image(self, ref: str) -> torch.Tensor | None:
         raw, path = self.raw, self.path
+        tex: dict[str, Any] | None
         if ref.startswith("*") and ref[1:].isdigit() and int(ref[1:]) < len(raw.textures):
             tex = raw.textures[int(ref[1:])]
         else:

@@ -94,6 +94,6 @@ class AnyMoLePipeline:
         await self._video.warm_up(devices)
 
     async def run(self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str) -> AsyncIterator[Event]:
-        method = check_spec(self, spec)
-        async for event in self._methods[method.name].run(spec, token, report, device):
+        check_method(self, spec.method, spec.preset)  # the method's run makes its own `validate` checks
+        async for event in self._methods[spec.method].run(spec, token, report, device):
             yield event

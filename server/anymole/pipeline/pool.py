@@ -99,6 +99,7 @@ class PriorPool:
             if device in self.priors:
                 return self.priors[device]
             from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
+            from anymole.video.weights import load_pretrained
 
             if self.settings.tiny:
                 config = DynamiCrafterConfig.tiny()
@@ -112,7 +113,7 @@ class PriorPool:
                 assert checkpoint is not None  # not tiny, and unavailable_reason() was empty
                 path = checkpoint.resolve()
                 try:
-                    prior = DynamiCrafterPrior.from_pretrained(path, device=device)
+                    prior = load_pretrained(path, device=device)
                 except AssetError as exc:  # the server's own file, not the client's: FAILED_PRECONDITION
                     raise ModelUnavailable(
                         "video prior",

@@ -23,7 +23,7 @@ class VideoSettings:
     Attributes:
         prior: ``None`` (the method is unavailable), ``"tiny"`` (DynamiCrafter's architecture at tiny size
             with random weights, seed 0: the offline demo and tests; its videos are noise), or the path of a
-            DynamiCrafter 512 interpolation checkpoint (`DynamiCrafterPrior.from_pretrained`, CLIP tokenizer
+            DynamiCrafter 512 interpolation checkpoint (`anymole.video.weights.load_pretrained`, CLIP tokenizer
             files beside it) or of the folder holding it as ``model.ckpt``.
         icadapt_steps: ICAdapt optimiser steps for every preset (``None``: the presets' 500).
         ddim_steps: DDIM steps per sampler window (``None``: 50).

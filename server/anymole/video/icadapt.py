@@ -40,7 +40,7 @@ from anymole.video.prior import (
 )
 from anymole.video.schedule import DDIMSchedule
 
-__all__ = ["AdaptedWeights", "ICAdaptConfig", "encode_clip_frames", "icadapt", "icadapt_loss"]
+__all__ = ["RECIPES", "AdaptedWeights", "ICAdaptConfig", "encode_clip_frames", "icadapt", "icadapt_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,14 @@ class ICAdaptConfig:
             ),
             **overrides,
         )
+
+
+#: the named ICAdapt recipes → their constructors (each takes field overrides)
+RECIPES: dict[str, Callable[..., ICAdaptConfig]] = {
+    "reference": ICAdaptConfig.reference,
+    "fast": ICAdaptConfig.fast,
+    "turbo": ICAdaptConfig.turbo,
+}
 
 
 @dataclass

@@ -33,7 +33,8 @@ class Method(Protocol):
     A method declares its stages' plan on ``report`` (``report.set_plan([(stage, cost), …])``), runs each stage
     (a plain blocking function taking an `OnStep`) with ``await run_in_thread(token, stage_fn, …,
     on_step=report)``, yields `Preview` and provisional `MotionChunk` events between stages and ends with
-    `Completed`; errors are raised.
+    `Completed`; errors are raised. ``run`` makes ``validate``'s checks itself, with the plans they produce
+    (the ``video`` method's timeline), so that a job is planned once a run.
     """
 
     def spec(self) -> MethodSpec:

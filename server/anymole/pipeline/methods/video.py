@@ -16,7 +16,7 @@ import io
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -27,10 +27,22 @@ from anymole.pipeline.methods.base import MethodSpec
 from anymole.pipeline.pool import LoadedPrior, PriorPool
 from anymole.pipeline.settings import VideoSettings
 from anymole.pipeline.spec import JobSpec
+from anymole.video.cache import AdaptationCache
+from anymole.video.caption import DEFAULT_CAPTION_MODEL
+from anymole.video.config import VideoJobConfig
+from anymole.video.generate import (
+    FROM_CACHE,
+    GeneratedScene,
+    VideoPreview,
+    check_render_size,
+    generate_video,
+    render_scene,
+    warm_up,
+)
 from anymole.video.icadapt import ICAdaptConfig
-
-if TYPE_CHECKING:
-    from anymole.video.generate import GeneratedScene, VideoJobConfig, VideoPreview
+from anymole.video.mp4 import encode_mp4
+from anymole.video.sampler import SamplerConfig
+from anymole.video.timeline import VideoTimeline, plan_timeline
 
 __all__ = ["ICADAPT_PRESETS", "VideoMethod"]
 
@@ -47,13 +59,6 @@ _VIDEO_DESCRIPTION = (
     "in-between video with two-stage guided sampling (Algorithm 2), streams a preview frame per window; result: "
     "the generated video (MP4; no motion until the joint estimator and mimicking exist)"
 )
-# Relative stage costs for ETAs, in seconds at full size on an H100/H200 (docs/benchmarks.md, "Video prior"):
-# an ICAdapt step of 8 clips ≈ 1.6–2.3 s (quality), 1.1–1.7 s (fast), 0.5 s (turbo, whose first job in a process
-# also compiles for minutes: one step's weight can't carry that), one denoiser step of a window ≈ 0.25 s, a
-# rendered frame per view ≈ 10 ms, reading the 10 GB checkpoint ≈ 30 s.
-_COST_ICADAPT_STEP = {"spatial": 2.0, "decoder": 1.4, "lora_top": 0.5}  # by the presets' training modes
-_COST_WINDOW_STEP = 0.25
-_COST_RENDER_FRAME = 0.01
 
 #: the progress message of a video job waiting for its device's prior
 _WAITING_FOR_PRIOR = "waiting for this device's video prior: another video job or the server's warm-up holds it"
@@ -80,11 +85,13 @@ class VideoMethod:
         )
 
     def validate(self, spec: JobSpec) -> None:
-        """A ``video`` job's keyframes must fit the sampler's timeline (`anymole.video.generate.plan_timeline`),
-        and its timeline ends at the last keyframe (the video stops there)."""
-        from anymole.video.generate import plan_timeline
+        """`timeline`'s checks, before a job queues."""
+        self.timeline(spec)
 
-        plan_timeline(spec.context_frames, spec.context.fps, spec.key_frames)
+    def timeline(self, spec: JobSpec) -> VideoTimeline:
+        """The job's timeline on the sampler's (`anymole.video.timeline.plan_timeline`: the keyframes must fit
+        it); the job's timeline must end at the last keyframe (the video stops there)."""
+        timeline = plan_timeline(spec.context_frames, spec.context.fps, spec.key_frames)
         end = spec.key_frames[-1] + 1
         if spec.total_frames != end:
             raise InvalidInput(
@@ -92,12 +99,11 @@ class VideoMethod:
                 f"the video method generates frames up to the last keyframe ({end - 1}), not to "
                 f"{spec.total_frames - 1}; send total_frames {end} or 0, or add a keyframe a second later",
             )
+        return timeline
 
     async def warm_up(self, devices: Sequence[str]) -> None:
         """`VideoSettings.warmup`: load the prior on each device and compile ``turbo`` on CUDA devices (one
         ICAdapt step on random frames; `PriorPool.warm_up`)."""
-        from anymole.video.generate import warm_up
-
         def compile_turbo(device: str, loaded: LoadedPrior) -> float:
             return warm_up(loaded.prior, self.config("turbo", 0, loaded, device), loaded.schedule)
 
@@ -105,10 +111,6 @@ class VideoMethod:
 
     def config(self, preset: str, seed: int, loaded: LoadedPrior, device: str) -> VideoJobConfig:
         """A video job's settings: ``preset`` (``""``: the default) and ``seed`` on ``device``'s prior."""
-        from anymole.video.caption import DEFAULT_CAPTION_MODEL
-        from anymole.video.generate import VideoJobConfig
-        from anymole.video.sampler import SamplerConfig
-
         v = self.settings
         adapt = ICADAPT_PRESETS[preset or next(iter(ICADAPT_PRESETS))]()
         if adapt.compile and not device.startswith("cuda"):  # a compile pays back over a GPU's fast steps only
@@ -131,10 +133,7 @@ class VideoMethod:
     async def run(
         self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str
     ) -> AsyncIterator[Event]:
-        from anymole.video.cache import AdaptationCache
-        from anymole.video.generate import FROM_CACHE, generate_video, plan_timeline, sampler_windows
-
-        timeline = plan_timeline(spec.context_frames, spec.context.fps, spec.key_frames)
+        timeline = self.timeline(spec)  # planned once a run; checked at submission too (`validate`)
         t0 = time.perf_counter()
         first_load = device not in self.pool.priors
         if first_load:
@@ -143,13 +142,7 @@ class VideoMethod:
         loaded = await self.pool.get(device)
         load_s = time.perf_counter() - t0
         cfg = self.config(spec.preset, spec.seed, loaded, device)
-        windows = len(sampler_windows(timeline)) * len(cfg.sample_views)
-        frames = timeline.render_context_frames + timeline.num_gaps
-        plan = ([("load", self.pool.load_cost)] if first_load else []) + [
-            ("render", _COST_RENDER_FRAME * cfg.views * frames),
-            ("icadapt", _COST_ICADAPT_STEP.get(cfg.icadapt.mode, 2.0) * cfg.icadapt.steps),
-            ("sample", _COST_WINDOW_STEP * windows * cfg.sampler.num_steps),
-        ]
+        plan = ([("load", self.pool.load_cost)] if first_load else []) + cfg.stage_costs(timeline)
         report.set_plan(plan)
         if first_load:
             report("load", 1.0)
@@ -168,17 +161,27 @@ class VideoMethod:
         def waiting() -> None:
             report("render", 0.0, _WAITING_FOR_PRIOR)
 
-        def generate() -> GeneratedScene:
+        def generate() -> tuple[float, GeneratedScene]:
             with loaded.exclusive(token, on_wait=waiting) as prior:
-                return generate_video(
+                check_render_size(prior, cfg)
+                t = time.perf_counter()
+                renders = render_scene(
                     spec.character,
                     spec.context,
-                    spec.key_frames,
                     spec.key_rotations,
                     spec.key_root,
-                    prior,
+                    timeline,
                     cfg,
                     key_translations=spec.key_translations,
+                    device=device,
+                    on_step=on_step,
+                )
+                render_s = time.perf_counter() - t
+                return render_s, generate_video(
+                    prior,
+                    renders,
+                    timeline,
+                    cfg,
                     schedule=loaded.schedule,
                     cache=cache,
                     model_id=loaded.model_id,
@@ -188,7 +191,7 @@ class VideoMethod:
                 )
 
         try:
-            scene = await run_in_thread(token, generate)
+            render_s, scene = await run_in_thread(token, generate)
         except torch.OutOfMemoryError as exc:  # the weights are restored; say what to change, not INTERNAL
             what = str(exc).partition("\n")[0]  # torch's first line: how much it tried to allocate
             raise ResourceExhausted(
@@ -197,7 +200,9 @@ class VideoMethod:
             ) from exc
         t1 = time.perf_counter()
         clip = await asyncio.to_thread(_video_clip, scene)
-        yield _video_completed(spec, scene, clip, cfg, load_s if first_load else None, time.perf_counter() - t1, self.settings.tiny)
+        load = (("load", load_s),) if first_load else ()
+        timings = (*load, ("render", render_s), *scene.timings, ("encode", time.perf_counter() - t1))
+        yield _video_completed(spec, scene, clip, cfg, timings, self.settings.tiny)
 
 
 def _preview_event(stage: str, preview: VideoPreview) -> Preview:
@@ -213,8 +218,6 @@ def _preview_event(stage: str, preview: VideoPreview) -> Preview:
 
 def _video_clip(scene: GeneratedScene) -> VideoClip:
     """The sampled views side by side as an MP4 (H.264, every frame kept, no resizing)."""
-    from anymole.video.generate import encode_mp4
-
     frames = (scene.frames.clamp(0, 1) * 255).round().to(torch.uint8)  # (V, 3, N, H, W)
     v, _, n, h, w = frames.shape
     tiled = frames.permute(2, 3, 0, 4, 1).reshape(n, h, v * w, 3)  # (N, H, V·W, 3)
@@ -226,13 +229,9 @@ def _video_completed(
     scene: GeneratedScene,
     clip: VideoClip,
     cfg: VideoJobConfig,
-    load_s: float | None,
-    encode_s: float,
+    timings: tuple[tuple[str, float], ...],
     tiny: bool,
 ) -> Completed:
-    from anymole.video.generate import FROM_CACHE
-
-    timings = ((("load", load_s),) if load_s is not None else ()) + scene.timings + (("encode", encode_s),)
     adapt = FROM_CACHE if scene.adaptation is None else f"{cfg.icadapt.steps} ICAdapt steps"
     summary = (
         f"generated {clip.frame_count} frames ({clip.frame_count / clip.fps:.1f} s at {clip.fps:g} fps, view "
