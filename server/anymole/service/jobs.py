@@ -193,9 +193,10 @@ class JobManager:
             raises `OverBudget`; 0 = unbounded.
         max_label_bytes: labels of stored jobs longer than this (UTF-8 bytes, from before the limit) are cut
             to it on start; 0 = no cut.
-        clock: Unix time of events and submissions; the stream recorder (scripts/record_streams.py) passes a
+        clock: Unix time of events and submissions (default `time.time`); the stream recorder (scripts/record_streams.py) passes a
             fixed one so that its recordings do not change from run to run.
-        new_job_id: makes a job id; the recorder passes a counter for the same reason.
+        new_job_id: makes a job id (default ``job-`` and 16 random hex digits); the recorder passes a counter
+            for the same reason.
     """
 
     def __init__(
@@ -209,8 +210,8 @@ class JobManager:
         max_frame_joints: int = 0,
         max_queued_frame_joints: int = 0,
         max_label_bytes: int = 0,
-        clock: Callable[[], float] = time.time,
-        new_job_id: Callable[[], str] = lambda: f"job-{uuid.uuid4().hex[:16]}",
+        clock: Callable[[], float] | None = None,
+        new_job_id: Callable[[], str] | None = None,
     ) -> None:
         from anymole.service.store import JobStore
 
@@ -226,8 +227,8 @@ class JobManager:
         self._resolve = resolve_character
         self._jobs: dict[str, _Job] = {}
         self._by_key: dict[str, _Job] = {}  # idempotency key -> the job its first submit created
-        self._clock = clock
-        self._new_job_id = new_job_id
+        self._clock = clock or time.time
+        self._new_job_id = new_job_id or (lambda: f"job-{uuid.uuid4().hex[:16]}")
         self._finished_in_memory = max(0, finished_in_memory)
         self._cached: OrderedDict[str, _Job] = OrderedDict()  # finished jobs whose events are in memory, LRU first
         self._pending: deque[_Job] = deque()

@@ -176,9 +176,16 @@ class AnyMoLeServer:
         await self.grpc_server.wait_for_termination()
 
 
-def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[AnyMoLeServer, int]:
+def build_server(
+    cfg: ServerConfig,
+    pipeline: Pipeline | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
+    new_job_id: Callable[[], str] | None = None,
+) -> tuple[AnyMoLeServer, int]:
     """Create the server for ``cfg`` and bind its port; returns ``(server, bound_port)``. Call inside a loop.
-    Without ``pipeline``, an `AnyMoLePipeline` with ``cfg.video``."""
+    Without ``pipeline``, an `AnyMoLePipeline` with ``cfg.video``. ``clock`` and ``new_job_id`` replace the job
+    manager's Unix time and job-id source (scripts/record_streams.py makes its recordings repeatable with them)."""
     devices = resolve_devices(cfg.devices)
     data_dir = Path(cfg.data_dir).expanduser()
     if pipeline is None:
@@ -199,6 +206,8 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
         max_frame_joints=limits.max_frame_joints,
         max_queued_frame_joints=limits.max_queued_frame_joints,
         max_label_bytes=limits.max_label_bytes,
+        clock=clock,
+        new_job_id=new_job_id,
     )
     limit = cfg.limits.max_message_bytes
     server = grpc.aio.server(
