@@ -215,6 +215,7 @@ def fill(
 
         res = fill_remote(server, asset, keys=key_list, out=out, clip=clip, context=(start, stop),
                           method=method, preset=root if method == "interp" else preset, token=token, tls_ca=tls_ca,
+                          replace_clip=replace_clip, units=units,
                           reconnect=_reconnect(reconnect_wait), on_submit=lambda job_id: _say_submitted(job_id, server))
         console.print(f"wrote {res.path} (job {res.job_id})")
         return

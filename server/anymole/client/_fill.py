@@ -58,6 +58,8 @@ async def fill_remote_async(
     progress: bool = True,
     reconnect: Reconnect | None = None,
     on_submit: Callable[[str], None] | None = None,
+    replace_clip: bool = False,
+    units: str | None = None,
 ) -> FillResult:
     """Fill the gap after ``context`` up to the ``keys`` of one clip of ``asset`` on a remote server.
 
@@ -77,6 +79,7 @@ async def fill_remote_async(
         reconnect: how long to wait for the server to come back when it goes away mid-job (default
             `Reconnect()`); the job itself lives on the server.
         on_submit: called with the job id once the server queued the job.
+        replace_clip, units: how a .glb or .bvh ``out`` is written from ``asset`` (`anymole.io.write_fill`).
     """
     from anymole.client._client import AnyMoLeClient
     from anymole.io import load_character
@@ -145,7 +148,9 @@ async def fill_remote_async(
         # and channel orders (the server only has the character, not the file)
         from anymole.io import write_fill
 
-        await asyncio.to_thread(write_fill, out, character, name, result)
+        await asyncio.to_thread(
+            write_fill, out, character, name, result, replace_clip=replace_clip, start=start, units=units
+        )
     else:
         out.write_bytes(data)
     return FillResult(job_id, out, result, completed.summary, dict(completed.metrics))
