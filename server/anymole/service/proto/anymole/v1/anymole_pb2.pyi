@@ -1154,7 +1154,8 @@ class CancelJobResponse(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     state: Global___JobState.ValueType
     """The job's state after the request: CANCELLED for a queued job, RUNNING while a running one stops
-    (its `Cancelled` event follows), or the terminal state it had already reached.
+    (its `Cancelled` event follows; a job already storing its finished result completes instead), or the
+    terminal state it had already reached.
     """
     def __init__(
         self,
