@@ -235,7 +235,8 @@ class AnyMoLeClient:
         skeleton this client uploaded, else from their own size (the server has checked the request)."""
         j = self._joints.get(request.character_id, 0)
         async for msg in self.stub.Inbetween(request, metadata=self.metadata):
-            yield convert.event_from_proto(msg, j)
+            if (st := convert.event_from_proto(msg, j)) is not None:  # unknown kinds (a newer server) are skipped
+                yield st
 
     async def watch(
         self, job_id: str, num_joints: int = 0, after_seq: int = 0, skip_replayed_previews: bool = False
@@ -247,11 +248,12 @@ class AnyMoLeClient:
         req = pb.WatchJobRequest(job_id=job_id, after_seq=after_seq, skip_replayed_previews=skip_replayed_previews)
         call = self.stub.WatchJob(req, metadata=self.metadata)
         async for msg in call:
-            yield convert.event_from_proto(msg, num_joints)
+            if (st := convert.event_from_proto(msg, num_joints)) is not None:  # unknown kinds are skipped
+                yield st
 
     async def cancel(self, job_id: str, timeout: float | None = None) -> JobState:
         resp = await self.stub.CancelJob(pb.CancelJobRequest(job_id=job_id), metadata=self.metadata, timeout=timeout)
-        return convert.state_from_proto(resp.state)
+        return convert.state_from_proto(resp.state, unknown=JobState.UNKNOWN)
 
     async def list_jobs(
         self, states: Sequence[JobState] = (), limit: int = 0, client_tags: dict[str, str] | None = None
