@@ -74,6 +74,29 @@ namespace AnyMoLe.Tests
         }
 
         [Test]
+        public void AnEventOfAKindAddedLaterIsSkippedButCounted()
+        {
+            // A JobEvent whose kind this plugin's messages lack parses with no kind set (its field is unknown).
+            var future = new pb.JobEvent { JobId = "job-1", Seq = 2 }.ToByteArray()
+                .Concat(new byte[] { 0xCA, 0x01, 0x00 }).ToArray();  // field 25, length-delimited, empty
+            var t = new ReplayTransport(new[]
+            {
+                Handshake(), Ok("SubmitJob", new pb.SubmitJobResponse { JobId = "job-1" }),
+                new RecordedCall { Method = Service + "WatchJob", Responses = { Progress(1, 0.2f).ToByteArray(), future,
+                    new pb.JobEvent { JobId = "job-1", Seq = 3, Completed = new pb.Completed() }.ToByteArray() } },
+            });
+            var s = new AnyMoLeSession(t);
+            Wait(s.ConnectAsync());
+            Wait(s.SubmitAsync(Request()));
+            var seen = new List<JobEvent>();
+            Assert.IsInstanceOf<CompletedEvent>(Wait(s.WatchAsync(seen.Add)));
+            Assert.IsInstanceOf<UnknownEvent>(seen[1]);
+            Assert.AreEqual(2ul, seen[1].Seq);
+            Assert.AreEqual(3ul, s.LastSeq);
+            Assert.AreEqual(JobState.Unspecified, ProtoConvert.FromProto((pb.JobState)42));
+        }
+
+        [Test]
         public void ADroppedStreamIsWatchedAgainAfterTheLastEventSeen()
         {
             var t = new ReplayTransport(new[]

@@ -1186,7 +1186,7 @@ namespace Anymole.V1 {
     public const int AuthRequiredFieldNumber = 4;
     private bool authRequired_;
     /// <summary>
-    /// Whether calls must carry `authorization: Bearer &lt;token>` metadata.
+    /// Whether calls other than GetServerInfo must carry `authorization: Bearer &lt;token>` metadata.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
