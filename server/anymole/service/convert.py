@@ -532,6 +532,15 @@ def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limi
         i = with_tr.index(False)
         raise InvalidInput(f"keyframes[{i}].translations", "give translations on every keyframe or on none")
     trs = np.empty((len(keys), j, 3), dtype=np.float32) if all(with_tr) else None
+    # Order before range: with total_frames 0 the timeline ends at the last key, so unsorted keys would read
+    # as "outside the gap" instead of what is wrong with them.
+    for i in range(1, len(keys)):
+        if keys[i].frame <= keys[i - 1].frame:
+            raise InvalidInput(
+                f"keyframes[{i}].frame",
+                f"frame {keys[i].frame} does not come after keyframes[{i - 1}].frame = {keys[i - 1].frame}; "
+                "sort keyframes by frame (each frame once)",
+            )
     for i, k in enumerate(keys):
         f = f"keyframes[{i}]"
         if not c <= k.frame < total:
@@ -539,10 +548,6 @@ def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limi
                 f"{f}.frame",
                 f"frame {k.frame} is outside the gap {c}..{total - 1} (after the {c} context frames, before "
                 f"total_frames = {total})",
-            )
-        if frames and k.frame <= frames[-1]:
-            raise InvalidInput(
-                f"{f}.frame", f"frame {k.frame} does not come after keyframes[{i - 1}].frame = {frames[-1]}; sort keyframes"
             )
         frames.append(k.frame)
         n = len(k.rotations)
@@ -636,13 +641,18 @@ _STATES_BACK = {v: k for k, v in _STATES.items()}
 
 
 def state_to_proto(state: JobState) -> pb.JobState.ValueType:
-    return _STATES[state]
+    return _STATES.get(state, pb.JOB_STATE_UNSPECIFIED)  # UNKNOWN, a client-side state, has no wire value
 
 
-def state_from_proto(value: int, field: str = "states") -> JobState:
+def state_from_proto(value: int, field: str = "states", unknown: JobState | None = None) -> JobState:
+    """The `JobState` of a wire value. A value this build does not know (a newer server's, or unset) is
+    ``unknown`` when given (clients pass `JobState.UNKNOWN`: forward compatibility), else `InvalidInput`
+    naming ``field`` (the server: it cannot filter by a state it does not know)."""
     try:
         return _STATES_BACK[value]  # type: ignore[index]
     except KeyError:
+        if unknown is not None:
+            return unknown
         raise InvalidInput(field, f"unknown job state {value}") from None
 
 
@@ -666,7 +676,7 @@ def job_info_from_proto(msg: pb.JobSummary) -> JobInfo:
     """Client side: inverse of `job_info_to_proto`."""
     return JobInfo(
         job_id=msg.job_id,
-        state=state_from_proto(msg.state),
+        state=state_from_proto(msg.state, unknown=JobState.UNKNOWN),
         character_id=msg.character_id,
         method=msg.method,
         preset=msg.preset,
@@ -747,8 +757,9 @@ def event_to_proto(st: Stamped) -> pb.JobEvent:
     return msg
 
 
-def event_from_proto(msg: pb.JobEvent, num_joints: int = 0) -> Stamped:
-    """Client side: a wire event as a stamped domain event (motion arrays reshaped to ``(n, J, 4)``).
+def event_from_proto(msg: pb.JobEvent, num_joints: int = 0) -> Stamped | None:
+    """Client side: a wire event as a stamped domain event (motion arrays reshaped to ``(n, J, 4)``), or
+    ``None`` for an event of a kind this build does not know (a newer server's): clients skip those.
 
     ``num_joints`` ≤ 0 infers ``J`` from each motion chunk's size."""
     kind = msg.WhichOneof("kind")
@@ -784,5 +795,5 @@ def event_from_proto(msg: pb.JobEvent, num_joints: int = 0) -> Stamped:
     elif kind == "interrupted":
         ev = Interrupted(msg.interrupted.reason)
     else:
-        raise InvalidInput("kind", f"event {msg.seq} of job {msg.job_id} has no kind; update the client")
+        return None  # a kind added after this build's protocol version: ignore it (the proto's rule)
     return Stamped(msg.job_id, msg.seq, msg.time_unix, ev)

@@ -13,6 +13,9 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
     DownloadResultRequest; motion chunks and DownloadResult parts default to fitting 4 MiB.
   * Materials: SkinnedMesh.materials, triangle_materials, textures and colors (every material of a
     character, more than one texture, vertex colours).
+  * Forward compatibility stated (below) and practised by the Python client; GetServerInfo answers without
+    a token; proto/google/rpc vendors the error-detail protos. UploadCharacter drains the stream after
+    a cache hit (UploadHeader.sha256).
   * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
     max_upload_bytes_in_flight and max_label_bytes; ListJobs pages (ListJobsRequest.page_size and
     page_token, ListJobsResponse.next_page_token), each under 4 MiB.
@@ -28,8 +31,18 @@ Conventions shared by every message (convert to and from engine space in exactly
 
 Clients send their protocol version in the `anymole-protocol-version` metadata entry ("1.2") on every
 call, and in `GetServerInfoRequest.client_protocol`. A different major version is rejected with
-FAILED_PRECONDITION. When the server requires a token, every call except health and reflection carries
-`authorization: Bearer <token>` metadata, or fails with UNAUTHENTICATED.
+FAILED_PRECONDITION. When the server requires a token, every call except GetServerInfo, health and
+reflection carries `authorization: Bearer <token>` metadata, or fails with UNAUTHENTICATED (a token sent
+with GetServerInfo is checked too, so the handshake tells a client whether its token is right).
+
+Forward compatibility: a 1.x server may add fields, enum values, oneof members (new JobEvent kinds) and
+RPCs. Clients must ignore what they do not know: skip a JobEvent whose `kind` they cannot read (its `seq`
+still counts for `after_seq`), treat an unknown JobState as "not finished, unknown" and unknown
+ResultFormat values as formats they cannot ask for. Never fail a stream over them.
+
+Error details: INVALID_ARGUMENT carries a google.rpc.BadRequest whose field violation names the request
+field, FAILED_PRECONDITION on a result format a google.rpc.PreconditionFailure, both inside the
+google.rpc.Status of the `grpc-status-details-bin` trailer; proto/google/rpc has their definitions.
 """
 
 from collections import abc as _abc
@@ -266,7 +279,7 @@ class Capabilities(_message.Message):
     AUTH_REQUIRED_FIELD_NUMBER: _builtins.int
     RESULT_FORMATS_FIELD_NUMBER: _builtins.int
     auth_required: _builtins.bool
-    """Whether calls must carry `authorization: Bearer <token>` metadata."""
+    """Whether calls other than GetServerInfo must carry `authorization: Bearer <token>` metadata."""
     @_builtins.property
     def methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___MethodInfo]:
         """In-betweening methods, e.g. "interp" (SLERP baseline, instant), "video" (the video prior's generated
@@ -767,8 +780,12 @@ class UploadHeader(_message.Message):
     total_bytes: _builtins.int
     """Length of the whole payload, in bytes."""
     sha256: _builtins.str
-    """Optional lowercase hex SHA-256 of the payload. When the server already holds it, it answers at once
-    with `cached = true` and the client may stop sending chunks. When given, it is verified.
+    """Optional lowercase hex SHA-256 of the payload. When the server already holds it, the answer is
+    `cached = true` and the chunks are not stored: the server reads and drops whatever chunks follow and
+    answers once the client half-closes the stream, so a client may send the header alone and half-close
+    (the answer then comes at once) or send every chunk as usual; it never has to stop a writer half way.
+    When given, it is verified against the payload received. (1.2 documents this; 1.0 servers answered
+    right after the header.)
     """
     name: _builtins.str
     """Optional display name (overrides the one in the payload)."""
@@ -1150,7 +1167,8 @@ class CancelJobResponse(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     state: Global___JobState.ValueType
     """The job's state after the request: CANCELLED for a queued job, RUNNING while a running one stops
-    (its `Cancelled` event follows), or the terminal state it had already reached.
+    (its `Cancelled` event follows; a job already storing its finished result completes instead), or the
+    terminal state it had already reached.
     """
     def __init__(
         self,
