@@ -16,6 +16,8 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
   * Forward compatibility stated (below) and practised by the Python client; GetServerInfo answers without
     a token; proto/google/rpc vendors the error-detail protos. UploadCharacter drains the stream after
     a cache hit (UploadHeader.sha256).
+  * Keyframes: what plugins send at a key is documented on Keyframe; key_error_deg is exactly 0 for keys
+    that come back as sent.
   * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
     max_upload_bytes_in_flight and max_label_bytes; ListJobs pages (ListJobsRequest.page_size and
     page_token, ListJobsResponse.next_page_token), each under 4 MiB.
