@@ -147,6 +147,32 @@ namespace AnyMoLe.Tests
         }
 
         [Test]
+        public void EveryBundledCharacterAndClipRoundTripsFromUnitySpace()
+        {
+            // Unity → canonical → Unity: the mesh under a renderer placed off the root, the skeleton and the first
+            // clip; the mirror is exact, the renderer's matrix leaves float rounding.
+            var placement = Mat4.FromTR(new[] { -0.4f, 0.05f, 1.2f }, 0, new[] { 0.2588190f, 0f, 0f, 0.9659258f }, 0);
+            foreach (var name in Paths.BundledCharacters)
+            {
+                var imported = Paths.ServerImport(name);
+                var skeleton = UnitySpace.Convert(imported.Skeleton);
+                var clip = UnitySpace.Convert(Paths.FirstClip(name, skeleton.JointCount));
+                var back = UnitySpace.Convert(UnitySpace.Convert(clip));
+                CollectionAssert.AreEqual(clip.Rotations, back.Rotations, name);
+                CollectionAssert.AreEqual(clip.RootTranslations, back.RootTranslations, name);
+                if (imported.Mesh == null) continue;
+                var unity = UnitySpace.ToUnity(imported.Mesh, placement);
+                var again = UnitySpace.ToUnity(UnitySpace.ToCanonical(name, skeleton, unity).Mesh, placement);
+                ConversionTests.AssertClose(unity.Vertices, again.Vertices, 2e-5, name + " vertices");
+                ConversionTests.AssertClose(unity.Normals, again.Normals, 2e-5, name + " normals");
+                ConversionTests.AssertClose(unity.Uv, again.Uv, 1e-6, name + " uv");
+                ConversionTests.AssertClose(unity.Bindposes, again.Bindposes, 1e-4, name + " bind poses");
+                CollectionAssert.AreEqual(unity.Triangles, again.Triangles, name);
+                CollectionAssert.AreEqual(unity.BoneIndices, again.BoneIndices, name);
+            }
+        }
+
+        [Test]
         public void InterpFillEqualsThePythonClientsBitForBit()
         {
             var up = UploadFoxGlb();
