@@ -197,6 +197,16 @@ class AnyMoLeClient:
         self._joints[resp.character_id] = skeleton.num_joints
         return Uploaded(resp.character_id, resp.cached, skeleton, resp.vertex_count, resp.name)
 
+    async def get_character(self, character_id: str) -> Uploaded | None:
+        """The character the server holds under ``character_id`` (as an upload would answer, ``cached``), or
+        ``None`` when it has none: upload it then."""
+        resp = await self.stub.GetCharacter(pb.GetCharacterRequest(character_id=character_id), metadata=self.metadata)
+        if not resp.found:
+            return None
+        skeleton = convert.skeleton_from_proto(resp.skeleton, self.limits)
+        self._joints[character_id] = skeleton.num_joints
+        return Uploaded(character_id, True, skeleton, resp.vertex_count, resp.name)
+
     async def upload_character(self, character: Character, chunk_bytes: int | None = None) -> Uploaded:
         """Upload a domain character as a `CharacterAsset` (what the editor plugins send)."""
         payload = convert.character_to_asset(character).SerializeToString(deterministic=True)
@@ -235,7 +245,8 @@ class AnyMoLeClient:
         skeleton this client uploaded, else from their own size (the server has checked the request)."""
         j = self._joints.get(request.character_id, 0)
         async for msg in self.stub.Inbetween(request, metadata=self.metadata):
-            yield convert.event_from_proto(msg, j)
+            if (st := convert.event_from_proto(msg, j)) is not None:  # unknown kinds (a newer server) are skipped
+                yield st
 
     async def watch(
         self, job_id: str, num_joints: int = 0, after_seq: int = 0, skip_replayed_previews: bool = False
@@ -247,11 +258,12 @@ class AnyMoLeClient:
         req = pb.WatchJobRequest(job_id=job_id, after_seq=after_seq, skip_replayed_previews=skip_replayed_previews)
         call = self.stub.WatchJob(req, metadata=self.metadata)
         async for msg in call:
-            yield convert.event_from_proto(msg, num_joints)
+            if (st := convert.event_from_proto(msg, num_joints)) is not None:  # unknown kinds are skipped
+                yield st
 
     async def cancel(self, job_id: str, timeout: float | None = None) -> JobState:
         resp = await self.stub.CancelJob(pb.CancelJobRequest(job_id=job_id), metadata=self.metadata, timeout=timeout)
-        return convert.state_from_proto(resp.state)
+        return convert.state_from_proto(resp.state, unknown=JobState.UNKNOWN)
 
     async def list_jobs(
         self, states: Sequence[JobState] = (), limit: int = 0, client_tags: dict[str, str] | None = None

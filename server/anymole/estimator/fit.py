@@ -30,8 +30,9 @@ from anymole.errors import InvalidInput
 from anymole.estimator.backbones import build_backbone
 from anymole.estimator.config import EstimatorConfig
 from anymole.estimator.model import EstimatorNet
+from anymole.render.gl import Renders
 
-__all__ = ["SceneEstimator", "color_jitter", "encode", "fit_estimator", "shift_grid"]
+__all__ = ["SceneEstimator", "color_jitter", "encode", "fit_estimator", "shift_grid", "training_set"]
 
 OnStep = Callable[..., None]
 
@@ -118,7 +119,8 @@ class SceneEstimator:
         xy, depth = [], []
         for a in range(0, images.shape[0], batch):
             inputs = encode(self.backbones, images[a : a + batch], self.config, dev)
-            p, d = self.net(inputs, self.image_size)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and self.config.autocast_dtype == "bf16"):
+                p, d = self.net(inputs, self.image_size)
             xy.append(p.float())
             depth.append(d.float() * self.depth_std + self.depth_mean)
         return torch.cat(xy), torch.cat(depth)
@@ -148,6 +150,37 @@ class SceneEstimator:
         net.load_state_dict(load_file(str(d / "estimator.safetensors")))
         h, w = meta["image_size"]
         return cls(cfg, net, bbs, (h, w), float(meta["depth_mean"]), float(meta["depth_std"]))
+
+
+def training_set(
+    renders: Renders, keys: torch.Tensor, views: int = 3, key_weight: float = 3.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`fit_estimator`'s inputs from the context renders: the first ``views`` cameras (the paper's N = 3:
+    the main view and its ±5° neighbours), every rendered frame, keyframes at ``key_weight`` (w = 3).
+
+    Args:
+        renders: ``(C, F, ...)`` renders with joint labels (`anymole.render.render_motion`).
+        keys: ``(F,)`` bool, which rendered frames are keyframes.
+        views: cameras to use (``≤ C``).
+        key_weight: sample weight of a keyframe (context frames weigh 1).
+
+    Returns:
+        ``(images (N, 3, H, W), joints2d (N, J, 2), depths (N, J), weights (N,))`` with ``N = views · F``.
+    """
+    if renders.joints_px is None or renders.joints_depth is None:
+        raise InvalidInput("renders", "carry no joint labels; render them with render_motion")
+    c, f = renders.rgb.shape[:2]
+    if not 1 <= views <= c:
+        raise InvalidInput("views", f"must be in [1, {c}] (the renders' cameras), got {views}")
+    if tuple(keys.shape) != (f,):
+        raise InvalidInput("keys", f"must have shape ({f},), got {tuple(keys.shape)}")
+    weights = torch.where(keys.bool(), key_weight, 1.0).repeat(views)
+    return (
+        renders.images()[:views].flatten(0, 1),
+        renders.joints_px[:views].flatten(0, 1).float(),
+        renders.joints_depth[:views].flatten(0, 1).float(),
+        weights,
+    )
 
 
 def _one_cycle(config: EstimatorConfig) -> Callable[[int], float]:
@@ -212,6 +245,10 @@ def fit_estimator(
     dev = torch.device(device) if device is not None else images.device
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
+    # Batches and shifts are drawn on the training device: a host-drawn index copied up every step would
+    # wait for the GPU's queue each time.
+    gen_dev = torch.Generator(device=dev).manual_seed(config.seed)
+    autocast = dev.type == "cuda" and config.autocast_dtype == "bf16"
     bbs = list(backbones) if backbones is not None else [build_backbone(n, config) for n in config.backbones]
     if len(bbs) != len(config.backbones):
         raise InvalidInput("backbones", f"need {len(config.backbones)} ({config.backbones}), got {len(bbs)}")
@@ -235,10 +272,9 @@ def fit_estimator(
     losses = []
     net.train()
     for step in range(config.steps):
-        idx = torch.randint(n, (config.batch_size,), generator=gen).to(dev)
+        idx = torch.randint(n, (config.batch_size,), generator=gen_dev, device=dev)
         m = config.max_shift
-        dy = torch.randint(-m, m + 1, (config.batch_size,), generator=gen).to(dev)
-        dx = torch.randint(-m, m + 1, (config.batch_size,), generator=gen).to(dev)
+        dy, dx = torch.randint(-m, m + 1, (2, config.batch_size), generator=gen_dev, device=dev)
         batch = []
         for x, tr in zip(inputs, trainable, strict=True):
             xb = x[idx]
@@ -247,7 +283,9 @@ def fit_estimator(
                 xb = shift_grid(xb, dy * s, dx * s) if tr else shift_grid(xb, dy, dx)
             batch.append(xb)
         target = xy_all[idx] + torch.stack((dx, dy), -1)[:, None].float() * s
-        xy, dn = net(batch, (h, w))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+            xy, dn = net(batch, (h, w))
+        dn = dn.float()
         err_xy = ((xy - target) / s).square().sum(-1).mean(-1)  # (B,) squared error in feature cells
         err_d = (dn - dn_all[idx]).square().mean(-1)
         wb = w_all[idx]

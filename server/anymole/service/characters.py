@@ -71,6 +71,15 @@ class CharacterStore:
             raise NotFound("character", character_id)
         return hexid
 
+    @classmethod
+    def is_valid_id(cls, character_id: str) -> bool:
+        """Whether ``character_id`` has the form of an id ("sha256:" and 64 lowercase hex digits)."""
+        try:
+            cls._hex(character_id)
+        except NotFound:
+            return False
+        return True
+
     def has(self, character_id: str) -> bool:
         try:
             hexid = self._hex(character_id)

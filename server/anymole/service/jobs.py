@@ -73,10 +73,13 @@ class JobState(enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    # Client side only: a state a newer server reports that this client's protocol version does not know
+    # (clients ignore what they do not know instead of failing; the server never sets it).
+    UNKNOWN = "unknown"
 
     @property
     def terminal(self) -> bool:
-        return self not in (JobState.QUEUED, JobState.RUNNING)
+        return self not in (JobState.QUEUED, JobState.RUNNING, JobState.UNKNOWN)
 
 
 _END_STATE: dict[type, JobState] = {

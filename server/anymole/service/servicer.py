@@ -152,6 +152,10 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
                     result_formats=list(
                         convert.VIDEO_RESULT_SUFFIX if m.result == "video" else convert.MOTION_RESULT_SUFFIX
                     ),
+                    output=pb.METHOD_OUTPUT_VIDEO if m.result == "video" else pb.METHOD_OUTPUT_MOTION,
+                    min_context_seconds=m.min_context_seconds,
+                    key_spacing_seconds=m.key_spacing_seconds,
+                    max_gap_seconds=m.max_gap_seconds,
                 )
                 for m in self.pipeline.methods()
             ],
@@ -224,6 +228,17 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         if declared and stored.character_id != f"sha256:{declared}":
             raise InvalidInput("header.sha256", "does not match the SHA-256 of the payload; the upload was corrupted")
         return self._upload_response(stored.character_id, stored.character, stored.cached)
+
+    @_unary
+    async def GetCharacter(self, request: pb.GetCharacterRequest, context: Any) -> pb.GetCharacterResponse:
+        cid = request.character_id
+        if not self.characters.is_valid_id(cid):
+            raise InvalidInput("character_id", "must be 'sha256:' followed by 64 lowercase hex digits")
+        if not self.characters.has(cid):
+            return pb.GetCharacterResponse(found=False)
+        character = await asyncio.to_thread(self.characters.get, cid)
+        up = self._upload_response(cid, character, cached=True)
+        return pb.GetCharacterResponse(found=True, skeleton=up.skeleton, vertex_count=up.vertex_count, name=up.name)
 
     @staticmethod
     def _upload_response(cid: str, character: Any, cached: bool) -> pb.UploadCharacterResponse:

@@ -1186,7 +1186,7 @@ namespace Anymole.V1 {
     public const int AuthRequiredFieldNumber = 4;
     private bool authRequired_;
     /// <summary>
-    /// Whether calls must carry `authorization: Bearer &lt;token>` metadata.
+    /// Whether calls other than GetServerInfo must carry `authorization: Bearer &lt;token>` metadata.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -4828,8 +4828,12 @@ namespace Anymole.V1 {
     public const int Sha256FieldNumber = 3;
     private string sha256_ = "";
     /// <summary>
-    /// Optional lowercase hex SHA-256 of the payload. When the server already holds it, it answers at once
-    /// with `cached = true` and the client may stop sending chunks. When given, it is verified.
+    /// Optional lowercase hex SHA-256 of the payload. When the server already holds it, the answer is
+    /// `cached = true` and the chunks are not stored: the server reads and drops whatever chunks follow and
+    /// answers once the client half-closes the stream, so a client may send the header alone and half-close
+    /// (the answer then comes at once) or send every chunk as usual; it never has to stop a writer half way.
+    /// When given, it is verified against the payload received. (1.2 documents this; 1.0 servers answered
+    /// right after the header.)
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -5756,7 +5760,11 @@ namespace Anymole.V1 {
   }
 
   /// <summary>
-  /// A pose the result must pass through.
+  /// A pose the result must pass through. Send the full evaluated pose of every joint at that frame: editors key
+  /// only some bones (and curves per channel), so a plugin samples its clip or rig at the key's time and sends
+  /// every joint's local rotation, the root translation and (with `translations`) every joint's translation,
+  /// exactly as it would play. The result holds these values bit for bit at the key frames for `interp`
+  /// (`Completed.metrics["key_error_deg"]` is then exactly 0).
   /// </summary>
   public sealed partial class Keyframe : pb::IMessage<Keyframe>
   #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
@@ -7680,7 +7688,8 @@ namespace Anymole.V1 {
     private global::Anymole.V1.JobState state_ = global::Anymole.V1.JobState.Unspecified;
     /// <summary>
     /// The job's state after the request: CANCELLED for a queued job, RUNNING while a running one stops
-    /// (its `Cancelled` event follows), or the terminal state it had already reached.
+    /// (its `Cancelled` event follows; a job already storing its finished result completes instead), or the
+    /// terminal state it had already reached.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -11413,7 +11422,8 @@ namespace Anymole.V1 {
     private readonly pbc::MapField<string, double> metrics_ = new pbc::MapField<string, double>();
     /// <summary>
     /// Quality metrics when known, e.g. "key_error_deg": the largest angle between the result and the
-    /// requested keyframe rotations, over keys and joints, in degrees.
+    /// requested keyframe rotations, over keys and joints, in degrees (computed in float64 as
+    /// 4·atan2(|a − b|, |a + b|) on one hemisphere: exactly 0 when the keys come back as sent).
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]

@@ -13,6 +13,13 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
     DownloadResultRequest; motion chunks and DownloadResult parts default to fitting 4 MiB.
   * Materials: SkinnedMesh.materials, triangle_materials, textures and colors (every material of a
     character, more than one texture, vertex colours).
+  * Forward compatibility stated (below) and practised by the Python client; GetServerInfo answers without
+    a token; proto/google/rpc vendors the error-detail protos. UploadCharacter drains the stream after
+    a cache hit (UploadHeader.sha256).
+  * Method limits: MethodInfo.output (MethodOutput), min_context_seconds, key_spacing_seconds,
+    max_gap_seconds; GetCharacter tells whether the server holds a character.
+  * Keyframes: what plugins send at a key is documented on Keyframe; key_error_deg is exactly 0 for keys
+    that come back as sent.
   * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
     max_upload_bytes_in_flight and max_label_bytes; ListJobs pages (ListJobsRequest.page_size and
     page_token, ListJobsResponse.next_page_token), each under 4 MiB.
@@ -28,8 +35,18 @@ Conventions shared by every message (convert to and from engine space in exactly
 
 Clients send their protocol version in the `anymole-protocol-version` metadata entry ("1.2") on every
 call, and in `GetServerInfoRequest.client_protocol`. A different major version is rejected with
-FAILED_PRECONDITION. When the server requires a token, every call except health and reflection carries
-`authorization: Bearer <token>` metadata, or fails with UNAUTHENTICATED.
+FAILED_PRECONDITION. When the server requires a token, every call except GetServerInfo, health and
+reflection carries `authorization: Bearer <token>` metadata, or fails with UNAUTHENTICATED (a token sent
+with GetServerInfo is checked too, so the handshake tells a client whether its token is right).
+
+Forward compatibility: a 1.x server may add fields, enum values, oneof members (new JobEvent kinds) and
+RPCs. Clients must ignore what they do not know: skip a JobEvent whose `kind` they cannot read (its `seq`
+still counts for `after_seq`), treat an unknown JobState as "not finished, unknown" and unknown
+ResultFormat values as formats they cannot ask for. Never fail a stream over them.
+
+Error details: INVALID_ARGUMENT carries a google.rpc.BadRequest whose field violation names the request
+field, FAILED_PRECONDITION on a result format a google.rpc.PreconditionFailure, both inside the
+google.rpc.Status of the `grpc-status-details-bin` trailer; proto/google/rpc has their definitions.
 """
 
 from collections import abc as _abc
@@ -47,6 +64,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _MethodOutput:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MethodOutputEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MethodOutput.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    METHOD_OUTPUT_UNSPECIFIED: _MethodOutput.ValueType  # 0
+    """Not reported (a server older than protocol 1.2): read `result_formats` instead."""
+    METHOD_OUTPUT_MOTION: _MethodOutput.ValueType  # 1
+    """Motion: MotionChunk events and a motion result (GLB, BVH, NPZ)."""
+    METHOD_OUTPUT_VIDEO: _MethodOutput.ValueType  # 2
+    """A generated video: Preview events and an MP4 result, no motion."""
+    METHOD_OUTPUT_MOTION_AND_VIDEO: _MethodOutput.ValueType  # 3
+    """Both a motion result and a video."""
+
+class MethodOutput(_MethodOutput, metaclass=_MethodOutputEnumTypeWrapper):
+    """What a method's jobs produce."""
+
+METHOD_OUTPUT_UNSPECIFIED: MethodOutput.ValueType  # 0
+"""Not reported (a server older than protocol 1.2): read `result_formats` instead."""
+METHOD_OUTPUT_MOTION: MethodOutput.ValueType  # 1
+"""Motion: MotionChunk events and a motion result (GLB, BVH, NPZ)."""
+METHOD_OUTPUT_VIDEO: MethodOutput.ValueType  # 2
+"""A generated video: Preview events and an MP4 result, no motion."""
+METHOD_OUTPUT_MOTION_AND_VIDEO: MethodOutput.ValueType  # 3
+"""Both a motion result and a video."""
+Global___MethodOutput: _TypeAlias = MethodOutput  # noqa: Y015
 
 class _CharacterFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -266,7 +311,7 @@ class Capabilities(_message.Message):
     AUTH_REQUIRED_FIELD_NUMBER: _builtins.int
     RESULT_FORMATS_FIELD_NUMBER: _builtins.int
     auth_required: _builtins.bool
-    """Whether calls must carry `authorization: Bearer <token>` metadata."""
+    """Whether calls other than GetServerInfo must carry `authorization: Bearer <token>` metadata."""
     @_builtins.property
     def methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___MethodInfo]:
         """In-betweening methods, e.g. "interp" (SLERP baseline, instant), "video" (the video prior's generated
@@ -315,6 +360,10 @@ class MethodInfo(_message.Message):
     UNAVAILABLE_REASON_FIELD_NUMBER: _builtins.int
     SENDS_PREVIEWS_FIELD_NUMBER: _builtins.int
     RESULT_FORMATS_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    MIN_CONTEXT_SECONDS_FIELD_NUMBER: _builtins.int
+    KEY_SPACING_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_GAP_SECONDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name to put in `InbetweenRequest.method`."""
     description: _builtins.str
@@ -325,6 +374,21 @@ class MethodInfo(_message.Message):
     """Why the method is unavailable and what to do about it; empty when available."""
     sends_previews: _builtins.bool
     """Whether jobs of this method send `Preview` events."""
+    output: Global___MethodOutput.ValueType
+    """What the method's jobs produce. Added in protocol 1.2."""
+    min_context_seconds: _builtins.float
+    """The shortest context the method takes, in seconds (`video`: 2); 0 means one frame is enough.
+    Added in protocol 1.2.
+    """
+    key_spacing_seconds: _builtins.float
+    """When not 0, keyframe j must lie exactly (j + 1) * key_spacing_seconds after the last context frame, one
+    per step, none skipped (`video`: 1, so at 30 fps after a context ending at frame 59 the keys are frames
+    89, 119, ...); 0 means keys on any frames of the gap. Added in protocol 1.2.
+    """
+    max_gap_seconds: _builtins.float
+    """The longest gap between consecutive poses (the last context frame and the keys), in seconds; 0 means no
+    limit but `Limits.max_frames`. Added in protocol 1.2.
+    """
     @_builtins.property
     def presets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Presets accepted in `InbetweenRequest.preset` for this method; the first one is the default."""
@@ -345,10 +409,14 @@ class MethodInfo(_message.Message):
         unavailable_reason: _builtins.str = ...,
         sends_previews: _builtins.bool = ...,
         result_formats: _abc.Iterable[Global___ResultFormat.ValueType] | None = ...,
+        output: Global___MethodOutput.ValueType = ...,
+        min_context_seconds: _builtins.float = ...,
+        key_spacing_seconds: _builtins.float = ...,
+        max_gap_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "description", b"description", "name", b"name", "presets", b"presets", "result_formats", b"result_formats", "sends_previews", b"sends_previews", "unavailable_reason", b"unavailable_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "description", b"description", "key_spacing_seconds", b"key_spacing_seconds", "max_gap_seconds", b"max_gap_seconds", "min_context_seconds", b"min_context_seconds", "name", b"name", "output", b"output", "presets", b"presets", "result_formats", b"result_formats", "sends_previews", b"sends_previews", "unavailable_reason", b"unavailable_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -833,6 +901,64 @@ class UploadCharacterResponse(_message.Message):
 Global___UploadCharacterResponse: _TypeAlias = UploadCharacterResponse  # noqa: Y015
 
 @_typing.final
+class GetCharacterRequest(_message.Message):
+    """Request of GetCharacter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHARACTER_ID_FIELD_NUMBER: _builtins.int
+    character_id: _builtins.str
+    """A character id: "sha256:" followed by the lowercase hex SHA-256 of the uploaded payload."""
+    def __init__(
+        self,
+        *,
+        character_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["character_id", b"character_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCharacterRequest: _TypeAlias = GetCharacterRequest  # noqa: Y015
+
+@_typing.final
+class GetCharacterResponse(_message.Message):
+    """Response of GetCharacter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    SKELETON_FIELD_NUMBER: _builtins.int
+    VERTEX_COUNT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    found: _builtins.bool
+    """Whether the server holds the character; when false the other fields are empty: upload it."""
+    vertex_count: _builtins.int
+    """Number of mesh vertices; 0 for a skeleton-only character."""
+    name: _builtins.str
+    """The character's display name."""
+    @_builtins.property
+    def skeleton(self) -> Global___Skeleton:
+        """The skeleton as the server reads it, in the joint order every job must use."""
+
+    def __init__(
+        self,
+        *,
+        found: _builtins.bool = ...,
+        skeleton: Global___Skeleton | None = ...,
+        vertex_count: _builtins.int = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["skeleton", b"skeleton"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "name", b"name", "skeleton", b"skeleton", "vertex_count", b"vertex_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCharacterResponse: _TypeAlias = GetCharacterResponse  # noqa: Y015
+
+@_typing.final
 class Clip(_message.Message):
     """------------------------------------------------------------------------------------------------------
     Jobs
@@ -887,7 +1013,12 @@ Global___Clip: _TypeAlias = Clip  # noqa: Y015
 
 @_typing.final
 class Keyframe(_message.Message):
-    """A pose the result must pass through."""
+    """A pose the result must pass through. Send the full evaluated pose of every joint at that frame: editors key
+    only some bones (and curves per channel), so a plugin samples its clip or rig at the key's time and sends
+    every joint's local rotation, the root translation and (with `translations`) every joint's translation,
+    exactly as it would play. The result holds these values bit for bit at the key frames for `interp`
+    (`Completed.metrics["key_error_deg"]` is then exactly 0).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1664,7 +1795,8 @@ class Completed(_message.Message):
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Quality metrics when known, e.g. "key_error_deg": the largest angle between the result and the
-        requested keyframe rotations, over keys and joints, in degrees.
+        requested keyframe rotations, over keys and joints, in degrees (computed in float64 as
+        4·atan2(|a − b|, |a + b|) on one hemisphere: exactly 0 when the keys come back as sent).
         """
 
     def __init__(
