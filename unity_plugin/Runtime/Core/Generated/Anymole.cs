@@ -2508,8 +2508,8 @@ namespace Anymole.V1 {
     private ulong maxUploadBytesInFlight_;
     /// <summary>
     /// Most bytes of character uploads the server holds at once across all clients. An upload whose
-    /// `UploadHeader.total_bytes` does not fit waits for others to finish, and fails with RESOURCE_EXHAUSTED
-    /// when none finishes in time. Added in protocol 1.2.
+    /// `UploadHeader.total_bytes` does not fit fails with RESOURCE_EXHAUSTED naming the bytes held (retry it
+    /// shortly; a server may be configured to let it wait a while first). Added in protocol 1.2.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]

@@ -503,8 +503,8 @@ class Limits(_message.Message):
     """
     max_upload_bytes_in_flight: _builtins.int
     """Most bytes of character uploads the server holds at once across all clients. An upload whose
-    `UploadHeader.total_bytes` does not fit waits for others to finish, and fails with RESOURCE_EXHAUSTED
-    when none finishes in time. Added in protocol 1.2.
+    `UploadHeader.total_bytes` does not fit fails with RESOURCE_EXHAUSTED naming the bytes held (retry it
+    shortly; a server may be configured to let it wait a while first). Added in protocol 1.2.
     """
     max_label_bytes: _builtins.int
     """Longest `InbetweenRequest.label`, in UTF-8 bytes; a longer one fails with INVALID_ARGUMENT naming
