@@ -82,6 +82,11 @@ namespace AnyMoLe.Tests
             Assert.That(info.UploadChunkBytes, Is.GreaterThan(0));
             Assert.That(info.MaxJoints, Is.GreaterThan(0));
             CollectionAssert.Contains(info.Devices, "cpu");
+            var video = info.Methods.Single(m => m.Name == "video");
+            Assert.AreEqual(2f, video.MinContextSeconds);
+            Assert.AreEqual(1f, video.KeySpacingSeconds);
+            Assert.IsFalse(video.ProducesMotion);
+            Assert.IsTrue(interp.ProducesMotion);
             using (var fresh = SecondSession()) Assert.AreEqual(SessionState.Ready, fresh.State);
             Assert.IsNotEmpty(info.ServerVersion);
         }
@@ -92,16 +97,36 @@ namespace AnyMoLe.Tests
             var c = Paths.ServerImport("CesiumMan.glb");
             c.Name = "upload test " + Guid.NewGuid();  // a payload this server has never seen
             var payload = ProtoConvert.ToProto(c).ToByteArray();
-            var first = Wait(session.UploadAsync(payload, AssetFormat.Proto, c.Name, 64 << 10));
+            var first = Wait(session.UploadAsync(payload, AssetFormat.Proto, c.Name, 64 << 10, true));
             Assert.IsFalse(first.Cached);
             Assert.AreEqual((payload.Length + (64 << 10) - 1) / (64 << 10), first.ChunksSent);
             Assert.AreEqual("sha256:" + AnyMoLeSession.Sha256Hex(payload), first.CharacterId);
             Assert.AreEqual(c.Mesh.VertexCount, first.VertexCount);
             CollectionAssert.AreEqual(c.Skeleton.Names, first.Skeleton.Names);
-            var second = Wait(session.UploadAsync(payload, AssetFormat.Proto, c.Name, 64 << 10));
+            var second = Wait(session.UploadAsync(payload, AssetFormat.Proto, c.Name, 64 << 10, true));
             Assert.IsTrue(second.Cached);
             Assert.AreEqual(first.CharacterId, second.CharacterId);
             Assert.AreEqual(0, second.ChunksSent);  // known to this session: the header alone
+        }
+
+        [Test]
+        public void ACharacterTheServerHoldsIsNotUploadedAgainByANewSession()
+        {
+            var c = Paths.ServerImport("Fox.glb");
+            c.Name = "held " + Guid.NewGuid();
+            Assert.IsNull(Wait(session.GetCharacterAsync("sha256:" + AnyMoLeSession.Sha256Hex(ProtoConvert.ToProto(c).ToByteArray()))));
+            var first = Wait(session.UploadCharacterAsync(c));
+            Assert.IsFalse(first.Cached);
+            Assert.That(first.ChunksSent, Is.GreaterThan(0));
+            using (var reloaded = SecondSession())  // a new domain: nothing remembered
+            {
+                var again = Wait(reloaded.UploadCharacterAsync(c));
+                Assert.IsTrue(again.Cached);
+                Assert.AreEqual(0, again.ChunksSent);
+                Assert.AreEqual(first.CharacterId, again.CharacterId);
+                CollectionAssert.AreEqual(first.Skeleton.Names, again.Skeleton.Names);
+                Assert.AreEqual(c.Mesh.VertexCount, again.VertexCount);
+            }
         }
 
         [Test]
