@@ -34,8 +34,8 @@ async def _one(frames: int, joints: int) -> dict:
     from service_fakes import make_request, tiny_character
 
     from anymole.client import AnyMoLeClient
-    from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
     from anymole.service.server import ServerConfig, build_server
+    from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
     def peak() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -26,13 +26,13 @@ from grpc_status import rpc_status
 from anymole.errors import AnymoleError, AssetError, InvalidInput, JobCancelled
 from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Preview, Progress, Queued
 from anymole.rig import Motion
-from anymole.service.convert import MOTION_RESULT_SUFFIX, VIDEO_RESULT_SUFFIX
+from anymole.wire.convert import MOTION_RESULT_SUFFIX, VIDEO_RESULT_SUFFIX
 
 if TYPE_CHECKING:
     from rich.progress import Progress as ProgressView
 
     from anymole.client._client import AnyMoLeClient
-    from anymole.service.jobs import Stamped
+    from anymole.pipeline import Stamped
 
 __all__ = ["FillResult", "fill_remote", "fill_remote_async", "run_demo"]
 

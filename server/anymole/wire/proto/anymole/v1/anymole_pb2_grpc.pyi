@@ -32,7 +32,7 @@ FAILED_PRECONDITION. When the server requires a token, every call except health 
 `authorization: Bearer <token>` metadata, or fails with UNAUTHENTICATED.
 """
 
-from anymole.service.proto.anymole.v1 import anymole_pb2 as _anymole_pb2
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as _anymole_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
