@@ -19,7 +19,7 @@ def test_ruff_clean() -> None:
 
 
 def test_mypy_typed_packages() -> None:
-    # rig and metrics are required by the issue; the service side, client, renderer and estimator are typed too
+    # rig and metrics are required by the issue; the service side, client, renderer, estimator and mimic are typed too
     res = _run(
         "mypy",
         "server/anymole/rig",
@@ -31,6 +31,7 @@ def test_mypy_typed_packages() -> None:
         "server/anymole/progress.py",
         "server/anymole/render",
         "server/anymole/estimator",
+        "server/anymole/mimic",
     )
     assert res.returncode == 0, res.stdout + res.stderr
 
