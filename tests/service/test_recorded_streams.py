@@ -9,8 +9,9 @@ import struct
 import sys
 from pathlib import Path
 
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from google.protobuf.message_factory import GetMessageClass
+
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "tests" / "data" / "streams"
