@@ -416,6 +416,8 @@ def _video_settings(prior: str, icadapt_steps: int | None, ddim_steps: int | Non
         if not (sep and w.isdigit() and h.isdigit()):
             raise InvalidInput("--video-size", f"expected WIDTHxHEIGHT in pixels, e.g. 512x320, got {size!r}")
         width, height = int(w), int(h)
+        if width < 8 or height < 8 or width % 8 or height % 8:
+            raise InvalidInput("--video-size", f"width and height must be multiples of 8 (the VAE's factor), got {size!r}")
     return VideoSettings(
         prior=None if prior.lower() == "none" else prior,
         icadapt_steps=icadapt_steps,
@@ -539,6 +541,9 @@ def bench_video(
         "model": model, "device": device, "budget_s": budget, "compile": compile_unet, "icadapt_steps": icadapt_steps
     }
     if phase:
+        known = bench.VideoBenchConfig.phases
+        if unknown := [p for p in phase if p not in known]:
+            raise _fail(f"--phase takes {' | '.join(known)}, got {unknown}")
         kwargs["phases"] = tuple(phase)
     if icadapt_variant:
         try:

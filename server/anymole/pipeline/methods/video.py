@@ -42,7 +42,7 @@ from anymole.video.generate import (
 from anymole.video.icadapt import ICAdaptConfig
 from anymole.video.mp4 import encode_mp4
 from anymole.video.sampler import SamplerConfig
-from anymole.video.timeline import VideoTimeline, plan_timeline
+from anymole.video.timeline import MIN_CONTEXT_SECONDS, VideoTimeline, plan_timeline
 
 __all__ = ["ICADAPT_PRESETS", "VideoMethod"]
 
@@ -82,6 +82,9 @@ class VideoMethod:
             unavailable_reason=reason,
             sends_previews=True,
             result="video",
+            min_context_seconds=float(MIN_CONTEXT_SECONDS),
+            key_spacing_seconds=1.0,  # keyframe j exactly j + 1 s after the last context frame (plan_timeline)
+            max_gap_seconds=1.0,
         )
 
     def validate(self, spec: JobSpec) -> None:
@@ -235,7 +238,7 @@ def _video_completed(
     adapt = FROM_CACHE if scene.adaptation is None else f"{cfg.icadapt.steps} ICAdapt steps"
     summary = (
         f"generated {clip.frame_count} frames ({clip.frame_count / clip.fps:.1f} s at {clip.fps:g} fps, view "
-        f"{', '.join(map(str, clip.views))}) for frames {spec.context_frames - 1}..{spec.key_frames[-1]}: {adapt}, "
+        f"{', '.join(map(str, clip.views))}) for frames {clip.timeline_frames[0]}..{clip.timeline_frames[-1]}: {adapt}, "
         f"{cfg.sampler.num_steps} DDIM steps a window, {sum(t for _, t in timings):.1f} s; result: video only (MP4), "
         "no motion until the joint estimator and mimicking exist"
     )
