@@ -1,4 +1,4 @@
-"""`anymole` command line: serve, fill, demo, inspect, eval, render, bench, models.
+"""`anymole` command line: serve, fill, jobs, demo, inspect, eval, render, bench, models.
 
 Flags become frozen config dataclasses and library calls; heavy imports live inside the commands so that
 ``anymole --help`` answers at once. Exit codes: 0 ok, 1 user error (message, no traceback), 2 internal error.

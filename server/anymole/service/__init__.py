@@ -7,6 +7,9 @@
     errors.py      one table from anymole.errors to gRPC status codes
     jobs.py        JobManager: FIFO queue, one worker per device, event logs, watch/replay, cancel, restart
     store.py       per-job directories (request, events.jsonl, results) on disk
+    timeline.py    a job's motion on disk as it streams (result timeline, drafts); events hold MotionRefs
+    budget.py      the memory budget and the limits it derives; UploadGate (upload bytes in flight)
+    retention.py   --keep-days / --max-disk: collects old finished jobs and unused characters
     characters.py  content-addressed character cache
 
 The stubs, the protocol version and the proto <-> domain conversion it shares with the client live in
