@@ -27,12 +27,12 @@ from anymole.pipeline import AnyMoLePipeline, Pipeline, VideoSettings
 from anymole.service.auth import GateInterceptor
 from anymole.service.budget import UPLOAD_WAIT_S, UploadGate, budget_limits
 from anymole.service.characters import CharacterStore
-from anymole.service.convert import Limits
 from anymole.service.jobs import FINISHED_EVENTS_IN_MEMORY, JobManager
 from anymole.service.keepalive import KeepalivePolicy
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.retention import Retention, RetentionPolicy
 from anymole.service.servicer import AnyMoLeServicer, add_servicer
+from anymole.wire.convert import Limits
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 __all__ = ["DEFAULT_PORT", "SERVICE_NAME", "AnyMoLeServer", "ServerConfig", "build_server", "resolve_devices", "serve"]
 

@@ -58,7 +58,7 @@ field, FAILED_PRECONDITION on a result format a google.rpc.PreconditionFailure, 
 google.rpc.Status of the `grpc-status-details-bin` trailer; proto/google/rpc has their definitions.
 """
 
-from anymole.service.proto.anymole.v1 import anymole_pb2 as _anymole_pb2
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as _anymole_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
