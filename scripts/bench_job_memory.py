@@ -40,8 +40,8 @@ async def _one(frames: int, joints: int) -> dict:
     from service_fakes import make_request, tiny_character
 
     from anymole.client import AnyMoLeClient
-    from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
     from anymole.service.server import ServerConfig, build_server
+    from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
     def peak() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -67,8 +67,8 @@ async def _one(frames: int, joints: int) -> dict:
 
 def _upload_server(port_file: str, cap_mb: int, wait_s: float, data_dir: str) -> None:
     """Child process: a server whose in-flight cap is ``cap_mb`` (0: none), until killed."""
-    from anymole.service.convert import Limits
     from anymole.service.server import ServerConfig, build_server
+    from anymole.wire.convert import Limits
 
     async def run() -> None:
         budget = 4 * cap_mb << 20 if cap_mb else 1 << 40  # budget_limits gives uploads a quarter of the budget
@@ -98,7 +98,7 @@ async def _uploads(cap_mb: int, wait_s: float) -> dict:
     import grpc
 
     from anymole.client import AnyMoLeClient
-    from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+    from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
     with tempfile.TemporaryDirectory(prefix="anymole-bench-") as tmp:
         port_file = Path(tmp) / "port"

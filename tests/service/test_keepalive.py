@@ -11,10 +11,10 @@ import grpc
 from service_fakes import FakePipeline, make_request, tiny_character
 
 from anymole.pipeline import Completed, Progress, Queued
-from anymole.service import convert
 from anymole.service.keepalive import HEARTBEAT_S, MIN_CLIENT_PING_INTERVAL_S, KeepalivePolicy
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
-from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
+from anymole.wire import convert
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
 
 QUIET_S = 2.0  # the fake stage's silence; the real policy's 10 s heartbeat scaled by 1/20
 SCALED = KeepalivePolicy(

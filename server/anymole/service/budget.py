@@ -22,8 +22,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-from anymole.service.convert import Limits
-from anymole.service.errors import OverBudget
+from anymole.errors import OverBudget
+from anymole.wire.convert import Limits
 
 __all__ = [
     "BYTES_PER_FRAME_JOINT",

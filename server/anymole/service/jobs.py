@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import logging
 import threading
 import time
@@ -40,13 +39,16 @@ from anymole.pipeline import (
     Event,
     Failed,
     Interrupted,
+    JobInfo,
     JobSpec,
+    JobState,
     MotionChunk,
     Pipeline,
     Preview,
     Progress,
     ProgressReporter,
     Queued,
+    Stamped,
     check_spec,
     is_terminal,
 )
@@ -65,41 +67,12 @@ FINISHED_EVENTS_IN_MEMORY = 16
 log = logging.getLogger("anymole.service.jobs")
 
 
-class JobState(enum.Enum):
-    """Lifecycle of a job (mirrors ``anymole.v1.JobState``)."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    INTERRUPTED = "interrupted"
-    # Client side only: a state a newer server reports that this client's protocol version does not know
-    # (clients ignore what they do not know instead of failing; the server never sets it).
-    UNKNOWN = "unknown"
-
-    @property
-    def terminal(self) -> bool:
-        return self not in (JobState.QUEUED, JobState.RUNNING, JobState.UNKNOWN)
-
-
 _END_STATE: dict[type, JobState] = {
     Completed: JobState.COMPLETED,
     Failed: JobState.FAILED,
     Cancelled: JobState.CANCELLED,
     Interrupted: JobState.INTERRUPTED,
 }
-
-
-@dataclass(frozen=True, eq=False)
-class Stamped:
-    """A domain event with its job id, sequence number (from 1) and Unix time (s). In a job's log a motion
-    chunk is a `MotionRef` to its stored numbers; `JobManager.watch` yields the chunk itself."""
-
-    job_id: str
-    seq: int
-    time: float
-    event: Event | MotionRef
 
 
 def _read_log(store: JobStore, job_id: str) -> list[Stamped]:
@@ -110,23 +83,6 @@ def _read_log(store: JobStore, job_id: str) -> list[Stamped]:
         Stamped(job_id, e["seq"], e["time"], event_from_json({k: v for k, v in e.items() if k not in ("seq", "time")}))
         for e in store.read_events(job_id)
     ]
-
-
-@dataclass(frozen=True)
-class JobInfo:
-    """One row of `JobManager.list`."""
-
-    job_id: str
-    state: JobState
-    character_id: str
-    method: str
-    preset: str
-    label: str
-    created: float
-    position: int
-    last_seq: int
-    total_frames: int
-    client_tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -317,7 +273,7 @@ class JobManager:
         cost = spec.total_frames * spec.num_joints
         held = self.queued_frame_joints
         if self.max_queued_frame_joints and held + cost > self.max_queued_frame_joints:
-            from anymole.service.errors import OverBudget
+            from anymole.errors import OverBudget
 
             raise OverBudget(
                 "total_frames",

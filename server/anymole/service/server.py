@@ -27,12 +27,12 @@ from anymole.pipeline import AnyMoLePipeline, Pipeline, VideoSettings
 from anymole.service.auth import GateInterceptor
 from anymole.service.budget import UPLOAD_WAIT_S, UploadGate, budget_limits
 from anymole.service.characters import CharacterStore
-from anymole.service.convert import Limits
 from anymole.service.jobs import FINISHED_EVENTS_IN_MEMORY, JobManager
 from anymole.service.keepalive import KeepalivePolicy
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.retention import Retention, RetentionPolicy
 from anymole.service.servicer import AnyMoLeServicer, add_servicer
+from anymole.wire.convert import Limits
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 __all__ = ["DEFAULT_PORT", "SERVICE_NAME", "AnyMoLeServer", "ServerConfig", "build_server", "resolve_devices", "serve"]
 
@@ -320,6 +320,11 @@ async def serve(
     try:
         await server.start()
         log.info("anymole serving on %s:%d (%s)", cfg.host, port, "TLS" if cfg.tls_cert else "plaintext")
+        jobs = server.jobs
+        log.info(
+            "memory budget: jobs up to %d frame-joints (total_frames × joints) each, %d queued and running together",
+            jobs.max_frame_joints, jobs.max_queued_frame_joints,
+        )
         if on_ready is not None:
             on_ready(port)
         await stop.wait()
