@@ -1,5 +1,8 @@
 // The core's Session against the real Python server (`anymole serve` on a loopback port, started here).
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <chrono>
 #include <cstring>
@@ -40,6 +43,10 @@ protected:
         return s;
     }
 
+public:
+    static std::string Target() { return server_->Target(); }
+
+protected:
     static testing::ServerProcess* server_;
 };
 testing::ServerProcess* SessionTest::server_ = nullptr;
@@ -129,6 +136,16 @@ std::vector<JobEvent> Collect(Session& s, const std::string& job, uint64_t after
     });
     EXPECT_TRUE(st.ok()) << st.ToString();
     return events;
+}
+
+// What the Python client receives for the Fox's Survey clip, context 0:40, keys 60 and 82 (computed once).
+const Clip& PythonFoxFill() {
+    static const Clip clip = [] {
+        const std::string out = testing::TempDir("python-fill") + "/result.pb";
+        EXPECT_TRUE(testing::RunReference({"fill", SessionTest::Target(), kFox, "Survey", "0:40", "60,82", out}));
+        return testing::ReadClip(out);
+    }();
+    return clip;
 }
 
 TEST_F(SessionTest, HandshakeReportsVersionAndMethods) {
@@ -251,9 +268,7 @@ TEST_F(SessionTest, InterpFillEqualsThePythonClient) {
         EXPECT_TRUE(SameBits(e.motion.rotations, part)) << "chunk at " << e.motion.frame_start;
     }
 
-    const std::string out = testing::TempDir("python-fill") + "/result.pb";
-    ASSERT_TRUE(testing::RunReference({"fill", server_->Target(), kFox, "Survey", "0:40", "60,82", out}));
-    const Clip python = testing::ReadClip(out);
+    const Clip& python = PythonFoxFill();
     EXPECT_EQ(python.frame_count, result.motion.frame_count);
     EXPECT_TRUE(SameBits(python.rotations, result.motion.rotations));
     EXPECT_TRUE(SameBits(python.root_translations, result.motion.root_translations));
@@ -400,6 +415,36 @@ TEST_F(SessionTest, ResultOverFourMiBArrivesInParts) {
     const float* key = &result.motion.rotations[size_t(4999) * joints * 4];
     EXPECT_FLOAT_EQ(key[0], std::sin(0.2f));
     EXPECT_FLOAT_EQ(key[3], std::cos(0.2f));
+}
+
+void FlattenJson(const google::protobuf::Value& v, std::vector<float>* out) {
+    if (v.kind_case() == google::protobuf::Value::kNumberValue) out->push_back(static_cast<float>(v.number_value()));
+    for (const auto& item : v.list_value().values()) FlattenJson(item, out);
+}
+
+// The command-line example (upload the file, clip through Unreal space, fill, JSON out) gives the Python
+// client's result.
+TEST_F(SessionTest, CommandLineExampleEqualsThePythonClient) {
+    const std::string dir = testing::TempDir("ue-fill");
+    ASSERT_TRUE(testing::RunReference({"clipjson", kFox, "Survey", dir + "/clip.json"}));
+    const std::string cmd = std::string(ANYMOLE_UE_FILL) + " --server " + Target() + " " + kFox + " --motion " + dir +
+                            "/clip.json --context 0:40 --keys 60,82 --method interp --out " + dir + "/result.json";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    google::protobuf::Struct doc;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(testing::ReadFile(dir + "/result.json"), &doc).ok());
+    std::vector<float> rotations, root;
+    FlattenJson(doc.fields().at("rotations"), &rotations);
+    FlattenJson(doc.fields().at("root_translations"), &root);
+    const Clip& python = PythonFoxFill();
+    EXPECT_TRUE(SameBits(rotations, python.rotations));  // the sign of every zero too
+    EXPECT_TRUE(SameBits(root, python.root_translations));
+    EXPECT_EQ(doc.fields().at("joint_names").list_value().values_size(), int(testing::ReadCharacter(testing::ExportDir(kFox) + "/character.pb").skeleton.NumJoints()));
+
+    // A wrong range is one clear message and exit status 1.
+    const std::string bad = std::string(ANYMOLE_UE_FILL) + " --server " + Target() + " " + kFox + " --motion " + dir +
+                            "/clip.json --context 0:40 --keys 10 --out " + dir + "/bad.json 2>/dev/null";
+    const int rc = std::system(bad.c_str());
+    EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
 }
 
 // Event kinds a newer server adds decode as Unknown (Watch skips them) instead of failing.

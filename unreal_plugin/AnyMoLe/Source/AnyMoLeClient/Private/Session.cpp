@@ -265,16 +265,21 @@ Status Session::Cancel(const std::string& job_id, JobState* state_after) {
 
 Status Session::ListJobs(std::vector<JobSummary>* out, uint32_t limit,
                          const std::map<std::string, std::string>& tags) {
-    grpc::ClientContext ctx;
-    impl_->Prepare(&ctx);
-    pb::ListJobsRequest req;
-    req.set_limit(limit);
-    req.mutable_client_tags()->insert(tags.begin(), tags.end());
-    pb::ListJobsResponse resp;
-    const grpc::Status st = impl_->stub->ListJobs(&ctx, req, &resp);
-    if (!st.ok()) return proto::FromGrpc(st);
     out->clear();
-    for (const pb::JobSummary& j : resp.jobs()) out->push_back(proto::FromProto(j));
+    std::string token;
+    do {  // every page (each fits 4 MiB) until the server sends no next token
+        grpc::ClientContext ctx;
+        impl_->Prepare(&ctx);
+        pb::ListJobsRequest req;
+        req.set_limit(limit);
+        req.set_page_token(token);
+        req.mutable_client_tags()->insert(tags.begin(), tags.end());
+        pb::ListJobsResponse resp;
+        const grpc::Status st = impl_->stub->ListJobs(&ctx, req, &resp);
+        if (!st.ok()) return proto::FromGrpc(st);
+        for (const pb::JobSummary& j : resp.jobs()) out->push_back(proto::FromProto(j));
+        token = resp.next_page_token();
+    } while (!token.empty());
     return Status{};
 }
 

@@ -31,7 +31,7 @@ struct SessionOptions {
 // Called for each event in order; return false to stop watching (the job keeps running on the server).
 using EventHandler = std::function<bool(const JobEvent&)>;
 
-class Session {
+class ANYMOLECLIENT_API Session {
 public:
     explicit Session(SessionOptions options);
     ~Session();
@@ -83,6 +83,6 @@ private:
 };
 
 // "sha256:" + lowercase hex digest of `data`: the id the server gives these bytes.
-std::string CharacterId(const std::string& data);
+ANYMOLECLIENT_API std::string CharacterId(const std::string& data);
 
 }  // namespace anymole

@@ -9,6 +9,11 @@
 #include <string>
 #include <vector>
 
+// Unreal's build defines ANYMOLECLIENT_API (dllexport / dllimport in modular editor builds); elsewhere it is empty.
+#ifndef ANYMOLECLIENT_API
+#define ANYMOLECLIENT_API
+#endif
+
 namespace anymole {
 
 // The protocol this client was built against; the handshake refuses a server of another major version.
@@ -25,7 +30,7 @@ enum class StatusCode : int {
 };
 
 // The outcome of a call: the core is built without exceptions, so every call returns one of these.
-struct Status {
+struct ANYMOLECLIENT_API Status {
     StatusCode code = StatusCode::Ok;
     std::string message;  // the server's text, verbatim
     std::string field;    // the request field a BadRequest violation names, e.g. "keyframes[0].rotations"
@@ -35,7 +40,7 @@ struct Status {
     std::string ToString() const;
 };
 
-const char* StatusCodeName(StatusCode code);
+ANYMOLECLIENT_API const char* StatusCodeName(StatusCode code);
 
 struct ProtocolVersion {
     uint32_t major = kProtocolMajor;
@@ -63,7 +68,7 @@ struct Limits {
 };
 
 // What GetServerInfo answered.
-struct ServerInfo {
+struct ANYMOLECLIENT_API ServerInfo {
     std::string server_version;
     ProtocolVersion protocol;
     std::vector<MethodInfo> methods;
