@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from anymole.render import GLRasterizer, pose_motion, render_motion
-from anymole.rig import Character, Motion, Skeleton, SkinnedMesh
+from anymole.rig import Character, Material, Motion, Skeleton, SkinnedMesh
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "docs" / "benchmarks" / "render.json"
@@ -63,7 +63,8 @@ def save_scene(path: Path, character: Character, motion: Motion) -> None:
             "offsets": sk.offsets,
             "rest_rotations": sk.rest_rotations,
         },
-        "mesh": {k: getattr(mesh, k) for k in SkinnedMesh.__dataclass_fields__},
+        "mesh": {k: getattr(mesh, k) for k in SkinnedMesh.__dataclass_fields__ if k != "materials"},
+        "materials": [{"base_color": m.base_color, "texture": m.texture, "name": m.name} for m in mesh.materials],
         "motion": {
             "fps": motion.fps,
             "rotations": motion.rotations,
@@ -79,9 +80,9 @@ def read_scene(path: Path) -> tuple[Character, Motion]:
     blob = torch.load(path, weights_only=True)
     s = blob["skeleton"]
     skeleton = Skeleton(tuple(s["names"]), tuple(s["parents"]), s["offsets"], s["rest_rotations"])
-    return Character(name=blob["name"], skeleton=skeleton, mesh=SkinnedMesh(**blob["mesh"])), Motion(
-        **blob["motion"]
-    )
+    materials = tuple(Material(**m) for m in blob["materials"])
+    mesh = SkinnedMesh(**blob["mesh"], materials=materials)
+    return Character(name=blob["name"], skeleton=skeleton, mesh=mesh), Motion(**blob["motion"])
 
 
 def measure(character: Character, motion: Motion, views: int, width: int, height: int, repeat: int) -> dict:

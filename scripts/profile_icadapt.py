@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from anymole.video.clips import ClipBank, gather_clips
 from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
-from anymole.video.icadapt import ICAdaptConfig, icadapt
+from anymole.video.icadapt import RECIPES, ICAdaptConfig, icadapt
 from anymole.video.sampler import WINDOW_SLOTS
 
 
@@ -85,7 +85,7 @@ def micro(device: torch.device) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", choices=("reference", "fast", "turbo"), default="",
+    ap.add_argument("--preset", choices=tuple(RECIPES), default="",
                     help="an ICAdaptConfig preset (8 clips a step); overrides --mode/--batch/--ckpt")
     ap.add_argument("--mode", default="spatial")
     ap.add_argument("--batch", type=int, default=8)
@@ -117,7 +117,7 @@ def main() -> None:
         micro(device)
 
     if args.preset:
-        cfg = getattr(ICAdaptConfig, args.preset)(steps=args.steps)
+        cfg = RECIPES[args.preset](steps=args.steps)
     else:
         cfg = ICAdaptConfig(
             steps=args.steps,

@@ -55,6 +55,10 @@ mcs -target:library -langversion:7.2 -out:"$OUT/AnyMoLe.Tests.dll" \
     $(find unity_plugin/Tests/Editor tests/unity -name '*.cs') >>"$OUT/build.log" 2>&1 \
     || { cat "$OUT/build.log" >&2; fail "the tests did not compile"; }
 
+# The transport and the editor need grpc-dotnet and UnityEditor, which do not exist here: parse them at least.
+mcs --parse -langversion:7.2 $(find unity_plugin/Runtime/Transport unity_plugin/Editor -name '*.cs') >>"$OUT/build.log" 2>&1 \
+    || { cat "$OUT/build.log" >&2; fail "unity_plugin/Editor or Runtime/Transport does not parse"; }
+
 # --- what the tests compare against: the Python side's imports and the Python client's fill -----------------
 PYTHONPATH=$ROOT/server "$PY" scripts/unity_fixtures.py "$OUT/fixtures" >"$OUT/fixtures.log" 2>&1 \
     || { tail -20 "$OUT/fixtures.log" >&2; fail "scripts/unity_fixtures.py failed"; }

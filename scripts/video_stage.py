@@ -19,8 +19,8 @@ import torch
 
 from anymole.io import read_bvh
 from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
-from anymole.video.generate import VideoJobConfig, generate_video
-from anymole.video.icadapt import ICAdaptConfig
+from anymole.video.generate import VideoJobConfig, generate_video, plan_timeline, render_scene
+from anymole.video.icadapt import RECIPES
 from anymole.video.sampler import SamplerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--bvh", type=Path, default=ROOT / "assets" / "131_01_30fps.bvh", help="a 30 fps BVH clip")
     ap.add_argument("--gaps", type=int, default=1, help="keyframes, 1 s apart after 2 s of context")
-    ap.add_argument("--preset", choices=("reference", "fast", "turbo"), default="fast")
+    ap.add_argument("--preset", choices=tuple(RECIPES), default="fast")
     ap.add_argument("--icadapt-steps", type=int, default=2)
     ap.add_argument("--ddim-steps", type=int, default=2)
     ap.add_argument("--out", type=Path, help="write the timings here as JSON")
@@ -53,25 +53,20 @@ def main() -> None:
     job = VideoJobConfig(
         width=width,
         height=height,
-        icadapt=getattr(ICAdaptConfig, args.preset)(steps=args.icadapt_steps),
+        icadapt=RECIPES[args.preset](steps=args.icadapt_steps),
         sampler=SamplerConfig(num_steps=args.ddim_steps),
     )
     previews: list[int] = []
 
-    def on_step(stage: str, fraction: float, preview: object = None) -> None:
+    def on_step(stage: str, fraction: float, message: str = "", *, preview: object = None, frame: int = 0) -> None:
         if preview is not None:
             previews.append(preview.frame)  # type: ignore[attr-defined]
 
-    scene = generate_video(
-        character,
-        context,
-        keys,
-        motion.rotations[keys],
-        motion.root_translation[keys],
-        prior,
-        job,
-        on_step=on_step,
-    )
+    timeline = plan_timeline(context.num_frames, context.fps, keys)
+    t0 = time.perf_counter()
+    renders = render_scene(character, context, motion.rotations[keys], motion.root_translation[keys], timeline, job, device=device)
+    render_s = time.perf_counter() - t0
+    scene = generate_video(prior, renders, timeline, job, on_step=on_step)
     if device.type == "cuda":
         torch.cuda.synchronize()
     frames = scene.frames
@@ -83,7 +78,7 @@ def main() -> None:
         "ddim_steps": args.ddim_steps,
         "gaps": args.gaps,
         "build_s": build_s,
-        "timings_s": dict(scene.timings),
+        "timings_s": {"render": render_s, **dict(scene.timings)},
         "frames_shape": list(frames.shape),
         "finite": bool(torch.isfinite(frames).all()),
         "range": [float(frames.min()), float(frames.max())],

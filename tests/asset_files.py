@@ -5,6 +5,7 @@ file is loaded once per session)."""
 from __future__ import annotations
 
 import os
+import shutil
 from functools import cache
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from anymole.io import load_character
 from anymole.rig import Character
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+VALIDATOR = Path(__file__).resolve().parents[1] / ".tools" / "node_modules" / "gltf-validator"
 ASSET_FILES = ("CesiumMan.glb", "Fox.glb", "Fox.fbx", "131_01.bvh", "131_01_30fps.bvh")
 
 
@@ -46,3 +48,17 @@ def require_tool(found: bool, what: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"CI run without a required checker: {message}")
     pytest.skip(message)
+
+
+def validator_cmd() -> list[str]:
+    """``node -e …`` that validates the GLB paths appended to it with the Khronos glTF Validator and prints
+    ``{path: {errors, warnings, codes (of errors and warnings)}}`` as JSON; skips when it is missing."""
+    require_tool(shutil.which("node") is not None and VALIDATOR.is_dir(), "node and .tools/node_modules/gltf-validator")
+    script = (
+        "const fs=require('fs');const v=require(process.argv[1]);(async()=>{const out={};"
+        "for(const p of process.argv.slice(2)){const r=await v.validateBytes(new Uint8Array(fs.readFileSync(p)));"
+        "out[p]={errors:r.issues.numErrors,warnings:r.issues.numWarnings,"
+        "codes:r.issues.messages.filter(m=>m.severity<=1).map(m=>m.code)};}"
+        "console.log(JSON.stringify(out));})();"
+    )
+    return ["node", "-e", script, str(VALIDATOR)]

@@ -9,8 +9,8 @@ Three joints stand on +Y: ``root`` at the origin, ``spine`` 0.5 m up, ``head`` 1
 ==========  ===========================  =====================================================================
 primitive   box centre (m)               how it looks
 ==========  ===========================  =====================================================================
-body        (0, 0.4, 0)                  ``orange`` factor (1.0, 0.5, 0.1); a morph target widens it
-arm         (0.55, 0.55, 0)              ``white`` factor × vertex colour (0.9, 0.1, 0.1)
+body        (0, 0.4, 0)                  ``orange`` factor (1.0, 0.5, 0.1); its morph target widens it
+arm         (0.55, 0.55, 0)              ``white`` factor × vertex colour (0.9, 0.1, 0.1); a still target
 head        (0, 1.1, 0)                  ``textured``: factor (1, 1, 1) × the image's left half, green
                                          (40, 200, 60), read through TEXCOORD_1; TEXCOORD_0 points at the
                                          right half, magenta, so reading the wrong set shows
@@ -40,7 +40,9 @@ MORPH_TARGETS = 1
 _ARRAY, _ELEMENTS = 34962, 34963
 
 
-def _box(center: tuple[float, float, float], half: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+def _box(
+    center: tuple[float, float, float], half: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """8 corners ``(8, 3)`` float32 and 12 outward counter-clockwise triangles ``(12, 3)`` uint16."""
     corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float32)
     verts = (np.asarray(center, np.float32) + corners * np.asarray(half, np.float32)).astype(np.float32)
@@ -58,11 +60,17 @@ class _Builder:
     def accessor(self, array: np.ndarray, kind: str, target: int | None = None, bounds: bool = False) -> int:
         self.data.extend(b"\0" * (-len(self.data) % 4))
         raw = np.ascontiguousarray(array).tobytes()
-        self.g.bufferViews.append(gl.BufferView(buffer=0, byteOffset=len(self.data), byteLength=len(raw), target=target))
+        self.g.bufferViews.append(
+            gl.BufferView(buffer=0, byteOffset=len(self.data), byteLength=len(raw), target=target)
+        )
         self.data.extend(raw)
-        component = {np.float32: gl.FLOAT, np.uint16: gl.UNSIGNED_SHORT, np.uint8: gl.UNSIGNED_BYTE}[array.dtype.type]
+        component = {np.float32: gl.FLOAT, np.uint16: gl.UNSIGNED_SHORT, np.uint8: gl.UNSIGNED_BYTE}[
+            array.dtype.type
+        ]
         flat = array.reshape(len(array), -1)
-        acc = gl.Accessor(bufferView=len(self.g.bufferViews) - 1, componentType=component, count=len(array), type=kind)
+        acc = gl.Accessor(
+            bufferView=len(self.g.bufferViews) - 1, componentType=component, count=len(array), type=kind
+        )
         if bounds:
             acc.min, acc.max = flat.min(0).tolist(), flat.max(0).tolist()
         self.g.accessors.append(acc)
@@ -91,19 +99,30 @@ class _Builder:
         attrs.JOINTS_0 = self.accessor(joints, gl.VEC4, _ARRAY)
         attrs.WEIGHTS_0 = self.accessor(weights, gl.VEC4, _ARRAY)
         for name, value in extra.items():
-            setattr(attrs, name, self.accessor(value.astype(np.float32), gl.VEC4 if value.shape[1] == 4 else gl.VEC2, _ARRAY))
+            setattr(
+                attrs,
+                name,
+                self.accessor(value.astype(np.float32), gl.VEC4 if value.shape[1] == 4 else gl.VEC2, _ARRAY),
+            )
         indices = self.accessor(faces.reshape(-1), gl.SCALAR, _ELEMENTS)
         return gl.Primitive(attributes=attrs, indices=indices, material=material)
 
     def clip(self, name: str, node: int, path: str, times: list[float], values: np.ndarray) -> None:
         t = self.accessor(np.asarray(times, np.float32), gl.SCALAR, bounds=True)
         kind = {4: gl.VEC4, 3: gl.VEC3, 1: gl.SCALAR}[values.shape[1]]
-        out = self.accessor(values.astype(np.float32).reshape(len(values), -1) if kind != gl.SCALAR else values.astype(np.float32).reshape(-1), kind)
+        out = self.accessor(
+            values.astype(np.float32).reshape(len(values), -1)
+            if kind != gl.SCALAR
+            else values.astype(np.float32).reshape(-1),
+            kind,
+        )
         self.g.animations.append(
             gl.Animation(
                 name=name,
                 samplers=[gl.AnimationSampler(input=t, output=out)],
-                channels=[gl.AnimationChannel(sampler=0, target=gl.AnimationChannelTarget(node=node, path=path))],
+                channels=[
+                    gl.AnimationChannel(sampler=0, target=gl.AnimationChannelTarget(node=node, path=path))
+                ],
             )
         )
 
@@ -113,8 +132,9 @@ def _quat_x(deg: float) -> list[float]:
     return [float(np.sin(h)), 0.0, 0.0, float(np.cos(h))]
 
 
-def build(path: Path) -> Path:
-    """Write the character to ``path`` (``.glb``, or ``.gltf`` with its buffer as a data URI)."""
+def build(path: Path, external: bool = False) -> Path:
+    """Write the character to ``path``: ``.glb``, or ``.gltf`` with its buffer as a data URI, or with
+    ``external`` its buffer in ``<stem>.bin`` and its image in ``<stem>.png`` next to it."""
     b = _Builder()
     g = b.g
     # nodes: 0 Armature, 1 root, 2 spine, 3 head, 4 body mesh, 5 head mesh
@@ -130,7 +150,13 @@ def build(path: Path) -> Path:
     ibm = np.stack([np.eye(4, dtype=np.float32) for _ in world_y])
     for j, y in enumerate(world_y):
         ibm[j, 1, 3] = -y
-    g.skins = [gl.Skin(joints=[1, 2, 3], skeleton=1, inverseBindMatrices=b.accessor(ibm.transpose(0, 2, 1).reshape(3, 16), gl.MAT4))]
+    g.skins = [
+        gl.Skin(
+            joints=[1, 2, 3],
+            skeleton=1,
+            inverseBindMatrices=b.accessor(ibm.transpose(0, 2, 1).reshape(3, 16), gl.MAT4),
+        )
+    ]
 
     image = np.zeros((8, 8, 3), np.uint8)
     image[:, :4] = (40, 200, 60)
@@ -158,10 +184,12 @@ def build(path: Path) -> Path:
     widen[:, 0] = np.sign(body[0][:, 0]) * 0.05
     body_prim.targets = [{"POSITION": b.accessor(widen, gl.VEC3, _ARRAY, bounds=True)}]
     red = np.tile(np.array([[0.9, 0.1, 0.1, 1.0]], np.float32), (8, 1))
+    arm_prim = b.primitive(arm, 1, 1, COLOR_0=red)
+    arm_prim.targets = [{"POSITION": b.accessor(np.zeros((8, 3), np.float32), gl.VEC3, _ARRAY, bounds=True)}]
     uv0 = np.tile(np.array([[0.75, 0.5]], np.float32), (8, 1))
     uv1 = np.tile(np.array([[0.25, 0.5]], np.float32), (8, 1))
     g.meshes = [
-        gl.Mesh(name="body", primitives=[body_prim, b.primitive(arm, 1, 1, COLOR_0=red)], weights=[0.0],
+        gl.Mesh(name="body", primitives=[body_prim, arm_prim], weights=[0.0],
                 extras={"targetNames": ["widen"]}),
         gl.Mesh(name="head", primitives=[b.primitive(head, 2, 2, TEXCOORD_0=uv0, TEXCOORD_1=uv1), b.primitive(eyes, 2, 3)]),
     ]  # fmt: skip
@@ -174,14 +202,24 @@ def build(path: Path) -> Path:
     t = wave.samplers[0].input
     out = b.accessor(np.array([_quat_x(0), _quat_x(-20), _quat_x(0)], np.float32), gl.VEC4)
     wave.samplers.append(gl.AnimationSampler(input=t, output=out))
-    wave.channels.append(gl.AnimationChannel(sampler=1, target=gl.AnimationChannelTarget(node=2, path="rotation")))
+    wave.channels.append(
+        gl.AnimationChannel(sampler=1, target=gl.AnimationChannelTarget(node=2, path="rotation"))
+    )
 
     g.scenes = [gl.Scene(nodes=[0, 4, 5])]
     g.scene = 0
     b.data.extend(b"\0" * (-len(b.data) % 4))
     g.buffers = [gl.Buffer(byteLength=len(b.data))]
     g.set_binary_blob(bytes(b.data))
-    if path.suffix == ".gltf":
+    if external:
+        view = g.bufferViews[g.images[0].bufferView]
+        png = bytes(b.data[view.byteOffset : view.byteOffset + view.byteLength])
+        path.with_suffix(".png").write_bytes(png)
+        path.with_suffix(".bin").write_bytes(bytes(b.data))
+        g.images[0] = gl.Image(uri=path.with_suffix(".png").name)  # its old view stays, unused
+        g.buffers[0].uri = path.with_suffix(".bin").name
+        g.save_json(str(path))
+    elif path.suffix == ".gltf":
         g.convert_buffers(gl.BufferFormat.DATAURI)
         g.save_json(str(path))
     else:

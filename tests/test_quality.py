@@ -19,16 +19,18 @@ def test_ruff_clean() -> None:
 
 
 def test_mypy_typed_packages() -> None:
-    # rig and metrics are required by the issue; the service side, client, renderer and estimator are typed too
+    # rig and metrics are required by the issue; the service side, client, renderer, estimator and mimic are typed too
     res = _run(
         "mypy",
         "server/anymole/rig",
         "server/anymole/metrics.py",
         "server/anymole/service",
         "server/anymole/client",
-        "server/anymole/pipeline.py",
+        "server/anymole/pipeline",
+        "server/anymole/progress.py",
         "server/anymole/render",
         "server/anymole/estimator",
+        "server/anymole/mimic",
     )
     assert res.returncode == 0, res.stdout + res.stderr
 

@@ -116,8 +116,11 @@ def inspect(
     console = Console()
     sk = info["skeleton"]
     console.print(f"[bold]{info['name']}[/]  ({asset})")
-    console.print(f"joint_count: [bold]{info['joint_count']}[/]   max depth: {sk['max_depth']}   "
-                  f"rest extent (m): {', '.join(f'{x:.3f}' for x in sk['rest_extent_m'])}")
+    units = info["units"]
+    console.print(f"joint_count: [bold]{info['joint_count']}[/]   max depth: {sk['max_depth']}")
+    console.print(f"units: {units['name']} ({units['metres_per_unit']:g} m per unit)   rest extent: "
+                  f"{', '.join(f'{x:.3f}' for x in sk['rest_extent_file'])} file units = "
+                  f"{', '.join(f'{x:.3f}' for x in sk['rest_extent_m'])} m")
     by_name = {j["name"]: j for j in sk["joints"]}
     tree = Tree("[dim]skeleton[/]")
 
@@ -161,10 +164,14 @@ def fill(
     token: Annotated[str | None, typer.Option(envvar="ANYMOLE_TOKEN", help="bearer token for --server")] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM root certificate: talk TLS to --server")] = None,
     force: Annotated[bool, typer.Option(help="allow --out to be the input asset itself (its other clips are lost)")] = False,
+    replace_clip: Annotated[bool, typer.Option(help="GLB: write the source clip with the gap filled, under its name and in its place, instead of adding the filled frames as <clip>_filled")] = False,
+    units: Annotated[str | None, typer.Option(help="BVH output units: m, cm, mm, inch or cmu (default: the input BVH's, else m)")] = None,
 ) -> None:
     """Fill the motion between a context and keyframes of a clip, and write the result.
 
     The result covers clip frames A..last key: the context frames and the keyframes are kept exactly, every other frame is generated (interp: SLERP of local rotations, cubic or linear root).
+
+    A .glb from a glTF/GLB input is a copy of the input with the filled clip added as <clip>_filled (or, with --replace-clip, the source clip with the gap filled, under its own name): every other node, mesh, material, clip and extension is kept. From FBX, Collada or BVH it is a new file; the command says what it keeps. A .bvh keeps an input BVH's units, rotation orders and frame time.
 
     Example, Fox's Survey clip with context frames 0..39 and keyframes 60 and 82:
 
@@ -203,7 +210,7 @@ def fill(
         raise InvalidInput("--out", f"end the output name with .glb or .bvh, got {out.name!r}")
 
     from anymole.baseline import inbetween
-    from anymole.io import load_character, write_bvh, write_glb
+    from anymole.io import load_character, write_fill
 
     with console.status(f"loading {asset}"):
         character = load_character(asset)
@@ -226,14 +233,13 @@ def fill(
         key_translations=None if motion.translations is None else motion.translations[key_list],
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".bvh":
-        write_bvh(out, character.skeleton, result)
-    else:
-        write_glb(out, character, {f"{name}_filled": result})
+    filled, summary = write_fill(out, character, name, result, replace_clip=replace_clip, start=start, units=units)
     console.print(f"wrote {out}: {result.num_frames} frames at {result.fps:g} fps "
                   f"(clip frames {start}..{key_list[-1]}; {stop - start} context + {len(key_list)} keys kept)")
+    console.print(summary)
     gap = f"{stop}:{key_list[-1]}"
-    console.print(f"score it: anymole eval {out} {asset} --clip {name} --offset {start} --frames {gap}")
+    offset = 0 if replace_clip else start  # a replaced clip keeps the source clip's frame numbers
+    console.print(f"score it: anymole eval {out} {asset} --clip {name} --pred-clip {filled} --offset {offset} --frames {gap}")
 
 
 def _refuse_overwriting(asset: Path, out: Path, force: bool) -> None:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from anymole.baseline import inbetween
 from anymole.cli import app, main
+from anymole.io import load_character
 from anymole.metrics import evaluate
 from asset_files import ASSET_FILES, ASSETS, cached_load, sidecar_clips, sidecar_joints
 
@@ -42,6 +43,14 @@ def test_inspect_states_bvh_duration_convention() -> None:
     assert "Frames × Frame Time" in res.stdout
 
 
+def test_inspect_states_units() -> None:
+    res = runner.invoke(app, ["inspect", str(ASSETS / "131_01.bvh")])
+    assert res.exit_code == 0, res.output
+    # CMU units (0.056444 m); the hips-to-head rest extent in both units
+    text = " ".join(res.stdout.split())  # rich wraps at the terminal's width
+    assert "units: cmu (0.056444 m per unit)" in text and "file units =" in text
+
+
 def test_inspect_tree_lists_every_joint() -> None:
     res = runner.invoke(app, ["inspect", str(ASSETS / "Fox.glb")])
     assert res.exit_code == 0, res.output
@@ -63,11 +72,16 @@ def test_fill_then_eval(tmp_path: Path, suffix: str) -> None:
     assert res.exit_code == 0, res.output
     assert out.exists()
 
+    # the GLB is Fox.glb with the fill added as Survey_filled; the CLI prints the eval command that picks it
+    pred_clip = "Survey_filled" if suffix == ".glb" else "fill"
+    assert f"--pred-clip {pred_clip}" in res.output.replace("\n", " ")
+
     def score(frames: str) -> dict[str, float]:
         r = runner.invoke(
             app,
-            ["eval", str(out), str(ASSETS / "Fox.glb"), "--clip", "Survey", "--offset", "10", "--frames", frames, "--json"],
-        )
+            ["eval", str(out), str(ASSETS / "Fox.glb"), "--clip", "Survey", "--pred-clip", pred_clip, "--offset", "10",
+             "--frames", frames, "--json"],
+        )  # fmt: skip
         assert r.exit_code == 0, r.output
         return json.loads(r.stdout)
 
@@ -87,6 +101,23 @@ def test_fill_then_eval(tmp_path: Path, suffix: str) -> None:
     want = evaluate(fox.skeleton, filled.slice(30, 72), survey.slice(40, 82), slice(None))
     for k, v in want.items():
         assert gap[k] == pytest.approx(v, rel=1e-3, abs=1e-6), k
+
+
+def test_fill_replace_clip_keeps_the_clips_names_and_lengths(tmp_path: Path) -> None:
+    out = tmp_path / "fox.glb"
+    res = runner.invoke(app, ["fill", str(ASSETS / "Fox.glb"), "--clip", "Survey", "--context", "10:40", "--keys", "60,70",
+                              "--out", str(out), "--replace-clip"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "--pred-clip Survey --offset 0" in " ".join(res.output.split())
+    back = load_character(out)
+    fox = cached_load("Fox.glb")
+    assert list(back.motions) == list(fox.motions)
+    survey, filled = fox.motions["Survey"], back.motions["Survey"]
+    assert filled.num_frames == survey.num_frames
+    # before the context and after the last key: the clip as it was; in the gap: the fill
+    for frames, same in ((slice(0, 40), True), (slice(71, None), True), (slice(45, 55), False)):
+        err = float((filled.rotations[frames] - survey.rotations[frames]).abs().max())
+        assert (err < 1e-5) == same, (frames, err)
 
 
 def test_fill_bvh_output(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def test_missing_file_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.Mon
 def test_verify_accepts_what_the_loader_accepts(
     tiny_checkpoint: dict[str, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # older checkpoints name the fps MLP `framestride_embed`; `from_pretrained` renames it, so verify must too
+    # older checkpoints name the fps MLP `framestride_embed`; `load_pretrained` renames it, so verify must too
     state = {k.replace("fps_embedding", "framestride_embed"): v for k, v in tiny_checkpoint.items()}
     assert state.keys() != tiny_checkpoint.keys()
     path = tmp_path / "old_names.safetensors"

@@ -75,6 +75,10 @@ async def test_remote_fill_equals_the_local_baseline(tmp_path, suffix):
     assert res.path == out
     data = out.read_bytes()
     assert data[:4] == b"glTF" if suffix == ".glb" else data.startswith(b"HIERARCHY")
+    back = load_character(out)
+    if suffix == ".glb":  # written from the input: Fox.glb with the fill added
+        assert list(back.motions) == [*fox.motions, "Survey_filled"]
+        assert back.motions["Survey_filled"].num_frames == 83
 
 
 async def test_cancelling_the_client_cancels_the_job(tmp_path):

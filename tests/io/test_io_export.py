@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,11 +11,8 @@ import torch
 
 from anymole.io import load_character, write_bvh, write_glb
 from anymole.rig import Character, fk_motion
-from asset_files import ASSETS, cached_load, require_tool
+from asset_files import ASSETS, cached_load, validator_cmd
 from multi_material import MATERIALS, build
-
-REPO = Path(__file__).resolve().parents[2]
-VALIDATOR = REPO / ".tools" / "node_modules" / "gltf-validator"
 
 
 def _qdist(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -101,6 +97,14 @@ def test_glb_keeps_every_material(tmp_path):
     assert float((ma.colors - mb.colors).abs().max()) < 1e-6
 
 
+def test_glb_of_several_materials_is_validator_clean(tmp_path):
+    a = load_character(build(tmp_path / "robot.glb"))
+    write_glb(tmp_path / "out.glb", a)
+    out = str(tmp_path / "out.glb")
+    report = json.loads(subprocess.run([*validator_cmd(), out], check=True, capture_output=True, text=True, timeout=120).stdout)
+    assert report[out]["errors"] == 0 and report[out]["warnings"] == 0, report[out]
+
+
 def test_glb_from_a_motion_list(tmp_path):
     ch = cached_load("Fox.glb", scale=0.01)
     walk = ch.motions["Walk"]
@@ -142,20 +146,8 @@ def test_bvh_per_joint_orders_and_units(tmp_path):
     _same_motion(a, b, "131_01_30fps", "orders")
 
 
-def _validator_cmd() -> list[str]:
-    require_tool(shutil.which("node") is not None and VALIDATOR.is_dir(), "node and .tools/node_modules/gltf-validator")
-    script = (
-        "const fs=require('fs');const v=require(process.argv[1]);(async()=>{const out={};"
-        "for(const p of process.argv.slice(2)){const r=await v.validateBytes(new Uint8Array(fs.readFileSync(p)));"
-        "out[p]={errors:r.issues.numErrors,warnings:r.issues.numWarnings,"
-        "codes:r.issues.messages.filter(m=>m.severity<=1).map(m=>m.code)};}"
-        "console.log(JSON.stringify(out));})();"
-    )
-    return ["node", "-e", script, str(VALIDATOR)]
-
-
 def test_gltf_validator_reports_no_errors(written):
-    cmd = _validator_cmd()
+    cmd = validator_cmd()
     paths = [str(p) for _, p in written.values()]
     # the validator itself works: CesiumMan's own file has non-normalised weights
     paths.append(str(ASSETS / "CesiumMan.glb"))

@@ -19,13 +19,19 @@ def robot(request, tmp_path_factory):
 
 
 def _rest(character) -> Motion:
-    return Motion(30.0, character.skeleton.rest_rotations[None].clone(), character.skeleton.offsets[:1].clone())
+    return Motion(
+        30.0, character.skeleton.rest_rotations[None].clone(), character.skeleton.offsets[:1].clone()
+    )
 
 
 def test_each_region_shows_its_materials_colour(robot):
     rest = _rest(robot)
-    cams = orbit_cameras(robot.mesh.vertices[None], 1, width=256, height=256, azimuth_deg=0.0, elevation_deg=0.0)
-    flat = Style(ground=False, ambient=1.0, background=(0.5, 0.5, 1.0))  # unshaded: pixels are the base colour
+    cams = orbit_cameras(
+        robot.mesh.vertices[None], 1, width=256, height=256, azimuth_deg=0.0, elevation_deg=0.0
+    )
+    flat = Style(
+        ground=False, ambient=1.0, background=(0.5, 0.5, 1.0)
+    )  # unshaded: pixels are the base colour
     with GLRasterizer(256, 256) as gl:
         out = render_motion(robot, rest, cameras=cams, style=flat, rasterizer=gl, with_depth=False)
     points = torch.tensor([[p for _, p in REGIONS.values()]])

@@ -7,12 +7,13 @@ import asyncio
 import io
 import os
 import signal
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 import torch
-from service_fakes import FakePipeline, collect, wait_for
+from service_fakes import FakePipeline, collect, make_request, wait_for
 
 from anymole.baseline import inbetween
 from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Progress, Queued
@@ -69,7 +70,10 @@ async def test_result_files(make_server, connect, tiny, make_req):
     assert bvh.startswith(b"HIERARCHY") and b"Frames: 10" in bvh
     job_dir = server.jobs.store.job_dir(job_id)
     names = {p.name for p in job_dir.iterdir()}
-    assert names == {"job.json", "request.json", "request.npz", "events.jsonl", "result.npz", "result.glb", "result.bvh"}
+    assert names == {
+        "job.json", "request.json", "request.npz", "events.jsonl", "result.json", "result.rotations.npy",
+        "result.root_translation.npy", "result.npz", "result.glb", "result.bvh",
+    }
     assert len((job_dir / "events.jsonl").read_text().splitlines()) == len(events)
     assert (job_dir / "result.glb").read_bytes() == glb
     (job_dir / "result.bvh").unlink()
@@ -390,3 +394,39 @@ async def test_five_clients_four_jobs_each_match_running_alone(make_server, conn
             _, concurrent = together[4 * i + k]
             assert torch.equal(alone.rotations, concurrent.rotations)
             assert torch.equal(alone.root_translation, concurrent.root_translation)
+
+
+@pytest.mark.parametrize("asset", ["Fox.glb", "131_01_30fps.bvh"])
+async def test_result_file_of_an_uploaded_file_is_that_file_with_the_clip(make_server, connect, tmp_path, asset):
+    # a GLB upload's result GLB is the uploaded file with the result added (every clip, material and accessor
+    # kept); a BVH upload's result BVH has the upload's units and channel orders
+    import pygltflib
+
+    from anymole.io import load_character
+    from anymole.rig import fk_motion
+    from asset_files import ASSETS
+
+    _, port = await make_server()
+    client = await connect(port)
+    up = await client.upload_file(ASSETS / asset)
+    events = await collect(client.inbetween(make_request(up.character_id, up.skeleton.num_joints, keys=(9,))))
+    job_id = events[0].job_id
+    suffix = Path(asset).suffix
+    motion, data = await client.result(job_id, up.skeleton.num_joints, suffix)
+    out = tmp_path / f"result{suffix}"
+    out.write_bytes(data)
+    source = load_character(ASSETS / asset)
+    if suffix == ".glb":
+        back = load_character(out)
+        assert list(back.motions) == [*source.motions, job_id]
+        a, b = pygltflib.GLTF2().load(str(ASSETS / asset)), pygltflib.GLTF2().load(str(out))
+        n = len(a.binary_blob())
+        assert b.binary_blob()[:n] == a.binary_blob() and len(b.materials) == len(a.materials)
+    else:
+        channels = lambda text: [line.split() for line in text.splitlines() if "CHANNELS" in line]  # noqa: E731
+        assert channels(out.read_text()) == channels((ASSETS / asset).read_text())
+        back = load_character(out, scale=source.unit_scale)  # the upload's units: offsets come back
+        torch.testing.assert_close(back.skeleton.offsets, source.skeleton.offsets, atol=1e-5, rtol=0)
+    _, want = fk_motion(source.skeleton, motion)
+    _, got = fk_motion(back.skeleton, back.motions[job_id if suffix == ".glb" else "result"])
+    assert float((want - got).abs().max()) < 1e-4 * float(want.abs().max())

@@ -29,7 +29,7 @@ from anymole.pipeline import (
     Preview,
     Progress,
     VideoSettings,
-    _in_daemon_thread,
+    in_daemon_thread,
 )
 from anymole.service.jobs import JobState
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
@@ -168,7 +168,7 @@ async def test_turbo_job_adapts_eagerly_on_a_cpu_and_restores_the_prior(make_ser
     events = [st async for st in client.inbetween(_request(client, up, seed=7, preset="turbo"))]
     assert type(events[-1].event).__name__ == "Completed", events[-1]
     assert events[-1].event.metrics["icadapt_final_loss"] > 0
-    prior = pipeline._priors["cpu"].prior
+    prior = pipeline.pool.priors["cpu"].prior
     lora = {n: p for n, p in prior.named_parameters() if "lora_" in n}
     top = len(prior.unet.output_blocks) - prior.config.unet.num_res_blocks - 1
     assert lora and all(n.startswith("unet.output_blocks.") and int(n.split(".")[2]) >= top for n in lora)
@@ -341,22 +341,22 @@ async def test_warm_up_loads_the_prior_when_the_server_starts(make_server, conne
     server, port = await make_server(pipeline=pipeline)
     assert server.warm_up is not None
     await asyncio.wait_for(server.warm_up, 60)
-    assert "cpu" in pipeline._priors  # before any job (on a CPU there is nothing to compile)
+    assert "cpu" in pipeline.pool.priors  # before any job (on a CPU there is nothing to compile)
     client, up = await _fox(connect, port)
     events = [st.event async for st in client.inbetween(_request(client, up, keys=KEYS[:1]))]
     assert isinstance(events[-1], Completed)
     assert "load" not in {e.stage for e in events if isinstance(e, Progress)}  # the job found it loaded
     cold, _ = await make_server(pipeline=AnyMoLePipeline(TINY), data_dir=tmp_path / "cold")
     await asyncio.wait_for(cold.warm_up, 60)
-    assert cold.jobs.pipeline._priors == {}  # without warmup nothing loads before a job
+    assert cold.jobs.pipeline.pool.priors == {}  # without warmup nothing loads before a job
 
 
 async def test_a_device_whose_warm_up_fails_leaves_the_next_one_warming_up(caplog):
     pipeline = AnyMoLePipeline(dataclasses.replace(TINY, warmup=True))
     with caplog.at_level("ERROR", logger="anymole.pipeline"):
         await pipeline.warm_up(("nodevice", "cpu"))  # a device torch does not know fails its load
-    assert list(pipeline._priors) == ["cpu"]
-    (record,) = [r for r in caplog.records if r.name == "anymole.pipeline"]
+    assert list(pipeline.pool.priors) == ["cpu"]
+    (record,) = [r for r in caplog.records if r.name == "anymole.pipeline.pool"]
     assert "nodevice" in record.getMessage() and record.exc_info is not None
 
 
@@ -365,17 +365,17 @@ async def test_warm_up_without_a_usable_prior_says_why(tmp_path, caplog):
     pipeline = AnyMoLePipeline(VideoSettings(prior=str(missing), warmup=True))
     with caplog.at_level("WARNING", logger="anymole.pipeline"):
         await pipeline.warm_up(("cpu",))
-    assert pipeline._priors == {}
-    (record,) = [r for r in caplog.records if r.name == "anymole.pipeline"]
+    assert pipeline.pool.priors == {}
+    (record,) = [r for r in caplog.records if r.name == "anymole.pipeline.pool"]
     assert "warm-up" in record.getMessage() and f"{missing} does not exist" in record.getMessage()
 
 
 async def test_daemon_thread_work_settles_its_future_and_outlives_a_cancel_or_a_closed_loop():
-    """`_in_daemon_thread` (the warm-up's compile): the result or error reaches the awaiting task; after a cancel,
+    """`in_daemon_thread` (the warm-up's compile): the result or error reaches the awaiting task; after a cancel,
     or once the loop has closed, the thread still runs to its end and settles nothing, without an error."""
-    assert await _in_daemon_thread(lambda: 3) == 3
+    assert await in_daemon_thread(lambda: 3) == 3
     with pytest.raises(ZeroDivisionError):
-        await _in_daemon_thread(lambda: 1 // 0)
+        await in_daemon_thread(lambda: 1 // 0)
     loop_errors: list[dict] = []
     asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
     thread_errors: list[threading.ExceptHookArgs] = []
@@ -388,7 +388,7 @@ async def test_daemon_thread_work_settles_its_future_and_outlives_a_cancel_or_a_
             done.set()
             return 1
 
-        cancelled = _in_daemon_thread(slow)
+        cancelled = in_daemon_thread(slow)
         cancelled.cancel()
         release.set()
         assert await asyncio.to_thread(done.wait, 30)
@@ -406,7 +406,7 @@ async def test_daemon_thread_work_settles_its_future_and_outlives_a_cancel_or_a_
 
 
 async def _start(fn: Callable[[], int]) -> None:
-    _in_daemon_thread(fn)
+    in_daemon_thread(fn)
 
 
 async def _cancel_while_loading(make_server, connect, pipeline, started: threading.Event):
@@ -424,7 +424,7 @@ async def _cancel_while_loading(make_server, connect, pipeline, started: threadi
 async def test_cancel_while_the_prior_loads_stops_at_once_and_the_load_serves_the_next_job(make_server, connect):
     pipeline = AnyMoLePipeline(TINY)
     release, started, loads = threading.Event(), threading.Event(), []
-    load = pipeline._load_prior
+    load = pipeline.pool.load
 
     def slow_load(device: str):  # a checkpoint that takes long to read
         loads.append(device)
@@ -432,10 +432,10 @@ async def test_cancel_while_the_prior_loads_stops_at_once_and_the_load_serves_th
         assert release.wait(30)
         return load(device)
 
-    pipeline._load_prior = slow_load
+    pipeline.pool.load = slow_load
     client, request, events = await _cancel_while_loading(make_server, connect, pipeline, started)
     assert isinstance(events[-1], Cancelled)  # while the load still runs
-    assert not release.is_set() and "cpu" not in pipeline._priors
+    assert not release.is_set() and "cpu" not in pipeline.pool.priors
     second, _ = await client.submit(request)
     await asyncio.sleep(0.2)
     release.set()
@@ -447,7 +447,7 @@ async def test_cancel_while_the_prior_loads_stops_at_once_and_the_load_serves_th
 async def test_a_load_that_fails_after_its_job_was_cancelled_is_tried_again_by_the_next_job(make_server, connect):
     pipeline = AnyMoLePipeline(TINY)
     release, started, loads = threading.Event(), threading.Event(), []
-    load = pipeline._load_prior
+    load = pipeline.pool.load
 
     def load_failing_first(device: str):  # the first read fails late (a disk error, say)
         loads.append(device)
@@ -457,15 +457,15 @@ async def test_a_load_that_fails_after_its_job_was_cancelled_is_tried_again_by_t
             raise OSError("read error")
         return load(device)
 
-    pipeline._load_prior = load_failing_first
+    pipeline.pool.load = load_failing_first
     client, request, events = await _cancel_while_loading(make_server, connect, pipeline, started)
     assert isinstance(events[-1], Cancelled)
     release.set()
-    while not pipeline._loading["cpu"].done():  # nobody waits for the failing load any more
+    while not pipeline.pool.loading["cpu"].done():  # nobody waits for the failing load any more
         await asyncio.sleep(0.05)
     second, _ = await client.submit(request)
     assert isinstance((await _events(client, second))[-1], Completed)
-    assert loads == ["cpu", "cpu"] and "cpu" in pipeline._priors
+    assert loads == ["cpu", "cpu"] and "cpu" in pipeline.pool.priors
 
 
 async def test_two_workers_on_one_device_take_turns_with_its_prior(make_server, connect):
@@ -475,7 +475,7 @@ async def test_two_workers_on_one_device_take_turns_with_its_prior(make_server, 
     pipeline = AnyMoLePipeline(TINY)
     server, port = await make_server(pipeline=pipeline, devices=("cpu", "cpu"))
     client, up = await _fox(connect, port)
-    loaded = await asyncio.to_thread(pipeline._load_prior, "cpu")
+    loaded = await asyncio.to_thread(pipeline.pool.load, "cpu")
     before = {k: v.clone() for k, v in loaded.prior.state_dict().items()}
     request = _request(client, up, keys=KEYS[:1])
     holder = CancelToken()
@@ -498,12 +498,12 @@ async def test_two_workers_on_one_device_take_turns_with_its_prior(make_server, 
 
 
 async def test_out_of_memory_in_the_video_stage_says_what_to_change(make_server, connect, monkeypatch):
-    import anymole.video.generate
+    import anymole.pipeline.methods.video
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
 
-    monkeypatch.setattr(anymole.video.generate, "generate_video", out_of_memory)
+    monkeypatch.setattr(anymole.pipeline.methods.video, "generate_video", out_of_memory)
     _, port = await make_server(pipeline=AnyMoLePipeline(TINY))
     client, up = await _fox(connect, port)
     failed = [st.event async for st in client.inbetween(_request(client, up, keys=KEYS[:1]))][-1]
@@ -533,9 +533,9 @@ async def test_cancel_while_the_video_is_stored_keeps_the_finished_job(make_serv
 
 def test_a_device_with_its_prior_loaded_does_not_wait_for_another_devices_load():
     pipeline = AnyMoLePipeline(TINY)
-    loaded = pipeline._load_prior("cpu")
+    loaded = pipeline.pool.load("cpu")
     pool = ThreadPoolExecutor(1)
-    with pipeline._load_lock:  # another device's prior is loading (for 30 s at full size)
-        again = pool.submit(pipeline._load_prior, "cpu").result(timeout=30)
+    with pipeline.pool.load_lock:  # another device's prior is loading (for 30 s at full size)
+        again = pool.submit(pipeline.pool.load, "cpu").result(timeout=30)
     pool.shutdown()
     assert again is loaded

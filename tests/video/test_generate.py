@@ -21,6 +21,7 @@ from anymole.video.generate import (
     generate_video,
     plan_timeline,
     preview_frames,
+    render_scene,
     resample_context,
     sampler_windows,
 )
@@ -141,25 +142,47 @@ CFG = VideoJobConfig(
 )
 
 
+def _fox_scene(keys: int = 2, on_step=None):
+    """The Fox job's timeline and renders (its first ``keys`` keyframes) at `CFG`'s size."""
+    fox, ctx, key_frames, rots, roots = _fox_inputs()
+    tl = plan_timeline(ctx.num_frames, ctx.fps, key_frames[:keys])
+    kw = {} if on_step is None else {"on_step": on_step}
+    return tl, render_scene(fox, ctx, rots[:keys], roots[:keys], tl, CFG, **kw)
+
+
+def test_render_scene_keeps_images_labels_and_caption() -> None:
+    """The render stage renders context (at 30 fps) and keys once, with the estimator's labels beside them."""
+    fox = cached_load("Fox.glb")
+    seen: list[tuple[str, float]] = []
+    tl, r = _fox_scene(on_step=lambda s, f, *a, **k: seen.append((s, f)))
+    n, j = tl.render_context_frames, fox.skeleton.num_joints
+    assert seen == [("render", 0.0), ("render", 1.0)]
+    assert r.context.shape == (2, 3, n, 64, 96) and r.keys.shape == (2, 3, 2, 64, 96) and r.views == 2
+    assert r.mask.shape == r.depth.shape == (2, n + 2, 64, 96) and r.mask.dtype == torch.bool
+    assert r.joints_px.shape == (2, n + 2, j, 2) and r.joints_depth.shape == (2, n + 2, j)
+    assert bool((r.depth[r.mask] > 0).all()) and bool((r.depth[~r.mask] == 0).all())
+    assert bool((r.joints_depth > 0).all()) and "Fox" in r.caption
+    # The character is in view: its mask covers pixels in every frame of every view.
+    assert bool(r.mask.flatten(2).any(-1).all())
+
+
 def test_generate_video_on_the_fox(conv_prior, tmp_path) -> None:
-    fox, ctx, keys, rots, roots = _fox_inputs()
     before = {k: v.clone() for k, v in conv_prior.state_dict().items()}
     events: list[tuple[str, float, object]] = []
     cache = AdaptationCache(tmp_path)
 
-    def on_step(stage: str, fraction: float, preview=None) -> None:
+    def on_step(stage: str, fraction: float, message: str = "", preview=None) -> None:
         events.append((stage, fraction, preview))
 
+    tl, renders = _fox_scene(on_step=on_step)
     out = generate_video(
-        fox, ctx, keys, rots, roots, conv_prior, CFG, cache=cache, model_id="conv", character_digest="fox",
-        on_step=on_step,
-    )  # fmt: skip
-    tl = plan_timeline(FOX_CONTEXT, 24.0, keys)
+        conv_prior, renders, tl, CFG, cache=cache, model_id="conv", character_digest="fox", on_step=on_step
+    )
     assert out.frames.shape == (1, 3, 30, 64, 96) and out.views == (0,) and out.fps == 15.0
     assert out.render_frames.tolist() == list(range(62, 121, 2))
     assert out.request_frames == tuple(tl.to_request(f) for f in range(62, 121, 2))
     assert out.request_frames[-1] == 96 and not out.from_cache and len(out.adaptation.losses) == 1
-    assert [s for s, _ in out.timings] == ["render", "icadapt", "sample"]
+    assert [s for s, _ in out.timings] == ["icadapt", "sample"]
     assert "Fox" in out.caption
 
     stages = [s for s, _, _ in events]
@@ -178,78 +201,78 @@ def test_generate_video_on_the_fox(conv_prior, tmp_path) -> None:
     assert all(torch.equal(v, conv_prior.state_dict()[k]) for k, v in before.items())
 
     # Same scene again: the adapted weights come from the cache, and the video is the same.
-    again = generate_video(fox, ctx, keys, rots, roots, conv_prior, CFG, cache=cache, model_id="conv", character_digest="fox")
+    again = generate_video(conv_prior, renders, tl, CFG, cache=cache, model_id="conv", character_digest="fox")
     assert again.from_cache and again.cache_key == out.cache_key and out.cache_key in cache
     assert torch.equal(again.frames, out.frames)
     # Another seed samples another video from the same adaptation.
     reseeded = VideoJobConfig(**{**CFG.__dict__, "sampler": SamplerConfig(num_steps=2, seed=6)})
-    other = generate_video(fox, ctx, keys, rots, roots, conv_prior, reseeded, cache=cache, model_id="conv", character_digest="fox")
+    other = generate_video(conv_prior, renders, tl, reseeded, cache=cache, model_id="conv", character_digest="fox")
     assert other.from_cache and not torch.equal(other.frames, out.frames)
     assert all(torch.equal(v, conv_prior.state_dict()[k]) for k, v in before.items())
     # An entry that cannot be loaded (another backend's, say) is adapted again and replaced, not an error.
     meta = cache.path(out.cache_key).with_name(cache.path(out.cache_key).name + ".json")
     meta.write_text('{"model": "another-prior"}')
-    redone = generate_video(fox, ctx, keys, rots, roots, conv_prior, CFG, cache=cache, model_id="conv", character_digest="fox")
+    redone = generate_video(conv_prior, renders, tl, CFG, cache=cache, model_id="conv", character_digest="fox")
     assert not redone.from_cache and redone.cache_key == out.cache_key and torch.equal(redone.frames, out.frames)
     assert '"conv-prior"' in meta.read_text()
     assert all(torch.equal(v, conv_prior.state_dict()[k]) for k, v in before.items())
 
 
 def test_a_cache_that_cannot_be_written_does_not_fail_the_job(conv_prior, tmp_path, monkeypatch, caplog) -> None:
-    fox, ctx, keys, rots, roots = _fox_inputs()
+    tl, renders = _fox_scene(keys=1)
     cache = AdaptationCache(tmp_path)
 
     def disk_full(key, prior):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(cache, "put", disk_full)
-    out = generate_video(fox, ctx, keys[:1], rots[:1], roots[:1], conv_prior, CFG, cache=cache, model_id="conv", character_digest="fox")
+    out = generate_video(conv_prior, renders, tl, CFG, cache=cache, model_id="conv", character_digest="fox")
     assert out.frames.shape == (1, 3, 15, 64, 96) and not out.from_cache and out.cache_key not in cache
     assert "No space left on device" in caplog.text and str(tmp_path) in caplog.text
 
 
 def test_generate_video_stops_when_on_step_raises(conv_prior) -> None:
-    fox, ctx, keys, rots, roots = _fox_inputs()
+    tl, renders = _fox_scene()
     before = {k: v.clone() for k, v in conv_prior.state_dict().items()}
     cfg = VideoJobConfig(**{**CFG.__dict__, "icadapt": ICAdaptConfig(steps=50, batch_size=2, grad_accum=1)})
     seen: list[tuple[str, float]] = []
 
-    def on_step(stage: str, fraction: float, preview=None) -> None:
+    def on_step(stage: str, fraction: float, message: str = "", preview=None) -> None:
         seen.append((stage, fraction))
         if stage == "icadapt" and fraction > 0:
             raise JobCancelled("stop")
 
     with pytest.raises(JobCancelled):
-        generate_video(fox, ctx, keys, rots, roots, conv_prior, cfg, on_step=on_step)
+        generate_video(conv_prior, renders, tl, cfg, on_step=on_step)
     assert seen[-1] == ("icadapt", 1 / 50) and not any(s == "sample" for s, _ in seen)
     assert all(torch.equal(v, conv_prior.state_dict()[k]) for k, v in before.items())
 
 
-def test_generate_video_checks_before_rendering(conv_prior) -> None:
-    fox, ctx, _, rots, roots = _fox_inputs()
+def test_generate_video_checks_before_adapting(conv_prior, tmp_path) -> None:
+    tl, renders = _fox_scene()
     called: list[str] = []
-    with pytest.raises(InvalidInput) as err:
-        generate_video(fox, ctx, [70, 96], rots, roots, conv_prior, CFG, on_step=lambda s, f, preview=None: called.append(s))
-    assert err.value.field == "keyframes" and called == []
     odd = VideoJobConfig(**{**CFG.__dict__, "width": 97})
     with pytest.raises(InvalidInput) as err:
-        generate_video(fox, ctx, FOX_KEYS, rots, roots, conv_prior, odd, on_step=lambda s, f, preview=None: called.append(s))
+        generate_video(conv_prior, renders, tl, odd, on_step=lambda s, f, *a, **k: called.append(s))
     assert err.value.field == "width/height" and called == []
+    with pytest.raises(InvalidInput) as err:  # a cache needs the character's content hash in its key
+        generate_video(conv_prior, renders, tl, CFG, cache=AdaptationCache(tmp_path), on_step=lambda s, f, *a, **k: called.append(s))
+    assert err.value.field == "character_digest" and called == []
 
 
 def test_generate_video_stops_sampling_when_on_step_raises(conv_prior) -> None:
-    fox, ctx, keys, rots, roots = _fox_inputs()
+    tl, renders = _fox_scene()
     before = {k: v.clone() for k, v in conv_prior.state_dict().items()}
     previews = []
 
-    def on_step(stage: str, fraction: float, preview=None) -> None:
+    def on_step(stage: str, fraction: float, message: str = "", preview=None) -> None:
         if preview is not None:
             previews.append(preview)
         if stage == "sample" and len(previews) == 1:
             raise JobCancelled("stop")
 
     with pytest.raises(JobCancelled):
-        generate_video(fox, ctx, keys, rots, roots, conv_prior, CFG, on_step=on_step)
+        generate_video(conv_prior, renders, tl, CFG, on_step=on_step)
     assert len(previews) == 1  # stopped right after the first window, 3 windows short
     assert all(torch.equal(v, conv_prior.state_dict()[k]) for k, v in before.items())
 
@@ -266,3 +289,17 @@ def test_mp4_round_trip_keeps_every_frame_and_its_size() -> None:
     assert inner.float().mean() < 3 and inner.max() <= 12
     with pytest.raises(ValueError, match="even"):
         encode_mp4(torch.zeros(2, 15, 24, 3, dtype=torch.uint8), 15.0)
+
+
+def test_stage_costs_follow_the_stage_configs() -> None:
+    """A job's progress plan comes from its configs: render cost ∝ views, sampling ∝ DDIM steps, ICAdapt ∝ steps."""
+    tl = plan_timeline(61, 30.0, [90, 120])
+    base = dict(CFG.stage_costs(tl))
+    more = VideoJobConfig(
+        **{**CFG.__dict__, "views": 4, "sampler": SamplerConfig(num_steps=4), "icadapt": ICAdaptConfig(steps=3, mode="spatial")}
+    )
+    bigger = dict(more.stage_costs(tl))
+    assert list(base) == ["render", "icadapt", "sample"] and all(c > 0 for c in base.values())
+    assert bigger["render"] == pytest.approx(2 * base["render"])
+    assert bigger["sample"] == pytest.approx(2 * base["sample"])
+    assert bigger["icadapt"] == pytest.approx(3 * base["icadapt"])

@@ -1,12 +1,12 @@
 """The weights a video job overwrites are put back bit for bit, from host copies kept across jobs
-(`generate._snapshot` / `generate._restore`)."""
+(`anymole.video.snapshot`)."""
 
 from __future__ import annotations
 
 import torch
 
 from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
-from anymole.video.generate import _host_copies, _restore, _snapshot
+from anymole.video.snapshot import _host_copies, restore, snapshot
 
 
 def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -22,12 +22,12 @@ def _assert_same(module: torch.nn.Module, expected: dict[str, torch.Tensor]) -> 
 
 def _job(prior, mode: str, seed: int) -> None:
     """What a job does to the prior between snapshot and restore: ICAdapt's optimiser steps, in place."""
-    saved = _snapshot(prior, mode)
+    saved = snapshot(prior, mode)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in prior.trainable_parameters(mode):
             p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    _restore(saved)
+    restore(saved)
 
 
 def test_a_job_leaves_the_weights_bit_for_bit_and_frozen(conv_prior) -> None:

@@ -146,7 +146,7 @@ def test_framestride_alias_is_accepted(tiny_state):
     torch.testing.assert_close(prior.unet.fps_embedding[0].weight, tiny_state["model.diffusion_model.fps_embedding.0.weight"])
 
 
-def test_read_checkpoint_formats_and_from_pretrained(tmp_path: Path, tiny_state):
+def test_read_checkpoint_formats_and_load_pretrained(tmp_path: Path, tiny_state):
     from safetensors.torch import save_file
 
     ckpt = tmp_path / "model.ckpt"
@@ -157,7 +157,7 @@ def test_read_checkpoint_formats_and_from_pretrained(tmp_path: Path, tiny_state)
         got = W.read_checkpoint(path)
         assert set(got) == set(tiny_state)
         assert torch.equal(got["image_proj_model.latents"], tiny_state["image_proj_model.latents"])
-    prior = DynamiCrafterPrior.from_pretrained(ckpt, DynamiCrafterConfig.tiny())
+    prior = W.load_pretrained(ckpt, DynamiCrafterConfig.tiny())
     assert prior.unet.out[2].weight.device.type == "cpu"
     torch.testing.assert_close(prior.unet.out[2].weight, tiny_state["model.diffusion_model.out.2.weight"])
     z = torch.zeros(1, 4, 16, 8, 8)
@@ -173,10 +173,10 @@ def test_read_checkpoint_formats_and_from_pretrained(tmp_path: Path, tiny_state)
         W.read_checkpoint(junk)
 
 
-def test_full_from_pretrained_needs_the_clip_tokenizer(tmp_path: Path):
+def test_full_load_pretrained_needs_the_clip_tokenizer(tmp_path: Path):
     (tmp_path / "model.ckpt").write_bytes(b"")
     with pytest.raises(ModelUnavailable, match=r"vocab\.json"):
-        DynamiCrafterPrior.from_pretrained(tmp_path / "model.ckpt")
+        W.load_pretrained(tmp_path / "model.ckpt")
 
 
 # ---------------------------------------------------------------- hub

@@ -205,7 +205,14 @@ async def fill_remote_async(
             else:
                 result, data = await client.result(job_id, joints, out.suffix)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
+    if result is not None and out.suffix.lower() in (".glb", ".bvh"):
+        # written here, from the input file: a GLB of a glTF keeps everything else in it, a BVH its units
+        # and channel orders (the server only has the character, not the file)
+        from anymole.io import write_fill
+
+        await asyncio.to_thread(write_fill, out, character, name, result)
+    else:
+        out.write_bytes(data)
     return FillResult(job_id, out, result, completed.summary, dict(completed.metrics))
 
 

@@ -265,7 +265,7 @@ def _read_mesh(m: Any, bone_cls: type, node_ids: list[int]) -> RawMesh | None:
     tri = raw_faces[raw_faces["n"] == 3]["p"]
     idx_bytes = b"".join(ctypes.string_at(int(p), 12) for p in tri)
     faces = np.frombuffer(idx_bytes, dtype="<u4").reshape(-1, 3).astype(np.int64)
-    bones = ctypes.cast(m.mBones, ctypes.POINTER(ctypes.POINTER(bone_cls)))
+    bones: Any = ctypes.cast(m.mBones, ctypes.POINTER(ctypes.POINTER(bone_cls)))
     names, offsets, wb, wv, ww = [], [], [], [], []
     weight_dtype = np.dtype([("v", "<u4"), ("w", "<f4")])
     for b in range(int(m.mNumBones)):

@@ -32,11 +32,19 @@ from anymole.rig.motion import MAX_FPS, Motion
 from anymole.rig.quat import euler_to_unitquat, quat_continuity, unitquat_to_euler
 from anymole.rig.skeleton import Skeleton
 
-__all__ = ["BVH_UNIT_CANDIDATES", "guess_bvh_scale", "read_bvh", "write_bvh"]
+__all__ = ["BVH_UNIT_CANDIDATES", "bvh_rotation_orders", "guess_bvh_scale", "read_bvh", "unit_name", "write_bvh"]
 
 # metres per file unit that ``scale=None`` chooses from; CMU: inches / 0.45 (CMU mocap FAQ)
 BVH_UNIT_CANDIDATES = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254, "cmu": 0.056444}
 _HUMAN_HEIGHT_M = 1.7
+
+
+def unit_name(metres_per_unit: float) -> str:
+    """``"cm"`` for 0.01 and the other `BVH_UNIT_CANDIDATES` by name; ``"0.3 m"`` for any other unit."""
+    for name, s in BVH_UNIT_CANDIDATES.items():
+        if abs(metres_per_unit - s) <= 1e-9 * s:
+            return name
+    return f"{metres_per_unit:g} m"
 
 
 def _show(text: str, limit: int = 48) -> str:
@@ -163,6 +171,22 @@ def _parse(text: str, path: str) -> dict:
     }
 
 
+def bvh_rotation_orders(path: str | Path) -> list[str]:
+    """Each joint's rotation order as its ``CHANNELS`` line lists it (``"ZXY"`` for ``Zrotation Xrotation
+    Yrotation``), axes it lacks appended in X, Y, Z order, in joint order (what `write_bvh`'s ``order``
+    takes, so a file written from a BVH keeps the input's channel orders)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise AssetError(path, f"cannot read the file: {exc.strerror}") from None
+    orders = []
+    for chans in _parse(text, str(path))["channels"]:
+        axes = [c[0].upper() for c in chans if c.endswith("rotation")]
+        orders.append("".join(axes + [a for a in "XYZ" if a not in axes]))
+    return orders
+
+
 def guess_bvh_scale(offsets: np.ndarray, parents: Sequence[int], end_sites: dict[int, np.ndarray]) -> float:
     """Metres per file unit for a BVH rest pose (``offsets (J, 3)`` in file units); see the module docstring."""
     pos = np.zeros_like(offsets)
@@ -223,8 +247,8 @@ def read_bvh(path: str | Path, *, scale: float | None = None, fps: float | None 
             groups[order][1].append(cols)
         col += len(chans)
     padded = torch.cat((data, torch.zeros(frames, 1, dtype=torch.float64)), dim=1)  # column -1 reads 0
-    for order, (joints, cols) in groups.items():  # one batched conversion per distinct rotation order
-        angles = torch.deg2rad(padded[:, torch.tensor(cols)])  # (F, Jg, 3)
+    for order, (joints, group_cols) in groups.items():  # one batched conversion per distinct rotation order
+        angles = torch.deg2rad(padded[:, torch.tensor(group_cols)])  # (F, Jg, 3)
         quats[:, torch.tensor(joints)] = euler_to_unitquat(angles, order)
     quats = quat_continuity(quats, dim=0)
     native_fps = 1.0 / b["frame_time"]
@@ -249,7 +273,9 @@ def read_bvh(path: str | Path, *, scale: float | None = None, fps: float | None 
         translations=trans.float().contiguous() if moves_non_root or len(skeleton.roots) > 1 else None,
         name=path.stem,
     )
-    return Character(name=path.stem, skeleton=skeleton, mesh=None, motions={path.stem: motion}, source=str(path))
+    return Character(
+        name=path.stem, skeleton=skeleton, mesh=None, motions={path.stem: motion}, source=str(path), unit_scale=s
+    )
 
 
 def _fmt(x: float) -> str:

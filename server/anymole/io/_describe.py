@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from anymole.io._bvh import unit_name
 from anymole.rig.character import Character
 from anymole.rig.fk import forward_kinematics
 
@@ -20,8 +21,11 @@ def describe(character: Character) -> dict[str, Any]:
 
             name, source
             joint_count                  number of skeleton joints (the ``.joints`` sidecar value)
+            units: {metres_per_unit (what the loader multiplied lengths by), name (e.g. "glTF units
+                   (nominally m)", "cm", "cmu")}
             skeleton: roots (names), max_depth, joints: [{index, name, parent (name or None), depth,
-                      children (names)}], rest_extent_m (x, y, z size of the rest pose), end_sites
+                      children (names)}], rest_extent_m (x, y, z size of the rest pose, metres),
+                      rest_extent_file (the same in the file's units), end_sites
             mesh: None, or {vertices, faces, influences (K slots per vertex), max_influences (most
                   non-zero weights on one vertex), has_normals, has_uvs, has_colors (vertex colours),
                   materials: [{name, base_color, texture ([H, W, C] or None), faces}], textures (distinct
@@ -48,6 +52,7 @@ def describe(character: Character) -> dict[str, Any]:
     ]
     _, rest_pos = forward_kinematics(sk.rest_rotations.double(), sk.offsets.double(), sk.parents)
     extent = (rest_pos.max(0).values - rest_pos.min(0).values).tolist()
+    scale = character.unit_scale
     mesh = character.mesh
     mesh_info = None
     if mesh is not None:
@@ -75,10 +80,12 @@ def describe(character: Character) -> dict[str, Any]:
         "name": character.name,
         "source": character.source,
         "joint_count": sk.num_joints,
+        "units": {"metres_per_unit": scale, "name": _unit_name(character.source, scale)},
         "skeleton": {
             "roots": [sk.names[r] for r in sk.roots],
             "max_depth": sk.max_depth,
             "rest_extent_m": [round(x, 6) for x in extent],
+            "rest_extent_file": [round(x / scale, 6) for x in extent],
             "end_sites": len(sk.end_sites),
             "joints": joints,
         },
@@ -89,3 +96,10 @@ def describe(character: Character) -> dict[str, Any]:
             for name, m in character.motions.items()
         ],
     }
+
+
+
+def _unit_name(source: str | None, metres_per_unit: float) -> str:
+    if (source or "").lower().endswith((".glb", ".gltf")) and metres_per_unit == 1.0:
+        return "glTF units (nominally m; the file may be authored at another scale)"
+    return unit_name(metres_per_unit)

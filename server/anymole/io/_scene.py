@@ -24,7 +24,6 @@ Steps, each in one place:
 
 from __future__ import annotations
 
-import io as _stdio
 import logging
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,9 @@ import numpy as np
 import torch
 
 from anymole.errors import AssetError
-from anymole.io._assimp import RawAnimation, RawMesh, RawScene
-from anymole.rig.character import Character, Material, SkinnedMesh
+from anymole.io._assimp import RawAnimation, RawScene
+from anymole.io._materials import SceneMaterials
+from anymole.rig.character import Character, SkinnedMesh
 from anymole.rig.motion import Motion
 from anymole.rig.quat import (
     quat_apply,
@@ -215,12 +215,12 @@ def _select_joints(raw: RawScene, path: str) -> list[int]:
         )
     parents = raw.node_parents
     joints = set(bones)
-    for b in bones:  # add the nodes bridging a bone to its nearest bone ancestor
-        path_nodes, p = [], int(parents[b])
-        while p >= 0 and p not in bones:
-            path_nodes.append(p)
-            p = int(parents[p])
-        if p >= 0:
+    for bone in bones:  # add the nodes bridging a bone to its nearest bone ancestor
+        path_nodes, up = [], int(parents[bone])
+        while up >= 0 and up not in bones:
+            path_nodes.append(up)
+            up = int(parents[up])
+        if up >= 0:
             joints.update(path_nodes)
     return sorted(joints)
 
@@ -303,7 +303,7 @@ def scene_to_character(
 
     mesh = _build_mesh(raw, cv, node_to_joint, world_q, world_p, path)
     motions = _build_motions(raw, cv, joint_nodes, parents, parent_scale, offsets, cum, fps, clip, path)
-    return Character(name=Path(path).stem, skeleton=skeleton, mesh=mesh, motions=motions, source=path)
+    return Character(name=Path(path).stem, skeleton=skeleton, mesh=mesh, motions=motions, source=path, unit_scale=s)
 
 
 def _ancestors(parents_node: list[int], n: int) -> list[int]:
@@ -328,7 +328,7 @@ def _build_mesh(
     # one sub-mesh with UVs or colours gives the merged mesh them; the others get neutral fill-ins
     has_uvs = any(mesh.uvs for mesh in raw.meshes)
     has_colors = any(mesh.colors is not None for mesh in raw.meshes)
-    materials = _Materials(raw, path)
+    materials = SceneMaterials(raw, path)
     base = 0
     for mesh in raw.meshes:
         v = torch.from_numpy(cv.vec(mesh.vertices))
@@ -426,73 +426,6 @@ def _joint_ancestor(raw: RawScene, node: int, node_to_joint: dict[int, int]) -> 
             return node_to_joint[p]
         p = int(raw.node_parents[p])
     return -1
-
-
-class _Materials:
-    """The file's materials as `Material` objects, numbered in the order sub-meshes first use them (a file's
-    unused materials are left out); images shared by several materials are decoded once and shared."""
-
-    def __init__(self, raw: RawScene, path: str) -> None:
-        self.raw, self.path = raw, path
-        self._index: dict[int, int] = {}
-        self._materials: list[Material] = []
-        self._images: dict[str, torch.Tensor | None] = {}
-
-    def index_of(self, material: int) -> int:
-        """Our index of the file's material ``material`` (out of range: a light grey one)."""
-        key = material if 0 <= material < len(self.raw.materials) else -1
-        if key not in self._index:
-            self._index[key] = len(self._materials)
-            self._materials.append(self._build(key))
-        return self._index[key]
-
-    def used(self) -> tuple[Material, ...]:
-        return tuple(self._materials) or (Material(),)
-
-    def uvs_of(self, mesh: RawMesh) -> np.ndarray:
-        """``(V, 2)`` the UV channel the mesh's base-colour texture reads (zeros for a mesh without UVs)."""
-        if not mesh.uvs:
-            return np.zeros((len(mesh.vertices), 2))
-        mat = self.raw.materials[mesh.material] if 0 <= mesh.material < len(self.raw.materials) else {}
-        channel = int(mat.get("uv_channel", 0))
-        return mesh.uvs[channel] if 0 <= channel < len(mesh.uvs) else mesh.uvs[0]
-
-    def _build(self, key: int) -> Material:
-        if key < 0:
-            return Material()
-        mat = self.raw.materials[key]
-        color = torch.tensor(np.clip(mat["base_color"], 0.0, 1.0), dtype=torch.float32)
-        ref = mat.get("texture")
-        if ref and ref not in self._images:
-            self._images[ref] = self._image(ref)
-        return Material(base_color=color, texture=self._images[ref] if ref else None, name=mat.get("name", ""))
-
-    def _image(self, ref: str) -> torch.Tensor | None:
-        raw, path = self.raw, self.path
-        if ref.startswith("*") and ref[1:].isdigit() and int(ref[1:]) < len(raw.textures):
-            tex = raw.textures[int(ref[1:])]
-        else:
-            tex = next((t for t in raw.textures if t["filename"] and Path(t["filename"]).name == Path(ref).name), None)
-        if tex is not None and "rgba" in tex:
-            return torch.from_numpy(tex["rgba"])
-        data = tex["data"] if tex is not None else None
-        if data is None:
-            candidate = Path(path).parent / ref
-            if candidate.is_file():
-                data = candidate.read_bytes()
-        return _decode_image(data, path, ref) if data is not None else None
-
-
-def _decode_image(data: bytes, path: str, ref: str) -> torch.Tensor | None:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(_stdio.BytesIO(data)) as im:
-            im = im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
-            return torch.from_numpy(np.asarray(im).copy())
-    except (UnidentifiedImageError, OSError):
-        log.warning("%s: texture %r could not be decoded; using the base colour only", path, ref)
-        return None
 
 
 def _clip_names(anims: list[RawAnimation]) -> list[str]:

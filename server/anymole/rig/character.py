@@ -97,6 +97,9 @@ class Character:
         mesh: the skinned mesh, or ``None`` for skeleton-only assets (BVH); renderers then draw a stick body.
         motions: clips shipped with the asset, by name, in file order.
         source: the path it was loaded from, if any.
+        unit_scale: metres per file unit the loader multiplied lengths by (1 for glTF and for characters
+            not loaded from a file; FBX ``UnitScaleFactor / 100``; a BVH's guessed or given unit), so that
+            writers can give a file its own units back.
     """
 
     name: str
@@ -104,3 +107,4 @@ class Character:
     mesh: SkinnedMesh | None = None
     motions: dict[str, Motion] = field(default_factory=dict)
     source: str | None = None
+    unit_scale: float = 1.0

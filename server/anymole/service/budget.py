@@ -35,7 +35,7 @@ __all__ = [
     "parse_size",
 ]
 
-BYTES_PER_FRAME_JOINT = 128
+BYTES_PER_FRAME_JOINT = 200
 """Peak server memory of a job per timeline frame-joint (bytes), rounded up from the measured figure."""
 
 QUEUED_JOBS_PER_BUDGET = 4

@@ -107,6 +107,19 @@ class CharacterStore:
         self._remember(character_id, character)
         return character
 
+    def uploaded_file(self, character_id: str) -> Path | None:
+        """The stored upload of a character sent as a file (GLB, FBX, BVH), named with its format's suffix;
+        ``None`` for a `CharacterAsset` upload or an unknown id. Result writers edit a copy of it."""
+        try:
+            hexid = self._hex(character_id)
+            meta = json.loads((self.dir / f"{hexid}.json").read_text())
+        except (NotFound, OSError, ValueError):
+            return None
+        if meta.get("format") not in FORMATS or meta["format"] == "proto":
+            return None
+        path = self.dir / f"{hexid}{FORMATS[meta['format']]}"
+        return path if path.is_file() else None
+
     def _remember(self, cid: str, character: Character) -> None:
         with self._lock:
             self._lru[cid] = character

@@ -41,6 +41,7 @@ from anymole.pipeline import (
     Failed,
     Interrupted,
     JobSpec,
+    MotionChunk,
     Pipeline,
     Preview,
     ProgressReporter,
@@ -49,6 +50,7 @@ from anymole.pipeline import (
     is_terminal,
 )
 from anymole.rig import Character, Motion
+from anymole.service.timeline import MotionRef, Timeline
 
 if TYPE_CHECKING:
     from anymole.service.store import JobStore
@@ -87,12 +89,13 @@ _END_STATE: dict[type, JobState] = {
 
 @dataclass(frozen=True, eq=False)
 class Stamped:
-    """A domain event with its job id, sequence number (from 1) and Unix time (s)."""
+    """A domain event with its job id, sequence number (from 1) and Unix time (s). In a job's log a motion
+    chunk is a `MotionRef` to its stored numbers; `JobManager.watch` yields the chunk itself."""
 
     job_id: str
     seq: int
     time: float
-    event: Event
+    event: Event | MotionRef
 
 
 def _read_log(store: JobStore, job_id: str) -> list[Stamped]:
@@ -149,7 +152,7 @@ class _Job:
     token: CancelToken = field(default_factory=CancelToken)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
-    result: Motion | None = None
+    timeline: Timeline = field(init=False)
     # total_frames × joints of a queued or running job: its share of the memory budget (0 once finished).
     frame_joints: int = 0
     announced_position: int = -1
@@ -317,6 +320,7 @@ class JobManager:
             frame_joints=cost,
             submission=submission,
         )
+        job.timeline = self.store.timeline(job.id)
         self.store.create(job.id, job.meta(), spec)
         self._jobs[job.id] = job
         if submission.idempotency_key:
@@ -365,6 +369,8 @@ class JobManager:
                 seq = st.seq
                 if skip_replayed_previews and st.seq <= replayed and isinstance(st.event, Preview):
                     continue
+                if isinstance(st.event, MotionRef):  # read when sent: one chunk in memory per watcher
+                    st = Stamped(st.job_id, st.seq, st.time, await asyncio.to_thread(job.timeline.read, st.event))
                 yield st
             if ended:
                 return
@@ -399,15 +405,13 @@ class JobManager:
         return job.state
 
     def result(self, job_id: str) -> Motion:
-        """The result timeline of a completed job (loaded from its directory after a restart)."""
+        """The result timeline of a completed job, memory-mapped from its directory (blocking file I/O)."""
         from anymole.service.errors import NotReady
 
         job = self._get(job_id)
         if job.state is not JobState.COMPLETED:
             raise NotReady(f"job {job_id} is {job.state.value}; results exist only for completed jobs")
-        if job.result is None:
-            job.result = self.store.load_result(job_id)
-        return job.result
+        return self.store.load_result(job_id)
 
     def result_kind(self, job_id: str) -> str:
         """``"video"`` for a completed job whose result is a video (method ``video``), else ``"motion"``."""
@@ -461,8 +465,15 @@ class JobManager:
         if job.state.terminal:
             return  # a late progress report after the end: the log is closed
         assert job.events is not None  # only finished jobs let their log go
-        st = Stamped(job.id, job.last_seq + 1, self._clock(), event)
-        self.store.append_event(job.id, st.seq, st.time, event)
+        logged: Event | MotionRef = event
+        if isinstance(event, MotionChunk):
+            # On disk at once, logged as a reference: the numbers are kept once, in the result timeline.
+            if event.is_final and not job.timeline.created:
+                assert job.spec is not None  # only running jobs emit motion
+                job.timeline.create(job.spec.total_frames, event.rotations.shape[1], event.translations is not None)
+            logged = job.timeline.write(event)
+        st = Stamped(job.id, job.last_seq + 1, self._clock(), logged)
+        self.store.append_event(job.id, st.seq, st.time, logged)
         job.events.append(st)
         job.last_seq = st.seq
         if is_terminal(event):
@@ -482,7 +493,6 @@ class JobManager:
         while len(self._cached) > self._finished_in_memory:
             _, old = self._cached.popitem(last=False)
             old.events = None
-            old.result = None  # result.npz has it; `result` reloads it on demand
 
     def _emitter(self, job: _Job) -> Callable[[Event], None]:
         """A thread-safe publish for progress reports from stage threads."""
@@ -535,8 +545,7 @@ class JobManager:
                     # Stored without an await before Completed is logged: a cancel landing in between would
                     # log the finished job as cancelled and lose its result.
                     if event.motion is not None:
-                        job.result = event.motion
-                        self.store.save_result(job.id, event.motion)
+                        job.timeline.write_motion(event.motion)
                     if event.video is not None:
                         self.store.save_video(job.id, event.video)
                     self._publish(job, dataclasses.replace(event, motion=None, video=None))
@@ -586,6 +595,7 @@ class JobManager:
                     dict(m.get("client_tags", {})), m.get("idempotency_key", ""), m.get("request_digest", "")
                 ),
             )
+            job.timeline = self.store.timeline(job.id)
             self._jobs[job.id] = job
             if job.submission.idempotency_key:
                 self._by_key[job.submission.idempotency_key] = job
@@ -600,7 +610,7 @@ class JobManager:
             # A job that had not finished (or a directory from before last_seq was stored): read its log.
             job.events = _read_log(self.store, job.id)
             job.last_seq = job.events[-1].seq if job.events else 0
-            if job.events and is_terminal(job.events[-1].event):
+            if job.events and type(job.events[-1].event) in _END_STATE:
                 # The log is written before job.json: after a crash between the two, the log is right.
                 state = _END_STATE[type(job.events[-1].event)]
             if state.terminal:

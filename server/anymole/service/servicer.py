@@ -297,16 +297,20 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         if await self._is_video(request.job_id, request.format):
             data, name, _ = await asyncio.to_thread(self._video_file, request.job_id)
             return pb.GetResultResponse(file=data, file_name=name)
-        motion = await asyncio.to_thread(self.jobs.result, request.job_id)  # after a restart: read from disk
-        data, name = await self._file_of(request.job_id, request.format, motion)
-        clip = await asyncio.to_thread(convert.motion_to_clip, motion)
-        response = pb.GetResultResponse(motion=clip, file=data, file_name=name)
         budget = convert.receive_budget(
             request.max_receive_message_bytes, self.limits, "max_receive_message_bytes", self.limits.max_message_bytes
         )
-        if response.ByteSize() > budget:
+        motion = await asyncio.to_thread(self.jobs.result, request.job_id)  # memory-mapped from disk
+        data, name = await self._file_of(request.job_id, request.format, motion)
+        floats = sum(t.numel() for t in (motion.rotations, motion.root_translation, motion.translations) if t is not None)
+        size = 4 * floats + len(data)  # the packed floats alone: known before the message is built
+        if size <= budget:
+            clip = await asyncio.to_thread(convert.motion_to_clip, motion)
+            response = pb.GetResultResponse(motion=clip, file=data, file_name=name)
+            size = response.ByteSize()
+        if size > budget:
             raise ResourceExhausted(
-                f"the result of job {request.job_id} is {response.ByteSize()} bytes, more than the {budget} a "
+                f"the result of job {request.job_id} is {size} bytes or more, more than the {budget} a "
                 "message may carry here; fetch it with DownloadResult, which streams it in parts"
             )
         return response
@@ -375,14 +379,24 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
         path = self.jobs.result_path(job_id, suffix)
         if path.exists():
             return path
-        from anymole.io import write_bvh, write_glb
+        from anymole.io import add_clip_to_gltf, bvh_rotation_orders, write_bvh, write_glb
 
-        character = self.characters.get(self.jobs.character_id(job_id))
+        cid = self.jobs.character_id(job_id)
+        character = self.characters.get(cid)
+        # a character uploaded as a GLB gets its own file back with the clip added; a BVH its units and orders
+        upload = self.characters.uploaded_file(cid)
         tmp = path.with_name(f"result.{uuid.uuid4().hex}.tmp{suffix}")
         clip = dataclasses.replace(motion, name=job_id)
         try:
-            if suffix == ".glb":
+            if suffix == ".glb" and upload is not None and upload.suffix == ".glb":
+                add_clip_to_gltf(tmp, upload, character, clip, job_id, unit_scale=character.unit_scale)
+            elif suffix == ".glb":
                 write_glb(tmp, character, [clip])
+            elif suffix == ".npz":
+                self.jobs.store.write_npz(tmp, motion)
+            elif upload is not None and upload.suffix == ".bvh":
+                orders = bvh_rotation_orders(upload)
+                write_bvh(tmp, character.skeleton, clip, order=orders, unit_scale=1.0 / character.unit_scale)
             else:
                 write_bvh(tmp, character.skeleton, clip)
             os.replace(tmp, path)

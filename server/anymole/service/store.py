@@ -6,23 +6,26 @@ Layout under ``data_dir``::
                                    state change, after the event that caused it is logged)
     jobs/<job_id>/request.json     the validated request's scalars (character id, keyframe indices, …)
     jobs/<job_id>/request.npz      its arrays: context rotations (C, J, 4), root (C, 3), keys (K, J, 4), (K, 3)
-    jobs/<job_id>/events.jsonl     every event, one JSON object per line, in sequence order
-    jobs/<job_id>/result.npz       the result timeline: rotations (T, J, 4), root_translation (T, 3), fps,
-                                   translations (T, J, 3) when the request carried them
-    jobs/<job_id>/result.glb|.bvh  written on the first GetResult or DownloadResult that asks for them
-    jobs/<job_id>/result.mp4       the generated video of a ``video`` job (H.264), instead of result.npz
+    jobs/<job_id>/events.jsonl     every event, one JSON object per line, in sequence order; a motion chunk as
+                                   a `MotionRef` to the files below, never its numbers
+    jobs/<job_id>/result.*.npy     the result timeline, written as motion streams (`anymole.service.timeline`):
+                                   rotations (T, J, 4), root_translation (T, 3), translations (T, J, 3) when
+                                   the request carried them; result.json (fps) marks it complete; drafts.f32
+                                   holds provisional chunks
+    jobs/<job_id>/result.npz       the result of a job stored before the timeline files (still read)
+    jobs/<job_id>/result.glb|.bvh|.npz  written on the first GetResult or DownloadResult that asks for them
+    jobs/<job_id>/result.mp4       the generated video of a ``video`` job (H.264), instead of a timeline
     jobs/<job_id>/video.json       its fps, frame count, size, views and the request frame of each video frame
     characters/<sha256>.<ext>      uploaded payloads (proto, glb, fbx, bvh) with <sha256>.json beside them
 
-Events are stored as JSON with tensors and bytes in base64 (float32, little-endian), so that a restarted
-server replays them byte-identically to what watchers saw before.
+Events are stored as JSON with bytes (and the tensors of logs from before `MotionRef`) in base64, so that a
+restarted server replays them byte-identically to what watchers saw before.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import io
 import json
 import os
 import uuid
@@ -36,11 +39,13 @@ import torch
 from anymole.errors import NotFound
 from anymole.pipeline import Completed, Event, JobSpec, VideoClip
 from anymole.rig import Character, Motion
+from anymole.service.timeline import MotionRef, Timeline
 
 __all__ = ["JobStore", "event_from_json", "event_to_json", "write_atomic"]
 
-# Every member of the `Event` union by name, so that a new event type is stored without touching this file.
-_EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in get_args(Event)}
+# Every member of the `Event` union by name, so that a new event type is stored without touching this file, and
+# the reference a motion chunk is logged as.
+_EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (*get_args(Event), MotionRef)}
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -76,20 +81,20 @@ def _decode(value: Any) -> Any:
     return value
 
 
-# Results that live in files of their own (result.npz, result.mp4), not in the event log.
+# Results that live in files of their own (the result timeline, result.mp4), not in the event log.
 _RESULT_FIELDS = ("motion", "video")
 
 
-def event_to_json(event: Event) -> dict[str, Any]:
-    """A JSON-able dict of a domain event (``Completed.motion`` and ``.video`` are not stored here; see
-    result.npz and result.mp4)."""
+def event_to_json(event: Event | MotionRef) -> dict[str, Any]:
+    """A JSON-able dict of a domain event (``Completed.motion`` and ``.video`` are not stored here; see the
+    result timeline and result.mp4) or of a `MotionRef`."""
     fields = {
         f.name: _encode(getattr(event, f.name)) for f in dataclasses.fields(event) if f.name not in _RESULT_FIELDS
     }
     return {"type": type(event).__name__, **fields}
 
 
-def event_from_json(obj: dict[str, Any]) -> Event:
+def event_from_json(obj: dict[str, Any]) -> Event | MotionRef:
     """Inverse of `event_to_json`."""
     obj = dict(obj)
     cls = _EVENT_TYPES[obj.pop("type")]
@@ -140,7 +145,7 @@ class JobStore:
     def write_meta(self, job_id: str, meta: dict[str, Any]) -> None:
         write_atomic(self.job_dir(job_id) / "job.json", json.dumps(meta, indent=1).encode())
 
-    def append_event(self, job_id: str, seq: int, time: float, event: Event) -> None:
+    def append_event(self, job_id: str, seq: int, time: float, event: Event | MotionRef) -> None:
         line = json.dumps({"seq": seq, "time": time, **event_to_json(event)}, separators=(",", ":"))
         with open(self.job_dir(job_id) / "events.jsonl", "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
@@ -171,13 +176,9 @@ class JobStore:
             key_translations=arrays.get("key_translations"),
         )
 
-    def save_result(self, job_id: str, motion: Motion) -> None:
-        arrays = {"rotations": motion.rotations, "root_translation": motion.root_translation}
-        if motion.translations is not None:
-            arrays["translations"] = motion.translations
-        buf = io.BytesIO()
-        np.savez(buf, fps=np.float64(motion.fps), **{k: v.detach().cpu().float().numpy() for k, v in arrays.items()})  # type: ignore[arg-type]
-        write_atomic(self.job_dir(job_id) / "result.npz", buf.getvalue())
+    def timeline(self, job_id: str) -> Timeline:
+        """The job's motion files (result timeline and drafts)."""
+        return Timeline(self.job_dir(job_id))
 
     def save_video(self, job_id: str, video: VideoClip) -> None:
         """Write ``video`` as result.mp4, then its description as video.json (whose presence marks the result)."""
@@ -204,10 +205,24 @@ class JobStore:
         meta: dict[str, Any] = json.loads(path.read_text())
         return meta
 
+    def write_npz(self, path: Path, motion: Motion) -> None:
+        """Export ``motion`` as an NPZ file (arrays ``rotations``, ``root_translation``, [``translations``],
+        ``fps``) at ``path``: the RESULT_FORMAT_NPZ download."""
+        arrays = {"rotations": motion.rotations, "root_translation": motion.root_translation}
+        if motion.translations is not None:
+            arrays["translations"] = motion.translations
+        with open(path, "wb") as fh:
+            np.savez(fh, fps=np.float64(motion.fps), **{k: v.detach().cpu().float().numpy() for k, v in arrays.items()})  # type: ignore[arg-type]
+
     def result_path(self, job_id: str, suffix: str) -> Path:
         return self.job_dir(job_id) / f"result{suffix}"
 
     def load_result(self, job_id: str) -> Motion:
+        """The result timeline: memory-mapped from its timeline files, or read from the result.npz of a job
+        stored before those existed."""
+        timeline = self.timeline(job_id)
+        if timeline.complete:
+            return timeline.load()
         path = self.result_path(job_id, ".npz")
         if not path.exists():
             raise NotFound("result", job_id)

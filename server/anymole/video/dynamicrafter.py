@@ -32,7 +32,6 @@ from torch import nn
 from anymole.errors import InvalidInput, ModelUnavailable
 from anymole.video.openclip import (
     ByteTokenizer,
-    CLIPBPETokenizer,
     TextEncoder,
     TextEncoderConfig,
     Tokenizer,
@@ -257,10 +256,10 @@ class DynamiCrafterPrior(nn.Module):
         config: architecture (default `DynamiCrafterConfig.full`).
         device: where to build. ``None`` builds on the CPU as usual; any device builds on ``meta`` first and
             then materialises there with fresh random weights (``"meta"`` stays unmaterialised: used for
-            schema checks and before `from_pretrained` assigns the checkpoint).
+            schema checks and before `anymole.video.weights.load_pretrained` assigns the checkpoint).
         dtype: parameter dtype (e.g. ``torch.bfloat16``); ``None`` keeps float32.
         tokenizer: caption tokenizer; default `ByteTokenizer` (no files needed; real CLIP weights need the
-            CLIP BPE, which `from_pretrained` sets up).
+            CLIP BPE, which `anymole.video.weights.load_pretrained` sets up).
     """
 
     def __init__(
@@ -305,43 +304,9 @@ class DynamiCrafterPrior(nn.Module):
         """Fresh random weights everywhere, children before parents so zero-initialised output layers stay zero."""
         with torch.no_grad():
             for module in reversed(list(self.modules())):
-                if module is not self and callable(getattr(module, "reset_parameters", None)):
-                    module.reset_parameters()
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | Path,
-        config: DynamiCrafterConfig | None = None,
-        *,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype | None = None,
-        tokenizer_dir: str | Path | None = None,
-    ) -> DynamiCrafterPrior:
-        """Load the official checkpoint (``model.ckpt`` or ``.safetensors``) into a new prior.
-
-        Args:
-            path: checkpoint file.
-            config: architecture (default full); every checkpoint key must map onto it.
-            device / dtype: where and how to keep the weights.
-            tokenizer_dir: folder with the CLIP ``vocab.json`` and ``merges.txt`` (default: beside ``path``);
-                only for ``config.tokenizer == "clip"``.
-
-        Raises:
-            ModelUnavailable: the file or the tokenizer files are missing.
-            CheckpointMismatch: keys missing, unexpected or mis-shaped (all listed).
-        """
-        from anymole.video import weights  # weights imports this module's config type
-
-        cfg = config or DynamiCrafterConfig.full()
-        path = Path(path)
-        tokenizer: Tokenizer | None = None
-        if cfg.tokenizer == "clip":
-            tokenizer = CLIPBPETokenizer(Path(tokenizer_dir) if tokenizer_dir else path.parent, cfg.text.context_length)
-        state = weights.read_checkpoint(path)
-        prior = cls(cfg, device="meta", tokenizer=tokenizer)
-        weights.load_checkpoint(prior, state, name=str(path))
-        return prior.to(device=device, dtype=dtype)
+                reset = getattr(module, "reset_parameters", None)
+                if module is not self and callable(reset):
+                    reset()
 
     # ------------------------------------------------------------------ VideoPrior
     def _vae_dtype(self) -> torch.dtype:

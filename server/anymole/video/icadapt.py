@@ -28,6 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from anymole.errors import InvalidInput
+from anymole.progress import OnStep
 from anymole.video.clips import ClipBank
 from anymole.video.prior import (
     AUTOCAST_DTYPES,
@@ -39,7 +40,7 @@ from anymole.video.prior import (
 )
 from anymole.video.schedule import DDIMSchedule
 
-__all__ = ["AdaptedWeights", "ICAdaptConfig", "encode_clip_frames", "icadapt", "icadapt_loss"]
+__all__ = ["RECIPES", "AdaptedWeights", "ICAdaptConfig", "encode_clip_frames", "icadapt", "icadapt_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ BLOCK_RECOMPILE_LIMIT = 64
 #: text-to-image LoRA example is documented with ``--learning_rate=1e-04``), ten times the recipe's 1e-5.
 LORA_LR = 1e-4
 
-OnStep = Callable[..., None]
+
 Predict = Callable[[torch.Tensor, torch.Tensor, VideoCondition], torch.Tensor]
 
 
@@ -164,6 +165,14 @@ class ICAdaptConfig:
             ),
             **overrides,
         )
+
+
+#: the named ICAdapt recipes → their constructors (each takes field overrides)
+RECIPES: dict[str, Callable[..., ICAdaptConfig]] = {
+    "reference": ICAdaptConfig.reference,
+    "fast": ICAdaptConfig.fast,
+    "turbo": ICAdaptConfig.turbo,
+}
 
 
 @dataclass

@@ -8,6 +8,7 @@ DynamiCrafter 512). Names follow the checkpoint: ``layers.i.0`` attention, ``lay
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -100,7 +101,8 @@ class Resampler(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         latents = self.latents.expand(x.shape[0], -1, -1)
         x = self.proj_in(x)
-        for attn, ff in self.layers:
+        for layer in self.layers:
+            attn, ff = cast(nn.ModuleList, layer)  # [attention, feed-forward]
             latents = latents + attn(x, latents)
             latents = latents + ff(latents)
         return self.norm_out(self.proj_out(latents))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from anymole.errors import InvalidInput
+from anymole.progress import OnStep
 from anymole.video.prior import AUTOCAST_DTYPES, VideoPrior, autocast
 from anymole.video.schedule import DDIMSchedule
 
@@ -53,8 +54,6 @@ COARSE_FPS = 5
 FINE_FPS = 15
 #: frames the denoiser sees at once.
 WINDOW_SLOTS = 16
-
-OnStep = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -377,13 +376,16 @@ class TwoStageSampler:
                 cond = cond.cat(prior.unconditional(cond))
         known, mask, keymask = self._guidance(plans, latents, x)
         self.schedule.set_timesteps(cfg.num_steps, device)
-        for t in self.schedule.timesteps.tolist():
+        timesteps = self.schedule.timesteps
+        assert timesteps is not None  # set just above
+        for t in timesteps.tolist():
             model_in = torch.cat([x, x]) if guided else x
             t_batch = torch.full((model_in.shape[0],), t, device=device, dtype=torch.long)
             with self._autocast(device):
                 out = self._predict(model_in, t_batch, cond).float()
             if guided:
-                out = classifier_free_guidance(*out.chunk(2), cfg.guidance_scale, cfg.guidance_rescale)
+                cond_out, uncond_out = out.chunk(2)
+                out = classifier_free_guidance(cond_out, uncond_out, cfg.guidance_scale, cfg.guidance_rescale)
             x = self.schedule.step(out, t, x, eta=cfg.eta, generator=generator).prev_sample
             noise = torch.randn(x.shape, generator=generator, device=device)
             active = mask if t > cfg.onlykey else keymask

@@ -16,6 +16,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -450,7 +451,7 @@ class Stage(nn.ModuleList):
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
         for layer in self:
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                extra = {"context_fn": _selective_context} if self.selective_checkpointing else {}
+                extra: dict[str, Any] = {"context_fn": _selective_context} if self.selective_checkpointing else {}
                 x = checkpoint(self._layer, layer, x, emb, context, frames, use_reentrant=False, **extra)
             else:
                 x = self._layer(layer, x, emb, context, frames)

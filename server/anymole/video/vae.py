@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 
 import torch
-from diffusers import AutoencoderKL
 from diffusers.models.attention_processor import Attention
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from anymole.video.attention import multihead_attention
 

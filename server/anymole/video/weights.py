@@ -29,7 +29,7 @@ import torch
 
 from anymole.errors import AssetError, ModelUnavailable
 from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior, base_name
-from anymole.video.openclip import unused_text_entries, unused_vision_entries
+from anymole.video.openclip import CLIPBPETokenizer, Tokenizer, unused_text_entries, unused_vision_entries
 from anymole.video.vae import from_ldm_tensor, to_ldm_key, to_ldm_tensor
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "diff_schema",
     "export_checkpoint",
     "load_checkpoint",
+    "load_pretrained",
     "read_checkpoint",
     "read_schema",
 ]
@@ -278,3 +279,35 @@ def export_checkpoint(prior: DynamiCrafterPrior) -> dict[str, torch.Tensor]:
             out[key].fill_(4.6052)
     out["alphas_cumprod"] = torch.linspace(0.99915, 0.0, prior.config.num_train_timesteps, device=device)
     return out
+
+
+def load_pretrained(
+    path: str | Path,
+    config: DynamiCrafterConfig | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    tokenizer_dir: str | Path | None = None,
+) -> DynamiCrafterPrior:
+    """Load the official checkpoint (``model.ckpt`` or ``.safetensors``) into a new prior.
+
+    Args:
+        path: checkpoint file.
+        config: architecture (default full); every checkpoint key must map onto it.
+        device / dtype: where and how to keep the weights.
+        tokenizer_dir: folder with the CLIP ``vocab.json`` and ``merges.txt`` (default: beside ``path``);
+            only for ``config.tokenizer == "clip"``.
+
+    Raises:
+        ModelUnavailable: the file or the tokenizer files are missing.
+        CheckpointMismatch: keys missing, unexpected or mis-shaped (all listed).
+    """
+    cfg = config or DynamiCrafterConfig.full()
+    path = Path(path)
+    tokenizer: Tokenizer | None = None
+    if cfg.tokenizer == "clip":
+        tokenizer = CLIPBPETokenizer(Path(tokenizer_dir) if tokenizer_dir else path.parent, cfg.text.context_length)
+    state = read_checkpoint(path)
+    prior = DynamiCrafterPrior(cfg, device="meta", tokenizer=tokenizer)
+    load_checkpoint(prior, state, name=str(path))
+    return prior.to(device=device, dtype=dtype)

@@ -1,0 +1,173 @@
+"""Running a stage under a job's control: cancellation, progress, worker threads.
+
+`CancelToken` is set once when a job is cancelled; `ProgressReporter` is the `OnStep` a job's stages report
+to: it turns ``(stage, fraction)`` into `Progress` events weighted by the job's plan and raises `JobCancelled`
+once the token is set, so a cancel reaches a running stage at its next step. `run_in_thread` runs a blocking
+stage in a worker thread and waits for it to stop when its task is cancelled; `in_daemon_thread` runs work that
+cannot stop midway (a compile) where a stopping process need not wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from anymole.errors import JobCancelled
+from anymole.pipeline.events import Event, Progress
+from anymole.progress import OnStep
+
+__all__ = ["CancelToken", "OnStep", "ProgressReporter", "in_daemon_thread", "run_in_thread"]
+
+
+class CancelToken:
+    """Set once by `cancel`; read from the event loop and from stage threads alike."""
+
+    def __init__(self) -> None:
+        self._flag = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str = "cancelled by a client") -> None:
+        if not self._flag.is_set():
+            self.reason = reason
+            self._flag.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._flag.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise `JobCancelled` if the token is set (call it between steps)."""
+        if self._flag.is_set():
+            raise JobCancelled(self.reason)
+
+    async def sleep(self, seconds: float, poll: float = 0.05) -> None:
+        """``asyncio.sleep`` that raises `JobCancelled` within ``poll`` seconds of a cancel."""
+        end = time.monotonic() + seconds
+        while True:
+            self.raise_if_cancelled()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, poll))
+
+
+class ProgressReporter:
+    """The ``on_step(stage, fraction, message="")`` callback handed to stages.
+
+    Converts stage progress into `Progress` events with an overall fraction (stages weighted by ``plan``)
+    and an ETA extrapolated from the elapsed time, and raises `JobCancelled` once ``token`` is set. Safe to
+    call from any thread: ``emit`` must be thread-safe (the job manager posts onto its event loop).
+
+    Args:
+        emit: receives each `Progress` event, and the events a stage posts (`post`).
+        token: the job's cancel token.
+        plan: ``(stage, weight)`` in run order; weights need not sum to 1.
+        min_interval: seconds between two events of one stage, except at fraction 0 and 1.
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[Event], None],
+        token: CancelToken,
+        plan: Sequence[tuple[str, float]] = (),
+        min_interval: float = 0.1,
+    ) -> None:
+        self._emit = emit
+        self._token = token
+        self._lock = threading.Lock()
+        self.set_plan(plan)
+        self._min_interval = min_interval
+        self._start = time.monotonic()
+        self._last_emit: dict[str, float] = {}
+
+    def set_plan(self, plan: Sequence[tuple[str, float]]) -> None:
+        """Declare the stages of this job and their relative cost."""
+        total = sum(w for _, w in plan) or 1.0
+        self._offset: dict[str, float] = {}
+        self._weight: dict[str, float] = {}
+        acc = 0.0
+        for stage, w in plan:
+            self._offset[stage] = acc / total
+            self._weight[stage] = w / total
+            acc += w
+
+    def overall(self, stage: str, stage_fraction: float) -> float:
+        """Job fraction when ``stage`` is ``stage_fraction`` done (stages outside the plan count as 0)."""
+        return min(1.0, self._offset.get(stage, 0.0) + self._weight.get(stage, 0.0) * stage_fraction)
+
+    def __call__(self, stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
+        """Report ``stage`` at ``fraction`` (an `OnStep`); ``preview``, when given, is an `Event` (a `Preview`)
+        published after the report, as `post` does (it says its own frame: ``frame`` is not read)."""
+        self._token.raise_if_cancelled()
+        fraction = min(1.0, max(0.0, float(fraction)))
+        now = time.monotonic()
+        with self._lock:
+            last = self._last_emit.get(stage)
+            due = last is None or not 0.0 < fraction < 1.0 or now - last >= self._min_interval
+            if due:
+                self._last_emit[stage] = now
+        if due:
+            done = self.overall(stage, fraction)
+            elapsed = now - self._start
+            eta = elapsed * (1.0 - done) / done if done > 0.01 else None
+            self._emit(Progress(stage, fraction, done, eta, message))
+        if preview is not None:  # never thinned out like the reports
+            self._emit(preview)
+
+    def post(self, event: Event) -> None:
+        """Publish ``event`` (a `Preview`) from inside a running stage, in order with its `Progress` events;
+        raises `JobCancelled` once the job is cancelled, like a progress report."""
+        self._token.raise_if_cancelled()
+        self._emit(event)
+
+
+_T = TypeVar("_T")
+
+
+async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Run a blocking stage in a worker thread; on cancellation wait until the stage has stopped.
+
+    When the awaiting task is cancelled, ``token`` is set and this waits for the thread (which raises
+    `JobCancelled` at its next ``report`` call) before re-raising, so a device is never used by two jobs.
+    """
+    loop = asyncio.get_running_loop()
+    fut = loop.run_in_executor(None, lambda: fn(*args, **kwargs))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        token.cancel(token.reason or "cancelled")
+        try:
+            await fut
+        except Exception:  # the stage's own JobCancelled: the cancellation below is what matters
+            pass
+        raise
+
+
+def in_daemon_thread(fn: Callable[[], _T]) -> asyncio.Future[_T]:
+    """``fn()`` in a daemon thread, as a future of the running loop: for work that cannot stop midway (a
+    compile of minutes) and that a stopping process should not wait for. Cancelling the future leaves the
+    thread running until ``fn`` returns."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[_T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not fut.done():  # cancelled meanwhile
+            outcome()
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting task
+            done = functools.partial(settle, functools.partial(fut.set_exception, exc))
+        else:
+            done = functools.partial(settle, functools.partial(fut.set_result, result))
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(done)
+
+    threading.Thread(target=run, name="anymole-daemon", daemon=True).start()
+    return fut

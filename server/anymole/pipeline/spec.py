@@ -1,0 +1,78 @@
+"""The job a client asked for: `JobSpec`, its defaults, and `key_error_deg` (how close a result came to it).
+
+A `JobSpec` is validated at the edge (`anymole.service.convert`, the CLI) before it reaches the pipeline; the
+pipeline only checks what depends on the method (`anymole.pipeline.composer.check_spec`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from anymole.rig import Character, Motion
+
+__all__ = ["DEFAULT_CHUNK_FRAMES", "JobSpec", "key_error_deg"]
+
+DEFAULT_CHUNK_FRAMES = 30
+"""Frames per `MotionChunk` when the request leaves it to the server (one second at 30 fps)."""
+
+
+# ---------------------------------------------------------------------------------------------- the job
+@dataclass(frozen=True, eq=False)
+class JobSpec:
+    """One validated in-betweening request.
+
+    Attributes:
+        character_id: content id of the character (``"sha256:…"``).
+        character: the character itself; its skeleton fixes the joint order ``J``.
+        context: known motion, timeline frames ``0 .. C-1``; ``rotations (C, J, 4)`` unit xyzw,
+            ``root_translation (C, 3)`` m, at ``context.fps``.
+        key_frames: ``K`` strictly increasing timeline frames, each in ``C .. total_frames-1``.
+        key_rotations: ``(K, J, 4)`` unit xyzw local rotations at the keyframes.
+        key_root: ``(K, 3)`` root translations at the keyframes (m).
+        key_translations: optional ``(K, J, 3)`` local translations of every joint at the keyframes (m);
+            only with ``context.translations`` (``None``: the last context frame's are held).
+        total_frames: timeline length ``T`` (context plus gap).
+        method: a method name of the pipeline (``"interp"``).
+        preset: a preset of that method (``""`` = its default).
+        chunk_frames: frames per streamed `MotionChunk` (> 0).
+        seed: seed of every random generator the job uses.
+        label: free-form label for listings.
+    """
+
+    character_id: str
+    character: Character
+    context: Motion
+    key_frames: tuple[int, ...]
+    key_rotations: torch.Tensor
+    key_root: torch.Tensor
+    total_frames: int
+    method: str = "interp"
+    preset: str = ""
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES
+    seed: int = 0
+    label: str = ""
+    key_translations: torch.Tensor | None = None
+
+    @property
+    def num_joints(self) -> int:
+        return self.character.skeleton.num_joints
+
+    @property
+    def context_frames(self) -> int:
+        return self.context.num_frames
+
+
+def key_error_deg(result: Motion, key_frames: Sequence[int], key_rotations: torch.Tensor) -> float:
+    """Largest angle (degrees) between the result and the requested keyframe rotations, over keys and joints.
+
+    Args:
+        result: the whole timeline, ``rotations (T, J, 4)``.
+        key_frames: ``K`` timeline frames.
+        key_rotations: ``(K, J, 4)`` unit xyzw.
+    """
+    got = result.rotations[list(key_frames)].to(key_rotations.dtype)
+    dot = (got * key_rotations).sum(-1).abs().clamp(max=1.0)
+    return float(torch.rad2deg(2.0 * torch.acos(dot)).max())
