@@ -199,7 +199,8 @@ def fill(
         from anymole.client import fill_remote
 
         res = fill_remote(server, asset, keys=key_list, out=out, clip=clip, context=(start, stop),
-                          method=method, preset=root if method == "interp" else preset, token=token, tls_ca=tls_ca)
+                          method=method, preset=root if method == "interp" else preset, token=token, tls_ca=tls_ca,
+                          replace_clip=replace_clip, units=units)
         console.print(f"wrote {res.path} (job {res.job_id})")
         return
     if method != "interp":
@@ -415,6 +416,9 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert")] = None,
     grace: Annotated[float, typer.Option(help="seconds running jobs get to finish on SIGTERM before they are interrupted")] = 30.0,
     finished_in_memory: Annotated[int | None, typer.Option(min=0, help="finished jobs whose events stay in memory; older ones replay from disk [default: 16]")] = None,
+    keep_days: Annotated[float | None, typer.Option(min=0, help="delete finished jobs, and characters no job uses, older than this many days (checked at start and every 10 minutes; queued and running jobs are kept) [default: keep]")] = None,
+    max_disk: Annotated[str | None, typer.Option(help="most disk for job directories and uploaded characters, e.g. 20G; beyond it the longest-finished jobs, then unused characters, are deleted first [default: no bound]")] = None,
+    memory_budget: Annotated[str | None, typer.Option(help="memory jobs may take, e.g. 16G; sets the largest job (frames × joints) and queue, published in Limits [default: half the memory available at start]")] = None,
     video_prior: Annotated[str, typer.Option(help="prior of the 'video' method: none (method off), tiny (random weights: a dry run whose previews are noise) or PATH to a DynamiCrafter 512 interp checkpoint, or the folder `anymole models pull dynamicrafter-512-interp` fills; loaded on the first video job (at start with --video-warmup)")] = "none",
     video_icadapt_steps: Annotated[int | None, typer.Option(min=1, help="ICAdapt steps of every video job (default: the presets' 500)")] = None,
     video_ddim_steps: Annotated[int | None, typer.Option(min=1, help="DDIM steps per sampler window of a video job (default: 50)")] = None,
@@ -439,6 +443,8 @@ def serve(
     import logging
 
     from anymole.errors import InvalidInput
+    from anymole.service.budget import parse_size
+    from anymole.service.retention import RetentionPolicy
     from anymole.service.server import ServerConfig
     from anymole.service.server import serve as run_server
 
@@ -454,6 +460,9 @@ def serve(
                        max_queue=max_queue, token=token, tls_cert=tls_cert, tls_key=tls_key, grace_s=grace, video=video)
     if finished_in_memory is not None:
         cfg = dataclasses.replace(cfg, finished_in_memory=finished_in_memory)
+    retention = RetentionPolicy(keep_days, None if max_disk is None else parse_size(max_disk, "--max-disk"))
+    budget = None if memory_budget is None else parse_size(memory_budget, "--memory-budget")
+    cfg = dataclasses.replace(cfg, retention=retention, memory_budget=budget)
     asyncio.run(run_server(cfg, on_ready=lambda p: typer.echo(f"anymole listening on {host}:{p}", err=True)))
 
 

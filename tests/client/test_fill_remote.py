@@ -81,6 +81,23 @@ async def test_remote_fill_equals_the_local_baseline(tmp_path, suffix):
         assert back.motions["Survey_filled"].num_frames == 83
 
 
+async def test_remote_fill_replace_clip_writes_the_whole_clip(tmp_path):
+    from anymole.io import load_character
+
+    server, port = await _server(tmp_path)
+    out = tmp_path / "fox.glb"
+    try:
+        await fill_remote_async(f"127.0.0.1:{port}", FOX, clip="Survey", context=(10, 40), keys=[60, 70], out=out,
+                                progress=False, replace_clip=True)  # fmt: skip
+    finally:
+        await server.stop(0.0)
+    fox, back = load_character(FOX), load_character(out)
+    assert list(back.motions) == list(fox.motions)
+    assert back.motions["Survey"].num_frames == fox.motions["Survey"].num_frames
+    tail = (back.motions["Survey"].rotations[71:] - fox.motions["Survey"].rotations[71:]).abs().max()
+    assert float(tail) < 1e-5  # after the last key: the clip as it was
+
+
 async def test_cancelling_the_client_cancels_the_job(tmp_path):
     server, port = await _server(tmp_path, SlowPipeline())
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -46,6 +47,31 @@ async def test_known_hash_skips_the_payload(make_server, connect, tiny):
 
     resp = await client.stub.UploadCharacter(header_only(), metadata=client.metadata)
     assert resp.cached and resp.character_id == first.character_id
+
+
+async def test_a_cache_hit_reads_the_rest_of_the_stream_before_answering(make_server, connect, tiny):
+    # Issue 15.10: a client that keeps writing chunks after a cache hit must not find its stream cut (or its
+    # writer stuck): the server drains every chunk and answers after the client half-closes.
+    _, port = await make_server()
+    client = await connect(port)
+    payload = convert.character_to_asset(tiny()).SerializeToString(deterministic=True)
+    first = await client.upload(payload, pb.CHARACTER_FORMAT_PROTO)
+    step = -(-len(payload) // 17)
+    sent = []
+
+    async def all_chunks():
+        digest = first.character_id.split(":")[1]
+        yield pb.UploadCharacterRequest(
+            header=pb.UploadHeader(format=pb.CHARACTER_FORMAT_PROTO, total_bytes=len(payload), sha256=digest)
+        )
+        for i in range(0, len(payload), step):
+            await asyncio.sleep(0.01)  # a slow writer: the answer must wait for it
+            sent.append(i)
+            yield pb.UploadCharacterRequest(chunk=payload[i : i + step])
+
+    resp = await client.stub.UploadCharacter(all_chunks(), metadata=client.metadata)
+    assert resp.cached and resp.character_id == first.character_id
+    assert len(sent) == 17
 
 
 async def test_characters_survive_a_restart(make_server, connect, tiny):

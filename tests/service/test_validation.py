@@ -73,6 +73,9 @@ BAD_REQUESTS: list[tuple[str, Mutation, grpc.StatusCode, str]] = [
      "keyframes[1].frame"),
     ("duplicate-key", lambda r: setattr(r.keyframes[1], "frame", 8), grpc.StatusCode.INVALID_ARGUMENT,
      "keyframes[1].frame"),
+    # total_frames 0 ends the timeline at the last key: unsorted keys must still read "sort keyframes" (issue 15.10)
+    ("unsorted-open-end", lambda r: (setattr(r.keyframes[0], "frame", 12), setattr(r.keyframes[1], "frame", 8)),
+     grpc.StatusCode.INVALID_ARGUMENT, "keyframes[1].frame"),
     ("fps-zero", lambda r: setattr(r.context, "fps", 0.0), grpc.StatusCode.INVALID_ARGUMENT, "context.fps"),
     ("fps-negative", lambda r: setattr(r.context, "fps", -30.0), grpc.StatusCode.INVALID_ARGUMENT, "context.fps"),
     ("fps-nan", lambda r: setattr(r.context, "fps", math.nan), grpc.StatusCode.INVALID_ARGUMENT, "context.fps"),

@@ -129,6 +129,8 @@ async def fill_remote_async(
     token: str | None = None,
     tls_ca: str | Path | None = None,
     progress: bool = True,
+    replace_clip: bool = False,
+    units: str | None = None,
 ) -> FillResult:
     """Fill the gap after ``context`` up to the ``keys`` of one clip of ``asset`` on a remote server.
 
@@ -145,6 +147,7 @@ async def fill_remote_async(
         token: bearer token, if the server demands one.
         tls_ca: PEM root certificate to trust; the connection uses TLS when given.
         progress: draw a progress bar on the terminal.
+        replace_clip, units: how a .glb or .bvh ``out`` is written from ``asset`` (`anymole.io.write_fill`).
     """
     from anymole.client._client import AnyMoLeClient
     from anymole.io import load_character
@@ -210,7 +213,9 @@ async def fill_remote_async(
         # and channel orders (the server only has the character, not the file)
         from anymole.io import write_fill
 
-        await asyncio.to_thread(write_fill, out, character, name, result)
+        await asyncio.to_thread(
+            write_fill, out, character, name, result, replace_clip=replace_clip, start=start, units=units
+        )
     else:
         out.write_bytes(data)
     return FillResult(job_id, out, result, completed.summary, dict(completed.metrics))

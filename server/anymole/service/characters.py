@@ -7,8 +7,10 @@ parsed characters in a small in-memory LRU, so a mesh crosses the wire once and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import tempfile
 import threading
 from collections import OrderedDict
@@ -18,7 +20,7 @@ from pathlib import Path
 from anymole.errors import AssetError, InvalidInput, NotFound
 from anymole.rig import Character
 from anymole.service.convert import Limits, character_from_asset_bytes
-from anymole.service.store import write_atomic
+from anymole.service.store import disk_bytes, write_atomic
 
 __all__ = ["FORMATS", "CharacterStore", "StoredCharacter", "character_id_of"]
 
@@ -82,6 +84,7 @@ class CharacterStore:
             raise InvalidInput("header.format", f"unsupported character format {fmt!r}; use one of {sorted(FORMATS)}")
         cid = character_id_of(payload)
         if self.has(cid):
+            self.touch(cid)
             return StoredCharacter(cid, self.get(cid), cached=True)
         character = self._parse(fmt, payload, name)
         hexid = self._hex(cid)
@@ -106,6 +109,32 @@ class CharacterStore:
         character = self._parse(meta["format"], payload, meta["name"])
         self._remember(character_id, character)
         return character
+
+    def touch(self, character_id: str) -> None:
+        """Mark a stored character as uploaded now (its age for retention is the time since its last upload)."""
+        with contextlib.suppress(OSError, NotFound):
+            os.utime(self.dir / f"{self._hex(character_id)}.json")
+
+    def stored(self) -> list[tuple[str, float, int]]:
+        """``(character_id, last upload time, bytes on disk)`` of every stored character."""
+        if not self.dir.is_dir():
+            return []
+        out = []
+        for meta in self.dir.glob("*.json"):
+            hexid = meta.stem
+            with contextlib.suppress(OSError):  # deleted meanwhile
+                size = sum(disk_bytes(p) for p in self.dir.glob(f"{hexid}.*"))
+                out.append((f"sha256:{hexid}", meta.stat().st_mtime, size))
+        return out
+
+    def delete(self, character_id: str) -> None:
+        """Remove a stored character (its description first, so that a half-deleted one reads as absent)."""
+        hexid = self._hex(character_id)
+        with self._lock:
+            self._lru.pop(character_id, None)
+        (self.dir / f"{hexid}.json").unlink(missing_ok=True)
+        for path in self.dir.glob(f"{hexid}.*"):
+            path.unlink(missing_ok=True)
 
     def uploaded_file(self, character_id: str) -> Path | None:
         """The stored upload of a character sent as a file (GLB, FBX, BVH), named with its format's suffix;

@@ -532,6 +532,15 @@ def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limi
         i = with_tr.index(False)
         raise InvalidInput(f"keyframes[{i}].translations", "give translations on every keyframe or on none")
     trs = np.empty((len(keys), j, 3), dtype=np.float32) if all(with_tr) else None
+    # Order before range: with total_frames 0 the timeline ends at the last key, so unsorted keys would read
+    # as "outside the gap" instead of what is wrong with them.
+    for i in range(1, len(keys)):
+        if keys[i].frame <= keys[i - 1].frame:
+            raise InvalidInput(
+                f"keyframes[{i}].frame",
+                f"frame {keys[i].frame} does not come after keyframes[{i - 1}].frame = {keys[i - 1].frame}; "
+                "sort keyframes by frame (each frame once)",
+            )
     for i, k in enumerate(keys):
         f = f"keyframes[{i}]"
         if not c <= k.frame < total:
@@ -539,10 +548,6 @@ def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limi
                 f"{f}.frame",
                 f"frame {k.frame} is outside the gap {c}..{total - 1} (after the {c} context frames, before "
                 f"total_frames = {total})",
-            )
-        if frames and k.frame <= frames[-1]:
-            raise InvalidInput(
-                f"{f}.frame", f"frame {k.frame} does not come after keyframes[{i - 1}].frame = {frames[-1]}; sort keyframes"
             )
         frames.append(k.frame)
         n = len(k.rotations)

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -157,6 +157,7 @@ class _Job:
     frame_joints: int = 0
     announced_position: int = -1
     interrupting: bool = False
+    finished: float = 0.0  # Unix time of the terminal event; 0 while queued or running
     submission: Submission = field(default_factory=Submission)
 
     def meta(self) -> dict[str, object]:
@@ -170,6 +171,7 @@ class _Job:
             "label": self.label,
             "total_frames": self.total_frames,
             "last_seq": self.last_seq,
+            "finished": self.finished,
             "client_tags": self.submission.client_tags,
             "idempotency_key": self.submission.idempotency_key,
             "request_digest": self.submission.request_digest,
@@ -193,9 +195,10 @@ class JobManager:
             raises `OverBudget`; 0 = unbounded.
         max_label_bytes: labels of stored jobs longer than this (UTF-8 bytes, from before the limit) are cut
             to it on start; 0 = no cut.
-        clock: Unix time of events and submissions; the stream recorder (scripts/record_streams.py) passes a
+        clock: Unix time of events and submissions (default `time.time`); the stream recorder (scripts/record_streams.py) passes a
             fixed one so that its recordings do not change from run to run.
-        new_job_id: makes a job id; the recorder passes a counter for the same reason.
+        new_job_id: makes a job id (default ``job-`` and 16 random hex digits); the recorder passes a counter
+            for the same reason.
     """
 
     def __init__(
@@ -209,8 +212,8 @@ class JobManager:
         max_frame_joints: int = 0,
         max_queued_frame_joints: int = 0,
         max_label_bytes: int = 0,
-        clock: Callable[[], float] = time.time,
-        new_job_id: Callable[[], str] = lambda: f"job-{uuid.uuid4().hex[:16]}",
+        clock: Callable[[], float] | None = None,
+        new_job_id: Callable[[], str] | None = None,
     ) -> None:
         from anymole.service.store import JobStore
 
@@ -226,8 +229,8 @@ class JobManager:
         self._resolve = resolve_character
         self._jobs: dict[str, _Job] = {}
         self._by_key: dict[str, _Job] = {}  # idempotency key -> the job its first submit created
-        self._clock = clock
-        self._new_job_id = new_job_id
+        self._clock = clock or time.time
+        self._new_job_id = new_job_id or (lambda: f"job-{uuid.uuid4().hex[:16]}")
         self._finished_in_memory = max(0, finished_in_memory)
         self._cached: OrderedDict[str, _Job] = OrderedDict()  # finished jobs whose events are in memory, LRU first
         self._pending: deque[_Job] = deque()
@@ -437,6 +440,28 @@ class JobManager:
         self._get(job_id)
         return self.store.result_path(job_id, suffix)
 
+    # ------------------------------------------------------------------ retention
+    def finished_jobs(self) -> Sequence[tuple[str, float, str]]:
+        """``(job_id, finished, character_id)`` of every finished job, the longest finished first."""
+        done = [(j.id, j.finished, j.character_id) for j in self._jobs.values() if j.state.terminal]
+        return sorted(done, key=lambda t: t[1])
+
+    def character_refs(self, excluding: Collection[str] = ()) -> set[str]:
+        """The character ids of every job the manager knows (queued, running and finished) but ``excluding``."""
+        return {j.character_id for j in self._jobs.values() if j.id not in excluding}
+
+    def forget(self, job_id: str) -> Path:
+        """Drop a finished job (it is no longer listed, watched nor served); returns its directory, which the
+        caller deletes. Queued and running jobs are never forgotten."""
+        job = self._get(job_id)
+        if not job.state.terminal:
+            raise ValueError(f"job {job_id} is {job.state.value}; only finished jobs can be forgotten")
+        del self._jobs[job_id]
+        self._cached.pop(job_id, None)
+        if self._by_key.get(job.submission.idempotency_key) is job:
+            del self._by_key[job.submission.idempotency_key]
+        return self.store.job_dir(job_id)
+
     # ------------------------------------------------------------------ internals
     def _get(self, job_id: str) -> _Job:
         try:
@@ -479,6 +504,7 @@ class JobManager:
         if is_terminal(event):
             job.state = _END_STATE[type(event)]
             job.frame_joints = 0
+            job.finished = st.time
             self.store.write_meta(job.id, job.meta())
             self._remember(job)
             self._work.set()  # a worker waiting for budget may start the next job
@@ -604,6 +630,8 @@ class JobManager:
                 # job.json is rewritten after the terminal event is logged, so its last_seq is the log's:
                 # the log itself stays on disk until someone watches the job.
                 job.state, job.last_seq, job.events = state, m["last_seq"], None
+                # Directories from before "finished" was stored: job.json was last written when the job ended.
+                job.finished = m.get("finished") or self.store.job_dir(job.id).joinpath("job.json").stat().st_mtime
                 if label != m["label"]:
                     self.store.write_meta(job.id, job.meta())
                 continue
@@ -614,6 +642,7 @@ class JobManager:
                 # The log is written before job.json: after a crash between the two, the log is right.
                 state = _END_STATE[type(job.events[-1].event)]
             if state.terminal:
+                job.finished = job.events[-1].time if job.events else m["created"]
                 job.state, job.events = state, None
                 if m != job.meta():
                     self.store.write_meta(job.id, job.meta())

@@ -30,6 +30,7 @@ from anymole.service.characters import CharacterStore
 from anymole.service.convert import Limits
 from anymole.service.jobs import FINISHED_EVENTS_IN_MEMORY, JobManager
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.service.retention import Retention, RetentionPolicy
 from anymole.service.servicer import AnyMoLeServicer, add_servicer
 
 __all__ = ["DEFAULT_PORT", "SERVICE_NAME", "AnyMoLeServer", "ServerConfig", "build_server", "resolve_devices", "serve"]
@@ -52,6 +53,8 @@ class ServerConfig:
         max_queue: most queued jobs before SubmitJob answers RESOURCE_EXHAUSTED.
         memory_budget: bytes of memory jobs may take (`anymole.service.budget`); ``None``: half the memory
             available at start. Sets `Limits.max_frame_joints` and the other budget-derived limits.
+        retention: how long and how much finished jobs and unreferenced characters are kept
+            (``--keep-days``, ``--max-disk``; default: everything, forever).
         upload_wait_s: how long an upload waits for room under `Limits.max_upload_bytes_in_flight` before it
             fails with RESOURCE_EXHAUSTED.
         finished_in_memory: how many finished jobs keep their event logs in memory; older ones are replayed
@@ -71,6 +74,7 @@ class ServerConfig:
     devices: tuple[str, ...] = ("auto",)
     max_queue: int = 64
     memory_budget: int | None = None
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     upload_wait_s: float = UPLOAD_WAIT_S
     finished_in_memory: int = FINISHED_EVENTS_IN_MEMORY
     token: str | None = None
@@ -133,6 +137,7 @@ class AnyMoLeServer:
         characters: CharacterStore,
         grace_s: float,
         uploads: UploadGate | None = None,
+        retention: Retention | None = None,
     ) -> None:
         self.grpc_server = grpc_server
         self.jobs = jobs
@@ -140,6 +145,8 @@ class AnyMoLeServer:
         self.characters = characters
         self.grace_s = grace_s
         self.uploads = uploads
+        self.retention = retention
+        self._retention_task: asyncio.Task[None] | None = None
         self._stopped = False
         self.warm_up: asyncio.Task[None] | None = None
 
@@ -148,6 +155,8 @@ class AnyMoLeServer:
         await self.grpc_server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        if self.retention is not None and self.retention.policy.active:
+            self._retention_task = asyncio.create_task(self.retention.run(), name="anymole-retention")
         warm_up = getattr(self.jobs.pipeline, "warm_up", None)  # a pipeline's own start-up work, if it has any
         if warm_up is not None:
             self.warm_up = asyncio.create_task(self._warm(warm_up), name="anymole-warm-up")
@@ -167,6 +176,10 @@ class AnyMoLeServer:
         self._stopped = True
         if self.warm_up is not None:  # its compile's daemon thread ends with the process; a load runs to its end
             self.warm_up.cancel()
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
         grace = self.grace_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
         await self.jobs.shutdown(grace)
@@ -176,9 +189,16 @@ class AnyMoLeServer:
         await self.grpc_server.wait_for_termination()
 
 
-def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[AnyMoLeServer, int]:
+def build_server(
+    cfg: ServerConfig,
+    pipeline: Pipeline | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
+    new_job_id: Callable[[], str] | None = None,
+) -> tuple[AnyMoLeServer, int]:
     """Create the server for ``cfg`` and bind its port; returns ``(server, bound_port)``. Call inside a loop.
-    Without ``pipeline``, an `AnyMoLePipeline` with ``cfg.video``."""
+    Without ``pipeline``, an `AnyMoLePipeline` with ``cfg.video``. ``clock`` and ``new_job_id`` replace the job
+    manager's Unix time and job-id source (scripts/record_streams.py makes its recordings repeatable with them)."""
     devices = resolve_devices(cfg.devices)
     data_dir = Path(cfg.data_dir).expanduser()
     if pipeline is None:
@@ -199,6 +219,8 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
         max_frame_joints=limits.max_frame_joints,
         max_queued_frame_joints=limits.max_queued_frame_joints,
         max_label_bytes=limits.max_label_bytes,
+        clock=clock,
+        new_job_id=new_job_id,
     )
     limit = cfg.limits.max_message_bytes
     server = grpc.aio.server(
@@ -233,7 +255,8 @@ def build_server(cfg: ServerConfig, pipeline: Pipeline | None = None) -> tuple[A
         log.debug("bind failed: %s", exc)
     if port == 0:
         raise _bind_failure(cfg.host, cfg.port)
-    return AnyMoLeServer(server, jobs, health, characters, cfg.grace_s, uploads), port
+    retention = Retention(cfg.retention, jobs, characters)
+    return AnyMoLeServer(server, jobs, health, characters, cfg.grace_s, uploads, retention), port
 
 
 def _make_data_dir(path: Path) -> None:

@@ -199,7 +199,13 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
             raise InvalidInput("header.sha256", "must be 64 lowercase hex digits (or empty)")
         if declared and self.characters.has(f"sha256:{declared}"):
             cid = f"sha256:{declared}"
+            self.characters.touch(cid)
             character = await asyncio.to_thread(self.characters.get, cid)
+            # Read the chunks still coming and drop them: answering now would leave a client whose writer waits
+            # on flow control (grpc-js, grpc-dotnet) stuck with chunks nobody reads. A client that knows the
+            # server holds the hash sends the header alone and half-closes; the answer then comes at once.
+            async for _ in it:
+                pass
             return self._upload_response(cid, character, cached=True)
         async with self.uploads.reserve(total):  # held until the payload is parsed and stored
             buf = bytearray()

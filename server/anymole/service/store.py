@@ -41,11 +41,18 @@ from anymole.pipeline import Completed, Event, JobSpec, VideoClip
 from anymole.rig import Character, Motion
 from anymole.service.timeline import MotionRef, Timeline
 
-__all__ = ["JobStore", "event_from_json", "event_to_json", "write_atomic"]
+__all__ = ["JobStore", "disk_bytes", "event_from_json", "event_to_json", "write_atomic"]
 
 # Every member of the `Event` union by name, so that a new event type is stored without touching this file, and
 # the reference a motion chunk is logged as.
 _EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (*get_args(Event), MotionRef)}
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes a file takes on disk: its allocated blocks (a sparse result timeline counts what it holds), or its
+    length where the file system does not say."""
+    st = path.stat()
+    return getattr(st, "st_blocks", 0) * 512 or st.st_size
 
 
 def write_atomic(path: Path, data: bytes) -> None:

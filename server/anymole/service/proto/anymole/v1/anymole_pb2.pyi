@@ -767,8 +767,12 @@ class UploadHeader(_message.Message):
     total_bytes: _builtins.int
     """Length of the whole payload, in bytes."""
     sha256: _builtins.str
-    """Optional lowercase hex SHA-256 of the payload. When the server already holds it, it answers at once
-    with `cached = true` and the client may stop sending chunks. When given, it is verified.
+    """Optional lowercase hex SHA-256 of the payload. When the server already holds it, the answer is
+    `cached = true` and the chunks are not stored: the server reads and drops whatever chunks follow and
+    answers once the client half-closes the stream, so a client may send the header alone and half-close
+    (the answer then comes at once) or send every chunk as usual; it never has to stop a writer half way.
+    When given, it is verified against the payload received. (1.2 documents this; 1.0 servers answered
+    right after the header.)
     """
     name: _builtins.str
     """Optional display name (overrides the one in the payload)."""
