@@ -366,6 +366,36 @@ TEST_F(SessionTest, StopWatchingLeavesTheJobRunning) {
     ASSERT_TRUE(s->Cancel(job).ok());
 }
 
+// A job that waits quietly in the queue (the one CPU worker runs a video job) while the client pings every second:
+// Follow delivers every event once, in order, to the end, also when the server answers the pings with GOAWAY
+// "too many pings" (a server without a keepalive policy for clients does) and the stream has to be re-attached.
+TEST_F(SessionTest, FollowSurvivesKeepalivePingsThroughAQuietWait) {
+    SessionOptions o = Options();
+    o.keepalive_ms = 1000;
+    Session s(o);
+    ASSERT_TRUE(s.Handshake(nullptr).ok());
+    const FoxScene fox = LoadFox(s);
+    std::string busy, quiet;
+    ASSERT_TRUE(s.Submit(FoxJob(fox, 0, 49, {72}, "video"), &busy).ok());
+    ASSERT_TRUE(s.Submit(FoxJob(fox, 0, 40, {60, 82}, "interp"), &quiet).ok());
+    std::thread canceller([&] {
+        std::this_thread::sleep_for(std::chrono::seconds(8));  // eight pings with nothing else on the stream
+        Session other(Options());
+        other.Cancel(busy);
+    });
+    std::vector<JobEvent> events;
+    const Status st = s.Follow(quiet, 0, [&](const JobEvent& e) {
+        events.push_back(e);
+        return true;
+    }, 10);
+    canceller.join();
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.front().kind, JobEvent::Kind::Queued);
+    EXPECT_EQ(events.back().kind, JobEvent::Kind::Completed);
+    for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].seq, i + 1);
+}
+
 // A server stopped under a running job reports it interrupted after its restart.
 TEST(SessionRestart, RunningJobIsInterrupted) {
     const std::string data = testing::TempDir("server-restart");

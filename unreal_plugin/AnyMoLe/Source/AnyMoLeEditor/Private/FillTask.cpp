@@ -114,7 +114,7 @@ void FAnyMoLeFillTask::Follow(const std::string& Id, bool bSkipPreviews)
 		return true;
 	};
 	// A re-attaching editor skips the stored previews; a stream that drops is resumed after its last event.
-	const anymole::Status Status = bSkipPreviews ? Session.Watch(Id, 0, OnEvent, true) : Session.Follow(Id, 0, OnEvent, 5);
+	const anymole::Status Status = bSkipPreviews ? Session.Watch(Id, 0, OnEvent, true) : Session.Follow(Id, 0, OnEvent, 20);
 	if (Status.code == anymole::StatusCode::Cancelled)
 	{
 		return;  // Detach(): the panel stopped following
