@@ -50,9 +50,13 @@ protoc -Iproto --csharp_out="$OUT/gen" proto/anymole/v1/anymole.proto || fail "p
 CORE=$(find unity_plugin/Runtime/Core -name '*.cs')
 mcs -target:library -langversion:7.2 -nowarn:1591 -out:"$OUT/AnyMoLe.Core.dll" -r:"$OUT/Google.Protobuf.dll" \
     $CORE >"$OUT/build.log" 2>&1 || { cat "$OUT/build.log" >&2; fail "the core did not compile"; }
+SAMPLE=unity_plugin/Samples~/CommandLine
+mcs -target:exe -langversion:7.2 -out:"$OUT/AnyMoLeFill.exe" -r:"$OUT/AnyMoLe.Core.dll" -r:"$OUT/Google.Protobuf.dll" \
+    -r:System.Web.Extensions.dll "$SAMPLE"/*.cs >>"$OUT/build.log" 2>&1 \
+    || { cat "$OUT/build.log" >&2; fail "the command-line example did not compile"; }
 mcs -target:library -langversion:7.2 -out:"$OUT/AnyMoLe.Tests.dll" \
-    -r:"$OUT/AnyMoLe.Core.dll" -r:"$OUT/Google.Protobuf.dll" -r:"$NUNIT" -r:System.Numerics.dll \
-    $(find unity_plugin/Tests/Editor tests/unity -name '*.cs') >>"$OUT/build.log" 2>&1 \
+    -r:"$OUT/AnyMoLe.Core.dll" -r:"$OUT/Google.Protobuf.dll" -r:"$NUNIT" -r:System.Numerics.dll -r:System.Web.Extensions.dll \
+    $(find unity_plugin/Tests/Editor tests/unity -name '*.cs') "$SAMPLE/RelayTransport.cs" >>"$OUT/build.log" 2>&1 \
     || { cat "$OUT/build.log" >&2; fail "the tests did not compile"; }
 
 # The transport and the editor need grpc-dotnet and UnityEditor, which do not exist here: parse them at least.

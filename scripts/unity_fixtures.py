@@ -6,12 +6,15 @@ For every bundled character (assets/): ``characters/NAME.asset.bin``, the `Chara
 from the file (what a glTF import into Unity must send back), and ``characters/NAME.clip.bin``, its first
 clip as a `Clip`. ``fox_interp_python.clip.bin``: the result the Python client gets from a live server for
 Fox.glb's "Survey" clip, context 0:40 and keys 60 and 82, method interp; the C# core must receive the same
-floats bit for bit. ``fox_interp_python.id`` holds the character id of that upload.
+floats bit for bit. ``fox_interp_python.id`` holds the character id of that upload. ``fox_survey.clip.json``: the
+Survey clip in the JSON clip format (fps, joint_names, rotations F×J×4, root_translations F×3) that the
+command-line example reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +30,15 @@ async def _python_client_fill(out: Path) -> None:
     from anymole.service import convert
     from anymole.service.server import ServerConfig, build_server
 
-    motion = load_character(ROOT / "assets" / "Fox.glb").motions["Survey"]
+    fox = load_character(ROOT / "assets" / "Fox.glb")
+    motion = fox.motions["Survey"]
+    clip = {
+        "fps": motion.fps,
+        "joint_names": list(fox.skeleton.names),
+        "rotations": motion.rotations.tolist(),
+        "root_translations": motion.root_translation.tolist(),
+    }
+    (out / "fox_survey.clip.json").write_text(json.dumps(clip))
     with tempfile.TemporaryDirectory(prefix="anymole-unity-fixtures-") as tmp:
         server, port = build_server(ServerConfig(port=0, data_dir=Path(tmp), devices=("cpu",), grace_s=0.5))
         await server.start()

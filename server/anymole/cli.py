@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from anymole.client import Reconnect, Remote
     from anymole.pipeline import VideoSettings
     from anymole.rig import Character, Skeleton
+    from anymole.service.jobs import JobState
 
 app = typer.Typer(
     name="anymole",
@@ -61,6 +63,18 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     # escape: messages quote user input and shapes such as "[1, 2]", which are not markup
     Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
+
+
+_RECONNECT_HELP = (
+    "seconds to keep trying when the server goes away mid-job (a restart): the job runs on there, and the "
+    "watch resumes after the last event seen; 0 gives up at once [default: 120]"
+)
+
+
+def _reconnect(total_s: float | None) -> Reconnect:
+    from anymole.client import Reconnect
+
+    return Reconnect() if total_s is None else Reconnect(total_s=total_s)
 
 
 def _span(text: str | None, option: str) -> tuple[int | None, int | None]:
@@ -163,9 +177,10 @@ def fill(
     server: Annotated[str | None, typer.Option(help="HOST:PORT of an anymole server; local when omitted")] = None,
     token: Annotated[str | None, typer.Option(envvar="ANYMOLE_TOKEN", help="bearer token for --server")] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="PEM root certificate: talk TLS to --server")] = None,
-    force: Annotated[bool, typer.Option(help="allow --out to be the input asset itself (its other clips are lost)")] = False,
+    force: Annotated[bool, typer.Option(help="allow --out to be the input asset itself (the source file is overwritten)")] = False,
     replace_clip: Annotated[bool, typer.Option(help="GLB: write the source clip with the gap filled, under its name and in its place, instead of adding the filled frames as <clip>_filled")] = False,
     units: Annotated[str | None, typer.Option(help="BVH output units: m, cm, mm, inch or cmu (default: the input BVH's, else m)")] = None,
+    reconnect_wait: Annotated[float | None, typer.Option(min=0, help=_RECONNECT_HELP)] = None,
 ) -> None:
     """Fill the motion between a context and keyframes of a clip, and write the result.
 
@@ -194,13 +209,14 @@ def fill(
     if method == "interp" and preset:  # on a server too: its interp preset is --root
         raise InvalidInput("--preset", "presets are for server methods; interp takes --root cubic|linear")
     _refuse_overwriting(asset, out, force)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # paths and the printed commands stay copy-pasteable
     if server is not None:
         from anymole.client import fill_remote
 
         res = fill_remote(server, asset, keys=key_list, out=out, clip=clip, context=(start, stop),
                           method=method, preset=root if method == "interp" else preset, token=token, tls_ca=tls_ca,
-                          replace_clip=replace_clip, units=units)
+                          replace_clip=replace_clip, units=units,
+                          reconnect=_reconnect(reconnect_wait), on_submit=lambda job_id: _say_submitted(job_id, server))
         console.print(f"wrote {res.path} (job {res.job_id})")
         return
     if method != "interp":
@@ -243,8 +259,13 @@ def fill(
     console.print(f"score it: anymole eval {out} {asset} --clip {name} --pred-clip {filled} --offset {offset} --frames {gap}")
 
 
+def _say_submitted(job_id: str, server: str) -> None:
+    """The job id, as soon as the server has it: the job outlives this command (Ctrl-Z, a lost connection)."""
+    typer.echo(f"job {job_id} queued on {server} (reach it again with: anymole jobs watch {job_id} --server {server})", err=True)
+
+
 def _refuse_overwriting(asset: Path, out: Path, force: bool) -> None:
-    """A fill written over its own input replaces the asset with one clip: refuse it unless ``--force``."""
+    """A fill written over its own input overwrites the source asset: refuse it unless ``--force``."""
     from anymole.errors import InvalidInput
 
     if force:
@@ -252,7 +273,7 @@ def _refuse_overwriting(asset: Path, out: Path, force: bool) -> None:
     same = out.resolve() == asset.resolve() or (out.exists() and asset.exists() and out.samefile(asset))
     if same:
         raise InvalidInput(
-            "--out", f"{out} is the input asset: writing there would replace it and drop its other clips; "
+            "--out", f"{out} is the input asset: writing there would overwrite the source file; "
             "pick another file name, or pass --force to overwrite it"
         )
 
@@ -601,6 +622,121 @@ def models_verify(
     check_checkpoint(DynamiCrafterPrior(configs[model](), device="meta"), state, str(weights))
     numel = sum(v.numel() for v in state.values())
     typer.echo(f"{weights}: ok, {len(state)} entries, {numel:,} values fit the {model} DynamiCrafter model")
+
+jobs_app = typer.Typer(
+    help="A server's jobs by id: list them, watch one (through server restarts), get its result, cancel it. "
+    "`anymole fill --server` prints the id of its job when the server queues it."
+)
+app.add_typer(jobs_app, name="jobs")
+
+_Server = Annotated[str, typer.Option(help="HOST:PORT of the anymole server")]
+_Token = Annotated[str | None, typer.Option(envvar="ANYMOLE_TOKEN", help="bearer token for --server")]
+_TlsCa = Annotated[Path | None, typer.Option(help="PEM root certificate: talk TLS to --server")]
+_JobId = Annotated[str, typer.Argument(help="job id, as `anymole fill --server` or `anymole jobs list` print it")]
+
+
+def _remote(server: str, token: str | None, tls_ca: Path | None, reconnect_wait: float | None = None) -> Remote:
+    from anymole.client import Remote
+
+    return Remote(server, token, tls_ca, _reconnect(reconnect_wait))
+
+
+def _job_states(names: list[str] | None) -> tuple[JobState, ...]:
+    from anymole.errors import InvalidInput
+    from anymole.service.jobs import JobState
+
+    known = [s.value for s in JobState]
+    for name in names or ():
+        if name not in known:
+            raise InvalidInput("--state", f"no job state {name!r}; use one of {', '.join(known)}")
+    return tuple(JobState(n) for n in names or ())
+
+
+@jobs_app.command("list")
+def jobs_list(
+    server: _Server = "127.0.0.1:50051",
+    state: Annotated[list[str] | None, typer.Option(help="only jobs in this state, repeatable: queued, running, completed, failed, cancelled, interrupted")] = None,
+    limit: Annotated[int, typer.Option(min=0, help="newest jobs shown (0: all)")] = 20,
+    json_out: Annotated[bool, typer.Option("--json", help="print the jobs as JSON")] = False,
+    token: _Token = None,
+    tls_ca: _TlsCa = None,
+) -> None:
+    """List a server's jobs, newest first: id, state, method, label, frames, when submitted."""
+    import asyncio
+    import dataclasses
+    import json
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from anymole.client import list_jobs
+
+    jobs = asyncio.run(list_jobs(_remote(server, token, tls_ca), _job_states(state), limit))
+    if json_out:
+        rows = [{**dataclasses.asdict(j), "state": j.state.value} for j in jobs]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("job", "state", "method", "label", "frames", "submitted", title=f"jobs on {server}")
+    for j in jobs:
+        method = f"{j.method}:{j.preset}" if j.preset else j.method
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.created))
+        table.add_row(j.job_id, j.state.value, method, j.label, str(j.total_frames), when)
+    Console().print(table)
+
+
+@jobs_app.command("watch")
+def jobs_watch(
+    job_id: _JobId,
+    server: _Server = "127.0.0.1:50051",
+    reconnect_wait: Annotated[float | None, typer.Option(min=0, help=_RECONNECT_HELP)] = None,
+    token: _Token = None,
+    tls_ca: _TlsCa = None,
+) -> None:
+    """Follow a job's progress to its end (events it already had are replayed first); exit 1 unless it
+    completes. Then `anymole jobs get JOB --out FILE` writes its result."""
+    import asyncio
+
+    from anymole.client import watch_job
+
+    completed = asyncio.run(watch_job(_remote(server, token, tls_ca, reconnect_wait), job_id))
+    typer.echo(f"job {job_id} completed: {completed.summary}", err=True)
+    typer.echo(f"get the result: anymole jobs get {job_id} --server {server} --out RESULT.glb", err=True)
+
+
+@jobs_app.command("get")
+def jobs_get(
+    job_id: _JobId,
+    out: Annotated[Path, typer.Option("--out", help="result file: .glb, .bvh or .npz for motion; .mp4 for a video job")],
+    server: _Server = "127.0.0.1:50051",
+    token: _Token = None,
+    tls_ca: _TlsCa = None,
+) -> None:
+    """Write a completed job's result, in the format the --out suffix names."""
+    import asyncio
+
+    from anymole.client import get_result
+
+    _check_suffix(out, "--out", (".glb", ".bvh", ".npz", ".mp4"))
+    path = asyncio.run(get_result(_remote(server, token, tls_ca), job_id, out))
+    typer.echo(f"wrote {path} (job {job_id})", err=True)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: _JobId,
+    server: _Server = "127.0.0.1:50051",
+    token: _Token = None,
+    tls_ca: _TlsCa = None,
+) -> None:
+    """Cancel a queued or running job; a finished job keeps its state."""
+    import asyncio
+
+    from anymole.client import cancel_job
+
+    state = asyncio.run(cancel_job(_remote(server, token, tls_ca), job_id))
+    typer.echo(f"job {job_id}: {state.value}", err=True)
+
 
 def main() -> None:
     """Console-script entry point: maps our exceptions to exit codes without tracebacks."""

@@ -12,7 +12,8 @@ import grpc
 import pytest
 import torch
 
-from anymole.client._fill import _events_with_reattach, fill_remote_async, run_demo_async
+from anymole.client._fill import fill_remote_async, run_demo_async
+from anymole.client._watch import events_with_reattach
 from anymole.errors import AnymoleError, InvalidInput
 from anymole.pipeline import CancelToken, Completed, MethodSpec, MotionChunk, ProgressReporter, Queued
 from anymole.service.jobs import JobState, Stamped
@@ -141,7 +142,7 @@ class _FlakyWatcher:
 
 async def test_reattach_resumes_after_the_last_seen_event():
     client = _FlakyWatcher()
-    seqs = [st.seq async for st in _events_with_reattach(client, "j", 2)]
+    seqs = [st.seq async for st in events_with_reattach(client, "j", 2)]
     assert seqs == [1, 2, 3, 4, 5]
     assert client.after == [0, 2]
 

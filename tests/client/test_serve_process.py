@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
-import sys
-from pathlib import Path
 
 import torch
+from serve_processes import start_serve
 
 from anymole.client import AnyMoLeClient
 from anymole.pipeline import Completed
@@ -18,26 +16,11 @@ from anymole.rig import Character, Motion, Skeleton
 from anymole.rig.quat import quat_normalize
 
 
-async def _start(data_dir: Path) -> tuple[asyncio.subprocess.Process, int]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "anymole.cli", "serve", "--port", "0", "--data-dir", str(data_dir), "--device", "cpu",
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    async with asyncio.timeout(60):
-        while True:
-            line = (await proc.stderr.readline()).decode()
-            assert line, "anymole serve exited before listening"
-            m = re.search(r"anymole listening on 127\.0\.0\.1:(\d+)", line)
-            if m:
-                return proc, int(m.group(1))
-
-
 async def test_serve_process_runs_a_job_and_stops_on_sigterm(tmp_path):
     g = torch.Generator().manual_seed(3)
     skeleton = Skeleton(("a", "b", "c"), (-1, 0, 1), torch.rand(3, 3, generator=g), quat_normalize(torch.randn(3, 4, generator=g)))
     context = Motion(30.0, quat_normalize(torch.randn(5, 3, 4, generator=g)), torch.randn(5, 3, generator=g))
-    proc, port = await _start(tmp_path / "data")
+    proc, port = await start_serve(tmp_path / "data")
     try:
         async with await AnyMoLeClient.connect(f"127.0.0.1:{port}") as client:
             up = await client.upload_character(Character("c3", skeleton))
@@ -51,7 +34,7 @@ async def test_serve_process_runs_a_job_and_stops_on_sigterm(tmp_path):
     (job_dir,) = (tmp_path / "data" / "jobs").iterdir()
     assert json.loads((job_dir / "job.json").read_text())["state"] == "completed"
 
-    proc2, port2 = await _start(tmp_path / "data")  # the next start still knows the job and its result
+    proc2, port2 = await start_serve(tmp_path / "data")  # the next start still knows the job and its result
     try:
         async with await AnyMoLeClient.connect(f"127.0.0.1:{port2}") as client:
             (info,) = await client.list_jobs()

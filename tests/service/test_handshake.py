@@ -74,11 +74,17 @@ def test_version_parsing():
 
 async def test_auth_on_rejects_missing_and_wrong_tokens(make_server):
     _, port = await make_server(token="s3cret")
-    for token in (None, "wrong"):
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # a wrong token fails the handshake itself
+        await AnyMoLeClient.connect(f"127.0.0.1:{port}", token="wrong")
+    assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "Bearer" in err.value.details()
+    # Without a token the handshake answers (issue 15.7) and says one is needed; every other call refuses.
+    async with await AnyMoLeClient.connect(f"127.0.0.1:{port}") as anonymous:
+        assert anonymous.info.capabilities.auth_required
+        assert anonymous.info.protocol.major == PROTOCOL_VERSION[0]
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await AnyMoLeClient.connect(f"127.0.0.1:{port}", token=token)
-        assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
-        assert "Bearer" in err.value.details()
+            await anonymous.list_jobs()
+        assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED and "Bearer" in err.value.details()
     client = await AnyMoLeClient.connect(f"127.0.0.1:{port}", token="s3cret")
     async with client:
         assert client.info.capabilities.auth_required

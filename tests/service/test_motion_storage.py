@@ -4,11 +4,12 @@ replay too, and job directories from before the timeline files still replay and 
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import torch
-from service_fakes import FakePipeline, collect, random_motion
+from service_fakes import FakePipeline, collect, random_motion, wait_for
 
 from anymole.pipeline import Completed, MethodSpec, MotionChunk, Progress
 from anymole.rig import Motion
@@ -142,3 +143,32 @@ async def test_a_job_directory_with_motion_in_its_log_still_replays_and_serves_i
     np.testing.assert_array_equal(np.asarray(events[0].motion.rotations, np.float32), result.rotations[4:].numpy().ravel())
     motion, _ = await client2.result(job_id, 5)
     assert torch.equal(motion.rotations, result.rotations)
+
+
+async def test_a_result_is_stored_off_the_event_loop_and_a_cancel_meanwhile_does_not_lose_it(
+    make_server, connect, tiny, make_req, monkeypatch
+):
+    from anymole.service.timeline import Timeline
+
+    writing, release = threading.Event(), threading.Event()
+    original = Timeline.write_motion
+
+    def slow_write(self, motion):
+        writing.set()
+        assert release.wait(10)
+        original(self, motion)
+
+    monkeypatch.setattr(Timeline, "write_motion", slow_write)
+    _, port = await make_server(FakePipeline())
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    job_id, _ = await client.submit(make_req(up, method="fake"))
+    await wait_for(writing.is_set)
+    # The loop serves while the result is written, and a cancel now leaves the finished job to complete.
+    assert (await client.stub.GetServerInfo(pb.GetServerInfoRequest())).protocol.major == 1
+    assert (await client.stub.CancelJob(pb.CancelJobRequest(job_id=job_id), metadata=client.metadata)).state == pb.JOB_STATE_RUNNING
+    release.set()
+    events = await _watch(client, job_id)
+    assert events[-1].WhichOneof("kind") == "completed"
+    motion, _ = await client.result(job_id, 5)
+    assert motion.num_frames == 13

@@ -155,3 +155,40 @@ def test_buf_breaking_catches_a_renumbered_field(tmp_path):
     )
     assert res.returncode != 0
     assert "CancelJobRequest" in res.stdout
+
+
+def test_vendored_google_rpc_protos_define_what_python_decodes_with(tmp_path):
+    # proto/google/rpc is what other languages generate the error details from; Python decodes them with
+    # googleapis-common-protos. Both must agree on every message, field name, number and type.
+    import grpc_tools
+    from google.protobuf import descriptor_pb2
+    from google.rpc import code_pb2, error_details_pb2, status_pb2
+    from grpc_tools import protoc
+
+    wkt = Path(grpc_tools.__file__).parent / "_proto"
+    out = tmp_path / "rpc.binpb"
+    names = ["google/rpc/status.proto", "google/rpc/error_details.proto", "google/rpc/code.proto"]
+    assert (
+        protoc.main(["protoc", f"-I{ROOT / 'proto'}", f"-I{wkt}", f"--descriptor_set_out={out}", *names]) == 0
+    )
+    vendored = {f.name: f for f in descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file}
+
+    def shape(f: descriptor_pb2.FileDescriptorProto) -> dict:
+        def msg(m):
+            return {
+                "fields": sorted((x.name, x.number, x.type, x.type_name) for x in m.field),
+                "nested": {n.name: msg(n) for n in m.nested_type},
+            }
+
+        return {
+            "package": f.package,
+            "messages": {m.name: msg(m) for m in f.message_type},
+            "enums": {e.name: sorted((v.name, v.number) for v in e.value) for e in f.enum_type},
+        }
+
+    for module, name in zip((status_pb2, error_details_pb2, code_pb2), names, strict=True):
+        installed = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(installed)
+        assert shape(vendored[name]) == shape(installed), (
+            f"proto/{name} differs from googleapis-common-protos"
+        )

@@ -118,23 +118,24 @@ async def test_video_job_streams_previews_and_serves_its_mp4(make_server, connec
     assert "random weights: previews are noise" in done.summary
     assert [s for s, _ in done.timings] == ["load", "render", "icadapt", "sample", "encode"]
     assert all(t >= 0 for _, t in done.timings)
-    assert done.metrics["video_frames"] == 30 and done.total_frames == KEYS[-1] + 1
+    assert done.metrics["video_frames"] == 31 and done.total_frames == KEYS[-1] + 1
 
-    # The result is the video: 15 fps frames of both gaps (15 each, keys included) of view 0.
+    # The result is the video of view 0 at 15 fps: the last context frame, then both gaps (15 each, keys
+    # included).
     reply = await client.stub.GetResult(
         pb.GetResultRequest(job_id=job_id, format=pb.RESULT_FORMAT_MP4), metadata=client.metadata
     )
     assert not reply.HasField("motion") and reply.file_name == f"{job_id}.mp4"
     frames = decode_mp4(reply.file, WIDTH, HEIGHT)
-    assert frames.shape == (30, HEIGHT, WIDTH, 3)
-    # A fine window's preview is the video's frame (render frame key + 16 → video frame 7 + 15·gap), up to
+    assert frames.shape == (31, HEIGHT, WIDTH, 3)
+    # A fine window's preview is the video's frame (render frame key + 16 → video frame 8 + 15·gap), up to
     # the JPEG and H.264 losses; the other gap's frame is much further off.
     for gap, p in enumerate(previews[2:]):
         shown = preview_image(p).astype(np.int16)
-        same, other = (np.abs(shown - frames[7 + 15 * g]).mean() for g in (gap, 1 - gap))
+        same, other = (np.abs(shown - frames[8 + 15 * g]).mean() for g in (gap, 1 - gap))
         assert same < 20 and same < 0.5 * other  # measured 11 and 45 levels
     video = await client.video(job_id)
-    assert (video.fps, video.frame_count, video.data) == (15.0, 30, reply.file)
+    assert (video.fps, video.frame_count, video.data) == (15.0, 31, reply.file)
 
     # Motion formats of a video job: FAILED_PRECONDITION naming `format`, pointing at MP4.
     for fmt in (pb.RESULT_FORMAT_UNSPECIFIED, pb.RESULT_FORMAT_GLB, pb.RESULT_FORMAT_BVH, pb.RESULT_FORMAT_NPZ):
@@ -528,7 +529,7 @@ async def test_cancel_while_the_video_is_stored_keeps_the_finished_job(make_serv
     events = [st async for st in client.inbetween(_request(client, up, keys=KEYS[:1]))]
     assert isinstance(events[-1].event, Completed)
     assert server.jobs.info(events[0].job_id).state is JobState.COMPLETED
-    assert (await client.video(events[0].job_id)).frame_count == 15
+    assert (await client.video(events[0].job_id)).frame_count == 16
 
 
 def test_a_device_with_its_prior_loaded_does_not_wait_for_another_devices_load():

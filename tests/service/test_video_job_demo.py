@@ -16,8 +16,18 @@ async def test_demo_writes_the_fox_video(tmp_path):
     res = await run_demo_async(tmp_path, method="video", progress=False)
     assert res.path == tmp_path / "fox_video.mp4" and res.motion is None
     frames = decode_mp4(res.path.read_bytes(), 128, 80)
-    assert frames.shape == (15, 80, 128, 3)  # one 1 s gap at 15 fps, keys included; the demo's 128×80 renders
-    assert "random weights: previews are noise" in res.summary and res.metrics["video_frames"] == 15
+    # The last context frame, then one 1 s gap at 15 fps (key included); the demo's 128×80 renders.
+    assert frames.shape == (16, 80, 128, 3)
+    assert "random weights: previews are noise" in res.summary and res.metrics["video_frames"] == 16
+    assert "for frames 48..72" in res.summary  # the clip's own frames: context 0:49, key 72
+
+    # Both ends are renders (the random-weight prior writes noise between them): their pixel-to-pixel
+    # roughness is a fraction of a generated frame's (measured 6.5 against 20 levels).
+    def roughness(frame):
+        return float(abs(frame.astype(float)[:, 1:] - frame.astype(float)[:, :-1]).mean())
+
+    generated = min(roughness(f) for f in frames[1:-1])
+    assert roughness(frames[0]) < 0.6 * generated and roughness(frames[-1]) < 0.6 * generated
 
 
 @pytest.mark.parametrize(("method", "out"), [("video", "f.glb"), ("video", "f.npz"), ("interp", "f.mp4")])

@@ -178,9 +178,16 @@ def test_generate_video_on_the_fox(conv_prior, tmp_path) -> None:
     out = generate_video(
         conv_prior, renders, tl, CFG, cache=cache, model_id="conv", character_digest="fox", on_step=on_step
     )
-    assert out.frames.shape == (1, 3, 30, 64, 96) and out.views == (0,) and out.fps == 15.0
-    assert out.render_frames.tolist() == list(range(62, 121, 2))
-    assert out.request_frames == tuple(tl.to_request(f) for f in range(62, 121, 2))
+    # From the last context frame (render 60) to the last key, at 15 fps.
+    assert out.frames.shape == (1, 3, 31, 64, 96) and out.views == (0,) and out.fps == 15.0
+    assert out.render_frames.tolist() == [60, *range(62, 121, 2)]
+    assert out.request_frames == tuple(tl.to_request(f) for f in [60, *range(62, 121, 2)])
+    assert out.request_frames[0] == tl.context_frames - 1
+    # Known frames come back as their renders, bit for bit: the opening key and every key.
+    assert torch.equal(out.frames[0, :, 0], renders.context[0, :, -1])
+    for j in range(renders.keys.shape[2]):
+        k = out.render_frames.tolist().index(tl.render_context_end + 30 * (j + 1))
+        assert torch.equal(out.frames[0, :, k], renders.keys[0, :, j])
     assert out.request_frames[-1] == 96 and not out.from_cache and len(out.adaptation.losses) == 1
     assert [s for s, _ in out.timings] == ["icadapt", "sample"]
     assert "Fox" in out.caption
@@ -227,7 +234,7 @@ def test_a_cache_that_cannot_be_written_does_not_fail_the_job(conv_prior, tmp_pa
 
     monkeypatch.setattr(cache, "put", disk_full)
     out = generate_video(conv_prior, renders, tl, CFG, cache=cache, model_id="conv", character_digest="fox")
-    assert out.frames.shape == (1, 3, 15, 64, 96) and not out.from_cache and out.cache_key not in cache
+    assert out.frames.shape == (1, 3, 16, 64, 96) and not out.from_cache and out.cache_key not in cache
     assert "No space left on device" in caplog.text and str(tmp_path) in caplog.text
 
 

@@ -43,6 +43,7 @@ _RESULT_FORMAT = {
     "": pb.RESULT_FORMAT_UNSPECIFIED,
     **{suffix: fmt for fmt, suffix in convert.MOTION_RESULT_SUFFIX.items()},
 }
+RECONNECT_BACKOFF_MAX_MS = 4000
 
 
 def preview_image(preview: Preview) -> np.ndarray:
@@ -126,6 +127,9 @@ class AnyMoLeClient:
         options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # gRPC's own reconnect backoff grows to 120 s: a client waiting out a server restart would then
+            # see it back up to two minutes late, whatever its own retry pauses
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
         ]
         if tls_ca is not None:
             if tls_server_name:
@@ -231,7 +235,8 @@ class AnyMoLeClient:
         skeleton this client uploaded, else from their own size (the server has checked the request)."""
         j = self._joints.get(request.character_id, 0)
         async for msg in self.stub.Inbetween(request, metadata=self.metadata):
-            yield convert.event_from_proto(msg, j)
+            if (st := convert.event_from_proto(msg, j)) is not None:  # unknown kinds (a newer server) are skipped
+                yield st
 
     async def watch(
         self, job_id: str, num_joints: int = 0, after_seq: int = 0, skip_replayed_previews: bool = False
@@ -243,11 +248,12 @@ class AnyMoLeClient:
         req = pb.WatchJobRequest(job_id=job_id, after_seq=after_seq, skip_replayed_previews=skip_replayed_previews)
         call = self.stub.WatchJob(req, metadata=self.metadata)
         async for msg in call:
-            yield convert.event_from_proto(msg, num_joints)
+            if (st := convert.event_from_proto(msg, num_joints)) is not None:  # unknown kinds are skipped
+                yield st
 
     async def cancel(self, job_id: str, timeout: float | None = None) -> JobState:
         resp = await self.stub.CancelJob(pb.CancelJobRequest(job_id=job_id), metadata=self.metadata, timeout=timeout)
-        return convert.state_from_proto(resp.state)
+        return convert.state_from_proto(resp.state, unknown=JobState.UNKNOWN)
 
     async def list_jobs(
         self, states: Sequence[JobState] = (), limit: int = 0, client_tags: dict[str, str] | None = None
@@ -287,6 +293,15 @@ class AnyMoLeClient:
         if not data:
             raise AnymoleError(f"the video of job {job_id} arrived empty; call video() again")
         return VideoResult(job_id, data, header.file_name, header.fps, header.total_frames)
+
+    async def result_file(self, job_id: str, file_suffix: str) -> bytes:
+        """The result file of a completed job in the format ``file_suffix`` names (.glb, .bvh, .npz; .mp4 for a
+        ``video`` job), whatever its skeleton: for a client that did not upload the character."""
+        fmt = {suffix: fmt for fmt, suffix in convert.RESULT_SUFFIX.items()}.get(file_suffix.lower())
+        if fmt is None:
+            suffixes = ", ".join(sorted(convert.RESULT_SUFFIX.values()))
+            raise InvalidInput("file_suffix", f"no result format {file_suffix!r}; use one of {suffixes}")
+        return (await self._download(job_id, fmt, "result_file"))[2]
 
     async def _download(
         self, job_id: str, fmt: pb.ResultFormat.ValueType, call: str

@@ -2,9 +2,10 @@
 
 `fill_remote` loads the asset locally only to cut the context and keyframes out of one of its clips; the
 server imports the same file bytes (uploaded once, cached by content hash) and must report the same joint
-order. It draws a live progress bar with the server's ETA, re-attaches with ``after_seq`` if the stream
-drops, cancels the job on Ctrl-C, and writes the result file (GLB, BVH or NPZ, by the ``out`` suffix; MP4 for
-method ``video``, whose result is the generated video).
+order. It says the job id as soon as the server queued the job, draws a live progress bar with the server's
+ETA, watches again after the last event seen when the server goes away (restarts) mid-job (`Reconnect`),
+cancels the job on Ctrl-C, and writes the result file (GLB, BVH or NPZ, by the ``out`` suffix; MP4 for method
+``video``, whose result is the generated video).
 """
 
 from __future__ import annotations
@@ -14,31 +15,20 @@ import contextlib
 import importlib.resources
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-
-from anymole.errors import AnymoleError, AssetError, InvalidInput, JobCancelled
-from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Preview, Progress, Queued
+from anymole.client._watch import Reconnect, follow, retrying, rpc_errors
+from anymole.errors import AssetError, InvalidInput
 from anymole.rig import Motion
 from anymole.service.convert import MOTION_RESULT_SUFFIX, VIDEO_RESULT_SUFFIX
-
-if TYPE_CHECKING:
-    from rich.progress import Progress as ProgressView
-
-    from anymole.client._client import AnyMoLeClient
-    from anymole.service.jobs import Stamped
 
 __all__ = ["FillResult", "fill_remote", "fill_remote_async", "run_demo"]
 
 RESULT_SUFFIXES = tuple(MOTION_RESULT_SUFFIX.values())
 VIDEO_SUFFIXES = tuple(VIDEO_RESULT_SUFFIX.values())
-_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -51,69 +41,6 @@ class FillResult:
     motion: Motion | None
     summary: str
     metrics: dict[str, float]
-
-
-@contextlib.contextmanager
-def _rpc_errors(server: str, frame_offset: int = 0) -> Iterator[None]:
-    """Turn gRPC failures into `AnymoleError`s with a next step (the CLI prints them without a traceback);
-    ``frame_offset``: the clip frame the request's frame 0 is (the context's start)."""
-    try:
-        yield
-    except grpc.aio.AioRpcError as exc:
-        code = exc.code()
-        if code is grpc.StatusCode.UNAVAILABLE:
-            raise AnymoleError(
-                f"no AnyMoLe server answers at {server} ({exc.details()}); start one with `anymole serve` "
-                "or fix --server"
-            ) from None
-        if code is grpc.StatusCode.INVALID_ARGUMENT:
-            raise _invalid_input(exc, frame_offset) from None
-        raise AnymoleError(f"server answered {code.name}: {exc.details()}") from None
-
-
-def _invalid_input(exc: grpc.aio.AioRpcError, frame_offset: int = 0) -> InvalidInput:
-    """The server's `InvalidInput` again, its field and reason read from the status's BadRequest detail; a
-    keyframe's reason also says how its frames map to clip frames when the context starts after frame 0."""
-    status = rpc_status.from_call(exc)  # an AioRpcError carries the trailers of a finished call
-    for detail in status.details if status is not None else ():
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad) and bad.field_violations:
-            field, reason = bad.field_violations[0].field, bad.field_violations[0].description
-            if frame_offset and field.startswith("keyframes"):
-                reason += f" (frames of the request count from the --context start: add {frame_offset} for clip frames)"
-            return InvalidInput(field, reason)
-    return InvalidInput("request", exc.details() or "rejected by the server")
-
-
-def _progress_view(enabled: bool) -> ProgressView | None:
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description:<18}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("ETA {task.fields[eta]}"),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[received]}"),
-    )
-
-
-async def _events_with_reattach(client: AnyMoLeClient, job_id: str, joints: int) -> AsyncIterator[Stamped]:
-    """WatchJob from the start, re-attaching after a dropped stream with the last seen sequence number."""
-    last_seq, attempts = 0, 0
-    while True:
-        try:
-            async for st in client.watch(job_id, joints, after_seq=last_seq):
-                last_seq, attempts = st.seq, 0
-                yield st
-            return
-        except grpc.aio.AioRpcError as exc:
-            attempts += 1
-            if exc.code() is not grpc.StatusCode.UNAVAILABLE or attempts > _RETRIES:
-                raise
-            await asyncio.sleep(0.5 * attempts)
 
 
 async def fill_remote_async(
@@ -129,6 +56,8 @@ async def fill_remote_async(
     token: str | None = None,
     tls_ca: str | Path | None = None,
     progress: bool = True,
+    reconnect: Reconnect | None = None,
+    on_submit: Callable[[str], None] | None = None,
     replace_clip: bool = False,
     units: str | None = None,
 ) -> FillResult:
@@ -147,6 +76,9 @@ async def fill_remote_async(
         token: bearer token, if the server demands one.
         tls_ca: PEM root certificate to trust; the connection uses TLS when given.
         progress: draw a progress bar on the terminal.
+        reconnect: how long to wait for the server to come back when it goes away mid-job (default
+            `Reconnect()`); the job itself lives on the server.
+        on_submit: called with the job id once the server queued the job.
         replace_clip, units: how a .glb or .bvh ``out`` is written from ``asset`` (`anymole.io.write_fill`).
     """
     from anymole.client._client import AnyMoLeClient
@@ -174,7 +106,8 @@ async def fill_remote_async(
         )
     ctx = motion.slice(start, stop)
     ca = Path(tls_ca).read_bytes() if tls_ca else None
-    with _rpc_errors(server, frame_offset=start):
+    reconnect = reconnect or Reconnect()
+    with rpc_errors(server, frame_offset=start):
         client = await AnyMoLeClient.connect(server, token=token, tls_ca=ca)
         async with client:
             up = await client.upload_file(asset)
@@ -196,7 +129,9 @@ async def fill_remote_async(
             submit = asyncio.ensure_future(client.submit(request))
             try:
                 job_id, _ = await asyncio.shield(submit)
-                completed = await _follow(client, job_id, joints, progress)
+                if on_submit is not None:
+                    on_submit(job_id)
+                completed = await follow(client, job_id, joints, progress, reconnect, server)
             except asyncio.CancelledError:  # Ctrl-C: stop the job on the server too, then leave
                 with contextlib.suppress(Exception):
                     job_id, _ = await asyncio.wait_for(submit, 5.0)
@@ -204,9 +139,9 @@ async def fill_remote_async(
                 raise
             result: Motion | None = None
             if method == "video":
-                data = (await client.video(job_id)).data
+                data = (await retrying(lambda: client.video(job_id), reconnect, server, job_id)).data
             else:
-                result, data = await client.result(job_id, joints, out.suffix)
+                result, data = await retrying(lambda: client.result(job_id, joints, out.suffix), reconnect, server, job_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     if result is not None and out.suffix.lower() in (".glb", ".bvh"):
         # written here, from the input file: a GLB of a glTF keeps everything else in it, a BVH its units
@@ -219,43 +154,6 @@ async def fill_remote_async(
     else:
         out.write_bytes(data)
     return FillResult(job_id, out, result, completed.summary, dict(completed.metrics))
-
-
-async def _follow(client: AnyMoLeClient, job_id: str, joints: int, progress: bool) -> Completed:
-    """Watch a job to its end, drawing progress; return its `Completed` event or raise why it ended."""
-    frames = previews = 0
-    view = _progress_view(progress)
-    with view if view is not None else contextlib.nullcontext():
-        task = view.add_task("queued", total=100, eta="?", received="") if view is not None else None
-        async for st in _events_with_reattach(client, job_id, joints):
-            ev = st.event
-            if isinstance(ev, MotionChunk):
-                frames += ev.frame_count
-            elif isinstance(ev, Preview):
-                previews += 1
-            if view is not None and task is not None:
-                if isinstance(ev, Queued):
-                    view.update(task, description=f"queued (#{ev.position + 1})")
-                elif isinstance(ev, Progress):
-                    eta = "?" if ev.eta_seconds is None else f"{ev.eta_seconds:4.1f}s"
-                    view.update(task, description=ev.stage, completed=100 * ev.fraction, eta=eta)
-                elif isinstance(ev, MotionChunk):
-                    view.update(task, received=f"{frames} frames")
-                elif isinstance(ev, Preview):
-                    view.update(task, received=f"{previews} previews (frame {ev.frame})")
-                elif isinstance(ev, Completed):
-                    view.update(task, description="done", completed=100, eta="0s")
-            if isinstance(ev, Completed):
-                return ev
-            if isinstance(ev, Failed):
-                if ev.field:
-                    raise InvalidInput(ev.field, ev.message)
-                raise AnymoleError(f"job {job_id} failed: {ev.message}")
-            if isinstance(ev, Cancelled):
-                raise JobCancelled(f"job {job_id} was cancelled: {ev.reason}")
-            if isinstance(ev, Interrupted):
-                raise AnymoleError(f"job {job_id} was interrupted: {ev.reason}")
-    raise AnymoleError(f"the event stream of job {job_id} ended without a result; run `anymole fill` again")
 
 
 def fill_remote(server: str, asset: str | Path, **kwargs: Any) -> FillResult:

@@ -48,7 +48,8 @@ class EstimatorConfig:
             shift with the image exactly (a ViT's patch grid moves with a patch-aligned shift).
         jitter_copies: colour-jittered copies of every image encoded once beside the original (0: none).
         encode_batch: images per backbone call while encoding.
-        autocast_dtype: ``"bf16"`` (CUDA only) or ``"fp32"`` for the frozen backbones' encoding.
+        autocast_dtype: ``"bf16"`` (CUDA only: the frozen backbones' encoding, cached in bf16, and the heads'
+            convolutions and linears; soft-argmax and the losses stay float32) or ``"fp32"``.
         seed: RNG seed for initialisation, batches and augmentation.
     """
 

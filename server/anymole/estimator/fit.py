@@ -118,7 +118,8 @@ class SceneEstimator:
         xy, depth = [], []
         for a in range(0, images.shape[0], batch):
             inputs = encode(self.backbones, images[a : a + batch], self.config, dev)
-            p, d = self.net(inputs, self.image_size)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and self.config.autocast_dtype == "bf16"):
+                p, d = self.net(inputs, self.image_size)
             xy.append(p.float())
             depth.append(d.float() * self.depth_std + self.depth_mean)
         return torch.cat(xy), torch.cat(depth)
@@ -212,6 +213,10 @@ def fit_estimator(
     dev = torch.device(device) if device is not None else images.device
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
+    # Batches and shifts are drawn on the training device: a host-drawn index copied up every step would
+    # wait for the GPU's queue each time.
+    gen_dev = torch.Generator(device=dev).manual_seed(config.seed)
+    autocast = dev.type == "cuda" and config.autocast_dtype == "bf16"
     bbs = list(backbones) if backbones is not None else [build_backbone(n, config) for n in config.backbones]
     if len(bbs) != len(config.backbones):
         raise InvalidInput("backbones", f"need {len(config.backbones)} ({config.backbones}), got {len(bbs)}")
@@ -235,10 +240,9 @@ def fit_estimator(
     losses = []
     net.train()
     for step in range(config.steps):
-        idx = torch.randint(n, (config.batch_size,), generator=gen).to(dev)
+        idx = torch.randint(n, (config.batch_size,), generator=gen_dev, device=dev)
         m = config.max_shift
-        dy = torch.randint(-m, m + 1, (config.batch_size,), generator=gen).to(dev)
-        dx = torch.randint(-m, m + 1, (config.batch_size,), generator=gen).to(dev)
+        dy, dx = torch.randint(-m, m + 1, (2, config.batch_size), generator=gen_dev, device=dev)
         batch = []
         for x, tr in zip(inputs, trainable, strict=True):
             xb = x[idx]
@@ -247,7 +251,9 @@ def fit_estimator(
                 xb = shift_grid(xb, dy * s, dx * s) if tr else shift_grid(xb, dy, dx)
             batch.append(xb)
         target = xy_all[idx] + torch.stack((dx, dy), -1)[:, None].float() * s
-        xy, dn = net(batch, (h, w))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+            xy, dn = net(batch, (h, w))
+        dn = dn.float()
         err_xy = ((xy - target) / s).square().sum(-1).mean(-1)  # (B,) squared error in feature cells
         err_d = (dn - dn_all[idx]).square().mean(-1)
         wb = w_all[idx]

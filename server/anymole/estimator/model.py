@@ -39,15 +39,19 @@ class ZeroResidual(nn.Module):
 
 
 class HeatmapDecoder(nn.Module):
-    """Conv block, then per level a zero-initialised residual block and a ×2 bilinear upsample, then a
-    1×1 conv to one heatmap a joint: ``(B, C, h, w)`` → ``(B, J, h·2^u, w·2^u)`` logits."""
+    """Conv block, then per level a zero-initialised residual block, a ×2 bilinear upsample and a conv block
+    that halves the width (the full-resolution levels stay cheap), then a zero-initialised residual block and
+    a 1×1 conv to one heatmap a joint: ``(B, C, h, w)`` → ``(B, J, h·2^u, w·2^u)`` logits."""
 
     def __init__(self, cin: int, channels: int, joints: int, upsamples: int) -> None:
         super().__init__()
         layers: list[nn.Module] = [_conv(cin, channels)]
+        c = channels
         for _ in range(upsamples):
-            layers += [ZeroResidual(channels), nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)]
-        layers += [ZeroResidual(channels), nn.Conv2d(channels, joints, 1)]
+            half = max(8, c // 2)
+            layers += [ZeroResidual(c), nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), _conv(c, half)]
+            c = half
+        layers += [ZeroResidual(c), nn.Conv2d(c, joints, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
@@ -68,7 +72,8 @@ def soft_argmax(logits: torch.Tensor, image_size: tuple[int, int]) -> torch.Tens
     prob = logits.float().flatten(2).softmax(-1).view(b, j, h, w)
     xs = (torch.arange(w, device=logits.device, dtype=prob.dtype) + 0.5) * (image_size[1] / w)
     ys = (torch.arange(h, device=logits.device, dtype=prob.dtype) + 0.5) * (image_size[0] / h)
-    return torch.stack((prob.sum(2) @ xs, prob.sum(3) @ ys), -1)
+    # Products and sums, not a matmul: autocast would run a matmul in bf16, whose 8-bit mantissa is pixels off.
+    return torch.stack(((prob.sum(2) * xs).sum(-1), (prob.sum(3) * ys).sum(-1)), -1)
 
 
 def sample_at(features: torch.Tensor, joints: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:

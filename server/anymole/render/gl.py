@@ -12,8 +12,9 @@ How it stays fast: posed vertex positions and normals of *all* frames are upload
 and fetched in the vertex shader by ``gl_VertexID``, so a draw is one uniform update; the images of a call
 are stacked as tiles of one tall framebuffer and read back straight into the output arrays (no per-image
 copies or flips: the projection flips y so that GL's bottom-up rows are the image's top-down rows).
-The one Python loop issues one draw per (view, frame) tile — the GL API has no cheaper way to address
-several viewports from core 3.3 — at a few microseconds each.
+The one Python loop issues one draw per (view, frame) tile and material (faces are sorted by material once,
+so each material is one range of the index buffer) — the GL API has no cheaper way to address several
+viewports from core 3.3 — at a few microseconds each.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 `GateInterceptor` answers UNAUTHENTICATED when the server has a token and the call's
 ``authorization: Bearer <token>`` metadata is missing or wrong (compared in constant time), and
 FAILED_PRECONDITION when ``anymole-protocol-version`` metadata names another major version. Health checks and
-reflection pass without a token, so that load balancers and grpcurl work against a locked server.
+reflection pass without a token, so that load balancers and grpcurl work against a locked server; so does
+GetServerInfo (protocol 1.2), so that a client learns the server's version and that it wants a token
+(`Capabilities.auth_required`) before it has one. A token sent with GetServerInfo is still checked, so the
+handshake also tells a client whether its token is right.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class GateInterceptor(grpc.aio.ServerInterceptor):
     """
 
     _OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+    _HANDSHAKE = "/anymole.v1.AnyMoLeService/GetServerInfo"
 
     def __init__(self, token: str | None) -> None:
         self._expected = f"Bearer {token}".encode() if token else None
@@ -63,7 +67,7 @@ class GateInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(self._OPEN_PREFIXES):
             return handler
         metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ())}
-        if self._expected is not None:
+        if self._expected is not None and not (method == self._HANDSHAKE and "authorization" not in metadata):
             got = str(metadata.get("authorization", "")).encode()
             if not hmac.compare_digest(got, self._expected):
                 return _abort_handler(

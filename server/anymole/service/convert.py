@@ -641,13 +641,18 @@ _STATES_BACK = {v: k for k, v in _STATES.items()}
 
 
 def state_to_proto(state: JobState) -> pb.JobState.ValueType:
-    return _STATES[state]
+    return _STATES.get(state, pb.JOB_STATE_UNSPECIFIED)  # UNKNOWN, a client-side state, has no wire value
 
 
-def state_from_proto(value: int, field: str = "states") -> JobState:
+def state_from_proto(value: int, field: str = "states", unknown: JobState | None = None) -> JobState:
+    """The `JobState` of a wire value. A value this build does not know (a newer server's, or unset) is
+    ``unknown`` when given (clients pass `JobState.UNKNOWN`: forward compatibility), else `InvalidInput`
+    naming ``field`` (the server: it cannot filter by a state it does not know)."""
     try:
         return _STATES_BACK[value]  # type: ignore[index]
     except KeyError:
+        if unknown is not None:
+            return unknown
         raise InvalidInput(field, f"unknown job state {value}") from None
 
 
@@ -671,7 +676,7 @@ def job_info_from_proto(msg: pb.JobSummary) -> JobInfo:
     """Client side: inverse of `job_info_to_proto`."""
     return JobInfo(
         job_id=msg.job_id,
-        state=state_from_proto(msg.state),
+        state=state_from_proto(msg.state, unknown=JobState.UNKNOWN),
         character_id=msg.character_id,
         method=msg.method,
         preset=msg.preset,
@@ -752,8 +757,9 @@ def event_to_proto(st: Stamped) -> pb.JobEvent:
     return msg
 
 
-def event_from_proto(msg: pb.JobEvent, num_joints: int = 0) -> Stamped:
-    """Client side: a wire event as a stamped domain event (motion arrays reshaped to ``(n, J, 4)``).
+def event_from_proto(msg: pb.JobEvent, num_joints: int = 0) -> Stamped | None:
+    """Client side: a wire event as a stamped domain event (motion arrays reshaped to ``(n, J, 4)``), or
+    ``None`` for an event of a kind this build does not know (a newer server's): clients skip those.
 
     ``num_joints`` ≤ 0 infers ``J`` from each motion chunk's size."""
     kind = msg.WhichOneof("kind")
@@ -789,5 +795,5 @@ def event_from_proto(msg: pb.JobEvent, num_joints: int = 0) -> Stamped:
     elif kind == "interrupted":
         ev = Interrupted(msg.interrupted.reason)
     else:
-        raise InvalidInput("kind", f"event {msg.seq} of job {msg.job_id} has no kind; update the client")
+        return None  # a kind added after this build's protocol version: ignore it (the proto's rule)
     return Stamped(msg.job_id, msg.seq, msg.time_unix, ev)

@@ -73,10 +73,13 @@ class JobState(enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    # Client side only: a state a newer server reports that this client's protocol version does not know
+    # (clients ignore what they do not know instead of failing; the server never sets it).
+    UNKNOWN = "unknown"
 
     @property
     def terminal(self) -> bool:
-        return self not in (JobState.QUEUED, JobState.RUNNING)
+        return self not in (JobState.QUEUED, JobState.RUNNING, JobState.UNKNOWN)
 
 
 _END_STATE: dict[type, JobState] = {
@@ -157,6 +160,7 @@ class _Job:
     frame_joints: int = 0
     announced_position: int = -1
     interrupting: bool = False
+    finishing: bool = False  # storing its result: cancels and shutdown let it complete
     finished: float = 0.0  # Unix time of the terminal event; 0 while queued or running
     submission: Submission = field(default_factory=Submission)
 
@@ -264,7 +268,7 @@ class JobManager:
             tasks = {j.task for j in running if j.task is not None}
             _, late = await asyncio.wait(tasks, timeout=max(grace, 0.0))
             for job in running:
-                if job.task in late:
+                if job.task in late and not job.finishing:  # one storing its result completes
                     job.interrupting = True
                     job.token.cancel("the server is shutting down")
                     job.task.cancel()
@@ -401,7 +405,7 @@ class JobManager:
                 self._pending.remove(job)
             self._publish(job, Cancelled(reason))
             self._announce_positions()
-        elif job.state is JobState.RUNNING:
+        elif job.state is JobState.RUNNING and not job.finishing:  # a job storing its result completes
             job.token.cancel(reason)
             if job.task is not None:
                 job.task.cancel()
@@ -568,12 +572,10 @@ class JobManager:
             job.token.raise_if_cancelled()
             async for event in events:
                 if isinstance(event, Completed):
-                    # Stored without an await before Completed is logged: a cancel landing in between would
-                    # log the finished job as cancelled and lose its result.
-                    if event.motion is not None:
-                        job.timeline.write_motion(event.motion)
-                    if event.video is not None:
-                        self.store.save_video(job.id, event.video)
+                    # Written in a worker thread (a long result would stall every other call), and with cancels
+                    # held off meanwhile: one landing before Completed is logged would lose a finished result.
+                    job.finishing = True
+                    await asyncio.to_thread(self._store_result, job, event)
                     self._publish(job, dataclasses.replace(event, motion=None, video=None))
                 else:
                     self._publish(job, event)
@@ -599,6 +601,13 @@ class JobManager:
         finally:
             with contextlib.suppress(Exception):
                 await events.aclose()  # type: ignore[attr-defined]
+
+    def _store_result(self, job: _Job, event: Completed) -> None:
+        """Write a finished job's result files (worker thread)."""
+        if event.motion is not None:
+            job.timeline.write_motion(event.motion)
+        if event.video is not None:
+            self.store.save_video(job.id, event.video)
 
     def _reload(self) -> None:
         stored = sorted(self.store.load_all(), key=lambda m: m["created"])

@@ -10,7 +10,9 @@ History (bump ``minor`` for compatible additions, ``major`` for anything a deplo
     1.2  engine clients (issue 15): InbetweenRequest.client_tags echoed in JobSummary and filtered by ListJobs;
          SubmitJobRequest.idempotency_key (SubmitJobResponse.existing); WatchJobRequest.skip_replayed_previews;
          max_receive_message_bytes on InbetweenRequest, GetResultRequest and DownloadResultRequest, with
-         motion chunks and DownloadResult parts fitting 4 MiB by default.
+         motion chunks and DownloadResult parts fitting 4 MiB by default. Forward compatibility stated in the
+         proto (clients skip unknown event kinds and enum values); GetServerInfo answers without a token;
+         proto/google/rpc vendors the error-detail protos; UploadCharacter drains the stream after a cache hit.
          Materials (issue 18): SkinnedMesh.materials (base colour factor, texture index, name),
          triangle_materials (each triangle's material), textures (more than one image) and per-vertex colors;
          a mesh without materials is read as 1.1's one material (base_color, texture).

@@ -101,7 +101,8 @@ class GeneratedScene:
 
     Attributes:
         frames: ``(V, 3, N, H, W)`` float in [0, 1]: the ``V = len(views)`` sampled views, ``N`` frames at 15
-            fps from 2 render frames after the context to the last key (keys included).
+            fps from the last context frame to the last key. Known frames (the last context frame and every
+            key) are their renders exactly; the sampler writes the rest.
         views: the sampled view indices.
         render_frames: ``(N,)`` int64 frames of the 30 fps render timeline.
         request_frames: the ``N`` frames on the request's timeline (`VideoTimeline.to_request`).
@@ -235,7 +236,9 @@ def sample_video(
     """The sampling stage: two-stage sampling (Algorithm 2) of each of ``cfg.sample_views``.
 
     Returns:
-        ``(frames (V, 3, N, H, W), render_frames (N,))``: see `GeneratedScene`.
+        ``(frames (V, 3, N, H, W), render_frames (N,))``: see `GeneratedScene`. The sampler returns the frames
+        after the last context frame; that frame, the gap's opening key, is put in front as rendered, so a
+        video runs from a known frame to a known frame.
     """
     device = _device_of(prior)
     on_step("sample", 0.0)
@@ -264,8 +267,9 @@ def sample_video(
             window += 1
 
         result = sampler(renders.context[view].to(device), renders.keys[view].to(device), renders.caption, on_step=step)
-        out.append(result.frames.cpu())
-    return torch.stack(out), result.indices
+        out.append(torch.cat([renders.context[view][:, -1:], result.frames.cpu()], dim=1))
+    opening = torch.tensor([timeline.render_context_end], dtype=result.indices.dtype)
+    return torch.stack(out), torch.cat([opening, result.indices])
 
 
 def generate_video(

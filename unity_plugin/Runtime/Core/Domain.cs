@@ -189,6 +189,7 @@ namespace AnyMoLe.Core
         public int ChunksSent;
     }
 
+    /// <summary>Where a job stands; Unspecified also stands for a state added after this plugin was built.</summary>
     public enum JobState { Unspecified, Queued, Running, Completed, Failed, Cancelled, Interrupted }
 
     /// <summary>One line of ListJobs.</summary>
@@ -214,6 +215,10 @@ namespace AnyMoLe.Core
     }
 
     public sealed class QueuedEvent : JobEvent { public int Position; }
+
+    /// <summary>An event of a kind added to the protocol after this plugin was built: nothing to show, but its
+    /// sequence number counts for re-attaching.</summary>
+    public sealed class UnknownEvent : JobEvent { }
 
     public sealed class ProgressEvent : JobEvent
     {

@@ -177,7 +177,8 @@ namespace AnyMoLe.Core
 
         public static JobState FromProto(pb.JobState s)
         {
-            return (JobState)(int)s;  // the domain enum lists the wire values in wire order
+            // The domain enum lists the wire values in wire order; a state added later reads as unknown.
+            return (int)s >= 0 && (int)s <= (int)JobState.Interrupted ? (JobState)(int)s : JobState.Unspecified;
         }
 
         public static JobSummary FromProto(pb.JobSummary j)
@@ -239,8 +240,9 @@ namespace AnyMoLe.Core
                     ev = new InterruptedEvent { Reason = e.Interrupted.Reason };
                     break;
                 default:
-                    throw new AnyMoLeRpcException(RpcCode.Unimplemented,
-                        "job " + e.JobId + " sent event " + e.Seq + " of a kind this plugin does not know; update the plugin", "");
+                    // A kind added after this plugin was built: skipped, but its seq still counts (protocol 1.2).
+                    ev = new UnknownEvent();
+                    break;
             }
             ev.JobId = e.JobId;
             ev.Seq = e.Seq;

@@ -31,6 +31,8 @@ namespace AnyMoLe.Core
         readonly IAnyMoLeTransport transport;
         readonly List<KeyValuePair<string, string>> metadata = new List<KeyValuePair<string, string>>();
         readonly string clientName;
+        /// <summary>SHA-256 of the payloads this session uploaded: sent again as the header alone.</summary>
+        readonly HashSet<string> uploaded = new HashSet<string>();
 
         public SessionState State { get; private set; }
         /// <summary>The server's handshake answer; null before ConnectAsync.</summary>
@@ -106,26 +108,50 @@ namespace AnyMoLe.Core
             return UploadAsync(ProtoConvert.ToProto(character).ToByteArray(), AssetFormat.Proto, character.Name, 0, cancel);
         }
 
-        /// <summary>Uploads a payload in chunks of the server's advertised size. The header carries the payload's
-        /// SHA-256: a server that already holds it answers at once (cached) and the remaining chunks stay here.</summary>
+        /// <summary>Uploads a payload in chunks of the server's advertised size, with its SHA-256 in the header. A
+        /// payload this session uploaded before goes as the header alone (the server answers cached at once); if
+        /// the server no longer holds it, the whole payload follows in a second upload. Against a server that
+        /// answers before the last chunk (protocol 1.0) the remaining chunks stay here.</summary>
         /// <param name="chunkBytes">bytes per chunk; 0: the server's advertised size.</param>
         public async Task<UploadResult> UploadAsync(byte[] payload, AssetFormat format, string name, int chunkBytes = 0,
                                                     CancellationToken cancel = default(CancellationToken))
         {
             RequireReady("UploadAsync");
+            var digest = Sha256Hex(payload);
+            if (uploaded.Contains(digest))
+            {
+                try
+                {
+                    var known = await Upload(payload, digest, format, name, chunkBytes, false, cancel);
+                    if (known.Cached) return known;
+                }
+                catch (AnyMoLeRpcException exc)
+                {
+                    if (exc.Code == RpcCode.Unavailable || exc.Code == RpcCode.Unauthenticated) throw;
+                }
+                uploaded.Remove(digest);  // the server lost it (a new data directory): send it all
+            }
+            var result = await Upload(payload, digest, format, name, chunkBytes, true, cancel);
+            uploaded.Add(digest);
+            return result;
+        }
+
+        async Task<UploadResult> Upload(byte[] payload, string digest, AssetFormat format, string name, int chunkBytes,
+                                        bool withChunks, CancellationToken cancel)
+        {
             int step = chunkBytes > 0 ? chunkBytes : Info.UploadChunkBytes > 0 ? Info.UploadChunkBytes : 1 << 20;
             var header = new pb.UploadHeader
             {
                 Format = (pb.CharacterFormat)(int)format,
                 TotalBytes = (ulong)payload.Length,
-                Sha256 = Sha256Hex(payload),
+                Sha256 = digest,
                 Name = name ?? "",
             };
             int sent = 0;
             using (var call = transport.ClientStreaming(Service + "UploadCharacter", metadata, cancel))
             {
                 await call.WriteAsync(new pb.UploadCharacterRequest { Header = header }.ToByteArray());
-                for (int i = 0; i < payload.Length && !call.Response.IsCompleted; i += step)
+                for (int i = 0; withChunks && i < payload.Length && !call.Response.IsCompleted; i += step)
                 {
                     int n = Math.Min(step, payload.Length - i);
                     var chunk = new pb.UploadCharacterRequest { Chunk = ByteString.CopyFrom(payload, i, n) };
@@ -227,16 +253,8 @@ namespace AnyMoLe.Core
                     var req = new pb.WatchJobRequest { JobId = JobId, AfterSeq = LastSeq, SkipReplayedPreviews = skipReplayedPreviews };
                     using (var stream = transport.ServerStreaming(Service + "WatchJob", req.ToByteArray(), metadata, cancel))
                     {
-                        State = SessionState.Running;
-                        byte[] raw;
-                        while ((raw = await stream.ReadAsync()) != null)
-                        {
-                            var ev = ProtoConvert.FromProto(pb.JobEvent.Parser.ParseFrom(raw));
-                            attempts = 0;
-                            Apply(ev);
-                            if (onEvent != null) onEvent(ev);
-                            if (ev.IsTerminal) return ev;
-                        }
+                        var end = await Drain(stream, onEvent, () => attempts = 0);
+                        if (end != null) return end;
                     }
                     cancel.ThrowIfCancellationRequested();  // our own cancel ends the stream
                     throw new AnyMoLeRpcException(RpcCode.DataLoss,
@@ -249,6 +267,52 @@ namespace AnyMoLe.Core
                 }
                 await Task.Delay(500 * attempts, cancel);
             }
+        }
+
+        /// <summary>Events of one stream until its terminal one (returned) or its end (null).</summary>
+        async Task<JobEvent> Drain(IResponseStream stream, Action<JobEvent> onEvent, Action received)
+        {
+            State = SessionState.Running;
+            byte[] raw;
+            while ((raw = await stream.ReadAsync()) != null)
+            {
+                var ev = ProtoConvert.FromProto(pb.JobEvent.Parser.ParseFrom(raw));
+                if (JobId.Length == 0) JobId = ev.JobId;  // Inbetween: the id comes with the first event
+                received();
+                Apply(ev);
+                if (onEvent != null) onEvent(ev);
+                if (ev.IsTerminal) return ev;
+            }
+            return null;
+        }
+
+        /// <summary>Inbetween: submit and stream in one call (the job id comes with the first event). A stream
+        /// that drops after that continues with WatchAsync. SubmitAsync + WatchAsync is the safer pair for an
+        /// editor: the id is known before any event, and a retried submit cannot queue the job twice.</summary>
+        public async Task<JobEvent> InbetweenAsync(FillRequest request, Action<JobEvent> onEvent,
+                                                   CancellationToken cancel = default(CancellationToken))
+        {
+            RequireReady("InbetweenAsync");
+            var req = ProtoConvert.ToProto(request, ReceiveLimit);
+            Follow("", 0, request.Context.JointCount, request.ClientTags, request.Context.FrameCount, TotalFramesOf(request));
+            skipReplayedPreviews = false;
+            try
+            {
+                using (var stream = transport.ServerStreaming(Service + "Inbetween", req.ToByteArray(), metadata, cancel))
+                {
+                    var end = await Drain(stream, onEvent, () => { });
+                    if (end != null) return end;
+                }
+                cancel.ThrowIfCancellationRequested();
+            }
+            catch (AnyMoLeRpcException exc)
+            {
+                cancel.ThrowIfCancellationRequested();
+                if (exc.Code != RpcCode.Unavailable || JobId.Length == 0) throw;
+            }
+            if (JobId.Length == 0)
+                throw new AnyMoLeRpcException(RpcCode.DataLoss, "the Inbetween stream ended before its first event; submit again", "");
+            return await WatchAsync(onEvent, cancel);
         }
 
         void Apply(JobEvent ev)

@@ -235,7 +235,7 @@ def _video_completed(
     adapt = FROM_CACHE if scene.adaptation is None else f"{cfg.icadapt.steps} ICAdapt steps"
     summary = (
         f"generated {clip.frame_count} frames ({clip.frame_count / clip.fps:.1f} s at {clip.fps:g} fps, view "
-        f"{', '.join(map(str, clip.views))}) for frames {spec.context_frames - 1}..{spec.key_frames[-1]}: {adapt}, "
+        f"{', '.join(map(str, clip.views))}) for frames {clip.timeline_frames[0]}..{clip.timeline_frames[-1]}: {adapt}, "
         f"{cfg.sampler.num_steps} DDIM steps a window, {sum(t for _, t in timings):.1f} s; result: video only (MP4), "
         "no motion until the joint estimator and mimicking exist"
     )

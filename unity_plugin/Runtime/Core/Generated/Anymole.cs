@@ -1186,7 +1186,7 @@ namespace Anymole.V1 {
     public const int AuthRequiredFieldNumber = 4;
     private bool authRequired_;
     /// <summary>
-    /// Whether calls must carry `authorization: Bearer &lt;token>` metadata.
+    /// Whether calls other than GetServerInfo must carry `authorization: Bearer &lt;token>` metadata.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -4828,8 +4828,12 @@ namespace Anymole.V1 {
     public const int Sha256FieldNumber = 3;
     private string sha256_ = "";
     /// <summary>
-    /// Optional lowercase hex SHA-256 of the payload. When the server already holds it, it answers at once
-    /// with `cached = true` and the client may stop sending chunks. When given, it is verified.
+    /// Optional lowercase hex SHA-256 of the payload. When the server already holds it, the answer is
+    /// `cached = true` and the chunks are not stored: the server reads and drops whatever chunks follow and
+    /// answers once the client half-closes the stream, so a client may send the header alone and half-close
+    /// (the answer then comes at once) or send every chunk as usual; it never has to stop a writer half way.
+    /// When given, it is verified against the payload received. (1.2 documents this; 1.0 servers answered
+    /// right after the header.)
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -7680,7 +7684,8 @@ namespace Anymole.V1 {
     private global::Anymole.V1.JobState state_ = global::Anymole.V1.JobState.Unspecified;
     /// <summary>
     /// The job's state after the request: CANCELLED for a queued job, RUNNING while a running one stops
-    /// (its `Cancelled` event follows), or the terminal state it had already reached.
+    /// (its `Cancelled` event follows; a job already storing its finished result completes instead), or the
+    /// terminal state it had already reached.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]

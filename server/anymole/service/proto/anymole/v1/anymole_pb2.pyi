@@ -13,6 +13,11 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
     DownloadResultRequest; motion chunks and DownloadResult parts default to fitting 4 MiB.
   * Materials: SkinnedMesh.materials, triangle_materials, textures and colors (every material of a
     character, more than one texture, vertex colours).
+  * Forward compatibility stated (below) and practised by the Python client; GetServerInfo answers without
+    a token; proto/google/rpc vendors the error-detail protos. UploadCharacter drains the stream after
+    a cache hit (UploadHeader.sha256).
+  * Keyframes: what plugins send at a key is documented on Keyframe; key_error_deg is exactly 0 for keys
+    that come back as sent.
   * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
     max_upload_bytes_in_flight and max_label_bytes; ListJobs pages (ListJobsRequest.page_size and
     page_token, ListJobsResponse.next_page_token), each under 4 MiB.
@@ -28,8 +33,18 @@ Conventions shared by every message (convert to and from engine space in exactly
 
 Clients send their protocol version in the `anymole-protocol-version` metadata entry ("1.2") on every
 call, and in `GetServerInfoRequest.client_protocol`. A different major version is rejected with
-FAILED_PRECONDITION. When the server requires a token, every call except health and reflection carries
-`authorization: Bearer <token>` metadata, or fails with UNAUTHENTICATED.
+FAILED_PRECONDITION. When the server requires a token, every call except GetServerInfo, health and
+reflection carries `authorization: Bearer <token>` metadata, or fails with UNAUTHENTICATED (a token sent
+with GetServerInfo is checked too, so the handshake tells a client whether its token is right).
+
+Forward compatibility: a 1.x server may add fields, enum values, oneof members (new JobEvent kinds) and
+RPCs. Clients must ignore what they do not know: skip a JobEvent whose `kind` they cannot read (its `seq`
+still counts for `after_seq`), treat an unknown JobState as "not finished, unknown" and unknown
+ResultFormat values as formats they cannot ask for. Never fail a stream over them.
+
+Error details: INVALID_ARGUMENT carries a google.rpc.BadRequest whose field violation names the request
+field, FAILED_PRECONDITION on a result format a google.rpc.PreconditionFailure, both inside the
+google.rpc.Status of the `grpc-status-details-bin` trailer; proto/google/rpc has their definitions.
 """
 
 from collections import abc as _abc
@@ -266,7 +281,7 @@ class Capabilities(_message.Message):
     AUTH_REQUIRED_FIELD_NUMBER: _builtins.int
     RESULT_FORMATS_FIELD_NUMBER: _builtins.int
     auth_required: _builtins.bool
-    """Whether calls must carry `authorization: Bearer <token>` metadata."""
+    """Whether calls other than GetServerInfo must carry `authorization: Bearer <token>` metadata."""
     @_builtins.property
     def methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___MethodInfo]:
         """In-betweening methods, e.g. "interp" (SLERP baseline, instant), "video" (the video prior's generated
@@ -887,7 +902,12 @@ Global___Clip: _TypeAlias = Clip  # noqa: Y015
 
 @_typing.final
 class Keyframe(_message.Message):
-    """A pose the result must pass through."""
+    """A pose the result must pass through. Send the full evaluated pose of every joint at that frame: editors key
+    only some bones (and curves per channel), so a plugin samples its clip or rig at the key's time and sends
+    every joint's local rotation, the root translation and (with `translations`) every joint's translation,
+    exactly as it would play. The result holds these values bit for bit at the key frames for `interp`
+    (`Completed.metrics["key_error_deg"]` is then exactly 0).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1154,7 +1174,8 @@ class CancelJobResponse(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     state: Global___JobState.ValueType
     """The job's state after the request: CANCELLED for a queued job, RUNNING while a running one stops
-    (its `Cancelled` event follows), or the terminal state it had already reached.
+    (its `Cancelled` event follows; a job already storing its finished result completes instead), or the
+    terminal state it had already reached.
     """
     def __init__(
         self,
@@ -1663,7 +1684,8 @@ class Completed(_message.Message):
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Quality metrics when known, e.g. "key_error_deg": the largest angle between the result and the
-        requested keyframe rotations, over keys and joints, in degrees.
+        requested keyframe rotations, over keys and joints, in degrees (computed in float64 as
+        4·atan2(|a − b|, |a + b|) on one hemisphere: exactly 0 when the keys come back as sent).
         """
 
     def __init__(

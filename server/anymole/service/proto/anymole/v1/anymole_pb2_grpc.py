@@ -89,6 +89,7 @@ class AnyMoLeServiceServicer:
 
     def GetServerInfo(self, request, context):
         """Server and protocol versions and what this server can do. Call it first: it is the version handshake.
+        It answers without a token (since 1.2), so `Capabilities.auth_required` tells a client it needs one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

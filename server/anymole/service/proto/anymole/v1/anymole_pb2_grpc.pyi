@@ -13,6 +13,11 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
     DownloadResultRequest; motion chunks and DownloadResult parts default to fitting 4 MiB.
   * Materials: SkinnedMesh.materials, triangle_materials, textures and colors (every material of a
     character, more than one texture, vertex colours).
+  * Forward compatibility stated (below) and practised by the Python client; GetServerInfo answers without
+    a token; proto/google/rpc vendors the error-detail protos. UploadCharacter drains the stream after
+    a cache hit (UploadHeader.sha256).
+  * Keyframes: what plugins send at a key is documented on Keyframe; key_error_deg is exactly 0 for keys
+    that come back as sent.
   * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
     max_upload_bytes_in_flight and max_label_bytes; ListJobs pages (ListJobsRequest.page_size and
     page_token, ListJobsResponse.next_page_token), each under 4 MiB.
@@ -28,8 +33,18 @@ Conventions shared by every message (convert to and from engine space in exactly
 
 Clients send their protocol version in the `anymole-protocol-version` metadata entry ("1.2") on every
 call, and in `GetServerInfoRequest.client_protocol`. A different major version is rejected with
-FAILED_PRECONDITION. When the server requires a token, every call except health and reflection carries
-`authorization: Bearer <token>` metadata, or fails with UNAUTHENTICATED.
+FAILED_PRECONDITION. When the server requires a token, every call except GetServerInfo, health and
+reflection carries `authorization: Bearer <token>` metadata, or fails with UNAUTHENTICATED (a token sent
+with GetServerInfo is checked too, so the handshake tells a client whether its token is right).
+
+Forward compatibility: a 1.x server may add fields, enum values, oneof members (new JobEvent kinds) and
+RPCs. Clients must ignore what they do not know: skip a JobEvent whose `kind` they cannot read (its `seq`
+still counts for `after_seq`), treat an unknown JobState as "not finished, unknown" and unknown
+ResultFormat values as formats they cannot ask for. Never fail a stream over them.
+
+Error details: INVALID_ARGUMENT carries a google.rpc.BadRequest whose field violation names the request
+field, FAILED_PRECONDITION on a result format a google.rpc.PreconditionFailure, both inside the
+google.rpc.Status of the `grpc-status-details-bin` trailer; proto/google/rpc has their definitions.
 """
 
 from anymole.service.proto.anymole.v1 import anymole_pb2 as _anymole_pb2
@@ -63,7 +78,9 @@ class AnyMoLeServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AnyMoLeServiceAsyncStub: ...
     GetServerInfo: _grpc.UnaryUnaryMultiCallable[_anymole_pb2.GetServerInfoRequest, _anymole_pb2.GetServerInfoResponse]
-    """Server and protocol versions and what this server can do. Call it first: it is the version handshake."""
+    """Server and protocol versions and what this server can do. Call it first: it is the version handshake.
+    It answers without a token (since 1.2), so `Capabilities.auth_required` tells a client it needs one.
+    """
     UploadCharacter: _grpc.StreamUnaryMultiCallable[_anymole_pb2.UploadCharacterRequest, _anymole_pb2.UploadCharacterResponse]
     """Uploads a character (skeleton, bind pose, optional skinned mesh and texture) in chunks. The server
     answers with a content-addressed id and caches the character, so a mesh crosses the wire once.
@@ -102,7 +119,9 @@ class AnyMoLeServiceAsyncStub(AnyMoLeServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetServerInfo: _aio.UnaryUnaryMultiCallable[_anymole_pb2.GetServerInfoRequest, _anymole_pb2.GetServerInfoResponse]  # type: ignore[assignment]
-    """Server and protocol versions and what this server can do. Call it first: it is the version handshake."""
+    """Server and protocol versions and what this server can do. Call it first: it is the version handshake.
+    It answers without a token (since 1.2), so `Capabilities.auth_required` tells a client it needs one.
+    """
     UploadCharacter: _aio.StreamUnaryMultiCallable[_anymole_pb2.UploadCharacterRequest, _anymole_pb2.UploadCharacterResponse]  # type: ignore[assignment]
     """Uploads a character (skeleton, bind pose, optional skinned mesh and texture) in chunks. The server
     answers with a content-addressed id and caches the character, so a mesh crosses the wire once.
@@ -144,7 +163,9 @@ class AnyMoLeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _anymole_pb2.GetServerInfoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_anymole_pb2.GetServerInfoResponse, _abc.Awaitable[_anymole_pb2.GetServerInfoResponse]]:
-        """Server and protocol versions and what this server can do. Call it first: it is the version handshake."""
+        """Server and protocol versions and what this server can do. Call it first: it is the version handshake.
+        It answers without a token (since 1.2), so `Capabilities.auth_required` tells a client it needs one.
+        """
 
     @_abc_1.abstractmethod
     def UploadCharacter(
