@@ -186,9 +186,15 @@ TEST(SessionAuth, WrongTokenIsUnauthenticated) {
     ASSERT_TRUE(server.Start(testing::TempDir("server-token"), {"--token", "s3cret"}));
     SessionOptions o;
     o.target = server.Target();
+    Session anonymous(o);  // the handshake needs no token and says one is required
+    ServerInfo info;
+    ASSERT_TRUE(anonymous.Handshake(&info).ok());
+    EXPECT_TRUE(info.auth_required);
+    std::vector<JobSummary> jobs;
+    EXPECT_EQ(anonymous.ListJobs(&jobs).code, StatusCode::Unauthenticated);
     o.token = "wrong";
     Session wrong(o);
-    std::vector<JobSummary> jobs;
+    EXPECT_EQ(wrong.Handshake(nullptr).code, StatusCode::Unauthenticated);  // a token sent is checked
     const Status st = wrong.ListJobs(&jobs);
     EXPECT_EQ(st.code, StatusCode::Unauthenticated) << st.ToString();
     o.token = "s3cret";
