@@ -1,4 +1,4 @@
-"""`anymole` command line: serve, fill, demo, inspect, eval, render, bench, models.
+"""`anymole` command line: serve, fill, jobs, demo, inspect, eval, render, bench, models.
 
 Flags become frozen config dataclasses and library calls; heavy imports live inside the commands so that
 ``anymole --help`` answers at once. Exit codes: 0 ok, 1 user error (message, no traceback), 2 internal error.
@@ -416,6 +416,8 @@ def _video_settings(prior: str, icadapt_steps: int | None, ddim_steps: int | Non
         if not (sep and w.isdigit() and h.isdigit()):
             raise InvalidInput("--video-size", f"expected WIDTHxHEIGHT in pixels, e.g. 512x320, got {size!r}")
         width, height = int(w), int(h)
+        if width < 8 or height < 8 or width % 8 or height % 8:
+            raise InvalidInput("--video-size", f"width and height must be multiples of 8 (the VAE's factor), got {size!r}")
     return VideoSettings(
         prior=None if prior.lower() == "none" else prior,
         icadapt_steps=icadapt_steps,
@@ -539,6 +541,9 @@ def bench_video(
         "model": model, "device": device, "budget_s": budget, "compile": compile_unet, "icadapt_steps": icadapt_steps
     }
     if phase:
+        known = bench.VideoBenchConfig.phases
+        if unknown := [p for p in phase if p not in known]:
+            raise _fail(f"--phase takes {' | '.join(known)}, got {unknown}")
         kwargs["phases"] = tuple(phase)
     if icadapt_variant:
         try:

@@ -185,3 +185,28 @@ def test_a_bvh_frame_time_beyond_the_frame_rate_bound_is_refused(
     code, out, err = _run(["inspect", bvh(repr(1 / MAX_FPS)), "--json"], monkeypatch, capsys)  # the bound itself
     assert code == 0, err
     assert '"fps": 1000' in out
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["serve", "--port", "0", "--device", "cpu", "--tls-cert", "nope.pem", "--tls-key", "nope.pem"], "--tls-"),
+        (["fill", str(ASSETS / "Fox.glb"), "--keys", "60", "--context", "0:40", "--server", "127.0.0.1:9",
+          "--tls-ca", "nope.pem", "--out", "x.glb"], "--tls-ca"),
+        (["jobs", "list", "--server", "127.0.0.1:9", "--tls-ca", "nope.pem"], "--tls-ca"),
+        (["jobs", "list", "--server", "127.0.0.1:9", "--state", "done"], "--state"),
+        (["jobs", "get", "job-1", "--server", "127.0.0.1:9", "--out", "x.txt"], "--out"),
+        (["bench", "video", "--model", "tiny", "--device", "cpu", "--phase", "warm", "--markdown", ""], "--phase"),
+        (["serve", "--port", "0", "--device", "cpu", "--video-prior", "tiny", "--video-size", "60x64"], "--video-size"),
+    ],
+    ids=["serve-tls", "fill-tls-ca", "jobs-tls-ca", "jobs-state", "jobs-get-suffix", "bench-phase", "video-size"],
+)  # fmt: skip
+def test_more_bad_input_is_refused_naming_the_option(
+    args: list[str], option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if args[0] == "serve":
+        args = [*args, "--data-dir", str(tmp_path / "data")]
+    err = _refused(args, monkeypatch, capsys)
+    assert f"error: {option}" in err, err
+    assert list(tmp_path.glob("*.json")) == [] and not (tmp_path / "x.glb").exists()

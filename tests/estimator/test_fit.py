@@ -10,6 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from anymole.baseline import interpolate
 from anymole.errors import InvalidInput
 from anymole.estimator import (
     EstimatorConfig,
@@ -18,8 +19,11 @@ from anymole.estimator import (
     fit_estimator,
     shift_grid,
     soft_argmax,
+    training_set,
 )
 from anymole.estimator.model import HeatmapDecoder, ZeroResidual
+from anymole.metrics import evaluate
+from anymole.mimic import MimicConfig, mimic, targets_from_video
 from anymole.render import Renders, orbit_cameras, pose_motion, render_motion
 from asset_files import cached_load
 
@@ -71,6 +75,37 @@ def test_estimator_finds_joints_on_frames_it_never_saw(scene: Renders, trained: 
     derr = (depth - scene.joints_depth[0, UNSEEN]).abs().mean()
     assert float(derr) < 0.8 * float(scene.joints_depth[0, UNSEEN].std())
     assert trained.losses[-1] < 0.1 * trained.losses[0]
+
+
+def test_training_set_takes_three_views_and_weighs_keys(scene: Renders) -> None:
+    keys = torch.zeros(91, dtype=torch.bool)
+    keys[90] = True
+    images, xy, depth, weights = training_set(scene, keys)
+    assert images.shape == (3 * 91, 3, 80, 128) and xy.shape == (3 * 91, 31, 2) and depth.shape == (3 * 91, 31)
+    assert torch.equal(images[91 + 5], scene.images()[1, 5])  # view-major: view 1, frame 5
+    assert scene.joints_px is not None and torch.equal(xy[2 * 91 + 90], scene.joints_px[2, 90])
+    assert weights.tolist() == ([1.0] * 90 + [3.0]) * 3
+    with pytest.raises(InvalidInput, match=r"^views:"):
+        training_set(scene, keys, views=4)
+
+
+def test_estimated_targets_drive_mimicking_toward_the_truth(scene: Renders, trained: SceneEstimator) -> None:
+    """Estimator and mimicking composed on the true gap rendered as if generated (the oracle setting)."""
+    ch = cached_load("131_01_30fps.bvh")
+    gap = ch.motions["131_01_30fps"].slice(60, 91)
+    known = torch.zeros(31, dtype=torch.bool)
+    known[[0, 30]] = True
+    targets = targets_from_video(trained, scene.images()[0, 60:91], known)
+    assert targets.joints_px.shape == (31, 31, 2) and targets.mask is None
+    assert torch.equal(targets.joints_px[0], torch.zeros(31, 2))  # known frames are not estimated
+    init = interpolate(gap, known)
+    out = mimic(ch.skeleton, scene.cameras.select(0), init, known, targets, MimicConfig.draft())
+    assert torch.equal(out.rotations[known], gap.rotations[known])
+    slerp = evaluate(ch.skeleton, init, gap, slice(1, 30))
+    mimicked = evaluate(ch.skeleton, out, gap, slice(1, 30))
+    # measured L2P 1.346 (SLERP) -> 0.885 m: positions follow the video; rotations (HL2Q) do not improve at this
+    # size (see the report of issue 14)
+    assert mimicked["l2p"] < 0.8 * slerp["l2p"]
 
 
 def test_saved_estimator_predicts_the_same(scene: Renders, trained: SceneEstimator, tmp_path: Path) -> None:

@@ -179,13 +179,14 @@ async def test_an_upload_that_finds_no_room_in_time_is_refused_with_the_reason(m
     payloads = _payloads(tiny, 3)
     size = len(payloads[0])
     limits = convert.Limits(max_character_bytes=2 * size)
-    server, port = await make_server(limits=limits, memory_budget=1000, upload_wait_s=0.1)
+    server, port = await make_server(limits=limits, memory_budget=1000)  # refused at once by default
     client = await connect(port)
-    go = asyncio.Event()
+    go, ready = asyncio.Event(), asyncio.Event()
+    ready.set()
     held = [asyncio.ensure_future(client.stub.UploadCharacter(_held_upload(p, go), metadata=client.metadata)) for p in payloads[:2]]
     await wait_for(lambda: server.uploads.held == 2 * size)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await client.stub.UploadCharacter(_held_upload(payloads[2], asyncio.Event()), metadata=client.metadata)
+        await client.stub.UploadCharacter(_held_upload(payloads[2], ready), metadata=client.metadata)
     assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert f"uploads in flight hold {2 * size} of this server's {2 * size} bytes" in err.value.details()
     assert _detail(err.value, error_details_pb2.QuotaFailure).violations[0].subject == "header.total_bytes"

@@ -35,7 +35,7 @@ def test_video_prior_may_name_the_pulled_folder(tmp_path) -> None:
     assert _video_settings("tiny", None, None, None).checkpoint() is None
 
 
-@pytest.mark.parametrize(("size", "field"), [("96", "--video-size"), ("ax64", "--video-size"), ("100x64", "width")])
+@pytest.mark.parametrize(("size", "field"), [("96", "--video-size"), ("ax64", "--video-size"), ("100x64", "--video-size")])
 def test_bad_video_size_names_the_flag(size: str, field: str) -> None:
     with pytest.raises(InvalidInput) as err:
         _video_settings("tiny", None, None, size)

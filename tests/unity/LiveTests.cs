@@ -82,6 +82,11 @@ namespace AnyMoLe.Tests
             Assert.That(info.UploadChunkBytes, Is.GreaterThan(0));
             Assert.That(info.MaxJoints, Is.GreaterThan(0));
             CollectionAssert.Contains(info.Devices, "cpu");
+            var video = info.Methods.Single(m => m.Name == "video");
+            Assert.AreEqual(2f, video.MinContextSeconds);
+            Assert.AreEqual(1f, video.KeySpacingSeconds);
+            Assert.IsFalse(video.ProducesMotion);
+            Assert.IsTrue(interp.ProducesMotion);
             using (var fresh = SecondSession()) Assert.AreEqual(SessionState.Ready, fresh.State);
             Assert.IsNotEmpty(info.ServerVersion);
         }
@@ -92,16 +97,36 @@ namespace AnyMoLe.Tests
             var c = Paths.ServerImport("CesiumMan.glb");
             c.Name = "upload test " + Guid.NewGuid();  // a payload this server has never seen
             var payload = ProtoConvert.ToProto(c).ToByteArray();
-            var first = Wait(session.UploadAsync(payload, AssetFormat.Proto, c.Name, 64 << 10));
+            var first = Wait(session.UploadAsync(payload, AssetFormat.Proto, c.Name, 64 << 10, true));
             Assert.IsFalse(first.Cached);
             Assert.AreEqual((payload.Length + (64 << 10) - 1) / (64 << 10), first.ChunksSent);
             Assert.AreEqual("sha256:" + AnyMoLeSession.Sha256Hex(payload), first.CharacterId);
             Assert.AreEqual(c.Mesh.VertexCount, first.VertexCount);
             CollectionAssert.AreEqual(c.Skeleton.Names, first.Skeleton.Names);
-            var second = Wait(session.UploadAsync(payload, AssetFormat.Proto, c.Name, 64 << 10));
+            var second = Wait(session.UploadAsync(payload, AssetFormat.Proto, c.Name, 64 << 10, true));
             Assert.IsTrue(second.Cached);
             Assert.AreEqual(first.CharacterId, second.CharacterId);
             Assert.AreEqual(0, second.ChunksSent);  // known to this session: the header alone
+        }
+
+        [Test]
+        public void ACharacterTheServerHoldsIsNotUploadedAgainByANewSession()
+        {
+            var c = Paths.ServerImport("Fox.glb");
+            c.Name = "held " + Guid.NewGuid();
+            Assert.IsNull(Wait(session.GetCharacterAsync("sha256:" + AnyMoLeSession.Sha256Hex(ProtoConvert.ToProto(c).ToByteArray()))));
+            var first = Wait(session.UploadCharacterAsync(c));
+            Assert.IsFalse(first.Cached);
+            Assert.That(first.ChunksSent, Is.GreaterThan(0));
+            using (var reloaded = SecondSession())  // a new domain: nothing remembered
+            {
+                var again = Wait(reloaded.UploadCharacterAsync(c));
+                Assert.IsTrue(again.Cached);
+                Assert.AreEqual(0, again.ChunksSent);
+                Assert.AreEqual(first.CharacterId, again.CharacterId);
+                CollectionAssert.AreEqual(first.Skeleton.Names, again.Skeleton.Names);
+                Assert.AreEqual(c.Mesh.VertexCount, again.VertexCount);
+            }
         }
 
         [Test]
@@ -143,6 +168,32 @@ namespace AnyMoLe.Tests
                 if (imported.Mesh != null) exact.Mesh.Uvs = imported.Mesh.Uvs;  // 1 - (1 - v) rounds
                 var fixture = File.ReadAllBytes(Path.Combine(Paths.Fixtures, "characters", name + ".asset.bin"));
                 Assert.IsTrue(fixture.SequenceEqual(ProtoConvert.ToProto(exact).ToByteArray()), name + ": payload differs from the server's import");
+            }
+        }
+
+        [Test]
+        public void EveryBundledCharacterAndClipRoundTripsFromUnitySpace()
+        {
+            // Unity → canonical → Unity: the mesh under a renderer placed off the root, the skeleton and the first
+            // clip; the mirror is exact, the renderer's matrix leaves float rounding.
+            var placement = Mat4.FromTR(new[] { -0.4f, 0.05f, 1.2f }, 0, new[] { 0.2588190f, 0f, 0f, 0.9659258f }, 0);
+            foreach (var name in Paths.BundledCharacters)
+            {
+                var imported = Paths.ServerImport(name);
+                var skeleton = UnitySpace.Convert(imported.Skeleton);
+                var clip = UnitySpace.Convert(Paths.FirstClip(name, skeleton.JointCount));
+                var back = UnitySpace.Convert(UnitySpace.Convert(clip));
+                CollectionAssert.AreEqual(clip.Rotations, back.Rotations, name);
+                CollectionAssert.AreEqual(clip.RootTranslations, back.RootTranslations, name);
+                if (imported.Mesh == null) continue;
+                var unity = UnitySpace.ToUnity(imported.Mesh, placement);
+                var again = UnitySpace.ToUnity(UnitySpace.ToCanonical(name, skeleton, unity).Mesh, placement);
+                ConversionTests.AssertClose(unity.Vertices, again.Vertices, 2e-5, name + " vertices");
+                ConversionTests.AssertClose(unity.Normals, again.Normals, 2e-5, name + " normals");
+                ConversionTests.AssertClose(unity.Uv, again.Uv, 1e-6, name + " uv");
+                ConversionTests.AssertClose(unity.Bindposes, again.Bindposes, 1e-4, name + " bind poses");
+                CollectionAssert.AreEqual(unity.Triangles, again.Triangles, name);
+                CollectionAssert.AreEqual(unity.BoneIndices, again.BoneIndices, name);
             }
         }
 

@@ -116,11 +116,18 @@ namespace AnyMoLe.Editor
                 methodIndex = Math.Min(EditorGUILayout.Popup(new GUIContent("Method"), methodIndex, labels), methods.Count - 1);
                 var method = methods[methodIndex];
                 if (!method.Available) EditorGUILayout.HelpBox(method.UnavailableReason, MessageType.Warning);
+                else if (!method.ProducesMotion)
+                    EditorGUILayout.HelpBox(method.Name + " generates a video, not motion: nothing would be written into the clip.", MessageType.Info);
+                var rules = new List<string>();
+                if (method.MinContextSeconds > 0) rules.Add("context of at least " + method.MinContextSeconds + " s");
+                if (method.KeySpacingSeconds > 0) rules.Add("keys every " + method.KeySpacingSeconds + " s after the context");
+                if (method.MaxGapSeconds > 0) rules.Add("gaps of at most " + method.MaxGapSeconds + " s");
+                if (rules.Count > 0) EditorGUILayout.HelpBox(method.Name + " needs " + string.Join(", ", rules.ToArray()) + ".", MessageType.None);
                 if (method.Presets.Length > 0)
                     presetIndex = Math.Min(EditorGUILayout.Popup("Preset", presetIndex, method.Presets), method.Presets.Length - 1);
             }
 
-            using (new EditorGUI.DisabledScope(busy || animator == null || clip == null || methods.Count == 0 || !methods[methodIndex].Available))
+            using (new EditorGUI.DisabledScope(busy || animator == null || clip == null || methods.Count == 0 || !methods[methodIndex].Available || !methods[methodIndex].ProducesMotion))
                 if (GUILayout.Button("Fill")) { error = ""; Run(Fill(methods[methodIndex], presetIndex)); }
             using (new EditorGUI.DisabledScope(session == null || session.State != Core.SessionState.Running))
                 if (GUILayout.Button("Cancel")) Run(session.CancelAsync());

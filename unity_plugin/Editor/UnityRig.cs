@@ -3,6 +3,7 @@
 // AnyMoLe.Core.UnitySpace. Generic rigs only: a Humanoid clip stores muscle curves, not joint rotations.
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using Core = AnyMoLe.Core;
 using UnityEditor;
 using UnityEngine;
@@ -44,10 +45,13 @@ namespace AnyMoLe.Editor
             }
             int j = rig.Joints.Count;
             var s = new Core.Skeleton { Names = new string[j], Parents = parents.ToArray(), RestTranslations = new float[j * 3], RestRotations = new float[j * 4] };
+            // Transform names need not be unique, the wire's joint names must be: a repeated name becomes the
+            // joint's path under the Animator (a file's unique names stay as the server reads them from it).
+            var repeated = rig.Joints.GroupBy(t => t.name).Where(g => g.Count() > 1).Select(g => g.Key).ToList();
             for (int i = 0; i < j; i++)
             {
                 var t = rig.Joints[i];
-                s.Names[i] = t.name;
+                s.Names[i] = repeated.Contains(t.name) ? rig.Paths[i] : t.name;
                 // A root's rest translation is in character (Animator) space.
                 var p = i == 0 ? animator.transform.InverseTransformPoint(t.position) : t.localPosition;
                 var q = i == 0 ? Quaternion.Inverse(animator.transform.rotation) * t.rotation : t.localRotation;

@@ -197,6 +197,16 @@ class AnyMoLeClient:
         self._joints[resp.character_id] = skeleton.num_joints
         return Uploaded(resp.character_id, resp.cached, skeleton, resp.vertex_count, resp.name)
 
+    async def get_character(self, character_id: str) -> Uploaded | None:
+        """The character the server holds under ``character_id`` (as an upload would answer, ``cached``), or
+        ``None`` when it has none: upload it then."""
+        resp = await self.stub.GetCharacter(pb.GetCharacterRequest(character_id=character_id), metadata=self.metadata)
+        if not resp.found:
+            return None
+        skeleton = convert.skeleton_from_proto(resp.skeleton, self.limits)
+        self._joints[character_id] = skeleton.num_joints
+        return Uploaded(character_id, True, skeleton, resp.vertex_count, resp.name)
+
     async def upload_character(self, character: Character, chunk_bytes: int | None = None) -> Uploaded:
         """Upload a domain character as a `CharacterAsset` (what the editor plugins send)."""
         payload = convert.character_to_asset(character).SerializeToString(deterministic=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anymole.client._watch import Reconnect, follow, retrying, rpc_errors
+from anymole.client._watch import Reconnect, follow, read_tls_ca, retrying, rpc_errors
 from anymole.errors import AssetError, InvalidInput
 from anymole.rig import Motion
 from anymole.service.convert import MOTION_RESULT_SUFFIX, VIDEO_RESULT_SUFFIX
@@ -105,7 +105,7 @@ async def fill_remote_async(
             "--keys", f"give increasing clip frames in {stop}..{motion.num_frames - 1} (after the context), got {keys}"
         )
     ctx = motion.slice(start, stop)
-    ca = Path(tls_ca).read_bytes() if tls_ca else None
+    ca = read_tls_ca(tls_ca)
     reconnect = reconnect or Reconnect()
     with rpc_errors(server, frame_offset=start):
         client = await AnyMoLeClient.connect(server, token=token, tls_ca=ca)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anymole.client._client import AnyMoLeClient
-from anymole.client._watch import Reconnect, follow, retrying, rpc_errors
+from anymole.client._watch import Reconnect, follow, read_tls_ca, retrying, rpc_errors
 from anymole.pipeline import Completed
 from anymole.service.jobs import JobInfo, JobState
 
@@ -38,7 +38,7 @@ class Remote:
     @contextlib.asynccontextmanager
     async def client(self) -> AsyncIterator[AnyMoLeClient]:
         """A connected client; gRPC failures inside become `AnymoleError`s naming the server."""
-        ca = Path(self.tls_ca).read_bytes() if self.tls_ca else None
+        ca = read_tls_ca(self.tls_ca)
         with rpc_errors(self.server):
             async with await AnyMoLeClient.connect(self.server, token=self.token, tls_ca=ca) as client:
                 yield client

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from anymole.client._client import AnyMoLeClient
     from anymole.service.jobs import Stamped
 
-__all__ = ["DEFAULT_RECONNECT_S", "Reconnect", "ServerLost", "events_with_reattach", "follow", "retrying", "rpc_errors"]
+__all__ = ["DEFAULT_RECONNECT_S", "Reconnect", "ServerLost", "events_with_reattach", "follow", "read_tls_ca", "retrying", "rpc_errors"]
 
 DEFAULT_RECONNECT_S = 120.0
 """How long a client keeps trying to reach a server that went away mid-job: a restart that loads a video prior
@@ -56,6 +57,16 @@ class Reconnect:
             yield pause
             spent += pause
             step = min(2 * step, self.max_s)
+
+
+def read_tls_ca(path: str | Path | None) -> bytes | None:
+    """The PEM root certificate(s) at ``path`` (``None``: plaintext), or an `InvalidInput` naming --tls-ca."""
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput("--tls-ca", f"cannot read {path} ({exc.strerror}); give the server's PEM root certificate") from None
 
 
 def _unavailable(exc: BaseException) -> bool:

@@ -5,6 +5,7 @@ Public API::
 
     EstimatorConfig.draft() / .fast() / .quality() / .preset(name)
     build_backbone(name, config, weights=PATH | random_init=True) -> Backbone   # "conv", ViTs via transformers
+    training_set(renders, keys, views=3) -> (images, joints2d, depths, weights)   # keyframes weigh 3
     fit_estimator(images, joints2d, depths, weights, config, on_step) -> SceneEstimator
     SceneEstimator.predict(images) -> (joints_px (N, J, 2), depth_m (N, J)); .save(dir) / .load(dir)
     to_transformers(state_dict) / from_transformers(state_dict)   # torch.hub / timm ↔ transformers keys
@@ -12,7 +13,7 @@ Public API::
 
 from anymole.estimator.backbones import WEIGHT_URLS, Backbone, ConvBackbone, ViTBackbone, build_backbone
 from anymole.estimator.config import BACKBONES, EstimatorConfig
-from anymole.estimator.fit import SceneEstimator, encode, fit_estimator, shift_grid
+from anymole.estimator.fit import SceneEstimator, encode, fit_estimator, shift_grid, training_set
 from anymole.estimator.keymap import detect_schema, from_transformers, to_transformers
 from anymole.estimator.model import EstimatorNet, soft_argmax
 
@@ -33,4 +34,5 @@ __all__ = [
     "shift_grid",
     "soft_argmax",
     "to_transformers",
+    "training_set",
 ]

@@ -30,8 +30,9 @@ from anymole.errors import InvalidInput
 from anymole.estimator.backbones import build_backbone
 from anymole.estimator.config import EstimatorConfig
 from anymole.estimator.model import EstimatorNet
+from anymole.render.gl import Renders
 
-__all__ = ["SceneEstimator", "color_jitter", "encode", "fit_estimator", "shift_grid"]
+__all__ = ["SceneEstimator", "color_jitter", "encode", "fit_estimator", "shift_grid", "training_set"]
 
 OnStep = Callable[..., None]
 
@@ -149,6 +150,37 @@ class SceneEstimator:
         net.load_state_dict(load_file(str(d / "estimator.safetensors")))
         h, w = meta["image_size"]
         return cls(cfg, net, bbs, (h, w), float(meta["depth_mean"]), float(meta["depth_std"]))
+
+
+def training_set(
+    renders: Renders, keys: torch.Tensor, views: int = 3, key_weight: float = 3.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`fit_estimator`'s inputs from the context renders: the first ``views`` cameras (the paper's N = 3:
+    the main view and its ±5° neighbours), every rendered frame, keyframes at ``key_weight`` (w = 3).
+
+    Args:
+        renders: ``(C, F, ...)`` renders with joint labels (`anymole.render.render_motion`).
+        keys: ``(F,)`` bool, which rendered frames are keyframes.
+        views: cameras to use (``≤ C``).
+        key_weight: sample weight of a keyframe (context frames weigh 1).
+
+    Returns:
+        ``(images (N, 3, H, W), joints2d (N, J, 2), depths (N, J), weights (N,))`` with ``N = views · F``.
+    """
+    if renders.joints_px is None or renders.joints_depth is None:
+        raise InvalidInput("renders", "carry no joint labels; render them with render_motion")
+    c, f = renders.rgb.shape[:2]
+    if not 1 <= views <= c:
+        raise InvalidInput("views", f"must be in [1, {c}] (the renders' cameras), got {views}")
+    if tuple(keys.shape) != (f,):
+        raise InvalidInput("keys", f"must have shape ({f},), got {tuple(keys.shape)}")
+    weights = torch.where(keys.bool(), key_weight, 1.0).repeat(views)
+    return (
+        renders.images()[:views].flatten(0, 1),
+        renders.joints_px[:views].flatten(0, 1).float(),
+        renders.joints_depth[:views].flatten(0, 1).float(),
+        weights,
+    )
 
 
 def _one_cycle(config: EstimatorConfig) -> Callable[[int], float]:

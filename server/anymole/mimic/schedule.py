@@ -44,14 +44,15 @@ class Phase:
         frames: ``(B,)`` frames solved together.
         prev: ``(B,)`` the already-solved neighbour each frame starts from.
         other: ``(B,)`` the second neighbour of a gap's middle frame, or ``-1``.
-        key_a, key_b: ``(B,)`` the gap's keys; the root is pulled toward their interpolation.
     """
 
     frames: torch.Tensor
     prev: torch.Tensor
     other: torch.Tensor
-    key_a: torch.Tensor
-    key_b: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Phase:
+        """The same phase with its index tensors on ``device`` (where the clip's tensors are)."""
+        return Phase(*(t.to(device) for t in (self.frames, self.prev, self.other)))
 
 
 def phases(gaps: list[tuple[int, int]]) -> list[Phase]:
@@ -59,15 +60,15 @@ def phases(gaps: list[tuple[int, int]]) -> list[Phase]:
     longest = max((b - a - 1 for a, b in gaps), default=0)
     out = []
     for k in range(1, math.ceil(longest / 2) + 1):
-        rows: list[tuple[int, int, int, int, int]] = []
+        rows: list[tuple[int, int, int]] = []
         for a, b in gaps:
             f, g = a + k, b - k
             if f < g:
-                rows += [(f, f - 1, -1, a, b), (g, g + 1, -1, a, b)]
+                rows += [(f, f - 1, -1), (g, g + 1, -1)]
             elif f == g:
-                rows.append((f, f - 1, f + 1, a, b))
+                rows.append((f, f - 1, f + 1))
         t = torch.tensor(rows, dtype=torch.long)
-        out.append(Phase(t[:, 0], t[:, 1], t[:, 2], t[:, 3], t[:, 4]))
+        out.append(Phase(t[:, 0], t[:, 1], t[:, 2]))
     return out
 
 

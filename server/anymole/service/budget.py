@@ -10,7 +10,9 @@ queued requests and the disk their results take; workers start a job only while 
 budget together.
 
 Uploads in flight are bounded separately (`UploadGate`): each reserves its announced ``total_bytes`` before
-its first chunk is read, and waits (up to ``wait_s``) when the reservation does not fit.
+its first chunk is read. One that does not fit is refused at once by default (``wait_s`` = 0): an upload left
+waiting still has its chunks buffered by the HTTP/2 transport, so waiting bounds nothing (8 × 100 MB uploads
+under a 200 MB cap grew the server by 878 MB waiting, 281 MB refused; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from anymole.service.convert import Limits
@@ -41,7 +41,7 @@ BYTES_PER_FRAME_JOINT = 200
 QUEUED_JOBS_PER_BUDGET = 4
 """How many jobs of the largest admitted size the queue (waiting and running together) may hold."""
 
-UPLOAD_WAIT_S = 30.0
+UPLOAD_WAIT_S = 0.0
 """How long an upload that does not fit `Limits.max_upload_bytes_in_flight` waits for others (s)."""
 
 _GiB = 1 << 30
@@ -102,26 +102,27 @@ class UploadGate:
         self.held = 0
         self._freed = asyncio.Condition()
 
-    @asynccontextmanager
-    async def reserve(self, nbytes: int) -> AsyncIterator[None]:
-        """Hold ``nbytes`` for the body of the ``async with``; `ResourceExhausted` when they do not fit
-        within ``wait_s`` (event-loop only)."""
+    async def acquire(self, nbytes: int) -> None:
+        """Hold ``nbytes`` until `release`; `OverBudget` naming ``header.total_bytes`` when they do not fit
+        within ``wait_s`` (event loop only)."""
+
+        def fits() -> bool:
+            return self.held + nbytes <= self.capacity
+
         async with self._freed:
             try:
-                await asyncio.wait_for(
-                    self._freed.wait_for(lambda: self.held + nbytes <= self.capacity), max(self.wait_s, 0.0)
-                )
+                if not fits():
+                    await asyncio.wait_for(self._freed.wait_for(fits), max(self.wait_s, 0.0))
             except TimeoutError:
                 raise OverBudget(
                     "header.total_bytes",
-                    f"uploads in flight hold {self.held} of this server's "
-                    f"{self.capacity} bytes (Limits.max_upload_bytes_in_flight) and {nbytes} more do not fit; "
-                    "retry the upload in a moment",
+                    f"uploads in flight hold {self.held} of this server's {self.capacity} bytes "
+                    f"(Limits.max_upload_bytes_in_flight) and {nbytes} more do not fit; retry the upload in a moment",
                 ) from None
             self.held += nbytes
-        try:
-            yield
-        finally:
-            async with self._freed:
-                self.held -= nbytes
-                self._freed.notify_all()
+
+    async def release(self, nbytes: int) -> None:
+        """Give back what `acquire` held and wake the uploads waiting for room."""
+        async with self._freed:
+            self.held -= nbytes
+            self._freed.notify_all()

@@ -28,7 +28,7 @@ FORMATS = {"proto": ".pb", "glb": ".glb", "fbx": ".fbx", "bvh": ".bvh"}
 """Upload formats and the file suffix each is stored (and imported) with."""
 
 
-def character_id_of(payload: bytes) -> str:
+def character_id_of(payload: bytes | bytearray) -> str:
     return "sha256:" + hashlib.sha256(payload).hexdigest()
 
 
@@ -71,6 +71,15 @@ class CharacterStore:
             raise NotFound("character", character_id)
         return hexid
 
+    @classmethod
+    def is_valid_id(cls, character_id: str) -> bool:
+        """Whether ``character_id`` has the form of an id ("sha256:" and 64 lowercase hex digits)."""
+        try:
+            cls._hex(character_id)
+        except NotFound:
+            return False
+        return True
+
     def has(self, character_id: str) -> bool:
         try:
             hexid = self._hex(character_id)
@@ -78,7 +87,7 @@ class CharacterStore:
             return False
         return character_id in self._lru or (self.dir / f"{hexid}.json").exists()
 
-    def put(self, fmt: str, payload: bytes, name: str = "") -> StoredCharacter:
+    def put(self, fmt: str, payload: bytes | bytearray, name: str = "") -> StoredCharacter:
         """Parse, validate and store an upload; an already stored payload is a cache hit (not re-parsed)."""
         if fmt not in FORMATS:
             raise InvalidInput("header.format", f"unsupported character format {fmt!r}; use one of {sorted(FORMATS)}")
@@ -156,7 +165,7 @@ class CharacterStore:
             while len(self._lru) > self.capacity:
                 self._lru.popitem(last=False)
 
-    def _parse(self, fmt: str, payload: bytes, name: str) -> Character:
+    def _parse(self, fmt: str, payload: bytes | bytearray, name: str) -> Character:
         if fmt == "proto":
             return character_from_asset_bytes(payload, name, self.limits)
         from dataclasses import replace

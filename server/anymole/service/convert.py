@@ -413,10 +413,10 @@ def _materials_from_proto(
     return tuple(materials), face_materials
 
 
-def character_from_asset_bytes(payload: bytes, name: str, limits: Limits) -> Character:
+def character_from_asset_bytes(payload: bytes | bytearray, name: str, limits: Limits) -> Character:
     """Parse and validate a serialised `CharacterAsset` (CHARACTER_FORMAT_PROTO uploads)."""
     try:
-        asset = pb.CharacterAsset.FromString(payload)
+        asset = pb.CharacterAsset.FromString(payload)  # type: ignore[arg-type]  # any buffer; a bytes copy would double it
     except DecodeError as exc:
         raise InvalidInput("chunk", f"the payload is not a serialised anymole.v1.CharacterAsset ({exc})") from None
     if not asset.HasField("skeleton"):

@@ -246,7 +246,7 @@ def build_server(
         raise InvalidInput("--tls-cert/--tls-key", "give both the certificate and the key, or neither")
     try:
         if cfg.tls_cert is not None and cfg.tls_key is not None:
-            creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())])
+            creds = grpc.ssl_server_credentials([(_read_pem(cfg.tls_key, "--tls-key"), _read_pem(cfg.tls_cert, "--tls-cert"))])
             port = server.add_secure_port(address, creds)
         else:
             port = server.add_insecure_port(address)
@@ -257,6 +257,13 @@ def build_server(
         raise _bind_failure(cfg.host, cfg.port)
     retention = Retention(cfg.retention, jobs, characters)
     return AnyMoLeServer(server, jobs, health, characters, cfg.grace_s, uploads, retention), port
+
+
+def _read_pem(path: Path, option: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(option, f"cannot read {path} ({exc.strerror}); give the PEM file's path") from None
 
 
 def _make_data_dir(path: Path) -> None:

@@ -29,7 +29,7 @@ from anymole.rig import Motion
 from anymole.service import convert
 from anymole.service.budget import UploadGate
 from anymole.service.characters import CharacterStore
-from anymole.service.errors import ResultFormatMismatch, code_of, to_status
+from anymole.service.errors import OverBudget, ResultFormatMismatch, code_of, to_status
 from anymole.service.jobs import JobInfo, JobManager, Submission
 from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
@@ -152,6 +152,10 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
                     result_formats=list(
                         convert.VIDEO_RESULT_SUFFIX if m.result == "video" else convert.MOTION_RESULT_SUFFIX
                     ),
+                    output=pb.METHOD_OUTPUT_VIDEO if m.result == "video" else pb.METHOD_OUTPUT_MOTION,
+                    min_context_seconds=m.min_context_seconds,
+                    key_spacing_seconds=m.key_spacing_seconds,
+                    max_gap_seconds=m.max_gap_seconds,
                 )
                 for m in self.pipeline.methods()
             ],
@@ -207,23 +211,42 @@ class AnyMoLeServicer(pb_grpc.AnyMoLeServiceServicer):
             async for _ in it:
                 pass
             return self._upload_response(cid, character, cached=True)
-        async with self.uploads.reserve(total):  # held until the payload is parsed and stored
-            buf = bytearray()
+        try:
+            await self.uploads.acquire(total)  # held until the payload is parsed and stored
+        except OverBudget:
+            async for _ in it:  # read and drop what is coming, so that the client gets the reason, not a reset
+                pass
+            raise
+        try:
+            # One buffer of the announced size, filled in place: the reservation is what the payload takes.
+            payload, got = bytearray(total), 0
             async for msg in it:
                 _reject_undecodable(msg, "chunk")
                 if msg.WhichOneof("part") != "chunk":
                     raise InvalidInput("header", "only the first message of an upload may carry a header")
-                buf += msg.chunk
-                if len(buf) > total:
+                if got + len(msg.chunk) > total:
                     raise InvalidInput("chunk", f"received more than the {total} bytes announced in header.total_bytes")
-            if len(buf) != total:
-                raise InvalidInput("header.total_bytes", f"announced {total} bytes but the upload carried {len(buf)}")
-            payload = bytes(buf)
-            del buf
+                payload[got : got + len(msg.chunk)] = msg.chunk
+                got += len(msg.chunk)
+            if got != total:
+                raise InvalidInput("header.total_bytes", f"announced {total} bytes but the upload carried {got}")
             stored = await asyncio.to_thread(self.characters.put, fmt, payload, header.name)
+        finally:
+            await self.uploads.release(total)
         if declared and stored.character_id != f"sha256:{declared}":
             raise InvalidInput("header.sha256", "does not match the SHA-256 of the payload; the upload was corrupted")
         return self._upload_response(stored.character_id, stored.character, stored.cached)
+
+    @_unary
+    async def GetCharacter(self, request: pb.GetCharacterRequest, context: Any) -> pb.GetCharacterResponse:
+        cid = request.character_id
+        if not self.characters.is_valid_id(cid):
+            raise InvalidInput("character_id", "must be 'sha256:' followed by 64 lowercase hex digits")
+        if not self.characters.has(cid):
+            return pb.GetCharacterResponse(found=False)
+        character = await asyncio.to_thread(self.characters.get, cid)
+        up = self._upload_response(cid, character, cached=True)
+        return pb.GetCharacterResponse(found=True, skeleton=up.skeleton, vertex_count=up.vertex_count, name=up.name)
 
     @staticmethod
     def _upload_response(cid: str, character: Any, cached: bool) -> pb.UploadCharacterResponse:

@@ -55,7 +55,7 @@ def disk_bytes(path: Path) -> int:
     return getattr(st, "st_blocks", 0) * 512 or st.st_size
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes | bytearray) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file.
 
     The temporary file is the writer's own: two threads storing the same upload at once must not truncate

@@ -13,6 +13,7 @@ History (bump ``minor`` for compatible additions, ``major`` for anything a deplo
          motion chunks and DownloadResult parts fitting 4 MiB by default. Forward compatibility stated in the
          proto (clients skip unknown event kinds and enum values); GetServerInfo answers without a token;
          proto/google/rpc vendors the error-detail protos; UploadCharacter drains the stream after a cache hit.
+         MethodInfo.output, min_context_seconds, key_spacing_seconds, max_gap_seconds; rpc GetCharacter.
          Materials (issue 18): SkinnedMesh.materials (base colour factor, texture index, name),
          triangle_materials (each triangle's material), textures (more than one image) and per-vertex colors;
          a mesh without materials is read as 1.1's one material (base_color, texture).

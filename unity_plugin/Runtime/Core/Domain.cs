@@ -161,6 +161,14 @@ namespace AnyMoLe.Core
         /// <summary>Why it cannot run here and what to do; empty when available.</summary>
         public string UnavailableReason = "";
         public bool SendsPreviews;
+        /// <summary>Shortest context in seconds (0: one frame); 0 from servers before protocol 1.2.</summary>
+        public float MinContextSeconds;
+        /// <summary>When not 0, key j lies exactly (j + 1) × this many seconds after the last context frame.</summary>
+        public float KeySpacingSeconds;
+        /// <summary>Longest gap between consecutive poses in seconds (0: no limit).</summary>
+        public float MaxGapSeconds;
+        /// <summary>Whether jobs produce motion the window can write into a clip (false: a video only).</summary>
+        public bool ProducesMotion = true;
     }
 
     /// <summary>The handshake's answer.</summary>

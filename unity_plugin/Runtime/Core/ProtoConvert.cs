@@ -170,6 +170,8 @@ namespace AnyMoLe.Core
                 {
                     Name = m.Name, Description = m.Description, Presets = m.Presets.ToArray(),
                     Available = m.Available, UnavailableReason = m.UnavailableReason, SendsPreviews = m.SendsPreviews,
+                    MinContextSeconds = m.MinContextSeconds, KeySpacingSeconds = m.KeySpacingSeconds, MaxGapSeconds = m.MaxGapSeconds,
+                    ProducesMotion = m.Output != pb.MethodOutput.Video,
                 });
             foreach (var d in caps.Devices) info.Devices.Add(d.Name);
             return info;

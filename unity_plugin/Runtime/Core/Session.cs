@@ -102,10 +102,26 @@ namespace AnyMoLe.Core
 
         // --------------------------------------------------------------------------------------------- upload
 
-        /// <summary>A character in canonical space, uploaded as CHARACTER_FORMAT_PROTO.</summary>
+        /// <summary>A character in canonical space, uploaded as CHARACTER_FORMAT_PROTO unless the server holds it
+        /// already (asked with GetCharacter first, so a reloaded editor does not send a mesh twice).</summary>
         public Task<UploadResult> UploadCharacterAsync(Character character, CancellationToken cancel = default(CancellationToken))
         {
-            return UploadAsync(ProtoConvert.ToProto(character).ToByteArray(), AssetFormat.Proto, character.Name, 0, cancel);
+            return UploadAsync(ProtoConvert.ToProto(character).ToByteArray(), AssetFormat.Proto, character.Name, 0, true, cancel);
+        }
+
+        /// <summary>GetCharacter: the server's copy of a character ("sha256:" + hex), or null when it holds none.</summary>
+        public async Task<UploadResult> GetCharacterAsync(string characterId, CancellationToken cancel = default(CancellationToken))
+        {
+            RequireReady("GetCharacterAsync");
+            var req = new pb.GetCharacterRequest { CharacterId = characterId };
+            var resp = pb.GetCharacterResponse.Parser.ParseFrom(
+                await transport.UnaryAsync(Service + "GetCharacter", req.ToByteArray(), metadata, cancel));
+            if (!resp.Found) return null;
+            return new UploadResult
+            {
+                CharacterId = characterId, Cached = true, Name = resp.Name, VertexCount = (int)resp.VertexCount,
+                Skeleton = ProtoConvert.FromProto(resp.Skeleton ?? new pb.Skeleton()),
+            };
         }
 
         /// <summary>Uploads a payload in chunks of the server's advertised size, with its SHA-256 in the header. A
@@ -113,11 +129,22 @@ namespace AnyMoLe.Core
         /// the server no longer holds it, the whole payload follows in a second upload. Against a server that
         /// answers before the last chunk (protocol 1.0) the remaining chunks stay here.</summary>
         /// <param name="chunkBytes">bytes per chunk; 0: the server's advertised size.</param>
+        /// <param name="askFirst">ask GetCharacter before a payload this session has not sent (a server of
+        /// protocol 1.2 or newer): one it holds is not uploaded at all.</param>
         public async Task<UploadResult> UploadAsync(byte[] payload, AssetFormat format, string name, int chunkBytes = 0,
-                                                    CancellationToken cancel = default(CancellationToken))
+                                                    bool askFirst = false, CancellationToken cancel = default(CancellationToken))
         {
             RequireReady("UploadAsync");
             var digest = Sha256Hex(payload);
+            if (askFirst && !uploaded.Contains(digest) && (Info.ProtocolMinor >= 2 || Info.ProtocolMajor > 1))
+            {
+                var held = await GetCharacterAsync("sha256:" + digest, cancel);
+                if (held != null)
+                {
+                    uploaded.Add(digest);
+                    return held;
+                }
+            }
             if (uploaded.Contains(digest))
             {
                 try

@@ -96,7 +96,7 @@ namespace AnyMoLe.Samples
                                                     opts["--token"], "anymole-unity AnyMoLeFill"))
             {
                 session.ConnectAsync().GetAwaiter().GetResult();
-                var up = session.UploadAsync(File.ReadAllBytes(character), format, Path.GetFileNameWithoutExtension(character)).GetAwaiter().GetResult();
+                var up = session.UploadAsync(File.ReadAllBytes(character), format, Path.GetFileNameWithoutExtension(character), 0, true).GetAwaiter().GetResult();
                 if (clip.JointNames != null && !clip.JointNames.SequenceEqual(up.Skeleton.Names))
                     throw new UsageError(opts["--motion"] + " names other joints (or another order) than the server reads from " + character);
                 var request = new FillRequest

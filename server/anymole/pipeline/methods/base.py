@@ -16,7 +16,11 @@ __all__ = ["Method", "MethodSpec"]
 @dataclass(frozen=True)
 class MethodSpec:
     """A method a pipeline offers: its presets (first = default), whether it can run here, and what its jobs
-    produce: ``result`` is ``"motion"`` (GLB/BVH/NPZ results) or ``"video"`` (an MP4 result)."""
+    produce: ``result`` is ``"motion"`` (GLB/BVH/NPZ results) or ``"video"`` (an MP4 result). The timing rules
+    its requests must follow, advertised so that a client can check a request before sending it:
+    ``min_context_seconds`` of context at least (0: one frame), keys exactly ``key_spacing_seconds`` apart from
+    the last context frame on (0: any frames), gaps of at most ``max_gap_seconds`` (0: no limit but
+    `Limits.max_frames`)."""
 
     name: str
     description: str
@@ -25,6 +29,9 @@ class MethodSpec:
     unavailable_reason: str = ""
     sends_previews: bool = False
     result: str = "motion"
+    min_context_seconds: float = 0.0
+    key_spacing_seconds: float = 0.0
+    max_gap_seconds: float = 0.0
 
 
 class Method(Protocol):

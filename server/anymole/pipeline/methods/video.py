@@ -42,7 +42,7 @@ from anymole.video.generate import (
 from anymole.video.icadapt import ICAdaptConfig
 from anymole.video.mp4 import encode_mp4
 from anymole.video.sampler import SamplerConfig
-from anymole.video.timeline import VideoTimeline, plan_timeline
+from anymole.video.timeline import MIN_CONTEXT_SECONDS, VideoTimeline, plan_timeline
 
 __all__ = ["ICADAPT_PRESETS", "VideoMethod"]
 
@@ -82,6 +82,9 @@ class VideoMethod:
             unavailable_reason=reason,
             sends_previews=True,
             result="video",
+            min_context_seconds=float(MIN_CONTEXT_SECONDS),
+            key_spacing_seconds=1.0,  # keyframe j exactly j + 1 s after the last context frame (plan_timeline)
+            max_gap_seconds=1.0,
         )
 
     def validate(self, spec: JobSpec) -> None:

@@ -36,152 +36,164 @@ namespace Anymole.V1 {
             "CzIWLmFueW1vbGUudjEuRGV2aWNlSW5mbxIiCgZsaW1pdHMYAyABKAsyEi5h",
             "bnltb2xlLnYxLkxpbWl0cxIVCg1hdXRoX3JlcXVpcmVkGAQgASgIEjAKDnJl",
             "c3VsdF9mb3JtYXRzGAUgAygOMhguYW55bW9sZS52MS5SZXN1bHRGb3JtYXQi",
-            "uQEKCk1ldGhvZEluZm8SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgC",
+            "tgIKCk1ldGhvZEluZm8SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgC",
             "IAEoCRIPCgdwcmVzZXRzGAMgAygJEhEKCWF2YWlsYWJsZRgEIAEoCBIaChJ1",
             "bmF2YWlsYWJsZV9yZWFzb24YBSABKAkSFgoOc2VuZHNfcHJldmlld3MYBiAB",
             "KAgSMAoOcmVzdWx0X2Zvcm1hdHMYByADKA4yGC5hbnltb2xlLnYxLlJlc3Vs",
-            "dEZvcm1hdCIvCgpEZXZpY2VJbmZvEgwKBG5hbWUYASABKAkSEwoLZGVzY3Jp",
-            "cHRpb24YAiABKAki5gIKBkxpbWl0cxIZChFtYXhfbWVzc2FnZV9ieXRlcxgB",
-            "IAEoBBIbChNtYXhfY2hhcmFjdGVyX2J5dGVzGAIgASgEEhoKEnVwbG9hZF9j",
-            "aHVua19ieXRlcxgDIAEoDRISCgptYXhfam9pbnRzGAQgASgNEhIKCm1heF9m",
-            "cmFtZXMYBSABKA0SFQoNbWF4X2tleWZyYW1lcxgGIAEoDRIRCgltYXhfcXVl",
-            "dWUYByABKA0SIQoZcXVhdGVybmlvbl9ub3JtX3RvbGVyYW5jZRgIIAEoAhIY",
-            "ChBtYXhfZnJhbWVfam9pbnRzGAkgASgEEhsKE21lbW9yeV9idWRnZXRfYnl0",
-            "ZXMYCiABKAQSHwoXbWF4X3F1ZXVlZF9mcmFtZV9qb2ludHMYCyABKAQSIgoa",
-            "bWF4X3VwbG9hZF9ieXRlc19pbl9mbGlnaHQYDCABKAQSFwoPbWF4X2xhYmVs",
-            "X2J5dGVzGA0gASgNImoKCFNrZWxldG9uEhMKC2pvaW50X25hbWVzGAEgAygJ",
-            "EhYKDnBhcmVudF9pbmRpY2VzGAIgAygREhkKEXJlc3RfdHJhbnNsYXRpb25z",
-            "GAMgAygCEhYKDnJlc3Rfcm90YXRpb25zGAQgAygCIvoCCgtTa2lubmVkTWVz",
-            "aBIRCglwb3NpdGlvbnMYASADKAISDwoHbm9ybWFscxgCIAMoAhILCgN1dnMY",
-            "AyADKAISGAoQdHJpYW5nbGVfaW5kaWNlcxgEIAMoDRIdChVpbmZsdWVuY2Vz",
-            "X3Blcl92ZXJ0ZXgYBSABKA0SFQoNam9pbnRfaW5kaWNlcxgGIAMoDRIVCg1q",
-            "b2ludF93ZWlnaHRzGAcgAygCEh0KFWludmVyc2VfYmluZF9tYXRyaWNlcxgI",
-            "IAMoAhISCgpiYXNlX2NvbG9yGAkgAygCEiQKB3RleHR1cmUYCiABKAsyEy5h",
-            "bnltb2xlLnYxLlRleHR1cmUSDgoGY29sb3JzGAsgAygCEicKCW1hdGVyaWFs",
-            "cxgMIAMoCzIULmFueW1vbGUudjEuTWF0ZXJpYWwSGgoSdHJpYW5nbGVfbWF0",
-            "ZXJpYWxzGA0gAygNEiUKCHRleHR1cmVzGA4gAygLMhMuYW55bW9sZS52MS5U",
-            "ZXh0dXJlIk4KCE1hdGVyaWFsEgwKBG5hbWUYASABKAkSEgoKYmFzZV9jb2xv",
-            "chgCIAMoAhIUCgd0ZXh0dXJlGAMgASgNSACIAQFCCgoIX3RleHR1cmUiKgoH",
-            "VGV4dHVyZRIRCgltaW1lX3R5cGUYASABKAkSDAoEZGF0YRgCIAEoDCJtCg5D",
-            "aGFyYWN0ZXJBc3NldBIMCgRuYW1lGAEgASgJEiYKCHNrZWxldG9uGAIgASgL",
-            "MhQuYW55bW9sZS52MS5Ta2VsZXRvbhIlCgRtZXNoGAMgASgLMhcuYW55bW9s",
-            "ZS52MS5Ta2lubmVkTWVzaCJdChZVcGxvYWRDaGFyYWN0ZXJSZXF1ZXN0EioK",
-            "BmhlYWRlchgBIAEoCzIYLmFueW1vbGUudjEuVXBsb2FkSGVhZGVySAASDwoF",
-            "Y2h1bmsYAiABKAxIAEIGCgRwYXJ0Im4KDFVwbG9hZEhlYWRlchIrCgZmb3Jt",
-            "YXQYASABKA4yGy5hbnltb2xlLnYxLkNoYXJhY3RlckZvcm1hdBITCgt0b3Rh",
-            "bF9ieXRlcxgCIAEoBBIOCgZzaGEyNTYYAyABKAkSDAoEbmFtZRgEIAEoCSKL",
-            "AQoXVXBsb2FkQ2hhcmFjdGVyUmVzcG9uc2USFAoMY2hhcmFjdGVyX2lkGAEg",
-            "ASgJEg4KBmNhY2hlZBgCIAEoCBImCghza2VsZXRvbhgDIAEoCzIULmFueW1v",
-            "bGUudjEuU2tlbGV0b24SFAoMdmVydGV4X2NvdW50GAQgASgNEgwKBG5hbWUY",
-            "BSABKAkibAoEQ2xpcBILCgNmcHMYASABKAISEwoLZnJhbWVfY291bnQYAiAB",
-            "KA0SEQoJcm90YXRpb25zGAMgAygCEhkKEXJvb3RfdHJhbnNsYXRpb25zGAQg",
-            "AygCEhQKDHRyYW5zbGF0aW9ucxgFIAMoAiJcCghLZXlmcmFtZRINCgVmcmFt",
-            "ZRgBIAEoDRIRCglyb3RhdGlvbnMYAiADKAISGAoQcm9vdF90cmFuc2xhdGlv",
-            "bhgDIAMoAhIUCgx0cmFuc2xhdGlvbnMYBCADKAIi9gIKEEluYmV0d2VlblJl",
-            "cXVlc3QSFAoMY2hhcmFjdGVyX2lkGAEgASgJEiEKB2NvbnRleHQYAiABKAsy",
-            "EC5hbnltb2xlLnYxLkNsaXASJwoJa2V5ZnJhbWVzGAMgAygLMhQuYW55bW9s",
-            "ZS52MS5LZXlmcmFtZRIUCgx0b3RhbF9mcmFtZXMYBCABKA0SDgoGbWV0aG9k",
-            "GAUgASgJEg4KBnByZXNldBgGIAEoCRIUCgxjaHVua19mcmFtZXMYByABKA0S",
-            "DAoEc2VlZBgIIAEoBBINCgVsYWJlbBgJIAEoCRJBCgtjbGllbnRfdGFncxgK",
-            "IAMoCzIsLmFueW1vbGUudjEuSW5iZXR3ZWVuUmVxdWVzdC5DbGllbnRUYWdz",
-            "RW50cnkSIQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRlcxgLIAEoDRoxCg9D",
-            "bGllbnRUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4",
-            "ASJaChBTdWJtaXRKb2JSZXF1ZXN0Ei0KB3JlcXVlc3QYASABKAsyHC5hbnlt",
-            "b2xlLnYxLkluYmV0d2VlblJlcXVlc3QSFwoPaWRlbXBvdGVuY3lfa2V5GAIg",
-            "ASgJIkcKEVN1Ym1pdEpvYlJlc3BvbnNlEg4KBmpvYl9pZBgBIAEoCRIQCghw",
-            "b3NpdGlvbhgCIAEoDRIQCghleGlzdGluZxgDIAEoCCJUCg9XYXRjaEpvYlJl",
-            "cXVlc3QSDgoGam9iX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBBIeChZz",
-            "a2lwX3JlcGxheWVkX3ByZXZpZXdzGAMgASgIIiIKEENhbmNlbEpvYlJlcXVl",
-            "c3QSDgoGam9iX2lkGAEgASgJIjgKEUNhbmNlbEpvYlJlc3BvbnNlEiMKBXN0",
-            "YXRlGAEgASgOMhQuYW55bW9sZS52MS5Kb2JTdGF0ZSLiAQoPTGlzdEpvYnNS",
-            "ZXF1ZXN0EiQKBnN0YXRlcxgBIAMoDjIULmFueW1vbGUudjEuSm9iU3RhdGUS",
-            "DQoFbGltaXQYAiABKA0SQAoLY2xpZW50X3RhZ3MYAyADKAsyKy5hbnltb2xl",
-            "LnYxLkxpc3RKb2JzUmVxdWVzdC5DbGllbnRUYWdzRW50cnkSEQoJcGFnZV9z",
-            "aXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkaMQoPQ2xpZW50VGFnc0Vu",
-            "dHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiUQoQTGlzdEpv",
-            "YnNSZXNwb25zZRIkCgRqb2JzGAEgAygLMhYuYW55bW9sZS52MS5Kb2JTdW1t",
-            "YXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLGAgoKSm9iU3VtbWFyeRIO",
-            "CgZqb2JfaWQYASABKAkSIwoFc3RhdGUYAiABKA4yFC5hbnltb2xlLnYxLkpv",
-            "YlN0YXRlEhQKDGNoYXJhY3Rlcl9pZBgDIAEoCRIOCgZtZXRob2QYBCABKAkS",
-            "DgoGcHJlc2V0GAUgASgJEg0KBWxhYmVsGAYgASgJEhQKDGNyZWF0ZWRfdW5p",
-            "eBgHIAEoARIQCghwb3NpdGlvbhgIIAEoDRIQCghsYXN0X3NlcRgJIAEoBBIU",
-            "Cgx0b3RhbF9mcmFtZXMYCiABKA0SOwoLY2xpZW50X3RhZ3MYCyADKAsyJi5h",
-            "bnltb2xlLnYxLkpvYlN1bW1hcnkuQ2xpZW50VGFnc0VudHJ5GjEKD0NsaWVu",
-            "dFRhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpMD",
-            "CghKb2JFdmVudBIOCgZqb2JfaWQYASABKAkSCwoDc2VxGAIgASgEEhEKCXRp",
-            "bWVfdW5peBgDIAEoARIkCgZxdWV1ZWQYCiABKAsyEi5hbnltb2xlLnYxLlF1",
-            "ZXVlZEgAEigKCHByb2dyZXNzGAsgASgLMhQuYW55bW9sZS52MS5Qcm9ncmVz",
-            "c0gAEiYKB3ByZXZpZXcYDCABKAsyEy5hbnltb2xlLnYxLlByZXZpZXdIABIp",
-            "CgZtb3Rpb24YDSABKAsyFy5hbnltb2xlLnYxLk1vdGlvbkNodW5rSAASKgoJ",
-            "Y29tcGxldGVkGA4gASgLMhUuYW55bW9sZS52MS5Db21wbGV0ZWRIABIkCgZm",
-            "YWlsZWQYDyABKAsyEi5hbnltb2xlLnYxLkZhaWxlZEgAEioKCWNhbmNlbGxl",
-            "ZBgQIAEoCzIVLmFueW1vbGUudjEuQ2FuY2VsbGVkSAASLgoLaW50ZXJydXB0",
-            "ZWQYESABKAsyFy5hbnltb2xlLnYxLkludGVycnVwdGVkSABCBgoEa2luZCIa",
-            "CgZRdWV1ZWQSEAoIcG9zaXRpb24YASABKA0ifgoIUHJvZ3Jlc3MSDQoFc3Rh",
-            "Z2UYASABKAkSFgoOc3RhZ2VfZnJhY3Rpb24YAiABKAISEAoIZnJhY3Rpb24Y",
-            "AyABKAISGAoLZXRhX3NlY29uZHMYBCABKAFIAIgBARIPCgdtZXNzYWdlGAUg",
-            "ASgJQg4KDF9ldGFfc2Vjb25kcyJ1CgdQcmV2aWV3Eg0KBXN0YWdlGAEgASgJ",
-            "Eg0KBWZyYW1lGAIgASgNEgwKBHZpZXcYAyABKA0SEQoJbWltZV90eXBlGAQg",
-            "ASgJEgwKBGRhdGEYBSABKAwSDQoFd2lkdGgYBiABKA0SDgoGaGVpZ2h0GAcg",
-            "ASgNIo0BCgtNb3Rpb25DaHVuaxITCgtmcmFtZV9zdGFydBgBIAEoDRITCgtm",
-            "cmFtZV9jb3VudBgCIAEoDRIRCglyb3RhdGlvbnMYAyADKAISGQoRcm9vdF90",
-            "cmFuc2xhdGlvbnMYBCADKAISEAoIaXNfZmluYWwYBSABKAgSFAoMdHJhbnNs",
-            "YXRpb25zGAYgAygCIi0KC1N0YWdlVGltaW5nEg0KBXN0YWdlGAEgASgJEg8K",
-            "B3NlY29uZHMYAiABKAEiwQEKCUNvbXBsZXRlZBIPCgdzdW1tYXJ5GAEgASgJ",
-            "EigKB3RpbWluZ3MYAiADKAsyFy5hbnltb2xlLnYxLlN0YWdlVGltaW5nEjMK",
-            "B21ldHJpY3MYAyADKAsyIi5hbnltb2xlLnYxLkNvbXBsZXRlZC5NZXRyaWNz",
-            "RW50cnkSFAoMdG90YWxfZnJhbWVzGAQgASgNGi4KDE1ldHJpY3NFbnRyeRIL",
-            "CgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIjYKBkZhaWxlZBIMCgRj",
-            "b2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSDQoFZmllbGQYAyABKAkiGwoJ",
-            "Q2FuY2VsbGVkEg4KBnJlYXNvbhgBIAEoCSIdCgtJbnRlcnJ1cHRlZBIOCgZy",
-            "ZWFzb24YASABKAkibwoQR2V0UmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASAB",
-            "KAkSKAoGZm9ybWF0GAIgASgOMhguYW55bW9sZS52MS5SZXN1bHRGb3JtYXQS",
-            "IQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRlcxgDIAEoDSJWChFHZXRSZXN1",
-            "bHRSZXNwb25zZRIgCgZtb3Rpb24YASABKAsyEC5hbnltb2xlLnYxLkNsaXAS",
-            "DAoEZmlsZRgCIAEoDBIRCglmaWxlX25hbWUYAyABKAkiiQEKFURvd25sb2Fk",
-            "UmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASABKAkSKAoGZm9ybWF0GAIgASgO",
-            "MhguYW55bW9sZS52MS5SZXN1bHRGb3JtYXQSEwoLY2h1bmtfYnl0ZXMYAyAB",
-            "KA0SIQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRlcxgEIAEoDSKNAQoWRG93",
-            "bmxvYWRSZXN1bHRSZXNwb25zZRIqCgZoZWFkZXIYASABKAsyGC5hbnltb2xl",
-            "LnYxLlJlc3VsdEhlYWRlckgAEikKBm1vdGlvbhgCIAEoCzIXLmFueW1vbGUu",
-            "djEuTW90aW9uQ2h1bmtIABIUCgpmaWxlX2NodW5rGAMgASgMSABCBgoEcGFy",
-            "dCJYCgxSZXN1bHRIZWFkZXISCwoDZnBzGAEgASgCEhQKDHRvdGFsX2ZyYW1l",
-            "cxgCIAEoDRISCgpmaWxlX2J5dGVzGAMgASgEEhEKCWZpbGVfbmFtZRgEIAEo",
-            "CSqdAQoPQ2hhcmFjdGVyRm9ybWF0EiAKHENIQVJBQ1RFUl9GT1JNQVRfVU5T",
-            "UEVDSUZJRUQQABIaChZDSEFSQUNURVJfRk9STUFUX1BST1RPEAESGAoUQ0hB",
-            "UkFDVEVSX0ZPUk1BVF9HTEIQAhIYChRDSEFSQUNURVJfRk9STUFUX0ZCWBAD",
-            "EhgKFENIQVJBQ1RFUl9GT1JNQVRfQlZIEAQqtQEKCEpvYlN0YXRlEhkKFUpP",
-            "Ql9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIV",
-            "ChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFURV9DT01QTEVURUQQ",
-            "AxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFwoTSk9CX1NUQVRFX0NBTkNFTExF",
-            "RBAFEhkKFUpPQl9TVEFURV9JTlRFUlJVUFRFRBAGKokBCgxSZXN1bHRGb3Jt",
-            "YXQSHQoZUkVTVUxUX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhUKEVJFU1VMVF9G",
-            "T1JNQVRfR0xCEAESFQoRUkVTVUxUX0ZPUk1BVF9CVkgQAhIVChFSRVNVTFRf",
-            "Rk9STUFUX05QWhADEhUKEVJFU1VMVF9GT1JNQVRfTVA0EAQyyAUKDkFueU1v",
-            "TGVTZXJ2aWNlElQKDUdldFNlcnZlckluZm8SIC5hbnltb2xlLnYxLkdldFNl",
-            "cnZlckluZm9SZXF1ZXN0GiEuYW55bW9sZS52MS5HZXRTZXJ2ZXJJbmZvUmVz",
-            "cG9uc2USXAoPVXBsb2FkQ2hhcmFjdGVyEiIuYW55bW9sZS52MS5VcGxvYWRD",
-            "aGFyYWN0ZXJSZXF1ZXN0GiMuYW55bW9sZS52MS5VcGxvYWRDaGFyYWN0ZXJS",
-            "ZXNwb25zZSgBEkEKCUluYmV0d2VlbhIcLmFueW1vbGUudjEuSW5iZXR3ZWVu",
-            "UmVxdWVzdBoULmFueW1vbGUudjEuSm9iRXZlbnQwARJICglTdWJtaXRKb2IS",
-            "HC5hbnltb2xlLnYxLlN1Ym1pdEpvYlJlcXVlc3QaHS5hbnltb2xlLnYxLlN1",
-            "Ym1pdEpvYlJlc3BvbnNlEj8KCFdhdGNoSm9iEhsuYW55bW9sZS52MS5XYXRj",
-            "aEpvYlJlcXVlc3QaFC5hbnltb2xlLnYxLkpvYkV2ZW50MAESSAoJQ2FuY2Vs",
-            "Sm9iEhwuYW55bW9sZS52MS5DYW5jZWxKb2JSZXF1ZXN0Gh0uYW55bW9sZS52",
-            "MS5DYW5jZWxKb2JSZXNwb25zZRJFCghMaXN0Sm9icxIbLmFueW1vbGUudjEu",
-            "TGlzdEpvYnNSZXF1ZXN0GhwuYW55bW9sZS52MS5MaXN0Sm9ic1Jlc3BvbnNl",
-            "EkgKCUdldFJlc3VsdBIcLmFueW1vbGUudjEuR2V0UmVzdWx0UmVxdWVzdBod",
-            "LmFueW1vbGUudjEuR2V0UmVzdWx0UmVzcG9uc2USWQoORG93bmxvYWRSZXN1",
-            "bHQSIS5hbnltb2xlLnYxLkRvd25sb2FkUmVzdWx0UmVxdWVzdBoiLmFueW1v",
-            "bGUudjEuRG93bmxvYWRSZXN1bHRSZXNwb25zZTABYgZwcm90bzM="));
+            "dEZvcm1hdBIoCgZvdXRwdXQYCCABKA4yGC5hbnltb2xlLnYxLk1ldGhvZE91",
+            "dHB1dBIbChNtaW5fY29udGV4dF9zZWNvbmRzGAkgASgCEhsKE2tleV9zcGFj",
+            "aW5nX3NlY29uZHMYCiABKAISFwoPbWF4X2dhcF9zZWNvbmRzGAsgASgCIi8K",
+            "CkRldmljZUluZm8SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEo",
+            "CSLmAgoGTGltaXRzEhkKEW1heF9tZXNzYWdlX2J5dGVzGAEgASgEEhsKE21h",
+            "eF9jaGFyYWN0ZXJfYnl0ZXMYAiABKAQSGgoSdXBsb2FkX2NodW5rX2J5dGVz",
+            "GAMgASgNEhIKCm1heF9qb2ludHMYBCABKA0SEgoKbWF4X2ZyYW1lcxgFIAEo",
+            "DRIVCg1tYXhfa2V5ZnJhbWVzGAYgASgNEhEKCW1heF9xdWV1ZRgHIAEoDRIh",
+            "ChlxdWF0ZXJuaW9uX25vcm1fdG9sZXJhbmNlGAggASgCEhgKEG1heF9mcmFt",
+            "ZV9qb2ludHMYCSABKAQSGwoTbWVtb3J5X2J1ZGdldF9ieXRlcxgKIAEoBBIf",
+            "ChdtYXhfcXVldWVkX2ZyYW1lX2pvaW50cxgLIAEoBBIiChptYXhfdXBsb2Fk",
+            "X2J5dGVzX2luX2ZsaWdodBgMIAEoBBIXCg9tYXhfbGFiZWxfYnl0ZXMYDSAB",
+            "KA0iagoIU2tlbGV0b24SEwoLam9pbnRfbmFtZXMYASADKAkSFgoOcGFyZW50",
+            "X2luZGljZXMYAiADKBESGQoRcmVzdF90cmFuc2xhdGlvbnMYAyADKAISFgoO",
+            "cmVzdF9yb3RhdGlvbnMYBCADKAIi+gIKC1NraW5uZWRNZXNoEhEKCXBvc2l0",
+            "aW9ucxgBIAMoAhIPCgdub3JtYWxzGAIgAygCEgsKA3V2cxgDIAMoAhIYChB0",
+            "cmlhbmdsZV9pbmRpY2VzGAQgAygNEh0KFWluZmx1ZW5jZXNfcGVyX3ZlcnRl",
+            "eBgFIAEoDRIVCg1qb2ludF9pbmRpY2VzGAYgAygNEhUKDWpvaW50X3dlaWdo",
+            "dHMYByADKAISHQoVaW52ZXJzZV9iaW5kX21hdHJpY2VzGAggAygCEhIKCmJh",
+            "c2VfY29sb3IYCSADKAISJAoHdGV4dHVyZRgKIAEoCzITLmFueW1vbGUudjEu",
+            "VGV4dHVyZRIOCgZjb2xvcnMYCyADKAISJwoJbWF0ZXJpYWxzGAwgAygLMhQu",
+            "YW55bW9sZS52MS5NYXRlcmlhbBIaChJ0cmlhbmdsZV9tYXRlcmlhbHMYDSAD",
+            "KA0SJQoIdGV4dHVyZXMYDiADKAsyEy5hbnltb2xlLnYxLlRleHR1cmUiTgoI",
+            "TWF0ZXJpYWwSDAoEbmFtZRgBIAEoCRISCgpiYXNlX2NvbG9yGAIgAygCEhQK",
+            "B3RleHR1cmUYAyABKA1IAIgBAUIKCghfdGV4dHVyZSIqCgdUZXh0dXJlEhEK",
+            "CW1pbWVfdHlwZRgBIAEoCRIMCgRkYXRhGAIgASgMIm0KDkNoYXJhY3RlckFz",
+            "c2V0EgwKBG5hbWUYASABKAkSJgoIc2tlbGV0b24YAiABKAsyFC5hbnltb2xl",
+            "LnYxLlNrZWxldG9uEiUKBG1lc2gYAyABKAsyFy5hbnltb2xlLnYxLlNraW5u",
+            "ZWRNZXNoIl0KFlVwbG9hZENoYXJhY3RlclJlcXVlc3QSKgoGaGVhZGVyGAEg",
+            "ASgLMhguYW55bW9sZS52MS5VcGxvYWRIZWFkZXJIABIPCgVjaHVuaxgCIAEo",
+            "DEgAQgYKBHBhcnQibgoMVXBsb2FkSGVhZGVyEisKBmZvcm1hdBgBIAEoDjIb",
+            "LmFueW1vbGUudjEuQ2hhcmFjdGVyRm9ybWF0EhMKC3RvdGFsX2J5dGVzGAIg",
+            "ASgEEg4KBnNoYTI1NhgDIAEoCRIMCgRuYW1lGAQgASgJIosBChdVcGxvYWRD",
+            "aGFyYWN0ZXJSZXNwb25zZRIUCgxjaGFyYWN0ZXJfaWQYASABKAkSDgoGY2Fj",
+            "aGVkGAIgASgIEiYKCHNrZWxldG9uGAMgASgLMhQuYW55bW9sZS52MS5Ta2Vs",
+            "ZXRvbhIUCgx2ZXJ0ZXhfY291bnQYBCABKA0SDAoEbmFtZRgFIAEoCSIrChNH",
+            "ZXRDaGFyYWN0ZXJSZXF1ZXN0EhQKDGNoYXJhY3Rlcl9pZBgBIAEoCSJxChRH",
+            "ZXRDaGFyYWN0ZXJSZXNwb25zZRINCgVmb3VuZBgBIAEoCBImCghza2VsZXRv",
+            "bhgCIAEoCzIULmFueW1vbGUudjEuU2tlbGV0b24SFAoMdmVydGV4X2NvdW50",
+            "GAMgASgNEgwKBG5hbWUYBCABKAkibAoEQ2xpcBILCgNmcHMYASABKAISEwoL",
+            "ZnJhbWVfY291bnQYAiABKA0SEQoJcm90YXRpb25zGAMgAygCEhkKEXJvb3Rf",
+            "dHJhbnNsYXRpb25zGAQgAygCEhQKDHRyYW5zbGF0aW9ucxgFIAMoAiJcCghL",
+            "ZXlmcmFtZRINCgVmcmFtZRgBIAEoDRIRCglyb3RhdGlvbnMYAiADKAISGAoQ",
+            "cm9vdF90cmFuc2xhdGlvbhgDIAMoAhIUCgx0cmFuc2xhdGlvbnMYBCADKAIi",
+            "9gIKEEluYmV0d2VlblJlcXVlc3QSFAoMY2hhcmFjdGVyX2lkGAEgASgJEiEK",
+            "B2NvbnRleHQYAiABKAsyEC5hbnltb2xlLnYxLkNsaXASJwoJa2V5ZnJhbWVz",
+            "GAMgAygLMhQuYW55bW9sZS52MS5LZXlmcmFtZRIUCgx0b3RhbF9mcmFtZXMY",
+            "BCABKA0SDgoGbWV0aG9kGAUgASgJEg4KBnByZXNldBgGIAEoCRIUCgxjaHVu",
+            "a19mcmFtZXMYByABKA0SDAoEc2VlZBgIIAEoBBINCgVsYWJlbBgJIAEoCRJB",
+            "CgtjbGllbnRfdGFncxgKIAMoCzIsLmFueW1vbGUudjEuSW5iZXR3ZWVuUmVx",
+            "dWVzdC5DbGllbnRUYWdzRW50cnkSIQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9i",
+            "eXRlcxgLIAEoDRoxCg9DbGllbnRUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0K",
+            "BXZhbHVlGAIgASgJOgI4ASJaChBTdWJtaXRKb2JSZXF1ZXN0Ei0KB3JlcXVl",
+            "c3QYASABKAsyHC5hbnltb2xlLnYxLkluYmV0d2VlblJlcXVlc3QSFwoPaWRl",
+            "bXBvdGVuY3lfa2V5GAIgASgJIkcKEVN1Ym1pdEpvYlJlc3BvbnNlEg4KBmpv",
+            "Yl9pZBgBIAEoCRIQCghwb3NpdGlvbhgCIAEoDRIQCghleGlzdGluZxgDIAEo",
+            "CCJUCg9XYXRjaEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhEKCWFmdGVy",
+            "X3NlcRgCIAEoBBIeChZza2lwX3JlcGxheWVkX3ByZXZpZXdzGAMgASgIIiIK",
+            "EENhbmNlbEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIjgKEUNhbmNlbEpv",
+            "YlJlc3BvbnNlEiMKBXN0YXRlGAEgASgOMhQuYW55bW9sZS52MS5Kb2JTdGF0",
+            "ZSLiAQoPTGlzdEpvYnNSZXF1ZXN0EiQKBnN0YXRlcxgBIAMoDjIULmFueW1v",
+            "bGUudjEuSm9iU3RhdGUSDQoFbGltaXQYAiABKA0SQAoLY2xpZW50X3RhZ3MY",
+            "AyADKAsyKy5hbnltb2xlLnYxLkxpc3RKb2JzUmVxdWVzdC5DbGllbnRUYWdz",
+            "RW50cnkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAka",
+            "MQoPQ2xpZW50VGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEo",
+            "CToCOAEiUQoQTGlzdEpvYnNSZXNwb25zZRIkCgRqb2JzGAEgAygLMhYuYW55",
+            "bW9sZS52MS5Kb2JTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLG",
+            "AgoKSm9iU3VtbWFyeRIOCgZqb2JfaWQYASABKAkSIwoFc3RhdGUYAiABKA4y",
+            "FC5hbnltb2xlLnYxLkpvYlN0YXRlEhQKDGNoYXJhY3Rlcl9pZBgDIAEoCRIO",
+            "CgZtZXRob2QYBCABKAkSDgoGcHJlc2V0GAUgASgJEg0KBWxhYmVsGAYgASgJ",
+            "EhQKDGNyZWF0ZWRfdW5peBgHIAEoARIQCghwb3NpdGlvbhgIIAEoDRIQCghs",
+            "YXN0X3NlcRgJIAEoBBIUCgx0b3RhbF9mcmFtZXMYCiABKA0SOwoLY2xpZW50",
+            "X3RhZ3MYCyADKAsyJi5hbnltb2xlLnYxLkpvYlN1bW1hcnkuQ2xpZW50VGFn",
+            "c0VudHJ5GjEKD0NsaWVudFRhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFs",
+            "dWUYAiABKAk6AjgBIpMDCghKb2JFdmVudBIOCgZqb2JfaWQYASABKAkSCwoD",
+            "c2VxGAIgASgEEhEKCXRpbWVfdW5peBgDIAEoARIkCgZxdWV1ZWQYCiABKAsy",
+            "Ei5hbnltb2xlLnYxLlF1ZXVlZEgAEigKCHByb2dyZXNzGAsgASgLMhQuYW55",
+            "bW9sZS52MS5Qcm9ncmVzc0gAEiYKB3ByZXZpZXcYDCABKAsyEy5hbnltb2xl",
+            "LnYxLlByZXZpZXdIABIpCgZtb3Rpb24YDSABKAsyFy5hbnltb2xlLnYxLk1v",
+            "dGlvbkNodW5rSAASKgoJY29tcGxldGVkGA4gASgLMhUuYW55bW9sZS52MS5D",
+            "b21wbGV0ZWRIABIkCgZmYWlsZWQYDyABKAsyEi5hbnltb2xlLnYxLkZhaWxl",
+            "ZEgAEioKCWNhbmNlbGxlZBgQIAEoCzIVLmFueW1vbGUudjEuQ2FuY2VsbGVk",
+            "SAASLgoLaW50ZXJydXB0ZWQYESABKAsyFy5hbnltb2xlLnYxLkludGVycnVw",
+            "dGVkSABCBgoEa2luZCIaCgZRdWV1ZWQSEAoIcG9zaXRpb24YASABKA0ifgoI",
+            "UHJvZ3Jlc3MSDQoFc3RhZ2UYASABKAkSFgoOc3RhZ2VfZnJhY3Rpb24YAiAB",
+            "KAISEAoIZnJhY3Rpb24YAyABKAISGAoLZXRhX3NlY29uZHMYBCABKAFIAIgB",
+            "ARIPCgdtZXNzYWdlGAUgASgJQg4KDF9ldGFfc2Vjb25kcyJ1CgdQcmV2aWV3",
+            "Eg0KBXN0YWdlGAEgASgJEg0KBWZyYW1lGAIgASgNEgwKBHZpZXcYAyABKA0S",
+            "EQoJbWltZV90eXBlGAQgASgJEgwKBGRhdGEYBSABKAwSDQoFd2lkdGgYBiAB",
+            "KA0SDgoGaGVpZ2h0GAcgASgNIo0BCgtNb3Rpb25DaHVuaxITCgtmcmFtZV9z",
+            "dGFydBgBIAEoDRITCgtmcmFtZV9jb3VudBgCIAEoDRIRCglyb3RhdGlvbnMY",
+            "AyADKAISGQoRcm9vdF90cmFuc2xhdGlvbnMYBCADKAISEAoIaXNfZmluYWwY",
+            "BSABKAgSFAoMdHJhbnNsYXRpb25zGAYgAygCIi0KC1N0YWdlVGltaW5nEg0K",
+            "BXN0YWdlGAEgASgJEg8KB3NlY29uZHMYAiABKAEiwQEKCUNvbXBsZXRlZBIP",
+            "CgdzdW1tYXJ5GAEgASgJEigKB3RpbWluZ3MYAiADKAsyFy5hbnltb2xlLnYx",
+            "LlN0YWdlVGltaW5nEjMKB21ldHJpY3MYAyADKAsyIi5hbnltb2xlLnYxLkNv",
+            "bXBsZXRlZC5NZXRyaWNzRW50cnkSFAoMdG90YWxfZnJhbWVzGAQgASgNGi4K",
+            "DE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgB",
+            "IjYKBkZhaWxlZBIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSDQoF",
+            "ZmllbGQYAyABKAkiGwoJQ2FuY2VsbGVkEg4KBnJlYXNvbhgBIAEoCSIdCgtJ",
+            "bnRlcnJ1cHRlZBIOCgZyZWFzb24YASABKAkibwoQR2V0UmVzdWx0UmVxdWVz",
+            "dBIOCgZqb2JfaWQYASABKAkSKAoGZm9ybWF0GAIgASgOMhguYW55bW9sZS52",
+            "MS5SZXN1bHRGb3JtYXQSIQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRlcxgD",
+            "IAEoDSJWChFHZXRSZXN1bHRSZXNwb25zZRIgCgZtb3Rpb24YASABKAsyEC5h",
+            "bnltb2xlLnYxLkNsaXASDAoEZmlsZRgCIAEoDBIRCglmaWxlX25hbWUYAyAB",
+            "KAkiiQEKFURvd25sb2FkUmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASABKAkS",
+            "KAoGZm9ybWF0GAIgASgOMhguYW55bW9sZS52MS5SZXN1bHRGb3JtYXQSEwoL",
+            "Y2h1bmtfYnl0ZXMYAyABKA0SIQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRl",
+            "cxgEIAEoDSKNAQoWRG93bmxvYWRSZXN1bHRSZXNwb25zZRIqCgZoZWFkZXIY",
+            "ASABKAsyGC5hbnltb2xlLnYxLlJlc3VsdEhlYWRlckgAEikKBm1vdGlvbhgC",
+            "IAEoCzIXLmFueW1vbGUudjEuTW90aW9uQ2h1bmtIABIUCgpmaWxlX2NodW5r",
+            "GAMgASgMSABCBgoEcGFydCJYCgxSZXN1bHRIZWFkZXISCwoDZnBzGAEgASgC",
+            "EhQKDHRvdGFsX2ZyYW1lcxgCIAEoDRISCgpmaWxlX2J5dGVzGAMgASgEEhEK",
+            "CWZpbGVfbmFtZRgEIAEoCSqEAQoMTWV0aG9kT3V0cHV0Eh0KGU1FVEhPRF9P",
+            "VVRQVVRfVU5TUEVDSUZJRUQQABIYChRNRVRIT0RfT1VUUFVUX01PVElPThAB",
+            "EhcKE01FVEhPRF9PVVRQVVRfVklERU8QAhIiCh5NRVRIT0RfT1VUUFVUX01P",
+            "VElPTl9BTkRfVklERU8QAyqdAQoPQ2hhcmFjdGVyRm9ybWF0EiAKHENIQVJB",
+            "Q1RFUl9GT1JNQVRfVU5TUEVDSUZJRUQQABIaChZDSEFSQUNURVJfRk9STUFU",
+            "X1BST1RPEAESGAoUQ0hBUkFDVEVSX0ZPUk1BVF9HTEIQAhIYChRDSEFSQUNU",
+            "RVJfRk9STUFUX0ZCWBADEhgKFENIQVJBQ1RFUl9GT1JNQVRfQlZIEAQqtQEK",
+            "CEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9T",
+            "VEFURV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9T",
+            "VEFURV9DT01QTEVURUQQAxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFwoTSk9C",
+            "X1NUQVRFX0NBTkNFTExFRBAFEhkKFUpPQl9TVEFURV9JTlRFUlJVUFRFRBAG",
+            "KokBCgxSZXN1bHRGb3JtYXQSHQoZUkVTVUxUX0ZPUk1BVF9VTlNQRUNJRklF",
+            "RBAAEhUKEVJFU1VMVF9GT1JNQVRfR0xCEAESFQoRUkVTVUxUX0ZPUk1BVF9C",
+            "VkgQAhIVChFSRVNVTFRfRk9STUFUX05QWhADEhUKEVJFU1VMVF9GT1JNQVRf",
+            "TVA0EAQymwYKDkFueU1vTGVTZXJ2aWNlElQKDUdldFNlcnZlckluZm8SIC5h",
+            "bnltb2xlLnYxLkdldFNlcnZlckluZm9SZXF1ZXN0GiEuYW55bW9sZS52MS5H",
+            "ZXRTZXJ2ZXJJbmZvUmVzcG9uc2USXAoPVXBsb2FkQ2hhcmFjdGVyEiIuYW55",
+            "bW9sZS52MS5VcGxvYWRDaGFyYWN0ZXJSZXF1ZXN0GiMuYW55bW9sZS52MS5V",
+            "cGxvYWRDaGFyYWN0ZXJSZXNwb25zZSgBElEKDEdldENoYXJhY3RlchIfLmFu",
+            "eW1vbGUudjEuR2V0Q2hhcmFjdGVyUmVxdWVzdBogLmFueW1vbGUudjEuR2V0",
+            "Q2hhcmFjdGVyUmVzcG9uc2USQQoJSW5iZXR3ZWVuEhwuYW55bW9sZS52MS5J",
+            "bmJldHdlZW5SZXF1ZXN0GhQuYW55bW9sZS52MS5Kb2JFdmVudDABEkgKCVN1",
+            "Ym1pdEpvYhIcLmFueW1vbGUudjEuU3VibWl0Sm9iUmVxdWVzdBodLmFueW1v",
+            "bGUudjEuU3VibWl0Sm9iUmVzcG9uc2USPwoIV2F0Y2hKb2ISGy5hbnltb2xl",
+            "LnYxLldhdGNoSm9iUmVxdWVzdBoULmFueW1vbGUudjEuSm9iRXZlbnQwARJI",
+            "CglDYW5jZWxKb2ISHC5hbnltb2xlLnYxLkNhbmNlbEpvYlJlcXVlc3QaHS5h",
+            "bnltb2xlLnYxLkNhbmNlbEpvYlJlc3BvbnNlEkUKCExpc3RKb2JzEhsuYW55",
+            "bW9sZS52MS5MaXN0Sm9ic1JlcXVlc3QaHC5hbnltb2xlLnYxLkxpc3RKb2Jz",
+            "UmVzcG9uc2USSAoJR2V0UmVzdWx0EhwuYW55bW9sZS52MS5HZXRSZXN1bHRS",
+            "ZXF1ZXN0Gh0uYW55bW9sZS52MS5HZXRSZXN1bHRSZXNwb25zZRJZCg5Eb3du",
+            "bG9hZFJlc3VsdBIhLmFueW1vbGUudjEuRG93bmxvYWRSZXN1bHRSZXF1ZXN0",
+            "GiIuYW55bW9sZS52MS5Eb3dubG9hZFJlc3VsdFJlc3BvbnNlMAFiBnByb3Rv",
+            "Mw=="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { },
-          new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Anymole.V1.CharacterFormat), typeof(global::Anymole.V1.JobState), typeof(global::Anymole.V1.ResultFormat), }, null, new pbr::GeneratedClrTypeInfo[] {
+          new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Anymole.V1.MethodOutput), typeof(global::Anymole.V1.CharacterFormat), typeof(global::Anymole.V1.JobState), typeof(global::Anymole.V1.ResultFormat), }, null, new pbr::GeneratedClrTypeInfo[] {
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.ProtocolVersion), global::Anymole.V1.ProtocolVersion.Parser, new[]{ "Major", "Minor" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.GetServerInfoRequest), global::Anymole.V1.GetServerInfoRequest.Parser, new[]{ "ClientProtocol", "ClientName" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.GetServerInfoResponse), global::Anymole.V1.GetServerInfoResponse.Parser, new[]{ "ServerVersion", "Protocol", "Capabilities" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Capabilities), global::Anymole.V1.Capabilities.Parser, new[]{ "Methods", "Devices", "Limits", "AuthRequired", "ResultFormats" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.MethodInfo), global::Anymole.V1.MethodInfo.Parser, new[]{ "Name", "Description", "Presets", "Available", "UnavailableReason", "SendsPreviews", "ResultFormats" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.MethodInfo), global::Anymole.V1.MethodInfo.Parser, new[]{ "Name", "Description", "Presets", "Available", "UnavailableReason", "SendsPreviews", "ResultFormats", "Output", "MinContextSeconds", "KeySpacingSeconds", "MaxGapSeconds" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.DeviceInfo), global::Anymole.V1.DeviceInfo.Parser, new[]{ "Name", "Description" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Limits), global::Anymole.V1.Limits.Parser, new[]{ "MaxMessageBytes", "MaxCharacterBytes", "UploadChunkBytes", "MaxJoints", "MaxFrames", "MaxKeyframes", "MaxQueue", "QuaternionNormTolerance", "MaxFrameJoints", "MemoryBudgetBytes", "MaxQueuedFrameJoints", "MaxUploadBytesInFlight", "MaxLabelBytes" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Skeleton), global::Anymole.V1.Skeleton.Parser, new[]{ "JointNames", "ParentIndices", "RestTranslations", "RestRotations" }, null, null, null, null),
@@ -192,6 +204,8 @@ namespace Anymole.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.UploadCharacterRequest), global::Anymole.V1.UploadCharacterRequest.Parser, new[]{ "Header", "Chunk" }, new[]{ "Part" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.UploadHeader), global::Anymole.V1.UploadHeader.Parser, new[]{ "Format", "TotalBytes", "Sha256", "Name" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.UploadCharacterResponse), global::Anymole.V1.UploadCharacterResponse.Parser, new[]{ "CharacterId", "Cached", "Skeleton", "VertexCount", "Name" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.GetCharacterRequest), global::Anymole.V1.GetCharacterRequest.Parser, new[]{ "CharacterId" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.GetCharacterResponse), global::Anymole.V1.GetCharacterResponse.Parser, new[]{ "Found", "Skeleton", "VertexCount", "Name" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Clip), global::Anymole.V1.Clip.Parser, new[]{ "Fps", "FrameCount", "Rotations", "RootTranslations", "Translations" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Keyframe), global::Anymole.V1.Keyframe.Parser, new[]{ "Frame", "Rotations", "RootTranslation", "Translations" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.InbetweenRequest), global::Anymole.V1.InbetweenRequest.Parser, new[]{ "CharacterId", "Context", "Keyframes", "TotalFrames", "Method", "Preset", "ChunkFrames", "Seed", "Label", "ClientTags", "MaxReceiveMessageBytes" }, null, null, null, new pbr::GeneratedClrTypeInfo[] { null, }),
@@ -224,6 +238,28 @@ namespace Anymole.V1 {
 
   }
   #region Enums
+  /// <summary>
+  /// What a method's jobs produce.
+  /// </summary>
+  public enum MethodOutput {
+    /// <summary>
+    /// Not reported (a server older than protocol 1.2): read `result_formats` instead.
+    /// </summary>
+    [pbr::OriginalName("METHOD_OUTPUT_UNSPECIFIED")] Unspecified = 0,
+    /// <summary>
+    /// Motion: MotionChunk events and a motion result (GLB, BVH, NPZ).
+    /// </summary>
+    [pbr::OriginalName("METHOD_OUTPUT_MOTION")] Motion = 1,
+    /// <summary>
+    /// A generated video: Preview events and an MP4 result, no motion.
+    /// </summary>
+    [pbr::OriginalName("METHOD_OUTPUT_VIDEO")] Video = 2,
+    /// <summary>
+    /// Both a motion result and a video.
+    /// </summary>
+    [pbr::OriginalName("METHOD_OUTPUT_MOTION_AND_VIDEO")] MotionAndVideo = 3,
+  }
+
   /// <summary>
   /// How the bytes of an upload are encoded.
   /// </summary>
@@ -1465,6 +1501,10 @@ namespace Anymole.V1 {
       unavailableReason_ = other.unavailableReason_;
       sendsPreviews_ = other.sendsPreviews_;
       resultFormats_ = other.resultFormats_.Clone();
+      output_ = other.output_;
+      minContextSeconds_ = other.minContextSeconds_;
+      keySpacingSeconds_ = other.keySpacingSeconds_;
+      maxGapSeconds_ = other.maxGapSeconds_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -1578,6 +1618,70 @@ namespace Anymole.V1 {
       get { return resultFormats_; }
     }
 
+    /// <summary>Field number for the "output" field.</summary>
+    public const int OutputFieldNumber = 8;
+    private global::Anymole.V1.MethodOutput output_ = global::Anymole.V1.MethodOutput.Unspecified;
+    /// <summary>
+    /// What the method's jobs produce. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Anymole.V1.MethodOutput Output {
+      get { return output_; }
+      set {
+        output_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "min_context_seconds" field.</summary>
+    public const int MinContextSecondsFieldNumber = 9;
+    private float minContextSeconds_;
+    /// <summary>
+    /// The shortest context the method takes, in seconds (`video`: 2); 0 means one frame is enough.
+    /// Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float MinContextSeconds {
+      get { return minContextSeconds_; }
+      set {
+        minContextSeconds_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "key_spacing_seconds" field.</summary>
+    public const int KeySpacingSecondsFieldNumber = 10;
+    private float keySpacingSeconds_;
+    /// <summary>
+    /// When not 0, keyframe j must lie exactly (j + 1) * key_spacing_seconds after the last context frame, one
+    /// per step, none skipped (`video`: 1, so at 30 fps after a context ending at frame 59 the keys are frames
+    /// 89, 119, ...); 0 means keys on any frames of the gap. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float KeySpacingSeconds {
+      get { return keySpacingSeconds_; }
+      set {
+        keySpacingSeconds_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "max_gap_seconds" field.</summary>
+    public const int MaxGapSecondsFieldNumber = 11;
+    private float maxGapSeconds_;
+    /// <summary>
+    /// The longest gap between consecutive poses (the last context frame and the keys), in seconds; 0 means no
+    /// limit but `Limits.max_frames`. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float MaxGapSeconds {
+      get { return maxGapSeconds_; }
+      set {
+        maxGapSeconds_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -1600,6 +1704,10 @@ namespace Anymole.V1 {
       if (UnavailableReason != other.UnavailableReason) return false;
       if (SendsPreviews != other.SendsPreviews) return false;
       if(!resultFormats_.Equals(other.resultFormats_)) return false;
+      if (Output != other.Output) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(MinContextSeconds, other.MinContextSeconds)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(KeySpacingSeconds, other.KeySpacingSeconds)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(MaxGapSeconds, other.MaxGapSeconds)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -1614,6 +1722,10 @@ namespace Anymole.V1 {
       if (UnavailableReason.Length != 0) hash ^= UnavailableReason.GetHashCode();
       if (SendsPreviews != false) hash ^= SendsPreviews.GetHashCode();
       hash ^= resultFormats_.GetHashCode();
+      if (Output != global::Anymole.V1.MethodOutput.Unspecified) hash ^= Output.GetHashCode();
+      if (MinContextSeconds != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(MinContextSeconds);
+      if (KeySpacingSeconds != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(KeySpacingSeconds);
+      if (MaxGapSeconds != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(MaxGapSeconds);
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -1654,6 +1766,22 @@ namespace Anymole.V1 {
         output.WriteBool(SendsPreviews);
       }
       resultFormats_.WriteTo(output, _repeated_resultFormats_codec);
+      if (Output != global::Anymole.V1.MethodOutput.Unspecified) {
+        output.WriteRawTag(64);
+        output.WriteEnum((int) Output);
+      }
+      if (MinContextSeconds != 0F) {
+        output.WriteRawTag(77);
+        output.WriteFloat(MinContextSeconds);
+      }
+      if (KeySpacingSeconds != 0F) {
+        output.WriteRawTag(85);
+        output.WriteFloat(KeySpacingSeconds);
+      }
+      if (MaxGapSeconds != 0F) {
+        output.WriteRawTag(93);
+        output.WriteFloat(MaxGapSeconds);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -1686,6 +1814,22 @@ namespace Anymole.V1 {
         output.WriteBool(SendsPreviews);
       }
       resultFormats_.WriteTo(ref output, _repeated_resultFormats_codec);
+      if (Output != global::Anymole.V1.MethodOutput.Unspecified) {
+        output.WriteRawTag(64);
+        output.WriteEnum((int) Output);
+      }
+      if (MinContextSeconds != 0F) {
+        output.WriteRawTag(77);
+        output.WriteFloat(MinContextSeconds);
+      }
+      if (KeySpacingSeconds != 0F) {
+        output.WriteRawTag(85);
+        output.WriteFloat(KeySpacingSeconds);
+      }
+      if (MaxGapSeconds != 0F) {
+        output.WriteRawTag(93);
+        output.WriteFloat(MaxGapSeconds);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -1713,6 +1857,18 @@ namespace Anymole.V1 {
         size += 1 + 1;
       }
       size += resultFormats_.CalculateSize(_repeated_resultFormats_codec);
+      if (Output != global::Anymole.V1.MethodOutput.Unspecified) {
+        size += 1 + pb::CodedOutputStream.ComputeEnumSize((int) Output);
+      }
+      if (MinContextSeconds != 0F) {
+        size += 1 + 4;
+      }
+      if (KeySpacingSeconds != 0F) {
+        size += 1 + 4;
+      }
+      if (MaxGapSeconds != 0F) {
+        size += 1 + 4;
+      }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
       }
@@ -1742,6 +1898,18 @@ namespace Anymole.V1 {
         SendsPreviews = other.SendsPreviews;
       }
       resultFormats_.Add(other.resultFormats_);
+      if (other.Output != global::Anymole.V1.MethodOutput.Unspecified) {
+        Output = other.Output;
+      }
+      if (other.MinContextSeconds != 0F) {
+        MinContextSeconds = other.MinContextSeconds;
+      }
+      if (other.KeySpacingSeconds != 0F) {
+        KeySpacingSeconds = other.KeySpacingSeconds;
+      }
+      if (other.MaxGapSeconds != 0F) {
+        MaxGapSeconds = other.MaxGapSeconds;
+      }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
 
@@ -1786,6 +1954,22 @@ namespace Anymole.V1 {
             resultFormats_.AddEntriesFrom(input, _repeated_resultFormats_codec);
             break;
           }
+          case 64: {
+            Output = (global::Anymole.V1.MethodOutput) input.ReadEnum();
+            break;
+          }
+          case 77: {
+            MinContextSeconds = input.ReadFloat();
+            break;
+          }
+          case 85: {
+            KeySpacingSeconds = input.ReadFloat();
+            break;
+          }
+          case 93: {
+            MaxGapSeconds = input.ReadFloat();
+            break;
+          }
         }
       }
     #endif
@@ -1828,6 +2012,22 @@ namespace Anymole.V1 {
           case 58:
           case 56: {
             resultFormats_.AddEntriesFrom(ref input, _repeated_resultFormats_codec);
+            break;
+          }
+          case 64: {
+            Output = (global::Anymole.V1.MethodOutput) input.ReadEnum();
+            break;
+          }
+          case 77: {
+            MinContextSeconds = input.ReadFloat();
+            break;
+          }
+          case 85: {
+            KeySpacingSeconds = input.ReadFloat();
+            break;
+          }
+          case 93: {
+            MaxGapSeconds = input.ReadFloat();
             break;
           }
         }
@@ -2308,8 +2508,8 @@ namespace Anymole.V1 {
     private ulong maxUploadBytesInFlight_;
     /// <summary>
     /// Most bytes of character uploads the server holds at once across all clients. An upload whose
-    /// `UploadHeader.total_bytes` does not fit waits for others to finish, and fails with RESOURCE_EXHAUSTED
-    /// when none finishes in time. Added in protocol 1.2.
+    /// `UploadHeader.total_bytes` does not fit fails with RESOURCE_EXHAUSTED naming the bytes held (retry it
+    /// shortly; a server may be configured to let it wait a while first). Added in protocol 1.2.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -5429,6 +5629,525 @@ namespace Anymole.V1 {
   }
 
   /// <summary>
+  /// Request of GetCharacter.
+  /// </summary>
+  public sealed partial class GetCharacterRequest : pb::IMessage<GetCharacterRequest>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<GetCharacterRequest> _parser = new pb::MessageParser<GetCharacterRequest>(() => new GetCharacterRequest());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<GetCharacterRequest> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[15]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public GetCharacterRequest() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public GetCharacterRequest(GetCharacterRequest other) : this() {
+      characterId_ = other.characterId_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public GetCharacterRequest Clone() {
+      return new GetCharacterRequest(this);
+    }
+
+    /// <summary>Field number for the "character_id" field.</summary>
+    public const int CharacterIdFieldNumber = 1;
+    private string characterId_ = "";
+    /// <summary>
+    /// A character id: "sha256:" followed by the lowercase hex SHA-256 of the uploaded payload.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string CharacterId {
+      get { return characterId_; }
+      set {
+        characterId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as GetCharacterRequest);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(GetCharacterRequest other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (CharacterId != other.CharacterId) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (CharacterId.Length != 0) hash ^= CharacterId.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (CharacterId.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(CharacterId);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (CharacterId.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(CharacterId);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (CharacterId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(CharacterId);
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(GetCharacterRequest other) {
+      if (other == null) {
+        return;
+      }
+      if (other.CharacterId.Length != 0) {
+        CharacterId = other.CharacterId;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            CharacterId = input.ReadString();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            CharacterId = input.ReadString();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// Response of GetCharacter.
+  /// </summary>
+  public sealed partial class GetCharacterResponse : pb::IMessage<GetCharacterResponse>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<GetCharacterResponse> _parser = new pb::MessageParser<GetCharacterResponse>(() => new GetCharacterResponse());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<GetCharacterResponse> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[16]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public GetCharacterResponse() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public GetCharacterResponse(GetCharacterResponse other) : this() {
+      found_ = other.found_;
+      skeleton_ = other.skeleton_ != null ? other.skeleton_.Clone() : null;
+      vertexCount_ = other.vertexCount_;
+      name_ = other.name_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public GetCharacterResponse Clone() {
+      return new GetCharacterResponse(this);
+    }
+
+    /// <summary>Field number for the "found" field.</summary>
+    public const int FoundFieldNumber = 1;
+    private bool found_;
+    /// <summary>
+    /// Whether the server holds the character; when false the other fields are empty: upload it.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Found {
+      get { return found_; }
+      set {
+        found_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "skeleton" field.</summary>
+    public const int SkeletonFieldNumber = 2;
+    private global::Anymole.V1.Skeleton skeleton_;
+    /// <summary>
+    /// The skeleton as the server reads it, in the joint order every job must use.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Anymole.V1.Skeleton Skeleton {
+      get { return skeleton_; }
+      set {
+        skeleton_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "vertex_count" field.</summary>
+    public const int VertexCountFieldNumber = 3;
+    private uint vertexCount_;
+    /// <summary>
+    /// Number of mesh vertices; 0 for a skeleton-only character.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint VertexCount {
+      get { return vertexCount_; }
+      set {
+        vertexCount_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "name" field.</summary>
+    public const int NameFieldNumber = 4;
+    private string name_ = "";
+    /// <summary>
+    /// The character's display name.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string Name {
+      get { return name_; }
+      set {
+        name_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as GetCharacterResponse);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(GetCharacterResponse other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (Found != other.Found) return false;
+      if (!object.Equals(Skeleton, other.Skeleton)) return false;
+      if (VertexCount != other.VertexCount) return false;
+      if (Name != other.Name) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (Found != false) hash ^= Found.GetHashCode();
+      if (skeleton_ != null) hash ^= Skeleton.GetHashCode();
+      if (VertexCount != 0) hash ^= VertexCount.GetHashCode();
+      if (Name.Length != 0) hash ^= Name.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (Found != false) {
+        output.WriteRawTag(8);
+        output.WriteBool(Found);
+      }
+      if (skeleton_ != null) {
+        output.WriteRawTag(18);
+        output.WriteMessage(Skeleton);
+      }
+      if (VertexCount != 0) {
+        output.WriteRawTag(24);
+        output.WriteUInt32(VertexCount);
+      }
+      if (Name.Length != 0) {
+        output.WriteRawTag(34);
+        output.WriteString(Name);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (Found != false) {
+        output.WriteRawTag(8);
+        output.WriteBool(Found);
+      }
+      if (skeleton_ != null) {
+        output.WriteRawTag(18);
+        output.WriteMessage(Skeleton);
+      }
+      if (VertexCount != 0) {
+        output.WriteRawTag(24);
+        output.WriteUInt32(VertexCount);
+      }
+      if (Name.Length != 0) {
+        output.WriteRawTag(34);
+        output.WriteString(Name);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (Found != false) {
+        size += 1 + 1;
+      }
+      if (skeleton_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(Skeleton);
+      }
+      if (VertexCount != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(VertexCount);
+      }
+      if (Name.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(Name);
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(GetCharacterResponse other) {
+      if (other == null) {
+        return;
+      }
+      if (other.Found != false) {
+        Found = other.Found;
+      }
+      if (other.skeleton_ != null) {
+        if (skeleton_ == null) {
+          Skeleton = new global::Anymole.V1.Skeleton();
+        }
+        Skeleton.MergeFrom(other.Skeleton);
+      }
+      if (other.VertexCount != 0) {
+        VertexCount = other.VertexCount;
+      }
+      if (other.Name.Length != 0) {
+        Name = other.Name;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 8: {
+            Found = input.ReadBool();
+            break;
+          }
+          case 18: {
+            if (skeleton_ == null) {
+              Skeleton = new global::Anymole.V1.Skeleton();
+            }
+            input.ReadMessage(Skeleton);
+            break;
+          }
+          case 24: {
+            VertexCount = input.ReadUInt32();
+            break;
+          }
+          case 34: {
+            Name = input.ReadString();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 8: {
+            Found = input.ReadBool();
+            break;
+          }
+          case 18: {
+            if (skeleton_ == null) {
+              Skeleton = new global::Anymole.V1.Skeleton();
+            }
+            input.ReadMessage(Skeleton);
+            break;
+          }
+          case 24: {
+            VertexCount = input.ReadUInt32();
+            break;
+          }
+          case 34: {
+            Name = input.ReadString();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
   /// A clip sampled on a regular grid.
   /// </summary>
   public sealed partial class Clip : pb::IMessage<Clip>
@@ -5445,7 +6164,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[15]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[17]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5760,7 +6479,11 @@ namespace Anymole.V1 {
   }
 
   /// <summary>
-  /// A pose the result must pass through.
+  /// A pose the result must pass through. Send the full evaluated pose of every joint at that frame: editors key
+  /// only some bones (and curves per channel), so a plugin samples its clip or rig at the key's time and sends
+  /// every joint's local rotation, the root translation and (with `translations`) every joint's translation,
+  /// exactly as it would play. The result holds these values bit for bit at the key frames for `interp`
+  /// (`Completed.metrics["key_error_deg"]` is then exactly 0).
   /// </summary>
   public sealed partial class Keyframe : pb::IMessage<Keyframe>
   #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
@@ -5776,7 +6499,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[16]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[18]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6065,7 +6788,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[17]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[19]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6654,7 +7377,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[18]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[20]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6901,7 +7624,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[19]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[21]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7177,7 +7900,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[20]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[22]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7454,7 +8177,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[21]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[23]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7649,7 +8372,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[22]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[24]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7846,7 +8569,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[23]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[25]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8184,7 +8907,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[24]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[26]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8409,7 +9132,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[25]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[27]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8993,7 +9716,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[26]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[28]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -9743,7 +10466,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[27]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[29]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -9939,7 +10662,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[28]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[30]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -10308,7 +11031,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[29]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[31]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -10745,7 +11468,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[30]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[32]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -11114,7 +11837,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[31]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[33]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -11349,7 +12072,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[32]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[34]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -11418,7 +12141,8 @@ namespace Anymole.V1 {
     private readonly pbc::MapField<string, double> metrics_ = new pbc::MapField<string, double>();
     /// <summary>
     /// Quality metrics when known, e.g. "key_error_deg": the largest angle between the result and the
-    /// requested keyframe rotations, over keys and joints, in degrees.
+    /// requested keyframe rotations, over keys and joints, in degrees (computed in float64 as
+    /// 4·atan2(|a − b|, |a + b|) on one hemisphere: exactly 0 when the keys come back as sent).
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -11643,7 +12367,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[33]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[35]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -11918,7 +12642,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[34]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[36]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -12113,7 +12837,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[35]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[37]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -12308,7 +13032,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[36]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[38]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -12585,7 +13309,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[37]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[39]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -12869,7 +13593,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[38]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[40]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -13185,7 +13909,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[39]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[41]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -13523,7 +14247,7 @@ namespace Anymole.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[40]; }
+      get { return global::Anymole.V1.AnymoleReflection.Descriptor.MessageTypes[42]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]

@@ -16,6 +16,8 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
   * Forward compatibility stated (below) and practised by the Python client; GetServerInfo answers without
     a token; proto/google/rpc vendors the error-detail protos. UploadCharacter drains the stream after
     a cache hit (UploadHeader.sha256).
+  * Method limits: MethodInfo.output (MethodOutput), min_context_seconds, key_spacing_seconds,
+    max_gap_seconds; GetCharacter tells whether the server holds a character.
   * Keyframes: what plugins send at a key is documented on Keyframe; key_error_deg is exactly 0 for keys
     that come back as sent.
   * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
@@ -62,6 +64,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _MethodOutput:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MethodOutputEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MethodOutput.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    METHOD_OUTPUT_UNSPECIFIED: _MethodOutput.ValueType  # 0
+    """Not reported (a server older than protocol 1.2): read `result_formats` instead."""
+    METHOD_OUTPUT_MOTION: _MethodOutput.ValueType  # 1
+    """Motion: MotionChunk events and a motion result (GLB, BVH, NPZ)."""
+    METHOD_OUTPUT_VIDEO: _MethodOutput.ValueType  # 2
+    """A generated video: Preview events and an MP4 result, no motion."""
+    METHOD_OUTPUT_MOTION_AND_VIDEO: _MethodOutput.ValueType  # 3
+    """Both a motion result and a video."""
+
+class MethodOutput(_MethodOutput, metaclass=_MethodOutputEnumTypeWrapper):
+    """What a method's jobs produce."""
+
+METHOD_OUTPUT_UNSPECIFIED: MethodOutput.ValueType  # 0
+"""Not reported (a server older than protocol 1.2): read `result_formats` instead."""
+METHOD_OUTPUT_MOTION: MethodOutput.ValueType  # 1
+"""Motion: MotionChunk events and a motion result (GLB, BVH, NPZ)."""
+METHOD_OUTPUT_VIDEO: MethodOutput.ValueType  # 2
+"""A generated video: Preview events and an MP4 result, no motion."""
+METHOD_OUTPUT_MOTION_AND_VIDEO: MethodOutput.ValueType  # 3
+"""Both a motion result and a video."""
+Global___MethodOutput: _TypeAlias = MethodOutput  # noqa: Y015
 
 class _CharacterFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -330,6 +360,10 @@ class MethodInfo(_message.Message):
     UNAVAILABLE_REASON_FIELD_NUMBER: _builtins.int
     SENDS_PREVIEWS_FIELD_NUMBER: _builtins.int
     RESULT_FORMATS_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    MIN_CONTEXT_SECONDS_FIELD_NUMBER: _builtins.int
+    KEY_SPACING_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_GAP_SECONDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name to put in `InbetweenRequest.method`."""
     description: _builtins.str
@@ -340,6 +374,21 @@ class MethodInfo(_message.Message):
     """Why the method is unavailable and what to do about it; empty when available."""
     sends_previews: _builtins.bool
     """Whether jobs of this method send `Preview` events."""
+    output: Global___MethodOutput.ValueType
+    """What the method's jobs produce. Added in protocol 1.2."""
+    min_context_seconds: _builtins.float
+    """The shortest context the method takes, in seconds (`video`: 2); 0 means one frame is enough.
+    Added in protocol 1.2.
+    """
+    key_spacing_seconds: _builtins.float
+    """When not 0, keyframe j must lie exactly (j + 1) * key_spacing_seconds after the last context frame, one
+    per step, none skipped (`video`: 1, so at 30 fps after a context ending at frame 59 the keys are frames
+    89, 119, ...); 0 means keys on any frames of the gap. Added in protocol 1.2.
+    """
+    max_gap_seconds: _builtins.float
+    """The longest gap between consecutive poses (the last context frame and the keys), in seconds; 0 means no
+    limit but `Limits.max_frames`. Added in protocol 1.2.
+    """
     @_builtins.property
     def presets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Presets accepted in `InbetweenRequest.preset` for this method; the first one is the default."""
@@ -360,10 +409,14 @@ class MethodInfo(_message.Message):
         unavailable_reason: _builtins.str = ...,
         sends_previews: _builtins.bool = ...,
         result_formats: _abc.Iterable[Global___ResultFormat.ValueType] | None = ...,
+        output: Global___MethodOutput.ValueType = ...,
+        min_context_seconds: _builtins.float = ...,
+        key_spacing_seconds: _builtins.float = ...,
+        max_gap_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "description", b"description", "name", b"name", "presets", b"presets", "result_formats", b"result_formats", "sends_previews", b"sends_previews", "unavailable_reason", b"unavailable_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "description", b"description", "key_spacing_seconds", b"key_spacing_seconds", "max_gap_seconds", b"max_gap_seconds", "min_context_seconds", b"min_context_seconds", "name", b"name", "output", b"output", "presets", b"presets", "result_formats", b"result_formats", "sends_previews", b"sends_previews", "unavailable_reason", b"unavailable_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -450,8 +503,8 @@ class Limits(_message.Message):
     """
     max_upload_bytes_in_flight: _builtins.int
     """Most bytes of character uploads the server holds at once across all clients. An upload whose
-    `UploadHeader.total_bytes` does not fit waits for others to finish, and fails with RESOURCE_EXHAUSTED
-    when none finishes in time. Added in protocol 1.2.
+    `UploadHeader.total_bytes` does not fit fails with RESOURCE_EXHAUSTED naming the bytes held (retry it
+    shortly; a server may be configured to let it wait a while first). Added in protocol 1.2.
     """
     max_label_bytes: _builtins.int
     """Longest `InbetweenRequest.label`, in UTF-8 bytes; a longer one fails with INVALID_ARGUMENT naming
@@ -846,6 +899,64 @@ class UploadCharacterResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UploadCharacterResponse: _TypeAlias = UploadCharacterResponse  # noqa: Y015
+
+@_typing.final
+class GetCharacterRequest(_message.Message):
+    """Request of GetCharacter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHARACTER_ID_FIELD_NUMBER: _builtins.int
+    character_id: _builtins.str
+    """A character id: "sha256:" followed by the lowercase hex SHA-256 of the uploaded payload."""
+    def __init__(
+        self,
+        *,
+        character_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["character_id", b"character_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCharacterRequest: _TypeAlias = GetCharacterRequest  # noqa: Y015
+
+@_typing.final
+class GetCharacterResponse(_message.Message):
+    """Response of GetCharacter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    SKELETON_FIELD_NUMBER: _builtins.int
+    VERTEX_COUNT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    found: _builtins.bool
+    """Whether the server holds the character; when false the other fields are empty: upload it."""
+    vertex_count: _builtins.int
+    """Number of mesh vertices; 0 for a skeleton-only character."""
+    name: _builtins.str
+    """The character's display name."""
+    @_builtins.property
+    def skeleton(self) -> Global___Skeleton:
+        """The skeleton as the server reads it, in the joint order every job must use."""
+
+    def __init__(
+        self,
+        *,
+        found: _builtins.bool = ...,
+        skeleton: Global___Skeleton | None = ...,
+        vertex_count: _builtins.int = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["skeleton", b"skeleton"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "name", b"name", "skeleton", b"skeleton", "vertex_count", b"vertex_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCharacterResponse: _TypeAlias = GetCharacterResponse  # noqa: Y015
 
 @_typing.final
 class Clip(_message.Message):

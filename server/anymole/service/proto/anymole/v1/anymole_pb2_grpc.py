@@ -46,6 +46,11 @@ class AnyMoLeServiceStub:
                 request_serializer=anymole_dot_v1_dot_anymole__pb2.UploadCharacterRequest.SerializeToString,
                 response_deserializer=anymole_dot_v1_dot_anymole__pb2.UploadCharacterResponse.FromString,
                 _registered_method=True)
+        self.GetCharacter = channel.unary_unary(
+                '/anymole.v1.AnyMoLeService/GetCharacter',
+                request_serializer=anymole_dot_v1_dot_anymole__pb2.GetCharacterRequest.SerializeToString,
+                response_deserializer=anymole_dot_v1_dot_anymole__pb2.GetCharacterResponse.FromString,
+                _registered_method=True)
         self.Inbetween = channel.unary_stream(
                 '/anymole.v1.AnyMoLeService/Inbetween',
                 request_serializer=anymole_dot_v1_dot_anymole__pb2.InbetweenRequest.SerializeToString,
@@ -98,6 +103,14 @@ class AnyMoLeServiceServicer:
     def UploadCharacter(self, request_iterator, context):
         """Uploads a character (skeleton, bind pose, optional skinned mesh and texture) in chunks. The server
         answers with a content-addressed id and caches the character, so a mesh crosses the wire once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCharacter(self, request, context):
+        """Whether the server holds a character, and its skeleton as the server reads it, without a stream: a
+        client that kept a character id (or hashed its payload) asks this before uploading. Added in 1.2.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,6 +185,11 @@ def add_AnyMoLeServiceServicer_to_server(servicer, server):
                     servicer.UploadCharacter,
                     request_deserializer=anymole_dot_v1_dot_anymole__pb2.UploadCharacterRequest.FromString,
                     response_serializer=anymole_dot_v1_dot_anymole__pb2.UploadCharacterResponse.SerializeToString,
+            ),
+            'GetCharacter': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCharacter,
+                    request_deserializer=anymole_dot_v1_dot_anymole__pb2.GetCharacterRequest.FromString,
+                    response_serializer=anymole_dot_v1_dot_anymole__pb2.GetCharacterResponse.SerializeToString,
             ),
             'Inbetween': grpc.unary_stream_rpc_method_handler(
                     servicer.Inbetween,
@@ -264,6 +282,33 @@ class AnyMoLeService:
             '/anymole.v1.AnyMoLeService/UploadCharacter',
             anymole_dot_v1_dot_anymole__pb2.UploadCharacterRequest.SerializeToString,
             anymole_dot_v1_dot_anymole__pb2.UploadCharacterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCharacter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anymole.v1.AnyMoLeService/GetCharacter',
+            anymole_dot_v1_dot_anymole__pb2.GetCharacterRequest.SerializeToString,
+            anymole_dot_v1_dot_anymole__pb2.GetCharacterResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,6 +16,8 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
   * Forward compatibility stated (below) and practised by the Python client; GetServerInfo answers without
     a token; proto/google/rpc vendors the error-detail protos. UploadCharacter drains the stream after
     a cache hit (UploadHeader.sha256).
+  * Method limits: MethodInfo.output (MethodOutput), min_context_seconds, key_spacing_seconds,
+    max_gap_seconds; GetCharacter tells whether the server holds a character.
   * Keyframes: what plugins send at a key is documented on Keyframe; key_error_deg is exactly 0 for keys
     that come back as sent.
   * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
@@ -85,6 +87,10 @@ class AnyMoLeServiceStub:
     """Uploads a character (skeleton, bind pose, optional skinned mesh and texture) in chunks. The server
     answers with a content-addressed id and caches the character, so a mesh crosses the wire once.
     """
+    GetCharacter: _grpc.UnaryUnaryMultiCallable[_anymole_pb2.GetCharacterRequest, _anymole_pb2.GetCharacterResponse]
+    """Whether the server holds a character, and its skeleton as the server reads it, without a stream: a
+    client that kept a character id (or hashed its payload) asks this before uploading. Added in 1.2.
+    """
     Inbetween: _grpc.UnaryStreamMultiCallable[_anymole_pb2.InbetweenRequest, _anymole_pb2.JobEvent]
     """Submits a job and streams its events until the job ends (SubmitJob followed by WatchJob).
     Dropping this stream does not cancel the job; call CancelJob for that.
@@ -125,6 +131,10 @@ class AnyMoLeServiceAsyncStub(AnyMoLeServiceStub):
     UploadCharacter: _aio.StreamUnaryMultiCallable[_anymole_pb2.UploadCharacterRequest, _anymole_pb2.UploadCharacterResponse]  # type: ignore[assignment]
     """Uploads a character (skeleton, bind pose, optional skinned mesh and texture) in chunks. The server
     answers with a content-addressed id and caches the character, so a mesh crosses the wire once.
+    """
+    GetCharacter: _aio.UnaryUnaryMultiCallable[_anymole_pb2.GetCharacterRequest, _anymole_pb2.GetCharacterResponse]  # type: ignore[assignment]
+    """Whether the server holds a character, and its skeleton as the server reads it, without a stream: a
+    client that kept a character id (or hashed its payload) asks this before uploading. Added in 1.2.
     """
     Inbetween: _aio.UnaryStreamMultiCallable[_anymole_pb2.InbetweenRequest, _anymole_pb2.JobEvent]  # type: ignore[assignment]
     """Submits a job and streams its events until the job ends (SubmitJob followed by WatchJob).
@@ -175,6 +185,16 @@ class AnyMoLeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_anymole_pb2.UploadCharacterResponse, _abc.Awaitable[_anymole_pb2.UploadCharacterResponse]]:
         """Uploads a character (skeleton, bind pose, optional skinned mesh and texture) in chunks. The server
         answers with a content-addressed id and caches the character, so a mesh crosses the wire once.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCharacter(
+        self,
+        request: _anymole_pb2.GetCharacterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_anymole_pb2.GetCharacterResponse, _abc.Awaitable[_anymole_pb2.GetCharacterResponse]]:
+        """Whether the server holds a character, and its skeleton as the server reads it, without a stream: a
+        client that kept a character id (or hashed its payload) asks this before uploading. Added in 1.2.
         """
 
     @_abc_1.abstractmethod
