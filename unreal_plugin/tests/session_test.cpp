@@ -158,6 +158,12 @@ TEST_F(SessionTest, HandshakeReportsVersionAndMethods) {
     const MethodInfo* interp = info.FindMethod("interp");
     ASSERT_NE(interp, nullptr);
     EXPECT_TRUE(interp->available);
+    EXPECT_EQ(interp->output, MethodInfo::Output::Motion);
+    const MethodInfo* video = info.FindMethod("video");  // the tiny prior: 2 s of context, keys 1 s apart
+    ASSERT_NE(video, nullptr);
+    EXPECT_EQ(video->output, MethodInfo::Output::Video);
+    EXPECT_FLOAT_EQ(video->min_context_seconds, 2.f);
+    EXPECT_FLOAT_EQ(video->key_spacing_seconds, 1.f);
     const MethodInfo* anymole = info.FindMethod("anymole");
     if (anymole && !anymole->available) EXPECT_FALSE(anymole->unavailable_reason.empty());
     EXPECT_GT(info.limits.upload_chunk_bytes, 0u);
@@ -207,8 +213,15 @@ TEST_F(SessionTest, UploadIsCachedTheSecondTime) {
     auto s = Open();
     const CharacterAsset c = Chain(4, static_cast<float>(std::chrono::steady_clock::now().time_since_epoch().count() % 100000) * 1e-6f);
     UploadResult first, second;
+    bool found = true;
+    ASSERT_TRUE(s->GetCharacter("sha256:" + std::string(64, '0'), &found).ok());
+    EXPECT_FALSE(found);
     ASSERT_TRUE(s->UploadCharacter(c, &first).ok());
     EXPECT_FALSE(first.cached);
+    UploadResult held;
+    ASSERT_TRUE(s->GetCharacter(first.character_id, &found, &held).ok());
+    EXPECT_TRUE(found);
+    EXPECT_EQ(held.skeleton.joint_names, c.skeleton.joint_names);
     EXPECT_EQ(first.skeleton.joint_names, c.skeleton.joint_names);
     ASSERT_TRUE(s->UploadCharacter(c, &second).ok());
     EXPECT_TRUE(second.cached);

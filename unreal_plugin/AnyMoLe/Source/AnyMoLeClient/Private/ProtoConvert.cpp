@@ -176,6 +176,11 @@ ServerInfo FromProto(const pb::GetServerInfoResponse& in) {
         mi.available = m.available();
         mi.unavailable_reason = m.unavailable_reason();
         mi.sends_previews = m.sends_previews();
+        mi.output = m.output() <= pb::METHOD_OUTPUT_MOTION_AND_VIDEO ? static_cast<MethodInfo::Output>(m.output())
+                                                                     : MethodInfo::Output::Unspecified;
+        mi.min_context_seconds = m.min_context_seconds();
+        mi.key_spacing_seconds = m.key_spacing_seconds();
+        mi.max_gap_seconds = m.max_gap_seconds();
         s.methods.push_back(std::move(mi));
     }
     for (const pb::DeviceInfo& d : caps.devices()) s.devices.push_back(d.name());

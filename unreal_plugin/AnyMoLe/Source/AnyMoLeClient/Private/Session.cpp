@@ -181,6 +181,25 @@ Status Session::Upload(const std::string& payload, CharacterFormat format, const
     return Status{};
 }
 
+Status Session::GetCharacter(const std::string& character_id, bool* found, UploadResult* out) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx);
+    pb::GetCharacterRequest req;
+    req.set_character_id(character_id);
+    pb::GetCharacterResponse resp;
+    const grpc::Status st = impl_->stub->GetCharacter(&ctx, req, &resp);
+    if (!st.ok()) return proto::FromGrpc(st);
+    *found = resp.found();
+    if (out && resp.found()) {
+        out->character_id = character_id;
+        out->cached = true;
+        out->skeleton = proto::FromProto(resp.skeleton());
+        out->vertex_count = resp.vertex_count();
+        out->name = resp.name();
+    }
+    return Status{};
+}
+
 Status Session::UploadCharacter(const CharacterAsset& character, UploadResult* out) {
     pb::CharacterAsset msg;
     proto::ToProto(character, &msg);

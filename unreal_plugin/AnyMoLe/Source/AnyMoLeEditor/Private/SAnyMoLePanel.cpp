@@ -530,10 +530,23 @@ void SAnyMoLePanel::Reattach(FJobPtr Job)
 
 TSharedRef<SWidget> SAnyMoLePanel::MakeMethodWidget(FMethodPtr Method) const
 {
-	// Unavailable methods stay listed, greyed out, with the server's reason.
+	// Unavailable methods stay listed, greyed out, with the server's reason; available ones show their limits.
+	FString Tip = AnyMoLeEditor::ToFString(Method->available ? Method->description : Method->unavailable_reason);
+	if (Method->available && Method->min_context_seconds > 0)
+	{
+		Tip += FString::Printf(TEXT("\nContext: at least %g s."), Method->min_context_seconds);
+	}
+	if (Method->available && Method->key_spacing_seconds > 0)
+	{
+		Tip += FString::Printf(TEXT("\nKeys: exactly every %g s after the context's last frame."), Method->key_spacing_seconds);
+	}
+	if (Method->available && Method->max_gap_seconds > 0)
+	{
+		Tip += FString::Printf(TEXT("\nGaps: at most %g s between poses."), Method->max_gap_seconds);
+	}
 	return SNew(STextBlock)
 		.Text(FText::FromString(AnyMoLeEditor::ToFString(Method->name + " - " + Method->description)))
-		.ToolTipText(FText::FromString(AnyMoLeEditor::ToFString(Method->available ? Method->description : Method->unavailable_reason)))
+		.ToolTipText(FText::FromString(Tip))
 		.IsEnabled(Method->available);
 }
 

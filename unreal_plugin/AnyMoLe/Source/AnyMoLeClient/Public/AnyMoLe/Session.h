@@ -47,6 +47,8 @@ public:
     // Uploads bytes in chunks of the server's advertised size with their SHA-256, so a payload the server
     // holds already is answered at once (`cached`) and not sent again.
     Status Upload(const std::string& payload, CharacterFormat format, const std::string& name, UploadResult* out);
+    // Whether the server holds the character `character_id` ("sha256:<hex>"), with its skeleton when it does.
+    Status GetCharacter(const std::string& character_id, bool* found, UploadResult* out = nullptr);
     // Uploads a character as CHARACTER_FORMAT_PROTO (what the editor sends), serialised deterministically so
     // that the same character hashes to the same id.
     Status UploadCharacter(const CharacterAsset& character, UploadResult* out);

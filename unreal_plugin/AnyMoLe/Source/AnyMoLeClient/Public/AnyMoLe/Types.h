@@ -54,6 +54,10 @@ struct MethodInfo {
     bool available = false;
     std::string unavailable_reason;    // shown next to a disabled method
     bool sends_previews = false;
+    enum class Output { Unspecified, Motion, Video, MotionAndVideo } output = Output::Unspecified;
+    float min_context_seconds = 0.f;  // 0: one frame is enough
+    float key_spacing_seconds = 0.f;   // not 0: key j lies exactly (j + 1) * this after the last context frame
+    float max_gap_seconds = 0.f;       // 0: no limit but Limits::max_frames
 };
 
 struct Limits {
