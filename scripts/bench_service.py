@@ -35,8 +35,8 @@ JOINTS = 65
 
 def _serve(port_file: Path, data_dir: Path) -> None:
     """Child process: run the server until SIGTERM, writing the bound port to ``port_file``."""
-    from anymole.service.convert import Limits
     from anymole.service.server import ServerConfig, serve
+    from anymole.wire.convert import Limits
 
     cfg = ServerConfig(port=0, data_dir=data_dir, devices=("cpu",), grace_s=1.0, limits=Limits(max_frames=200_000))
     asyncio.run(serve(cfg, on_ready=lambda p: port_file.write_text(str(p))))

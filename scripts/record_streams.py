@@ -51,9 +51,9 @@ from anymole.pipeline import (
 )
 from anymole.rig import Character, Motion, Skeleton
 from anymole.rig.quat import quat_normalize
-from anymole.service import convert
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.server import AnyMoLeServer, ServerConfig, build_server
+from anymole.wire import convert
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "tests" / "data" / "streams"
@@ -410,7 +410,7 @@ def write(out: Path) -> list[Path]:
         elif old.name != "README.md":
             old.unlink()
     written: list[Path] = []
-    from anymole.service.version import PROTOCOL_VERSION
+    from anymole.wire.version import PROTOCOL_VERSION
 
     index: dict[str, Any] = {
         "protocol": f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]}",

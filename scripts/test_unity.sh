@@ -25,22 +25,28 @@ done
 
 # --- Google.Protobuf from Debian's source package (cached) ----------------------------------------------------
 if [[ ! -f $CACHE/Google.Protobuf.dll ]]; then
-    mkdir -p "$CACHE/src"
-    ( cd "$CACHE/src" && apt-get source --download-only protobuf >/dev/null 2>&1 ) \
+    # Built in a scratch folder and moved in at the end (the DLL last), so a concurrent run never sees half of it.
+    mkdir -p "$CACHE"
+    work=$(mktemp -d "$CACHE.build.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    ( cd "$work" && apt-get source --download-only protobuf >/dev/null 2>&1 ) \
         || fail "apt-get source protobuf failed: enable deb-src in /etc/apt/sources.list.d and run apt-get update"
-    tar -xzf "$CACHE"/src/protobuf_$PROTOBUF_VERSION.orig.tar.gz -C "$CACHE/src" \
-        "protobuf-$PROTOBUF_VERSION/csharp/src/Google.Protobuf" || fail "cannot unpack the protobuf sources"
-    src=$CACHE/src/protobuf-$PROTOBUF_VERSION/csharp/src/Google.Protobuf
+    tar -xzf "$work"/protobuf_$PROTOBUF_VERSION.orig.tar.gz -C "$work" \
+        "protobuf-$PROTOBUF_VERSION/csharp/src/Google.Protobuf" || fail "cannot unpack the protobuf $PROTOBUF_VERSION sources"
+    src=$work/protobuf-$PROTOBUF_VERSION/csharp/src/Google.Protobuf
     # mcs resolves `using static SourceCodeInfo.Types` before Descriptor.cs's own `pb` alias exists; a type
     # alias for the one name those two files take from it avoids the compiler bug.
     sed -i 's/^using static Google.Protobuf.Reflection.SourceCodeInfo.Types;/using Location = Google.Protobuf.Reflection.SourceCodeInfo.Types.Location;/' \
         "$src/Reflection/DescriptorDeclaration.cs" "$src/Reflection/FileDescriptor.cs"
     # mono keeps System.Runtime.CompilerServices.Unsafe internal: a five-method IL shim supplies it.
-    ilasm /dll /quiet /out:"$CACHE/System.Runtime.CompilerServices.Unsafe.dll" scripts/unity/Unsafe.il >/dev/null \
+    ilasm /dll /quiet /out:"$work/System.Runtime.CompilerServices.Unsafe.dll" scripts/unity/Unsafe.il >/dev/null \
         || fail "ilasm could not build the Unsafe shim"
     mcs -target:library -langversion:latest -unsafe -optimize+ -nowarn:1591,0618,0612,0436,0219,0414 \
-        -out:"$CACHE/Google.Protobuf.dll" -r:System.Numerics.dll -r:"$CACHE/System.Runtime.CompilerServices.Unsafe.dll" \
-        $(find "$src" -name '*.cs') >"$CACHE/build.log" 2>&1 || fail "Google.Protobuf did not build: see $CACHE/build.log"
+        -out:"$work/Google.Protobuf.dll" -r:System.Numerics.dll -r:"$work/System.Runtime.CompilerServices.Unsafe.dll" \
+        $(find "$src" -name '*.cs') >"$work/build.log" 2>&1 \
+        || { tail -20 "$work/build.log" >&2; fail "Google.Protobuf did not build"; }
+    mv "$work/System.Runtime.CompilerServices.Unsafe.dll" "$CACHE/"
+    mv "$work/Google.Protobuf.dll" "$CACHE/"
 fi
 
 # --- the package's core, its tests, the relay transport ------------------------------------------------------

@@ -27,8 +27,8 @@ FOX_CONTEXT, FOX_KEYS = (0, 40), (60, 82)
 async def _python_client_fill(out: Path) -> None:
     from anymole.client import AnyMoLeClient
     from anymole.io import load_character
-    from anymole.service import convert
     from anymole.service.server import ServerConfig, build_server
+    from anymole.wire import convert
 
     fox = load_character(ROOT / "assets" / "Fox.glb")
     motion = fox.motions["Survey"]
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 1
     from anymole.io import load_character
-    from anymole.service import convert
+    from anymole.wire import convert
 
     out = Path(argv[0])
     (out / "characters").mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ def test_mypy_typed_packages() -> None:
         "server/anymole/rig",
         "server/anymole/metrics.py",
         "server/anymole/service",
+        "server/anymole/wire",
         "server/anymole/client",
         "server/anymole/pipeline",
         "server/anymole/progress.py",

@@ -40,7 +40,7 @@ def _print_version(value: bool) -> None:
     """``--version``: the package and the wire protocol it speaks (what a plugin must match)."""
     if value:
         from anymole import __version__
-        from anymole.service.version import PROTOCOL_VERSION
+        from anymole.wire.version import PROTOCOL_VERSION
 
         typer.echo(f"anymole {__version__} (protocol {PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]})")
         raise typer.Exit()

@@ -8,6 +8,7 @@ Hierarchy::
     ├── ModelUnavailable(name, hint)  weights or an optional backend are missing
     ├── JobCancelled                  a running job saw its cancel token
     ├── ResourceExhausted             a queue, memory or size limit was hit
+    │   └── OverBudget(field, reason)  a request this server's capacity cannot take; names the field
     └── NotFound(what, key)           an id (character, job, result) is unknown
 
 Every message says what to do next. The service layer maps each class to one gRPC status
@@ -23,6 +24,7 @@ __all__ = [
     "JobCancelled",
     "ModelUnavailable",
     "NotFound",
+    "OverBudget",
     "ResourceExhausted",
 ]
 
@@ -79,6 +81,16 @@ class JobCancelled(AnymoleError):
 
 class ResourceExhausted(AnymoleError):
     """A bounded resource (queue slots, payload size, memory) is full."""
+
+
+class OverBudget(ResourceExhausted):
+    """A request that this server's capacity (memory budget, queue, uploads in flight) cannot take: the service
+    answers RESOURCE_EXHAUSTED with a ``google.rpc.QuotaFailure`` whose subject is the request field to blame."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
 
 
 class NotFound(AnymoleError, KeyError):

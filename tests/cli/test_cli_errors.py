@@ -10,7 +10,7 @@ import pytest
 
 from anymole import __version__
 from anymole.cli import main
-from anymole.service.version import PROTOCOL_VERSION
+from anymole.wire.version import PROTOCOL_VERSION
 from asset_files import ASSETS
 
 

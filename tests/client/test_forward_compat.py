@@ -10,7 +10,7 @@ import pytest
 from anymole.client import AnyMoLeClient
 from anymole.pipeline import Completed, Progress
 from anymole.service.jobs import JobState
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 
 def _field(number: int, payload: bytes) -> bytes:

@@ -103,8 +103,8 @@ def test_estimated_targets_drive_mimicking_toward_the_truth(scene: Renders, trai
     assert torch.equal(out.rotations[known], gap.rotations[known])
     slerp = evaluate(ch.skeleton, init, gap, slice(1, 30))
     mimicked = evaluate(ch.skeleton, out, gap, slice(1, 30))
-    # measured L2P 1.346 (SLERP) -> 0.885 m: positions follow the video; rotations (HL2Q) do not improve at this
-    # size (see the report of issue 14)
+    # measured L2P 1.346 (SLERP) -> 0.847 m: positions follow the video; rotations (HL2Q) do not improve at this
+    # size (docs/quality.md)
     assert mimicked["l2p"] < 0.8 * slerp["l2p"]
 
 

@@ -12,8 +12,8 @@ from service_fakes import make_request, tiny_character
 from anymole.client import AnyMoLeClient
 from anymole.pipeline import AnyMoLePipeline
 from anymole.rig import Character
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.server import AnyMoLeServer, ServerConfig, build_server
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from anymole.pipeline import (
 )
 from anymole.rig import Character, Motion, Skeleton, SkinnedMesh
 from anymole.rig.quat import quat_normalize
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 
 def tiny_character(num_joints: int = 5, with_mesh: bool = True, name: str = "chain") -> Character:
@@ -69,7 +69,7 @@ def make_request(
     **options: Any,
 ) -> pb.InbetweenRequest:
     """A valid request: random context and keys, timeline = last key + 1 frames."""
-    from anymole.service.convert import inbetween_request
+    from anymole.wire.convert import inbetween_request
 
     ctx = random_motion(context_frames, joints, seed)
     keyed = random_motion(len(keys), joints, seed + 1000)

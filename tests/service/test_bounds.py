@@ -11,10 +11,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from service_fakes import FakePipeline, collect, wait_for
 
-from anymole.service import convert
 from anymole.service.budget import BYTES_PER_FRAME_JOINT, QUEUED_JOBS_PER_BUDGET, budget_limits, parse_size
 from anymole.service.jobs import JobState
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire import convert
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 
 def _detail(err: grpc.aio.AioRpcError, cls):

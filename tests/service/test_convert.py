@@ -27,9 +27,9 @@ from anymole.pipeline import (
 )
 from anymole.rig import Character, Material
 from anymole.rig.quat import quat_normalize
-from anymole.service import convert
 from anymole.service.jobs import JobInfo, JobState, Stamped
 from anymole.service.store import event_from_json, event_to_json
+from anymole.wire import convert
 
 EVENTS = [
     Queued(3),

@@ -8,8 +8,8 @@ import threading
 from service_fakes import FakePipeline, collect, wait_for
 
 from anymole.service.jobs import JobState
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.store import JobStore
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 
 def _watch(client, job_id, after_seq=0):

@@ -12,10 +12,10 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from anymole.client import AnyMoLeClient
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
-from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
 from anymole.service.server import SERVICE_NAME
-from anymole.service.version import METADATA_KEY, PROTOCOL_VERSION, check_client_version, parse_version
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
+from anymole.wire.version import METADATA_KEY, PROTOCOL_VERSION, check_client_version, parse_version
 
 
 async def test_server_info_reports_versions_methods_and_limits(make_server, connect):

@@ -18,8 +18,8 @@ from service_fakes import FakePipeline, collect, make_request, wait_for
 from anymole.baseline import inbetween
 from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Progress, Queued
 from anymole.service.jobs import JobState
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.server import ServerConfig, serve
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 
 async def test_inbetween_streams_ordered_events_and_the_interp_result(make_server, connect, tiny, make_req):
@@ -40,7 +40,7 @@ async def test_inbetween_streams_ordered_events_and_the_interp_result(make_serve
     assert sum(c.frame_count for c in chunks) == 32 - 4 and all(c.is_final for c in chunks)
 
     # The streamed frames are the SLERP baseline, bit for bit (float32 on the wire).
-    from anymole.service import convert
+    from anymole.wire import convert
 
     spec = convert.spec_from_proto(req, tiny(5), convert.Limits())
     expected = inbetween(spec.context, spec.key_frames, spec.key_rotations, spec.key_root, 32)
@@ -83,7 +83,7 @@ async def test_result_files(make_server, connect, tiny, make_req):
 
 
 async def test_results_beyond_the_message_limit_arrive_in_parts(make_server, connect, tiny, make_req):
-    from anymole.service.convert import Limits
+    from anymole.wire.convert import Limits
 
     limits = Limits(max_message_bytes=1 << 16)
     server, port = await make_server(limits=limits)

@@ -11,10 +11,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from service_fakes import FakePipeline, collect
 
-from anymole.service import convert
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
-from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
 from anymole.service.servicer import LIST_PAGE_SIZE
+from anymole.wire import convert
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
 
 DEFAULT_RECEIVE = 4 << 20  # gRPC's default receive limit, which editor clients keep
 

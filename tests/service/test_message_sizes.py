@@ -13,9 +13,9 @@ import pytest
 import torch
 from service_fakes import make_request, random_motion
 
-from anymole.service import convert
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
-from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
+from anymole.wire import convert
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
 
 FOUR_MIB = 4 << 20
 

@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from anymole.errors import InvalidInput
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.video.timeline import plan_timeline
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 
 async def test_method_info_reports_output_and_timing_rules(make_server, connect):
@@ -43,8 +43,8 @@ async def test_get_character_answers_whether_the_server_holds_it(make_server, co
     server, port = await make_server()
     client = await connect(port)
     character = tiny(6)
-    from anymole.service import convert
     from anymole.service.characters import character_id_of
+    from anymole.wire import convert
 
     payload = convert.character_to_asset(character).SerializeToString(deterministic=True)
     cid = character_id_of(payload)

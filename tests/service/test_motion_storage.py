@@ -13,8 +13,8 @@ from service_fakes import FakePipeline, collect, random_motion, wait_for
 
 from anymole.pipeline import Completed, MethodSpec, MotionChunk, Progress
 from anymole.rig import Motion
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.store import JobStore
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 
 def _watch(client, job_id, after_seq=0):

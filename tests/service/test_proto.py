@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-STUBS = ROOT / "server" / "anymole" / "service" / "proto"
+STUBS = ROOT / "server" / "anymole" / "wire" / "proto"
 BUF = ROOT / ".tools" / "node_modules" / ".bin" / "buf"
 
 
@@ -64,7 +64,7 @@ def test_committed_stubs_match_a_fresh_generation(tmp_path):
 
 def test_generated_imports_point_into_our_package():
     text = (STUBS / "anymole" / "v1" / "anymole_pb2_grpc.py").read_text()
-    assert "from anymole.service.proto.anymole.v1 import anymole_pb2" in text
+    assert "from anymole.wire.proto.anymole.v1 import anymole_pb2" in text
     assert "from anymole.v1 import" not in text
 
 

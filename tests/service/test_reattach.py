@@ -14,7 +14,7 @@ from service_fakes import FakePipeline, collect, wait_for
 
 from anymole.pipeline import CancelToken, Completed, Event, JobSpec, MethodSpec, Preview, ProgressReporter
 from anymole.service.jobs import JobState
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 
 class PreviewPipeline(FakePipeline):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from google.protobuf.message_factory import GetMessageClass
 
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "tests" / "data" / "streams"

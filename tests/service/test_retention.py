@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from anymole.cli import app
 from anymole.service.jobs import JobState
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.retention import RetentionPolicy
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 DAY = 86_400.0
 

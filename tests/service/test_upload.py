@@ -10,8 +10,8 @@ import grpc
 import pytest
 import torch
 
-from anymole.service import convert
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire import convert
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -173,7 +173,7 @@ async def test_messages_beyond_grpc_default_4mb_pass_both_ways(make_server, conn
 
 
 async def test_a_server_beyond_the_default_limits_is_not_refused_by_its_client(make_server, connect, tiny, make_req):
-    from anymole.service.convert import Limits
+    from anymole.wire.convert import Limits
 
     _, port = await make_server(limits=Limits(max_joints=1100))
     client = await connect(port)

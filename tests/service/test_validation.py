@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from service_fakes import FakePipeline, make_request, tiny_character
 
 from anymole.pipeline import MotionChunk
-from anymole.service import convert
-from anymole.service.convert import Limits
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
-from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
 from anymole.service.server import ServerConfig, build_server
+from anymole.wire import convert
+from anymole.wire.convert import Limits
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
 
 J = 5
 

@@ -32,10 +32,10 @@ from anymole.pipeline import (
     in_daemon_thread,
 )
 from anymole.service.jobs import JobState
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.service.server import ServerConfig, build_server
 from anymole.video.generate import decode_mp4
 from anymole.video.sampler import plan_stage1, plan_stage2
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 from asset_files import ASSETS, cached_load
 
 # Fox "Survey" is sampled at 24 fps: 49 context frames are exactly 2 s (61 frames at 30 fps, render frame 60 =

@@ -162,7 +162,7 @@ namespace AnyMoLe.Editor
             if (keyFrames.Length == 0 || keyFrames.Any(k => k < contextEnd || k >= unityMotion.FrameCount) || !keyFrames.SequenceEqual(keyFrames.Distinct().OrderBy(k => k)))
                 throw new ArgumentException("Keys: give increasing clip frames in " + contextEnd + ".." + (unityMotion.FrameCount - 1) + " (after the context)");
             var s = await Connected();
-            var character = Core.UnitySpace.ToCanonical(rig.Name, rig.UnitySkeleton, rig.Mesh);
+            var character = rig.ToCanonical();
             stage = "upload";
             var up = await s.UploadCharacterAsync(character);
             var motion = Core.UnitySpace.Convert(unityMotion);

@@ -16,11 +16,13 @@ namespace AnyMoLe.Editor
         public readonly List<string> Paths = new List<string>();
         public readonly List<Transform> Joints = new List<Transform>();
         public Core.Skeleton UnitySkeleton;
-        public Core.UnityMesh Mesh;
+        /// <summary>One mesh per SkinnedMeshRenderer under the Animator whose bones lie in the skeleton.</summary>
+        public readonly List<Core.UnityMesh> Meshes = new List<Core.UnityMesh>();
         public string Name;
 
         /// <summary>The skeleton under the first SkinnedMeshRenderer's root bone (or under the Animator), parents
-        /// before children, with the current local transforms as rest pose; the renderer's mesh when there is one.</summary>
+        /// before children, with the current local transforms as rest pose; the meshes of every renderer skinned
+        /// to it (a body, clothes, hair).</summary>
         public static UnityRig Read(Animator animator)
         {
             if (animator.isHuman)
@@ -59,8 +61,19 @@ namespace AnyMoLe.Editor
                 Put4(s.RestRotations, i, q);
             }
             rig.UnitySkeleton = s;
-            if (smr != null && smr.sharedMesh != null) rig.Mesh = ReadMesh(animator, smr, rig.Joints);
+            foreach (var r in animator.GetComponentsInChildren<SkinnedMeshRenderer>())
+                if (r.sharedMesh != null) rig.Meshes.Add(ReadMesh(animator, r, rig.Joints));
             return rig;
+        }
+
+        /// <summary>The character the wire carries: the skeleton and every renderer's mesh in canonical space,
+        /// merged into one.</summary>
+        public Core.Character ToCanonical()
+        {
+            var c = Core.UnitySpace.ToCanonical(Name, UnitySkeleton, null);
+            if (Meshes.Count > 0)
+                c.Mesh = Core.MeshMerge.Merge(Meshes.Select(m => Core.UnitySpace.ToCanonical(Name, UnitySkeleton, m).Mesh).ToList(), c.Skeleton.JointCount);
+            return c;
         }
 
         static string PathOf(Transform t, Transform root)

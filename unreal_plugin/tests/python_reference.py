@@ -20,7 +20,7 @@ from pathlib import Path
 
 from anymole.client._fill import fill_remote_async
 from anymole.io import load_character
-from anymole.service import convert
+from anymole.wire import convert
 
 
 def export(out_dir: str, *assets: str) -> None:

@@ -21,13 +21,12 @@ import numpy as np
 import torch
 
 from anymole.errors import AnymoleError, InvalidInput
-from anymole.pipeline import Preview
+from anymole.pipeline import JobInfo, JobState, Preview, Stamped
 from anymole.rig import Character, Motion, Skeleton
-from anymole.service import convert
-from anymole.service.jobs import JobInfo, JobState, Stamped
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
-from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
-from anymole.service.version import METADATA_KEY, PROTOCOL_VERSION
+from anymole.wire import convert
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
+from anymole.wire.version import METADATA_KEY, PROTOCOL_VERSION
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "AnyMoLeClient", "Uploaded", "VideoResult", "preview_image"]
 

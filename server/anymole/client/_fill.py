@@ -23,7 +23,7 @@ from typing import Any
 from anymole.client._watch import Reconnect, follow, read_tls_ca, retrying, rpc_errors
 from anymole.errors import AssetError, InvalidInput
 from anymole.rig import Motion
-from anymole.service.convert import MOTION_RESULT_SUFFIX, VIDEO_RESULT_SUFFIX
+from anymole.wire.convert import MOTION_RESULT_SUFFIX, VIDEO_RESULT_SUFFIX
 
 __all__ = ["FillResult", "fill_remote", "fill_remote_async", "run_demo"]
 

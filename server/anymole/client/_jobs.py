@@ -13,8 +13,7 @@ from pathlib import Path
 
 from anymole.client._client import AnyMoLeClient
 from anymole.client._watch import Reconnect, follow, read_tls_ca, retrying, rpc_errors
-from anymole.pipeline import Completed
-from anymole.service.jobs import JobInfo, JobState
+from anymole.pipeline import Completed, JobInfo, JobState
 
 __all__ = ["Remote", "cancel_job", "get_result", "list_jobs", "watch_job"]
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress as ProgressView
 
     from anymole.client._client import AnyMoLeClient
-    from anymole.service.jobs import Stamped
+    from anymole.pipeline import Stamped
 
 __all__ = ["DEFAULT_RECONNECT_S", "Reconnect", "ServerLost", "events_with_reattach", "follow", "read_tls_ca", "retrying", "rpc_errors"]
 

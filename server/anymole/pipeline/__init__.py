@@ -5,8 +5,8 @@ finally `Completed`). It never sees gRPC: the service layer (`anymole.service.jo
 event with the job id and a sequence number, stores it and fans it out to watchers.
 
 Modules, in dependency order:
-    ``spec``      `JobSpec`, the request as the pipeline sees it.
-    ``events``    the `Event` union (`Queued` … `Interrupted`) and `VideoClip`.
+    ``spec``      `JobSpec`, the request as the pipeline sees it; `JobState` and `JobInfo`.
+    ``events``    the `Event` union (`Queued` … `Interrupted`), `VideoClip`, and `Stamped` (an event of a job).
     ``control``   `CancelToken`, `ProgressReporter` (the `OnStep` stages report to), `run_in_thread`.
     ``settings``  `VideoSettings`, how the server runs its video prior.
     ``pool``      `PriorPool`, each device's prior: loading, the one-job-at-a-time lock, warm-up.
@@ -33,12 +33,13 @@ from anymole.pipeline.events import (
     Preview,
     Progress,
     Queued,
+    Stamped,
     VideoClip,
     is_terminal,
 )
 from anymole.pipeline.methods import Method, MethodSpec
 from anymole.pipeline.settings import TINY_PRIOR, VideoSettings
-from anymole.pipeline.spec import DEFAULT_CHUNK_FRAMES, JobSpec, key_error_deg
+from anymole.pipeline.spec import DEFAULT_CHUNK_FRAMES, JobInfo, JobSpec, JobState, key_error_deg
 
 __all__ = [
     "DEFAULT_CHUNK_FRAMES",
@@ -50,7 +51,9 @@ __all__ = [
     "Event",
     "Failed",
     "Interrupted",
+    "JobInfo",
     "JobSpec",
+    "JobState",
     "Method",
     "MethodSpec",
     "MotionChunk",
@@ -60,6 +63,7 @@ __all__ = [
     "Progress",
     "ProgressReporter",
     "Queued",
+    "Stamped",
     "VideoClip",
     "VideoSettings",
     "check_method",

@@ -2,7 +2,7 @@
 
 `Queued` … `Interrupted` form the `Event` union; `Completed`, `Failed`, `Cancelled` and `Interrupted` end a
 job's stream (`is_terminal`). `VideoClip` is the result of a ``video`` job, carried by `Completed`. None of
-them sees gRPC: `anymole.service.convert` turns them into messages.
+them sees gRPC: `anymole.wire.convert` turns them into messages.
 
 Timeline convention: frame 0 is the first context frame; the context covers frames ``0 .. C-1``, the gap and
 the keyframes lie in ``C .. total_frames-1``. `MotionChunk` events carry frames of ``C .. total_frames-1``;
@@ -12,6 +12,7 @@ the keyframes lie in ``C .. total_frames-1``. `MotionChunk` events carry frames 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import torch
 
@@ -27,6 +28,7 @@ __all__ = [
     "Preview",
     "Progress",
     "Queued",
+    "Stamped",
     "VideoClip",
     "is_terminal",
 ]
@@ -166,3 +168,18 @@ _TERMINAL = (Completed, Failed, Cancelled, Interrupted)
 def is_terminal(event: Event) -> bool:
     """Whether nothing can follow ``event`` in its job's stream."""
     return isinstance(event, _TERMINAL)
+
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True, eq=False)
+class Stamped(Generic[E]):
+    """An event of a job with the job's id, its sequence number in the job's log (from 1) and its Unix time
+    (s). Clients receive ``Stamped[Event]``; in the server's log a motion chunk is a reference to its stored
+    numbers (`anymole.service.timeline.MotionRef`), which `JobManager.watch` reads back into the chunk."""
+
+    job_id: str
+    seq: int
+    time: float
+    event: E

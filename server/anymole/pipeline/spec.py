@@ -1,19 +1,21 @@
-"""The job a client asked for: `JobSpec`, its defaults, and `key_error_deg` (how close a result came to it).
+"""The job a client asked for: `JobSpec`, its defaults, and `key_error_deg` (how close a result came to it);
+a job's lifecycle (`JobState`) and its row in a listing (`JobInfo`), which the server and clients share.
 
-A `JobSpec` is validated at the edge (`anymole.service.convert`, the CLI) before it reaches the pipeline; the
+A `JobSpec` is validated at the edge (`anymole.wire.convert`, the CLI) before it reaches the pipeline; the
 pipeline only checks what depends on the method (`anymole.pipeline.composer.check_spec`).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from anymole.rig import Character, Motion
 
-__all__ = ["DEFAULT_CHUNK_FRAMES", "JobSpec", "key_error_deg"]
+__all__ = ["DEFAULT_CHUNK_FRAMES", "JobInfo", "JobSpec", "JobState", "key_error_deg"]
 
 DEFAULT_CHUNK_FRAMES = 30
 """Frames per `MotionChunk` when the request leaves it to the server (one second at 30 fps)."""
@@ -80,3 +82,38 @@ def key_error_deg(result: Motion, key_frames: Sequence[int], key_rotations: torc
     b = torch.where((a * b).sum(-1, keepdim=True) < 0, -b, b)
     angle = 4.0 * torch.atan2(torch.linalg.vector_norm(a - b, dim=-1), torch.linalg.vector_norm(a + b, dim=-1))
     return float(torch.rad2deg(angle).max())
+
+
+class JobState(enum.Enum):
+    """Lifecycle of a job (mirrors ``anymole.v1.JobState``)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    # Client side only: a state a newer server reports that this client's protocol version does not know
+    # (clients ignore what they do not know instead of failing; the server never sets it).
+    UNKNOWN = "unknown"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobState.QUEUED, JobState.RUNNING, JobState.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One row of a job listing (`anymole.service.jobs.JobManager.list`, ``ListJobs``)."""
+
+    job_id: str
+    state: JobState
+    character_id: str
+    method: str
+    preset: str
+    label: str
+    created: float
+    position: int
+    last_seq: int
+    total_frames: int
+    client_tags: dict[str, str] = field(default_factory=dict)

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from anymole.service.version import METADATA_KEY, VersionMismatch, check_client_version, parse_version
+from anymole.wire.version import METADATA_KEY, VersionMismatch, check_client_version, parse_version
 
 __all__ = ["GateInterceptor"]
 

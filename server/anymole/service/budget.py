@@ -11,8 +11,8 @@ budget together.
 
 Uploads in flight are bounded separately (`UploadGate`): each reserves its announced ``total_bytes`` before
 its first chunk is read. One that does not fit is refused at once by default (``wait_s`` = 0): an upload left
-waiting still has its chunks buffered by the HTTP/2 transport, so waiting bounds nothing (8 × 100 MB uploads
-under a 200 MB cap grew the server by 878 MB waiting, 281 MB refused; docs/benchmarks.md).
+waiting still has its chunks buffered by the HTTP/2 transport, so waiting bounds little (docs/benchmarks.md,
+"Server memory per job").
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-from anymole.service.convert import Limits
-from anymole.service.errors import OverBudget
+from anymole.errors import OverBudget
+from anymole.wire.convert import Limits
 
 __all__ = [
     "BYTES_PER_FRAME_JOINT",

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from anymole.errors import AssetError, InvalidInput, NotFound
 from anymole.rig import Character
-from anymole.service.convert import Limits, character_from_asset_bytes
 from anymole.service.store import disk_bytes, write_atomic
+from anymole.wire.convert import Limits, character_from_asset_bytes
 
 __all__ = ["FORMATS", "CharacterStore", "StoredCharacter", "character_id_of"]
 

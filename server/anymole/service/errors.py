@@ -19,10 +19,11 @@ from anymole.errors import (
     JobCancelled,
     ModelUnavailable,
     NotFound,
+    OverBudget,
     ResourceExhausted,
 )
 from anymole.pipeline import Failed
-from anymole.service.version import VersionMismatch
+from anymole.wire.version import VersionMismatch
 
 __all__ = [
     "STATUS_TABLE",
@@ -53,16 +54,6 @@ class NotReady(AnymoleError):
 class ResultFormatMismatch(NotReady):
     """A result asked for in a format its job does not produce (a video job for motion, a motion job for
     MP4): FAILED_PRECONDITION with a ``google.rpc.PreconditionFailure`` whose subject is the request field."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-
-
-class OverBudget(ResourceExhausted):
-    """A request that this server's capacity (memory budget, queue, uploads in flight) cannot take:
-    RESOURCE_EXHAUSTED with a ``google.rpc.QuotaFailure`` whose subject is the request field to blame."""
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import logging
 import threading
 import time
@@ -40,12 +39,16 @@ from anymole.pipeline import (
     Event,
     Failed,
     Interrupted,
+    JobInfo,
     JobSpec,
+    JobState,
     MotionChunk,
     Pipeline,
     Preview,
+    Progress,
     ProgressReporter,
     Queued,
+    Stamped,
     check_spec,
     is_terminal,
 )
@@ -64,41 +67,12 @@ FINISHED_EVENTS_IN_MEMORY = 16
 log = logging.getLogger("anymole.service.jobs")
 
 
-class JobState(enum.Enum):
-    """Lifecycle of a job (mirrors ``anymole.v1.JobState``)."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    INTERRUPTED = "interrupted"
-    # Client side only: a state a newer server reports that this client's protocol version does not know
-    # (clients ignore what they do not know instead of failing; the server never sets it).
-    UNKNOWN = "unknown"
-
-    @property
-    def terminal(self) -> bool:
-        return self not in (JobState.QUEUED, JobState.RUNNING, JobState.UNKNOWN)
-
-
 _END_STATE: dict[type, JobState] = {
     Completed: JobState.COMPLETED,
     Failed: JobState.FAILED,
     Cancelled: JobState.CANCELLED,
     Interrupted: JobState.INTERRUPTED,
 }
-
-
-@dataclass(frozen=True, eq=False)
-class Stamped:
-    """A domain event with its job id, sequence number (from 1) and Unix time (s). In a job's log a motion
-    chunk is a `MotionRef` to its stored numbers; `JobManager.watch` yields the chunk itself."""
-
-    job_id: str
-    seq: int
-    time: float
-    event: Event | MotionRef
 
 
 def _read_log(store: JobStore, job_id: str) -> list[Stamped]:
@@ -109,23 +83,6 @@ def _read_log(store: JobStore, job_id: str) -> list[Stamped]:
         Stamped(job_id, e["seq"], e["time"], event_from_json({k: v for k, v in e.items() if k not in ("seq", "time")}))
         for e in store.read_events(job_id)
     ]
-
-
-@dataclass(frozen=True)
-class JobInfo:
-    """One row of `JobManager.list`."""
-
-    job_id: str
-    state: JobState
-    character_id: str
-    method: str
-    preset: str
-    label: str
-    created: float
-    position: int
-    last_seq: int
-    total_frames: int
-    client_tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,6 +120,8 @@ class _Job:
     finishing: bool = False  # storing its result: cancels and shutdown let it complete
     finished: float = 0.0  # Unix time of the terminal event; 0 while queued or running
     submission: Submission = field(default_factory=Submission)
+    quiet_since: float = field(default_factory=time.monotonic)  # monotonic time of its latest event
+    last_progress: Progress | None = None
 
     def meta(self) -> dict[str, object]:
         return {
@@ -199,10 +158,12 @@ class JobManager:
             raises `OverBudget`; 0 = unbounded.
         max_label_bytes: labels of stored jobs longer than this (UTF-8 bytes, from before the limit) are cut
             to it on start; 0 = no cut.
-        clock: Unix time of events and submissions (default `time.time`); the stream recorder (scripts/record_streams.py) passes a
-            fixed one so that its recordings do not change from run to run.
+        clock: Unix time of events and submissions (default `time.time`); the stream recorder
+            (scripts/record_streams.py) passes a fixed one so that its recordings do not change between runs.
         new_job_id: makes a job id (default ``job-`` and 16 random hex digits); the recorder passes a counter
             for the same reason.
+        heartbeat_s: a queued or running job quiet this long publishes a heartbeat event
+            (`anymole.service.keepalive`); 0 = never.
     """
 
     def __init__(
@@ -218,6 +179,7 @@ class JobManager:
         max_label_bytes: int = 0,
         clock: Callable[[], float] | None = None,
         new_job_id: Callable[[], str] | None = None,
+        heartbeat_s: float = 10.0,
     ) -> None:
         from anymole.service.store import JobStore
 
@@ -238,6 +200,8 @@ class JobManager:
         self._finished_in_memory = max(0, finished_in_memory)
         self._cached: OrderedDict[str, _Job] = OrderedDict()  # finished jobs whose events are in memory, LRU first
         self._pending: deque[_Job] = deque()
+        self._running: set[_Job] = set()
+        self._heartbeat_s = heartbeat_s
         self._work = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._accepting = False
@@ -252,6 +216,8 @@ class JobManager:
         self._reload()
         self._accepting = True
         self._workers = [asyncio.create_task(self._worker(d), name=f"anymole-worker-{d}") for d in self.devices]
+        if self._heartbeat_s > 0:
+            self._workers.append(asyncio.create_task(self._heartbeat(), name="anymole-heartbeat"))
         self._announce_positions()
         self._work.set()
 
@@ -307,7 +273,7 @@ class JobManager:
         cost = spec.total_frames * spec.num_joints
         held = self.queued_frame_joints
         if self.max_queued_frame_joints and held + cost > self.max_queued_frame_joints:
-            from anymole.service.errors import OverBudget
+            from anymole.errors import OverBudget
 
             raise OverBudget(
                 "total_frames",
@@ -501,6 +467,9 @@ class JobManager:
                 assert job.spec is not None  # only running jobs emit motion
                 job.timeline.create(job.spec.total_frames, event.rotations.shape[1], event.translations is not None)
             logged = job.timeline.write(event)
+        job.quiet_since = time.monotonic()
+        if isinstance(event, Progress):
+            job.last_progress = event
         st = Stamped(job.id, job.last_seq + 1, self._clock(), logged)
         self.store.append_event(job.id, st.seq, st.time, logged)
         job.events.append(st)
@@ -548,6 +517,20 @@ class JobManager:
         running = sum(j.frame_joints for j in self._jobs.values() if j.state is JobState.RUNNING)
         return not self.max_frame_joints or running == 0 or running + job.frame_joints <= self.max_frame_joints
 
+    async def _heartbeat(self) -> None:
+        """Publish `heartbeat_event` for every queued or running job quiet for ``heartbeat_s``, so that no open
+        stream of a live job goes longer without an event (`anymole.service.keepalive`)."""
+        from anymole.service.keepalive import heartbeat_event
+
+        while True:
+            await asyncio.sleep(self._heartbeat_s / 4)
+            now = time.monotonic()
+            for job in [*self._pending, *self._running]:
+                quiet = now - job.quiet_since
+                if quiet >= self._heartbeat_s and not job.state.terminal:
+                    position = self._pending.index(job) if job.state is JobState.QUEUED else None
+                    self._publish(job, heartbeat_event(position, job.last_progress, quiet))
+
     async def _worker(self, device: str) -> None:
         while True:
             if not self._pending or not self._accepting or not self._fits(self._pending[0]):
@@ -559,7 +542,11 @@ class JobManager:
             job.state = JobState.RUNNING
             self.store.write_meta(job.id, job.meta())
             job.task = asyncio.create_task(self._drive(job, device), name=f"anymole-{job.id}")
-            await asyncio.wait({job.task})
+            self._running.add(job)
+            try:
+                await asyncio.wait({job.task})
+            finally:
+                self._running.discard(job)
             if not job.state.terminal:  # cancelled before its first step: _drive never ran
                 self._publish(job, Interrupted("the server shut down") if job.interrupting else Cancelled(job.token.reason))
 

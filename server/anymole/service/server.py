@@ -27,11 +27,12 @@ from anymole.pipeline import AnyMoLePipeline, Pipeline, VideoSettings
 from anymole.service.auth import GateInterceptor
 from anymole.service.budget import UPLOAD_WAIT_S, UploadGate, budget_limits
 from anymole.service.characters import CharacterStore
-from anymole.service.convert import Limits
 from anymole.service.jobs import FINISHED_EVENTS_IN_MEMORY, JobManager
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.service.keepalive import KeepalivePolicy
 from anymole.service.retention import Retention, RetentionPolicy
 from anymole.service.servicer import AnyMoLeServicer, add_servicer
+from anymole.wire.convert import Limits
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 __all__ = ["DEFAULT_PORT", "SERVICE_NAME", "AnyMoLeServer", "ServerConfig", "build_server", "resolve_devices", "serve"]
 
@@ -64,6 +65,7 @@ class ServerConfig:
         tls_key: PEM private key.
         grace_s: seconds running jobs get to finish on shutdown before they are interrupted.
         limits: request limits (message size, joints, frames…).
+        keepalive: client pings accepted, server pings, the job heartbeat (`anymole.service.keepalive`).
         video: the ``video`` method's prior (none, ``tiny`` or a checkpoint path), step overrides and render
             size; loaded on the first ``video`` job. Its ICAdapt cache defaults to ``data_dir/icadapt``.
     """
@@ -83,6 +85,7 @@ class ServerConfig:
     grace_s: float = 30.0
     limits: Limits = field(default_factory=Limits)
     video: VideoSettings = field(default_factory=VideoSettings)
+    keepalive: KeepalivePolicy = field(default_factory=KeepalivePolicy)
 
     def __post_init__(self) -> None:
         # Named by their `anymole serve` flags: the CLI passes them through unchanged.
@@ -221,6 +224,7 @@ def build_server(
         max_label_bytes=limits.max_label_bytes,
         clock=clock,
         new_job_id=new_job_id,
+        heartbeat_s=cfg.keepalive.heartbeat_s,
     )
     limit = cfg.limits.max_message_bytes
     server = grpc.aio.server(
@@ -229,6 +233,7 @@ def build_server(
             ("grpc.max_send_message_length", limit),
             ("grpc.max_receive_message_length", limit),
             ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+            *cfg.keepalive.server_options(),
         ],
     )
     uploads = UploadGate(limits.max_upload_bytes_in_flight, cfg.upload_wait_s)

@@ -26,15 +26,15 @@ from google.protobuf.message_factory import GetMessageClass
 from anymole.errors import InvalidInput, ResourceExhausted
 from anymole.pipeline import Pipeline
 from anymole.rig import Motion
-from anymole.service import convert
 from anymole.service.budget import UploadGate
 from anymole.service.characters import CharacterStore
 from anymole.service.errors import OverBudget, ResultFormatMismatch, code_of, to_status
 from anymole.service.jobs import JobInfo, JobManager, Submission
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
-from anymole.service.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
 from anymole.service.tags import check_key, check_tags
-from anymole.service.version import (
+from anymole.wire import convert
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
+from anymole.wire.version import (
     PROTOCOL_VERSION,
     check_client_version,
 )

@@ -3,6 +3,7 @@
 // renderer placement, and mirrored triangles stay front-facing. They run in the Unity Test Runner and under
 // mono (scripts/test_unity.sh).
 using System;
+using System.Linq;
 using AnyMoLe.Core;
 using NUnit.Framework;
 
@@ -239,6 +240,37 @@ namespace AnyMoLe.Tests
             CollectionAssert.AreEquivalent(s.Tags, back.Tags);
             Assert.AreEqual(83, back.TotalFrames);
             Assert.Throws<FormatException>(() => SessionSnapshot.Parse("garbage"));
+        }
+
+        [Test]
+        public void MergedMeshesKeepEachVertexTriangleAndMaterial()
+        {
+            // Two renderers: a body bound to joints 0-2 with 2 influences, a hat bound to joint 3 with 1 and no uvs.
+            var rng = new Random(8);
+            var body = RandomCharacter(rng, 4, 6).Mesh;
+            for (int i = 0; i < body.JointIndices.Length; i++) body.JointIndices[i] %= 3;
+            body.Materials.Add(new Material { Name = "skin", BaseColor = new[] { 1f, 0.8f, 0.7f, 1f } });
+            var hat = new SkinnedMesh
+            {
+                Positions = RandomFloats(rng, 9), Triangles = new[] { 0, 1, 2 }, InfluencesPerVertex = 1,
+                JointIndices = new[] { 3, 3, 3 }, JointWeights = new[] { 1f, 1f, 1f }, InverseBindMatrices = RandomFloats(rng, 64),
+            };
+            hat.Textures.Add(new Texture { MimeType = "image/png", Data = new byte[] { 1 } });
+            hat.Materials.Add(new Material { Name = "felt", Texture = 0 });
+            var merged = MeshMerge.Merge(new[] { body, hat }, 4);
+            Assert.AreEqual(9, merged.VertexCount);
+            CollectionAssert.AreEqual(body.Triangles.Concat(new[] { 6, 7, 8 }).ToArray(), merged.Triangles);
+            Assert.AreEqual(2, merged.InfluencesPerVertex);
+            CollectionAssert.AreEqual(new[] { 3, 0, 3, 0, 3, 0 }, merged.JointIndices.Skip(12).ToArray());
+            CollectionAssert.AreEqual(new[] { 1f, 0f, 1f, 0f, 1f, 0f }, merged.JointWeights.Skip(12).ToArray());
+            CollectionAssert.AreEqual(body.JointWeights, merged.JointWeights.Take(12).ToArray());
+            CollectionAssert.AreEqual(Enumerable.Repeat(0, 4).Concat(new[] { 1 }).ToArray(), merged.TriangleMaterials);
+            Assert.AreEqual(new[] { "skin", "felt" }, merged.Materials.Select(m => m.Name).ToArray());
+            Assert.AreEqual(0, merged.Materials[1].Texture);
+            Assert.AreEqual(18, merged.Uvs.Length);
+            // Joint 3's inverse bind comes from the hat, the only mesh it moves; joints 0-2 from the body.
+            CollectionAssert.AreEqual(hat.InverseBindMatrices.Skip(48).ToArray(), merged.InverseBindMatrices.Skip(48).ToArray());
+            CollectionAssert.AreEqual(body.InverseBindMatrices.Take(48).ToArray(), merged.InverseBindMatrices.Take(48).ToArray());
         }
     }
 }

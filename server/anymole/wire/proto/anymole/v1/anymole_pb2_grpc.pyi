@@ -18,6 +18,7 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
     a cache hit (UploadHeader.sha256).
   * Method limits: MethodInfo.output (MethodOutput), min_context_seconds, key_spacing_seconds,
     max_gap_seconds; GetCharacter tells whether the server holds a character.
+  * Keepalive policy and the 10 s job heartbeat (below).
   * Keyframes: what plugins send at a key is documented on Keyframe; key_error_deg is exactly 0 for keys
     that come back as sent.
   * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
@@ -44,12 +45,20 @@ RPCs. Clients must ignore what they do not know: skip a JobEvent whose `kind` th
 still counts for `after_seq`), treat an unknown JobState as "not finished, unknown" and unknown
 ResultFormat values as formats they cannot ask for. Never fail a stream over them.
 
+Keepalive: the server accepts client pings every 5 s or more, with or without calls in flight
+(`grpc.http2.min_ping_interval_without_data_ms` 5000, `grpc.keepalive_permit_without_calls` 1), so a client
+that pings every 10 s is never cut off with "too_many_pings"; it pings idle connections every 60 s itself.
+A queued or running job that published nothing for 10 s publishes a heartbeat: `Queued` with its position
+again while it waits, `Progress` repeating its last stage and fractions (eta unset, message "working; no
+progress report for N s") while it runs. An open Inbetween or WatchJob stream of a live job therefore
+carries an event at least every 10 s.
+
 Error details: INVALID_ARGUMENT carries a google.rpc.BadRequest whose field violation names the request
 field, FAILED_PRECONDITION on a result format a google.rpc.PreconditionFailure, both inside the
 google.rpc.Status of the `grpc-status-details-bin` trailer; proto/google/rpc has their definitions.
 """
 
-from anymole.service.proto.anymole.v1 import anymole_pb2 as _anymole_pb2
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as _anymole_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1

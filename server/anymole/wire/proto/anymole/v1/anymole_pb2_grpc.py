@@ -4,7 +4,7 @@
 import grpc
 import warnings
 
-from anymole.service.proto.anymole.v1 import anymole_pb2 as anymole_dot_v1_dot_anymole__pb2
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as anymole_dot_v1_dot_anymole__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from google.protobuf.message import DecodeError
 
-from anymole.errors import InvalidInput
+from anymole.errors import InvalidInput, OverBudget
 from anymole.pipeline import (
     DEFAULT_CHUNK_FRAMES,
     Cancelled,
@@ -26,16 +26,17 @@ from anymole.pipeline import (
     Event,
     Failed,
     Interrupted,
+    JobInfo,
     JobSpec,
+    JobState,
     MotionChunk,
     Preview,
     Progress,
     Queued,
+    Stamped,
 )
 from anymole.rig import MAX_FPS, Character, Material, Motion, Skeleton, SkinnedMesh
-from anymole.service.errors import OverBudget
-from anymole.service.jobs import JobInfo, JobState, Stamped
-from anymole.service.proto.anymole.v1 import anymole_pb2 as pb
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 __all__ = [
     "DEFAULT_RECEIVE_BYTES",
