@@ -530,7 +530,9 @@ def bench_video(
     time for 15…90 generated frames (timed pieces, extrapolated; the results say how)."""
     import json
 
-    from anymole.video import bench
+    from anymole.bench import video as bench
+    from anymole.bench import video_report as report
+    from anymole.bench import video_summary as summary
 
     if model not in ("full", "tiny"):
         raise _fail(f"--model must be full or tiny, got {model!r}")
@@ -562,17 +564,17 @@ def bench_video(
     if earlier is not None:  # refuse another card before the run, not after it
         import torch
 
-        bench.merge(earlier, {"device": bench.device_name(torch.device(device))})
-    on_partial = None if partial is None else lambda r: bench.write_json(bench.summarize(r), partial)
+        summary.merge(earlier, {"device": bench.device_name(torch.device(device))})
+    on_partial = None if partial is None else lambda r: report.write_json(summary.summarize(r), partial)
     results = bench.run_video_bench(
         bench.VideoBenchConfig(**kwargs), say=lambda line: typer.echo(line, err=True), on_partial=on_partial
     )
     if earlier is not None:
-        results = bench.merge(earlier, results)
-    results = bench.summarize(results)
-    bench.write_json(results, json_out)
+        results = summary.merge(earlier, results)
+    results = summary.summarize(results)
+    report.write_json(results, json_out)
     if markdown is not None and "sampling_s" in results and "icadapt" in results:
-        bench.write_markdown(results, markdown, heading=heading, json_name=str(json_out))
+        report.write_markdown(results, markdown, heading=heading, json_name=str(json_out))
     typer.echo(
         f"ICAdapt {results['icadapt_step_s']} s/step, 90 frames {results['sample_90_frames_s']} s, "
         f"peak {results['peak_mem_gib']} GiB -> {json_out}"

@@ -60,6 +60,7 @@ async def test_a_default_limit_client_gets_a_3000_frame_65_joint_result(default_
     assert events[-1].WhichOneof("kind") == "completed"
     chunks = [e.motion for e in events if e.WhichOneof("kind") == "motion"]
     assert sum(c.frame_count for c in chunks) == 3000 - 4 and len(chunks) > 1
+    assert chunks[0].frame_start == 4 and {c.joint_count for c in chunks} == {65}  # events start after the context
     assert max(e.ByteSize() for e in events) < FOUR_MIB
 
     job_id = events[0].job_id
@@ -72,7 +73,8 @@ async def test_a_default_limit_client_gets_a_3000_frame_65_joint_result(default_
     assert max(p.ByteSize() for p in parts) < FOUR_MIB
     motion = [p.motion for p in parts if p.WhichOneof("part") == "motion"]
     assert [m.frame_start for m in motion] == list(np.cumsum([0] + [m.frame_count for m in motion[:-1]]))
-    assert sum(m.frame_count for m in motion) == 3000
+    assert sum(m.frame_count for m in motion) == 3000 and motion[0].frame_start == 0  # the whole timeline
+    assert {m.joint_count for m in motion} == {65}
     assert sum(len(m.translations) for m in motion) == 3000 * 65 * 3
     streamed = torch.tensor([x for m in motion for x in m.rotations]).reshape(3000, 65, 4)
     from_events = torch.tensor([x for c in chunks for x in c.rotations]).reshape(2996, 65, 4)

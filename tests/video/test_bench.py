@@ -6,17 +6,10 @@ import json
 
 import pytest
 
+from anymole.bench.video import _default_variant, _variant_name
+from anymole.bench.video_report import write_json, write_markdown
+from anymole.bench.video_summary import _best, _mode_of, merge, summarize
 from anymole.errors import InvalidInput
-from anymole.video.bench import (
-    _best,
-    _default_variant,
-    _mode_of,
-    _variant_name,
-    merge,
-    summarize,
-    write_json,
-    write_markdown,
-)
 
 RESULTS = {
     "device": "NVIDIA H100 80GB HBM3",
@@ -225,7 +218,7 @@ def test_each_icadapt_variant_runs_without_another_modes_adapters() -> None:
     mode adapted would also run (and pay for) that variant's adapters."""
     import torch
 
-    from anymole.video.bench import VideoBenchConfig, run_video_bench
+    from anymole.bench.video import VideoBenchConfig, run_video_bench
     from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
 
     built: list[DynamiCrafterPrior] = []
@@ -246,7 +239,7 @@ def test_each_icadapt_variant_runs_without_another_modes_adapters() -> None:
 
 
 def test_a_failed_warm_compile_keeps_the_variants_cold_figures(monkeypatch) -> None:
-    from anymole.video import bench
+    from anymole.bench import video as bench
     from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
     from anymole.video.icadapt import AdaptedWeights
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from anymole.bench.video import _variant_name
 from anymole.errors import InvalidInput
-from anymole.video.bench import _variant_name
 from anymole.video.clips import ClipBank, gather_clips
 from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
 from anymole.video.icadapt import ICAdaptConfig, icadapt

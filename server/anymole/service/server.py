@@ -320,6 +320,11 @@ async def serve(
     try:
         await server.start()
         log.info("anymole serving on %s:%d (%s)", cfg.host, port, "TLS" if cfg.tls_cert else "plaintext")
+        jobs = server.jobs
+        log.info(
+            "memory budget: jobs up to %d frame-joints (total_frames × joints) each, %d queued and running together",
+            jobs.max_frame_joints, jobs.max_queued_frame_joints,
+        )
         if on_ready is not None:
             on_ready(port)
         await stop.wait()

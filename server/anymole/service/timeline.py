@@ -19,7 +19,6 @@ Layout in a job directory (float32, little-endian; the ``.npy`` files are NumPy'
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,11 +120,9 @@ class Timeline:
             )
         for name, t in parts.items():
             start, (_, *shape) = self._layout(name)
-            fd = os.open(self._path(name), os.O_WRONLY)
-            try:
-                os.pwrite(fd, _f32(t), start + chunk.frame_start * int(np.prod(shape)) * _F32.itemsize)
-            finally:
-                os.close(fd)
+            with open(self._path(name), "r+b") as fh:
+                fh.seek(start + chunk.frame_start * int(np.prod(shape)) * _F32.itemsize)
+                fh.write(_f32(t))
         return MotionRef(chunk.frame_start, n, True, joints, stored_tr)
 
     def read(self, ref: MotionRef) -> MotionChunk:
@@ -141,7 +138,8 @@ class Timeline:
                 path, at = self.dir / "drafts.f32", offset
                 offset += count * _F32.itemsize
             with open(path, "rb") as fh:
-                data = os.pread(fh.fileno(), count * _F32.itemsize, at)
+                fh.seek(at)
+                data = fh.read(count * _F32.itemsize)
             arrays[name] = torch.from_numpy(np.frombuffer(data, dtype=_F32).reshape(ref.frame_count, *shape).copy())
         return MotionChunk(
             ref.frame_start, arrays["rotations"], arrays["root_translation"], ref.is_final, arrays.get("translations")

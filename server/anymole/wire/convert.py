@@ -698,6 +698,7 @@ def motion_chunk_to_proto(ev: MotionChunk) -> pb.MotionChunk:
         root_translations=_flat(ev.root_translation),
         is_final=ev.is_final,
         translations=_flat(ev.translations),
+        joint_count=int(ev.rotations.shape[1]),
     )
 
 
@@ -776,8 +777,8 @@ def event_from_proto(msg: pb.JobEvent, num_joints: int = 0) -> Stamped | None:
         ev = Preview(v.stage, v.frame, v.view, v.mime_type, v.data, v.width, v.height)
     elif kind == "motion":
         m = msg.motion
-        if num_joints <= 0:
-            num_joints = len(m.rotations) // (4 * m.frame_count) if m.frame_count else 0
+        if num_joints <= 0:  # joint_count since 1.2; older servers: from the chunk's size
+            num_joints = m.joint_count or (len(m.rotations) // (4 * m.frame_count) if m.frame_count else 0)
         rot = np.asarray(m.rotations, dtype=np.float32).reshape(m.frame_count, num_joints, 4)
         root = np.asarray(m.root_translations, dtype=np.float32).reshape(m.frame_count, 3)
         tr = None

@@ -129,63 +129,63 @@ namespace Anymole.V1 {
             "ARIPCgdtZXNzYWdlGAUgASgJQg4KDF9ldGFfc2Vjb25kcyJ1CgdQcmV2aWV3",
             "Eg0KBXN0YWdlGAEgASgJEg0KBWZyYW1lGAIgASgNEgwKBHZpZXcYAyABKA0S",
             "EQoJbWltZV90eXBlGAQgASgJEgwKBGRhdGEYBSABKAwSDQoFd2lkdGgYBiAB",
-            "KA0SDgoGaGVpZ2h0GAcgASgNIo0BCgtNb3Rpb25DaHVuaxITCgtmcmFtZV9z",
+            "KA0SDgoGaGVpZ2h0GAcgASgNIqIBCgtNb3Rpb25DaHVuaxITCgtmcmFtZV9z",
             "dGFydBgBIAEoDRITCgtmcmFtZV9jb3VudBgCIAEoDRIRCglyb3RhdGlvbnMY",
             "AyADKAISGQoRcm9vdF90cmFuc2xhdGlvbnMYBCADKAISEAoIaXNfZmluYWwY",
-            "BSABKAgSFAoMdHJhbnNsYXRpb25zGAYgAygCIi0KC1N0YWdlVGltaW5nEg0K",
-            "BXN0YWdlGAEgASgJEg8KB3NlY29uZHMYAiABKAEiwQEKCUNvbXBsZXRlZBIP",
-            "CgdzdW1tYXJ5GAEgASgJEigKB3RpbWluZ3MYAiADKAsyFy5hbnltb2xlLnYx",
-            "LlN0YWdlVGltaW5nEjMKB21ldHJpY3MYAyADKAsyIi5hbnltb2xlLnYxLkNv",
-            "bXBsZXRlZC5NZXRyaWNzRW50cnkSFAoMdG90YWxfZnJhbWVzGAQgASgNGi4K",
-            "DE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgB",
-            "IjYKBkZhaWxlZBIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSDQoF",
-            "ZmllbGQYAyABKAkiGwoJQ2FuY2VsbGVkEg4KBnJlYXNvbhgBIAEoCSIdCgtJ",
-            "bnRlcnJ1cHRlZBIOCgZyZWFzb24YASABKAkibwoQR2V0UmVzdWx0UmVxdWVz",
-            "dBIOCgZqb2JfaWQYASABKAkSKAoGZm9ybWF0GAIgASgOMhguYW55bW9sZS52",
-            "MS5SZXN1bHRGb3JtYXQSIQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRlcxgD",
-            "IAEoDSJWChFHZXRSZXN1bHRSZXNwb25zZRIgCgZtb3Rpb24YASABKAsyEC5h",
-            "bnltb2xlLnYxLkNsaXASDAoEZmlsZRgCIAEoDBIRCglmaWxlX25hbWUYAyAB",
-            "KAkiiQEKFURvd25sb2FkUmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASABKAkS",
-            "KAoGZm9ybWF0GAIgASgOMhguYW55bW9sZS52MS5SZXN1bHRGb3JtYXQSEwoL",
-            "Y2h1bmtfYnl0ZXMYAyABKA0SIQoZbWF4X3JlY2VpdmVfbWVzc2FnZV9ieXRl",
-            "cxgEIAEoDSKNAQoWRG93bmxvYWRSZXN1bHRSZXNwb25zZRIqCgZoZWFkZXIY",
-            "ASABKAsyGC5hbnltb2xlLnYxLlJlc3VsdEhlYWRlckgAEikKBm1vdGlvbhgC",
-            "IAEoCzIXLmFueW1vbGUudjEuTW90aW9uQ2h1bmtIABIUCgpmaWxlX2NodW5r",
-            "GAMgASgMSABCBgoEcGFydCJYCgxSZXN1bHRIZWFkZXISCwoDZnBzGAEgASgC",
-            "EhQKDHRvdGFsX2ZyYW1lcxgCIAEoDRISCgpmaWxlX2J5dGVzGAMgASgEEhEK",
-            "CWZpbGVfbmFtZRgEIAEoCSqEAQoMTWV0aG9kT3V0cHV0Eh0KGU1FVEhPRF9P",
-            "VVRQVVRfVU5TUEVDSUZJRUQQABIYChRNRVRIT0RfT1VUUFVUX01PVElPThAB",
-            "EhcKE01FVEhPRF9PVVRQVVRfVklERU8QAhIiCh5NRVRIT0RfT1VUUFVUX01P",
-            "VElPTl9BTkRfVklERU8QAyqdAQoPQ2hhcmFjdGVyRm9ybWF0EiAKHENIQVJB",
-            "Q1RFUl9GT1JNQVRfVU5TUEVDSUZJRUQQABIaChZDSEFSQUNURVJfRk9STUFU",
-            "X1BST1RPEAESGAoUQ0hBUkFDVEVSX0ZPUk1BVF9HTEIQAhIYChRDSEFSQUNU",
-            "RVJfRk9STUFUX0ZCWBADEhgKFENIQVJBQ1RFUl9GT1JNQVRfQlZIEAQqtQEK",
-            "CEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9T",
-            "VEFURV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9T",
-            "VEFURV9DT01QTEVURUQQAxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFwoTSk9C",
-            "X1NUQVRFX0NBTkNFTExFRBAFEhkKFUpPQl9TVEFURV9JTlRFUlJVUFRFRBAG",
-            "KokBCgxSZXN1bHRGb3JtYXQSHQoZUkVTVUxUX0ZPUk1BVF9VTlNQRUNJRklF",
-            "RBAAEhUKEVJFU1VMVF9GT1JNQVRfR0xCEAESFQoRUkVTVUxUX0ZPUk1BVF9C",
-            "VkgQAhIVChFSRVNVTFRfRk9STUFUX05QWhADEhUKEVJFU1VMVF9GT1JNQVRf",
-            "TVA0EAQymwYKDkFueU1vTGVTZXJ2aWNlElQKDUdldFNlcnZlckluZm8SIC5h",
-            "bnltb2xlLnYxLkdldFNlcnZlckluZm9SZXF1ZXN0GiEuYW55bW9sZS52MS5H",
-            "ZXRTZXJ2ZXJJbmZvUmVzcG9uc2USXAoPVXBsb2FkQ2hhcmFjdGVyEiIuYW55",
-            "bW9sZS52MS5VcGxvYWRDaGFyYWN0ZXJSZXF1ZXN0GiMuYW55bW9sZS52MS5V",
-            "cGxvYWRDaGFyYWN0ZXJSZXNwb25zZSgBElEKDEdldENoYXJhY3RlchIfLmFu",
-            "eW1vbGUudjEuR2V0Q2hhcmFjdGVyUmVxdWVzdBogLmFueW1vbGUudjEuR2V0",
-            "Q2hhcmFjdGVyUmVzcG9uc2USQQoJSW5iZXR3ZWVuEhwuYW55bW9sZS52MS5J",
-            "bmJldHdlZW5SZXF1ZXN0GhQuYW55bW9sZS52MS5Kb2JFdmVudDABEkgKCVN1",
-            "Ym1pdEpvYhIcLmFueW1vbGUudjEuU3VibWl0Sm9iUmVxdWVzdBodLmFueW1v",
-            "bGUudjEuU3VibWl0Sm9iUmVzcG9uc2USPwoIV2F0Y2hKb2ISGy5hbnltb2xl",
-            "LnYxLldhdGNoSm9iUmVxdWVzdBoULmFueW1vbGUudjEuSm9iRXZlbnQwARJI",
-            "CglDYW5jZWxKb2ISHC5hbnltb2xlLnYxLkNhbmNlbEpvYlJlcXVlc3QaHS5h",
-            "bnltb2xlLnYxLkNhbmNlbEpvYlJlc3BvbnNlEkUKCExpc3RKb2JzEhsuYW55",
-            "bW9sZS52MS5MaXN0Sm9ic1JlcXVlc3QaHC5hbnltb2xlLnYxLkxpc3RKb2Jz",
-            "UmVzcG9uc2USSAoJR2V0UmVzdWx0EhwuYW55bW9sZS52MS5HZXRSZXN1bHRS",
-            "ZXF1ZXN0Gh0uYW55bW9sZS52MS5HZXRSZXN1bHRSZXNwb25zZRJZCg5Eb3du",
-            "bG9hZFJlc3VsdBIhLmFueW1vbGUudjEuRG93bmxvYWRSZXN1bHRSZXF1ZXN0",
-            "GiIuYW55bW9sZS52MS5Eb3dubG9hZFJlc3VsdFJlc3BvbnNlMAFiBnByb3Rv",
-            "Mw=="));
+            "BSABKAgSFAoMdHJhbnNsYXRpb25zGAYgAygCEhMKC2pvaW50X2NvdW50GAcg",
+            "ASgNIi0KC1N0YWdlVGltaW5nEg0KBXN0YWdlGAEgASgJEg8KB3NlY29uZHMY",
+            "AiABKAEiwQEKCUNvbXBsZXRlZBIPCgdzdW1tYXJ5GAEgASgJEigKB3RpbWlu",
+            "Z3MYAiADKAsyFy5hbnltb2xlLnYxLlN0YWdlVGltaW5nEjMKB21ldHJpY3MY",
+            "AyADKAsyIi5hbnltb2xlLnYxLkNvbXBsZXRlZC5NZXRyaWNzRW50cnkSFAoM",
+            "dG90YWxfZnJhbWVzGAQgASgNGi4KDE1ldHJpY3NFbnRyeRILCgNrZXkYASAB",
+            "KAkSDQoFdmFsdWUYAiABKAE6AjgBIjYKBkZhaWxlZBIMCgRjb2RlGAEgASgF",
+            "Eg8KB21lc3NhZ2UYAiABKAkSDQoFZmllbGQYAyABKAkiGwoJQ2FuY2VsbGVk",
+            "Eg4KBnJlYXNvbhgBIAEoCSIdCgtJbnRlcnJ1cHRlZBIOCgZyZWFzb24YASAB",
+            "KAkibwoQR2V0UmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASABKAkSKAoGZm9y",
+            "bWF0GAIgASgOMhguYW55bW9sZS52MS5SZXN1bHRGb3JtYXQSIQoZbWF4X3Jl",
+            "Y2VpdmVfbWVzc2FnZV9ieXRlcxgDIAEoDSJWChFHZXRSZXN1bHRSZXNwb25z",
+            "ZRIgCgZtb3Rpb24YASABKAsyEC5hbnltb2xlLnYxLkNsaXASDAoEZmlsZRgC",
+            "IAEoDBIRCglmaWxlX25hbWUYAyABKAkiiQEKFURvd25sb2FkUmVzdWx0UmVx",
+            "dWVzdBIOCgZqb2JfaWQYASABKAkSKAoGZm9ybWF0GAIgASgOMhguYW55bW9s",
+            "ZS52MS5SZXN1bHRGb3JtYXQSEwoLY2h1bmtfYnl0ZXMYAyABKA0SIQoZbWF4",
+            "X3JlY2VpdmVfbWVzc2FnZV9ieXRlcxgEIAEoDSKNAQoWRG93bmxvYWRSZXN1",
+            "bHRSZXNwb25zZRIqCgZoZWFkZXIYASABKAsyGC5hbnltb2xlLnYxLlJlc3Vs",
+            "dEhlYWRlckgAEikKBm1vdGlvbhgCIAEoCzIXLmFueW1vbGUudjEuTW90aW9u",
+            "Q2h1bmtIABIUCgpmaWxlX2NodW5rGAMgASgMSABCBgoEcGFydCJYCgxSZXN1",
+            "bHRIZWFkZXISCwoDZnBzGAEgASgCEhQKDHRvdGFsX2ZyYW1lcxgCIAEoDRIS",
+            "CgpmaWxlX2J5dGVzGAMgASgEEhEKCWZpbGVfbmFtZRgEIAEoCSqEAQoMTWV0",
+            "aG9kT3V0cHV0Eh0KGU1FVEhPRF9PVVRQVVRfVU5TUEVDSUZJRUQQABIYChRN",
+            "RVRIT0RfT1VUUFVUX01PVElPThABEhcKE01FVEhPRF9PVVRQVVRfVklERU8Q",
+            "AhIiCh5NRVRIT0RfT1VUUFVUX01PVElPTl9BTkRfVklERU8QAyqdAQoPQ2hh",
+            "cmFjdGVyRm9ybWF0EiAKHENIQVJBQ1RFUl9GT1JNQVRfVU5TUEVDSUZJRUQQ",
+            "ABIaChZDSEFSQUNURVJfRk9STUFUX1BST1RPEAESGAoUQ0hBUkFDVEVSX0ZP",
+            "Uk1BVF9HTEIQAhIYChRDSEFSQUNURVJfRk9STUFUX0ZCWBADEhgKFENIQVJB",
+            "Q1RFUl9GT1JNQVRfQlZIEAQqtQEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9V",
+            "TlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIVChFKT0JfU1RB",
+            "VEVfUlVOTklORxACEhcKE0pPQl9TVEFURV9DT01QTEVURUQQAxIUChBKT0Jf",
+            "U1RBVEVfRkFJTEVEEAQSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAFEhkKFUpP",
+            "Ql9TVEFURV9JTlRFUlJVUFRFRBAGKokBCgxSZXN1bHRGb3JtYXQSHQoZUkVT",
+            "VUxUX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhUKEVJFU1VMVF9GT1JNQVRfR0xC",
+            "EAESFQoRUkVTVUxUX0ZPUk1BVF9CVkgQAhIVChFSRVNVTFRfRk9STUFUX05Q",
+            "WhADEhUKEVJFU1VMVF9GT1JNQVRfTVA0EAQymwYKDkFueU1vTGVTZXJ2aWNl",
+            "ElQKDUdldFNlcnZlckluZm8SIC5hbnltb2xlLnYxLkdldFNlcnZlckluZm9S",
+            "ZXF1ZXN0GiEuYW55bW9sZS52MS5HZXRTZXJ2ZXJJbmZvUmVzcG9uc2USXAoP",
+            "VXBsb2FkQ2hhcmFjdGVyEiIuYW55bW9sZS52MS5VcGxvYWRDaGFyYWN0ZXJS",
+            "ZXF1ZXN0GiMuYW55bW9sZS52MS5VcGxvYWRDaGFyYWN0ZXJSZXNwb25zZSgB",
+            "ElEKDEdldENoYXJhY3RlchIfLmFueW1vbGUudjEuR2V0Q2hhcmFjdGVyUmVx",
+            "dWVzdBogLmFueW1vbGUudjEuR2V0Q2hhcmFjdGVyUmVzcG9uc2USQQoJSW5i",
+            "ZXR3ZWVuEhwuYW55bW9sZS52MS5JbmJldHdlZW5SZXF1ZXN0GhQuYW55bW9s",
+            "ZS52MS5Kb2JFdmVudDABEkgKCVN1Ym1pdEpvYhIcLmFueW1vbGUudjEuU3Vi",
+            "bWl0Sm9iUmVxdWVzdBodLmFueW1vbGUudjEuU3VibWl0Sm9iUmVzcG9uc2US",
+            "PwoIV2F0Y2hKb2ISGy5hbnltb2xlLnYxLldhdGNoSm9iUmVxdWVzdBoULmFu",
+            "eW1vbGUudjEuSm9iRXZlbnQwARJICglDYW5jZWxKb2ISHC5hbnltb2xlLnYx",
+            "LkNhbmNlbEpvYlJlcXVlc3QaHS5hbnltb2xlLnYxLkNhbmNlbEpvYlJlc3Bv",
+            "bnNlEkUKCExpc3RKb2JzEhsuYW55bW9sZS52MS5MaXN0Sm9ic1JlcXVlc3Qa",
+            "HC5hbnltb2xlLnYxLkxpc3RKb2JzUmVzcG9uc2USSAoJR2V0UmVzdWx0Ehwu",
+            "YW55bW9sZS52MS5HZXRSZXN1bHRSZXF1ZXN0Gh0uYW55bW9sZS52MS5HZXRS",
+            "ZXN1bHRSZXNwb25zZRJZCg5Eb3dubG9hZFJlc3VsdBIhLmFueW1vbGUudjEu",
+            "RG93bmxvYWRSZXN1bHRSZXF1ZXN0GiIuYW55bW9sZS52MS5Eb3dubG9hZFJl",
+            "c3VsdFJlc3BvbnNlMAFiBnByb3RvMw=="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Anymole.V1.MethodOutput), typeof(global::Anymole.V1.CharacterFormat), typeof(global::Anymole.V1.JobState), typeof(global::Anymole.V1.ResultFormat), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -221,7 +221,7 @@ namespace Anymole.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Queued), global::Anymole.V1.Queued.Parser, new[]{ "Position" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Progress), global::Anymole.V1.Progress.Parser, new[]{ "Stage", "StageFraction", "Fraction", "EtaSeconds", "Message" }, new[]{ "EtaSeconds" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Preview), global::Anymole.V1.Preview.Parser, new[]{ "Stage", "Frame", "View", "MimeType", "Data", "Width", "Height" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.MotionChunk), global::Anymole.V1.MotionChunk.Parser, new[]{ "FrameStart", "FrameCount", "Rotations", "RootTranslations", "IsFinal", "Translations" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.MotionChunk), global::Anymole.V1.MotionChunk.Parser, new[]{ "FrameStart", "FrameCount", "Rotations", "RootTranslations", "IsFinal", "Translations", "JointCount" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.StageTiming), global::Anymole.V1.StageTiming.Parser, new[]{ "Stage", "Seconds" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Completed), global::Anymole.V1.Completed.Parser, new[]{ "Summary", "Timings", "Metrics", "TotalFrames" }, null, null, null, new pbr::GeneratedClrTypeInfo[] { null, }),
             new pbr::GeneratedClrTypeInfo(typeof(global::Anymole.V1.Failed), global::Anymole.V1.Failed.Parser, new[]{ "Code", "Message", "Field" }, null, null, null, null),
@@ -11450,9 +11450,13 @@ namespace Anymole.V1 {
   }
 
   /// <summary>
-  /// Result frames `frame_start .. frame_start + frame_count - 1` of the timeline. The chunks of a job cover the
-  /// gap and keyframes, frames `context.frame_count .. total_frames - 1`; the context itself is not echoed.
-  /// A later chunk over the same frames replaces an earlier provisional one.
+  /// Result frames `frame_start .. frame_start + frame_count - 1` of the timeline. `frame_start` always counts
+  /// timeline frames from the first context frame (0), but where the chunks start differs: in a job's events
+  /// (Inbetween, WatchJob) they cover the gap and keyframes, frames `context.frame_count .. total_frames - 1`, and
+  /// the context itself is not echoed; in DownloadResult they cover the whole timeline from frame 0, context
+  /// included. A later chunk over the same frames replaces an earlier provisional one.
+  /// Naming: per-frame root positions are `root_translations` here and in Clip, `root_translation` (one) in
+  /// Keyframe; the names stay until a major version.
   /// </summary>
   public sealed partial class MotionChunk : pb::IMessage<MotionChunk>
   #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
@@ -11494,6 +11498,7 @@ namespace Anymole.V1 {
       rootTranslations_ = other.rootTranslations_.Clone();
       isFinal_ = other.isFinal_;
       translations_ = other.translations_.Clone();
+      jointCount_ = other.jointCount_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -11591,6 +11596,22 @@ namespace Anymole.V1 {
       get { return translations_; }
     }
 
+    /// <summary>Field number for the "joint_count" field.</summary>
+    public const int JointCountFieldNumber = 7;
+    private uint jointCount_;
+    /// <summary>
+    /// J, the number of joints per frame (the skeleton's), so that a client can shape the arrays without
+    /// dividing; 0 from servers older than protocol 1.2. Added in protocol 1.2.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint JointCount {
+      get { return jointCount_; }
+      set {
+        jointCount_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -11612,6 +11633,7 @@ namespace Anymole.V1 {
       if(!rootTranslations_.Equals(other.rootTranslations_)) return false;
       if (IsFinal != other.IsFinal) return false;
       if(!translations_.Equals(other.translations_)) return false;
+      if (JointCount != other.JointCount) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -11625,6 +11647,7 @@ namespace Anymole.V1 {
       hash ^= rootTranslations_.GetHashCode();
       if (IsFinal != false) hash ^= IsFinal.GetHashCode();
       hash ^= translations_.GetHashCode();
+      if (JointCount != 0) hash ^= JointCount.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -11658,6 +11681,10 @@ namespace Anymole.V1 {
         output.WriteBool(IsFinal);
       }
       translations_.WriteTo(output, _repeated_translations_codec);
+      if (JointCount != 0) {
+        output.WriteRawTag(56);
+        output.WriteUInt32(JointCount);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -11683,6 +11710,10 @@ namespace Anymole.V1 {
         output.WriteBool(IsFinal);
       }
       translations_.WriteTo(ref output, _repeated_translations_codec);
+      if (JointCount != 0) {
+        output.WriteRawTag(56);
+        output.WriteUInt32(JointCount);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -11705,6 +11736,9 @@ namespace Anymole.V1 {
         size += 1 + 1;
       }
       size += translations_.CalculateSize(_repeated_translations_codec);
+      if (JointCount != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(JointCount);
+      }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
       }
@@ -11729,6 +11763,9 @@ namespace Anymole.V1 {
         IsFinal = other.IsFinal;
       }
       translations_.Add(other.translations_);
+      if (other.JointCount != 0) {
+        JointCount = other.JointCount;
+      }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
 
@@ -11771,6 +11808,10 @@ namespace Anymole.V1 {
             translations_.AddEntriesFrom(input, _repeated_translations_codec);
             break;
           }
+          case 56: {
+            JointCount = input.ReadUInt32();
+            break;
+          }
         }
       }
     #endif
@@ -11811,6 +11852,10 @@ namespace Anymole.V1 {
           case 50:
           case 53: {
             translations_.AddEntriesFrom(ref input, _repeated_translations_codec);
+            break;
+          }
+          case 56: {
+            JointCount = input.ReadUInt32();
             break;
           }
         }

@@ -19,6 +19,7 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
   * Method limits: MethodInfo.output (MethodOutput), min_context_seconds, key_spacing_seconds,
     max_gap_seconds; GetCharacter tells whether the server holds a character.
   * Keepalive policy and the 10 s job heartbeat (below).
+  * MotionChunk.joint_count; where chunks start (events vs DownloadResult) documented on MotionChunk.
   * Keyframes: what plugins send at a key is documented on Keyframe; key_error_deg is exactly 0 for keys
     that come back as sent.
   * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
@@ -1686,9 +1687,13 @@ Global___Preview: _TypeAlias = Preview  # noqa: Y015
 
 @_typing.final
 class MotionChunk(_message.Message):
-    """Result frames `frame_start .. frame_start + frame_count - 1` of the timeline. The chunks of a job cover the
-    gap and keyframes, frames `context.frame_count .. total_frames - 1`; the context itself is not echoed.
-    A later chunk over the same frames replaces an earlier provisional one.
+    """Result frames `frame_start .. frame_start + frame_count - 1` of the timeline. `frame_start` always counts
+    timeline frames from the first context frame (0), but where the chunks start differs: in a job's events
+    (Inbetween, WatchJob) they cover the gap and keyframes, frames `context.frame_count .. total_frames - 1`, and
+    the context itself is not echoed; in DownloadResult they cover the whole timeline from frame 0, context
+    included. A later chunk over the same frames replaces an earlier provisional one.
+    Naming: per-frame root positions are `root_translations` here and in Clip, `root_translation` (one) in
+    Keyframe; the names stay until a major version.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1699,12 +1704,17 @@ class MotionChunk(_message.Message):
     ROOT_TRANSLATIONS_FIELD_NUMBER: _builtins.int
     IS_FINAL_FIELD_NUMBER: _builtins.int
     TRANSLATIONS_FIELD_NUMBER: _builtins.int
+    JOINT_COUNT_FIELD_NUMBER: _builtins.int
     frame_start: _builtins.int
     """First timeline frame in this chunk."""
     frame_count: _builtins.int
     """Number of frames in this chunk."""
     is_final: _builtins.bool
     """False for a provisional draft that later chunks replace; true for final frames."""
+    joint_count: _builtins.int
+    """J, the number of joints per frame (the skeleton's), so that a client can shape the arrays without
+    dividing; 0 from servers older than protocol 1.2. Added in protocol 1.2.
+    """
     @_builtins.property
     def rotations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """frame_count * J * 4 floats: local joint rotations, unit xyzw."""
@@ -1728,10 +1738,11 @@ class MotionChunk(_message.Message):
         root_translations: _abc.Iterable[_builtins.float] | None = ...,
         is_final: _builtins.bool = ...,
         translations: _abc.Iterable[_builtins.float] | None = ...,
+        joint_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame_count", b"frame_count", "frame_start", b"frame_start", "is_final", b"is_final", "root_translations", b"root_translations", "rotations", b"rotations", "translations", b"translations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame_count", b"frame_count", "frame_start", b"frame_start", "is_final", b"is_final", "joint_count", b"joint_count", "root_translations", b"root_translations", "rotations", b"rotations", "translations", b"translations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

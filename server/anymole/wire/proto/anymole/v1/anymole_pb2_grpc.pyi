@@ -19,6 +19,7 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
   * Method limits: MethodInfo.output (MethodOutput), min_context_seconds, key_spacing_seconds,
     max_gap_seconds; GetCharacter tells whether the server holds a character.
   * Keepalive policy and the 10 s job heartbeat (below).
+  * MotionChunk.joint_count; where chunks start (events vs DownloadResult) documented on MotionChunk.
   * Keyframes: what plugins send at a key is documented on Keyframe; key_error_deg is exactly 0 for keys
     that come back as sent.
   * Resource bounds: Limits.max_frame_joints, memory_budget_bytes, max_queued_frame_joints,
