@@ -81,15 +81,15 @@ def fill(
     with console.status(f"loading {asset}"):
         character = load_character(asset)
     name = _pick_clip(character, clip)
-    context, keys = cut_clip(character.motions[name], (start, stop), key_list)
+    known, keyed = cut_clip(character.motions[name], (start, stop), key_list)
     result = inbetween(
-        context,
-        list(keys.frames),
-        keys.poses.rotations,
-        keys.poses.root_translation,
-        keys.frames[-1] + 1,
+        known,
+        list(keyed.frames),
+        keyed.poses.rotations,
+        keyed.poses.root_translation,
+        keyed.frames[-1] + 1,
         root=root,  # type: ignore[arg-type]
-        key_translations=keys.poses.translations,
+        key_translations=keyed.poses.translations,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     filled, summary = write_fill(out, character, name, result, replace_clip=replace_clip, start=start, units=units)
