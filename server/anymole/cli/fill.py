@@ -76,26 +76,20 @@ def fill(
 
     from anymole.baseline import inbetween
     from anymole.io import load_character, write_fill
+    from anymole.rig import cut_clip
 
     with console.status(f"loading {asset}"):
         character = load_character(asset)
     name = _pick_clip(character, clip)
-    motion = character.motions[name]
-    F = motion.num_frames
-    if not 0 <= start < stop <= F:
-        raise InvalidInput(
-            "--context", f"{start}:{stop} is not a non-empty range of the clip's {F} frames; give A:B with 0 <= A < B < {F}"
-        )
-    if not key_list or sorted(set(key_list)) != key_list or key_list[0] < stop or key_list[-1] >= F:
-        raise InvalidInput("--keys", f"give increasing clip frames in {stop}..{F - 1} (after the context), got {key_list}")
+    context, keys = cut_clip(character.motions[name], (start, stop), key_list)
     result = inbetween(
-        motion.slice(start, stop),
-        [k - start for k in key_list],
-        motion.rotations[key_list],
-        motion.root_translation[key_list],
-        key_list[-1] - start + 1,
+        context,
+        list(keys.frames),
+        keys.poses.rotations,
+        keys.poses.root_translation,
+        keys.frames[-1] + 1,
         root=root,  # type: ignore[arg-type]
-        key_translations=None if motion.translations is None else motion.translations[key_list],
+        key_translations=keys.poses.translations,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     filled, summary = write_fill(out, character, name, result, replace_clip=replace_clip, start=start, units=units)

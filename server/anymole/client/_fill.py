@@ -20,7 +20,7 @@ from typing import Any
 
 from anymole.client._watch import Reconnect, follow, read_tls_ca, retrying, rpc_errors
 from anymole.errors import AssetError, InvalidInput
-from anymole.rig import Motion
+from anymole.rig import Motion, cut_clip
 from anymole.wire.convert import MOTION_RESULT_SUFFIX, VIDEO_RESULT_SUFFIX
 
 __all__ = ["FillResult", "fill_remote", "fill_remote_async"]
@@ -93,16 +93,8 @@ async def fill_remote_async(
     name = clip if clip is not None else next(iter(character.motions))
     if name not in character.motions:
         raise InvalidInput("--clip", f"{asset.name} has no clip {name!r}; it has {list(character.motions)}")
-    motion = character.motions[name]
-    start, stop = context
-    if not 0 <= start < stop <= motion.num_frames:
-        raise InvalidInput("--context", f"{start}:{stop} is not a non-empty range of the clip's {motion.num_frames} frames")
-    keys = list(keys)
-    if not keys or any(k < stop or k >= motion.num_frames for k in keys) or sorted(set(keys)) != keys:
-        raise InvalidInput(
-            "--keys", f"give increasing clip frames in {stop}..{motion.num_frames - 1} (after the context), got {keys}"
-        )
-    ctx = motion.slice(start, stop)
+    start = context[0]
+    ctx, cut = cut_clip(character.motions[name], context, keys)
     ca = read_tls_ca(tls_ca)
     reconnect = reconnect or Reconnect()
     with rpc_errors(server, frame_offset=start):
@@ -115,10 +107,10 @@ async def fill_remote_async(
             request = client.request(
                 up,
                 ctx,
-                [k - start for k in keys],
-                motion.rotations[keys],
-                motion.root_translation[keys],
-                key_translations=None if motion.translations is None else motion.translations[keys],
+                list(cut.frames),
+                cut.poses.rotations,
+                cut.poses.root_translation,
+                key_translations=cut.poses.translations,
                 method=method,
                 preset=preset,
                 label=f"{asset.name}:{name}",
