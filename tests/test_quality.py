@@ -19,10 +19,16 @@ def test_ruff_clean() -> None:
 
 
 def test_mypy_typed_packages() -> None:
-    # rig and metrics are required by the issue; the service side, client, renderer, estimator and mimic are typed too
+    # every package: rig and metrics first, the rest as issue 13 brought video, io, baseline, pipeline and cli in
     res = _run(
         "mypy",
         "server/anymole/rig",
+        "server/anymole/io",
+        "server/anymole/baseline",
+        "server/anymole/video",
+        "server/anymole/bench",
+        "server/anymole/cli",
+        "server/anymole/errors.py",
         "server/anymole/metrics.py",
         "server/anymole/service",
         "server/anymole/wire",

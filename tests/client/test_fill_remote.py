@@ -12,7 +12,8 @@ import grpc
 import pytest
 import torch
 
-from anymole.client._fill import fill_remote_async, run_demo_async
+from anymole.cli.server import run_demo_async
+from anymole.client._fill import fill_remote_async
 from anymole.client._watch import events_with_reattach
 from anymole.errors import AnymoleError, InvalidInput
 from anymole.pipeline import CancelToken, Completed, MethodSpec, MotionChunk, ProgressReporter, Queued

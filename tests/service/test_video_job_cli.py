@@ -7,7 +7,8 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from anymole.cli import _keep_compiled_graphs, _video_settings, app
+from anymole.cli import app
+from anymole.cli.server import _keep_compiled_graphs, _video_settings
 from anymole.errors import InvalidInput
 from anymole.pipeline import AnyMoLePipeline, VideoSettings
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from anymole.client._fill import fill_remote_async, run_demo_async
+from anymole.cli.server import run_demo_async
+from anymole.client._fill import fill_remote_async
 from anymole.errors import InvalidInput
 from anymole.pipeline import AnyMoLePipeline, VideoSettings
 from anymole.video.generate import decode_mp4

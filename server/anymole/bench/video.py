@@ -291,7 +291,13 @@ def _icadapt(
         stamps: list[float] = []
 
         def on_step(
-            stage: str, fraction: float, preview: object = None, stamps: list[float] = stamps
+            stage: str,
+            fraction: float,
+            message: str = "",
+            *,
+            preview: object = None,
+            frame: int = 0,
+            stamps: list[float] = stamps,
         ) -> None:
             # Stamps after the warm-up step and after the last one only: synchronising every step would time
             # the host's wait for each step, which ICAdapt itself avoids.

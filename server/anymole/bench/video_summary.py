@@ -45,14 +45,16 @@ def _best(icadapt: dict[str, Any], modes: tuple[str, ...], compile_cost: str = "
     """The variant of ``modes`` with the shortest extrapolated 500-step run (its compile paid as
     ``compile_cost``, see `COMPILE_COSTS`) that fits an H100 and trained the recipe's `CLIPS_PER_STEP` clips a
     step."""
-    fits = {
-        name: _run_500_s(v, compile_cost)
-        for name, v in icadapt.items()
-        if _mode_of(name, v) in modes
-        and _run_500_s(v, compile_cost)
-        and (v.get("peak_mem_gib") or 0.0) <= H100_GIB
-        and v.get("clips_per_step") == CLIPS_PER_STEP
-    }
+    fits: dict[str, float] = {}
+    for name, v in icadapt.items():
+        run = _run_500_s(v, compile_cost)
+        if (
+            _mode_of(name, v) in modes
+            and run
+            and (v.get("peak_mem_gib") or 0.0) <= H100_GIB
+            and v.get("clips_per_step") == CLIPS_PER_STEP
+        ):
+            fits[name] = run
     return min(fits, key=fits.__getitem__) if fits else None
 
 

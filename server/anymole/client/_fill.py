@@ -1,4 +1,5 @@
-"""Blocking, user-facing client flows: ``anymole fill --server`` (`fill_remote`) and ``anymole demo`` (`run_demo`).
+"""Blocking, user-facing client flows: ``anymole fill --server`` (`fill_remote`; ``anymole demo`` runs it against
+a server in-process, `anymole.cli.server.run_demo`).
 
 `fill_remote` loads the asset locally only to cut the context and keyframes out of one of its clips; the
 server imports the same file bytes (uploaded once, cached by content hash) and must report the same joint
@@ -12,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +20,10 @@ from typing import Any
 
 from anymole.client._watch import Reconnect, follow, read_tls_ca, retrying, rpc_errors
 from anymole.errors import AssetError, InvalidInput
-from anymole.rig import Motion
+from anymole.rig import Motion, cut_clip
 from anymole.wire.convert import MOTION_RESULT_SUFFIX, VIDEO_RESULT_SUFFIX
 
-__all__ = ["FillResult", "fill_remote", "fill_remote_async", "run_demo"]
+__all__ = ["FillResult", "fill_remote", "fill_remote_async"]
 
 RESULT_SUFFIXES = tuple(MOTION_RESULT_SUFFIX.values())
 VIDEO_SUFFIXES = tuple(VIDEO_RESULT_SUFFIX.values())
@@ -95,16 +93,8 @@ async def fill_remote_async(
     name = clip if clip is not None else next(iter(character.motions))
     if name not in character.motions:
         raise InvalidInput("--clip", f"{asset.name} has no clip {name!r}; it has {list(character.motions)}")
-    motion = character.motions[name]
-    start, stop = context
-    if not 0 <= start < stop <= motion.num_frames:
-        raise InvalidInput("--context", f"{start}:{stop} is not a non-empty range of the clip's {motion.num_frames} frames")
-    keys = list(keys)
-    if not keys or any(k < stop or k >= motion.num_frames for k in keys) or sorted(set(keys)) != keys:
-        raise InvalidInput(
-            "--keys", f"give increasing clip frames in {stop}..{motion.num_frames - 1} (after the context), got {keys}"
-        )
-    ctx = motion.slice(start, stop)
+    start = context[0]
+    ctx, cut = cut_clip(character.motions[name], context, keys)
     ca = read_tls_ca(tls_ca)
     reconnect = reconnect or Reconnect()
     with rpc_errors(server, frame_offset=start):
@@ -117,10 +107,10 @@ async def fill_remote_async(
             request = client.request(
                 up,
                 ctx,
-                [k - start for k in keys],
-                motion.rotations[keys],
-                motion.root_translation[keys],
-                key_translations=None if motion.translations is None else motion.translations[keys],
+                list(cut.frames),
+                cut.poses.rotations,
+                cut.poses.root_translation,
+                key_translations=cut.poses.translations,
                 method=method,
                 preset=preset,
                 label=f"{asset.name}:{name}",
@@ -159,44 +149,3 @@ async def fill_remote_async(
 def fill_remote(server: str, asset: str | Path, **kwargs: Any) -> FillResult:
     """Blocking `fill_remote_async` (Ctrl-C cancels the job on the server, then raises KeyboardInterrupt)."""
     return asyncio.run(fill_remote_async(server, asset, **kwargs))
-
-
-async def run_demo_async(out_dir: Path, method: str = "interp", progress: bool = True) -> FillResult:
-    """Start a server in-process, fill a gap of the bundled Fox's "Survey" clip through it, stop it.
-
-    Method ``video`` runs the video stage with the tiny random-weight prior (a dry run of seconds on a CPU
-    whose video is noise) on 2 s of context and a key 1 s later, and writes ``fox_video.mp4``."""
-    from anymole.pipeline import TINY_PRIOR, VideoSettings
-    from anymole.service.server import ServerConfig, build_server
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="anymole-demo-") as tmp:
-        asset = Path(tmp) / "Fox.glb"
-        with importlib.resources.as_file(importlib.resources.files("anymole") / "data" / "Fox.glb") as src:
-            shutil.copyfile(src, asset)
-        video = VideoSettings(prior=TINY_PRIOR, icadapt_steps=1, ddim_steps=2, width=128, height=80)
-        cfg = ServerConfig(port=0, data_dir=Path(tmp) / "server", devices=("auto",), video=video)
-        server, port = build_server(cfg)
-        await server.start()
-        # Survey is 24 fps: the video method needs 2 s of context (frames 0..48) and a key 1 s later (72).
-        context, keys, out = ((0, 49), [72], "fox_video.mp4") if method == "video" else ((0, 40), [60, 82], "fox_fill.glb")
-        try:
-            return await fill_remote_async(
-                f"127.0.0.1:{port}",
-                asset,
-                clip="Survey",
-                context=context,
-                keys=keys,
-                out=out_dir / out,
-                method=method,
-                preset="fast" if method == "video" else "",
-                progress=progress,
-            )
-        finally:
-            await server.stop(2.0)
-
-
-def run_demo(out_dir: str | Path, method: str = "interp", progress: bool = True) -> FillResult:
-    """Blocking `run_demo_async`."""
-    return asyncio.run(run_demo_async(Path(out_dir), method, progress))

@@ -2,6 +2,7 @@
 
 from anymole.rig.character import Character, Material, SkinnedMesh
 from anymole.rig.fk import fk_motion, forward_kinematics, global_to_local
+from anymole.rig.keyframes import Keyframes, cut_clip
 from anymole.rig.motion import MAX_FPS, Motion
 from anymole.rig.skeleton import Skeleton
 from anymole.rig.skinning import joint_matrices, linear_blend_skinning, skin_normals, skinning_matrices
@@ -9,10 +10,12 @@ from anymole.rig.skinning import joint_matrices, linear_blend_skinning, skin_nor
 __all__ = [
     "MAX_FPS",
     "Character",
+    "Keyframes",
     "Material",
     "Motion",
     "Skeleton",
     "SkinnedMesh",
+    "cut_clip",
     "fk_motion",
     "forward_kinematics",
     "global_to_local",

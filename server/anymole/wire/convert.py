@@ -317,8 +317,30 @@ def _encode_png(image: torch.Tensor) -> pb.Texture:
     return pb.Texture(mime_type="image/png", data=buf.getvalue())
 
 
-def mesh_from_proto(msg: pb.SkinnedMesh, num_joints: int, field: str = "mesh") -> SkinnedMesh:
-    """Validated `SkinnedMesh` for a skeleton of ``num_joints`` joints."""
+NON_UNIFORM_SCALE_TOLERANCE = 1e-3
+"""Largest relative spread of an inverse bind matrix's axis lengths still read as one uniform scale."""
+
+
+def _check_uniform_scale(ibm: np.ndarray, names: Sequence[str], field: str) -> None:
+    """``(J, 4, 4)`` inverse bind matrices (column vectors) must be rigid up to one uniform scale each: the
+    contract has no joint scale, so a non-uniform one cannot be expressed (`InvalidInput` naming the joint)."""
+    axes = np.linalg.norm(ibm[:, :3, :3].astype(np.float64), axis=-2)  # (J, 3): lengths of the 3 columns
+    spread = axes.max(-1) / np.maximum(axes.min(-1), 1e-30) - 1.0
+    if spread.size and spread.max() > NON_UNIFORM_SCALE_TOLERANCE:
+        j = int(np.argmax(spread))
+        name = names[j] if j < len(names) else str(j)
+        raise InvalidInput(
+            f"{field}[{j}]",
+            f"joint {name!r} is bound with a non-uniform scale (axis lengths {', '.join(f'{a:.4g}' for a in axes[j])}); "
+            "the contract has no joint scale: apply the scale to the mesh and skeleton in the editor (a uniform "
+            "one is baked into the translations and inverse bind matrices) and upload again",
+        )
+
+
+def mesh_from_proto(
+    msg: pb.SkinnedMesh, num_joints: int, field: str = "mesh", joint_names: Sequence[str] = ()
+) -> SkinnedMesh:
+    """Validated `SkinnedMesh` for a skeleton of ``num_joints`` joints (``joint_names`` name them in errors)."""
     n_pos = len(msg.positions)
     if n_pos == 0 or n_pos % 3:
         raise InvalidInput(f"{field}.positions", f"has {n_pos} floats; send V * 3 > 0")
@@ -350,6 +372,7 @@ def mesh_from_proto(msg: pb.SkinnedMesh, num_joints: int, field: str = "mesh") -
         raise InvalidInput(f"{field}.joint_weights", f"vertex {int(np.argmin(sums))} has no weight on any joint")
     ibm = _floats(msg.inverse_bind_matrices, num_joints * 16, f"{field}.inverse_bind_matrices", f"{num_joints} × 16")
     ibm = ibm.reshape(num_joints, 4, 4).transpose(0, 2, 1)  # glTF stores columns
+    _check_uniform_scale(ibm, joint_names, f"{field}.inverse_bind_matrices")
     colors = None
     if len(msg.colors):
         rgba = _floats(msg.colors, v * 4, f"{field}.colors", f"{v} vertices × 4").reshape(v, 4)
@@ -423,7 +446,7 @@ def character_from_asset_bytes(payload: bytes | bytearray, name: str, limits: Li
     if not asset.HasField("skeleton"):
         raise InvalidInput("skeleton", "a character needs a skeleton")
     skeleton = skeleton_from_proto(asset.skeleton, limits)
-    mesh = mesh_from_proto(asset.mesh, skeleton.num_joints) if asset.HasField("mesh") else None
+    mesh = mesh_from_proto(asset.mesh, skeleton.num_joints, joint_names=skeleton.names) if asset.HasField("mesh") else None
     return Character(name=name or asset.name or "character", skeleton=skeleton, mesh=mesh)
 
 

@@ -16,6 +16,7 @@ History (bump ``minor`` for compatible additions, ``major`` for anything a deplo
          MethodInfo.output, min_context_seconds, key_spacing_seconds, max_gap_seconds; rpc GetCharacter.
          Keepalive: client pings every 5 s accepted; a job quiet for 10 s publishes a heartbeat event.
          key_error_deg exactly 0 for keys that come back as sent. MotionChunk.joint_count.
+         Character space and scale stated; inverse bind matrices with a non-uniform scale refused naming the joint.
          Materials (issue 18): SkinnedMesh.materials (base colour factor, texture index, name),
          triangle_materials (each triangle's material), textures (more than one image) and per-vertex colors;
          a mesh without materials is read as 1.1's one material (base_color, texture).

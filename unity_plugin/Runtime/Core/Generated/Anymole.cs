@@ -3013,7 +3013,9 @@ namespace Anymole.V1 {
         = pb::FieldCodec.ForString(10);
     private readonly pbc::RepeatedField<string> jointNames_ = new pbc::RepeatedField<string>();
     /// <summary>
-    /// J unique joint names. Their order defines the joint order of every packed array in this protocol.
+    /// J unique joint names. Their order defines the joint order of every packed array in this protocol. Where
+    /// the engine's names are not unique (Unity Transform names), send each joint's path from the character
+    /// root, "/"-separated ("Hips/Spine/Head"), and map back by path.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -3041,7 +3043,7 @@ namespace Anymole.V1 {
         = pb::FieldCodec.ForFloat(26);
     private readonly pbc::RepeatedField<float> restTranslations_ = new pbc::RepeatedField<float>();
     /// <summary>
-    /// J * 3 floats: each joint's rest translation in its parent's frame (a root's in world space), metres.
+    /// J * 3 floats: each joint's rest translation in its parent's frame (a root's in character space), metres.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -3302,7 +3304,7 @@ namespace Anymole.V1 {
         = pb::FieldCodec.ForFloat(10);
     private readonly pbc::RepeatedField<float> positions_ = new pbc::RepeatedField<float>();
     /// <summary>
-    /// V * 3 floats: vertex positions in world space at bind time, metres.
+    /// V * 3 floats: vertex positions in character space at bind time, metres.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -3401,7 +3403,9 @@ namespace Anymole.V1 {
         = pb::FieldCodec.ForFloat(66);
     private readonly pbc::RepeatedField<float> inverseBindMatrices_ = new pbc::RepeatedField<float>();
     /// <summary>
-    /// J * 16 floats: each joint's inverse bind matrix (world to joint space), column-major as in glTF.
+    /// J * 16 floats: each joint's inverse bind matrix (character space to joint space at bind time),
+    /// column-major as in glTF. Rigid up to one uniform scale per joint: one with a non-uniform scale is
+    /// refused with INVALID_ARGUMENT naming `mesh.inverse_bind_matrices[j]` and the joint.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]

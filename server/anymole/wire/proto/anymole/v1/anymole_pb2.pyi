@@ -19,6 +19,7 @@ Changed in 1.2 (engine clients; every addition is optional and a 1.0 client is s
   * Method limits: MethodInfo.output (MethodOutput), min_context_seconds, key_spacing_seconds,
     max_gap_seconds; GetCharacter tells whether the server holds a character.
   * Keepalive policy and the 10 s job heartbeat (below).
+  * Spaces and scale stated (conventions above); non-uniform scale in inverse bind matrices refused.
   * MotionChunk.joint_count; where chunks start (events vs DownloadResult) documented on MotionChunk.
   * Keyframes: what plugins send at a key is documented on Keyframe; key_error_deg is exactly 0 for keys
     that come back as sent.
@@ -34,6 +35,14 @@ Conventions shared by every message (convert to and from engine space in exactly
   * Joint order is the order of `Skeleton.joint_names`; a parent always comes before its children and a
     root's parent index is -1.
   * Frame indices count from 0 at the first context frame, on the context clip's frame rate.
+  * Character space: the space of the character's root transform (Unity: the Animator's GameObject;
+    Unreal: the skeletal mesh component), in the axes and units above. Rest, clip, keyframe and motion
+    rotations and translations are local (each joint's parent's frame; a root joint's is character
+    space); mesh positions and normals and inverse bind matrices are in character space at bind time.
+    tests/data/conversions has vectors and the exact Unity and Unreal formulas.
+  * Scale: the contract has none. A client bakes a uniform scale (e.g. a rig authored in centimetres)
+    into translations, mesh positions and inverse bind matrices, and refuses a non-uniform joint scale
+    naming the joint; the server refuses inverse bind matrices with a non-uniform scale the same way.
 
 Clients send their protocol version in the `anymole-protocol-version` metadata entry ("1.2") on every
 call, and in `GetServerInfoRequest.client_protocol`. A different major version is rejected with
@@ -561,7 +570,10 @@ class Skeleton(_message.Message):
     REST_ROTATIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def joint_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """J unique joint names. Their order defines the joint order of every packed array in this protocol."""
+        """J unique joint names. Their order defines the joint order of every packed array in this protocol. Where
+        the engine's names are not unique (Unity Transform names), send each joint's path from the character
+        root, "/"-separated ("Hips/Spine/Head"), and map back by path.
+        """
 
     @_builtins.property
     def parent_indices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
@@ -569,7 +581,7 @@ class Skeleton(_message.Message):
 
     @_builtins.property
     def rest_translations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """J * 3 floats: each joint's rest translation in its parent's frame (a root's in world space), metres."""
+        """J * 3 floats: each joint's rest translation in its parent's frame (a root's in character space), metres."""
 
     @_builtins.property
     def rest_rotations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
@@ -618,7 +630,7 @@ class SkinnedMesh(_message.Message):
     """K: the number of joint influences stored per vertex."""
     @_builtins.property
     def positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """V * 3 floats: vertex positions in world space at bind time, metres."""
+        """V * 3 floats: vertex positions in character space at bind time, metres."""
 
     @_builtins.property
     def normals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
@@ -642,7 +654,10 @@ class SkinnedMesh(_message.Message):
 
     @_builtins.property
     def inverse_bind_matrices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """J * 16 floats: each joint's inverse bind matrix (world to joint space), column-major as in glTF."""
+        """J * 16 floats: each joint's inverse bind matrix (character space to joint space at bind time),
+        column-major as in glTF. Rigid up to one uniform scale per joint: one with a non-uniform scale is
+        refused with INVALID_ARGUMENT naming `mesh.inverse_bind_matrices[j]` and the joint.
+        """
 
     @_builtins.property
     def base_color(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:

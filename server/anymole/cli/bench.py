@@ -1,0 +1,96 @@
+"""``anymole bench …``: speed benchmarks (runners and report writers in `anymole.bench`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    pass
+
+from anymole.cli._common import _fail
+
+bench_app = typer.Typer(help="Speed benchmarks; each writes docs/benchmarks/<name>.json and its docs/benchmarks.md section.")
+
+
+@bench_app.command("video")
+def bench_video(
+    model: Annotated[str, typer.Option(help="full (DynamiCrafter 512, GPU) or tiny (CPU dry run)")] = "full",
+    device: Annotated[str, typer.Option(help="torch device")] = "cuda",
+    json_out: Annotated[Path, typer.Option("--json", help="results file")] = Path("docs/benchmarks/video.json"),
+    markdown: Annotated[Path | None, typer.Option(help="page whose --heading section is rewritten")] = Path("docs/benchmarks.md"),
+    heading: Annotated[str, typer.Option(help="the page's section for this card, e.g. '## Video prior on an NVIDIA H200'")] = "## Video prior",
+    budget: Annotated[float, typer.Option(help="seconds after which optional measurements are skipped")] = 420.0,
+    compile_unet: Annotated[bool, typer.Option("--compile/--no-compile", help="also time torch.compile")] = True,
+    phase: Annotated[list[str] | None, typer.Option(help="sampling | compiled | icadapt, repeatable (default: all three)")] = None,
+    icadapt_variant: Annotated[list[str] | None, typer.Option(help="MODE:CKPT(1 full|s selective|0 none):CLIPS[:c compiled|:cB compiled keeping a share B of the activations|:r regional compile], repeatable, e.g. decoder:s:4:c or lora_decoder:0:8:c0.8")] = None,
+    icadapt_steps: Annotated[int, typer.Option(help="timed ICAdapt steps per variant, after a warm-up step")] = 2,
+    partial: Annotated[Path | None, typer.Option(help="also write the results so far here after each ICAdapt variant")] = None,
+    merge: Annotated[bool, typer.Option(help="lay the results over those already in --json (a partial rerun)")] = False,
+) -> None:
+    """Video prior speed with random weights: ICAdapt s/step (500 steps extrapolated) and two-stage sampling
+    time for 15…90 generated frames (timed pieces, extrapolated; the results say how)."""
+    import json
+
+    from anymole.bench import video as bench
+    from anymole.bench import video_report as report
+    from anymole.bench import video_summary as summary
+
+    if model not in ("full", "tiny"):
+        raise _fail(f"--model must be full or tiny, got {model!r}")
+    if icadapt_steps < 1:
+        raise _fail(f"--icadapt-steps must be ≥ 1, got {icadapt_steps}")
+    device = _bench_device(device)
+    kwargs: dict = {
+        "model": model, "device": device, "budget_s": budget, "compile": compile_unet, "icadapt_steps": icadapt_steps
+    }
+    if phase:
+        known = bench.VideoBenchConfig.phases
+        if unknown := [p for p in phase if p not in known]:
+            raise _fail(f"--phase takes {' | '.join(known)}, got {unknown}")
+        kwargs["phases"] = tuple(phase)
+    if icadapt_variant:
+        try:
+            ckpt = {"1": "full", "s": "selective", "0": "none"}
+            compiled: dict[str, bool | str] = {"": False, "c": True, "r": "regional"}
+
+            def how(rest: list[str]) -> bool | str | float:  # "c0.8": compiled, activation memory budget 0.8
+                flag = "".join(rest)
+                return float(flag[1:]) if flag.startswith("c") and len(flag) > 1 else compiled[flag]
+
+            specs = [v.split(":") for v in icadapt_variant]
+            kwargs["icadapt_variants"] = tuple((m, ckpt[c], int(b), how(rest)) for m, c, b, *rest in specs)
+        except (ValueError, KeyError):
+            raise _fail(f"--icadapt-variant takes MODE:CKPT:CLIPS[:c|:cB|:r] (e.g. decoder:s:4:c), got {icadapt_variant}") from None
+    earlier = json.loads(json_out.read_text()) if merge and json_out.exists() else None
+    if earlier is not None:  # refuse another card before the run, not after it
+        import torch
+
+        summary.merge(earlier, {"device": bench.device_name(torch.device(device))})
+    on_partial = None if partial is None else lambda r: report.write_json(summary.summarize(r), partial)
+    results = bench.run_video_bench(
+        bench.VideoBenchConfig(**kwargs), say=lambda line: typer.echo(line, err=True), on_partial=on_partial
+    )
+    if earlier is not None:
+        results = summary.merge(earlier, results)
+    results = summary.summarize(results)
+    report.write_json(results, json_out)
+    if markdown is not None and "sampling_s" in results and "icadapt" in results:
+        report.write_markdown(results, markdown, heading=heading, json_name=str(json_out))
+    typer.echo(
+        f"ICAdapt {results['icadapt_step_s']} s/step, 90 frames {results['sample_90_frames_s']} s, "
+        f"peak {results['peak_mem_gib']} GiB -> {json_out}"
+    )
+
+
+def _bench_device(name: str) -> str:
+    """``name`` as the one device a benchmark runs on, refused before any model is built if it is not here."""
+    from anymole.errors import InvalidInput
+    from anymole.service.server import resolve_devices
+
+    try:
+        return resolve_devices((name,))[0][0]
+    except InvalidInput as exc:
+        raise InvalidInput("--device", f"{exc.reason}; `anymole bench video --model tiny --device cpu` is a CPU dry run") from None
