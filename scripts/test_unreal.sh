@@ -33,7 +33,7 @@ from pathlib import Path
 
 build = Path(sys.argv[1])
 passed = failed = 0
-expected = {"anymole_conversion_tests", "anymole_session_tests"}
+expected = {"anymole_conversion_tests", "anymole_replay_tests", "anymole_session_tests"}
 for name in sorted(expected):
     report = build / "reports" / f"{name}.xml"
     if not report.exists():

@@ -54,6 +54,11 @@ namespace AnyMoLe.Editor
             {
                 var t = rig.Joints[i];
                 s.Names[i] = repeated.Contains(t.name) ? rig.Paths[i] : t.name;
+                // The contract has no joint scale: a non-uniform one cannot be expressed, so it is refused by name.
+                var k = t.localScale;
+                if (Mathf.Abs(k.x - k.y) > 1e-4f * Mathf.Abs(k.x) || Mathf.Abs(k.x - k.z) > 1e-4f * Mathf.Abs(k.x))
+                    throw new InvalidOperationException("joint '" + rig.Paths[i] + "' has a non-uniform scale " + k +
+                        "; AnyMoLe takes rigs without joint scale (apply the scale to the model, or reset it)");
                 // A root's rest translation is in character (Animator) space.
                 var p = i == 0 ? animator.transform.InverseTransformPoint(t.position) : t.localPosition;
                 var q = i == 0 ? Quaternion.Inverse(animator.transform.rotation) * t.rotation : t.localRotation;

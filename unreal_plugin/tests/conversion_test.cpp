@@ -1,5 +1,7 @@
 // Unreal <-> canonical conversion: known vectors, property tests on random values (fixed seeds), and round trips
 // on every bundled character as the server imports it.
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -190,6 +192,75 @@ TEST(UnrealSpace, BoneTracksPackAndUnpack) {
     for (size_t i = 0; i < m.keys.size(); ++i) EXPECT_EQ(Arr(back.keys[i].Rotation), Arr(m.keys[i].Rotation));
     tracks[4].pop_back();
     EXPECT_EQ(ue::MotionFromBoneTracks(24, tracks, &back).field, "tracks[4]");
+}
+
+// The shared conversion vectors (tests/data/conversions/vectors.json, also reproduced by the Unity package):
+// canonical -> Unreal gives the file's Unreal values (float64), and Unreal -> canonical the canonical ones.
+class ConversionVectors : public ::testing::Test {
+protected:
+    void SetUp() override {
+        ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                        testing::ReadFile("tests/data/conversions/vectors.json"), &doc_).ok());
+    }
+    // The rows of a nested array (J x 3, F x J x 4, J x 4 x 4 ...) flattened, as doubles.
+    std::vector<double> Flat(const char* space, const char* field) const {
+        std::vector<double> out;
+        Collect(doc_.fields().at(space).struct_value().fields().at(field), &out);
+        return out;
+    }
+    static void Collect(const google::protobuf::Value& v, std::vector<double>* out) {
+        if (v.kind_case() == google::protobuf::Value::kNumberValue) out->push_back(v.number_value());
+        for (const auto& item : v.list_value().values()) Collect(item, out);
+    }
+    google::protobuf::Struct doc_;
+};
+
+TEST_F(ConversionVectors, PositionsAndRotationsMatchBothWays) {
+    for (const char* field : {"rest_translations", "root_translations", "points"}) {
+        const auto c = Flat("canonical", field), u = Flat("unreal", field);
+        ASSERT_EQ(c.size(), u.size()) << field;
+        for (size_t i = 0; i < c.size(); i += 3) {
+            const float p[3] = {float(c[i]), float(c[i + 1]), float(c[i + 2])};
+            const D3 got = Arr(ue::PositionToUnreal(p));
+            for (int k = 0; k < 3; ++k) EXPECT_DOUBLE_EQ(got[k], u[i + k]) << field << "[" << i / 3 << "]";
+            float back[3];
+            ue::PositionFromUnreal({u[i], u[i + 1], u[i + 2]}, back);
+            for (int k = 0; k < 3; ++k) EXPECT_TRUE(SameBits(back[k], p[k])) << field << "[" << i / 3 << "]";
+        }
+    }
+    for (const char* field : {"rest_rotations", "rotations"}) {
+        const auto c = Flat("canonical", field), u = Flat("unreal", field);
+        ASSERT_EQ(c.size(), u.size()) << field;
+        for (size_t i = 0; i < c.size(); i += 4) {
+            const float q[4] = {float(c[i]), float(c[i + 1]), float(c[i + 2]), float(c[i + 3])};
+            const D4 got = Arr(ue::RotationToUnreal(q));
+            for (int k = 0; k < 4; ++k) EXPECT_EQ(got[k], u[i + k]) << field << "[" << i / 4 << "]";
+            float back[4];
+            ue::RotationFromUnreal({u[i], u[i + 1], u[i + 2], u[i + 3]}, back);
+            for (int k = 0; k < 4; ++k) EXPECT_EQ(back[k], q[k]) << field << "[" << i / 4 << "]";
+        }
+    }
+}
+
+TEST_F(ConversionVectors, InverseBindMatricesMatchBothWays) {
+    // The file stores A[row][column] of the map acting on column vectors, in each space.
+    const auto c = Flat("canonical", "inverse_bind_matrices"), u = Flat("unreal", "inverse_bind_matrices");
+    ASSERT_EQ(c.size(), u.size());
+    ASSERT_FALSE(c.empty());
+    for (size_t m = 0; m < c.size(); m += 16) {
+        float gltf[16];  // the wire's column-major array
+        for (int r = 0; r < 4; ++r)
+            for (int k = 0; k < 4; ++k) gltf[k * 4 + r] = float(c[m + r * 4 + k]);
+        const Matrix fm = ue::MatrixToUnreal(gltf);  // FMatrix: the transpose of the column-vector form
+        for (int r = 0; r < 4; ++r)
+            for (int k = 0; k < 4; ++k) EXPECT_NEAR(fm[k * 4 + r], u[m + r * 4 + k], 1e-9 * (1 + std::fabs(u[m + r * 4 + k])));
+        Matrix from_file;
+        for (int r = 0; r < 4; ++r)
+            for (int k = 0; k < 4; ++k) from_file[k * 4 + r] = u[m + r * 4 + k];
+        float back[16];
+        ue::MatrixFromUnreal(from_file, back);
+        for (int i = 0; i < 16; ++i) EXPECT_TRUE(SameBits(back[i], gltf[i])) << "matrix " << m / 16 << " element " << i;
+    }
 }
 
 // Every bundled character, as the server imports it: canonical -> Unreal -> canonical is exact, joints keep their

@@ -1,5 +1,8 @@
 // The core's Session against the real Python server (`anymole serve` on a loopback port, started here).
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <chrono>
 #include <cstring>
@@ -40,6 +43,10 @@ protected:
         return s;
     }
 
+public:
+    static std::string Target() { return server_->Target(); }
+
+protected:
     static testing::ServerProcess* server_;
 };
 testing::ServerProcess* SessionTest::server_ = nullptr;
@@ -131,6 +138,16 @@ std::vector<JobEvent> Collect(Session& s, const std::string& job, uint64_t after
     return events;
 }
 
+// What the Python client receives for the Fox's Survey clip, context 0:40, keys 60 and 82 (computed once).
+const Clip& PythonFoxFill() {
+    static const Clip clip = [] {
+        const std::string out = testing::TempDir("python-fill") + "/result.pb";
+        EXPECT_TRUE(testing::RunReference({"fill", SessionTest::Target(), kFox, "Survey", "0:40", "60,82", out}));
+        return testing::ReadClip(out);
+    }();
+    return clip;
+}
+
 TEST_F(SessionTest, HandshakeReportsVersionAndMethods) {
     Session s(Options());
     ServerInfo info;
@@ -141,6 +158,12 @@ TEST_F(SessionTest, HandshakeReportsVersionAndMethods) {
     const MethodInfo* interp = info.FindMethod("interp");
     ASSERT_NE(interp, nullptr);
     EXPECT_TRUE(interp->available);
+    EXPECT_EQ(interp->output, MethodInfo::Output::Motion);
+    const MethodInfo* video = info.FindMethod("video");  // the tiny prior: 2 s of context, keys 1 s apart
+    ASSERT_NE(video, nullptr);
+    EXPECT_EQ(video->output, MethodInfo::Output::Video);
+    EXPECT_FLOAT_EQ(video->min_context_seconds, 2.f);
+    EXPECT_FLOAT_EQ(video->key_spacing_seconds, 1.f);
     const MethodInfo* anymole = info.FindMethod("anymole");
     if (anymole && !anymole->available) EXPECT_FALSE(anymole->unavailable_reason.empty());
     EXPECT_GT(info.limits.upload_chunk_bytes, 0u);
@@ -169,9 +192,15 @@ TEST(SessionAuth, WrongTokenIsUnauthenticated) {
     ASSERT_TRUE(server.Start(testing::TempDir("server-token"), {"--token", "s3cret"}));
     SessionOptions o;
     o.target = server.Target();
+    Session anonymous(o);  // the handshake needs no token and says one is required
+    ServerInfo info;
+    ASSERT_TRUE(anonymous.Handshake(&info).ok());
+    EXPECT_TRUE(info.auth_required);
+    std::vector<JobSummary> jobs;
+    EXPECT_EQ(anonymous.ListJobs(&jobs).code, StatusCode::Unauthenticated);
     o.token = "wrong";
     Session wrong(o);
-    std::vector<JobSummary> jobs;
+    EXPECT_EQ(wrong.Handshake(nullptr).code, StatusCode::Unauthenticated);  // a token sent is checked
     const Status st = wrong.ListJobs(&jobs);
     EXPECT_EQ(st.code, StatusCode::Unauthenticated) << st.ToString();
     o.token = "s3cret";
@@ -184,8 +213,15 @@ TEST_F(SessionTest, UploadIsCachedTheSecondTime) {
     auto s = Open();
     const CharacterAsset c = Chain(4, static_cast<float>(std::chrono::steady_clock::now().time_since_epoch().count() % 100000) * 1e-6f);
     UploadResult first, second;
+    bool found = true;
+    ASSERT_TRUE(s->GetCharacter("sha256:" + std::string(64, '0'), &found).ok());
+    EXPECT_FALSE(found);
     ASSERT_TRUE(s->UploadCharacter(c, &first).ok());
     EXPECT_FALSE(first.cached);
+    UploadResult held;
+    ASSERT_TRUE(s->GetCharacter(first.character_id, &found, &held).ok());
+    EXPECT_TRUE(found);
+    EXPECT_EQ(held.skeleton.joint_names, c.skeleton.joint_names);
     EXPECT_EQ(first.skeleton.joint_names, c.skeleton.joint_names);
     ASSERT_TRUE(s->UploadCharacter(c, &second).ok());
     EXPECT_TRUE(second.cached);
@@ -251,9 +287,7 @@ TEST_F(SessionTest, InterpFillEqualsThePythonClient) {
         EXPECT_TRUE(SameBits(e.motion.rotations, part)) << "chunk at " << e.motion.frame_start;
     }
 
-    const std::string out = testing::TempDir("python-fill") + "/result.pb";
-    ASSERT_TRUE(testing::RunReference({"fill", server_->Target(), kFox, "Survey", "0:40", "60,82", out}));
-    const Clip python = testing::ReadClip(out);
+    const Clip& python = PythonFoxFill();
     EXPECT_EQ(python.frame_count, result.motion.frame_count);
     EXPECT_TRUE(SameBits(python.rotations, result.motion.rotations));
     EXPECT_TRUE(SameBits(python.root_translations, result.motion.root_translations));
@@ -351,6 +385,36 @@ TEST_F(SessionTest, StopWatchingLeavesTheJobRunning) {
     ASSERT_TRUE(s->Cancel(job).ok());
 }
 
+// A job that waits quietly in the queue (the one CPU worker runs a video job) while the client pings every second:
+// Follow delivers every event once, in order, to the end, also when the server answers the pings with GOAWAY
+// "too many pings" (a server without a keepalive policy for clients does) and the stream has to be re-attached.
+TEST_F(SessionTest, FollowSurvivesKeepalivePingsThroughAQuietWait) {
+    SessionOptions o = Options();
+    o.keepalive_ms = 1000;
+    Session s(o);
+    ASSERT_TRUE(s.Handshake(nullptr).ok());
+    const FoxScene fox = LoadFox(s);
+    std::string busy, quiet;
+    ASSERT_TRUE(s.Submit(FoxJob(fox, 0, 49, {72}, "video"), &busy).ok());
+    ASSERT_TRUE(s.Submit(FoxJob(fox, 0, 40, {60, 82}, "interp"), &quiet).ok());
+    std::thread canceller([&] {
+        std::this_thread::sleep_for(std::chrono::seconds(8));  // eight pings with nothing else on the stream
+        Session other(Options());
+        other.Cancel(busy);
+    });
+    std::vector<JobEvent> events;
+    const Status st = s.Follow(quiet, 0, [&](const JobEvent& e) {
+        events.push_back(e);
+        return true;
+    }, 10);
+    canceller.join();
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.front().kind, JobEvent::Kind::Queued);
+    EXPECT_EQ(events.back().kind, JobEvent::Kind::Completed);
+    for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].seq, i + 1);
+}
+
 // A server stopped under a running job reports it interrupted after its restart.
 TEST(SessionRestart, RunningJobIsInterrupted) {
     const std::string data = testing::TempDir("server-restart");
@@ -400,6 +464,36 @@ TEST_F(SessionTest, ResultOverFourMiBArrivesInParts) {
     const float* key = &result.motion.rotations[size_t(4999) * joints * 4];
     EXPECT_FLOAT_EQ(key[0], std::sin(0.2f));
     EXPECT_FLOAT_EQ(key[3], std::cos(0.2f));
+}
+
+void FlattenJson(const google::protobuf::Value& v, std::vector<float>* out) {
+    if (v.kind_case() == google::protobuf::Value::kNumberValue) out->push_back(static_cast<float>(v.number_value()));
+    for (const auto& item : v.list_value().values()) FlattenJson(item, out);
+}
+
+// The command-line example (upload the file, clip through Unreal space, fill, JSON out) gives the Python
+// client's result.
+TEST_F(SessionTest, CommandLineExampleEqualsThePythonClient) {
+    const std::string dir = testing::TempDir("ue-fill");
+    ASSERT_TRUE(testing::RunReference({"clipjson", kFox, "Survey", dir + "/clip.json"}));
+    const std::string cmd = std::string(ANYMOLE_UE_FILL) + " --server " + Target() + " " + kFox + " --motion " + dir +
+                            "/clip.json --context 0:40 --keys 60,82 --method interp --out " + dir + "/result.json";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    google::protobuf::Struct doc;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(testing::ReadFile(dir + "/result.json"), &doc).ok());
+    std::vector<float> rotations, root;
+    FlattenJson(doc.fields().at("rotations"), &rotations);
+    FlattenJson(doc.fields().at("root_translations"), &root);
+    const Clip& python = PythonFoxFill();
+    EXPECT_TRUE(SameBits(rotations, python.rotations));  // the sign of every zero too
+    EXPECT_TRUE(SameBits(root, python.root_translations));
+    EXPECT_EQ(doc.fields().at("joint_names").list_value().values_size(), int(testing::ReadCharacter(testing::ExportDir(kFox) + "/character.pb").skeleton.NumJoints()));
+
+    // A wrong range is one clear message and exit status 1.
+    const std::string bad = std::string(ANYMOLE_UE_FILL) + " --server " + Target() + " " + kFox + " --motion " + dir +
+                            "/clip.json --context 0:40 --keys 10 --out " + dir + "/bad.json 2>/dev/null";
+    const int rc = std::system(bad.c_str());
+    EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
 }
 
 // Event kinds a newer server adds decode as Unknown (Watch skips them) instead of failing.

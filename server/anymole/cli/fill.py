@@ -16,7 +16,7 @@ from anymole.cli._common import _RECONNECT_HELP, _pick_clip, _reconnect, _span
 def fill(
     asset: Annotated[Path, typer.Argument(help="character file with at least one clip (.glb, .fbx, .bvh, .dae)")],
     keys: Annotated[str, typer.Option(help="clip frames kept as keyframes, comma-separated, after the context")],
-    out: Annotated[Path, typer.Option("--out", help="result file: .glb (mesh + clip) or .bvh; with --server also .npz, and .mp4 for --method video")] = Path("fill.glb"),
+    out: Annotated[Path, typer.Option("--out", help="result file: .glb (mesh + clip), .bvh or .json (the motion in canonical space: fps, joint_names, rotations F×J×4, root_translations F×3); with --server also .npz, and .mp4 for --method video")] = Path("fill.glb"),
     context: Annotated[str, typer.Option(help="clip frames A:B used as known motion (B excluded)")] = "0:30",
     clip: Annotated[str | None, typer.Option(help="clip name (default: the first clip)")] = None,
     method: Annotated[str, typer.Option(help="'interp' (SLERP + cubic root, instant) or a server method")] = "interp",
@@ -71,8 +71,8 @@ def fill(
         raise InvalidInput("--method", f"{method!r} needs a GPU server: pass --server HOST:PORT, or use interp")
     if root not in ("cubic", "linear"):
         raise InvalidInput("--root", f"must be cubic or linear, got {root!r}")
-    if out.suffix.lower() not in (".glb", ".bvh"):
-        raise InvalidInput("--out", f"end the output name with .glb or .bvh, got {out.name!r}")
+    if out.suffix.lower() not in (".glb", ".bvh", ".json"):
+        raise InvalidInput("--out", f"end the output name with .glb, .bvh or .json, got {out.name!r}")
 
     from anymole.baseline import inbetween
     from anymole.io import load_character, write_fill
@@ -81,17 +81,24 @@ def fill(
     with console.status(f"loading {asset}"):
         character = load_character(asset)
     name = _pick_clip(character, clip)
-    context, keys = cut_clip(character.motions[name], (start, stop), key_list)
+    known, keyed = cut_clip(character.motions[name], (start, stop), key_list)
     result = inbetween(
-        context,
-        list(keys.frames),
-        keys.poses.rotations,
-        keys.poses.root_translation,
-        keys.frames[-1] + 1,
+        known,
+        list(keyed.frames),
+        keyed.poses.rotations,
+        keyed.poses.root_translation,
+        keyed.frames[-1] + 1,
         root=root,  # type: ignore[arg-type]
-        key_translations=keys.poses.translations,
+        key_translations=keyed.poses.translations,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".json":
+        from anymole.wire.motion_json import write_motion_json
+
+        write_motion_json(out, result, character.skeleton.names)
+        console.print(f"wrote {out}: {result.num_frames} frames at {result.fps:g} fps (clip frames {start}..{key_list[-1]}, "
+                      "canonical space: glTF axes, metres, local xyzw rotations)")
+        return
     filled, summary = write_fill(out, character, name, result, replace_clip=replace_clip, start=start, units=units)
     console.print(f"wrote {out}: {result.num_frames} frames at {result.fps:g} fps "
                   f"(clip frames {start}..{key_list[-1]}; {stop - start} context + {len(key_list)} keys kept)")

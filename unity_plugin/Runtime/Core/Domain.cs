@@ -251,6 +251,8 @@ namespace AnyMoLe.Core
         public float[] Rotations = new float[0], RootTranslations = new float[0];
         public float[] Translations;
         public bool IsFinal;
+        /// <summary>J as the server says (protocol 1.2); 0 from older servers.</summary>
+        public int JointCount;
     }
 
     public sealed class CompletedEvent : JobEvent

@@ -33,7 +33,8 @@ namespace AnyMoLe.Core
         public void Add(MotionEvent m)
         {
             int j = JointCount, first = m.FrameStart - ContextFrames;
-            if (first < 0 || first + m.FrameCount > received.Length || m.Rotations.Length != m.FrameCount * j * 4)
+            if (first < 0 || first + m.FrameCount > received.Length || m.Rotations.Length != m.FrameCount * j * 4 ||
+                (m.JointCount != 0 && m.JointCount != j))
                 throw new AnyMoLeRpcException(RpcCode.DataLoss, "motion frames " + m.FrameStart + ".." +
                     (m.FrameStart + m.FrameCount - 1) + " do not fit the job's timeline of " + TotalFrames +
                     " frames and " + j + " joints; update the plugin or the server", "");

@@ -222,7 +222,7 @@ namespace AnyMoLe.Core
                     var m = e.Motion;
                     ev = new MotionEvent
                     {
-                        FrameStart = (int)m.FrameStart, FrameCount = (int)m.FrameCount, IsFinal = m.IsFinal,
+                        FrameStart = (int)m.FrameStart, FrameCount = (int)m.FrameCount, IsFinal = m.IsFinal, JointCount = (int)m.JointCount,
                         Rotations = m.Rotations.ToArray(), RootTranslations = m.RootTranslations.ToArray(),
                         Translations = m.Translations.Count == 0 ? null : m.Translations.ToArray(),
                     };

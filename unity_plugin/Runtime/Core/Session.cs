@@ -415,6 +415,7 @@ namespace AnyMoLe.Core
                         if (m.FrameStart != clip.FrameCount)
                             throw new AnyMoLeRpcException(RpcCode.DataLoss, "the result of job " + JobId + " skipped from frame " +
                                 clip.FrameCount + " to " + m.FrameStart + "; update the plugin or the server", "");
+                        if (JointCount == 0) JointCount = (int)m.JointCount;  // 0 from servers before 1.2: inferred below
                         clip.FrameCount += m.FrameCount;
                         clip.Rotations.Add(m.Rotations);
                         clip.RootTranslations.Add(m.RootTranslations);

@@ -16,8 +16,8 @@ void Put(const std::vector<T>& v, google::protobuf::RepeatedField<T>* f) {
 }
 
 // The length-delimited field `wanted` of each entry of a serialised message, in order. The google.rpc messages
-// that carry error details (Status, Any, BadRequest) are read this way, by field number, because their
-// .proto files are not part of our contract's generated code.
+// that carry error details (Status, Any, BadRequest; proto/google/rpc) are read this way, by field number: the
+// three fields needed do not warrant generating and linking three more .proto files into every editor build.
 std::vector<std::string> Fields(const std::string& bytes, uint32_t wanted) {
     std::vector<std::string> out;
     google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
@@ -176,6 +176,11 @@ ServerInfo FromProto(const pb::GetServerInfoResponse& in) {
         mi.available = m.available();
         mi.unavailable_reason = m.unavailable_reason();
         mi.sends_previews = m.sends_previews();
+        mi.output = m.output() <= pb::METHOD_OUTPUT_MOTION_AND_VIDEO ? static_cast<MethodInfo::Output>(m.output())
+                                                                     : MethodInfo::Output::Unspecified;
+        mi.min_context_seconds = m.min_context_seconds();
+        mi.key_spacing_seconds = m.key_spacing_seconds();
+        mi.max_gap_seconds = m.max_gap_seconds();
         s.methods.push_back(std::move(mi));
     }
     for (const pb::DeviceInfo& d : caps.devices()) s.devices.push_back(d.name());

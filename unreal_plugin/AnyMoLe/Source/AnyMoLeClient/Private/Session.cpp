@@ -181,6 +181,25 @@ Status Session::Upload(const std::string& payload, CharacterFormat format, const
     return Status{};
 }
 
+Status Session::GetCharacter(const std::string& character_id, bool* found, UploadResult* out) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx);
+    pb::GetCharacterRequest req;
+    req.set_character_id(character_id);
+    pb::GetCharacterResponse resp;
+    const grpc::Status st = impl_->stub->GetCharacter(&ctx, req, &resp);
+    if (!st.ok()) return proto::FromGrpc(st);
+    *found = resp.found();
+    if (out && resp.found()) {
+        out->character_id = character_id;
+        out->cached = true;
+        out->skeleton = proto::FromProto(resp.skeleton());
+        out->vertex_count = resp.vertex_count();
+        out->name = resp.name();
+    }
+    return Status{};
+}
+
 Status Session::UploadCharacter(const CharacterAsset& character, UploadResult* out) {
     pb::CharacterAsset msg;
     proto::ToProto(character, &msg);
@@ -265,16 +284,21 @@ Status Session::Cancel(const std::string& job_id, JobState* state_after) {
 
 Status Session::ListJobs(std::vector<JobSummary>* out, uint32_t limit,
                          const std::map<std::string, std::string>& tags) {
-    grpc::ClientContext ctx;
-    impl_->Prepare(&ctx);
-    pb::ListJobsRequest req;
-    req.set_limit(limit);
-    req.mutable_client_tags()->insert(tags.begin(), tags.end());
-    pb::ListJobsResponse resp;
-    const grpc::Status st = impl_->stub->ListJobs(&ctx, req, &resp);
-    if (!st.ok()) return proto::FromGrpc(st);
     out->clear();
-    for (const pb::JobSummary& j : resp.jobs()) out->push_back(proto::FromProto(j));
+    std::string token;
+    do {  // every page (each fits 4 MiB) until the server sends no next token
+        grpc::ClientContext ctx;
+        impl_->Prepare(&ctx);
+        pb::ListJobsRequest req;
+        req.set_limit(limit);
+        req.set_page_token(token);
+        req.mutable_client_tags()->insert(tags.begin(), tags.end());
+        pb::ListJobsResponse resp;
+        const grpc::Status st = impl_->stub->ListJobs(&ctx, req, &resp);
+        if (!st.ok()) return proto::FromGrpc(st);
+        for (const pb::JobSummary& j : resp.jobs()) out->push_back(proto::FromProto(j));
+        token = resp.next_page_token();
+    } while (!token.empty());
     return Status{};
 }
 

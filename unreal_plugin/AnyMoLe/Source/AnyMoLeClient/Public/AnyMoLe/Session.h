@@ -31,7 +31,7 @@ struct SessionOptions {
 // Called for each event in order; return false to stop watching (the job keeps running on the server).
 using EventHandler = std::function<bool(const JobEvent&)>;
 
-class Session {
+class ANYMOLECLIENT_API Session {
 public:
     explicit Session(SessionOptions options);
     ~Session();
@@ -47,6 +47,8 @@ public:
     // Uploads bytes in chunks of the server's advertised size with their SHA-256, so a payload the server
     // holds already is answered at once (`cached`) and not sent again.
     Status Upload(const std::string& payload, CharacterFormat format, const std::string& name, UploadResult* out);
+    // Whether the server holds the character `character_id` ("sha256:<hex>"), with its skeleton when it does.
+    Status GetCharacter(const std::string& character_id, bool* found, UploadResult* out = nullptr);
     // Uploads a character as CHARACTER_FORMAT_PROTO (what the editor sends), serialised deterministically so
     // that the same character hashes to the same id.
     Status UploadCharacter(const CharacterAsset& character, UploadResult* out);
@@ -83,6 +85,6 @@ private:
 };
 
 // "sha256:" + lowercase hex digest of `data`: the id the server gives these bytes.
-std::string CharacterId(const std::string& data);
+ANYMOLECLIENT_API std::string CharacterId(const std::string& data);
 
 }  // namespace anymole

@@ -9,6 +9,11 @@
 #include <string>
 #include <vector>
 
+// Unreal's build defines ANYMOLECLIENT_API (dllexport / dllimport in modular editor builds); elsewhere it is empty.
+#ifndef ANYMOLECLIENT_API
+#define ANYMOLECLIENT_API
+#endif
+
 namespace anymole {
 
 // The protocol this client was built against; the handshake refuses a server of another major version.
@@ -25,7 +30,7 @@ enum class StatusCode : int {
 };
 
 // The outcome of a call: the core is built without exceptions, so every call returns one of these.
-struct Status {
+struct ANYMOLECLIENT_API Status {
     StatusCode code = StatusCode::Ok;
     std::string message;  // the server's text, verbatim
     std::string field;    // the request field a BadRequest violation names, e.g. "keyframes[0].rotations"
@@ -35,7 +40,7 @@ struct Status {
     std::string ToString() const;
 };
 
-const char* StatusCodeName(StatusCode code);
+ANYMOLECLIENT_API const char* StatusCodeName(StatusCode code);
 
 struct ProtocolVersion {
     uint32_t major = kProtocolMajor;
@@ -49,6 +54,10 @@ struct MethodInfo {
     bool available = false;
     std::string unavailable_reason;    // shown next to a disabled method
     bool sends_previews = false;
+    enum class Output { Unspecified, Motion, Video, MotionAndVideo } output = Output::Unspecified;
+    float min_context_seconds = 0.f;  // 0: one frame is enough
+    float key_spacing_seconds = 0.f;   // not 0: key j lies exactly (j + 1) * this after the last context frame
+    float max_gap_seconds = 0.f;       // 0: no limit but Limits::max_frames
 };
 
 struct Limits {
@@ -63,7 +72,7 @@ struct Limits {
 };
 
 // What GetServerInfo answered.
-struct ServerInfo {
+struct ANYMOLECLIENT_API ServerInfo {
     std::string server_version;
     ProtocolVersion protocol;
     std::vector<MethodInfo> methods;

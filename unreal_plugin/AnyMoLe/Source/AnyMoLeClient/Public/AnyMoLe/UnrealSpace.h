@@ -38,16 +38,16 @@ struct Transform {
 using Matrix = std::array<double, 16>;
 
 // Single values. Positions scale, directions (normals) do not.
-Vector PositionToUnreal(const float* xyz);
-void PositionFromUnreal(const Vector& p, float* xyz);
-Vector DirectionToUnreal(const float* xyz);
-void DirectionFromUnreal(const Vector& d, float* xyz);
-Quat RotationToUnreal(const float* xyzw);
-void RotationFromUnreal(const Quat& q, float* xyzw);
+ANYMOLECLIENT_API Vector PositionToUnreal(const float* xyz);
+ANYMOLECLIENT_API void PositionFromUnreal(const Vector& p, float* xyz);
+ANYMOLECLIENT_API Vector DirectionToUnreal(const float* xyz);
+ANYMOLECLIENT_API void DirectionFromUnreal(const Vector& d, float* xyz);
+ANYMOLECLIENT_API Quat RotationToUnreal(const float* xyzw);
+ANYMOLECLIENT_API void RotationFromUnreal(const Quat& q, float* xyzw);
 // A canonical column-major (glTF) 4x4 affine matrix as Unreal's FMatrix of the same map in Unreal space
 // (S * M * S^-1 with S the position map), and back.
-Matrix MatrixToUnreal(const float* gltf16);
-void MatrixFromUnreal(const Matrix& m, float* gltf16);
+ANYMOLECLIENT_API Matrix MatrixToUnreal(const float* gltf16);
+ANYMOLECLIENT_API void MatrixFromUnreal(const Matrix& m, float* gltf16);
 
 // What FReferenceSkeleton holds: raw bone names, parents (INDEX_NONE = -1 for a root) and the local bind pose.
 struct SkeletonUe {
@@ -55,10 +55,10 @@ struct SkeletonUe {
     std::vector<int32_t> parents;
     std::vector<Transform> ref_pose;
 };
-SkeletonUe SkeletonToUnreal(const Skeleton& s);
+ANYMOLECLIENT_API SkeletonUe SkeletonToUnreal(const Skeleton& s);
 // Refuses parents that do not come first and bind scales other than 1 (the contract has no scale: bake it into
 // the translations), naming the bone.
-Status SkeletonFromUnreal(const SkeletonUe& s, Skeleton* out);
+ANYMOLECLIENT_API Status SkeletonFromUnreal(const SkeletonUe& s, Skeleton* out);
 
 // A skinned LOD0 mesh in Unreal space, joint indices already mapped through each section's bone map.
 struct MeshUe {
@@ -77,8 +77,8 @@ struct MeshUe {
     std::vector<uint32_t> triangle_materials;  // per triangle, same order as canonical
     std::vector<Texture> textures;
 };
-MeshUe MeshToUnreal(const SkinnedMesh& m);
-Status MeshFromUnreal(const MeshUe& m, SkinnedMesh* out);
+ANYMOLECLIENT_API MeshUe MeshToUnreal(const SkinnedMesh& m);
+ANYMOLECLIENT_API Status MeshFromUnreal(const MeshUe& m, SkinnedMesh* out);
 
 // Local (parent-space) bone transforms of a clip, frame-major: keys[frame * num_joints + joint], as
 // IAnimationDataModel::GetBoneTrackTransforms gives them per bone.
@@ -91,18 +91,18 @@ struct MotionUe {
     const Transform& Key(uint32_t frame, size_t joint) const { return keys[frame * num_joints + joint]; }
 };
 // Non-root joints without clip translations take their rest translation from `rest`.
-MotionUe ClipToUnreal(const Clip& clip, const Skeleton& rest);
+ANYMOLECLIENT_API MotionUe ClipToUnreal(const Clip& clip, const Skeleton& rest);
 // With `with_translations`, every joint's translation goes out (Clip::translations); otherwise only the root's.
-Status ClipFromUnreal(const MotionUe& motion, bool with_translations, Clip* out);
+ANYMOLECLIENT_API Status ClipFromUnreal(const MotionUe& motion, bool with_translations, Clip* out);
 // The evaluated full pose of `frame` as a keyframe at `timeline_frame` of the job.
-Status KeyframeFromUnreal(const MotionUe& motion, uint32_t frame, uint32_t timeline_frame, bool with_translations,
+ANYMOLECLIENT_API Status KeyframeFromUnreal(const MotionUe& motion, uint32_t frame, uint32_t timeline_frame, bool with_translations,
                           Keyframe* out);
 // Whether a non-root joint moves away from its bind translation (more than `tolerance_cm`): then the clip must
 // send every joint's translation.
-bool AnimatesTranslations(const MotionUe& motion, const SkeletonUe& skeleton, double tolerance_cm = 1e-3);
+ANYMOLECLIENT_API bool AnimatesTranslations(const MotionUe& motion, const SkeletonUe& skeleton, double tolerance_cm = 1e-3);
 
 // Packing between Unreal's per-bone key arrays (what SetBoneTrackKeys takes) and the frame-major layout.
-std::vector<Transform> BoneTrack(const MotionUe& motion, size_t joint);
-Status MotionFromBoneTracks(double fps, const std::vector<std::vector<Transform>>& tracks, MotionUe* out);
+ANYMOLECLIENT_API std::vector<Transform> BoneTrack(const MotionUe& motion, size_t joint);
+ANYMOLECLIENT_API Status MotionFromBoneTracks(double fps, const std::vector<std::vector<Transform>>& tracks, MotionUe* out);
 
 }  // namespace anymole::ue
