@@ -146,8 +146,12 @@ def _load_in_units_of(path: Path, reference: Skeleton) -> Character:
 
 
 def evaluate(
-    pred: Annotated[Path, typer.Argument(help="predicted motion (.glb/.bvh/… with one clip, or pick it with --pred-clip)")],
-    gt: Annotated[Path, typer.Argument(help="ground-truth asset on the same skeleton")],
+    pred: Annotated[Path | None, typer.Argument(help="predicted motion (.glb/.bvh/… with one clip, or pick it with --pred-clip)")] = None,
+    gt: Annotated[Path | None, typer.Argument(help="ground-truth asset on the same skeleton")] = None,
+    oracle: Annotated[Path | None, typer.Option(help="oracle evaluation of this asset: its true gap rendered as the generated video, then estimator + mimicking, beside interp (no PRED/GT)")] = None,
+    context: Annotated[str | None, typer.Option(help="with --oracle: clip frames A:B given as context (at least 2 s)")] = None,
+    keys: Annotated[str | None, typer.Option(help="with --oracle: keyframes, comma-separated clip frames 1, 2, … s after the context")] = None,
+    preset: Annotated[str, typer.Option(help="with --oracle: draft (CPU, minutes), fast or quality")] = "draft",
     clip: Annotated[str | None, typer.Option(help="ground-truth clip name (default: the first)")] = None,
     pred_clip: Annotated[str | None, typer.Option(help="predicted clip name (default: the first)")] = None,
     frames: Annotated[str | None, typer.Option(help="ground-truth frames A:B to score (B excluded); default: all overlapping")] = None,
@@ -162,8 +166,22 @@ def evaluate(
     --offset says which ground-truth frame the prediction's first frame is; --frames picks the ground-truth frames to score (the generated ones). Example, after `anymole fill ... --context 0:40 --keys 60,82`:
 
     [bold]anymole eval fox_fill.glb assets/Fox.glb --clip Survey --offset 0 --frames 40:82[/]
+
+    --oracle ASSET scores the motion stages alone (no video model): the true gap is rendered as if it were the generated video, the estimator trains on the context renders and mimicking fits its joints; printed for method anymole beside interp, global and local rotations, with the estimator's 2D error on the gap (px):
+
+    [bold]anymole eval --oracle assets/Fox.glb --clip Survey --context 0:49 --keys 72 --preset draft[/]
     """
     import json
+
+    if oracle is not None:
+        if pred is not None or gt is not None:
+            raise typer.BadParameter("give either --oracle ASSET or PRED GT, not both")
+        from anymole.cli.oracle import run_oracle
+
+        run_oracle(oracle, clip, context, keys, preset, json_out)
+        return
+    if pred is None or gt is None:
+        raise typer.BadParameter("give PRED and GT, or --oracle ASSET")
 
     from rich.console import Console
     from rich.table import Table
