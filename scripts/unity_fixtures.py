@@ -26,9 +26,9 @@ FOX_CONTEXT, FOX_KEYS = (0, 40), (60, 82)
 async def _python_client_fill(out: Path) -> None:
     from anymole.client import AnyMoLeClient, fill_remote_async
     from anymole.io import load_character
-    from anymole.wire.motion_json import write_motion_json
     from anymole.service.server import ServerConfig, build_server
     from anymole.wire import convert
+    from anymole.wire.motion_json import write_motion_json
 
     fox = load_character(ROOT / "assets" / "Fox.glb")
     motion = fox.motions["Survey"]
