@@ -1,10 +1,10 @@
-"""`anymole` command line: serve, fill, jobs, demo, inspect, eval, render, bench, models.
+"""`anymole` command line: serve, fill, jobs, demo, inspect, eval, render, convert, bench, models.
 
 Flags become frozen config dataclasses and library calls; heavy imports live inside the commands so that
 ``anymole --help`` answers at once. Exit codes: 0 ok, 1 user error (message, no traceback), 2 internal error.
 
 One module per command group, each a set of plain functions registered here in the order ``--help`` lists
-them: ``assets`` (inspect, render), ``fill`` (fill, eval), ``server`` (serve, demo), ``bench``, ``models``,
+them: ``assets`` (inspect, render, convert), ``fill`` (fill, eval), ``server`` (serve, demo), ``bench``, ``models``,
 ``jobs``; ``_common`` holds what they share. A new command goes into its group's module and gets a line here.
 """
 
@@ -60,6 +60,7 @@ app.command()(assets.inspect)
 app.command()(fill.fill)
 app.command("eval")(fill.evaluate)
 app.command()(assets.render)
+app.command()(assets.convert)
 app.command()(server.serve)
 app.command()(server.demo)
 app.add_typer(bench.bench_app, name="bench")

@@ -1,5 +1,5 @@
-"""Commands over asset files on this machine: ``anymole inspect`` (what is in a file) and ``anymole render``
-(pictures and videos of a clip)."""
+"""Commands over asset files on this machine: ``anymole inspect`` (what is in a file), ``anymole render``
+(pictures and videos of a clip) and ``anymole convert`` (a clip in another format, motion JSON included)."""
 
 from __future__ import annotations
 
@@ -104,3 +104,38 @@ def render(
     if video is not None:
         iio.imwrite(video, view_grid(renders), fps=motion.fps, codec="libx264", macro_block_size=1)
         typer.echo(f"wrote {video}")
+
+
+def convert(
+    asset: Annotated[Path, typer.Argument(help="character file with a clip (.glb, .gltf, .fbx, .bvh, .dae)")],
+    out: Annotated[Path, typer.Option("--out", help="output: .json (the clip as motion JSON, canonical space), .glb (character + clip) or .bvh")],
+    clip: Annotated[str | None, typer.Option(help="clip name (default: the first clip)")] = None,
+) -> None:
+    """Write one clip of a file in another format: motion JSON (what `fill --out X.json` writes and headless
+    clients read), a GLB of the character with that clip, or a BVH.
+
+    Example: anymole convert assets/Fox.glb --clip Survey --out survey.json
+    """
+    from anymole.errors import InvalidInput
+    from anymole.io import load_character, write_bvh, write_glb
+
+    _check_suffix(out, "--out", (".json", ".glb", ".bvh"))
+    if out.resolve() == asset.resolve():
+        raise InvalidInput("--out", f"{out} is the input file; pick another name")
+    character = load_character(asset)
+    name = _pick_clip(character, clip)
+    motion = character.motions[name]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out.suffix.lower()
+    if suffix == ".json":
+        from anymole.wire.motion_json import write_motion_json
+
+        write_motion_json(out, motion, character.skeleton.names)
+    elif suffix == ".glb":
+        write_glb(out, character, {name: motion})
+    else:
+        write_bvh(out, character.skeleton, motion)
+    typer.echo(
+        f"wrote {out}: clip {name!r}, {motion.num_frames} frames at {motion.fps:g} fps, "
+        f"{character.skeleton.num_joints} joints"
+    )

@@ -16,7 +16,7 @@ from anymole.cli._common import _RECONNECT_HELP, _pick_clip, _reconnect, _span
 def fill(
     asset: Annotated[Path, typer.Argument(help="character file with at least one clip (.glb, .fbx, .bvh, .dae)")],
     keys: Annotated[str, typer.Option(help="clip frames kept as keyframes, comma-separated, after the context")],
-    out: Annotated[Path, typer.Option("--out", help="result file: .glb (mesh + clip) or .bvh; with --server also .npz, and .mp4 for --method video")] = Path("fill.glb"),
+    out: Annotated[Path, typer.Option("--out", help="result file: .glb (mesh + clip), .bvh or .json (the motion in canonical space: fps, joint_names, rotations F×J×4, root_translations F×3); with --server also .npz, and .mp4 for --method video")] = Path("fill.glb"),
     context: Annotated[str, typer.Option(help="clip frames A:B used as known motion (B excluded)")] = "0:30",
     clip: Annotated[str | None, typer.Option(help="clip name (default: the first clip)")] = None,
     method: Annotated[str, typer.Option(help="'interp' (SLERP + cubic root, instant) or a server method")] = "interp",
@@ -71,8 +71,8 @@ def fill(
         raise InvalidInput("--method", f"{method!r} needs a GPU server: pass --server HOST:PORT, or use interp")
     if root not in ("cubic", "linear"):
         raise InvalidInput("--root", f"must be cubic or linear, got {root!r}")
-    if out.suffix.lower() not in (".glb", ".bvh"):
-        raise InvalidInput("--out", f"end the output name with .glb or .bvh, got {out.name!r}")
+    if out.suffix.lower() not in (".glb", ".bvh", ".json"):
+        raise InvalidInput("--out", f"end the output name with .glb, .bvh or .json, got {out.name!r}")
 
     from anymole.baseline import inbetween
     from anymole.io import load_character, write_fill
@@ -92,6 +92,13 @@ def fill(
         key_translations=keyed.poses.translations,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".json":
+        from anymole.wire.motion_json import write_motion_json
+
+        write_motion_json(out, result, character.skeleton.names)
+        console.print(f"wrote {out}: {result.num_frames} frames at {result.fps:g} fps (clip frames {start}..{key_list[-1]}, "
+                      "canonical space: glTF axes, metres, local xyzw rotations)")
+        return
     filled, summary = write_fill(out, character, name, result, replace_clip=replace_clip, start=start, units=units)
     console.print(f"wrote {out}: {result.num_frames} frames at {result.fps:g} fps "
                   f"(clip frames {start}..{key_list[-1]}; {stop - start} context + {len(key_list)} keys kept)")
@@ -139,8 +146,12 @@ def _load_in_units_of(path: Path, reference: Skeleton) -> Character:
 
 
 def evaluate(
-    pred: Annotated[Path, typer.Argument(help="predicted motion (.glb/.bvh/… with one clip, or pick it with --pred-clip)")],
-    gt: Annotated[Path, typer.Argument(help="ground-truth asset on the same skeleton")],
+    pred: Annotated[Path | None, typer.Argument(help="predicted motion (.glb/.bvh/… with one clip, or pick it with --pred-clip)")] = None,
+    gt: Annotated[Path | None, typer.Argument(help="ground-truth asset on the same skeleton")] = None,
+    oracle: Annotated[Path | None, typer.Option(help="oracle evaluation of this asset: its true gap rendered as the generated video, then estimator + mimicking, beside interp (no PRED/GT)")] = None,
+    context: Annotated[str | None, typer.Option(help="with --oracle: clip frames A:B given as context (at least 2 s)")] = None,
+    keys: Annotated[str | None, typer.Option(help="with --oracle: keyframes, comma-separated clip frames 1, 2, … s after the context")] = None,
+    preset: Annotated[str, typer.Option(help="with --oracle: draft (CPU, minutes), fast or quality")] = "draft",
     clip: Annotated[str | None, typer.Option(help="ground-truth clip name (default: the first)")] = None,
     pred_clip: Annotated[str | None, typer.Option(help="predicted clip name (default: the first)")] = None,
     frames: Annotated[str | None, typer.Option(help="ground-truth frames A:B to score (B excluded); default: all overlapping")] = None,
@@ -155,8 +166,22 @@ def evaluate(
     --offset says which ground-truth frame the prediction's first frame is; --frames picks the ground-truth frames to score (the generated ones). Example, after `anymole fill ... --context 0:40 --keys 60,82`:
 
     [bold]anymole eval fox_fill.glb assets/Fox.glb --clip Survey --offset 0 --frames 40:82[/]
+
+    --oracle ASSET scores the motion stages alone (no video model): the true gap is rendered as if it were the generated video, the estimator trains on the context renders and mimicking fits its joints; printed for method anymole beside interp, global and local rotations, with the estimator's 2D error on the gap (px):
+
+    [bold]anymole eval --oracle assets/Fox.glb --clip Survey --context 0:49 --keys 72 --preset draft[/]
     """
     import json
+
+    if oracle is not None:
+        if pred is not None or gt is not None:
+            raise typer.BadParameter("give either --oracle ASSET or PRED GT, not both")
+        from anymole.cli.oracle import run_oracle
+
+        run_oracle(oracle, clip, context, keys, preset, json_out)
+        return
+    if pred is None or gt is None:
+        raise typer.BadParameter("give PRED and GT, or --oracle ASSET")
 
     from rich.console import Console
     from rich.table import Table

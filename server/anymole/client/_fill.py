@@ -65,7 +65,8 @@ async def fill_remote_async(
         server: ``"host:port"``.
         asset: a .glb, .fbx or .bvh file with at least one clip.
         keys: clip frames to keep as keyframes, strictly increasing, each ``>= context[1]``.
-        out: result file; its suffix (.glb, .bvh, .npz) picks the format; .mp4 for method ``video``.
+        out: result file; its suffix (.glb, .bvh, .npz, or .json: `anymole.wire.motion_json`) picks the format;
+            .mp4 for method ``video``.
         clip: clip name (default: the first clip of the asset).
         context: ``(start, stop)`` clip frames (Python slice) used as known motion.
         method: in-betweening method offered by the server (``interp``, ``video``, ``anymole``); ``video``
@@ -83,7 +84,7 @@ async def fill_remote_async(
     from anymole.io import load_character
 
     asset, out = Path(asset), Path(out)
-    wanted = VIDEO_SUFFIXES if method == "video" else RESULT_SUFFIXES
+    wanted = VIDEO_SUFFIXES if method == "video" else (*RESULT_SUFFIXES, ".json")
     if out.suffix.lower() not in wanted:
         what = "method 'video' generates a video" if method == "video" else f"method {method!r} produces motion"
         raise InvalidInput("--out", f"{what}: end the output name with one of {wanted}")
@@ -131,9 +132,14 @@ async def fill_remote_async(
             if method == "video":
                 data = (await retrying(lambda: client.video(job_id), reconnect, server, job_id)).data
             else:
-                result, data = await retrying(lambda: client.result(job_id, joints, out.suffix), reconnect, server, job_id)
+                suffix = "" if out.suffix.lower() == ".json" else out.suffix  # JSON: the motion alone, written here
+                result, data = await retrying(lambda: client.result(job_id, joints, suffix), reconnect, server, job_id)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if result is not None and out.suffix.lower() in (".glb", ".bvh"):
+    if result is not None and out.suffix.lower() == ".json":
+        from anymole.wire.motion_json import write_motion_json
+
+        write_motion_json(out, result, up.skeleton.names)
+    elif result is not None and out.suffix.lower() in (".glb", ".bvh"):
         # written here, from the input file: a GLB of a glTF keeps everything else in it, a BVH its units
         # and channel orders (the server only has the character, not the file)
         from anymole.io import write_fill

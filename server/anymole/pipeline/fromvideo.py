@@ -1,0 +1,142 @@
+"""Motion from a generated video: the stages after sampling, shared by the ``anymole`` method and the oracle
+evaluation (`anymole.pipeline.oracle`).
+
+* `training_set` / `train_estimator`: the scene-specific joint estimator trained on a job's renders, the
+  context of every view at weight 1 and the keyframes at weight 3 (paper A.2).
+* `background`: the scene without the character, from the context renders themselves (the camera is fixed,
+  so every floor pixel shows up uncovered in some context frame), for the silhouette term's character mask.
+* `estimate`: the estimator's joints and depths, and the character's mask, on the generated frames.
+* `mimic_gaps`: motion video mimicking (`anymole.mimic.mimic`) on the video's own 15 fps frames, then the
+  result brought back to the request's timeline, context and keys exact.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from anymole.errors import InvalidInput
+from anymole.estimator import EstimatorConfig, SceneEstimator, fit_estimator
+from anymole.mimic import MimicConfig, MimicTargets, character_mask, mimic
+from anymole.progress import OnStep, no_step
+from anymole.render.cameras import Cameras
+from anymole.rig import Character, Motion
+from anymole.video.sampler import RENDER_FPS
+from anymole.video.scene import SceneRenders
+from anymole.video.timeline import VideoTimeline
+
+__all__ = ["KEY_WEIGHT", "background", "estimate", "mimic_gaps", "train_estimator", "training_set"]
+
+#: weight of a keyframe render against a context render in the estimator's loss (the paper's 3).
+KEY_WEIGHT = 3.0
+
+
+def training_set(renders: SceneRenders) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The estimator's samples from a job's renders: every view's ``N`` context frames and ``K`` keys.
+
+    Returns:
+        ``images (M, 3, H, W)``, ``joints2d (M, J, 2)`` px, ``depths (M, J)`` m, ``weights (M,)`` with
+        ``M = V·(N + K)`` (context samples weigh 1, keys `KEY_WEIGHT`).
+    """
+    n = renders.context.shape[2]
+    images = torch.cat((renders.context.transpose(1, 2).flatten(0, 1), renders.keys.transpose(1, 2).flatten(0, 1)))
+    joints = torch.cat((renders.joints_px[:, :n].flatten(0, 1), renders.joints_px[:, n:].flatten(0, 1)))
+    depths = torch.cat((renders.joints_depth[:, :n].flatten(0, 1), renders.joints_depth[:, n:].flatten(0, 1)))
+    v, k = renders.views, renders.keys.shape[2]
+    weights = torch.cat((torch.ones(v * n), torch.full((v * k,), KEY_WEIGHT)))
+    return images, joints, depths, weights
+
+
+def train_estimator(
+    renders: SceneRenders, config: EstimatorConfig, on_step: OnStep = no_step, device: torch.device | str = "cpu"
+) -> SceneEstimator:
+    """`fit_estimator` on `training_set` (reports ``("estimator", fraction)``; a raising ``on_step`` stops it)."""
+    images, joints, depths, weights = training_set(renders)
+    on_step("estimator", 0.0)
+    return fit_estimator(images, joints, depths, weights, config, on_step, device=device)
+
+
+def background(context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The view without the character: per pixel, the mean of the context frames where it is uncovered.
+
+    Args:
+        context: ``(3, N, H, W)`` one view's context renders in [0, 1].
+        mask: ``(N, H, W)`` bool, True where the character covers the pixel.
+
+    Returns:
+        ``(3, H, W)``; a pixel the character covers in every frame takes the mean of all frames (it is then
+        character in every generated frame too, most likely).
+    """
+    free = (~mask.bool()).to(context.dtype)[None]  # (1, N, H, W)
+    count = free.sum(1)
+    seen = (context * free).sum(1) / count.clamp_min(1)
+    return torch.where(count > 0, seen, context.mean(1))
+
+
+def estimate(
+    estimator: SceneEstimator, frames: torch.Tensor, backdrop: torch.Tensor | None
+) -> MimicTargets:
+    """Mimicking's targets on generated frames ``(3, F, H, W)``: the estimator's joints ``(F, J, 2)`` and depths
+    ``(F, J)``, and the character mask ``(F, H, W)`` against ``backdrop (3, H, W)`` (none without it)."""
+    images = frames.transpose(0, 1).contiguous()  # (F, 3, H, W)
+    joints, depth = estimator.predict(images)
+    mask = character_mask(images, backdrop) if backdrop is not None else None
+    return MimicTargets(joints, depth, mask)
+
+
+def mimic_gaps(
+    character: Character,
+    fill: Motion,
+    timeline: VideoTimeline,
+    render_frames: torch.Tensor,
+    camera: Cameras,
+    targets: MimicTargets,
+    config: MimicConfig,
+    on_step: OnStep = no_step,
+) -> Motion:
+    """Mimic the video's frames and bring the motion back to the request's timeline.
+
+    Args:
+        character: the rig (its mesh draws the silhouette).
+        fill: the request's whole timeline ``T`` frames at ``timeline.fps``, context and keys exact: the first
+            guess (the SLERP fill) of every gap frame. ``T`` is the last keyframe + 1.
+        timeline: the job's `plan_timeline`.
+        render_frames: ``(F,)`` evenly spaced frames of the 30 fps render timeline that ``targets`` describe,
+            from the last context frame to the last key (`GeneratedScene.render_frames`).
+        camera: the view the frames were generated from (one camera).
+        targets: `estimate` of those frames.
+        config: mimicking settings.
+        on_step: ``("mimic", fraction)``; a raising ``on_step`` stops it.
+
+    Returns:
+        ``T`` frames at ``timeline.fps``: the context and keys of ``fill`` bit for bit, the gaps mimicked.
+    """
+    c, fps = timeline.context_frames, timeline.fps
+    r = render_frames.long().cpu()
+    step = int(r[1] - r[0]) if r.numel() > 1 else 0
+    r0 = timeline.render_context_end
+    last = r0 + RENDER_FPS * timeline.num_gaps
+    if r.numel() < 2 or step < 1 or int(r[0]) != r0 or int(r[-1]) != last or bool((r.diff() != step).any()):
+        raise InvalidInput("render_frames", f"must run evenly from render frame {r0} to {last}, got {r.tolist()}")
+    if fill.num_frames != timeline.key_frames[-1] + 1:
+        raise InvalidInput("fill", f"must end at the last keyframe {timeline.key_frames[-1]}, has {fill.num_frames} frames")
+    clip_fps = RENDER_FPS / step
+    positions = (c - 1) + (r - r0).to(torch.float64) / RENDER_FPS * fps  # request frames of the video frames
+    init = fill.sample(positions, clip_fps)
+    known = ((r - r0) % RENDER_FPS == 0).to(init.rotations.device)
+    # known video frames lie on whole request frames: take them from `fill` exactly, not through a SLERP at 0
+    exact = positions[known.cpu()].round().long()
+    rot, root = init.rotations.clone(), init.root_translation.clone()
+    rot[known], root[known] = fill.rotations[exact], fill.root_translation[exact]
+    init = Motion(clip_fps, rot, root, init.translations, fill.name)
+    solved = mimic(character.skeleton, camera, init, known, targets, config, on_step, mesh=character.mesh)
+    # back to the request's frames c-1 .. T-1 (at the clip's own frame rate), then context and keys exact
+    back = solved.sample(torch.arange(fill.num_frames - c + 1, dtype=torch.float64) / fps * clip_fps, fps)
+    rot, root = fill.rotations.clone(), fill.root_translation.clone()
+    rot[c:], root[c:] = back.rotations[1:].to(rot.dtype), back.root_translation[1:].to(root.dtype)
+    keys = list(timeline.key_frames)
+    rot[keys], root[keys] = fill.rotations[keys], fill.root_translation[keys]
+    tr = fill.translations
+    if tr is not None:  # joints are in topological order: joint 0 is the root
+        tr = tr.clone()
+        tr[:, 0] = root
+    return Motion(fps, rot, root, tr, fill.name)
