@@ -7,14 +7,13 @@ from the file (what a glTF import into Unity must send back), and ``characters/N
 clip as a `Clip`. ``fox_interp_python.clip.bin``: the result the Python client gets from a live server for
 Fox.glb's "Survey" clip, context 0:40 and keys 60 and 82, method interp; the C# core must receive the same
 floats bit for bit. ``fox_interp_python.id`` holds the character id of that upload. ``fox_survey.clip.json``: the
-Survey clip in the JSON clip format (fps, joint_names, rotations F×J×4, root_translations F×3) that the
-command-line example reads.
+Survey clip as motion JSON (`anymole.wire.motion_json`), what the command-line example reads;
+``fox_fill_python.json``: what ``anymole fill --server ... --out result.json`` writes for the same fill.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -25,20 +24,15 @@ FOX_CONTEXT, FOX_KEYS = (0, 40), (60, 82)
 
 
 async def _python_client_fill(out: Path) -> None:
-    from anymole.client import AnyMoLeClient
+    from anymole.client import AnyMoLeClient, fill_remote_async
     from anymole.io import load_character
     from anymole.service.server import ServerConfig, build_server
     from anymole.wire import convert
+    from anymole.wire.motion_json import write_motion_json
 
     fox = load_character(ROOT / "assets" / "Fox.glb")
     motion = fox.motions["Survey"]
-    clip = {
-        "fps": motion.fps,
-        "joint_names": list(fox.skeleton.names),
-        "rotations": motion.rotations.tolist(),
-        "root_translations": motion.root_translation.tolist(),
-    }
-    (out / "fox_survey.clip.json").write_text(json.dumps(clip))
+    write_motion_json(out / "fox_survey.clip.json", motion, fox.skeleton.names)
     with tempfile.TemporaryDirectory(prefix="anymole-unity-fixtures-") as tmp:
         server, port = build_server(ServerConfig(port=0, data_dir=Path(tmp), devices=("cpu",), grace_s=0.5))
         await server.start()
@@ -53,6 +47,10 @@ async def _python_client_fill(out: Path) -> None:
                 async for _ in client.watch(job_id, up.skeleton.num_joints):
                     pass
                 result, _ = await client.result(job_id, up.skeleton.num_joints)
+            await fill_remote_async(
+                f"127.0.0.1:{port}", ROOT / "assets" / "Fox.glb", clip="Survey", context=FOX_CONTEXT, keys=FOX_KEYS,
+                out=out / "fox_fill_python.json", method="interp", progress=False,
+            )
         finally:
             await server.stop(0.0)
     (out / "fox_interp_python.clip.bin").write_bytes(convert.motion_to_clip(result).SerializeToString())

@@ -387,15 +387,25 @@ namespace AnyMoLe.Tests
             var run = RunExample("--server " + relay.Target + " assets/Fox.glb --motion " + Path.Combine(Paths.Fixtures, "fox_survey.clip.json") +
                                  " --context 0:40 --keys 60,82 --method interp --out " + output);
             Assert.AreEqual(0, run.Key, run.Value);
-            var json = new System.Web.Script.Serialization.JavaScriptSerializer { MaxJsonLength = int.MaxValue }
-                .Deserialize<Dictionary<string, object>>(File.ReadAllText(output));
-            var rotations = ((System.Collections.ArrayList)json["rotations"]).Cast<System.Collections.ArrayList>()
-                .SelectMany(frame => frame.Cast<System.Collections.ArrayList>().SelectMany(q => q.Cast<object>()))
-                .Select(x => (float)Convert.ToDouble(x)).ToArray();
-            var python = ProtoConvert.FromProto(pb.Clip.Parser.ParseFrom(
+            // The same document as `anymole fill --server ... --out result.json` writes for this fill.
+            var serializer = new System.Web.Script.Serialization.JavaScriptSerializer { MaxJsonLength = int.MaxValue };
+            var mine = serializer.Deserialize<Dictionary<string, object>>(File.ReadAllText(output));
+            var python = serializer.Deserialize<Dictionary<string, object>>(File.ReadAllText(Path.Combine(Paths.Fixtures, "fox_fill_python.json")));
+            CollectionAssert.AreEquivalent(python.Keys, mine.Keys);
+            Assert.AreEqual(python["format"], mine["format"]);
+            Assert.AreEqual(Convert.ToDouble(python["fps"]), Convert.ToDouble(mine["fps"]));
+            CollectionAssert.AreEqual((System.Collections.ArrayList)python["joint_names"], (System.Collections.ArrayList)mine["joint_names"]);
+            foreach (var key in new[] { "rotations", "root_translations" })
+                CollectionAssert.AreEqual(Floats(python[key]), Floats(mine[key]), key);
+            var clip = ProtoConvert.FromProto(pb.Clip.Parser.ParseFrom(
                 File.ReadAllBytes(Path.Combine(Paths.Fixtures, "fox_interp_python.clip.bin"))), 0);
-            CollectionAssert.AreEqual(python.Rotations, rotations);
-            CollectionAssert.AreEqual(Paths.ServerImport("Fox.glb").Skeleton.Names, ((System.Collections.ArrayList)json["joint_names"]).Cast<string>().ToArray());
+            CollectionAssert.AreEqual(clip.Rotations, Floats(mine["rotations"]));
+        }
+
+        static float[] Floats(object nested)
+        {
+            var list = nested as System.Collections.ArrayList;
+            return list == null ? new[] { (float)Convert.ToDouble(nested) } : list.Cast<object>().SelectMany(Floats).ToArray();
         }
 
         [Test]

@@ -3,8 +3,9 @@
 //   mono AnyMoLeFill.exe --server HOST:PORT CHARACTER_FILE --motion clip.json --context A:B --keys i,j
 //                        [--method interp] [--preset P] [--token T] --out result.json
 //
-// It uploads the character file (.glb, .fbx or .bvh), reads the clip (canonical JSON: fps, joint_names,
-// rotations F×J×4, root_translations F×3, optional translations F×J×3), takes it to Unity space and back
+// It uploads the character file (.glb, .fbx or .bvh), reads the clip (motion JSON "anymole.motion.v1", as
+// `anymole convert --out clip.json` writes it: fps, joint_names, rotations F×J×4, root_translations F×3,
+// optional translations F×J×3, canonical space), takes it to Unity space and back
 // through AnyMoLe.Core.UnitySpace as the editor does, fills the gap after clip frames A..B-1 up to the keys, and
 // writes the result timeline (clip frames A..last key) in the same JSON format as `anymole fill --out
 // result.json`. No C# gRPC runtime is needed: it reaches the server through scripts/unity_relay.py
@@ -130,6 +131,8 @@ namespace AnyMoLe.Samples
             }
         }
 
+        const string Format = "anymole.motion.v1";
+
         sealed class JsonClip
         {
             public Motion Motion;
@@ -148,6 +151,8 @@ namespace AnyMoLe.Samples
                 throw new UsageError(path + " is not JSON: " + exc.Message);
             }
             object value;
+            if (!root.TryGetValue("format", out value) || (value as string) != Format)
+                throw new UsageError(path + ": 'format' must be \"" + Format + "\" (motion JSON, as anymole convert --out clip.json writes)");
             if (!root.TryGetValue("rotations", out value)) throw new UsageError(path + " has no 'rotations' (F × J × 4)");
             var rotations = (ArrayList)value;
             int f = rotations.Count, j = f == 0 ? 0 : ((ArrayList)rotations[0]).Count;
@@ -184,7 +189,7 @@ namespace AnyMoLe.Samples
         static void WriteClip(string path, Motion m, string[] names)
         {
             var sb = new StringBuilder();
-            sb.Append("{\"fps\": ").Append(m.Fps.ToString("R", CultureInfo.InvariantCulture));
+            sb.Append("{\"format\": \"").Append(Format).Append("\", \"fps\": ").Append(((double)m.Fps).ToString("R", CultureInfo.InvariantCulture));
             sb.Append(", \"joint_names\": [").Append(string.Join(", ", names.Select(n => new JavaScriptSerializer().Serialize(n)).ToArray())).Append("]");
             sb.Append(", \"rotations\": ");
             Nested(sb, m.Rotations, m.FrameCount, m.JointCount, 4, true);
