@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 from anymole.client import AnyMoLeClient
 from anymole.estimator import EstimatorConfig
@@ -23,6 +22,7 @@ from anymole.pipeline import (
 )
 from anymole.pipeline.methods.anymole import AnyMoLeMethod
 from anymole.video.sampler import plan_stage1, plan_stage2
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 from asset_files import ASSETS, cached_load
 
 # Fox "Survey" at 24 fps: 49 context frames are 2 s, the keyframe 1 s later is frame 72 (the clip's pose there).
