@@ -170,18 +170,19 @@ def test_help_teaches_with_examples() -> None:
 
 
 def test_readme_usage_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's inspect/fill/eval examples work as written (run from the repo root, outputs in tmp)."""
+    """The README's inspect/fill/convert/eval examples work as written (run from the repo root, outputs in
+    tmp)."""
     readme = (ASSETS.parent / "README.md").read_text()
     commands = [
         shlex.split(line.split("#")[0])[1:]
         for line in readme.splitlines()
-        if re.match(r"anymole (inspect|fill|eval) ", line) and "--server" not in line
+        if re.match(r"anymole (inspect|fill|convert|eval) ", line) and "--server" not in line
     ]
-    assert [c[0] for c in commands] == ["inspect", "inspect", "inspect", "fill", "eval", "eval"]
+    assert [c[0] for c in commands] == ["inspect", "inspect", "inspect", "fill", "fill", "convert", "eval", "eval"]
     monkeypatch.chdir(ASSETS.parent)
     for args in commands:
-        # outputs go to tmp_path: the fill writes there and the evals read from there
-        args = [str(tmp_path / a) if a.endswith("fox_fill.glb") else a for a in args]
+        # outputs go to tmp_path: the fills and convert write there and the evals read from there
+        args = [str(tmp_path / a) if a.endswith(("fox_fill.glb", "fox_fill.json", "survey.json")) else a for a in args]
         res = runner.invoke(app, args)
         assert res.exit_code == 0, (args, res.output)
     assert json.loads(res.stdout)["frames"] == [40, 82]

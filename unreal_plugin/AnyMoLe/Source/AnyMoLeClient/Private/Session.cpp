@@ -49,6 +49,7 @@ struct Session::Impl {
         args.SetMaxSendMessageSize(-1);  // uploads are chunked below the server's limit anyway
         args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, options.keepalive_ms);
         args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+        args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
         args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
         std::shared_ptr<grpc::ChannelCredentials> creds;
         if (options.tls_ca_pem.empty()) {

@@ -23,8 +23,9 @@ struct SessionOptions {
     ProtocolVersion protocol;    // what this client announces (tests announce others)
     // Largest message this client accepts. gRPC C++'s default; results arrive in parts below it.
     int receive_limit_bytes = kDefaultReceiveLimitBytes;
-    // HTTP/2 keepalive ping interval while a stream is open, so that a quiet queue wait is not cut by a proxy.
-    int keepalive_ms = 20000;
+    // HTTP/2 keepalive ping interval, so that a quiet queue wait is not cut by a proxy; protocol 1.2 servers
+    // accept pings every 5 s or more.
+    int keepalive_ms = 10000;
     double handshake_timeout_s = 10.0;
 };
 
