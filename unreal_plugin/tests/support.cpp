@@ -56,7 +56,13 @@ static int Spawn(const std::vector<std::string>& argv, int stderr_fd) {
 }
 
 bool RunReference(const std::vector<std::string>& args) {
-    std::vector<std::string> argv{Python(), "unreal_plugin/tests/python_reference.py"};
+    std::vector<std::string> argv{"unreal_plugin/tests/python_reference.py"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunPython(argv);
+}
+
+bool RunPython(const std::vector<std::string>& args) {
+    std::vector<std::string> argv{Python()};
     argv.insert(argv.end(), args.begin(), args.end());
     const pid_t pid = Spawn(argv, -1);
     int status = 0;

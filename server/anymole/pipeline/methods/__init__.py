@@ -18,5 +18,5 @@ __all__ = ["AnyMoLeMethod", "InterpMethod", "Method", "MethodSpec", "VideoMethod
 def build_methods(video: VideoMethod) -> dict[str, Method]:
     """The registry: method name → method, in the order clients see them (``video`` is the composer's, which
     also warms it up)."""
-    methods: tuple[Method, ...] = (InterpMethod(), video, AnyMoLeMethod())
+    methods: tuple[Method, ...] = (InterpMethod(), video, AnyMoLeMethod(video))
     return {m.spec().name: m for m in methods}

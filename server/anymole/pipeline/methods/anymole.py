@@ -1,42 +1,194 @@
-"""The ``anymole`` method, the whole pipeline: video → scene-specific joint estimator → motion video mimicking.
+"""The ``anymole`` method, the whole pipeline: render → ICAdapt and estimator training side by side → two-stage
+sampling → estimation on the generated frames → motion video mimicking.
 
-Listed but unavailable until the estimator (`anymole.estimator`) and mimicking (`anymole.mimic`) stages exist;
-its stages will run here, after the ``video`` method's render, ICAdapt and sampling stages.
+It streams the SLERP fill at once as provisional motion (``is_final=False``), a `Preview` per sampler window, and
+the final motion of every gap once mimicking settles it. The estimator needs only the renders, so it trains in a
+thread of its own while the prior adapts and samples. Per scene, the adapted prior (`AdaptationCache`) and the
+trained estimator (`EstimatorCache`) are cached under `VideoSettings.cache_dir`, keyed by the character and
+its context and keyframe renders, so a second fill of the same scene skips ICAdapt and estimator training.
+
+Presets: ``draft`` (ICAdapt ``turbo``, the draft estimator and mimicking: CPU-sized), ``fast``, ``quality`` (the
+reference's ICAdapt recipe and step counts). The estimator's frozen ViT backbones need weights the server
+cannot be given yet, so every preset trains the conv backbone (the job's metrics name it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
-from anymole.errors import ModelUnavailable
-from anymole.pipeline.control import CancelToken, ProgressReporter
-from anymole.pipeline.events import Event
+import torch
+
+from anymole.baseline import inbetween
+from anymole.estimator import EstimatorConfig, SceneEstimator
+from anymole.mimic import MimicConfig
+from anymole.pipeline.control import CancelToken, ProgressReporter, run_in_thread
+from anymole.pipeline.estimator_cache import EstimatorCache, estimator_key
+from anymole.pipeline.events import Completed, Event, MotionChunk
+from anymole.pipeline.fromvideo import background, estimate, mimic_gaps, train_estimator
 from anymole.pipeline.methods.base import MethodSpec
-from anymole.pipeline.spec import JobSpec
+from anymole.pipeline.methods.video import VideoMethod, _preview_event
+from anymole.pipeline.spec import JobSpec, key_error_deg
+from anymole.rig import Motion
+from anymole.video.cache import AdaptationCache
+from anymole.video.generate import FROM_CACHE, GeneratedScene, check_render_size, generate_video, render_scene
+from anymole.video.scene import SceneRenders
+from anymole.video.timeline import MIN_CONTEXT_SECONDS
 
-__all__ = ["AnyMoLeMethod"]
+__all__ = ["PRESETS", "AnyMoLeMethod"]
 
-_UNAVAILABLE = (
-    "the joint estimator and motion mimicking stages are not built yet; use method 'interp' for motion, or "
-    "'video' for the generated video"
-)
+#: preset → the ``video`` method's ICAdapt preset
+PRESETS = {"draft": "turbo", "fast": "fast", "quality": "quality"}
+#: relative costs of the stages after sampling, per estimator step and per mimicking iteration and gap
+_ESTIMATOR_STEP_COST = 0.02
+_MIMIC_STEP_COST = 0.05
+
+
+def _chunks(spec: JobSpec, motion: Motion, final: bool) -> list[MotionChunk]:
+    """``motion``'s frames ``C .. T-1`` in chunks of ``spec.chunk_frames`` (float32)."""
+    out = []
+    tr = motion.translations
+    for s in range(spec.context_frames, motion.num_frames, spec.chunk_frames):
+        e = min(motion.num_frames, s + spec.chunk_frames)
+        out.append(
+            MotionChunk(
+                s,
+                motion.rotations[s:e].to(torch.float32).contiguous(),
+                motion.root_translation[s:e].to(torch.float32).contiguous(),
+                is_final=final,
+                translations=None if tr is None else tr[s:e].to(torch.float32).contiguous(),
+            )
+        )
+    return out
 
 
 class AnyMoLeMethod:
-    """The full method's place in the registry; every job is refused before it queues (`spec` says why)."""
+    """The whole method on the ``video`` method's prior and settings."""
+
+    def __init__(self, video: VideoMethod) -> None:
+        self.video = video
 
     def spec(self) -> MethodSpec:
+        reason = self.video.settings.unavailable_reason()
         return MethodSpec(
             "anymole",
-            "video diffusion prior + scene-specific joint estimator + motion video mimicking",
-            presets=("quality", "fast"),
-            available=False,
-            unavailable_reason=_UNAVAILABLE,
+            "video diffusion prior + scene-specific joint estimator + motion video mimicking: streams the SLERP "
+            "fill at once (provisional), a preview per sampler window, then the mimicked motion",
+            presets=tuple(PRESETS),
+            available=not reason,
+            unavailable_reason=f"{reason}; meanwhile method 'interp' fills any gap instantly" if reason else "",
             sends_previews=True,
+            min_context_seconds=float(MIN_CONTEXT_SECONDS),  # the video stage's timeline (`plan_timeline`)
+            key_spacing_seconds=1.0,
+            max_gap_seconds=1.0,
         )
 
     def validate(self, spec: JobSpec) -> None:
-        """Nothing to check before the stages exist (`check_method` refuses the method)."""
+        """The video timeline's checks (keys 1 s apart after 2 s of context, ending at the last key)."""
+        self.video.timeline(spec)
 
-    def run(self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str) -> AsyncIterator[Event]:
-        raise ModelUnavailable("anymole", _UNAVAILABLE)
+    @staticmethod
+    def configs(preset: str) -> tuple[EstimatorConfig, MimicConfig]:
+        """The estimator (conv backbone: see the module docstring) and mimicking settings of ``preset``."""
+        name = preset or next(iter(PRESETS))
+        return EstimatorConfig.preset(name, backbones=("conv",)), MimicConfig.preset(name)
+
+    async def run(self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str) -> AsyncIterator[Event]:
+        timeline = self.video.timeline(spec)
+        preset = spec.preset or next(iter(PRESETS))
+        est_cfg, mim_cfg = self.configs(preset)
+        t0 = time.perf_counter()
+        fill = inbetween(spec.context, list(spec.key_frames), spec.key_rotations, spec.key_root, spec.total_frames,
+                         root="cubic", key_translations=spec.key_translations)  # fmt: skip
+        for chunk in _chunks(spec, fill, final=False):  # provisional: the SLERP fill, at once
+            yield chunk
+        report.set_plan([("load", 1.0)])
+        report("load", 0.0)
+        loaded = await self.video.pool.get(device)
+        cfg = self.video.config(PRESETS[preset], spec.seed, loaded, device)
+        mimic_cost = _MIMIC_STEP_COST * mim_cfg.steps * timeline.num_gaps * 15
+        plan = [*cfg.stage_costs(timeline), ("estimator", _ESTIMATOR_STEP_COST * est_cfg.steps), ("mimic", mimic_cost)]
+        report.set_plan(plan)
+        settings = self.video.settings
+        adapt_cache = AdaptationCache(settings.cache_dir) if settings.cache_dir is not None else None
+        est_cache = EstimatorCache(settings.cache_dir / "estimator") if settings.cache_dir is not None else None
+        timings: dict[str, float] = {"interp": time.perf_counter() - t0}
+        cached: dict[str, bool] = {}
+
+        def on_step(stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
+            if preview is not None:
+                report.post(_preview_event(stage, preview))
+                return
+            if message == FROM_CACHE:  # as the video method: a skipped stage weighs nothing in the ETA
+                report.set_plan([(s, 0.0 if s == stage else w) for s, w in plan])
+            report(stage, fraction, message)
+
+        def fit(renders: SceneRenders) -> SceneEstimator:
+            t = time.perf_counter()
+            key = estimator_key(spec.character_id, renders, est_cfg)
+            est = est_cache.get(key) if est_cache is not None else None
+            cached["estimator"] = est is not None
+            if est is None:
+                est = train_estimator(renders, est_cfg, on_step, device)
+                if est_cache is not None:
+                    est_cache.put(key, est)
+            else:
+                on_step("estimator", 1.0, FROM_CACHE)
+            timings["estimator"] = time.perf_counter() - t
+            return est
+
+        def generate() -> tuple[SceneRenders, GeneratedScene, SceneEstimator]:
+            with loaded.exclusive(token) as prior:
+                check_render_size(prior, cfg)
+                t = time.perf_counter()
+                renders = render_scene(spec.character, spec.context, spec.key_rotations, spec.key_root, timeline, cfg,
+                                       key_translations=spec.key_translations, device=device, on_step=on_step)  # fmt: skip
+                timings["render"] = time.perf_counter() - t
+                # the estimator needs only the renders: it trains while the prior adapts and samples
+                with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="anymole-estimator") as pool:
+                    estimator = pool.submit(fit, renders)
+                    try:
+                        scene = generate_video(prior, renders, timeline, cfg, schedule=loaded.schedule, cache=adapt_cache,
+                                               model_id=loaded.model_id, model_config=loaded.model_config,
+                                               character_digest=spec.character_id, on_step=on_step)  # fmt: skip
+                    except BaseException:
+                        token.cancel(token.reason or "the video stage failed")  # stops the estimator's thread too
+                        raise
+                    return renders, scene, estimator.result()  # the pool's exit waits for the thread either way
+
+        renders, scene, est = await run_in_thread(token, generate)
+        timings.update(scene.timings)
+        cached["icadapt"] = scene.from_cache
+
+        def solve() -> Motion:
+            n = renders.context.shape[2]
+            view = scene.views.index(0) if 0 in scene.views else 0
+            targets = estimate(est, scene.frames[view], background(renders.context[scene.views[view]], renders.mask[scene.views[view], :n]))
+            camera = renders.cameras.select(scene.views[view])
+            return mimic_gaps(spec.character, fill, timeline, scene.render_frames, camera, targets, mim_cfg, on_step)
+
+        t = time.perf_counter()
+        on_step("mimic", 0.0)
+        motion = await run_in_thread(token, solve)
+        timings["mimic"] = time.perf_counter() - t
+        for chunk in _chunks(spec, motion, final=True):
+            yield chunk
+            await asyncio.sleep(0)  # let watchers drain and cancels land between chunks
+        hits = [s for s in ("icadapt", "estimator") if cached.get(s)]
+        summary = (f"filled frames {spec.context_frames}..{spec.total_frames - 1} with anymole/{preset} in "
+                   f"{time.perf_counter() - t0:.1f} s (estimator backbone {'+'.join(est_cfg.backbones)}"
+                   f"{'; from the cache: ' + ', '.join(hits) if hits else ''})")  # fmt: skip
+        if settings.tiny:
+            summary = f"random-weight video prior (tiny): the motion follows noise; {summary}"
+        metrics = {
+            "key_error_deg": key_error_deg(motion, spec.key_frames, spec.key_rotations),
+            "icadapt_cached": float(cached["icadapt"]),
+            "estimator_cached": float(cached["estimator"]),
+        }
+        if est.losses:
+            metrics["estimator_final_loss"] = est.losses[-1]
+        yield Completed(summary=summary, timings=tuple(timings.items()), metrics=metrics,
+                        total_frames=spec.total_frames, motion=motion)  # fmt: skip

@@ -1,0 +1,114 @@
+"""The ``anymole`` method end to end over a real loopback server (issue 14.4), with the tiny random-weight
+DynamiCrafter, the draft estimator and mimicking (fewer steps) on the CPU and the bundled Fox: provisional
+SLERP motion at once, previews per sampler window, final motion with exact context and keys; the second job on
+the same scene loads both caches; a cancel inside each stage stops the job."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anymole.client import AnyMoLeClient
+from anymole.estimator import EstimatorConfig
+from anymole.mimic import MimicConfig
+from anymole.pipeline import (
+    AnyMoLePipeline,
+    Cancelled,
+    Completed,
+    MotionChunk,
+    Preview,
+    Progress,
+    VideoSettings,
+)
+from anymole.pipeline.methods.anymole import AnyMoLeMethod
+from anymole.video.sampler import plan_stage1, plan_stage2
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
+from asset_files import ASSETS, cached_load
+
+# Fox "Survey" at 24 fps: 49 context frames are 2 s, the keyframe 1 s later is frame 72 (the clip's pose there).
+CONTEXT, KEY = 49, 72
+WIDTH, HEIGHT = 96, 64
+
+
+def _settings(**kw: object) -> VideoSettings:
+    return VideoSettings(prior="tiny", icadapt_steps=1, ddim_steps=2, width=WIDTH, height=HEIGHT, views=2, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _small_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The draft presets with fewer steps (CPU time), the estimator's conv backbone as every preset's."""
+    small = (EstimatorConfig.draft(steps=30, batch_size=8), MimicConfig.draft(steps=8, patience=8))
+    monkeypatch.setattr(AnyMoLeMethod, "configs", staticmethod(lambda preset: small))
+
+
+async def _fox(connect, port: int) -> tuple[AnyMoLeClient, object]:
+    client = await connect(port)
+    return client, await client.upload_file(ASSETS / "Fox.glb")
+
+
+def _request(client: AnyMoLeClient, up: object) -> pb.InbetweenRequest:
+    motion = cached_load("Fox.glb").motions["Survey"]
+    return client.request(up, motion.slice(0, CONTEXT), [KEY], motion.rotations[[KEY]], motion.root_translation[[KEY]],
+                          method="anymole", preset="draft")  # fmt: skip
+
+
+async def test_anymole_job_streams_provisional_previews_final_and_hits_both_caches(make_server, connect, tmp_path):
+    _, port = await make_server(pipeline=AnyMoLePipeline(_settings(cache_dir=tmp_path / "cache")))
+    client, up = await _fox(connect, port)
+    info = {m.name: m for m in (await client.server_info()).capabilities.methods}["anymole"]
+    assert info.available and list(info.presets) == ["draft", "fast", "quality"]
+    assert (info.min_context_seconds, info.key_spacing_seconds, info.max_gap_seconds) == (2.0, 1.0, 1.0)
+
+    events = [st.event async for st in client.inbetween(_request(client, up))]
+    assert isinstance(events[-1], Completed), events[-1]
+    # Provisional SLERP motion first, before any stage ran; then previews; then the final motion.
+    chunks = [i for i, e in enumerate(events) if isinstance(e, MotionChunk)]
+    staged = [i for i, e in enumerate(events) if isinstance(e, Progress)]
+    first = events[chunks[0]]
+    assert isinstance(first, MotionChunk) and not first.is_final and first.frame_start == CONTEXT
+    assert chunks[0] < staged[0]
+    previews = [i for i, e in enumerate(events) if isinstance(e, Preview)]
+    finals = [i for i, e in enumerate(events) if isinstance(e, MotionChunk) and e.is_final]
+    assert len(previews) == len(plan_stage1(60, 1)) + len(plan_stage2(60, 1))
+    assert finals and min(finals) > max(previews)
+    assert sum(events[i].frame_count for i in finals) == KEY + 1 - CONTEXT  # type: ignore[union-attr]
+    stages = {e.stage for e in events if isinstance(e, Progress)}
+    assert {"render", "icadapt", "estimator", "sample", "mimic"} <= stages
+
+    done = events[-1]
+    assert done.metrics["icadapt_cached"] == 0 and done.metrics["estimator_cached"] == 0
+    assert done.metrics["key_error_deg"] == 0
+    job_id = next(iter(await client.list_jobs())).job_id
+    motion, _ = await client.result(job_id, 24)
+    truth = cached_load("Fox.glb").motions["Survey"]
+    assert motion.num_frames == KEY + 1
+    torch.testing.assert_close(motion.rotations[:CONTEXT], truth.rotations[:CONTEXT].float(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(motion.rotations[KEY], truth.rotations[KEY].float(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(motion.root_translation[KEY], truth.root_translation[KEY].float(), rtol=0, atol=1e-5)
+    assert torch.isfinite(motion.rotations).all()
+    provisional = torch.cat([e.rotations for e in events if isinstance(e, MotionChunk) and not e.is_final])
+    assert not torch.equal(motion.rotations[CONTEXT:KEY], provisional[: KEY - CONTEXT])  # mimicking moved the gap
+
+    again = [st.event async for st in client.inbetween(_request(client, up))]
+    second = again[-1]
+    assert isinstance(second, Completed), second
+    assert second.metrics["icadapt_cached"] == 1 and second.metrics["estimator_cached"] == 1
+    assert "from the cache: icadapt, estimator" in second.summary
+    est = [e for e in again if isinstance(e, Progress) and e.stage == "estimator"]
+    assert [e.stage_fraction for e in est] == [1.0]  # loaded, not trained
+
+
+@pytest.mark.parametrize("stage", ["render", "icadapt", "estimator", "sample", "mimic"])
+async def test_cancel_inside_each_stage_ends_the_job_cancelled(make_server, connect, stage):
+    _, port = await make_server(pipeline=AnyMoLePipeline(_settings()))
+    client, up = await _fox(connect, port)
+    job_id, _ = await client.submit(_request(client, up))
+    events = []
+    sent = False
+    async for st in client.watch(job_id):
+        events.append(st.event)
+        if not sent and isinstance(st.event, Progress) and st.event.stage == stage:
+            await client.cancel(job_id)
+            sent = True
+    assert sent and isinstance(events[-1], Cancelled), events[-1]
+    assert not any(isinstance(e, (Completed, MotionChunk)) and getattr(e, "is_final", False) for e in events)
