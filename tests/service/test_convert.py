@@ -29,7 +29,7 @@ from anymole.rig import Character, Material
 from anymole.rig.quat import quat_normalize
 from anymole.service.jobs import JobInfo, JobState, Stamped
 from anymole.service.store import event_from_json, event_to_json
-from anymole.wire import convert
+from anymole.wire import convert, limits
 
 EVENTS = [
     Queued(3),
@@ -242,7 +242,7 @@ def test_hierarchy_check_rejects_exactly_the_unordered_and_names_real_cycles(par
     from anymole.errors import InvalidInput
 
     try:
-        convert._check_hierarchy(parents, "p")
+        limits._check_hierarchy(parents, "p")
     except InvalidInput as exc:
         assert any(p >= j for j, p in enumerate(parents))
         if "cycle" in exc.reason:

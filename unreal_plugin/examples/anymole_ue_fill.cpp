@@ -3,11 +3,12 @@
 //   anymole-ue-fill --server HOST:PORT CHARACTER_FILE --motion clip.json --context A:B --keys i,j
 //                   [--method interp] [--preset P] [--token T] --out result.json
 //
-// It uploads the character file (.glb, .fbx, .bvh; the server imports it), reads the clip (JSON in canonical
-// space: fps, joint_names, rotations F x J x 4, root_translations F x 3, optional translations F x J x 3),
+// It uploads the character file (.glb, .fbx, .bvh; the server imports it), reads the clip (motion JSON
+// "anymole.motion.v1" in canonical space: fps, joint_names, rotations F x J x 4, root_translations F x 3,
+// optional translations F x J x 3, as `anymole convert ASSET --out clip.json` writes it),
 // converts the clip to Unreal space and takes the context and keys from there through the plugin's own
 // conversion (AnyMoLe/UnrealSpace.h), as the editor does from a sequence, fills, and writes the result
-// timeline (clip frames A .. last key) in the same JSON format.
+// timeline (clip frames A .. last key) in the same format, as `anymole fill --out result.json` does.
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
@@ -27,6 +28,10 @@ namespace {
 
 using google::protobuf::Struct;
 using google::protobuf::Value;
+
+// The motion JSON of `anymole fill --out result.json` and `anymole convert --out clip.json`
+// (server/anymole/wire/motion_json.py).
+const char kFormat[] = "anymole.motion.v1";
 
 int Fail(const std::string& message) {
     std::cerr << "anymole-ue-fill: " << message << "\n";
@@ -138,6 +143,9 @@ int main(int argc, char** argv) {
     Struct clip_json;
     if (!google::protobuf::util::JsonStringToMessage(json, &clip_json).ok()) return Fail(opt["--motion"] + " is not JSON");
     const auto& f = clip_json.fields();
+    if (!f.count("format") || f.at("format").string_value() != kFormat) {
+        return Fail(opt["--motion"] + ": \"format\" must be \"" + kFormat + "\" (anymole convert ASSET --out clip.json)");
+    }
     for (const char* field : {"fps", "joint_names", "rotations", "root_translations"}) {
         if (!f.count(field)) return Fail(opt["--motion"] + " has no \"" + field + "\"");
     }
@@ -216,7 +224,7 @@ int main(int argc, char** argv) {
 
     const size_t frames = result.motion.frame_count;
     std::ofstream out(opt["--out"], std::ios::binary);
-    out << "{\"fps\": " << Number(result.motion.fps) << ", \"joint_names\": [";
+    out << "{\"format\": \"" << kFormat << "\", \"fps\": " << Number(result.motion.fps) << ", \"joint_names\": [";
     for (size_t i = 0; i < names.size(); ++i) out << (i ? ", " : "") << Quoted(names[i]);
     out << "], \"rotations\": ";
     WriteNested(out, result.motion.rotations.data(), {frames, j, 4});

@@ -3,8 +3,6 @@
     python_reference.py export OUT_DIR ASSET...    the server's own import of each ASSET, into OUT_DIR/<file name>/:
                                                    character.pb (CharacterAsset, canonical space) and one
                                                    <clip>.clip.pb (Clip) per clip
-    python_reference.py clipjson ASSET CLIP OUT    the clip as motion JSON in canonical space (fps, joint_names,
-                                                   rotations F x J x 4, root_translations F x 3, translations)
     python_reference.py fill SERVER ASSET CLIP A:B KEYS OUT
                                                    `anymole fill --server`'s path (fill_remote_async) on that clip;
                                                    writes the result timeline the Python client received (Clip)
@@ -13,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -37,20 +34,6 @@ def _export(asset: Path, out: Path) -> None:
         (out / f"{safe}.clip.pb").write_bytes(convert.motion_to_clip(motion).SerializeToString())
 
 
-def clipjson(asset: str, clip: str, out: str) -> None:
-    character = load_character(Path(asset))
-    motion = character.motions[clip]
-    doc = {
-        "fps": motion.fps,
-        "joint_names": list(character.skeleton.names),
-        "rotations": motion.rotations.tolist(),
-        "root_translations": motion.root_translation.tolist(),
-    }
-    if motion.translations is not None:
-        doc["translations"] = motion.translations.tolist()
-    Path(out).write_text(json.dumps(doc))
-
-
 def fill(server: str, asset: str, clip: str, context: str, keys: str, out: str) -> None:
     start, stop = (int(x) for x in context.split(":"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,4 +49,4 @@ def fill(server: str, asset: str, clip: str, context: str, keys: str, out: str) 
 
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"export": export, "clipjson": clipjson, "fill": fill}[command](*args)
+    {"export": export, "fill": fill}[command](*args)

@@ -473,23 +473,38 @@ void FlattenJson(const google::protobuf::Value& v, std::vector<float>* out) {
     for (const auto& item : v.list_value().values()) FlattenJson(item, out);
 }
 
-// The command-line example (upload the file, clip through Unreal space, fill, JSON out) gives the Python
-// client's result.
-TEST_F(SessionTest, CommandLineExampleEqualsThePythonClient) {
-    const std::string dir = testing::TempDir("ue-fill");
-    ASSERT_TRUE(testing::RunReference({"clipjson", kFox, "Survey", dir + "/clip.json"}));
-    const std::string cmd = std::string(ANYMOLE_UE_FILL) + " --server " + Target() + " " + kFox + " --motion " + dir +
-                            "/clip.json --context 0:40 --keys 60,82 --method interp --out " + dir + "/result.json";
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+std::vector<float> JsonArray(const google::protobuf::Struct& doc, const char* key) {
+    std::vector<float> out;
+    if (doc.fields().count(key)) FlattenJson(doc.fields().at(key), &out);
+    return out;
+}
+
+google::protobuf::Struct ReadJson(const std::string& path) {
     google::protobuf::Struct doc;
-    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(testing::ReadFile(dir + "/result.json"), &doc).ok());
-    std::vector<float> rotations, root;
-    FlattenJson(doc.fields().at("rotations"), &rotations);
-    FlattenJson(doc.fields().at("root_translations"), &root);
-    const Clip& python = PythonFoxFill();
-    EXPECT_TRUE(SameBits(rotations, python.rotations));  // the sign of every zero too
-    EXPECT_TRUE(SameBits(root, python.root_translations));
-    EXPECT_EQ(doc.fields().at("joint_names").list_value().values_size(), int(testing::ReadCharacter(testing::ExportDir(kFox) + "/character.pb").skeleton.NumJoints()));
+    EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(testing::ReadFile(path), &doc).ok()) << path;
+    return doc;
+}
+
+// The command-line example (upload the file, clip through Unreal space, fill, JSON out) on the clip `anymole
+// convert --out clip.json` wrote gives what `anymole fill --server ... --out result.json` writes for the same
+// file, clip, context and keys.
+TEST_F(SessionTest, CommandLineExampleEqualsAnymoleFill) {
+    const std::string dir = testing::TempDir("ue-fill");
+    ASSERT_TRUE(testing::RunPython({"-m", "anymole.cli", "convert", kFox, "--clip", "Survey", "--out", dir + "/clip.json"}));
+    const std::string cmd = std::string(ANYMOLE_UE_FILL) + " --server " + Target() + " " + kFox + " --motion " + dir +
+                            "/clip.json --context 0:40 --keys 60,82 --method interp --out " + dir + "/ue.json";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    ASSERT_TRUE(testing::RunPython({"-m", "anymole.cli", "fill", kFox, "--clip", "Survey", "--context", "0:40", "--keys",
+                                    "60,82", "--server", Target(), "--out", dir + "/python.json"}));
+    const auto ue = ReadJson(dir + "/ue.json"), python = ReadJson(dir + "/python.json");
+    EXPECT_EQ(ue.fields().at("format").string_value(), python.fields().at("format").string_value());
+    EXPECT_EQ(ue.fields().at("fps").number_value(), python.fields().at("fps").number_value());
+    EXPECT_EQ(ue.fields().at("joint_names").DebugString(), python.fields().at("joint_names").DebugString());
+    for (const char* key : {"rotations", "root_translations", "translations"}) {
+        const auto a = JsonArray(ue, key), b = JsonArray(python, key);
+        EXPECT_TRUE(SameBits(a, b)) << key << ": " << a.size() << " vs " << b.size() << " values";  // zero signs too
+    }
+    EXPECT_EQ(JsonArray(ue, "rotations").size(), 83u * ue.fields().at("joint_names").list_value().values_size() * 4);
 
     // A wrong range is one clear message and exit status 1.
     const std::string bad = std::string(ANYMOLE_UE_FILL) + " --server " + Target() + " " + kFox + " --motion " + dir +

@@ -1,6 +1,7 @@
 #include "support.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,6 +46,7 @@ std::string TempDir(const std::string& name) {
 static int Spawn(const std::vector<std::string>& argv, int stderr_fd) {
     const pid_t pid = fork();
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);  // a crashed test binary leaves no server behind
         if (stderr_fd >= 0) dup2(stderr_fd, 2);
         std::vector<char*> args;
         for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -56,7 +58,13 @@ static int Spawn(const std::vector<std::string>& argv, int stderr_fd) {
 }
 
 bool RunReference(const std::vector<std::string>& args) {
-    std::vector<std::string> argv{Python(), "unreal_plugin/tests/python_reference.py"};
+    std::vector<std::string> argv{"unreal_plugin/tests/python_reference.py"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunPython(argv);
+}
+
+bool RunPython(const std::vector<std::string>& args) {
+    std::vector<std::string> argv{Python()};
     argv.insert(argv.end(), args.begin(), args.end());
     const pid_t pid = Spawn(argv, -1);
     int status = 0;

@@ -18,6 +18,8 @@ std::string ReadFile(const std::string& path);
 void WriteFile(const std::string& path, const std::string& data);
 // A fresh directory under the build tree's tmp/.
 std::string TempDir(const std::string& name);
+// Runs `python ARGS...` (e.g. "-m", "anymole.cli", ...); true when it exited 0.
+bool RunPython(const std::vector<std::string>& args);
 // Runs `python unreal_plugin/tests/python_reference.py ARGS...`; true when it exited 0.
 bool RunReference(const std::vector<std::string>& args);
 // The bundled character files (assets/*.glb, *.fbx, *.bvh), sorted.
