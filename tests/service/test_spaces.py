@@ -42,3 +42,33 @@ async def test_a_non_uniform_bind_scale_is_refused_naming_the_joint(make_server,
     stored = await client.get_character(up.character_id)
     assert stored is not None and stored.vertex_count == 4
     torch.testing.assert_close(up.skeleton.offsets, character.skeleton.offsets)
+
+
+def _glb_with_node_scale(path, node_name: str, scale: list[float]) -> bytes:
+    """``path``'s GLB bytes with ``scale`` set on the node called ``node_name`` (JSON chunk rewritten, padded)."""
+    import json
+    import struct
+
+    data = path.read_bytes()
+    n = struct.unpack("<I", data[12:16])[0]
+    doc = json.loads(data[20 : 20 + n])
+    next(node for node in doc["nodes"] if node.get("name") == node_name)["scale"] = scale
+    text = json.dumps(doc).encode()
+    text += b" " * (-len(text) % 4)
+    rest = data[20 + n :]
+    body = struct.pack("<I", len(text)) + b"JSON" + text + rest
+    return data[:8] + struct.pack("<I", 12 + len(body)) + body
+
+
+async def test_a_file_upload_with_a_non_uniform_joint_scale_is_refused_naming_the_joint(make_server, connect):
+    from pathlib import Path
+
+    fox = Path(__file__).resolve().parents[2] / "assets" / "Fox.glb"
+    _, port = await make_server()
+    client = await connect(port)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.upload(_glb_with_node_scale(fox, "b_Spine01_02", [1.0, 2.0, 1.0]), pb.CHARACTER_FORMAT_GLB, "fox")
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "'b_Spine01_02'" in err.value.details() and "non-uniform scale" in err.value.details()
+    up = await client.upload(_glb_with_node_scale(fox, "b_Spine01_02", [2.0, 2.0, 2.0]), pb.CHARACTER_FORMAT_GLB, "fox")
+    assert up.skeleton.num_joints == 24  # a uniform scale is folded into the offsets, as before

@@ -1,6 +1,7 @@
 #include "support.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,6 +46,7 @@ std::string TempDir(const std::string& name) {
 static int Spawn(const std::vector<std::string>& argv, int stderr_fd) {
     const pid_t pid = fork();
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);  // a crashed test binary leaves no server behind
         if (stderr_fd >= 0) dup2(stderr_fd, 2);
         std::vector<char*> args;
         for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));

@@ -24,6 +24,7 @@ def load_character(
     clip: str | None = None,
     fps: float | None = None,
     timeout: float = DEFAULT_IMPORT_TIMEOUT_S,
+    refuse_non_uniform_scale: bool = False,
 ) -> Character:
     """Load a rigged character and its clips in canonical space (glTF: right-handed, +Y up, metres, xyzw).
 
@@ -36,6 +37,8 @@ def load_character(
             ``animation_<i>``, a BVH clip is named after the file stem).
         fps: sample every clip at this rate instead of its own (see `anymole.io.clip_grid`).
         timeout: seconds the native importer may take before it is stopped.
+        refuse_non_uniform_scale: refuse a skeleton node with a non-uniform scale (AssetError naming it)
+            instead of approximating it by a uniform one; the server does (the wire has no joint scale).
 
     Returns:
         A `Character`: skin joints only (helper nodes above the skeleton are folded into the root), the
@@ -67,7 +70,9 @@ def load_character(
             raise AssetError(p, f"no clip {clip!r}; the file has {list(character.motions)}")
         return character
     raw = read_scene(p, timeout=timeout)
-    character = scene_to_character(raw, p, fmt=ext, scale=scale, fps=fps, clip=clip)
+    character = scene_to_character(
+        raw, p, fmt=ext, scale=scale, fps=fps, clip=clip, refuse_non_uniform_scale=refuse_non_uniform_scale
+    )
     _check_finite(character, p)
     return character
 

@@ -141,8 +141,9 @@ def _decompose(mats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return mats[:, :3, 3].clone(), rot, det.abs() ** (1.0 / 3.0), det
 
 
-def _check_nodes(cv: _Converted, raw: RawScene, nodes: list[int], path: str) -> None:
-    """Refuse mirrored/degenerate transforms on the nodes that build the skeleton; warn on uneven scale."""
+def _check_nodes(cv: _Converted, raw: RawScene, nodes: list[int], path: str, refuse_non_uniform: bool = False) -> None:
+    """Refuse mirrored/degenerate transforms on the nodes that build the skeleton; warn on uneven scale, or
+    with ``refuse_non_uniform`` (the server: the wire contract has no joint scale) refuse it naming the node."""
     for n in nodes:
         if float(cv.det[n]) <= 0:
             raise AssetError(
@@ -151,6 +152,12 @@ def _check_nodes(cv: _Converted, raw: RawScene, nodes: list[int], path: str) -> 
                 f"{float(cv.det[n]):.3g}); apply the transform in your DCC tool and re-export",
             )
         cols = cv.local[n, :3, :3].norm(dim=-2)
+        if float(cols.max() / cols.min()) - 1.0 > 1e-3 and refuse_non_uniform:
+            raise AssetError(
+                path,
+                f"joint {raw.node_names[n]!r} has a non-uniform scale ({', '.join(f'{float(c):.4g}' for c in cols)}); "
+                "the AnyMoLe contract has no joint scale: apply the scale in your DCC tool and re-export",
+            )
         if float(cols.max() / cols.min()) - 1.0 > 1e-3:
             log.warning("%s: non-uniform scale on %r is approximated by a uniform one", path, raw.node_names[n])
 
@@ -263,8 +270,10 @@ def scene_to_character(
     scale: float | None = None,
     fps: float | None = None,
     clip: str | None = None,
+    refuse_non_uniform_scale: bool = False,
 ) -> Character:
-    """Build a `Character` from an assimp scene; see the module docstring for the conventions."""
+    """Build a `Character` from an assimp scene; see the module docstring for the conventions. A non-uniform
+    scale on a skeleton node is approximated (with a warning), or refused with ``refuse_non_uniform_scale``."""
     path = str(path)
     m, s = _conjugator(fmt, raw.metadata, scale, path)
     cv = _Converted(raw, m, s, path)
@@ -279,7 +288,8 @@ def scene_to_character(
         return node_to_joint.get(p, -1)
 
     parents = [joint_parent(n) for n in joint_nodes]
-    _check_nodes(cv, raw, sorted(set(joint_nodes) | {a for n in joint_nodes for a in _ancestors(parents_node, n)}), path)
+    skeleton_nodes = sorted(set(joint_nodes) | {a for n in joint_nodes for a in _ancestors(parents_node, n)})
+    _check_nodes(cv, raw, skeleton_nodes, path, refuse_non_uniform_scale)
     names = _unique_names([raw.node_names[n] for n in joint_nodes])
     jn = torch.tensor(joint_nodes)
 

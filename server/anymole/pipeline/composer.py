@@ -64,8 +64,8 @@ def check_spec(pipeline: Pipeline, spec: JobSpec) -> MethodSpec:
 
 
 class AnyMoLePipeline:
-    """The server's pipeline: the ``interp`` baseline, the ``video`` stage (when ``video`` names a prior), and
-    the whole ``anymole`` method once its last stages exist.
+    """The server's pipeline: the ``interp`` baseline, and, when ``video`` names a prior, the ``video`` stage
+    and the whole ``anymole`` method on that prior.
 
     Args:
         video: how to run the ``video`` method (default: unavailable).

@@ -176,7 +176,7 @@ class CharacterStore:
             path = Path(tmp) / f"upload{FORMATS[fmt]}"  # never a client-chosen name on disk
             path.write_bytes(payload)
             try:
-                character = load_character(path)
+                character = load_character(path, refuse_non_uniform_scale=True)  # the wire has no joint scale
             except AssetError as exc:
                 raise _as_uploaded(exc, path, f"{name or 'upload'}{FORMATS[fmt]}") from None
         if character.skeleton.num_joints > self.limits.max_joints:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from anymole.baseline import inbetween
+from anymole.errors import JobCancelled
 from anymole.estimator import EstimatorConfig, SceneEstimator
 from anymole.mimic import MimicConfig
 from anymole.pipeline.control import CancelToken, ProgressReporter, run_in_thread
@@ -126,13 +128,20 @@ class AnyMoLeMethod:
                 report.set_plan([(s, 0.0 if s == stage else w) for s, w in plan])
             report(stage, fraction, message)
 
+        stop = threading.Event()  # set when the video stage fails: the estimator's thread stops at its next step
+
+        def fit_step(stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
+            if stop.is_set():
+                raise JobCancelled("the video stage failed")
+            on_step(stage, fraction, message, preview=preview, frame=frame)
+
         def fit(renders: SceneRenders) -> SceneEstimator:
             t = time.perf_counter()
             key = estimator_key(spec.character_id, renders, est_cfg)
             est = est_cache.get(key) if est_cache is not None else None
             cached["estimator"] = est is not None
             if est is None:
-                est = train_estimator(renders, est_cfg, on_step, device)
+                est = train_estimator(renders, est_cfg, fit_step, device)
                 if est_cache is not None:
                     est_cache.put(key, est)
             else:
@@ -155,7 +164,7 @@ class AnyMoLeMethod:
                                                model_id=loaded.model_id, model_config=loaded.model_config,
                                                character_digest=spec.character_id, on_step=on_step)  # fmt: skip
                     except BaseException:
-                        token.cancel(token.reason or "the video stage failed")  # stops the estimator's thread too
+                        stop.set()
                         raise
                     return renders, scene, estimator.result()  # the pool's exit waits for the thread either way
 

@@ -42,7 +42,8 @@ Conventions shared by every message (convert to and from engine space in exactly
     tests/data/conversions has vectors and the exact Unity and Unreal formulas.
   * Scale: the contract has none. A client bakes a uniform scale (e.g. a rig authored in centimetres)
     into translations, mesh positions and inverse bind matrices, and refuses a non-uniform joint scale
-    naming the joint; the server refuses inverse bind matrices with a non-uniform scale the same way.
+    naming the joint; the server refuses inverse bind matrices with a non-uniform scale the same way,
+    and a GLB/FBX/DAE upload whose skeleton nodes carry one (a uniform one is folded into the offsets).
 
 Clients send their protocol version in the `anymole-protocol-version` metadata entry ("1.2") on every
 call, and in `GetServerInfoRequest.client_protocol`. A different major version is rejected with
