@@ -27,17 +27,14 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from anymole.errors import NotFound, ResourceExhausted
 from anymole.pipeline import (
     Cancelled,
-    CancelToken,
     Completed,
     Event,
-    Failed,
     Interrupted,
     JobInfo,
     JobSpec,
@@ -53,10 +50,11 @@ from anymole.pipeline import (
     is_terminal,
 )
 from anymole.rig import Character, Motion
-from anymole.service.timeline import MotionRef, Timeline
+from anymole.service.job_record import END_STATE, JobRecord, Submission, read_log
+from anymole.service.timeline import MotionRef
 
 if TYPE_CHECKING:
-    from anymole.service.store import JobStore
+    pass
 
 __all__ = ["FINISHED_EVENTS_IN_MEMORY", "JobInfo", "JobManager", "JobState", "Stamped", "Submission"]
 
@@ -65,80 +63,6 @@ __all__ = ["FINISHED_EVENTS_IN_MEMORY", "JobInfo", "JobManager", "JobState", "St
 FINISHED_EVENTS_IN_MEMORY = 16
 
 log = logging.getLogger("anymole.service.jobs")
-
-
-_END_STATE: dict[type, JobState] = {
-    Completed: JobState.COMPLETED,
-    Failed: JobState.FAILED,
-    Cancelled: JobState.CANCELLED,
-    Interrupted: JobState.INTERRUPTED,
-}
-
-
-def _read_log(store: JobStore, job_id: str) -> list[Stamped]:
-    """A job's log as stored in its events.jsonl (blocking file I/O: call it off the event loop)."""
-    from anymole.service.store import event_from_json
-
-    return [
-        Stamped(job_id, e["seq"], e["time"], event_from_json({k: v for k, v in e.items() if k not in ("seq", "time")}))
-        for e in store.read_events(job_id)
-    ]
-
-
-@dataclass(frozen=True)
-class Submission:
-    """What a client said about a job besides its spec: tags to find it by, and the idempotency key with the
-    digest of the request it came with (a retried submit with the key gets the first job back)."""
-
-    client_tags: dict[str, str] = field(default_factory=dict)
-    idempotency_key: str = ""
-    request_digest: str = ""
-
-
-@dataclass(eq=False)
-class _Job:
-    id: str
-    created: float
-    character_id: str
-    method: str
-    preset: str
-    label: str
-    total_frames: int
-    spec: JobSpec | None
-    state: JobState = JobState.QUEUED
-    # The log in memory, or None for a finished job whose log lives only in events.jsonl.
-    events: list[Stamped] | None = field(default_factory=list)
-    last_seq: int = 0
-    token: CancelToken = field(default_factory=CancelToken)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    timeline: Timeline = field(init=False)
-    # total_frames × joints of a queued or running job: its share of the memory budget (0 once finished).
-    frame_joints: int = 0
-    announced_position: int = -1
-    interrupting: bool = False
-    finishing: bool = False  # storing its result: cancels and shutdown let it complete
-    finished: float = 0.0  # Unix time of the terminal event; 0 while queued or running
-    submission: Submission = field(default_factory=Submission)
-    quiet_since: float = field(default_factory=time.monotonic)  # monotonic time of its latest event
-    last_progress: Progress | None = None
-
-    def meta(self) -> dict[str, object]:
-        return {
-            "job_id": self.id,
-            "state": self.state.value,
-            "created": self.created,
-            "character_id": self.character_id,
-            "method": self.method,
-            "preset": self.preset,
-            "label": self.label,
-            "total_frames": self.total_frames,
-            "last_seq": self.last_seq,
-            "finished": self.finished,
-            "client_tags": self.submission.client_tags,
-            "idempotency_key": self.submission.idempotency_key,
-            "request_digest": self.submission.request_digest,
-        }
 
 
 class JobManager:
@@ -193,14 +117,14 @@ class JobManager:
         self.max_queued_frame_joints = max_queued_frame_joints
         self.max_label_bytes = max_label_bytes
         self._resolve = resolve_character
-        self._jobs: dict[str, _Job] = {}
-        self._by_key: dict[str, _Job] = {}  # idempotency key -> the job its first submit created
+        self._jobs: dict[str, JobRecord] = {}
+        self._by_key: dict[str, JobRecord] = {}  # idempotency key -> the job its first submit created
         self._clock = clock or time.time
         self._new_job_id = new_job_id or (lambda: f"job-{uuid.uuid4().hex[:16]}")
         self._finished_in_memory = max(0, finished_in_memory)
-        self._cached: OrderedDict[str, _Job] = OrderedDict()  # finished jobs whose events are in memory, LRU first
-        self._pending: deque[_Job] = deque()
-        self._running: set[_Job] = set()
+        self._cached: OrderedDict[str, JobRecord] = OrderedDict()  # finished jobs whose events are in memory, LRU first
+        self._pending: deque[JobRecord] = deque()
+        self._running: set[JobRecord] = set()
         self._heartbeat_s = heartbeat_s
         self._work = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -281,7 +205,7 @@ class JobManager:
                 f"(Limits.max_queued_frame_joints) and this job's {spec.total_frames} frames × {spec.num_joints} "
                 f"joints = {cost} do not fit; retry once jobs finish, or cancel queued ones",
             )
-        job = _Job(
+        job = JobRecord(
             id=self._new_job_id(),
             created=self._clock(),
             character_id=spec.character_id,
@@ -357,7 +281,7 @@ class JobManager:
         job = self._get(job_id)
         events = job.events
         if events is None:
-            events = await asyncio.to_thread(_read_log, self.store, job.id)
+            events = await asyncio.to_thread(read_log, self.store, job.id)
             if job.events is None:
                 job.events = events
             self._remember(job)
@@ -433,13 +357,13 @@ class JobManager:
         return self.store.job_dir(job_id)
 
     # ------------------------------------------------------------------ internals
-    def _get(self, job_id: str) -> _Job:
+    def _get(self, job_id: str) -> JobRecord:
         try:
             return self._jobs[job_id]
         except KeyError:
             raise NotFound("job", job_id) from None
 
-    def _info(self, job: _Job) -> JobInfo:
+    def _info(self, job: JobRecord) -> JobInfo:
         position = self._pending.index(job) if job.state is JobState.QUEUED and job in self._pending else 0
         return JobInfo(
             job_id=job.id,
@@ -455,7 +379,7 @@ class JobManager:
             client_tags=dict(job.submission.client_tags),
         )
 
-    def _publish(self, job: _Job, event: Event) -> None:
+    def _publish(self, job: JobRecord, event: Event) -> None:
         """Append ``event`` to the job's log and wake its watchers (event-loop thread only)."""
         if job.state.terminal:
             return  # a late progress report after the end: the log is closed
@@ -475,7 +399,7 @@ class JobManager:
         job.events.append(st)
         job.last_seq = st.seq
         if is_terminal(event):
-            job.state = _END_STATE[type(event)]
+            job.state = END_STATE[type(event)]
             job.frame_joints = 0
             job.finished = st.time
             self.store.write_meta(job.id, job.meta())
@@ -484,7 +408,7 @@ class JobManager:
         old, job.changed = job.changed, asyncio.Event()
         old.set()
 
-    def _remember(self, job: _Job) -> None:
+    def _remember(self, job: JobRecord) -> None:
         """Mark a finished job's in-memory log as most recently used; let the least recent ones go beyond the
         limit (their events.jsonl has every event, so `events_after` can read them back)."""
         self._cached[job.id] = job
@@ -493,7 +417,7 @@ class JobManager:
             _, old = self._cached.popitem(last=False)
             old.events = None
 
-    def _emitter(self, job: _Job) -> Callable[[Event], None]:
+    def _emitter(self, job: JobRecord) -> Callable[[Event], None]:
         """A thread-safe publish for progress reports from stage threads."""
         loop = self._loop
         assert loop is not None  # set by start(); jobs only run after it
@@ -512,7 +436,7 @@ class JobManager:
                 job.announced_position = pos
                 self._publish(job, Queued(pos))
 
-    def _fits(self, job: _Job) -> bool:
+    def _fits(self, job: JobRecord) -> bool:
         """Whether ``job`` may start beside the running jobs within `max_frame_joints` (always when none runs)."""
         running = sum(j.frame_joints for j in self._jobs.values() if j.state is JobState.RUNNING)
         return not self.max_frame_joints or running == 0 or running + job.frame_joints <= self.max_frame_joints
@@ -550,7 +474,7 @@ class JobManager:
             if not job.state.terminal:  # cancelled before its first step: _drive never ran
                 self._publish(job, Interrupted("the server shut down") if job.interrupting else Cancelled(job.token.reason))
 
-    async def _drive(self, job: _Job, device: str) -> None:
+    async def _drive(self, job: JobRecord, device: str) -> None:
         """Run the pipeline for one job and publish its events; always ends with a terminal event."""
         assert job.spec is not None  # queued jobs always carry their spec
         report = ProgressReporter(self._emitter(job), job.token)
@@ -589,7 +513,7 @@ class JobManager:
             with contextlib.suppress(Exception):
                 await events.aclose()  # type: ignore[attr-defined]
 
-    def _store_result(self, job: _Job, event: Completed) -> None:
+    def _store_result(self, job: JobRecord, event: Completed) -> None:
         """Write a finished job's result files (worker thread)."""
         if event.motion is not None:
             job.timeline.write_motion(event.motion)
@@ -603,7 +527,7 @@ class JobManager:
             if self.max_label_bytes and len(label.encode("utf-8")) > self.max_label_bytes:
                 # Stored before labels had a limit: cut it, so that listings stay small.
                 label = label.encode("utf-8")[: self.max_label_bytes].decode("utf-8", "ignore")
-            job = _Job(
+            job = JobRecord(
                 id=m["job_id"],
                 created=m["created"],
                 character_id=m["character_id"],
@@ -632,11 +556,11 @@ class JobManager:
                     self.store.write_meta(job.id, job.meta())
                 continue
             # A job that had not finished (or a directory from before last_seq was stored): read its log.
-            job.events = _read_log(self.store, job.id)
+            job.events = read_log(self.store, job.id)
             job.last_seq = job.events[-1].seq if job.events else 0
-            if job.events and type(job.events[-1].event) in _END_STATE:
+            if job.events and type(job.events[-1].event) in END_STATE:
                 # The log is written before job.json: after a crash between the two, the log is right.
-                state = _END_STATE[type(job.events[-1].event)]
+                state = END_STATE[type(job.events[-1].event)]
             if state.terminal:
                 job.finished = job.events[-1].time if job.events else m["created"]
                 job.state, job.events = state, None
