@@ -400,9 +400,14 @@ async def _record(data_dir: Path) -> dict[str, list[Call]]:
 
 def write(out: Path) -> list[Path]:
     """Record every scenario and write the files and ``index.json`` under ``out``; return the files written."""
-    logging.getLogger("anymole").setLevel(logging.CRITICAL)  # the scripted failure's traceback is expected
-    with tempfile.TemporaryDirectory(prefix="anymole-record-") as tmp:
-        recorded = asyncio.run(_record(Path(tmp)))
+    quiet = logging.getLogger("anymole")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # the scripted failure's traceback is expected
+    try:
+        with tempfile.TemporaryDirectory(prefix="anymole-record-") as tmp:
+            recorded = asyncio.run(_record(Path(tmp)))
+    finally:  # a caller's process (the staleness test runs in pytest's) keeps its logging
+        quiet.setLevel(level)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.iterdir():  # README.md is written by hand
         if old.is_dir():

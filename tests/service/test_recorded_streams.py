@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import struct
 import sys
 from pathlib import Path
@@ -38,7 +39,9 @@ def _messages(data: bytes) -> list[bytes]:
 
 
 def test_committed_recordings_match_a_fresh_recording(tmp_path):
+    level = logging.getLogger("anymole").level
     written = _recorder().write(tmp_path / "streams")
+    assert logging.getLogger("anymole").level == level  # recording quiets its logs, then gives them back
     fresh = sorted(p.relative_to(tmp_path / "streams") for p in written)
     committed = sorted(
         p.relative_to(COMMITTED) for p in COMMITTED.rglob("*") if p.is_file() and p.name != "README.md"
