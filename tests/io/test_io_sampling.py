@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import anymole.io as aio
-from anymole.io._scene import _axis_matrix, clip_grid, sample_quat_keys, sample_vec_keys
+from anymole.io._keys import clip_grid, sample_quat_keys, sample_vec_keys
+from anymole.io._scene import _axis_matrix
 from anymole.rig import Motion
 from anymole.rig.quat import quat_normalize, unitquat_slerp
 

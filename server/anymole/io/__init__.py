@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from anymole.io._export import write_fill
     from anymole.io._gltf import write_glb
     from anymole.io._gltf_edit import add_clip_to_gltf
+    from anymole.io._keys import clip_grid
     from anymole.io._load import SUPPORTED_FORMATS, load_character
-    from anymole.io._scene import clip_grid
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -47,7 +47,7 @@ _HOME = {
     "SUPPORTED_FORMATS": "_load",
     "add_clip_to_gltf": "_gltf_edit",
     "bvh_rotation_orders": "_bvh",
-    "clip_grid": "_scene",
+    "clip_grid": "_keys",
     "describe": "_describe",
     "guess_bvh_scale": "_bvh",
     "load_character": "_load",

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from anymole.errors import AssetError
-from anymole.io._scene import clip_grid
+from anymole.io._keys import clip_grid
 from anymole.rig.character import Character
 from anymole.rig.motion import MAX_FPS, Motion
 from anymole.rig.quat import euler_to_unitquat, quat_continuity, unitquat_to_euler

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from anymole.pipeline import (
     Cancelled,
@@ -102,3 +102,27 @@ class JobRecord:
             "idempotency_key": self.submission.idempotency_key,
             "request_digest": self.submission.request_digest,
         }
+
+    @classmethod
+    def from_meta(cls, m: dict[str, Any], max_label_bytes: int) -> JobRecord:
+        """The record of a stored job.json as a server restart finds it (spec not loaded, log not read): a
+        label stored before labels had a limit is cut to ``max_label_bytes`` (0: no limit), so that listings
+        stay small; a job that was running comes back RUNNING (the caller interrupts it), any other QUEUED
+        until its log says more."""
+        label = m["label"]
+        if max_label_bytes and len(label.encode("utf-8")) > max_label_bytes:
+            label = label.encode("utf-8")[:max_label_bytes].decode("utf-8", "ignore")
+        return cls(
+            id=m["job_id"],
+            created=m["created"],
+            character_id=m["character_id"],
+            method=m["method"],
+            preset=m["preset"],
+            label=label,
+            total_frames=m["total_frames"],
+            spec=None,
+            state=JobState.RUNNING if m["state"] == "running" else JobState.QUEUED,
+            submission=Submission(  # absent from directories written before protocol 1.2
+                dict(m.get("client_tags", {})), m.get("idempotency_key", ""), m.get("request_digest", "")
+            ),
+        )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -28,7 +27,6 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from anymole.errors import NotFound, ResourceExhausted
 from anymole.pipeline import (
@@ -43,18 +41,15 @@ from anymole.pipeline import (
     Pipeline,
     Preview,
     Progress,
-    ProgressReporter,
     Queued,
     Stamped,
     check_spec,
     is_terminal,
 )
 from anymole.rig import Character, Motion
+from anymole.service.job_driver import drive_job
 from anymole.service.job_record import END_STATE, JobRecord, Submission, read_log
 from anymole.service.timeline import MotionRef
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["FINISHED_EVENTS_IN_MEMORY", "JobInfo", "JobManager", "JobState", "Stamped", "Submission"]
 
@@ -465,53 +460,17 @@ class JobManager:
             self._announce_positions()
             job.state = JobState.RUNNING
             self.store.write_meta(job.id, job.meta())
-            job.task = asyncio.create_task(self._drive(job, device), name=f"anymole-{job.id}")
+            job.task = asyncio.create_task(
+                drive_job(job, self.pipeline, device, self._publish, self._emitter(job), self._store_result),
+                name=f"anymole-{job.id}",
+            )
             self._running.add(job)
             try:
                 await asyncio.wait({job.task})
             finally:
                 self._running.discard(job)
-            if not job.state.terminal:  # cancelled before its first step: _drive never ran
+            if not job.state.terminal:  # cancelled before its first step: drive_job never ran
                 self._publish(job, Interrupted("the server shut down") if job.interrupting else Cancelled(job.token.reason))
-
-    async def _drive(self, job: JobRecord, device: str) -> None:
-        """Run the pipeline for one job and publish its events; always ends with a terminal event."""
-        assert job.spec is not None  # queued jobs always carry their spec
-        report = ProgressReporter(self._emitter(job), job.token)
-        events = self.pipeline.run(job.spec, job.token, report, device)
-        try:
-            job.token.raise_if_cancelled()
-            async for event in events:
-                if isinstance(event, Completed):
-                    # Written in a worker thread (a long result would stall every other call), and with cancels
-                    # held off meanwhile: one landing before Completed is logged would lose a finished result.
-                    job.finishing = True
-                    await asyncio.to_thread(self._store_result, job, event)
-                    self._publish(job, dataclasses.replace(event, motion=None, video=None))
-                else:
-                    self._publish(job, event)
-                if is_terminal(event):
-                    break
-            else:
-                raise RuntimeError("the pipeline ended without a Completed event")
-        except asyncio.CancelledError:
-            if job.interrupting:
-                self._publish(job, Interrupted("the server shut down while this job ran; resubmit it"))
-            else:
-                self._publish(job, Cancelled(job.token.reason or "cancelled"))
-        except Exception as exc:
-            from anymole.errors import JobCancelled
-            from anymole.service.errors import code_of, failed_event
-
-            if isinstance(exc, JobCancelled):
-                self._publish(job, Cancelled(job.token.reason or str(exc)))
-            else:
-                if code_of(exc).name == "INTERNAL":
-                    log.exception("job %s failed", job.id)
-                self._publish(job, failed_event(exc))
-        finally:
-            with contextlib.suppress(Exception):
-                await events.aclose()  # type: ignore[attr-defined]
 
     def _store_result(self, job: JobRecord, event: Completed) -> None:
         """Write a finished job's result files (worker thread)."""
@@ -523,24 +482,7 @@ class JobManager:
     def _reload(self) -> None:
         stored = sorted(self.store.load_all(), key=lambda m: m["created"])
         for m in stored:
-            label = m["label"]
-            if self.max_label_bytes and len(label.encode("utf-8")) > self.max_label_bytes:
-                # Stored before labels had a limit: cut it, so that listings stay small.
-                label = label.encode("utf-8")[: self.max_label_bytes].decode("utf-8", "ignore")
-            job = JobRecord(
-                id=m["job_id"],
-                created=m["created"],
-                character_id=m["character_id"],
-                method=m["method"],
-                preset=m["preset"],
-                label=label,
-                total_frames=m["total_frames"],
-                spec=None,
-                state=JobState.RUNNING if m["state"] == "running" else JobState.QUEUED,
-                submission=Submission(  # absent from directories written before protocol 1.2
-                    dict(m.get("client_tags", {})), m.get("idempotency_key", ""), m.get("request_digest", "")
-                ),
-            )
+            job = JobRecord.from_meta(m, self.max_label_bytes)
             job.timeline = self.store.timeline(job.id)
             self._jobs[job.id] = job
             if job.submission.idempotency_key:
@@ -552,7 +494,7 @@ class JobManager:
                 job.state, job.last_seq, job.events = state, m["last_seq"], None
                 # Directories from before "finished" was stored: job.json was last written when the job ended.
                 job.finished = m.get("finished") or self.store.job_dir(job.id).joinpath("job.json").stat().st_mtime
-                if label != m["label"]:
+                if job.label != m["label"]:
                     self.store.write_meta(job.id, job.meta())
                 continue
             # A job that had not finished (or a directory from before last_seq was stored): read its log.
