@@ -49,7 +49,7 @@ from anymole.pipeline import (
     MethodSpec,
     ProgressReporter,
 )
-from anymole.rig import Character, Motion, Skeleton
+from anymole.rig import Character, Keyframes, Motion, Skeleton
 from anymole.rig.quat import quat_normalize
 from anymole.service.server import AnyMoLeServer, ServerConfig, build_server
 from anymole.wire import convert
@@ -187,9 +187,7 @@ def _request(
     translations = kw.pop("translations", False)
     ctx = _motion(4, joints, seed, translations)
     key = _motion(len(keys), joints, seed + 1, translations)
-    return client.request(
-        cid, ctx, keys, key.rotations, key.root_translation, key_translations=key.translations, **kw
-    )
+    return client.request(cid, ctx, Keyframes(tuple(keys), key), **kw)
 
 
 # ---------------------------------------------------------------------------------------------- the scripted server

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from anymole.io import read_bvh
+from anymole.rig import Keyframes, Motion
 from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
 from anymole.video.generate import VideoJobConfig, generate_video, plan_timeline, render_scene
 from anymole.video.icadapt import RECIPES
@@ -64,7 +65,8 @@ def main() -> None:
 
     timeline = plan_timeline(context.num_frames, context.fps, keys)
     t0 = time.perf_counter()
-    renders = render_scene(character, context, motion.rotations[keys], motion.root_translation[keys], timeline, job, device=device)
+    keyed = Keyframes(tuple(keys), Motion(motion.fps, motion.rotations[keys], motion.root_translation[keys]))
+    renders = render_scene(character, context, keyed, timeline, job, device=device)
     render_s = time.perf_counter() - t0
     scene = generate_video(prior, renders, timeline, job, on_step=on_step)
     if device.type == "cuda":

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anymole.baseline import inbetween, interpolate, monotone_cubic
-from anymole.rig import Motion
+from anymole.rig import Keyframes, Motion
 from anymole.rig.quat import (
     axis_angle_to_unitquat,
     quat_conj,
@@ -118,7 +118,7 @@ def test_cubic_continues_context_velocity() -> None:
         root_translation=torch.stack([torch.arange(C, dtype=torch.float64), torch.zeros(C), torch.zeros(C)], -1),
     )
     key_rot = axis_angle_to_unitquat(torch.tensor([[[0.0, 0, 1.0]] * 3], dtype=torch.float64))
-    out = inbetween(ctx, [10], key_rot, torch.tensor([[10.0, 0, 0]], dtype=torch.float64), 12)
+    out = inbetween(ctx, Keyframes((10,), Motion(30.0, key_rot, torch.tensor([[10.0, 0, 0]], dtype=torch.float64))), 12)
     assert out.num_frames == 12
     assert torch.equal(out.rotations[:C], ctx.rotations)
     torch.testing.assert_close(out.rotations[10], key_rot[0])
@@ -134,17 +134,17 @@ def test_inbetween_translations_and_errors() -> None:
     keys = [5, 9]
     key_rot = quat_identity((2, 3), dtype=torch.float64)
     key_root = torch.ones(2, 3, dtype=torch.float64)
-    out = inbetween(ctx, keys, key_rot, key_root, 10, root="linear")
+    out = inbetween(ctx, Keyframes(tuple(keys), Motion(30.0, key_rot, key_root)), 10, root="linear")
     assert out.translations is not None and ctx.translations is not None
     torch.testing.assert_close(out.translations[:, 0], out.root_translation)
     torch.testing.assert_close(out.translations[9, 1:], ctx.translations[-1, 1:])  # keys reuse the last pose
     torch.testing.assert_close(out.root_translation[4], (ctx.root_translation[3] + key_root[0]) / 2)
-    with pytest.raises(ValueError, match=r"^key_indices:"):
-        inbetween(ctx, [2, 6], key_rot, key_root, 10)
-    with pytest.raises(ValueError, match=r"^key_indices:"):
-        inbetween(ctx, [9, 6], key_rot, key_root, 10)
-    with pytest.raises(ValueError, match=r"^key_rotations:"):
-        inbetween(ctx, [6], key_rot, key_root[:1], 10)
+    with pytest.raises(ValueError, match=r"^keyframes: must lie in \[4, 10\)"):
+        inbetween(ctx, Keyframes((2, 6), Motion(30.0, key_rot, key_root)), 10)
+    with pytest.raises(ValueError, match=r"^keyframes: frames must increase strictly"):
+        inbetween(ctx, Keyframes((9, 6), Motion(30.0, key_rot, key_root)), 10)
+    with pytest.raises(ValueError, match=r"^keyframes: key poses have 2 joints, the context 3"):
+        inbetween(ctx, Keyframes((5, 9), Motion(30.0, key_rot[:, :2], key_root)), 10)
     with pytest.raises(ValueError, match=r"^known:"):
         interpolate(ctx, [2, 1])
     with pytest.raises(ValueError, match=r"^known:"):

@@ -14,6 +14,7 @@ from anymole.baseline import inbetween
 from anymole.cli import app, main
 from anymole.io import load_character
 from anymole.metrics import evaluate
+from anymole.rig import Keyframes
 from asset_files import ASSET_FILES, ASSETS, cached_load, sidecar_clips, sidecar_joints
 
 runner = CliRunner()
@@ -96,8 +97,7 @@ def test_fill_then_eval(tmp_path: Path, suffix: str) -> None:
     fox = cached_load("Fox.glb")
     survey = fox.motions["Survey"]
     keys = [60, 82]
-    filled = inbetween(survey.slice(10, 40), [k - 10 for k in keys], survey.rotations[keys],
-                       survey.root_translation[keys], 82 - 10 + 1, key_translations=survey.translations[keys])  # fmt: skip
+    filled = inbetween(survey.slice(10, 40), Keyframes.of_clip(survey, keys, offset=10), 82 - 10 + 1)
     want = evaluate(fox.skeleton, filled.slice(30, 72), survey.slice(40, 82), slice(None))
     for k, v in want.items():
         assert gap[k] == pytest.approx(v, rel=1e-3, abs=1e-6), k

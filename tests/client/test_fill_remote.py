@@ -17,6 +17,7 @@ from anymole.client._fill import fill_remote_async
 from anymole.client._watch import events_with_reattach
 from anymole.errors import AnymoleError, InvalidInput
 from anymole.pipeline import CancelToken, Completed, MethodSpec, MotionChunk, ProgressReporter, Queued
+from anymole.rig import Keyframes
 from anymole.service.jobs import JobState, Stamped
 from anymole.service.server import AnyMoLeServer, ServerConfig, build_server
 
@@ -61,14 +62,7 @@ async def test_remote_fill_equals_the_local_baseline(tmp_path, suffix):
     fox = load_character(FOX)
     survey = fox.motions["Survey"]
     assert survey.translations is not None  # Fox animates b_Hip_01's translation under a static root
-    local = inbetween(
-        survey.slice(0, 40),
-        [60, 82],
-        survey.rotations[[60, 82]],
-        survey.root_translation[[60, 82]],
-        83,
-        key_translations=survey.translations[[60, 82]],
-    )
+    local = inbetween(survey.slice(0, 40), Keyframes.of_clip(survey, [60, 82]), 83)
     assert res.motion.num_frames == 83
     torch.testing.assert_close(res.motion.rotations, local.rotations.float(), rtol=0, atol=0)
     torch.testing.assert_close(res.motion.root_translation, local.root_translation.float(), rtol=0, atol=0)

@@ -18,6 +18,7 @@ from anymole.cli import app
 from anymole.client import AnyMoLeClient
 from anymole.io import load_character
 from anymole.pipeline import Progress
+from anymole.rig import Keyframes, Motion
 
 ROOT = Path(__file__).resolve().parents[2]
 FOX = ROOT / "assets" / "Fox.glb"
@@ -41,8 +42,8 @@ async def _start_blocking_job(port: int) -> str:
         survey = fox.motions["Survey"]
         up = await client.upload_file(FOX)
         # Survey is 24 fps: the video method wants 2 s of context (frames 0..48) and a key 1 s later (72)
-        req = client.request(up, survey.slice(0, 49), [72], survey.rotations[[72]], survey.root_translation[[72]],
-                             method="video", preset="fast")  # fmt: skip
+        req = client.request(up, survey.slice(0, 49), Keyframes((72,), Motion(survey.fps, survey.rotations[[72]],
+                             survey.root_translation[[72]])), method="video", preset="fast")  # fmt: skip
         job_id, _ = await client.submit(req)
         async for st in client.watch(job_id):
             if isinstance(st.event, Progress):

@@ -12,7 +12,7 @@ from serve_processes import start_serve
 
 from anymole.client import AnyMoLeClient
 from anymole.pipeline import Completed
-from anymole.rig import Character, Motion, Skeleton
+from anymole.rig import Character, Keyframes, Motion, Skeleton
 from anymole.rig.quat import quat_normalize
 
 
@@ -24,7 +24,7 @@ async def test_serve_process_runs_a_job_and_stops_on_sigterm(tmp_path):
     try:
         async with await AnyMoLeClient.connect(f"127.0.0.1:{port}") as client:
             up = await client.upload_character(Character("c3", skeleton))
-            req = client.request(up, context, [9], context.rotations[:1], context.root_translation[:1])
+            req = client.request(up, context, Keyframes((9,), context.slice(0, 1)))
             events = [st async for st in client.inbetween(req)]
         assert isinstance(events[-1].event, Completed)
     finally:

@@ -21,7 +21,7 @@ from anymole.pipeline import (
     ProgressReporter,
     run_in_thread,
 )
-from anymole.rig import Character, Motion, Skeleton, SkinnedMesh
+from anymole.rig import Character, Keyframes, Motion, Skeleton, SkinnedMesh
 from anymole.rig.quat import quat_normalize
 from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
@@ -73,7 +73,7 @@ def make_request(
 
     ctx = random_motion(context_frames, joints, seed)
     keyed = random_motion(len(keys), joints, seed + 1000)
-    return inbetween_request(character_id, ctx, keys, keyed.rotations, keyed.root_translation, **options)
+    return inbetween_request(character_id, ctx, Keyframes(tuple(keys), keyed), **options)
 
 
 class FakePipeline:
@@ -123,8 +123,8 @@ class FakePipeline:
             await self.release.wait()
         report.set_plan([("fake", 1.0)])
         c, t = spec.context_frames, spec.total_frames
-        rot = spec.key_rotations[0].expand(t - c, -1, -1)
-        root = spec.key_root[0].expand(t - c, -1)
+        rot = spec.keyframes.poses.rotations[0].expand(t - c, -1, -1)
+        root = spec.keyframes.poses.root_translation[0].expand(t - c, -1)
         if self.blocking:
             await run_in_thread(token, self._blocking_stage, token, report)
         else:

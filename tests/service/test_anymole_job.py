@@ -21,6 +21,7 @@ from anymole.pipeline import (
     VideoSettings,
 )
 from anymole.pipeline.methods.anymole import AnyMoLeMethod
+from anymole.rig import Keyframes, Motion
 from anymole.video.sampler import plan_stage1, plan_stage2
 from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 from asset_files import ASSETS, cached_load
@@ -48,8 +49,12 @@ async def _fox(connect, port: int) -> tuple[AnyMoLeClient, object]:
 
 def _request(client: AnyMoLeClient, up: object) -> pb.InbetweenRequest:
     motion = cached_load("Fox.glb").motions["Survey"]
-    return client.request(up, motion.slice(0, CONTEXT), [KEY], motion.rotations[[KEY]], motion.root_translation[[KEY]],
-                          method="anymole", preset="draft")  # fmt: skip
+    return client.request(up, motion.slice(0, CONTEXT), _key(motion), method="anymole", preset="draft")
+
+
+def _key(motion: Motion) -> Keyframes:
+    """Survey's frame ``KEY`` as the one keyframe (its rotations and root; the other joints' translations held)."""
+    return Keyframes((KEY,), Motion(motion.fps, motion.rotations[[KEY]], motion.root_translation[[KEY]]))
 
 
 async def test_anymole_job_streams_provisional_previews_final_and_hits_both_caches(make_server, connect, tmp_path):

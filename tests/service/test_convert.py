@@ -25,7 +25,7 @@ from anymole.pipeline import (
     ProgressReporter,
     Queued,
 )
-from anymole.rig import Character, Material
+from anymole.rig import Character, Keyframes, Material
 from anymole.rig.quat import quat_normalize
 from anymole.service.jobs import JobInfo, JobState, Stamped
 from anymole.service.store import event_from_json, event_to_json
@@ -192,19 +192,20 @@ def test_translations_survive_the_request_and_the_job_store(tmp_path):
     ctx = Motion(ctx.fps, ctx.rotations, ctx.root_translation, torch.randn(3, 4, 3, generator=g))
     keys = random_motion(2, 4, seed=3)
     key_tr = torch.randn(2, 4, 3, generator=g)
-    req = convert.inbetween_request("sha256:x", ctx, [5, 7], keys.rotations, keys.root_translation, key_translations=key_tr)
+    req = convert.inbetween_request("sha256:x", ctx, Keyframes((5, 7), Motion(keys.fps, keys.rotations, keys.root_translation, key_tr)))
     spec = convert.spec_from_proto(req, character, convert.Limits())
     # The root column follows root_translation; the other joints come through bit-exact.
     assert torch.equal(spec.context.translations[:, 0], ctx.root_translation)
     assert torch.equal(spec.context.translations[:, 1:], ctx.translations[:, 1:])
-    assert torch.equal(spec.key_translations[:, 1:], key_tr[:, 1:])
-    assert torch.equal(spec.key_translations[:, 0], keys.root_translation)
+    assert torch.equal(spec.keyframes.poses.translations[:, 1:], key_tr[:, 1:])
+    assert torch.equal(spec.keyframes.poses.translations[:, 0], keys.root_translation)
     store = JobStore(tmp_path)
     store.create("job-t", {"state": "queued"}, spec)
     back = store.load_spec("job-t", character)
-    assert back.key_frames == (5, 7) and back.context.fps == ctx.fps
+    assert back.keyframes.frames == (5, 7) and back.context.fps == ctx.fps
     assert torch.equal(back.context.translations, spec.context.translations)
-    assert torch.equal(back.key_translations, spec.key_translations)
+    assert torch.equal(back.keyframes.poses.translations, spec.keyframes.poses.translations)
+    assert torch.equal(back.keyframes.poses.rotations, spec.keyframes.poses.rotations)
 
 
 def test_joint_count_is_inferred_from_motion_chunks():

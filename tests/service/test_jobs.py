@@ -43,7 +43,7 @@ async def test_inbetween_streams_ordered_events_and_the_interp_result(make_serve
     from anymole.wire import convert
 
     spec = convert.spec_from_proto(req, tiny(5), convert.Limits())
-    expected = inbetween(spec.context, spec.key_frames, spec.key_rotations, spec.key_root, 32)
+    expected = inbetween(spec.context, spec.keyframes, 32)
     streamed = torch.cat([c.rotations for c in chunks])
     torch.testing.assert_close(streamed, expected.rotations[4:].float(), rtol=0, atol=0)
     assert events[-1].event.metrics["key_error_deg"] < 0.1

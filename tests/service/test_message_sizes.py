@@ -13,6 +13,7 @@ import pytest
 import torch
 from service_fakes import make_request, random_motion
 
+from anymole.rig import Keyframes
 from anymole.wire import convert
 from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.wire.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
@@ -50,11 +51,8 @@ async def test_a_default_limit_client_gets_a_3000_frame_65_joint_result(default_
     req = convert.inbetween_request(
         cid,
         ctx,
-        [2999],
-        key.rotations,
-        key.root_translation,
+        Keyframes((2999,), dataclasses.replace(key, translations=torch.randn(1, 65, 3))),
         chunk_frames=3000,
-        key_translations=torch.randn(1, 65, 3),
     )
     events = [e async for e in stub.Inbetween(req)]
     assert events[-1].WhichOneof("kind") == "completed"

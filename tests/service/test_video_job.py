@@ -31,6 +31,7 @@ from anymole.pipeline import (
     VideoSettings,
     in_daemon_thread,
 )
+from anymole.rig import Keyframes, Motion
 from anymole.service.jobs import JobState
 from anymole.service.server import ServerConfig, build_server
 from anymole.video.generate import decode_mp4
@@ -50,7 +51,7 @@ def _request(client: AnyMoLeClient, up, keys=KEYS, context=CONTEXT, preset="fast
     motion = cached_load("Fox.glb").motions["Survey"]
     poses = list(KEY_POSES[: len(keys)])
     return client.request(
-        up, motion.slice(0, context), list(keys), motion.rotations[poses], motion.root_translation[poses],
+        up, motion.slice(0, context), Keyframes(tuple(keys), Motion(motion.fps, motion.rotations[poses], motion.root_translation[poses])),
         method="video", preset=preset, **options,
     )  # fmt: skip
 

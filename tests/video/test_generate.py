@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anymole.errors import InvalidInput, JobCancelled
-from anymole.rig import Motion
+from anymole.rig import Keyframes, Motion
 from anymole.rig.quat import quat_mul
 from anymole.video.cache import AdaptationCache
 from anymole.video.generate import (
@@ -147,7 +147,8 @@ def _fox_scene(keys: int = 2, on_step=None):
     fox, ctx, key_frames, rots, roots = _fox_inputs()
     tl = plan_timeline(ctx.num_frames, ctx.fps, key_frames[:keys])
     kw = {} if on_step is None else {"on_step": on_step}
-    return tl, render_scene(fox, ctx, rots[:keys], roots[:keys], tl, CFG, **kw)
+    keyed = Keyframes(tuple(key_frames[:keys]), Motion(ctx.fps, rots[:keys], roots[:keys]))
+    return tl, render_scene(fox, ctx, keyed, tl, CFG, **kw)
 
 
 def test_render_scene_keeps_images_labels_and_caption() -> None:

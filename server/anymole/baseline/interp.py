@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 
 from anymole.errors import InvalidInput
+from anymole.rig.keyframes import Keyframes
 from anymole.rig.motion import Motion
 from anymole.rig.quat import unitquat_slerp
 
@@ -149,32 +150,28 @@ def interpolate(motion: Motion, known: torch.Tensor | Sequence[int], *, root: Ro
 
 def inbetween(
     context: Motion,
-    key_indices: Sequence[int] | torch.Tensor,
-    key_rotations: torch.Tensor,
-    key_root: torch.Tensor,
+    keys: Keyframes,
     num_frames: int,
     *,
     method: Literal["slerp"] = "slerp",
     root: RootMode = "cubic",
-    key_translations: torch.Tensor | None = None,
 ) -> Motion:
     """Classic fill after a context clip: the CLI's ``--method interp`` and the server's instant fallback.
 
-    Frames ``0..C-1`` are the context (all known), keyframe ``i`` sits at absolute frame ``key_indices[i]``
+    Frames ``0..C-1`` are the context (all known), keyframe ``i`` sits at absolute frame ``keys.frames[i]``
     (``C <= index < num_frames``, strictly increasing), and every other frame is filled by `interpolate`
     (so the cubic root also uses the context's velocity at its last frames). Frames after the last key
     hold it.
 
     Args:
         context: ``C`` known frames, ``J`` joints.
-        key_indices: ``K`` absolute frame indices of the keyframes.
-        key_rotations: ``(K, J, 4)`` unit xyzw local rotations.
-        key_root: ``(K, 3)`` root translations (m).
-        num_frames: total frames of the result (context + gap + keys), ``> max(key_indices)``.
+        keys: ``K`` keyframes at absolute frames ``keys.frames``: ``poses.rotations (K, J, 4)`` unit xyzw,
+            ``poses.root_translation (K, 3)`` m, optional ``poses.translations (K, J, 3)`` m, used when
+            ``context`` has ``translations`` (``None``: the keys reuse the last context frame's non-root
+            translations).
+        num_frames: total frames of the result (context + gap + keys), ``> max(keys.frames)``.
         method: ``"slerp"`` (the only classic method for now).
         root: ``"cubic"`` (monotone Hermite) or ``"linear"``.
-        key_translations: optional ``(K, J, 3)`` local translations at the keys when ``context`` has
-            ``translations``; by default the keys reuse the last context frame's non-root translations.
 
     Returns:
         A `Motion` of ``num_frames`` frames whose first ``C`` frames equal ``context`` and whose key frames
@@ -183,25 +180,23 @@ def inbetween(
     if method != "slerp":
         raise InvalidInput("method", f"unknown classic method {method!r}; use 'slerp'")
     C, J = context.num_frames, context.num_joints
-    keys = torch.as_tensor(key_indices).long().cpu().flatten()
-    K = keys.numel()
+    key_rotations, key_root = keys.poses.rotations, keys.poses.root_translation
+    key_translations = keys.poses.translations
+    frames = torch.tensor(keys.frames, dtype=torch.long)
+    K = len(keys)
     if C == 0:
         raise InvalidInput("context", "needs at least one frame")
-    if tuple(key_rotations.shape) != (K, J, 4):
-        raise InvalidInput("key_rotations", f"must have shape ({K}, {J}, 4), got {tuple(key_rotations.shape)}")
-    if tuple(key_root.shape) != (K, 3):
-        raise InvalidInput("key_root", f"must have shape ({K}, 3), got {tuple(key_root.shape)}")
-    if K and (int(keys.min()) < C or int(keys.max()) >= num_frames):
+    if keys.poses.num_joints != J:
+        raise InvalidInput("keyframes", f"key poses have {keys.poses.num_joints} joints, the context {J}")
+    if K and (int(frames.min()) < C or int(frames.max()) >= num_frames):
         raise InvalidInput(
-            "key_indices", f"must lie in [{C}, {num_frames}) (after the context, inside the clip), got {keys.tolist()[:8]}"
+            "keyframes", f"must lie in [{C}, {num_frames}) (after the context, inside the clip), got {frames.tolist()[:8]}"
         )
-    if K > 1 and not bool((keys[1:] > keys[:-1]).all()):
-        raise InvalidInput("key_indices", "must be strictly increasing")
     if num_frames < C:
         raise InvalidInput("num_frames", f"must be >= the {C} context frames, got {num_frames}")
 
     dev, dtype = context.rotations.device, context.rotations.dtype
-    keys_d = keys.to(dev)
+    keys_d = frames.to(dev)
     rot = context.rotations[-1:].expand(num_frames, J, 4).clone()
     rot[:C] = context.rotations
     rot[keys_d] = key_rotations.to(device=dev, dtype=dtype)
@@ -214,12 +209,8 @@ def inbetween(
         tr = T[-1:].expand(num_frames, J, 3).clone()
         tr[:C] = T
         if key_translations is not None:
-            if tuple(key_translations.shape) != (K, J, 3):
-                raise InvalidInput(
-                    "key_translations", f"must have shape ({K}, {J}, 3), got {tuple(key_translations.shape)}"
-                )
             tr[keys_d] = key_translations.to(device=dev, dtype=T.dtype)
         tr[keys_d, 0] = rt[keys_d].to(T.dtype)
-    known = torch.cat((torch.arange(C), keys))
+    known = torch.cat((torch.arange(C), frames))
     full = Motion(fps=context.fps, rotations=rot, root_translation=rt, translations=tr, name=context.name)
     return interpolate(full, known, root=root)

@@ -82,15 +82,7 @@ def fill(
         character = load_character(asset)
     name = _pick_clip(character, clip)
     known, keyed = cut_clip(character.motions[name], (start, stop), key_list)
-    result = inbetween(
-        known,
-        list(keyed.frames),
-        keyed.poses.rotations,
-        keyed.poses.root_translation,
-        keyed.frames[-1] + 1,
-        root=root,  # type: ignore[arg-type]
-        key_translations=keyed.poses.translations,
-    )
+    result = inbetween(known, keyed, keyed.frames[-1] + 1, root=root)  # type: ignore[arg-type]
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".json":
         from anymole.wire.motion_json import write_motion_json

@@ -18,11 +18,10 @@ from typing import Any
 
 import grpc
 import numpy as np
-import torch
 
 from anymole.errors import AnymoleError, InvalidInput
 from anymole.pipeline import JobInfo, JobState, Preview, Stamped
-from anymole.rig import Character, Motion, Skeleton
+from anymole.rig import Character, Keyframes, Motion, Skeleton
 from anymole.wire import convert
 from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.wire.proto.anymole.v1 import anymole_pb2_grpc as pb_grpc
@@ -223,14 +222,12 @@ class AnyMoLeClient:
         self,
         uploaded: Uploaded | str,
         context: Motion,
-        key_frames: Sequence[int],
-        key_rotations: torch.Tensor,
-        key_root: torch.Tensor,
+        keys: Keyframes,
         **options: Any,
     ) -> pb.InbetweenRequest:
         """An `InbetweenRequest` (see `convert.inbetween_request` for the options)."""
         cid = uploaded.character_id if isinstance(uploaded, Uploaded) else uploaded
-        return convert.inbetween_request(cid, context, key_frames, key_rotations, key_root, **options)
+        return convert.inbetween_request(cid, context, keys, **options)
 
     async def submit(self, request: pb.InbetweenRequest, idempotency_key: str = "") -> tuple[str, int]:
         """Queue a job; returns ``(job_id, queue position)``. A retry with the same ``idempotency_key`` (after a

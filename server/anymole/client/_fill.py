@@ -108,10 +108,7 @@ async def fill_remote_async(
             request = client.request(
                 up,
                 ctx,
-                list(cut.frames),
-                cut.poses.rotations,
-                cut.poses.root_translation,
-                key_translations=cut.poses.translations,
+                cut,
                 method=method,
                 preset=preset,
                 label=f"{asset.name}:{name}",

@@ -24,7 +24,7 @@ from anymole.mimic import MimicConfig
 from anymole.pipeline.fromvideo import background, estimate, mimic_gaps, train_estimator
 from anymole.progress import OnStep, no_step
 from anymole.render.views import pose_motion, render_motion, scene_style
-from anymole.rig import Character, Motion
+from anymole.rig import Character, Keyframes, Motion
 from anymole.video.config import VideoJobConfig
 from anymole.video.sampler import RENDER_FPS
 from anymole.video.scene import render_scene
@@ -118,13 +118,12 @@ def oracle_eval(
     total = req_keys[-1] + 1
     truth = gt.slice(a, a + total)  # the request's timeline, ground truth
     ctx = truth.slice(0, b - a)
-    key_tr = None if truth.translations is None else truth.translations[req_keys]
     cfg = VideoJobConfig(width=width, height=height, views=views, caption_model=None)
     times: dict[str, float] = {}
 
     t = time.perf_counter()
-    kr, kroot = truth.rotations[req_keys], truth.root_translation[req_keys]
-    renders = render_scene(character, ctx, kr, kroot, timeline, cfg, key_translations=key_tr, on_step=on_step)
+    keyed = Keyframes.of_clip(truth, req_keys)
+    renders = render_scene(character, ctx, keyed, timeline, cfg, on_step=on_step)
     # the "generated video": the true motion at the sampler's 15 fps frames, same camera, same floor
     r0 = timeline.render_context_end
     render_frames = torch.arange(r0, r0 + RENDER_FPS * timeline.num_gaps + 1, _VIDEO_STEP)
@@ -147,7 +146,7 @@ def oracle_eval(
     targets = estimate(est, frames, background(renders.context[0], renders.mask[0, :n]))
     unknown = (render_frames - r0) % RENDER_FPS != 0
     est_px = float((targets.joints_px - gap.joints_px[0]).norm(dim=-1)[unknown].mean())
-    fill = inbetween(ctx, req_keys, kr, kroot, total, root="cubic", key_translations=key_tr)
+    fill = inbetween(ctx, keyed, total, root="cubic")
     result = mimic_gaps(character, fill, timeline, render_frames, renders.cameras.select(0), targets, mim_cfg, on_step)
     times["mimic"] = time.perf_counter() - t
 

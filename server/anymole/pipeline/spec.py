@@ -8,12 +8,11 @@ pipeline only checks what depends on the method (`anymole.pipeline.composer.chec
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from anymole.rig import Character, Motion
+from anymole.rig import Character, Keyframes, Motion
 
 __all__ = ["DEFAULT_CHUNK_FRAMES", "JobInfo", "JobSpec", "JobState", "key_error_deg"]
 
@@ -31,11 +30,10 @@ class JobSpec:
         character: the character itself; its skeleton fixes the joint order ``J``.
         context: known motion, timeline frames ``0 .. C-1``; ``rotations (C, J, 4)`` unit xyzw,
             ``root_translation (C, 3)`` m, at ``context.fps``.
-        key_frames: ``K`` strictly increasing timeline frames, each in ``C .. total_frames-1``.
-        key_rotations: ``(K, J, 4)`` unit xyzw local rotations at the keyframes.
-        key_root: ``(K, 3)`` root translations at the keyframes (m).
-        key_translations: optional ``(K, J, 3)`` local translations of every joint at the keyframes (m);
-            only with ``context.translations`` (``None``: the last context frame's are held).
+        keyframes: ``K`` keys at strictly increasing timeline frames, each in ``C .. total_frames-1``; their
+            poses ``rotations (K, J, 4)`` unit xyzw, ``root_translation (K, 3)`` m and, only with
+            ``context.translations``, optional ``translations (K, J, 3)`` m (``None``: the last context
+            frame's are held).
         total_frames: timeline length ``T`` (context plus gap).
         method: a method name of the pipeline (``"interp"``).
         preset: a preset of that method (``""`` = its default).
@@ -47,16 +45,13 @@ class JobSpec:
     character_id: str
     character: Character
     context: Motion
-    key_frames: tuple[int, ...]
-    key_rotations: torch.Tensor
-    key_root: torch.Tensor
+    keyframes: Keyframes
     total_frames: int
     method: str = "interp"
     preset: str = ""
     chunk_frames: int = DEFAULT_CHUNK_FRAMES
     seed: int = 0
     label: str = ""
-    key_translations: torch.Tensor | None = None
 
     @property
     def num_joints(self) -> int:
@@ -67,18 +62,17 @@ class JobSpec:
         return self.context.num_frames
 
 
-def key_error_deg(result: Motion, key_frames: Sequence[int], key_rotations: torch.Tensor) -> float:
+def key_error_deg(result: Motion, keys: Keyframes) -> float:
     """Largest angle (degrees) between the result and the requested keyframe rotations, over keys and joints.
 
     Args:
         result: the whole timeline, ``rotations (T, J, 4)``.
-        key_frames: ``K`` timeline frames.
-        key_rotations: ``(K, J, 4)`` unit xyzw.
+        keys: ``K`` keys on that timeline, ``poses.rotations (K, J, 4)`` unit xyzw.
     """
     # float64 and 4·atan2(|a − b|, |a + b|) with b on a's hemisphere: exactly 0 for keys that come back as sent
     # (acos of a float32 dot read 0.06° there) and accurate near 0 and 180°, where acos is not.
-    a = result.rotations[list(key_frames)].to(torch.float64)
-    b = key_rotations.to(torch.float64)
+    a = result.rotations[list(keys.frames)].to(torch.float64)
+    b = keys.poses.rotations.to(torch.float64)
     b = torch.where((a * b).sum(-1, keepdim=True) < 0, -b, b)
     angle = 4.0 * torch.atan2(torch.linalg.vector_norm(a - b, dim=-1), torch.linalg.vector_norm(a + b, dim=-1))
     return float(torch.rad2deg(angle).max())

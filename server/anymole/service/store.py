@@ -38,7 +38,7 @@ import torch
 
 from anymole.errors import NotFound
 from anymole.pipeline import Completed, Event, JobSpec, VideoClip
-from anymole.rig import Character, Motion
+from anymole.rig import Character, Keyframes, Motion
 from anymole.service.timeline import MotionRef, Timeline
 
 __all__ = ["JobStore", "disk_bytes", "event_from_json", "event_to_json", "write_atomic"]
@@ -128,7 +128,7 @@ class JobStore:
         request = {
             "character_id": spec.character_id,
             "fps": spec.context.fps,
-            "key_frames": list(spec.key_frames),
+            "key_frames": list(spec.keyframes.frames),
             "total_frames": spec.total_frames,
             "method": spec.method,
             "preset": spec.preset,
@@ -141,9 +141,9 @@ class JobStore:
             "context_rotations": spec.context.rotations,
             "context_root": spec.context.root_translation,
             "context_translations": spec.context.translations,
-            "key_rotations": spec.key_rotations,
-            "key_root": spec.key_root,
-            "key_translations": spec.key_translations,
+            "key_rotations": spec.keyframes.poses.rotations,
+            "key_root": spec.keyframes.poses.root_translation,
+            "key_translations": spec.keyframes.poses.translations,
         }
         with open(d / "request.npz", "wb") as fh:
             np.savez(fh, **{k: v.cpu().numpy() for k, v in arrays.items() if v is not None})  # type: ignore[arg-type]
@@ -171,16 +171,21 @@ class JobStore:
                 root_translation=arrays["context_root"],
                 translations=arrays.get("context_translations"),
             ),
-            key_frames=tuple(request["key_frames"]),
-            key_rotations=arrays["key_rotations"],
-            key_root=arrays["key_root"],
+            keyframes=Keyframes(
+                tuple(request["key_frames"]),
+                Motion(
+                    fps=request["fps"],
+                    rotations=arrays["key_rotations"],
+                    root_translation=arrays["key_root"],
+                    translations=arrays.get("key_translations"),
+                ),
+            ),
             total_frames=request["total_frames"],
             method=request["method"],
             preset=request["preset"],
             chunk_frames=request["chunk_frames"],
             seed=request["seed"],
             label=request["label"],
-            key_translations=arrays.get("key_translations"),
         )
 
     def timeline(self, job_id: str) -> Timeline:

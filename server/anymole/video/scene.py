@@ -14,7 +14,7 @@ import torch
 
 from anymole.progress import OnStep, no_step
 from anymole.render.cameras import Cameras
-from anymole.rig import Character, Motion
+from anymole.rig import Character, Keyframes, Motion
 from anymole.video.caption import scene_caption
 from anymole.video.config import VideoJobConfig
 from anymole.video.sampler import RENDER_FPS
@@ -53,10 +53,9 @@ class SceneRenders:
         return int(self.context.shape[0])
 
 
-def _poses(
-    context30: Motion, key_rotations: torch.Tensor, key_root: torch.Tensor, key_translations: torch.Tensor | None
-) -> Motion:
+def _poses(context30: Motion, keys: Keyframes) -> Motion:
     """The 30 fps context followed by the keyframe poses, as one clip."""
+    key_rotations, key_root, key_translations = keys.poses.rotations, keys.poses.root_translation, keys.poses.translations
     dtype = context30.rotations.dtype
     translations = None
     if context30.translations is not None:
@@ -76,12 +75,10 @@ def _poses(
 def render_scene(
     character: Character,
     context: Motion,
-    key_rotations: torch.Tensor,
-    key_root: torch.Tensor,
+    keys: Keyframes,
     timeline: VideoTimeline,
     cfg: VideoJobConfig,
     *,
-    key_translations: torch.Tensor | None = None,
     device: torch.device | str = "cpu",
     on_step: OnStep = no_step,
 ) -> SceneRenders:
@@ -90,11 +87,10 @@ def render_scene(
     Args:
         character: rig and mesh (a capsule body is rendered when it has no mesh).
         context: ``C`` known frames at ``context.fps``: ``rotations (C, J, 4)`` unit xyzw, root ``(C, 3)`` m.
-        key_rotations: ``(K, J, 4)`` unit xyzw local rotations at the keyframes.
-        key_root: ``(K, 3)`` root translations (m).
+        keys: the ``K`` keyframes: ``poses.rotations (K, J, 4)`` unit xyzw local rotations, ``poses.root_translation
+            (K, 3)`` m, optional ``poses.translations (K, J, 3)`` m (with ``context.translations``).
         timeline: `plan_timeline` of this context and these keys.
         cfg: render size, views and caption model.
-        key_translations: optional ``(K, J, 3)`` local translations at the keys (with ``context.translations``).
         device: the job's device; on a GPU, forward kinematics and skinning run there.
         on_step: ``on_step("render", fraction)`` at the start and end.
     """
@@ -103,7 +99,7 @@ def render_scene(
     on_step("render", 0.0)
     context30 = resample_context(context, timeline)
     n = context30.num_frames
-    poses = _poses(context30, key_rotations, key_root, key_translations)
+    poses = _poses(context30, keys)
     fk_device = device if torch.device(device).type == "cuda" else None
     renders = render_motion(
         character, poses, views=cfg.views, width=cfg.width, height=cfg.height, with_depth=True, device=fk_device

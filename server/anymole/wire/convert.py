@@ -14,8 +14,6 @@ Packed layout (proto comments): rotations ``F*J*4`` float32 xyzw, translations `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
@@ -24,7 +22,7 @@ from anymole.pipeline import (
     DEFAULT_CHUNK_FRAMES,
     JobSpec,
 )
-from anymole.rig import MAX_FPS, Character, Motion
+from anymole.rig import MAX_FPS, Character, Keyframes, Motion
 from anymole.wire.characters import (
     character_from_asset_bytes,
     character_to_asset,
@@ -205,41 +203,44 @@ def spec_from_proto(req: pb.InbetweenRequest, character: Character, limits: Limi
         character_id=req.character_id,
         character=character,
         context=context,
-        key_frames=tuple(frames),
-        key_rotations=torch.from_numpy(rots),
-        key_root=torch.from_numpy(roots),
+        keyframes=Keyframes(
+            tuple(frames),
+            Motion(
+                fps=context.fps,
+                rotations=torch.from_numpy(rots),
+                root_translation=torch.from_numpy(roots),
+                translations=None if trs is None else torch.from_numpy(trs),
+            ),
+        ),
         total_frames=int(total),
         method=req.method or "interp",
         preset=req.preset,
         chunk_frames=int(chunk),
         seed=int(req.seed),
         label=req.label,
-        key_translations=None if trs is None else torch.from_numpy(trs),
     )
 
 
 def inbetween_request(
     character_id: str,
     context: Motion,
-    key_frames: Sequence[int],
-    key_rotations: torch.Tensor,
-    key_root: torch.Tensor,
+    keys: Keyframes,
     total_frames: int = 0,
     method: str = "interp",
     preset: str = "",
     chunk_frames: int = 0,
     seed: int = 0,
     label: str = "",
-    key_translations: torch.Tensor | None = None,
     client_tags: dict[str, str] | None = None,
     max_receive_message_bytes: int = 0,
 ) -> pb.InbetweenRequest:
-    """Build a request (client side). ``key_rotations (K, J, 4)`` xyzw, ``key_root (K, 3)`` m, optional
-    ``key_translations (K, J, 3)`` m (only with ``context.translations``); ``client_tags`` find the job again
+    """Build a request (client side). ``keys.poses``: ``rotations (K, J, 4)`` xyzw, ``root_translation (K, 3)`` m,
+    optional ``translations (K, J, 3)`` m (only with ``context.translations``); ``client_tags`` find the job again
     in `ListJobs`; ``max_receive_message_bytes`` sizes its motion events (0: 4 MiB)."""
-    kr = key_rotations.detach().cpu().float().numpy()
-    kt = key_root.detach().cpu().float().numpy()
-    ktr = None if key_translations is None else key_translations.detach().cpu().float().numpy()
+    poses = keys.poses
+    kr = poses.rotations.detach().cpu().float().numpy()
+    kt = poses.root_translation.detach().cpu().float().numpy()
+    ktr = None if poses.translations is None else poses.translations.detach().cpu().float().numpy()
     return pb.InbetweenRequest(
         character_id=character_id,
         context=motion_to_clip(context),
@@ -250,7 +251,7 @@ def inbetween_request(
                 root_translation=kt[i].tolist(),
                 translations=[] if ktr is None else ktr[i].ravel().tolist(),
             )
-            for i, f in enumerate(key_frames)
+            for i, f in enumerate(keys.frames)
         ],
         total_frames=total_frames,
         method=method,

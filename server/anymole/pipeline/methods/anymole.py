@@ -103,8 +103,7 @@ class AnyMoLeMethod:
         preset = spec.preset or next(iter(PRESETS))
         est_cfg, mim_cfg = self.configs(preset)
         t0 = time.perf_counter()
-        fill = inbetween(spec.context, list(spec.key_frames), spec.key_rotations, spec.key_root, spec.total_frames,
-                         root="cubic", key_translations=spec.key_translations)  # fmt: skip
+        fill = inbetween(spec.context, spec.keyframes, spec.total_frames, root="cubic")
         for chunk in _chunks(spec, fill, final=False):  # provisional: the SLERP fill, at once
             yield chunk
         report.set_plan([("load", 1.0)])
@@ -153,8 +152,8 @@ class AnyMoLeMethod:
             with loaded.exclusive(token) as prior:
                 check_render_size(prior, cfg)
                 t = time.perf_counter()
-                renders = render_scene(spec.character, spec.context, spec.key_rotations, spec.key_root, timeline, cfg,
-                                       key_translations=spec.key_translations, device=device, on_step=on_step)  # fmt: skip
+                renders = render_scene(spec.character, spec.context, spec.keyframes, timeline, cfg, device=device,
+                                       on_step=on_step)  # fmt: skip
                 timings["render"] = time.perf_counter() - t
                 # the estimator needs only the renders: it trains while the prior adapts and samples
                 with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="anymole-estimator") as pool:
@@ -193,7 +192,7 @@ class AnyMoLeMethod:
         if settings.tiny:
             summary = f"random-weight video prior (tiny): the motion follows noise; {summary}"
         metrics = {
-            "key_error_deg": key_error_deg(motion, spec.key_frames, spec.key_rotations),
+            "key_error_deg": key_error_deg(motion, spec.keyframes),
             "icadapt_cached": float(cached["icadapt"]),
             "estimator_cached": float(cached["estimator"]),
         }

@@ -44,13 +44,10 @@ class InterpMethod:
             token,
             inbetween,
             spec.context,
-            list(spec.key_frames),
-            spec.key_rotations,
-            spec.key_root,
+            spec.keyframes,
             spec.total_frames,
             method="slerp",
             root=ROOT_PRESETS[preset],
-            key_translations=spec.key_translations,
         )
         t1 = time.perf_counter()
         report("interp", 1.0)
@@ -66,7 +63,7 @@ class InterpMethod:
             report("stream", (i + 1) / n_chunks)
             await asyncio.sleep(0)  # let watchers drain and cancels land between chunks
         t2 = time.perf_counter()
-        err = key_error_deg(motion, spec.key_frames, spec.key_rotations)
+        err = key_error_deg(motion, spec.keyframes)
         yield Completed(
             summary=f"filled frames {start}..{total - 1} with interp/{preset} in {t2 - t0:.3f} s",
             timings=(("interp", t1 - t0), ("stream", t2 - t1)),

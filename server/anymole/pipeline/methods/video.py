@@ -94,8 +94,8 @@ class VideoMethod:
     def timeline(self, spec: JobSpec) -> VideoTimeline:
         """The job's timeline on the sampler's (`anymole.video.timeline.plan_timeline`: the keyframes must fit
         it); the job's timeline must end at the last keyframe (the video stops there)."""
-        timeline = plan_timeline(spec.context_frames, spec.context.fps, spec.key_frames)
-        end = spec.key_frames[-1] + 1
+        timeline = plan_timeline(spec.context_frames, spec.context.fps, spec.keyframes.frames)
+        end = spec.keyframes.frames[-1] + 1
         if spec.total_frames != end:
             raise InvalidInput(
                 "total_frames",
@@ -171,11 +171,9 @@ class VideoMethod:
                 renders = render_scene(
                     spec.character,
                     spec.context,
-                    spec.key_rotations,
-                    spec.key_root,
+                    spec.keyframes,
                     timeline,
                     cfg,
-                    key_translations=spec.key_translations,
                     device=device,
                     on_step=on_step,
                 )
