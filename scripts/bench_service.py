@@ -66,13 +66,14 @@ def _character():
 def _request(client, up, gap: int, chunk: int, seed: int):
     import torch
 
-    from anymole.rig import Motion
+    from anymole.rig import Keyframes, Motion
     from anymole.rig.quat import quat_normalize
 
     g = torch.Generator().manual_seed(seed)
     ctx = Motion(30.0, quat_normalize(torch.randn(10, JOINTS, 4, generator=g)), torch.randn(10, 3, generator=g))
     keys = quat_normalize(torch.randn(1, JOINTS, 4, generator=g))
-    return client.request(up, ctx, [10 + gap - 1], keys, torch.randn(1, 3, generator=g), chunk_frames=chunk)
+    poses = Motion(30.0, keys, torch.randn(1, 3, generator=g))
+    return client.request(up, ctx, Keyframes((10 + gap - 1,), poses), chunk_frames=chunk)
 
 
 def _pct(xs: list[float], q: float) -> float:

@@ -26,6 +26,7 @@ FOX_CONTEXT, FOX_KEYS = (0, 40), (60, 82)
 async def _python_client_fill(out: Path) -> None:
     from anymole.client import AnyMoLeClient, fill_remote_async
     from anymole.io import load_character
+    from anymole.rig import Keyframes, Motion
     from anymole.service.server import ServerConfig, build_server
     from anymole.wire import convert
     from anymole.wire.motion_json import write_motion_json
@@ -41,8 +42,10 @@ async def _python_client_fill(out: Path) -> None:
                 up = await client.upload_file(ROOT / "assets" / "Fox.glb")
                 start, stop = FOX_CONTEXT
                 keys = list(FOX_KEYS)
-                request = client.request(up, motion.slice(start, stop), [k - start for k in keys],
-                                         motion.rotations[keys], motion.root_translation[keys], method="interp")
+                poses = Motion(motion.fps, motion.rotations[keys], motion.root_translation[keys])
+                request = client.request(
+                    up, motion.slice(start, stop), Keyframes(tuple(k - start for k in keys), poses), method="interp"
+                )
                 job_id, _ = await client.submit(request)
                 async for _ in client.watch(job_id, up.skeleton.num_joints):
                     pass
