@@ -94,6 +94,7 @@ def test_cli_oracle_errors_name_the_option(monkeypatch: pytest.MonkeyPatch, caps
         (["--context", "0:61", "--keys", "x"], "--keys"),
         (["--keys", "90"], "--context"),
         (["--context", "0:61", "--keys", "90", "--preset", "huge"], "--preset"),
+        (["--context", "0:61", "--keys", "90", "--device", "tpu"], "--device"),
     ):
         code, _, err = _run(["eval", "--oracle", asset, *argv], monkeypatch, capsys)
         assert code == 1 and option in err and "Traceback" not in err, (argv, err)
@@ -104,15 +105,17 @@ def test_cli_oracle_parses_and_prints_json(
 ) -> None:
     seen: list[tuple[object, ...]] = []
 
-    def fake(character: object, clip: str, context: tuple[int, int], keys: list[int], preset: str) -> OracleResult:
-        seen.append((clip, context, keys, preset))
+    def fake(
+        character: object, clip: str, context: tuple[int, int], keys: list[int], preset: str, device: str
+    ) -> OracleResult:
+        seen.append((clip, context, keys, preset, device))
         return result  # the library run above: the CLI only parses and prints
 
     monkeypatch.setattr("anymole.pipeline.oracle.oracle_eval", fake)
     argv = ["eval", "--oracle", str(ASSETS / "131_01_30fps.bvh"), "--context", "0:61", "--keys", "90", "--json"]
     code, out, err = _run(argv, monkeypatch, capsys)
     assert code == 0, err
-    assert seen == [(CLIP, (0, 61), [90], "draft")]
+    assert seen == [(CLIP, (0, 61), [90], "draft", "cpu")]
     doc = json.loads(out)
     assert {"anymole", "interp", "backbone", "estimator_px"} <= set(doc)
     assert doc["backbone"] == "conv" and doc["frames"] == [61, 90]
@@ -120,3 +123,16 @@ def test_cli_oracle_parses_and_prints_json(
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps the table's columns to the terminal's width
     code, out, _ = _run(argv[:-1], monkeypatch, capsys)  # the table
     assert code == 0 and "hl2q_1_2" in out and "anymole (global)" in out and "interp (local)" in out
+
+
+def test_quality_preset_runs_the_conv_backbone_without_vit_weights() -> None:
+    """`--preset quality` (the GPU table) takes the quality estimator's heads and schedule on the conv backbone,
+    as the anymole method does when no ViT weights are given; a few steps on the CPU check the composition."""
+    from dataclasses import replace
+
+    ch = cached_load("131_01_30fps.bvh")
+    cfg = EstimatorConfig.quality(backbones=("conv",))
+    res = oracle_eval(ch, CLIP, (0, 61), [90], "quality", estimator=replace(cfg, steps=2, batch_size=4),
+                      mimicking=MimicConfig.quality(steps=1, patience=1), render=(128, 80, 1))  # fmt: skip
+    assert res.backbone == "conv" and res.image_size == (128, 80)
+    assert math.isfinite(res.anymole["global"]["hl2q_1_2"]) and math.isfinite(res.estimator_px)

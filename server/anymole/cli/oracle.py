@@ -11,7 +11,9 @@ from anymole.cli._common import _pick_clip, _span
 __all__ = ["run_oracle"]
 
 
-def run_oracle(asset: Path, clip: str | None, context: str | None, keys: str | None, preset: str, json_out: bool) -> None:
+def run_oracle(
+    asset: Path, clip: str | None, context: str | None, keys: str | None, preset: str, json_out: bool, device: str = "cpu"
+) -> None:
     """`anymole eval --oracle`: parse, run `anymole.pipeline.oracle.oracle_eval`, print."""
     import json
 
@@ -21,7 +23,12 @@ def run_oracle(asset: Path, clip: str | None, context: str | None, keys: str | N
     from anymole.errors import InvalidInput
     from anymole.io import load_character
     from anymole.pipeline.oracle import oracle_eval
+    from anymole.service.server import resolve_devices
 
+    try:  # refused before any rendering if the device is not here
+        device = resolve_devices((device,))[0][0]
+    except InvalidInput as exc:
+        raise InvalidInput("--device", exc.reason) from None
     start, stop = _span(context, "--context")
     if start is None or stop is None:
         raise InvalidInput("--context", f"give the context as clip frames A:B, got {context!r}")
@@ -36,7 +43,7 @@ def run_oracle(asset: Path, clip: str | None, context: str | None, keys: str | N
     options = {"context": "--context", "keyframes": "--keys", "clip": "--clip", "preset": "--preset"}
     try:
         with Console(stderr=True).status(f"oracle evaluation of {asset.name}:{name} ({preset})"):
-            result = oracle_eval(character, name, (start, stop), key_list, preset)
+            result = oracle_eval(character, name, (start, stop), key_list, preset, device=device)
     except InvalidInput as exc:  # the library names its arguments; say which option to change
         raise InvalidInput(options.get(exc.field, exc.field), exc.reason) from None
     if json_out:

@@ -50,6 +50,10 @@ class EstimatorConfig:
             features shift with the image exactly (a ViT's patch grid moves with a patch-aligned shift).
         jitter_copies: colour-jittered copies of every image encoded once beside the original (0: none).
         encode_batch: images per backbone call while encoding.
+        pose_copies: poses per gap frame that the pipeline renders beside the context as extra training samples
+            (`anymole.pipeline.fromvideo.gap_poses`: the gaps' SLERP fill, then ``pose_copies − 1`` randomly
+            perturbed copies of it); 0: the paper's training set, context and keys only.
+        pose_noise_deg: std (degrees, per axis) of the perturbation of every local rotation in those copies.
         autocast_dtype: ``"bf16"`` (CUDA only: the frozen backbones' encoding, cached in bf16, and the heads'
             convolutions and linears; soft-argmax and the losses stay float32) or ``"fp32"``.
         seed: RNG seed for initialisation, batches and augmentation.
@@ -73,6 +77,8 @@ class EstimatorConfig:
     max_shift: int = 1
     jitter_copies: int = 0
     encode_batch: int = 16
+    pose_copies: int = 0
+    pose_noise_deg: float = 10.0
     autocast_dtype: str = "bf16"
     seed: int = 0
 
@@ -89,7 +95,7 @@ class EstimatorConfig:
                 raise InvalidInput(name, f"must be ≥ 1, got {getattr(self, name)}")
         if self.feature_stride != 8 and "conv" in self.backbones:
             raise InvalidInput("feature_stride", "the conv backbone has three stride-2 stages: stride 8 only")
-        for name in ("heatmap_upsamples", "max_shift", "jitter_copies", "joint_embed"):
+        for name in ("heatmap_upsamples", "max_shift", "jitter_copies", "joint_embed", "pose_copies", "pose_noise_deg"):
             if getattr(self, name) < 0:
                 raise InvalidInput(name, f"must be ≥ 0, got {getattr(self, name)}")
         if self.lr <= 0 or self.final_div < 1 or not 0 < self.warmup < 1:

@@ -37,8 +37,8 @@ class MimicConfig:
             image loss, 50).
         w_root: weight of the MSE (m²) between the root and its linear interpolation between the gap's keys.
         w_rot: weight of the MSE between the quaternions and their initialisation. The reference's 30000 suits
-            its use, small steps from the neighbouring frame's solution: measured on a 13-joint rig with exact
-            targets at 128×80, a start 20° off keeps 14.7° of it at 30000 and 3.3° at 300 (tests/mimic).
+            its use, small steps from the neighbouring frame's solution; how strongly it holds a solve near its
+            start is measured in docs/quality.md ("Mimicking's weights").
         reset_ratio: go back to the best iterate when the loss exceeds this multiple of the best (2).
         patience: ... or after this many iterations without improvement (40).
         silhouette_scale: size of the soft render as a fraction of the image's (it costs pixels × triangles).

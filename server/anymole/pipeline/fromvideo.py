@@ -2,7 +2,10 @@
 evaluation (`anymole.pipeline.oracle`).
 
 * `training_set` / `train_estimator`: the scene-specific joint estimator trained on a job's renders, the
-  context of every view at weight 1 and the keyframes at weight 3 (paper A.2).
+  context of every view at weight 1 and the keyframes at weight 3 (paper A.2), plus, beyond the paper,
+  `gap_poses`: the gaps' SLERP fill and randomly perturbed copies of it rendered with the same cameras and
+  floor. The context shows only the poses of the context; the fill's poses lie near the unknown gap's, and
+  the perturbations teach the estimator to read where a limb leaves them (measured in docs/quality.md).
 * `background`: the scene without the character, from the context renders themselves (the camera is fixed,
   so every floor pixel shows up uncovered in some context frame), for the silhouette term's character mask.
 * `estimate`: the estimator's joints and depths, and the character's mask, on the generated frames.
@@ -12,6 +15,9 @@ evaluation (`anymole.pipeline.oracle`).
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 from anymole.errors import InvalidInput
@@ -20,22 +26,41 @@ from anymole.mimic import MimicConfig, MimicTargets, character_mask, mimic
 from anymole.progress import OnStep, no_step
 from anymole.render.cameras import Cameras
 from anymole.rig import Character, Motion
+from anymole.rig.quat import axis_angle_to_unitquat, quat_mul
 from anymole.video.sampler import RENDER_FPS
 from anymole.video.scene import SceneRenders
 from anymole.video.timeline import VideoTimeline
 
-__all__ = ["KEY_WEIGHT", "background", "estimate", "mimic_gaps", "train_estimator", "training_set"]
+__all__ = ["KEY_WEIGHT", "PoseSamples", "background", "estimate", "gap_poses", "mimic_gaps", "train_estimator", "training_set"]
 
 #: weight of a keyframe render against a context render in the estimator's loss (the paper's 3).
 KEY_WEIGHT = 3.0
 
 
-def training_set(renders: SceneRenders) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The estimator's samples from a job's renders: every view's ``N`` context frames and ``K`` keys.
+@dataclass(frozen=True)
+class PoseSamples:
+    """Extra labelled renders for the estimator (`gap_poses`), every view of every pose, weight 1.
+
+    Attributes:
+        images: ``(M, 3, H, W)`` in [0, 1].
+        joints_px: ``(M, J, 2)`` px.
+        joints_depth: ``(M, J)`` m.
+    """
+
+    images: torch.Tensor
+    joints_px: torch.Tensor
+    joints_depth: torch.Tensor
+
+
+def training_set(
+    renders: SceneRenders, extra: PoseSamples | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The estimator's samples from a job's renders: every view's ``N`` context frames and ``K`` keys, then
+    ``extra``'s ``E`` samples.
 
     Returns:
         ``images (M, 3, H, W)``, ``joints2d (M, J, 2)`` px, ``depths (M, J)`` m, ``weights (M,)`` with
-        ``M = V·(N + K)`` (context samples weigh 1, keys `KEY_WEIGHT`).
+        ``M = V·(N + K) + E`` (context and extra samples weigh 1, keys `KEY_WEIGHT`).
     """
     n = renders.context.shape[2]
     images = torch.cat((renders.context.transpose(1, 2).flatten(0, 1), renders.keys.transpose(1, 2).flatten(0, 1)))
@@ -43,14 +68,72 @@ def training_set(renders: SceneRenders) -> tuple[torch.Tensor, torch.Tensor, tor
     depths = torch.cat((renders.joints_depth[:, :n].flatten(0, 1), renders.joints_depth[:, n:].flatten(0, 1)))
     v, k = renders.views, renders.keys.shape[2]
     weights = torch.cat((torch.ones(v * n), torch.full((v * k,), KEY_WEIGHT)))
+    if extra is not None:
+        images = torch.cat((images, extra.images.to(images)))
+        joints = torch.cat((joints, extra.joints_px.to(joints)))
+        depths = torch.cat((depths, extra.joints_depth.to(depths)))
+        weights = torch.cat((weights, torch.ones(extra.images.shape[0])))
     return images, joints, depths, weights
 
 
+def gap_poses(
+    character: Character,
+    fill: Motion,
+    timeline: VideoTimeline,
+    cameras: Cameras,
+    copies: int,
+    noise_deg: float,
+    seed: int = 0,
+) -> PoseSamples:
+    """The gaps' first guess and perturbations of it, rendered like the context, as estimator training samples.
+
+    Uses only what a job knows before sampling: ``fill`` (the SLERP fill, context and keys exact) and the
+    scene's cameras; the floor is placed as `render_scene` placed it (from the context and key poses).
+
+    Args:
+        character: the rig and its mesh.
+        fill: the request's whole timeline (``T`` frames at ``timeline.fps``, last frame the last key).
+        timeline: the job's `plan_timeline`.
+        cameras: the scene's ``V`` cameras (`SceneRenders.cameras`).
+        copies: poses per gap frame: the fill itself, then ``copies − 1`` copies whose every local rotation
+            (root included) is turned by a random rotation vector of ``noise_deg`` degrees per axis (std).
+        noise_deg: std of the perturbation.
+        seed: RNG seed of the perturbations.
+
+    Returns:
+        ``V · copies · G`` samples, ``G`` the request frames inside the gaps (context and keys excluded).
+    """
+    from anymole.render.views import pose_motion, render_motion, scene_style  # moderngl loads only when used
+
+    keys = torch.tensor(timeline.key_frames, dtype=torch.float64)
+    shown = fill.sample(torch.cat((timeline.render_times(), keys)), float(RENDER_FPS))
+    _, verts, _ = pose_motion(character, shown)
+    inside = torch.ones(fill.num_frames, dtype=torch.bool)
+    inside[: timeline.context_frames] = False
+    inside[list(timeline.key_frames)] = False
+    frames = torch.nonzero(inside).flatten()
+    gen = torch.Generator().manual_seed(seed)
+    rot = fill.rotations[frames].repeat(copies, 1, 1)
+    noise = torch.randn((*rot.shape[:-1], 3), generator=gen, dtype=torch.float64) * math.radians(noise_deg)
+    noise[: frames.numel()] = 0.0  # the first copy is the fill itself
+    rot = quat_mul(rot, axis_angle_to_unitquat(noise).to(rot))
+    root = fill.root_translation[frames].repeat(copies, 1)
+    tr = fill.translations[frames].repeat(copies, 1, 1) if fill.translations is not None else None
+    poses = Motion(fill.fps, rot, root, tr, fill.name)
+    r = render_motion(character, poses, cameras=cameras, style=scene_style(verts))
+    assert r.joints_px is not None and r.joints_depth is not None
+    return PoseSamples(r.images().flatten(0, 1), r.joints_px.flatten(0, 1).float(), r.joints_depth.flatten(0, 1).float())
+
+
 def train_estimator(
-    renders: SceneRenders, config: EstimatorConfig, on_step: OnStep = no_step, device: torch.device | str = "cpu"
+    renders: SceneRenders,
+    config: EstimatorConfig,
+    on_step: OnStep = no_step,
+    device: torch.device | str = "cpu",
+    extra: PoseSamples | None = None,
 ) -> SceneEstimator:
     """`fit_estimator` on `training_set` (reports ``("estimator", fraction)``; a raising ``on_step`` stops it)."""
-    images, joints, depths, weights = training_set(renders)
+    images, joints, depths, weights = training_set(renders, extra)
     on_step("estimator", 0.0)
     return fit_estimator(images, joints, depths, weights, config, on_step, device=device)
 

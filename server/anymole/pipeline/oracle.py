@@ -18,19 +18,19 @@ import torch
 
 from anymole.baseline import inbetween
 from anymole.errors import InvalidInput
-from anymole.estimator import EstimatorConfig
+from anymole.estimator import EstimatorConfig, SceneEstimator
 from anymole.metrics import evaluate
-from anymole.mimic import MimicConfig
-from anymole.pipeline.fromvideo import background, estimate, mimic_gaps, train_estimator
+from anymole.mimic import MimicConfig, MimicTargets
+from anymole.pipeline.fromvideo import background, estimate, gap_poses, mimic_gaps, train_estimator
 from anymole.progress import OnStep, no_step
 from anymole.render.views import pose_motion, render_motion, scene_style
 from anymole.rig import Character, Keyframes, Motion
 from anymole.video.config import VideoJobConfig
 from anymole.video.sampler import RENDER_FPS
-from anymole.video.scene import render_scene
-from anymole.video.timeline import plan_timeline
+from anymole.video.scene import SceneRenders, render_scene
+from anymole.video.timeline import VideoTimeline, plan_timeline
 
-__all__ = ["ORACLE_RENDER", "OracleResult", "oracle_eval"]
+__all__ = ["ORACLE_RENDER", "OracleResult", "OracleScene", "oracle_eval", "oracle_scene"]
 
 #: render ``(width, height, views)`` per preset: draft is CPU-sized (the estimator's tests use 128×80)
 ORACLE_RENDER: dict[str, tuple[int, int, int]] = {"draft": (128, 80, 4), "fast": (256, 160, 4), "quality": (512, 320, 4)}
@@ -74,54 +74,93 @@ class OracleResult:
         }
 
 
-def oracle_eval(
+@dataclass(frozen=True, eq=False)
+class OracleScene:
+    """A clip's context and keys rendered as a job renders them, and its true gap as the "generated video".
+
+    Attributes:
+        renders: `render_scene`'s output (the estimator's training set).
+        timeline: the request's `plan_timeline`.
+        truth: the ground truth on the request's timeline (context frame 0 .. last key), ``T`` frames.
+        fill: the ``interp`` fill of the same request (SLERP, cubic root): mimicking's start and the baseline.
+        render_frames: ``(F,)`` 30 fps render frames of the generated video (15 fps, last context frame to last key).
+        frames: ``(3, F, H, W)`` the true gap rendered from view 0 at ``render_frames``.
+        joints_px: ``(F, J, 2)`` the true 2D joints of ``frames`` (px).
+        joints_depth: ``(F, J)`` their true depths (m).
+        unknown: ``(F,)`` bool, the frames the estimator and mimicking must recover (not context or key).
+    """
+
+    renders: SceneRenders
+    timeline: VideoTimeline
+    truth: Motion
+    fill: Motion
+    render_frames: torch.Tensor
+    frames: torch.Tensor
+    joints_px: torch.Tensor
+    joints_depth: torch.Tensor
+    unknown: torch.Tensor
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the renders."""
+        return int(self.frames.shape[-1]), int(self.frames.shape[-2])
+
+    def estimate(self, estimator: SceneEstimator) -> MimicTargets:
+        """The estimator's joints on ``frames`` and the character's masks against the context's background."""
+        n = self.renders.context.shape[2]
+        return estimate(estimator, self.frames, background(self.renders.context[0], self.renders.mask[0, :n]))
+
+    def estimator_px(self, targets: MimicTargets) -> float:
+        """Mean 2D error (px) of ``targets``' joints on the unknown frames."""
+        return float((targets.joints_px.cpu() - self.joints_px).norm(dim=-1)[self.unknown].mean())
+
+    def score(self, character: Character, motion: Motion) -> dict[str, dict[str, float]]:
+        """`evaluate` of ``motion`` (the request's timeline) against ``truth`` on the gap frames after the
+        context up to the last key (excluded), global and local rotations."""
+        scored = slice(self.timeline.context_frames, self.truth.num_frames - 1)
+        return {s: evaluate(character.skeleton, motion, self.truth, scored, space=s) for s in ("global", "local")}
+
+    def exact_targets(self, targets: MimicTargets) -> MimicTargets:
+        """``targets`` with the true joints and depths: a perfect estimator (mimicking's own limit)."""
+        return MimicTargets(self.joints_px.clone(), self.joints_depth.clone(), targets.mask)
+
+    def mimic(self, character: Character, targets: MimicTargets, config: MimicConfig, on_step: OnStep = no_step) -> Motion:
+        """`mimic_gaps` of ``targets`` from ``fill``: the request's timeline, context and keys exact."""
+        cam = self.renders.cameras.select(0)
+        return mimic_gaps(character, self.fill, self.timeline, self.render_frames, cam, targets, config, on_step)
+
+
+def oracle_scene(
     character: Character,
     clip: str,
     context: tuple[int, int],
     keys: Sequence[int],
-    preset: str = "draft",
-    *,
-    estimator: EstimatorConfig | None = None,
-    mimicking: MimicConfig | None = None,
-    render: tuple[int, int, int] | None = None,
+    render: tuple[int, int, int],
     on_step: OnStep = no_step,
-) -> OracleResult:
-    """Evaluate estimator + mimicking on the true gap of ``character.motions[clip]``.
+) -> OracleScene:
+    """Render ``character.motions[clip]``'s context and keys as a job does and its true gap as the video.
 
     Args:
-        character: the asset.
-        clip: the ground-truth clip's name.
-        context: clip frames ``[a, b)`` given as context (the video stage's 2 s at least).
-        keys: clip frames of the keyframes, 1, 2, … s after the last context frame.
-        preset: ``draft``, ``fast`` or ``quality``: estimator, mimicking and render size together.
-        estimator, mimicking, render: overrides of the preset's settings (``render``: width, height, views).
-        on_step: progress of the stages (``render``, ``estimator``, ``mimic``).
+        render: ``(width, height, views)``.
 
     Raises:
         InvalidInput: naming ``clip``, ``context`` or ``keyframes``.
     """
     if clip not in character.motions:
         raise InvalidInput("clip", f"{clip!r} is not a clip of {character.name}; it has {sorted(character.motions)}")
-    if preset not in ORACLE_RENDER:
-        raise InvalidInput("preset", f"expected one of {tuple(ORACLE_RENDER)}, got {preset!r}")
     gt = character.motions[clip]
     a, b = context
     if not 0 <= a < b <= gt.num_frames:
         raise InvalidInput("context", f"{a}:{b} must be a non-empty range of the clip's {gt.num_frames} frames")
     if not keys or max(keys) >= gt.num_frames:
         raise InvalidInput("keyframes", f"{list(keys)} must be frames of the clip's {gt.num_frames} frames")
-    est_cfg = estimator or EstimatorConfig.preset(preset)
-    mim_cfg = mimicking or MimicConfig.preset(preset)
-    width, height, views = render or ORACLE_RENDER[preset]
+    width, height, views = render
     req_keys = [k - a for k in keys]
     timeline = plan_timeline(b - a, gt.fps, req_keys)
     total = req_keys[-1] + 1
     truth = gt.slice(a, a + total)  # the request's timeline, ground truth
     ctx = truth.slice(0, b - a)
     cfg = VideoJobConfig(width=width, height=height, views=views, caption_model=None)
-    times: dict[str, float] = {}
-
-    t = time.perf_counter()
     keyed = Keyframes.of_clip(truth, req_keys)
     renders = render_scene(character, ctx, keyed, timeline, cfg, on_step=on_step)
     # the "generated video": the true motion at the sampler's 15 fps frames, same camera, same floor
@@ -133,36 +172,79 @@ def oracle_eval(
     gap_pos = (b - a - 1) + (render_frames - r0).to(torch.float64) / RENDER_FPS * gt.fps
     gap = render_motion(character, truth.sample(gap_pos, RENDER_FPS / _VIDEO_STEP),
                         cameras=renders.cameras.select(0), style=scene_style(verts))  # fmt: skip
-    frames = gap.images()[0].transpose(0, 1)  # (3, F, H, W)
-    assert gap.joints_px is not None
+    assert gap.joints_px is not None and gap.joints_depth is not None
+    return OracleScene(
+        renders=renders,
+        timeline=timeline,
+        truth=truth,
+        fill=inbetween(ctx, keyed, total, root="cubic"),
+        render_frames=render_frames,
+        frames=gap.images()[0].transpose(0, 1),  # (3, F, H, W)
+        joints_px=gap.joints_px[0].float(),
+        joints_depth=gap.joints_depth[0].float(),
+        unknown=(render_frames - r0) % RENDER_FPS != 0,
+    )
+
+
+def oracle_eval(
+    character: Character,
+    clip: str,
+    context: tuple[int, int],
+    keys: Sequence[int],
+    preset: str = "draft",
+    *,
+    estimator: EstimatorConfig | None = None,
+    mimicking: MimicConfig | None = None,
+    render: tuple[int, int, int] | None = None,
+    on_step: OnStep = no_step,
+    device: torch.device | str = "cpu",
+) -> OracleResult:
+    """Evaluate estimator + mimicking on the true gap of ``character.motions[clip]``.
+
+    Args:
+        character: the asset.
+        clip: the ground-truth clip's name.
+        context: clip frames ``[a, b)`` given as context (the video stage's 2 s at least).
+        keys: clip frames of the keyframes, 1, 2, … s after the last context frame.
+        preset: ``draft``, ``fast`` or ``quality``: estimator, mimicking and render size together.
+        estimator, mimicking, render: overrides of the preset's settings (``render``: width, height, views).
+        on_step: progress of the stages (``render``, ``estimator``, ``mimic``).
+        device: where the estimator trains and predicts (mimicking runs on the CPU).
+
+    Raises:
+        InvalidInput: naming ``clip``, ``context`` or ``keyframes``.
+    """
+    if preset not in ORACLE_RENDER:
+        raise InvalidInput("preset", f"expected one of {tuple(ORACLE_RENDER)}, got {preset!r}")
+    # the conv backbone at every preset, as the ``anymole`` method trains it (neither is given ViT weights)
+    est_cfg = estimator or EstimatorConfig.preset(preset, backbones=("conv",))
+    mim_cfg = mimicking or MimicConfig.preset(preset)
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    scene = oracle_scene(character, clip, context, keys, render or ORACLE_RENDER[preset], on_step)
     times["render"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    est = train_estimator(renders, est_cfg, on_step)
+    extra = None
+    if est_cfg.pose_copies:
+        extra = gap_poses(character, scene.fill, scene.timeline, scene.renders.cameras, est_cfg.pose_copies,
+                          est_cfg.pose_noise_deg, est_cfg.seed)  # fmt: skip
+    est = train_estimator(scene.renders, est_cfg, on_step, device=device, extra=extra)
     times["estimator"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    n = renders.context.shape[2]
-    targets = estimate(est, frames, background(renders.context[0], renders.mask[0, :n]))
-    unknown = (render_frames - r0) % RENDER_FPS != 0
-    est_px = float((targets.joints_px - gap.joints_px[0]).norm(dim=-1)[unknown].mean())
-    fill = inbetween(ctx, keyed, total, root="cubic")
-    result = mimic_gaps(character, fill, timeline, render_frames, renders.cameras.select(0), targets, mim_cfg, on_step)
+    targets = scene.estimate(est)
+    est_px = scene.estimator_px(targets)
+    result = scene.mimic(character, targets, mim_cfg, on_step)
     times["mimic"] = time.perf_counter() - t
-
-    scored = slice(b - a, total - 1)  # the gap after the context, up to the last key (excluded)
-
-    def score(pred: Motion) -> dict[str, dict[str, float]]:
-        sk = character.skeleton
-        return {s: evaluate(sk, pred, truth, scored, space=s) for s in ("global", "local")}
-
+    a, b = context
     return OracleResult(
-        anymole=score(result),
-        interp=score(fill),
+        anymole=scene.score(character, result),
+        interp=scene.score(character, scene.fill),
         backbone="+".join(est_cfg.backbones),
         estimator_px=est_px,
-        frames=(b, a + total - 1),
-        image_size=(width, height),
+        frames=(b, a + scene.truth.num_frames - 1),
+        image_size=scene.image_size,
         motion=result,
         timings=times,
     )

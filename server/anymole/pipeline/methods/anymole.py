@@ -30,7 +30,7 @@ from anymole.mimic import MimicConfig
 from anymole.pipeline.control import CancelToken, ProgressReporter, run_in_thread
 from anymole.pipeline.estimator_cache import EstimatorCache, estimator_key
 from anymole.pipeline.events import Completed, Event, MotionChunk
-from anymole.pipeline.fromvideo import background, estimate, mimic_gaps, train_estimator
+from anymole.pipeline.fromvideo import background, estimate, gap_poses, mimic_gaps, train_estimator
 from anymole.pipeline.methods.base import MethodSpec
 from anymole.pipeline.methods.video import VideoMethod, _preview_event
 from anymole.pipeline.spec import JobSpec, key_error_deg
@@ -140,7 +140,11 @@ class AnyMoLeMethod:
             est = est_cache.get(key) if est_cache is not None else None
             cached["estimator"] = est is not None
             if est is None:
-                est = train_estimator(renders, est_cfg, fit_step, device)
+                extra = None  # the gaps' fill and perturbations of it, rendered like the context (fromvideo)
+                if est_cfg.pose_copies:
+                    extra = gap_poses(spec.character, fill, timeline, renders.cameras, est_cfg.pose_copies,
+                                      est_cfg.pose_noise_deg, est_cfg.seed)  # fmt: skip
+                est = train_estimator(renders, est_cfg, fit_step, device, extra=extra)
                 if est_cache is not None:
                     est_cache.put(key, est)
             else:
