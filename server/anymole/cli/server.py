@@ -66,6 +66,8 @@ def serve(
     video_ddim_steps: Annotated[int | None, typer.Option(min=1, help="DDIM steps per sampler window of a video job (default: 50)")] = None,
     video_size: Annotated[str | None, typer.Option(help="render size WxH of video jobs, multiples of 8 (default: the prior's: 512x320, 64x64 for tiny)")] = None,
     video_warmup: Annotated[bool, typer.Option(help="load the video prior on every device at start and compile the turbo preset on GPUs (minutes the first time on a machine, under a minute later), so the first jobs don't wait for it")] = False,
+    estimator_steps: Annotated[int | None, typer.Option(min=1, help="joint-estimator training steps of every anymole job (default: the preset's)")] = None,
+    mimic_steps: Annotated[int | None, typer.Option(min=1, help="mimicking iterations per solve of every anymole job (default: the preset's)")] = None,
 ) -> None:
     """Run the gRPC server the Unity and Unreal plugins talk to (anymole.v1.AnyMoLeService).
 
@@ -92,7 +94,10 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     video = dataclasses.replace(
-        _video_settings(video_prior, video_icadapt_steps, video_ddim_steps, video_size), warmup=video_warmup
+        _video_settings(video_prior, video_icadapt_steps, video_ddim_steps, video_size),
+        warmup=video_warmup,
+        estimator_steps=estimator_steps,
+        mimic_steps=mimic_steps,
     )
     if video_warmup and video.prior is None:
         raise InvalidInput("--video-warmup", "there is no video prior to warm up: add --video-prior PATH (or tiny)")

@@ -35,7 +35,8 @@ from anymole.pipeline.estimator_cache import EstimatorCache, estimator_key
 from anymole.pipeline.events import Completed, Event, MotionChunk
 from anymole.pipeline.fromvideo import background, estimate, mimic_gaps, train_estimator
 from anymole.pipeline.methods.base import MethodSpec
-from anymole.pipeline.methods.video import VideoMethod, _preview_event
+from anymole.pipeline.methods.preview import preview_event
+from anymole.pipeline.methods.video import VideoMethod
 from anymole.pipeline.spec import JobSpec, key_error_deg
 from anymole.rig import Motion
 from anymole.video.cache import AdaptationCache
@@ -105,10 +106,14 @@ class AnyMoLeMethod:
 
     def configs(self, preset: str) -> tuple[EstimatorConfig, MimicConfig]:
         """The estimator (conv backbone, or the ViT pair with a `BackboneFactory`: see the module docstring)
-        and mimicking settings of ``preset``."""
+        and mimicking settings of ``preset``, with the server's step counts (`VideoSettings.estimator_steps`,
+        ``mimic_steps``) where it sets them."""
         name = preset or next(iter(PRESETS))
+        v = self.video.settings
+        est = {} if v.estimator_steps is None else {"steps": v.estimator_steps}
+        mim = {} if v.mimic_steps is None else {"steps": v.mimic_steps}
         backbones = ("conv",) if self.backbones is None else VIT_PAIR
-        return EstimatorConfig.preset(name, backbones=backbones), MimicConfig.preset(name)
+        return EstimatorConfig.preset(name, backbones=backbones, **est), MimicConfig.preset(name, **mim)
 
     def _built(self, config: EstimatorConfig) -> list[nn.Module] | None:
         """``config``'s backbones with the frozen ones from the factory (``None`` without one)."""
@@ -139,7 +144,7 @@ class AnyMoLeMethod:
 
         def on_step(stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
             if preview is not None:
-                report.post(_preview_event(stage, preview))
+                report.post(preview_event(stage, preview))
                 return
             if message == FROM_CACHE:  # as the video method: a skipped stage weighs nothing in the ETA
                 report.set_plan([(s, 0.0 if s == stage else w) for s, w in plan])
