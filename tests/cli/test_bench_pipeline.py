@@ -35,13 +35,14 @@ def test_bench_pipeline_tiny_cpu_writes_consistent_figures(tmp_path: Path, monke
     out, page, part = tmp_path / "pipeline.json", tmp_path / "benchmarks.md", tmp_path / "partial.json"
     page.write_text("# Benchmarks\n\n## Renderer\n\nkept\n")
     code, err = _cli(["bench", "pipeline", "--model", "tiny", "--device", "cpu", "--gaps", "1", "--short", "1,1,2,2",
-                      "--long", "2,2,4,4", "--json", str(out), "--markdown", str(page), "--partial", str(part)],
+                      "--long", "2,2,4,4", "--backbone", "vit", "--json", str(out), "--markdown", str(page), "--partial", str(part)],
                      monkeypatch, capsys)  # fmt: skip
     assert code == 0, err
     r = json.loads(out.read_text())
     for key in ("whole_job_s", "second_fill_s", "estimator_train_s", "mimic_s", "device", "preset", "stages_s", "how"):
         assert r[key] is not None, key
-    assert r["preset"] == "draft" and r["estimator_backbones"] == ["conv"]
+    # the method's backbone factory put tiny random ViTs of the paper's pair under the draft heads
+    assert r["preset"] == "draft" and r["estimator_backbones"] == ["dinov2_vitb14_reg", "fit3d_vits14_reg"]
     assert r["full_steps"] == {"icadapt": 500, "ddim": 50, "estimator": 300, "mimic": 40}
     assert r["scene"]["keyframes"] == [90] and r["scene"]["context_frames"] == 61 and r["scene"]["fps"] == 30
     runs = r["runs"]
@@ -146,3 +147,21 @@ def test_paper_scene_loops_the_humanoid_walk_to_six_keys(tmp_path: Path, monkeyp
     again, clip2, _ = load_source(scene=scene)
     assert again.skeleton.names == character.skeleton.names
     torch.testing.assert_close(clip2.rotations, clip.rotations, rtol=0, atol=0)
+
+
+def test_from_json_rewrites_the_section_and_bad_flags_are_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+    results, page = tmp_path / "pipeline.json", tmp_path / "b.md"
+    results.write_text(json.dumps(RAW))
+    code, err = _cli(["bench", "pipeline", "--from-json", str(results), "--markdown", str(page)], monkeypatch, capsys)
+    assert code == 0, err
+    section = page.read_text().split(HEADING, 1)[1]
+    assert "| ICAdapt | 500 | 252.5 s (500.0 ms a step) | ~1.5 h | — |" in section
+    assert "**402.5 s** | ~5.0 h | < 480.0 s ✓ |" in section and "**150.0 s** |" in section
+    for argv, flag in (
+        (["--short", "1,2,3"], "--short"),
+        (["--long", "1,0,3,4"], "--long"),
+        (["--preset", "turbo"], "preset"),
+        (["--from-json", str(results), "--markdown", ""], "--from-json"),
+    ):
+        code, err = _cli(["bench", "pipeline", "--model", "tiny", "--device", "cpu", *argv], monkeypatch, capsys)
+        assert code == 1 and flag in err and "Traceback" not in err, (argv, err)

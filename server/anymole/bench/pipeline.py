@@ -17,7 +17,8 @@ Every job runs the real path, `AnyMoLeMethod.run` (the composer's method) with i
 and ``long`` and extrapolates to the preset's counts; the results say which figure came from where.
 
 On a GPU the estimator trains on the paper's frozen ViT pair with random weights (same FLOPs as the published
-weights; `anymole.estimator.build_backbone` with ``random_init``); on the CPU on the conv backbone.
+weights; `anymole.estimator.build_backbone` with ``random_init``), handed to the method as its
+`BackboneFactory`, under the preset's heads; on the CPU on the conv backbone (or tiny ViTs: a dry run).
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ class PipelineBenchConfig:
         asset: the character file (default: the bundled CesiumMan, a humanoid).
         scene: a `anymole.bench.scene_file` export of the character and its clip at 30 fps, instead of ``asset``.
         gaps: one-second gaps after the 2 s context (the paper's 6).
-        backbone: ``"vit"`` (the paper's frozen pair, random weights) or ``"conv"`` (trained per scene).
+        backbone: ``"vit"`` (the paper's frozen pair with random weights; tiny ViTs of the same code with the tiny
+            model) or ``"conv"`` (trained per scene).
         short, long: step counts of the ``short`` and ``long`` jobs (``second`` repeats ``short``).
         budget_s: a job is skipped once this many seconds have passed since the start.
     """
@@ -108,8 +110,8 @@ class PipelineBenchConfig:
     scene: Path | None = None
     gaps: int = 6
     backbone: str = "vit"
-    short: Steps = field(default_factory=lambda: Steps(icadapt=5, ddim=2, estimator=60, mimic=10))
-    long: Steps = field(default_factory=lambda: Steps(icadapt=25, ddim=5, estimator=300, mimic=40))
+    short: Steps = field(default_factory=lambda: Steps(icadapt=5, ddim=2, estimator=60, mimic=5))
+    long: Steps = field(default_factory=lambda: Steps(icadapt=25, ddim=5, estimator=300, mimic=20))
     budget_s: float = 420.0
 
     def __post_init__(self) -> None:
@@ -195,9 +197,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _vit_factory(device: torch.device) -> BackboneFactory:
-    """Random-weight frozen ViTs on ``device``, built once per (name, stride) and shared by every job, as a
-    server holds its backbones."""
+def _vit_factory(device: torch.device, tiny: bool) -> BackboneFactory:
+    """Random-weight frozen ViTs on ``device`` (``tiny``: 2-layer, 32-wide ones of the same code), built once per
+    (name, stride) and shared by every job, as a server holds its backbones."""
     built: dict[tuple[str, int], nn.Module] = {}
     lock = threading.Lock()
 
@@ -207,7 +209,7 @@ def _vit_factory(device: torch.device) -> BackboneFactory:
             if key not in built:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
-                    built[key] = build_backbone(name, config, random_init=True).to(device).eval()
+                    built[key] = build_backbone(name, config, random_init=True, tiny=tiny).to(device).eval()
             return built[key]
 
     return make
@@ -329,7 +331,7 @@ async def _run(cfg: PipelineBenchConfig, say: Say, on_partial: Callable[[dict[st
             say("compiling the turbo preset (the server's warm-up)")
             with loaded.exclusive(CancelToken()):
                 warm["compile_s"] = await asyncio.to_thread(VideoMethod(base, pool).compile_turbo, str(device), loaded)
-        factory = _vit_factory(device) if cfg.backbone == "vit" else None
+        factory = _vit_factory(device, cfg.model == "tiny") if cfg.backbone == "vit" else None
         if factory is not None:
             t = time.perf_counter()
             est_cfg, _ = AnyMoLeMethod(VideoMethod(base, pool), factory).configs(cfg.preset)

@@ -74,6 +74,7 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     preset's steps), ``second_fill_stages_s``, ``whole_job_s``, ``second_fill_s``, ``estimator_train_s``,
     ``mimic_s`` (``None`` where the jobs they need did not run: ``missing`` says which)."""
     out = dict(raw)
+    out.pop("missing", None)  # a partial file's, summarized again
     runs, full = raw.get("runs", {}), raw["full_steps"]
     out |= {"whole_job_s": None, "second_fill_s": None, "estimator_train_s": None, "mimic_s": None}
     out["reference_a6000_s"] = REFERENCE_A6000_S
