@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from anymole.cli.demo_anymole import AnyMoLeDemo
     from anymole.client import FillResult
     from anymole.pipeline import VideoSettings
 
@@ -150,12 +151,28 @@ def serve(
 
 def demo(
     out_dir: Annotated[Path, typer.Option(help="where the result goes")] = Path("anymole-demo"),
-    method: Annotated[str, typer.Option(help="in-betweening method on the in-process server: interp, or video (tiny random-weight prior: a dry run whose video is noise)")] = "interp",
+    method: Annotated[str, typer.Option(help="in-betweening method on the in-process server: interp; video (tiny random-weight prior: a dry run whose video is noise); anymole (the whole job with that prior: GLB and a side-by-side MP4)")] = "interp",
 ) -> None:
     """Offline end-to-end run: start a server in-process, upload the bundled Fox, fill a gap of its Survey
     clip (context 0:40, keys 60 and 82) through the same client the plugins mirror, write the GLB.
-    With --method video: context 0:49 (2 s), key 72 (1 s later), previews stream, writes fox_video.mp4."""
+    With --method video: context 0:49 (2 s), key 72 (1 s later), previews stream, writes fox_video.mp4.
+    With --method anymole: the same gap filled by the whole AnyMoLe job (draft preset; minutes on a CPU), writes
+    fox_anymole.glb and fox_anymole_side_by_side.mp4."""
+    import time
+
+    from anymole.cli.demo_anymole import AnyMoLeDemo
+
+    t0 = time.perf_counter()
     res = asyncio.run(run_demo_async(out_dir, method=method))
+    if isinstance(res, AnyMoLeDemo):
+        typer.echo(f"wrote {res.glb}: the Fox with Survey_filled, frames 49..72 filled by the anymole job {res.job_id} "
+                   f"(context 0..48 and key 72 exact): {res.summary}")  # fmt: skip
+        typer.echo(f"wrote {res.video}: {res.frames} frames at 15 fps, {res.width}x{res.height}: left the video the "
+                   "prior generated for the gap, right the mimicked Fox rendered from the same camera")  # fmt: skip
+        typer.echo("the tiny prior has random weights: its video is noise, so the mimicked motion follows noise; "
+                   "with real weights (anymole serve --video-prior PATH) it follows the generated motion. "
+                   f"{time.perf_counter() - t0:.0f} s in all")  # fmt: skip
+        return
     if res.motion is None:  # method video: the result is the MP4 itself
         typer.echo(f"wrote {res.path} (job {res.job_id}): {res.summary}")
         return
@@ -163,28 +180,47 @@ def demo(
     typer.echo(f"look at it: anymole render {res.path} --out {out_dir / 'fox_fill.png'}")
 
 
-async def run_demo_async(out_dir: Path, method: str = "interp", progress: bool = True) -> FillResult:
+async def run_demo_async(
+    out_dir: Path,
+    method: str = "interp",
+    progress: bool = True,
+    estimator_steps: int | None = None,
+    mimic_steps: int | None = None,
+) -> FillResult | AnyMoLeDemo:
     """Start a server in-process, fill a gap of the bundled Fox's "Survey" clip through it, stop it.
 
     Method ``video`` runs the video stage with the tiny random-weight prior (a dry run of seconds on a CPU
-    whose video is noise) on 2 s of context and a key 1 s later, and writes ``fox_video.mp4``."""
+    whose video is noise) on 2 s of context and a key 1 s later, and writes ``fox_video.mp4``. Method ``anymole``
+    runs the whole job on the same gap with that prior and the draft preset (``estimator_steps`` and
+    ``mimic_steps`` override its step counts) and writes `anymole.cli.demo_anymole.run_anymole_demo`'s files."""
     from anymole.client import fill_remote_async
+    from anymole.errors import InvalidInput
     from anymole.pipeline import TINY_PRIOR, VideoSettings
     from anymole.service.server import ServerConfig, build_server
 
+    if method not in ("interp", "video", "anymole"):
+        raise InvalidInput("--method", f"expected interp, video or anymole, got {method!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="anymole-demo-") as tmp:
         asset = Path(tmp) / "Fox.glb"
         with importlib.resources.as_file(importlib.resources.files("anymole") / "data" / "Fox.glb") as src:
             shutil.copyfile(src, asset)
-        video = VideoSettings(prior=TINY_PRIOR, icadapt_steps=1, ddim_steps=2, width=128, height=80)
+        video = VideoSettings(prior=TINY_PRIOR, icadapt_steps=1, ddim_steps=2, width=128, height=80,
+                              cache_dir=Path(tmp) / "cache", estimator_steps=estimator_steps,
+                              mimic_steps=mimic_steps)  # fmt: skip
         cfg = ServerConfig(port=0, data_dir=Path(tmp) / "server", devices=("auto",), video=video)
         server, port = build_server(cfg)
         await server.start()
         # Survey is 24 fps: the video method needs 2 s of context (frames 0..48) and a key 1 s later (72).
         context, keys, out = ((0, 49), [72], "fox_video.mp4") if method == "video" else ((0, 40), [60, 82], "fox_fill.glb")
         try:
+            if method == "anymole":
+                from anymole.cli.demo_anymole import run_anymole_demo
+                from anymole.video.config import VideoJobConfig
+
+                scene = VideoJobConfig(width=128, height=80, views=video.views)  # the server's renders
+                return await run_anymole_demo(f"127.0.0.1:{port}", asset, out_dir, scene, progress)
             return await fill_remote_async(
                 f"127.0.0.1:{port}",
                 asset,
