@@ -27,12 +27,11 @@ import torch
 from anymole.baseline import inbetween
 from anymole.errors import JobCancelled
 from anymole.estimator import EstimatorConfig, SceneEstimator
-from anymole.hub import estimator_weights
 from anymole.mimic import MimicConfig
 from anymole.pipeline.control import CancelToken, ProgressReporter, run_in_thread
 from anymole.pipeline.estimator_cache import EstimatorCache, estimator_key
 from anymole.pipeline.events import Completed, Event, MotionChunk
-from anymole.pipeline.fromvideo import background, estimate, mimic_gaps, train_estimator
+from anymole.pipeline.fromvideo import background, estimate, estimator_config, mimic_gaps, train_estimator
 from anymole.pipeline.methods.base import MethodSpec
 from anymole.pipeline.methods.preview import preview_event
 from anymole.pipeline.methods.video import VideoMethod
@@ -102,15 +101,9 @@ class AnyMoLeMethod:
         them."""
         name = preset or next(iter(PRESETS))
         v = self.video.settings
-        est: dict[str, Any] = {} if v.estimator_steps is None else {"steps": v.estimator_steps}
+        est = {} if v.estimator_steps is None else {"steps": v.estimator_steps}
         mim = {} if v.mimic_steps is None else {"steps": v.mimic_steps}
-        frozen = EstimatorConfig.preset(name).frozen
-        if frozen and v.estimator_weights is not None:
-            found = estimator_weights(v.estimator_weights)
-            est["weights"] = tuple(str(found[b]) for b in frozen)
-        elif frozen:
-            est["backbones"] = ("conv",)
-        return EstimatorConfig.preset(name, **est), MimicConfig.preset(name, **mim)
+        return estimator_config(name, v.estimator_weights, **est), MimicConfig.preset(name, **mim)
 
     def _backbones(self) -> str:
         """Which estimator backbone each preset trains (the method's description)."""
