@@ -70,6 +70,9 @@ def serve(
     estimator_steps: Annotated[int | None, typer.Option(min=1, help="joint-estimator training steps of every anymole job (default: the preset's)")] = None,
     mimic_steps: Annotated[int | None, typer.Option(min=1, help="mimicking iterations per solve of every anymole job (default: the preset's)")] = None,
     estimator_weights: Annotated[str | None, typer.Option(help="models folder holding the joint estimator's ViT weights, as `anymole models pull estimator` fills it: the anymole method's fast and quality presets then use the paper's frozen DINOv2-reg ViT-B/14 + FiT3D ViT-S/14; none: the conv backbone for every preset [default: the models folder ($ANYMOLE_MODELS, else ~/.cache/anymole/models) when it holds both]")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="where per-scene artefacts (adapted prior, estimator) are cached; with --ray, a path every node shares [default: DATA_DIR/icadapt]")] = None,
+    ray: Annotated[str | None, typer.Option(help="run jobs on a Ray cluster: auto (the one `ray start` runs here, else a local one) or HOST:PORT of `ray start --head`; one worker per --device (auto: per GPU of the cluster); needs `pip install 'anymole[ray]'` (docs/ray.md)")] = None,
+    ray_worker_cpus: Annotated[float, typer.Option(help="CPUs Ray reserves for each worker")] = 1.0,
 ) -> None:
     """Run the gRPC server the Unity and Unreal plugins talk to (anymole.v1.AnyMoLeService).
 
@@ -83,6 +86,10 @@ def serve(
       anymole serve --video-prior ~/.cache/anymole/models/dynamicrafter-512-interp/model.ckpt --video-warmup
 
       anymole serve --video-prior tiny --video-icadapt-steps 2 --video-ddim-steps 2 --video-size 96x64   # CPU dry run
+
+    Beyond one machine, the jobs run on a Ray cluster's GPUs (docs/ray.md):
+
+      anymole serve --ray 10.0.0.1:6379 --cache-dir /shared/anymole-cache --video-prior /shared/models/model.ckpt
     """
     import asyncio
     import dataclasses
@@ -105,6 +112,13 @@ def serve(
     )
     if video_warmup and video.prior is None:
         raise InvalidInput("--video-warmup", "there is no video prior to warm up: add --video-prior PATH (or tiny)")
+    if cache_dir is not None:
+        video = dataclasses.replace(video, cache_dir=cache_dir.expanduser())
+    if ray is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise InvalidInput("--ray", "Ray is not installed here: pip install 'anymole[ray]' (on every node)")
     if video.prior is not None:
         _keep_compiled_graphs(data_dir.expanduser())
     cfg = ServerConfig(host=host, port=port, data_dir=data_dir.expanduser(), devices=tuple(device or ("auto",)),
@@ -113,7 +127,7 @@ def serve(
         cfg = dataclasses.replace(cfg, finished_in_memory=finished_in_memory)
     retention = RetentionPolicy(keep_days, None if max_disk is None else parse_size(max_disk, "--max-disk"))
     budget = None if memory_budget is None else parse_size(memory_budget, "--memory-budget")
-    cfg = dataclasses.replace(cfg, retention=retention, memory_budget=budget)
+    cfg = dataclasses.replace(cfg, retention=retention, memory_budget=budget, ray=ray, ray_worker_cpus=ray_worker_cpus)
     asyncio.run(run_server(cfg, on_ready=lambda p: typer.echo(f"anymole listening on {host}:{p}", err=True)))
 
 

@@ -13,10 +13,12 @@ evaluation (`anymole.pipeline.oracle`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from anymole.errors import InvalidInput
 from anymole.estimator import EstimatorConfig, SceneEstimator, fit_estimator
@@ -74,12 +76,18 @@ def training_set(renders: SceneRenders) -> tuple[torch.Tensor, torch.Tensor, tor
 
 
 def train_estimator(
-    renders: SceneRenders, config: EstimatorConfig, on_step: OnStep = no_step, device: torch.device | str = "cpu"
+    renders: SceneRenders,
+    config: EstimatorConfig,
+    on_step: OnStep = no_step,
+    device: torch.device | str = "cpu",
+    *,
+    backbones: Sequence[nn.Module] | None = None,
 ) -> SceneEstimator:
-    """`fit_estimator` on `training_set` (reports ``("estimator", fraction)``; a raising ``on_step`` stops it)."""
+    """`fit_estimator` on `training_set` (reports ``("estimator", fraction)``; a raising ``on_step`` stops it),
+    with built ``backbones`` in ``config.backbones`` order (default: built from the config)."""
     images, joints, depths, weights = training_set(renders)
     on_step("estimator", 0.0)
-    return fit_estimator(images, joints, depths, weights, config, on_step, device=device)
+    return fit_estimator(images, joints, depths, weights, config, on_step, backbones=backbones, device=device)
 
 
 def background(context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
