@@ -63,6 +63,7 @@ def test_bench_pipeline_tiny_cpu_writes_consistent_figures(tmp_path: Path, monke
         assert r["per_step_s"][stage] == pytest.approx(b)
         assert r["stages_s"][stage] == pytest.approx(lg[stage] + (full[key] - n2) * b)
         assert r["how"][stage].startswith("extrapolated") and f"{full[key]} steps" in r["how"][stage]
+        assert r["extrapolated"][stage]["from_steps"] == {"short": n1, "long": n2}
     assert r["stages_s"]["render"] == lg["render"] and r["how"]["render"] == "measured (long job)"
     outside = runs["long"]["wall_s"] - _critical(lg)
     assert r["whole_job_s"] == pytest.approx(outside + _critical(r["stages_s"]))
@@ -103,6 +104,11 @@ def test_summary_extrapolates_by_the_stated_arithmetic() -> None:
     r = summarize(RAW)
     # ICAdapt 0.5 s a step: 15 + 475 × 0.5; sampling 2 s a DDIM step: 12 + 45 × 2; mimicking measured at 40
     assert r["stages_s"]["icadapt"] == pytest.approx(252.5)
+    # the estimator and mimicking ran their preset's steps in the long job: only ICAdapt and sampling extrapolate
+    assert r["extrapolated"] == {
+        "icadapt": {"to_steps": 500, "from_steps": {"short": 5, "long": 25}, "from_s": {"short": 5.0, "long": 15.0}},
+        "sample": {"to_steps": 50, "from_steps": {"short": 2, "long": 5}, "from_s": {"short": 6.0, "long": 12.0}},
+    }
     assert r["stages_s"]["sample"] == pytest.approx(102.0)
     assert r["estimator_train_s"] == pytest.approx(10.0) and "measured at the preset's 300" in r["how"]["estimator"]
     assert r["mimic_s"] == pytest.approx(44.0)
@@ -125,7 +131,7 @@ def test_summary_of_a_cut_run_says_what_is_missing(tmp_path: Path) -> None:
     write_markdown(r, page)
     write_markdown(r, page)  # rewrites its own section only
     text = page.read_text()
-    assert text.count(HEADING) == 1 and "Skipped: long: the budget" in text and "| **whole job** (first fill) | | **—** |" in text
+    assert text.count(HEADING) == 1 and "Skipped: long: the budget" in text and "| **whole job** (first fill) | | | **—** |" in text
 
 
 def test_paper_scene_loops_the_humanoid_walk_to_six_keys(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -155,8 +161,8 @@ def test_from_json_rewrites_the_section_and_bad_flags_are_refused(tmp_path: Path
     code, err = _cli(["bench", "pipeline", "--from-json", str(results), "--markdown", str(page)], monkeypatch, capsys)
     assert code == 0, err
     section = page.read_text().split(HEADING, 1)[1]
-    assert "| ICAdapt | 500 | 252.5 s (500.0 ms a step) | ~1.5 h | — |" in section
-    assert "**402.5 s** | ~5.0 h | < 480.0 s ✓ |" in section and "**150.0 s** |" in section
+    assert "| ICAdapt | 500 | 5, 25 | 252.5 s | 500.0 ms | ~1.5 h | — |" in section
+    assert "**402.5 s** | | ~5.0 h | < 480.0 s ✓ |" in section and "**150.0 s** |" in section
     for argv, flag in (
         (["--short", "1,2,3"], "--short"),
         (["--long", "1,0,3,4"], "--long"),

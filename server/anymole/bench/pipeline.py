@@ -16,6 +16,16 @@ Every job runs the real path, `AnyMoLeMethod.run` (the composer's method) with i
 `anymole.bench.pipeline_report.summarize` fits each stepped stage linearly in its step count from ``short``
 and ``long`` and extrapolates to the preset's counts; the results say which figure came from where.
 
+The H100 run (`anymole bench pipeline --help` has the whole device command with its setup)::
+
+    python3 -m anymole.cli bench pipeline --model full --device cuda --scene bench_scene.pt \
+        --json $OUT/pipeline.json --markdown $OUT/benchmarks.md --partial $OUT/pipeline.partial.json --budget 400
+
+(``bench_scene.pt`` from ``anymole bench pipeline --export-scene bench_scene.pt`` on a machine with libassimp.)
+At the default step counts the run is about: prior build and cold ``turbo`` compile 3 min, then three jobs of
+well under a minute each (ICAdapt 5 / 25 steps of about 0.5 s, sampling at 2 / 5 DDIM steps); a job starts only
+within ``--budget`` seconds of the start, and ``--partial`` keeps what finished if the command is cut.
+
 On a GPU the estimator trains on the paper's frozen ViT pair with random weights (same FLOPs as the published
 weights; `anymole.estimator.build_backbone` with ``random_init``), handed to the method as its
 `BackboneFactory`, under the preset's heads; on the CPU on the conv backbone (or tiny ViTs: a dry run).
@@ -100,7 +110,7 @@ class PipelineBenchConfig:
         backbone: ``"vit"`` (the paper's frozen pair with random weights; tiny ViTs of the same code with the tiny
             model) or ``"conv"`` (trained per scene).
         short, long: step counts of the ``short`` and ``long`` jobs (``second`` repeats ``short``).
-        budget_s: a job is skipped once this many seconds have passed since the start.
+        budget_s: no job starts once this many seconds have passed since the start (warm-up included).
     """
 
     model: str = "full"
@@ -112,7 +122,7 @@ class PipelineBenchConfig:
     backbone: str = "vit"
     short: Steps = field(default_factory=lambda: Steps(icadapt=5, ddim=2, estimator=60, mimic=5))
     long: Steps = field(default_factory=lambda: Steps(icadapt=25, ddim=5, estimator=300, mimic=20))
-    budget_s: float = 420.0
+    budget_s: float = 400.0
 
     def __post_init__(self) -> None:
         if self.model not in ("full", "tiny"):

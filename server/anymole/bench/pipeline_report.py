@@ -23,7 +23,7 @@ from typing import Any
 
 from anymole.bench.report import replace_section, write_json
 
-__all__ = ["REFERENCE_A6000_S", "STAGES", "TARGETS_H100_S", "summarize", "write_json", "write_markdown"]
+__all__ = ["METHOD", "REFERENCE_A6000_S", "STAGES", "TARGETS_H100_S", "summarize", "write_json", "write_markdown"]
 
 #: stages of `Completed.timings`, in job order, and the step count each scales with
 STAGES = ("render", "icadapt", "sample", "estimator", "estimate", "mimic")
@@ -31,6 +31,14 @@ STEPPED = {"icadapt": "icadapt", "sample": "ddim", "estimator": "estimator", "mi
 #: the reference implementation on an A6000 (supplementary A.1–A.3; anymole_reference_code.md §8): ICAdapt about
 #: 1.5 h, the estimator about 3.5 h, two-stage sampling of 90 frames 8.08 min, mimicking not given; about 5 h a motion
 REFERENCE_A6000_S = {"icadapt": 1.5 * 3600, "estimator": 3.5 * 3600, "sample": 8.08 * 60, "whole_job": 5 * 3600}
+#: the results' one-line account of the method (the module docstring has it in full)
+METHOD = (
+    "three anymole jobs through AnyMoLeMethod.run on one scene and cache from a warm server: short steps, long "
+    "steps (caches miss), short again (ICAdapt and estimator caches hit); per stage Completed.timings; a stepped "
+    "stage is a + b*steps with b from short and long, extrapolated to the preset's steps; whole job = the long "
+    "job's time outside its stages + render + max(icadapt + sample, estimator) + estimate + mimic at the preset's "
+    "steps; second fill likewise from the third job with sampling and mimicking extrapolated"
+)
 #: issue 14's targets on one H100
 TARGETS_H100_S = {"whole_job": 8 * 60, "second_fill": 90, "estimator": 60, "mimic": 30}
 
@@ -44,7 +52,9 @@ def _fits(runs: dict[str, Any], full: dict[str, int]) -> tuple[dict[str, float],
     """Per stage: the preset's time, the per-step cost ``b``, and how it was obtained, from ``short`` and
     ``long``."""
     short, long = runs["short"], runs["long"]
-    times, per_step, how = {}, {}, {}
+    times: dict[str, float] = {}
+    per_step: dict[str, float] = {}
+    how: dict[str, str] = {}
     for stage in STAGES:
         t2 = long["timings_s"][stage]
         if stage not in STEPPED:
@@ -77,12 +87,18 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     out.pop("missing", None)  # a partial file's, summarized again
     runs, full = raw.get("runs", {}), raw["full_steps"]
     out |= {"whole_job_s": None, "second_fill_s": None, "estimator_train_s": None, "mimic_s": None}
+    out["method"] = METHOD
     out["reference_a6000_s"] = REFERENCE_A6000_S
     out["targets_h100_s"] = TARGETS_H100_S
     if not {"short", "long"} <= runs.keys():
         out["missing"] = "the short and long jobs are needed for any figure at the preset's steps"
         return out
     stages, per_step, how = _fits(runs, full)
+    out["extrapolated"] = {  # which figures are not measured at the preset's steps, and from what
+        stage: {"to_steps": full[key], "from_steps": {r: runs[r]["steps"][key] for r in ("short", "long")},
+                "from_s": {r: runs[r]["timings_s"][stage] for r in ("short", "long")}}
+        for stage, key in STEPPED.items() if runs["long"]["steps"][key] != full[key]
+    }  # fmt: skip
     long = runs["long"]
     outside = long["wall_s"] - _critical(long["timings_s"])
     out |= {
@@ -136,9 +152,13 @@ def _target(name: str, value: Any) -> str:
 
 def _section(r: dict[str, Any], json_name: str) -> str:
     scene, full, runs = r["scene"], r["full_steps"], r.get("runs", {})
-    steps = r.get("run_steps", {})
+    steps = {name: run["steps"] for name, run in runs.items()} or r.get("run_steps", {})
     short, long = steps.get("short", {}), steps.get("long", {})
     warm = r.get("warm_server", {})
+
+    def counts(run: dict[str, int]) -> str:
+        return ", ".join(f"{k} {run[k]}" for k in ("icadapt", "ddim", "estimator", "mimic") if k in run) or "—"
+
     lines = [
         f"`anymole bench pipeline` (`{json_name}`): the whole `anymole` job (`AnyMoLeMethod.run`, per-stage "
         f"`Completed.timings`) for the paper's setting: {scene['character']} at {scene['fps']:g} fps, "
@@ -150,14 +170,13 @@ def _section(r: dict[str, Any], json_name: str) -> str:
         "",
         f"From a warm server (not in the job's time): prior built in {_s(warm.get('load_s'))}, `turbo` compiled in "
         f"{_s(warm.get('compile_s'))} (`anymole serve --video-warmup`), estimator backbones built in "
-        f"{_s(warm.get('backbones_s'))}. Three jobs on one scene and cache: `short` (ICAdapt {short.get('icadapt')}, "
-        f"DDIM {short.get('ddim')}, estimator {short.get('estimator')}, mimic {short.get('mimic')} steps), `long` "
-        f"({long.get('icadapt')}, {long.get('ddim')}, {long.get('estimator')}, {long.get('mimic')}) and `short` "
-        "again (both caches hit). Stepped stages are fitted linearly in their step count from `short` and `long` "
-        "and extrapolated to the preset's counts; the JSON's `how` says so figure by figure.",
+        f"{_s(warm.get('backbones_s'))}. Three jobs on one scene and cache: `short` ({counts(short)} steps), `long` "
+        f"({counts(long)}) and `short` again (both caches hit). A stepped stage is fitted linearly in its step "
+        "count through `short` and `long` and extrapolated to the preset's count; the JSON's `how` and "
+        "`extrapolated` say so figure by figure.",
         "",
-        "| stage | preset's steps | this run | reference (A6000) | target (H100) |",
-        "|---|---|---|---|---|",
+        f"| stage | preset's steps | timed at (short, long) | {r['device']} | per step | reference (A6000) | target (H100) |",
+        "|---|---|---|---|---|---|---|",
     ]
     stages = r.get("stages_s", {})
     per = r.get("per_step_s", {})
@@ -170,13 +189,15 @@ def _section(r: dict[str, Any], json_name: str) -> str:
         ("mimicking", "mimic", f"{full['mimic']} a solve"),
     )
     for label, stage, n in rows:
-        step = f" ({per[stage] * 1000:.1f} ms a step)" if stage in per else ""
-        lines.append(f"| {label} | {n} | {_s(stages.get(stage))}{step} | {_ref(REFERENCE_A6000_S.get(stage))} | "
-                     f"{_target(stage, stages.get(stage))} |")  # fmt: skip
+        key = STEPPED.get(stage)
+        timed = f"{short.get(key, '—')}, {long.get(key, '—')}" if key else "—"
+        step = f"{per[stage] * 1000:.1f} ms" if stage in per else "—"
+        lines.append(f"| {label} | {n} | {timed} | {_s(stages.get(stage))} | {step} | "
+                     f"{_ref(REFERENCE_A6000_S.get(stage))} | {_target(stage, stages.get(stage))} |")  # fmt: skip
     lines += [
-        f"| **whole job** (first fill) | | **{_s(r.get('whole_job_s'))}** | {_ref(REFERENCE_A6000_S['whole_job'])} "
-        f"| {_target('whole_job', r.get('whole_job_s'))} |",
-        f"| **second fill** (caches hit) | | **{_s(r.get('second_fill_s'))}** | — (no cache: a full job) | "
+        f"| **whole job** (first fill) | | | **{_s(r.get('whole_job_s'))}** | | "
+        f"{_ref(REFERENCE_A6000_S['whole_job'])} | {_target('whole_job', r.get('whole_job_s'))} |",
+        f"| **second fill** (caches hit) | | | **{_s(r.get('second_fill_s'))}** | | — (no cache: a whole job) | "
         f"{_target('second_fill', r.get('second_fill_s'))} |",
         "",
     ]

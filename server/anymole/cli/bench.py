@@ -100,7 +100,7 @@ def bench_pipeline(
     json_out: Annotated[Path, typer.Option("--json", help="results file")] = Path("docs/benchmarks/pipeline.json"),
     markdown: Annotated[Path | None, typer.Option(help="page whose --heading section is rewritten ('' for none)")] = Path("docs/benchmarks.md"),
     heading: Annotated[str, typer.Option(help="the page's section for this run")] = "## Whole pipeline (anymole method)",
-    budget: Annotated[float, typer.Option(help="seconds after which the remaining jobs are skipped")] = 420.0,
+    budget: Annotated[float, typer.Option(help="seconds after the start (warm-up included) after which no further job starts")] = 400.0,
     partial: Annotated[Path | None, typer.Option(help="also write the results so far here after the warm-up and at every stage")] = None,
     from_json: Annotated[Path | None, typer.Option(help="run nothing: rewrite the --markdown section from this results file (a run's --json or --partial)")] = None,
 ) -> None:
@@ -110,9 +110,10 @@ def bench_pipeline(
     come from the caches.
 
     On one H100 (no libassimp there: export the scene here first, `anymole bench pipeline --export-scene
-    bench_scene.pt`, and carry moderngl and the EGL loaders as the device README says; 10 min a command):
+    bench_scene.pt`, untracked so that it travels with the tree; carry `.whl` with moderngl and glcontext, and the
+    EGL loaders `.gl`, as the device README says; a command has 10 min, setup included):
 
-        cp docs/benchmarks.md $OUT/ && python3 -m anymole.cli bench pipeline --model full --device cuda --scene bench_scene.pt --json $OUT/pipeline.json --markdown $OUT/benchmarks.md --partial $OUT/pipeline.partial.json --budget 330
+        for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig; python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/server || exit; cp docs/benchmarks.md $OUT/ && python3 -m anymole.cli bench pipeline --model full --device cuda --scene bench_scene.pt --json $OUT/pipeline.json --markdown $OUT/benchmarks.md --partial $OUT/pipeline.partial.json --budget 400
 
     A cut run leaves its partial file: `anymole bench pipeline --from-json PARTIAL` writes the section from it.
     CPU dry run: anymole bench pipeline --model tiny --device cpu --gaps 1 --short 1,1,2,2 --long 2,2,4,4
