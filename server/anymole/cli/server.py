@@ -48,25 +48,6 @@ def _video_settings(prior: str, icadapt_steps: int | None, ddim_steps: int | Non
     )
 
 
-def _estimator_weights(value: str | None) -> Path | None:
-    """``anymole serve --estimator-weights``: ``none`` → ``None`` (the conv backbone); a models folder → itself,
-    once it is seen to hold both ViTs (`ModelUnavailable` saying what to put where otherwise); not given → the
-    default models folder if it holds them, else ``None``."""
-    from anymole.errors import ModelUnavailable
-    from anymole.hub import default_root, estimator_weights
-
-    if value is not None and value.lower() == "none":
-        return None
-    root = Path(value).expanduser() if value is not None else default_root()
-    try:
-        estimator_weights(root)
-    except ModelUnavailable:
-        if value is not None:
-            raise
-        return None
-    return root
-
-
 def serve(
     host: Annotated[str, typer.Option(help="interface to bind; 0.0.0.0 exposes the server (use --token and TLS)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0 picks a free one)")] = 50051,
@@ -114,6 +95,7 @@ def serve(
     import dataclasses
     import logging
 
+    from anymole.cli._common import _estimator_weights
     from anymole.errors import InvalidInput
     from anymole.service.budget import parse_size
     from anymole.service.retention import RetentionPolicy

@@ -30,12 +30,11 @@ from torch import nn
 from anymole.baseline import inbetween
 from anymole.errors import JobCancelled
 from anymole.estimator import BACKBONES, EstimatorConfig, SceneEstimator, build_backbone
-from anymole.hub import estimator_weights
 from anymole.mimic import MimicConfig
 from anymole.pipeline.control import CancelToken, ProgressReporter, run_in_thread
 from anymole.pipeline.estimator_cache import EstimatorCache, estimator_key
 from anymole.pipeline.events import Completed, Event, MotionChunk
-from anymole.pipeline.fromvideo import background, estimate, mimic_gaps, train_estimator
+from anymole.pipeline.fromvideo import background, estimate, estimator_config, mimic_gaps, train_estimator
 from anymole.pipeline.methods.base import MethodSpec
 from anymole.pipeline.methods.preview import preview_event
 from anymole.pipeline.methods.video import VideoMethod
@@ -115,15 +114,9 @@ class AnyMoLeMethod:
         v = self.video.settings
         est: dict[str, Any] = {} if v.estimator_steps is None else {"steps": v.estimator_steps}
         mim = {} if v.mimic_steps is None else {"steps": v.mimic_steps}
-        frozen = EstimatorConfig.preset(name).frozen
         if self.backbones is not None:  # the factory's frozen ViTs under every preset's heads
-            est["backbones"] = VIT_PAIR
-        elif frozen and v.estimator_weights is not None:
-            found = estimator_weights(v.estimator_weights)
-            est["weights"] = tuple(str(found[b]) for b in frozen)
-        elif frozen:
-            est["backbones"] = ("conv",)
-        return EstimatorConfig.preset(name, **est), MimicConfig.preset(name, **mim)
+            return EstimatorConfig.preset(name, backbones=VIT_PAIR, **est), MimicConfig.preset(name, **mim)
+        return estimator_config(name, v.estimator_weights, **est), MimicConfig.preset(name, **mim)
 
     def _built(self, config: EstimatorConfig) -> list[nn.Module] | None:
         """``config``'s backbones with the frozen ones from the factory (``None`` without one: built from the
