@@ -121,6 +121,17 @@ def test_summary_extrapolates_by_the_stated_arithmetic() -> None:
     assert r["second_fill_s"] == pytest.approx(30.0 - 28.0 + 148.0)
 
 
+def test_summary_flags_estimator_training_that_outlasted_icadapt() -> None:
+    assert summarize(RAW)["estimator_spilled_into_sampling"] == []
+    short = {**RAW["runs"]["short"], "timings_s": {**RAW["runs"]["short"]["timings_s"], "estimator": 8.0}}
+    r = summarize({**RAW, "runs": {**RAW["runs"], "short": short}})
+    assert r["estimator_spilled_into_sampling"] == ["short"]
+    assert "caution" in r["how"]["sample"] and "caution" in r["how"]["icadapt"] and "caution" not in r["how"]["mimic"]
+    # the second job loaded its estimator: never flagged, however long the load took
+    second = {**RAW["runs"]["second"], "timings_s": {**RAW["runs"]["second"]["timings_s"], "estimator": 9.0}}
+    assert summarize({**RAW, "runs": {**RAW["runs"], "second": second}})["estimator_spilled_into_sampling"] == []
+
+
 def test_summary_of_a_cut_run_says_what_is_missing(tmp_path: Path) -> None:
     cut = {**RAW, "runs": {"short": RAW["runs"]["short"]}, "skipped": ["long: the budget of 1 s was spent (2 s)"]}
     r = summarize(cut)

@@ -143,6 +143,28 @@ def _every_option() -> set[str]:
     return found
 
 
+def test_option_help_survives_rich_markup() -> None:
+    """The CLI renders help as rich markup, which drops a bracketed ``[word: …]`` as an unknown tag: option
+    help says its defaults in parentheses, and what ``--help`` prints keeps them."""
+    import click
+    import typer
+    from typer.testing import CliRunner
+
+    from anymole.cli import app
+
+    helps: list[str] = []
+
+    def walk(cmd: click.Command) -> None:
+        helps.extend(str(getattr(p, "help", "") or "") for p in cmd.params)
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(typer.main.get_command(app))
+    assert [h for h in helps if "[default" in h] == []
+    out = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "400"}).output
+    assert "(default: 16)" in out and "(default: keep)" in out
+
+
 def test_models_errors_point_at_options_that_exist(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
