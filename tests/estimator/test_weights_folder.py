@@ -33,12 +33,16 @@ def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
 def test_pull_estimator_offline_says_what_to_download_and_where(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    tries: list[object] = []
+
     def offline(**kwargs: object) -> Path:
+        tries.append(kwargs)
         raise OSError("network unreachable")
 
     monkeypatch.setattr(hub, "_download", offline)
     code, text = _cli(["models", "pull", "estimator", "--dest", str(tmp_path)], monkeypatch, capsys)
     assert code == 1 and "Traceback" not in text
+    assert len(tries) == 1  # the second model is not tried against a Hub that did not answer
     text = " ".join(text.split())  # the CLI wraps long messages
     for repo, filename, folder in (
         ("facebook/dinov2-with-registers-base", "model.safetensors", "dinov2-with-registers-base"),

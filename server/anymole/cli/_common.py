@@ -24,7 +24,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 _RECONNECT_HELP = (
     "seconds to keep trying when the server goes away mid-job (a restart): the job runs on there, and the "
-    "watch resumes after the last event seen; 0 gives up at once [default: 120]"
+    "watch resumes after the last event seen; 0 gives up at once (default: 120)"
 )
 
 

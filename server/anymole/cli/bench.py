@@ -188,7 +188,7 @@ def bench_capacity(
     cache_load: Annotated[float, typer.Option(help="seconds to read a scene's artefacts from shared storage")] = 5.0,
     hours: Annotated[float, typer.Option(help="simulated hours measured (after 4 h of warm-up)")] = 200.0,
     seed: Annotated[int, typer.Option(help="seed of every random draw")] = 0,
-    gpus: Annotated[str | None, typer.Option(help="GPU counts A:B (B included) [default: from the offered load]")] = None,
+    gpus: Annotated[str | None, typer.Option(help="GPU counts A:B (B included) (default: from the offered load)")] = None,
     studios: Annotated[str, typer.Option(help="studio sizes (animators, comma-separated) for the GPUs-needed table; '' for none")] = "25,50,100,200",
     wait_limit: Annotated[float, typer.Option(help="minutes: the median wait the GPU count must stay under")] = 2.0,
     json_out: Annotated[Path, typer.Option("--json", help="results file")] = Path("docs/benchmarks/capacity.json"),

@@ -181,7 +181,10 @@ class RayPipeline:
 
     async def warm_up(self, devices: Sequence[str]) -> None:
         """`VideoSettings.warmup` on every worker (``devices``, the slots, is not read)."""
-        await asyncio.gather(*(w.handle.warm_up.remote() for w in self.workers), return_exceptions=True)
+        outcomes = await asyncio.gather(*(w.handle.warm_up.remote() for w in self.workers), return_exceptions=True)
+        for w, outcome in zip(self.workers, outcomes, strict=True):
+            if isinstance(outcome, BaseException):  # its jobs load and compile on first use
+                log.warning("warm-up failed on worker %s: %s", w.name, outcome)
 
     async def close(self) -> None:
         """Stop the workers (and disconnect, when `connect` connected)."""
