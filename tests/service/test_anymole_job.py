@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from anymole.client import AnyMoLeClient
+from anymole.errors import InvalidInput
 from anymole.estimator import EstimatorConfig
 from anymole.mimic import MimicConfig
 from anymole.pipeline import (
@@ -32,14 +33,25 @@ WIDTH, HEIGHT = 96, 64
 
 
 def _settings(**kw: object) -> VideoSettings:
-    return VideoSettings(prior="tiny", icadapt_steps=1, ddim_steps=2, width=WIDTH, height=HEIGHT, views=2, **kw)  # type: ignore[arg-type]
+    """The tiny prior; the draft presets with fewer steps (CPU time), as `anymole serve --estimator-steps 30
+    --mimic-steps 8` sets them."""
+    return VideoSettings(prior="tiny", icadapt_steps=1, ddim_steps=2, width=WIDTH, height=HEIGHT, views=2,
+                         estimator_steps=30, mimic_steps=8, **kw)  # type: ignore[arg-type]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _small_steps(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The draft presets with fewer steps (CPU time), the estimator's conv backbone as every preset's."""
-    small = (EstimatorConfig.draft(steps=30, batch_size=8), MimicConfig.draft(steps=8, patience=8))
-    monkeypatch.setattr(AnyMoLeMethod, "configs", staticmethod(lambda preset: small))
+def test_server_step_counts_override_every_preset() -> None:
+    method = AnyMoLePipeline(_settings()).method("anymole")
+    assert isinstance(method, AnyMoLeMethod)
+    for preset in ("draft", "fast", "quality"):
+        est, mim = method.configs(preset)
+        assert (est.steps, mim.steps) == (30, 8)
+        assert est == EstimatorConfig.preset(preset, backbones=est.backbones, steps=30)
+        assert mim == MimicConfig.preset(preset, steps=8)
+    plain = AnyMoLePipeline(VideoSettings(prior="tiny")).method("anymole")
+    assert isinstance(plain, AnyMoLeMethod)
+    assert plain.configs("quality") == (EstimatorConfig.quality(backbones=("conv",)), MimicConfig.quality())
+    with pytest.raises(InvalidInput, match="mimic_steps"):
+        VideoSettings(mimic_steps=0)
 
 
 async def _fox(connect, port: int) -> tuple[AnyMoLeClient, object]:

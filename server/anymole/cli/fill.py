@@ -145,6 +145,7 @@ def evaluate(
     keys: Annotated[str | None, typer.Option(help="with --oracle: keyframes, comma-separated clip frames 1, 2, … s after the context")] = None,
     preset: Annotated[str, typer.Option(help="with --oracle: draft (CPU, minutes), fast or quality")] = "draft",
     device: Annotated[str, typer.Option(help="with --oracle: where the estimator trains (cpu, cuda, cuda:1, …)")] = "cpu",
+    estimator_weights: Annotated[str | None, typer.Option(help="with --oracle: models folder holding the estimator's ViT weights (`anymole models pull estimator`) for fast and quality; none: the conv backbone (default: the models folder when it holds both, else the conv backbone)")] = None,
     clip: Annotated[str | None, typer.Option(help="ground-truth clip name (default: the first)")] = None,
     pred_clip: Annotated[str | None, typer.Option(help="predicted clip name (default: the first)")] = None,
     frames: Annotated[str | None, typer.Option(help="ground-truth frames A:B to score (B excluded); default: all overlapping")] = None,
@@ -171,7 +172,7 @@ def evaluate(
             raise typer.BadParameter("give either --oracle ASSET or PRED GT, not both")
         from anymole.cli.oracle import run_oracle
 
-        run_oracle(oracle, clip, context, keys, preset, json_out, device)
+        run_oracle(oracle, clip, context, keys, preset, json_out, estimator_weights, device)
         return
     if pred is None or gt is None:
         raise typer.BadParameter("give PRED and GT, or --oracle ASSET")

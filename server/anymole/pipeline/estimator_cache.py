@@ -15,7 +15,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+
+from torch import nn
 
 from anymole.estimator import EstimatorConfig, SceneEstimator
 from anymole.video.cache import tensor_digest
@@ -26,12 +29,22 @@ __all__ = ["EstimatorCache", "estimator_key"]
 log = logging.getLogger(__name__)
 
 
+def _stat_id(path: str) -> list[list[object]]:
+    """Name, size and mtime of the file at ``path``, or of each file in the folder: which weights a frozen
+    backbone had, without reading hundreds of MB on every job."""
+    p = Path(path)
+    files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
 def estimator_key(character_digest: str, renders: SceneRenders, config: EstimatorConfig) -> str:
-    """Cache key of the estimator trained on ``renders`` (`anymole.pipeline.fromvideo.training_set`)."""
+    """Cache key of the estimator trained on ``renders`` (`anymole.pipeline.fromvideo.training_set`); the
+    frozen backbones' weight files count by name, size and mtime (replacing them trains anew)."""
     payload = {
         "character": character_digest,
         "renders": tensor_digest(renders.context, renders.keys, renders.joints_px, renders.joints_depth),
         "config": dataclasses.asdict(config),
+        "weights": [_stat_id(w) for w in config.weights],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
 
@@ -46,13 +59,14 @@ class EstimatorCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def get(self, key: str) -> SceneEstimator | None:
-        """The estimator stored under ``key``, or ``None`` (also for an entry that cannot be read)."""
+    def get(self, key: str, backbones: Sequence[nn.Module] | None = None) -> SceneEstimator | None:
+        """The estimator stored under ``key``, or ``None`` (also for an entry that cannot be read); frozen
+        ``backbones`` as `SceneEstimator.load` takes them (default: built from the stored config)."""
         folder = self.root / key
         if not folder.is_dir():
             return None
         try:
-            return SceneEstimator.load(folder)
+            return SceneEstimator.load(folder, backbones)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:  # a damaged entry: train again
             log.warning("could not load the cached estimator %s (%s); training it again", folder, exc)
             return None

@@ -21,7 +21,14 @@ from anymole.errors import InvalidInput
 from anymole.estimator import EstimatorConfig, SceneEstimator
 from anymole.metrics import evaluate
 from anymole.mimic import MimicConfig, MimicTargets
-from anymole.pipeline.fromvideo import background, estimate, gap_poses, mimic_gaps, train_estimator
+from anymole.pipeline.fromvideo import (
+    background,
+    estimate,
+    estimator_config,
+    gap_poses,
+    mimic_gaps,
+    train_estimator,
+)
 from anymole.progress import OnStep, no_step
 from anymole.render.views import pose_motion, render_motion, scene_style
 from anymole.rig import Character, Keyframes, Motion
@@ -207,7 +214,8 @@ def oracle_eval(
         context: clip frames ``[a, b)`` given as context (the video stage's 2 s at least).
         keys: clip frames of the keyframes, 1, 2, … s after the last context frame.
         preset: ``draft``, ``fast`` or ``quality``: estimator, mimicking and render size together.
-        estimator, mimicking, render: overrides of the preset's settings (``render``: width, height, views).
+        estimator, mimicking, render: overrides of the preset's settings (``estimator``: default `estimator_config`
+            without weights, the conv backbone in place of ViTs; ``render``: width, height, views).
         on_step: progress of the stages (``render``, ``estimator``, ``mimic``).
         device: where the estimator trains and predicts (mimicking runs on the CPU).
 
@@ -216,8 +224,7 @@ def oracle_eval(
     """
     if preset not in ORACLE_RENDER:
         raise InvalidInput("preset", f"expected one of {tuple(ORACLE_RENDER)}, got {preset!r}")
-    # the conv backbone at every preset, as the ``anymole`` method trains it (neither is given ViT weights)
-    est_cfg = estimator or EstimatorConfig.preset(preset, backbones=("conv",))
+    est_cfg = estimator or estimator_config(preset, None)  # no weights given: the conv backbone
     mim_cfg = mimicking or MimicConfig.preset(preset)
     times: dict[str, float] = {}
     t = time.perf_counter()

@@ -1,5 +1,6 @@
 """`VideoSettings`: how a server runs its video prior (``anymole serve --video-prior …``), read by the model
-pool (what to load, whether to warm up) and by the ``video`` method (render size, step counts, cache)."""
+pool (what to load, whether to warm up), by the ``video`` method (render size, step counts, cache) and by the
+``anymole`` method (the estimator's and mimicking's step counts)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ __all__ = ["TINY_PRIOR", "VideoSettings"]
 
 #: `VideoSettings.prior` value for DynamiCrafter's architecture at tiny size with random weights.
 TINY_PRIOR = "tiny"
-# The checkpoint's name in a folder of `anymole models pull` (video.hub.MODELS["dynamicrafter-512-interp"]).
+# The checkpoint's name in a folder of `anymole models pull` (anymole.hub.MODELS["dynamicrafter-512-interp"]).
 _CHECKPOINT_NAME = "model.ckpt"
 
 
@@ -35,6 +36,14 @@ class VideoSettings:
         warmup: when the server starts, load the prior on every device and, on CUDA devices, compile the
             ``turbo`` preset there (`anymole.video.generate.warm_up`), so the first jobs do not pay for either;
             jobs that arrive meanwhile wait for it.
+        estimator_steps: joint-estimator training steps of every ``anymole`` preset (``None``: the preset's,
+            `anymole.estimator.EstimatorConfig`).
+        mimic_steps: mimicking iterations per solve of every ``anymole`` preset (``None``: the preset's,
+            `anymole.mimic.MimicConfig`).
+        estimator_weights: a models folder holding the joint estimator's ViT weights as ``anymole models pull
+            estimator`` leaves them (`anymole.hub.estimator_weights`): the ``fast`` and ``quality`` presets then
+            use the paper's frozen DINOv2-reg ViT-B/14 + FiT3D ViT-S/14 pair; ``None``: every preset trains the
+            conv backbone from scratch.
     """
 
     prior: str | None = None
@@ -45,9 +54,12 @@ class VideoSettings:
     views: int = 4
     cache_dir: Path | None = None
     warmup: bool = False
+    estimator_steps: int | None = None
+    mimic_steps: int | None = None
+    estimator_weights: Path | None = None
 
     def __post_init__(self) -> None:
-        for name in ("icadapt_steps", "ddim_steps", "width", "height"):
+        for name in ("icadapt_steps", "ddim_steps", "width", "height", "estimator_steps", "mimic_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InvalidInput(name, f"must be >= 1, got {value}")

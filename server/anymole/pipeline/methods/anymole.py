@@ -8,8 +8,11 @@ trained estimator (`EstimatorCache`) are cached under `VideoSettings.cache_dir`,
 its context and keyframe renders, so a second fill of the same scene skips ICAdapt and estimator training.
 
 Presets: ``draft`` (ICAdapt ``turbo``, the draft estimator and mimicking: CPU-sized), ``fast``, ``quality`` (the
-reference's ICAdapt recipe and step counts). The estimator's frozen ViT backbones need weights the server
-cannot be given yet, so every preset trains the conv backbone (the job's metrics name it).
+reference's ICAdapt recipe and step counts). ``fast`` and ``quality`` use the paper's frozen ViT pair when the
+server has its weights (`VideoSettings.estimator_weights`), the conv backbone otherwise, as ``draft`` always
+does; the method's description and every job's summary name the backbone. A method given a `BackboneFactory`
+trains every preset, ``draft`` included, on the ViT pair the factory builds (`anymole bench pipeline` hands it
+random-weight ViTs on a GPU: the speed of the paper's estimator under the ``turbo`` ICAdapt of ``draft``).
 """
 
 from __future__ import annotations
@@ -18,21 +21,30 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from anymole.baseline import inbetween
 from anymole.errors import JobCancelled
-from anymole.estimator import EstimatorConfig, SceneEstimator
+from anymole.estimator import BACKBONES, EstimatorConfig, SceneEstimator, build_backbone
 from anymole.mimic import MimicConfig
 from anymole.pipeline.control import CancelToken, ProgressReporter, run_in_thread
 from anymole.pipeline.estimator_cache import EstimatorCache, estimator_key
 from anymole.pipeline.events import Completed, Event, MotionChunk
-from anymole.pipeline.fromvideo import background, estimate, gap_poses, mimic_gaps, train_estimator
+from anymole.pipeline.fromvideo import (
+    background,
+    estimate,
+    estimator_config,
+    gap_poses,
+    mimic_gaps,
+    train_estimator,
+)
 from anymole.pipeline.methods.base import MethodSpec
-from anymole.pipeline.methods.video import VideoMethod, _preview_event
+from anymole.pipeline.methods.preview import preview_event
+from anymole.pipeline.methods.video import VideoMethod
 from anymole.pipeline.spec import JobSpec, key_error_deg
 from anymole.rig import Motion
 from anymole.video.cache import AdaptationCache
@@ -40,13 +52,19 @@ from anymole.video.generate import FROM_CACHE, GeneratedScene, check_render_size
 from anymole.video.scene import SceneRenders
 from anymole.video.timeline import MIN_CONTEXT_SECONDS
 
-__all__ = ["PRESETS", "AnyMoLeMethod"]
+__all__ = ["PRESETS", "VIT_PAIR", "AnyMoLeMethod", "BackboneFactory"]
 
 #: preset → the ``video`` method's ICAdapt preset
 PRESETS = {"draft": "turbo", "fast": "fast", "quality": "quality"}
 #: relative costs of the stages after sampling, per estimator step and per mimicking iteration and gap
 _ESTIMATOR_STEP_COST = 0.02
 _MIMIC_STEP_COST = 0.05
+#: the paper's frozen backbones: DINOv2-B/14 with registers (2D) and FiT3D-S/14 with registers (3D-aware)
+VIT_PAIR = tuple(b for b in BACKBONES if b != "conv")
+#: ``factory(name, config)`` builds the frozen backbone ``name`` for ``config`` (`anymole.estimator.build_backbone`
+#: with local weights, or ``random_init=True`` for speed measurements). A job calls it for each frozen backbone
+#: and does not train what it returns: a factory may hand the same module to every job.
+BackboneFactory = Callable[[str, EstimatorConfig], nn.Module]
 
 
 def _chunks(spec: JobSpec, motion: Motion, final: bool) -> list[MotionChunk]:
@@ -68,17 +86,19 @@ def _chunks(spec: JobSpec, motion: Motion, final: bool) -> list[MotionChunk]:
 
 
 class AnyMoLeMethod:
-    """The whole method on the ``video`` method's prior and settings."""
+    """The whole method on the ``video`` method's prior and settings; ``backbones`` builds the estimator's
+    frozen ViT pair (``None``: the conv backbone, trained per scene)."""
 
-    def __init__(self, video: VideoMethod) -> None:
+    def __init__(self, video: VideoMethod, backbones: BackboneFactory | None = None) -> None:
         self.video = video
+        self.backbones = backbones
 
     def spec(self) -> MethodSpec:
         reason = self.video.settings.unavailable_reason()
         return MethodSpec(
             "anymole",
             "video diffusion prior + scene-specific joint estimator + motion video mimicking: streams the SLERP "
-            "fill at once (provisional), a preview per sampler window, then the mimicked motion",
+            f"fill at once (provisional), a preview per sampler window, then the mimicked motion; {self._backbones()}",
             presets=tuple(PRESETS),
             available=not reason,
             unavailable_reason=f"{reason}; meanwhile method 'interp' fills any gap instantly" if reason else "",
@@ -92,11 +112,36 @@ class AnyMoLeMethod:
         """The video timeline's checks (keys 1 s apart after 2 s of context, ending at the last key)."""
         self.video.timeline(spec)
 
-    @staticmethod
-    def configs(preset: str) -> tuple[EstimatorConfig, MimicConfig]:
-        """The estimator (conv backbone: see the module docstring) and mimicking settings of ``preset``."""
+    def configs(self, preset: str) -> tuple[EstimatorConfig, MimicConfig]:
+        """The estimator and mimicking settings of ``preset``: the preset's backbones where the server has the
+        ViT weights they need (`VideoSettings.estimator_weights`; ``draft`` needs none), the conv backbone
+        otherwise, the ViT pair of the `BackboneFactory` for every preset where the method has one; the
+        server's step counts (`VideoSettings.estimator_steps`, ``mimic_steps``) where it sets them."""
         name = preset or next(iter(PRESETS))
-        return EstimatorConfig.preset(name, backbones=("conv",)), MimicConfig.preset(name)
+        v = self.video.settings
+        est: dict[str, Any] = {} if v.estimator_steps is None else {"steps": v.estimator_steps}
+        mim = {} if v.mimic_steps is None else {"steps": v.mimic_steps}
+        if self.backbones is not None:  # the factory's frozen ViTs under every preset's heads
+            return EstimatorConfig.preset(name, backbones=VIT_PAIR, **est), MimicConfig.preset(name, **mim)
+        return estimator_config(name, v.estimator_weights, **est), MimicConfig.preset(name, **mim)
+
+    def _built(self, config: EstimatorConfig) -> list[nn.Module] | None:
+        """``config``'s backbones with the frozen ones from the factory (``None`` without one: built from the
+        config)."""
+        if self.backbones is None:
+            return None
+        return [self.backbones(b, config) if b in config.frozen else build_backbone(b, config) for b in config.backbones]
+
+    def _backbones(self) -> str:
+        """Which estimator backbone each preset trains (the method's description)."""
+        folder = self.video.settings.estimator_weights
+        if self.backbones is not None:
+            return "estimator backbone: the frozen ViT pair of the method's backbone factory, for every preset"
+        if folder is None:
+            return ("estimator backbone: conv, trained per scene, for every preset (the paper's frozen ViTs need "
+                    "`anymole models pull estimator` and `anymole serve --estimator-weights`)")  # fmt: skip
+        return (f"estimator backbone: frozen DINOv2-reg ViT-B/14 + FiT3D ViT-S/14 (weights in {folder}) for fast "
+                "and quality, conv for draft")  # fmt: skip
 
     async def run(self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str) -> AsyncIterator[Event]:
         timeline = self.video.timeline(spec)
@@ -121,7 +166,7 @@ class AnyMoLeMethod:
 
         def on_step(stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
             if preview is not None:
-                report.post(_preview_event(stage, preview))
+                report.post(preview_event(stage, preview))
                 return
             if message == FROM_CACHE:  # as the video method: a skipped stage weighs nothing in the ETA
                 report.set_plan([(s, 0.0 if s == stage else w) for s, w in plan])
@@ -137,14 +182,14 @@ class AnyMoLeMethod:
         def fit(renders: SceneRenders) -> SceneEstimator:
             t = time.perf_counter()
             key = estimator_key(spec.character_id, renders, est_cfg)
-            est = est_cache.get(key) if est_cache is not None else None
+            est = est_cache.get(key, self._built(est_cfg)) if est_cache is not None else None
             cached["estimator"] = est is not None
             if est is None:
                 extra = None  # the gaps' fill and perturbations of it, rendered like the context (fromvideo)
                 if est_cfg.pose_copies:
                     extra = gap_poses(spec.character, fill, timeline, renders.cameras, est_cfg.pose_copies,
                                       est_cfg.pose_noise_deg, est_cfg.seed)  # fmt: skip
-                est = train_estimator(renders, est_cfg, fit_step, device, extra=extra)
+                est = train_estimator(renders, est_cfg, fit_step, device, extra, backbones=self._built(est_cfg))
                 if est_cache is not None:
                     est_cache.put(key, est)
             else:
@@ -176,16 +221,19 @@ class AnyMoLeMethod:
         cached["icadapt"] = scene.from_cache
 
         def solve() -> Motion:
+            t = time.perf_counter()
             n = renders.context.shape[2]
             view = scene.views.index(0) if 0 in scene.views else 0
             targets = estimate(est, scene.frames[view], background(renders.context[scene.views[view]], renders.mask[scene.views[view], :n]))
             camera = renders.cameras.select(scene.views[view])
-            return mimic_gaps(spec.character, fill, timeline, scene.render_frames, camera, targets, mim_cfg, on_step)
+            timings["estimate"] = time.perf_counter() - t
+            t = time.perf_counter()
+            on_step("mimic", 0.0)
+            motion = mimic_gaps(spec.character, fill, timeline, scene.render_frames, camera, targets, mim_cfg, on_step)
+            timings["mimic"] = time.perf_counter() - t
+            return motion
 
-        t = time.perf_counter()
-        on_step("mimic", 0.0)
         motion = await run_in_thread(token, solve)
-        timings["mimic"] = time.perf_counter() - t
         for chunk in _chunks(spec, motion, final=True):
             yield chunk
             await asyncio.sleep(0)  # let watchers drain and cancels land between chunks

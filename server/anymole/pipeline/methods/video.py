@@ -12,7 +12,6 @@ compiles ``turbo`` on CUDA devices as it starts (`VideoMethod.warm_up`).
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
@@ -22,8 +21,9 @@ import torch
 
 from anymole.errors import InvalidInput, ResourceExhausted
 from anymole.pipeline.control import CancelToken, ProgressReporter, run_in_thread
-from anymole.pipeline.events import Completed, Event, Preview, VideoClip
+from anymole.pipeline.events import Completed, Event, VideoClip
 from anymole.pipeline.methods.base import MethodSpec
+from anymole.pipeline.methods.preview import preview_event
 from anymole.pipeline.pool import LoadedPrior, PriorPool
 from anymole.pipeline.settings import VideoSettings
 from anymole.pipeline.spec import JobSpec
@@ -33,7 +33,6 @@ from anymole.video.config import VideoJobConfig
 from anymole.video.generate import (
     FROM_CACHE,
     GeneratedScene,
-    VideoPreview,
     check_render_size,
     generate_video,
     render_scene,
@@ -105,12 +104,14 @@ class VideoMethod:
         return timeline
 
     async def warm_up(self, devices: Sequence[str]) -> None:
-        """`VideoSettings.warmup`: load the prior on each device and compile ``turbo`` on CUDA devices (one
-        ICAdapt step on random frames; `PriorPool.warm_up`)."""
-        def compile_turbo(device: str, loaded: LoadedPrior) -> float:
-            return warm_up(loaded.prior, self.config("turbo", 0, loaded, device), loaded.schedule)
+        """`VideoSettings.warmup`: load the prior on each device and compile ``turbo`` on CUDA devices
+        (`compile_turbo`; `PriorPool.warm_up`)."""
+        await self.pool.warm_up(devices, self.compile_turbo)
 
-        await self.pool.warm_up(devices, compile_turbo)
+    def compile_turbo(self, device: str, loaded: LoadedPrior) -> float:
+        """The warm-up's compile on ``device``: one ``turbo`` ICAdapt step on random frames in a job's shapes
+        (`anymole.video.generate.warm_up`); hold the prior (`LoadedPrior.exclusive`). Returns its seconds."""
+        return warm_up(loaded.prior, self.config("turbo", 0, loaded, device), loaded.schedule)
 
     def config(self, preset: str, seed: int, loaded: LoadedPrior, device: str) -> VideoJobConfig:
         """A video job's settings: ``preset`` (``""``: the default) and ``seed`` on ``device``'s prior."""
@@ -153,7 +154,7 @@ class VideoMethod:
 
         def on_step(stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
             if preview is not None:
-                report.post(_preview_event(stage, preview))  # the progress of its window was reported already
+                report.post(preview_event(stage, preview))  # the progress of its window was reported already
                 return
             if message == FROM_CACHE:
                 # ICAdapt, most of the planned cost, did not run: weigh it 0 (its place in the plan stays,
@@ -204,17 +205,6 @@ class VideoMethod:
         load = (("load", load_s),) if first_load else ()
         timings = (*load, ("render", render_s), *scene.timings, ("encode", time.perf_counter() - t1))
         yield _video_completed(spec, scene, clip, cfg, timings, self.settings.tiny)
-
-
-def _preview_event(stage: str, preview: VideoPreview) -> Preview:
-    """A JPEG `Preview` of a sampler window's frame (encoded in the stage thread)."""
-    from PIL import Image
-
-    rgb = (preview.image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=85)
-    height, width = rgb.shape[:2]
-    return Preview(stage, preview.frame, preview.view, "image/jpeg", buf.getvalue(), width, height)
 
 
 def _video_clip(scene: GeneratedScene) -> VideoClip:
