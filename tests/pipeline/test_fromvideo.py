@@ -1,13 +1,17 @@
-"""Extra estimator samples from the gaps' first guess (`anymole.pipeline.fromvideo.gap_poses`, issue 14.1)."""
+"""Extra estimator samples from the gaps' first guess (`gap_poses`, issue 14.1) and targets corrected by the
+estimator's own error on a render of it (`relative_targets`, issue 14.2), `anymole.pipeline.fromvideo`."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from anymole.pipeline.fromvideo import gap_poses, training_set
+from anymole.estimator import EstimatorConfig, SceneEstimator
+from anymole.mimic import MimicTargets
+from anymole.pipeline.fromvideo import gap_poses, train_estimator, training_set
 from anymole.pipeline.oracle import OracleScene, oracle_scene
 from anymole.rig.fk import fk_motion
+from anymole.video.sampler import RENDER_FPS
 from asset_files import cached_load
 
 
@@ -45,3 +49,37 @@ def test_training_set_appends_extra_samples_at_weight_one(scene: OracleScene) ->
     assert images.shape[0] == n + extra.images.shape[0] and torch.equal(images[:n], base[0])
     assert torch.equal(joints[n:], extra.joints_px) and torch.equal(depths[n:], extra.joints_depth)
     assert weights[n:].eq(1.0).all() and torch.equal(weights[:n], base[3])
+
+
+@pytest.fixture(scope="module")
+def estimator(scene: OracleScene) -> SceneEstimator:
+    return train_estimator(scene.renders, EstimatorConfig.draft(steps=3, batch_size=4))
+
+
+def _fill_joints(scene: OracleScene) -> torch.Tensor:
+    """``(F, J, 2)`` the fill's joints at the video's frames, seen from view 0."""
+    tl = scene.timeline
+    pos = (tl.context_frames - 1) + (scene.render_frames - tl.render_context_end).double() / RENDER_FPS * tl.fps
+    _, joints = fk_motion(cached_load("131_01_30fps.bvh").skeleton, scene.fill.sample(pos, RENDER_FPS / 2))
+    return scene.renders.cameras.select(0).project(joints)[0][0].float()
+
+
+def test_relative_targets_cancel_the_estimators_error_where_the_video_shows_the_fill(
+    scene: OracleScene, estimator: SceneEstimator
+) -> None:
+    ch = cached_load("131_01_30fps.bvh")
+    f, j = scene.joints_px.shape[:2]
+    zero = MimicTargets(torch.zeros(f, j, 2), torch.zeros(f, j), None)
+    # trust without limit: every target gains the estimator's error on the fill's render, P_fill − E(fill)
+    err = scene.relative(estimator, zero, ch, 1e12).joints_px
+    reading = _fill_joints(scene) - err  # E(fill): what the estimator reads on the fill's render
+    assert float((reading - _fill_joints(scene)).norm(dim=-1).mean()) > 1.0  # a 3-step estimator is far off
+    # a video that shows the fill: the estimator reads the same, and the corrected targets are the fill's joints
+    same = scene.relative(estimator, MimicTargets(reading, torch.zeros(f, j), None), ch, 6.0)
+    torch.testing.assert_close(same.joints_px, _fill_joints(scene), atol=1e-3, rtol=0)
+    # a video far from the fill (100 px away, ~400 px of a 320-px image): the plain estimate stands
+    far = MimicTargets(reading + 100.0, torch.ones(f, j), None)
+    out = scene.relative(estimator, far, ch, 6.0)
+    torch.testing.assert_close(out.joints_px, far.joints_px)
+    torch.testing.assert_close(out.depth, far.depth)
+    assert scene.relative(estimator, far, ch, 0.0) is far  # 0: off

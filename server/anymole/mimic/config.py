@@ -39,6 +39,9 @@ class MimicConfig:
         w_rot: weight of the MSE between the quaternions and their initialisation. The reference's 30000 suits
             its use, small steps from the neighbouring frame's solution; how strongly it holds a solve near its
             start is measured in docs/quality.md ("Mimicking's weights").
+        fill_trust_px: scale (px of a `REFERENCE_HEIGHT` image) of `anymole.pipeline.fromvideo.relative_targets`,
+            which corrects the estimator's joints by its own error on a render of the first guess where the video
+            agrees with it (0: the plain estimates, as the reference).
         reset_ratio: go back to the best iterate when the loss exceeds this multiple of the best (2).
         patience: ... or after this many iterations without improvement (40).
         silhouette_scale: size of the soft render as a fraction of the image's (it costs pixels × triangles).
@@ -56,6 +59,7 @@ class MimicConfig:
     w_silhouette: float = 50.0
     w_root: float = 7000.0
     w_rot: float = 30000.0
+    fill_trust_px: float = 6.0
     reset_ratio: float = 2.0
     patience: int = 40
     silhouette_scale: float = 0.25
@@ -68,7 +72,7 @@ class MimicConfig:
                 raise InvalidInput(name, f"must be ≥ 1, got {getattr(self, name)}")
         if not 0 < self.base_lr <= self.lr:
             raise InvalidInput("lr", f"need 0 < base_lr <= lr, got {self.base_lr}, {self.lr}")
-        for name in ("w_joints", "w_depth", "w_silhouette", "w_root", "w_rot", "smooth_sigma"):
+        for name in ("w_joints", "w_depth", "w_silhouette", "w_root", "w_rot", "smooth_sigma", "fill_trust_px"):
             if getattr(self, name) < 0:
                 raise InvalidInput(name, f"must be ≥ 0, got {getattr(self, name)}")
         if self.reset_ratio <= 1 or self.grad_clip <= 0 or self.sigma_px <= 0:

@@ -20,7 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ from anymole.errors import InvalidInput
 from anymole.estimator import EstimatorConfig, SceneEstimator, fit_estimator
 from anymole.hub import estimator_weights
 from anymole.mimic import MimicConfig, MimicTargets, character_mask, mimic
+from anymole.mimic.config import REFERENCE_HEIGHT
 from anymole.progress import OnStep, no_step
 from anymole.render.cameras import Cameras
 from anymole.rig import Character, Motion
@@ -36,6 +37,9 @@ from anymole.rig.quat import axis_angle_to_unitquat, quat_mul
 from anymole.video.sampler import RENDER_FPS
 from anymole.video.scene import SceneRenders
 from anymole.video.timeline import VideoTimeline
+
+if TYPE_CHECKING:
+    from anymole.render.gl import Style
 
 __all__ = [
     "KEY_WEIGHT",
@@ -45,6 +49,7 @@ __all__ = [
     "estimator_config",
     "gap_poses",
     "mimic_gaps",
+    "relative_targets",
     "train_estimator",
     "training_set",
 ]
@@ -106,6 +111,67 @@ def training_set(
     return images, joints, depths, weights
 
 
+def _scene_style(character: Character, fill: Motion, timeline: VideoTimeline) -> Style:
+    """The floor `render_scene` drew: fitted to the 30 fps context and the key poses (``fill`` holds both)."""
+    from anymole.render.views import pose_motion, scene_style
+
+    keys = torch.tensor(timeline.key_frames, dtype=torch.float64)
+    shown = fill.sample(torch.cat((timeline.render_times(), keys)), float(RENDER_FPS))
+    _, verts, _ = pose_motion(character, shown)
+    return scene_style(verts)
+
+
+def relative_targets(
+    estimator: SceneEstimator,
+    targets: MimicTargets,
+    character: Character,
+    fill: Motion,
+    timeline: VideoTimeline,
+    render_frames: torch.Tensor,
+    camera: Cameras,
+    trust_px: float,
+) -> MimicTargets:
+    """``targets`` corrected by the estimator's own error on the first guess, where the video agrees with it.
+
+    The fill is rendered at the video's frames from the video's camera, so its joints and depths there are
+    known exactly, and the estimator runs on those renders too. Its error on them, ``fill joint − estimate on
+    the fill's render``, is added to the estimate on the video with weight ``exp(−(d / trust_px)²)``, ``d`` the
+    distance between the two estimates (px of a `REFERENCE_HEIGHT` image): an error the estimator makes on
+    both images (a bias of this pose, this joint, this part of the frame) cancels where the video shows about
+    the fill's pose (the target is then the fill's own joint and mimicking keeps the fill), and where the video
+    moves away from the fill the images differ, so does the error, and the plain estimate stands.
+
+    Args:
+        estimator: the scene's estimator.
+        targets: `estimate` of the video's ``F`` frames.
+        character, fill, timeline: as `mimic_gaps` takes them.
+        render_frames: ``(F,)`` the video's frames on the 30 fps render timeline.
+        camera: the video's camera (one).
+        trust_px: the distance scale (px of a `REFERENCE_HEIGHT` image); 0 returns ``targets``.
+
+    Returns:
+        The same mask; joints ``(F, J, 2)`` and depths ``(F, J)`` corrected.
+    """
+    if trust_px <= 0:
+        return targets
+    from anymole.render.views import render_motion
+
+    r = render_frames.long().cpu()
+    step = int(r[1] - r[0]) if r.numel() > 1 else 1
+    positions = (timeline.context_frames - 1) + (r - timeline.render_context_end).to(torch.float64) / RENDER_FPS * timeline.fps
+    shown = render_motion(character, fill.sample(positions, RENDER_FPS / step), cameras=camera,
+                          style=_scene_style(character, fill, timeline))  # fmt: skip
+    assert shown.joints_px is not None and shown.joints_depth is not None
+    xy, depth = estimator.predict(shown.images()[0])
+    j, d = targets.joints_px, targets.depth
+    xy, depth = xy.to(j), depth.to(d)
+    err_xy = shown.joints_px[0].to(j) - xy  # (F, J, 2) the estimator's error on the fill's render
+    err_d = shown.joints_depth[0].to(d) - depth
+    dist = (j - xy).norm(dim=-1) * (REFERENCE_HEIGHT / camera.height)  # (F, J)
+    w = torch.exp(-((dist / trust_px) ** 2))
+    return MimicTargets(j + w[..., None] * err_xy, d + w * err_d, targets.mask)
+
+
 def gap_poses(
     character: Character,
     fill: Motion,
@@ -133,11 +199,8 @@ def gap_poses(
     Returns:
         ``V · copies · G`` samples, ``G`` the request frames inside the gaps (context and keys excluded).
     """
-    from anymole.render.views import pose_motion, render_motion, scene_style  # moderngl loads only when used
+    from anymole.render.views import render_motion  # moderngl loads only when used
 
-    keys = torch.tensor(timeline.key_frames, dtype=torch.float64)
-    shown = fill.sample(torch.cat((timeline.render_times(), keys)), float(RENDER_FPS))
-    _, verts, _ = pose_motion(character, shown)
     inside = torch.ones(fill.num_frames, dtype=torch.bool)
     inside[: timeline.context_frames] = False
     inside[list(timeline.key_frames)] = False
@@ -150,7 +213,7 @@ def gap_poses(
     root = fill.root_translation[frames].repeat(copies, 1)
     tr = fill.translations[frames].repeat(copies, 1, 1) if fill.translations is not None else None
     poses = Motion(fill.fps, rot, root, tr, fill.name)
-    r = render_motion(character, poses, cameras=cameras, style=scene_style(verts))
+    r = render_motion(character, poses, cameras=cameras, style=_scene_style(character, fill, timeline))
     assert r.joints_px is not None and r.joints_depth is not None
     return PoseSamples(r.images().flatten(0, 1), r.joints_px.flatten(0, 1).float(), r.joints_depth.flatten(0, 1).float())
 

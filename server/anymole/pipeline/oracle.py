@@ -27,6 +27,7 @@ from anymole.pipeline.fromvideo import (
     estimator_config,
     gap_poses,
     mimic_gaps,
+    relative_targets,
     train_estimator,
 )
 from anymole.progress import OnStep, no_step
@@ -116,6 +117,11 @@ class OracleScene:
         """The estimator's joints on ``frames`` and the character's masks against the context's background."""
         n = self.renders.context.shape[2]
         return estimate(estimator, self.frames, background(self.renders.context[0], self.renders.mask[0, :n]))
+
+    def relative(self, estimator: SceneEstimator, targets: MimicTargets, character: Character, trust_px: float) -> MimicTargets:
+        """`relative_targets` of the video's ``targets`` against ``fill`` (view 0)."""
+        cam = self.renders.cameras.select(0)
+        return relative_targets(estimator, targets, character, self.fill, self.timeline, self.render_frames, cam, trust_px)
 
     def estimator_px(self, targets: MimicTargets) -> float:
         """Mean 2D error (px) of ``targets``' joints on the unknown frames."""
@@ -242,6 +248,7 @@ def oracle_eval(
     t = time.perf_counter()
     targets = scene.estimate(est)
     est_px = scene.estimator_px(targets)
+    targets = scene.relative(est, targets, character, mim_cfg.fill_trust_px)
     result = scene.mimic(character, targets, mim_cfg, on_step)
     times["mimic"] = time.perf_counter() - t
     a, b = context

@@ -40,6 +40,7 @@ from anymole.pipeline.fromvideo import (
     estimator_config,
     gap_poses,
     mimic_gaps,
+    relative_targets,
     train_estimator,
 )
 from anymole.pipeline.methods.base import MethodSpec
@@ -226,6 +227,9 @@ class AnyMoLeMethod:
             view = scene.views.index(0) if 0 in scene.views else 0
             targets = estimate(est, scene.frames[view], background(renders.context[scene.views[view]], renders.mask[scene.views[view], :n]))
             camera = renders.cameras.select(scene.views[view])
+            # the estimator's own error on a render of the fill, taken off where the video agrees with the fill
+            targets = relative_targets(est, targets, spec.character, fill, timeline, scene.render_frames, camera,
+                                       mim_cfg.fill_trust_px)  # fmt: skip
             timings["estimate"] = time.perf_counter() - t
             t = time.perf_counter()
             on_step("mimic", 0.0)
