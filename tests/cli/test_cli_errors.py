@@ -136,7 +136,7 @@ def test_models_errors_point_at_options_that_exist(
 ) -> None:
     import re
 
-    from anymole.video import hub
+    from anymole import hub
 
     def offline(**kwargs: object) -> Path:
         raise OSError("network unreachable")

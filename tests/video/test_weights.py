@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from anymole import hub
 from anymole.errors import AssetError, ModelUnavailable
-from anymole.video import hub
 from anymole.video import weights as W
 from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
 from anymole.video.prior import VideoCondition

@@ -94,3 +94,72 @@ def _bench_device(name: str) -> str:
         return resolve_devices((name,))[0][0]
     except InvalidInput as exc:
         raise InvalidInput("--device", f"{exc.reason}; `anymole bench video --model tiny --device cpu` is a CPU dry run") from None
+
+
+@bench_app.command("capacity")
+def bench_capacity(
+    source: Annotated[
+        str, typer.Option("--from", help="service times: auto (BENCH_DIR/pipeline.json if present, else derived), derived (summed from the per-stage benchmarks), or a pipeline.json path")
+    ] = "auto",
+    bench_dir: Annotated[Path, typer.Option(help="folder of the benchmark JSON files")] = Path("docs/benchmarks"),
+    animators: Annotated[int, typer.Option(min=1, help="animators submitting fills")] = 100,
+    fill_interval: Annotated[float, typer.Option(help="mean minutes between one animator's fills")] = 20.0,
+    repeat_share: Annotated[float, typer.Option(help="share of fills on an already-adapted scene, in [0, 1)")] = 0.5,
+    cache_load: Annotated[float, typer.Option(help="seconds to read a scene's artefacts from shared storage")] = 5.0,
+    hours: Annotated[float, typer.Option(help="simulated hours measured (after 4 h of warm-up)")] = 200.0,
+    seed: Annotated[int, typer.Option(help="seed of every random draw")] = 0,
+    gpus: Annotated[str | None, typer.Option(help="GPU counts A:B (B included) [default: from the offered load]")] = None,
+    studios: Annotated[str, typer.Option(help="studio sizes (animators, comma-separated) for the GPUs-needed table; '' for none")] = "25,50,100,200",
+    wait_limit: Annotated[float, typer.Option(help="minutes: the median wait the GPU count must stay under")] = 2.0,
+    json_out: Annotated[Path, typer.Option("--json", help="results file")] = Path("docs/benchmarks/capacity.json"),
+    markdown: Annotated[Path | None, typer.Option(help="page to write ('' for none)")] = Path("docs/scaling.md"),
+) -> None:
+    """Capacity model: a seeded queueing simulation of ANIMATORS submitting fills to a pool of GPUs (Poisson
+    arrivals, measured per-fill GPU times), with and without cache affinity; wait percentiles per GPU count and
+    the GPUs a median wait under --wait-limit needs (docs/scaling.md; plot: scripts/plot_scaling.py)."""
+    from anymole.bench import capacity, capacity_inputs, capacity_report
+
+    checks = {
+        "--fill-interval": (fill_interval > 0, "must be > 0 minutes"),
+        "--repeat-share": (0 <= repeat_share < 1, "must be in [0, 1)"),
+        "--cache-load": (cache_load >= 0, "must be >= 0 seconds"),
+        "--hours": (hours > 0, "must be > 0"),
+        "--wait-limit": (wait_limit > 0, "must be > 0 minutes"),
+    }
+    for option, (ok, rule) in checks.items():
+        if not ok:
+            raise _fail(f"{option} {rule}")
+    try:
+        times = capacity_inputs.load_times(source, bench_dir)
+    except ValueError as exc:
+        raise _fail(f"--from {source}: {exc}") from None
+    w = capacity.Workload(
+        animators=animators, fill_interval_s=fill_interval * 60, repeat_share=repeat_share,
+        hours=hours, cache_load_s=cache_load, seed=seed,
+    )
+    try:
+        sizes = tuple(int(s) for s in studios.split(",") if s.strip())
+        if any(n < 1 for n in sizes):
+            raise ValueError
+    except ValueError:
+        raise _fail(f"--studios takes animator counts >= 1, comma-separated, got {studios!r}") from None
+    if gpus is None:
+        counts = capacity_report.auto_gpus(w, times)
+    else:
+        lo, _, hi = gpus.partition(":")
+        try:
+            counts = range(int(lo), int(hi or lo) + 1)
+        except ValueError:
+            counts = range(0)
+        if not counts or counts.start < 1:
+            raise _fail(f"--gpus takes A:B with 1 <= A <= B, got {gpus!r}")
+    report = capacity_report.run_capacity(w, times, counts, sizes, limit_s=wait_limit * 60)
+    capacity_report.write_json(report, json_out)
+    if markdown is not None and str(markdown) not in ("", "."):
+        capacity_report.write_markdown(report, markdown)
+    need = report["gpus_needed"]
+    typer.echo(
+        f"{animators} animators, load {report['offered_load_gpus']:.1f} GPUs; GPUs for a median wait under "
+        f"{wait_limit:g} min: " + ", ".join(f"{p} {need[p]['p50'] or '>' + str(counts.stop - 1)}" for p in need)
+        + f" -> {json_out}"
+    )

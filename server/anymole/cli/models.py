@@ -3,26 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-
-if TYPE_CHECKING:
-    pass
-
 
 models_app = typer.Typer(help="Model weights: download them where there is internet.")
 
 
 @models_app.command("pull")
 def models_pull(
-    name: Annotated[str, typer.Argument(help="model name")] = "dynamicrafter-512-interp",
-    dest: Annotated[Path | None, typer.Option(help="folder (default ~/.cache/anymole/models/NAME)")] = None,
+    name: Annotated[str, typer.Argument(help="dynamicrafter-512-interp (the video prior), estimator (both of the joint estimator's ViTs), dinov2-with-registers-base or fit3d-vits14-reg")] = "dynamicrafter-512-interp",
+    dest: Annotated[Path | None, typer.Option(help="the model's folder; for estimator, the models folder holding both [default: ~/.cache/anymole/models/NAME, or $ANYMOLE_MODELS/NAME]")] = None,
 ) -> None:
-    """Download a model's checkpoint and tokenizer files; offline, say which files to place by hand."""
-    from anymole.video.hub import pull
+    """Download a model's files from the Hugging Face Hub; offline, say which files to place where by hand.
 
-    typer.echo(f"{name}: {pull(name, dest)}")
+      anymole models pull                 # the video prior: anymole serve --video-prior ~/.cache/anymole/models/dynamicrafter-512-interp
+
+      anymole models pull estimator       # DINOv2-reg ViT-B/14 + FiT3D ViT-S/14: anymole serve finds them there
+    """
+    from anymole.errors import ModelUnavailable
+    from anymole.hub import GROUPS, pull
+
+    failed = []
+    for model in GROUPS.get(name, (name,)):
+        folder = dest / model if dest is not None and name in GROUPS else dest
+        try:
+            typer.echo(f"{model}: {pull(model, folder)}")
+        except ModelUnavailable as exc:
+            if name not in GROUPS:
+                raise
+            failed.append(f"{model}: {exc.hint}")
+    if failed:  # every model of the group that failed, so that one message lists all the manual steps
+        raise ModelUnavailable(name, " | ".join(failed))
 
 
 @models_app.command("verify")

@@ -47,6 +47,25 @@ def _video_settings(prior: str, icadapt_steps: int | None, ddim_steps: int | Non
     )
 
 
+def _estimator_weights(value: str | None) -> Path | None:
+    """``anymole serve --estimator-weights``: ``none`` → ``None`` (the conv backbone); a models folder → itself,
+    once it is seen to hold both ViTs (`ModelUnavailable` saying what to put where otherwise); not given → the
+    default models folder if it holds them, else ``None``."""
+    from anymole.errors import ModelUnavailable
+    from anymole.hub import default_root, estimator_weights
+
+    if value is not None and value.lower() == "none":
+        return None
+    root = Path(value).expanduser() if value is not None else default_root()
+    try:
+        estimator_weights(root)
+    except ModelUnavailable:
+        if value is not None:
+            raise
+        return None
+    return root
+
+
 def serve(
     host: Annotated[str, typer.Option(help="interface to bind; 0.0.0.0 exposes the server (use --token and TLS)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0 picks a free one)")] = 50051,
@@ -68,6 +87,7 @@ def serve(
     video_warmup: Annotated[bool, typer.Option(help="load the video prior on every device at start and compile the turbo preset on GPUs (minutes the first time on a machine, under a minute later), so the first jobs don't wait for it")] = False,
     estimator_steps: Annotated[int | None, typer.Option(min=1, help="joint-estimator training steps of every anymole job (default: the preset's)")] = None,
     mimic_steps: Annotated[int | None, typer.Option(min=1, help="mimicking iterations per solve of every anymole job (default: the preset's)")] = None,
+    estimator_weights: Annotated[str | None, typer.Option(help="models folder holding the joint estimator's ViT weights, as `anymole models pull estimator` fills it: the anymole method's fast and quality presets then use the paper's frozen DINOv2-reg ViT-B/14 + FiT3D ViT-S/14; none: the conv backbone for every preset [default: the models folder ($ANYMOLE_MODELS, else ~/.cache/anymole/models) when it holds both]")] = None,
 ) -> None:
     """Run the gRPC server the Unity and Unreal plugins talk to (anymole.v1.AnyMoLeService).
 
@@ -98,6 +118,7 @@ def serve(
         warmup=video_warmup,
         estimator_steps=estimator_steps,
         mimic_steps=mimic_steps,
+        estimator_weights=_estimator_weights(estimator_weights),
     )
     if video_warmup and video.prior is None:
         raise InvalidInput("--video-warmup", "there is no video prior to warm up: add --video-prior PATH (or tiny)")

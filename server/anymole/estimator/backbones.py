@@ -2,9 +2,10 @@
 
 * `ViTBackbone`: a frozen DINOv2-with-registers ViT (transformers' `Dinov2WithRegistersModel`): the paper's
   2D backbone ``dinov2_vitb14_reg`` (ViT-B/14, 4 registers) and 3D-aware ``fit3d_vits14_reg`` (FiT3D's
-  finetuned ViT-S/14 with registers). Weights come from a local copy of the published file (`WEIGHT_URLS`),
-  mapped by `anymole.estimator.keymap`; ``random_init`` builds the same architecture with random weights
-  (benchmarks of speed, never of accuracy). Its features are encoded once per image and cached.
+  finetuned ViT-S/14 with registers). Weights come from a local copy of the published file (`WEIGHT_URLS`,
+  mapped by `anymole.estimator.keymap`) or of the transformers model on the Hub (`pretrained_vit`;
+  ``anymole models pull estimator`` fetches both into the models folder); ``random_init`` builds the same
+  architecture with random weights (benchmarks of speed, never of accuracy). Its features are encoded once per image and cached.
 * `ConvBackbone`: a small CNN trained per scene from scratch with the heads; needs no weights, so it is the
   default where none exist (CPU, tests, no internet).
 
@@ -20,11 +21,21 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from anymole.errors import ModelUnavailable
+from anymole.errors import InvalidInput, ModelUnavailable
 from anymole.estimator.config import EstimatorConfig
 from anymole.estimator.keymap import to_transformers
 
-__all__ = ["VIT_SPECS", "WEIGHT_URLS", "Backbone", "ConvBackbone", "ViTBackbone", "build_backbone", "load_state", "vit_model"]
+__all__ = [
+    "VIT_SPECS",
+    "WEIGHT_URLS",
+    "Backbone",
+    "ConvBackbone",
+    "ViTBackbone",
+    "build_backbone",
+    "load_state",
+    "pretrained_vit",
+    "vit_model",
+]
 
 #: Published checkpoints (torch.hub's DINOv2 file; FiT3D's Hugging Face file, timm layout).
 WEIGHT_URLS = {
@@ -141,6 +152,36 @@ def vit_model(spec: str) -> nn.Module:
     return Dinov2WithRegistersModel(cfg)
 
 
+def pretrained_vit(name: str, path: str | Path) -> nn.Module:
+    """The ViT ``name`` (`VIT_SPECS`) with the published weights at ``path``: a transformers model folder
+    (``config.json`` + safetensors, e.g. the Hub's ``facebook/dinov2-with-registers-base``, loaded with
+    ``from_pretrained``) or a torch.hub/timm checkpoint file (`anymole.estimator.keymap`). The file's width must
+    be ``name``'s (or the tiny test architecture's); `InvalidInput` names the file otherwise."""
+    p = Path(path)
+    if p.is_dir():
+        from transformers import Dinov2WithRegistersModel
+
+        if not (p / "config.json").is_file():
+            raise ModelUnavailable(name, f"{p} is a folder without config.json: give a transformers model folder "
+                                         "or a checkpoint file")  # fmt: skip
+        model: nn.Module = Dinov2WithRegistersModel.from_pretrained(str(p))
+        width = int(getattr(model, "config").hidden_size)  # noqa: B009 - a transformers PreTrainedModel's config
+    else:
+        sd = load_state(p)
+        width = int(sd["pos_embed"].shape[-1]) if "pos_embed" in sd else -1
+        arch = next((a for a in (name, "tiny") if VIT_SPECS[a][0] == width), None)
+        if arch is None:
+            raise InvalidInput("weights", f"{p} holds a {width}-wide ViT, not {name} ({VIT_SPECS[name][0]} wide)")
+        model = vit_model(arch)
+        try:
+            model.load_state_dict(to_transformers(sd, target_keys=model.state_dict().keys()), strict=True)
+        except RuntimeError as exc:  # missing or mis-shaped tensors: the file is of another architecture
+            raise InvalidInput("weights", f"{p} does not fit {name}: {str(exc).splitlines()[0]}") from exc
+    if width not in (VIT_SPECS[name][0], VIT_SPECS["tiny"][0]):
+        raise InvalidInput("weights", f"{p} holds a {width}-wide ViT, not {name} ({VIT_SPECS[name][0]} wide)")
+    return model
+
+
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.pth``/``.pt`` (plain or under ``"model"``/``"state_dict"``) or ``.safetensors`` file."""
     p = Path(path)
@@ -169,21 +210,22 @@ def build_backbone(
 
     Args:
         name: ``"conv"``, ``"dinov2_vitb14_reg"`` or ``"fit3d_vits14_reg"``.
-        config: its widths and stride.
-        weights: a local copy of the ViT's published file (hub or timm layout); required for ViTs unless
-            ``random_init``.
+        config: its widths and stride, and the ViTs' weights (`EstimatorConfig.weights`) when ``weights`` is
+            not given.
+        weights: a local copy of the ViT's published weights (`pretrained_vit`); a ViT needs it (or
+            ``config.weights``) unless ``random_init``.
         random_init: a ViT with random weights (speed measurements only).
-        tiny: a 2-layer, 32-wide ViT of the same code path (tests).
+        tiny: with ``random_init``, a 2-layer, 32-wide ViT of the same code path (tests).
     """
     if name == "conv":
         return ConvBackbone(config.conv_channels)
-    if weights is None and not random_init:
+    if weights is None and config.weights and name in config.frozen:
+        weights = config.weights[config.frozen.index(name)]
+    if weights is not None:
+        return ViTBackbone(pretrained_vit(name, weights), config.feature_stride)
+    if not random_init:
         raise ModelUnavailable(
             name, f"pass a local copy of {WEIGHT_URLS.get(name, name)} (torch.hub or timm layout), "
             "or use the 'draft' preset, whose conv backbone needs no weights",
         )  # fmt: skip
-    model = vit_model("tiny" if tiny else name)
-    if weights is not None:
-        sd = to_transformers(load_state(weights), target_keys=model.state_dict().keys())
-        model.load_state_dict(sd, strict=True)
-    return ViTBackbone(model, config.feature_stride)
+    return ViTBackbone(vit_model("tiny" if tiny else name), config.feature_stride)

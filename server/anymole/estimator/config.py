@@ -53,6 +53,8 @@ class EstimatorConfig:
         autocast_dtype: ``"bf16"`` (CUDA only: the frozen backbones' encoding, cached in bf16, and the heads'
             convolutions and linears; soft-argmax and the losses stay float32) or ``"fp32"``.
         seed: RNG seed for initialisation, batches and augmentation.
+        weights: local copies of the frozen backbones' published weights, one per `frozen` entry in that order
+            (a transformers model folder or a torch.hub/timm file: `build_backbone`); empty: none given.
     """
 
     backbones: tuple[str, ...] = ("conv",)
@@ -75,6 +77,7 @@ class EstimatorConfig:
     encode_batch: int = 16
     autocast_dtype: str = "bf16"
     seed: int = 0
+    weights: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.backbones:
@@ -95,6 +98,8 @@ class EstimatorConfig:
         if self.lr <= 0 or self.final_div < 1 or not 0 < self.warmup < 1:
             raise InvalidInput("lr", f"need lr > 0, final_div ≥ 1, 0 < warmup < 1; got {self.lr}, "
                                f"{self.final_div}, {self.warmup}")  # fmt: skip
+        if self.weights and len(self.weights) != len(self.frozen):
+            raise InvalidInput("weights", f"need one path per frozen backbone {self.frozen}, got {len(self.weights)}")
         if self.autocast_dtype not in ("bf16", "fp32"):
             raise InvalidInput("autocast_dtype", f"expected 'bf16' or 'fp32', got {self.autocast_dtype!r}")
 

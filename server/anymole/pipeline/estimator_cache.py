@@ -26,12 +26,22 @@ __all__ = ["EstimatorCache", "estimator_key"]
 log = logging.getLogger(__name__)
 
 
+def _stat_id(path: str) -> list[list[object]]:
+    """Name, size and mtime of the file at ``path``, or of each file in the folder: which weights a frozen
+    backbone had, without reading hundreds of MB on every job."""
+    p = Path(path)
+    files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
 def estimator_key(character_digest: str, renders: SceneRenders, config: EstimatorConfig) -> str:
-    """Cache key of the estimator trained on ``renders`` (`anymole.pipeline.fromvideo.training_set`)."""
+    """Cache key of the estimator trained on ``renders`` (`anymole.pipeline.fromvideo.training_set`); the
+    frozen backbones' weight files count by name, size and mtime (replacing them trains anew)."""
     payload = {
         "character": character_digest,
         "renders": tensor_digest(renders.context, renders.keys, renders.joints_px, renders.joints_depth),
         "config": dataclasses.asdict(config),
+        "weights": [_stat_id(w) for w in config.weights],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
 

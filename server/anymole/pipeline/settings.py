@@ -13,7 +13,7 @@ __all__ = ["TINY_PRIOR", "VideoSettings"]
 
 #: `VideoSettings.prior` value for DynamiCrafter's architecture at tiny size with random weights.
 TINY_PRIOR = "tiny"
-# The checkpoint's name in a folder of `anymole models pull` (video.hub.MODELS["dynamicrafter-512-interp"]).
+# The checkpoint's name in a folder of `anymole models pull` (anymole.hub.MODELS["dynamicrafter-512-interp"]).
 _CHECKPOINT_NAME = "model.ckpt"
 
 
@@ -40,6 +40,10 @@ class VideoSettings:
             `anymole.estimator.EstimatorConfig`).
         mimic_steps: mimicking iterations per solve of every ``anymole`` preset (``None``: the preset's,
             `anymole.mimic.MimicConfig`).
+        estimator_weights: a models folder holding the joint estimator's ViT weights as ``anymole models pull
+            estimator`` leaves them (`anymole.hub.estimator_weights`): the ``fast`` and ``quality`` presets then
+            use the paper's frozen DINOv2-reg ViT-B/14 + FiT3D ViT-S/14 pair; ``None``: every preset trains the
+            conv backbone from scratch.
     """
 
     prior: str | None = None
@@ -52,6 +56,7 @@ class VideoSettings:
     warmup: bool = False
     estimator_steps: int | None = None
     mimic_steps: int | None = None
+    estimator_weights: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("icadapt_steps", "ddim_steps", "width", "height", "estimator_steps", "mimic_steps"):

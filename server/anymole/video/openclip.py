@@ -300,7 +300,7 @@ class CLIPBPETokenizer:
 
     Args:
         directory: folder with the Hugging Face tokenizer files ``vocab.json`` and ``merges.txt`` (those of
-            ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``); `video.hub.pull` puts them beside the checkpoint.
+            ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``); `anymole.hub.pull` puts them beside the checkpoint.
 
     Raises:
         ModelUnavailable: the files are missing.

@@ -10,8 +10,9 @@ trained estimator (`EstimatorCache`) are cached under `VideoSettings.cache_dir`,
 its context and keyframe renders, so a second fill of the same scene skips ICAdapt and estimator training.
 
 Presets: ``draft`` (ICAdapt ``turbo``, the draft estimator and mimicking: CPU-sized), ``fast``, ``quality`` (the
-reference's ICAdapt recipe and step counts). The estimator's frozen ViT backbones need weights the server
-cannot be given yet, so every preset trains the conv backbone (the job's metrics name it).
+reference's ICAdapt recipe and step counts). ``fast`` and ``quality`` use the paper's frozen ViT pair when the
+server has its weights (`VideoSettings.estimator_weights`), the conv backbone otherwise, as ``draft`` always
+does; the method's description and every job's summary name the backbone.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from anymole.baseline import inbetween
 from anymole.errors import JobCancelled
 from anymole.estimator import EstimatorConfig, SceneEstimator
+from anymole.hub import estimator_weights
 from anymole.mimic import MimicConfig
 from anymole.pipeline.control import CancelToken, ProgressReporter, run_in_thread
 from anymole.pipeline.estimator_cache import EstimatorCache, estimator_key
@@ -84,7 +86,7 @@ class AnyMoLeMethod:
         return MethodSpec(
             "anymole",
             "video diffusion prior + scene-specific joint estimator + motion video mimicking: streams the SLERP "
-            "fill at once (provisional), a preview per sampler window, then the mimicked motion",
+            f"fill at once (provisional), a preview per sampler window, then the mimicked motion; {self._backbones()}",
             presets=tuple(PRESETS),
             available=not reason,
             unavailable_reason=f"{reason}; meanwhile method 'interp' fills any gap instantly" if reason else "",
@@ -100,13 +102,30 @@ class AnyMoLeMethod:
         self.video.timeline(spec)
 
     def configs(self, preset: str) -> tuple[EstimatorConfig, MimicConfig]:
-        """The estimator (conv backbone: see the module docstring) and mimicking settings of ``preset``, with
-        the server's step counts (`VideoSettings.estimator_steps`, ``mimic_steps``) where it sets them."""
+        """The estimator and mimicking settings of ``preset``: the preset's backbones where the server has the
+        ViT weights they need (`VideoSettings.estimator_weights`; ``draft`` needs none), the conv backbone
+        otherwise; the server's step counts (`VideoSettings.estimator_steps`, ``mimic_steps``) where it sets
+        them."""
         name = preset or next(iter(PRESETS))
         v = self.video.settings
-        est = {} if v.estimator_steps is None else {"steps": v.estimator_steps}
+        est: dict[str, Any] = {} if v.estimator_steps is None else {"steps": v.estimator_steps}
         mim = {} if v.mimic_steps is None else {"steps": v.mimic_steps}
-        return EstimatorConfig.preset(name, backbones=("conv",), **est), MimicConfig.preset(name, **mim)
+        frozen = EstimatorConfig.preset(name).frozen
+        if frozen and v.estimator_weights is not None:
+            found = estimator_weights(v.estimator_weights)
+            est["weights"] = tuple(str(found[b]) for b in frozen)
+        elif frozen:
+            est["backbones"] = ("conv",)
+        return EstimatorConfig.preset(name, **est), MimicConfig.preset(name, **mim)
+
+    def _backbones(self) -> str:
+        """Which estimator backbone each preset trains (the method's description)."""
+        folder = self.video.settings.estimator_weights
+        if folder is None:
+            return ("estimator backbone: conv, trained per scene, for every preset (the paper's frozen ViTs need "
+                    "`anymole models pull estimator` and `anymole serve --estimator-weights`)")  # fmt: skip
+        return (f"estimator backbone: frozen DINOv2-reg ViT-B/14 + FiT3D ViT-S/14 (weights in {folder}) for fast "
+                "and quality, conv for draft")  # fmt: skip
 
     async def run(self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str) -> AsyncIterator[Event]:
         timeline = self.video.timeline(spec)
