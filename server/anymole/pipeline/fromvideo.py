@@ -174,5 +174,6 @@ def mimic_gaps(
             if tr is not None:  # joints are in topological order: joint 0 is the root
                 tr[a + 1 : b, 0] = out_root[a + 1 : b]
         if on_settled is not None:
-            on_settled(range(a + 1, b + 1), Motion(fps, out_rot, out_root, tr, fill.name))
+            snap = None if tr is None else tr.clone()  # a copy: the later solves write on into the timeline
+            on_settled(range(a + 1, b + 1), Motion(fps, out_rot.clone(), out_root.clone(), snap, fill.name))
     return Motion(fps, out_rot, out_root, tr, fill.name)
