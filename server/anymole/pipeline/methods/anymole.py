@@ -2,8 +2,8 @@
 sampling → estimation on the generated frames → motion video mimicking.
 
 It streams the SLERP fill at once as provisional motion (``is_final=False``), a `Preview` per sampler window, and
-each gap's final motion as soon as mimicking settles it, gap after gap (`GAPS_PER_SOLVE`); the provisional fill
-of the other gaps stands until then. Keys may lie at any spacing up to `MAX_GAP_SECONDS` (see
+each gap's final motion as soon as mimicking settles it (`gaps_per_solve`: gap after gap on a CPU, all gaps in
+one batched solve on a GPU); the provisional fill of the other gaps stands until then. Keys may lie at any spacing up to `MAX_GAP_SECONDS` (see
 `anymole.video.timeline`). The estimator needs only the renders, so it trains in a
 thread of its own while the prior adapts and samples. Per scene, the adapted prior (`AdaptationCache`) and the
 trained estimator (`EstimatorCache`) are cached under `VideoSettings.cache_dir`, keyed by the character and
@@ -44,13 +44,20 @@ from anymole.video.generate import FROM_CACHE, GeneratedScene, check_render_size
 from anymole.video.scene import SceneRenders
 from anymole.video.timeline import MAX_GAP_SECONDS, MIN_CONTEXT_SECONDS
 
-__all__ = ["GAPS_PER_SOLVE", "PRESETS", "AnyMoLeMethod"]
+__all__ = ["PRESETS", "AnyMoLeMethod", "gaps_per_solve"]
 
 #: preset → the ``video`` method's ICAdapt preset
 PRESETS = {"draft": "turbo", "fast": "fast", "quality": "quality"}
-#: gaps per mimicking solve: each gap's final motion streams as soon as its solve ends (see docs/anymole.md
-#: for why one, not the reference's batch of every gap)
-GAPS_PER_SOLVE = 1
+
+
+def gaps_per_solve(device: str) -> int:
+    """Gaps per mimicking solve on ``device`` (0: all): one on a CPU, where a solve's time grows with its frames
+    and so the first gap's final motion comes as early as it can at no cost to the last; all on a GPU, where a
+    solve's few frames leave the device mostly idle, so that one batched solve should settle every gap about when
+    a solve of one gap would settle the first (not measured on a GPU yet). docs/anymole.md has the figures."""
+    return 1 if torch.device(device).type == "cpu" else 0
+
+
 #: relative costs of the stages after sampling, per estimator step and per mimicking iteration and gap
 _ESTIMATOR_STEP_COST = 0.02
 _MIMIC_STEP_COST = 0.05
@@ -211,7 +218,7 @@ class AnyMoLeMethod:
                     report.post(chunk)
 
             return mimic_gaps(spec.character, fill, timeline, scene.render_frames, camera, targets, mim_cfg, on_step,
-                              gaps_per_solve=GAPS_PER_SOLVE, on_settled=settled)  # fmt: skip
+                              gaps_per_solve=gaps_per_solve(device), on_settled=settled)  # fmt: skip
 
         t = time.perf_counter()
         on_step("mimic", 0.0)
