@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
+from anymole.bench.scene_file import read_scene, save_scene
 from anymole.render import GLRasterizer, pose_motion, render_motion
-from anymole.rig import Character, Material, Motion, Skeleton, SkinnedMesh
+from anymole.rig import Character, Motion
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "docs" / "benchmarks" / "render.json"
@@ -49,40 +50,6 @@ def load_scene(asset: Path, frames: int, fps: float) -> tuple[Character, Motion]
         name=f"{clip.name or 'clip'} looped",
     )
     return character, motion
-
-
-def save_scene(path: Path, character: Character, motion: Motion) -> None:
-    """Tensors and plain values only (``torch.load(weights_only=True)`` reads them back)."""
-    sk, mesh = character.skeleton, character.mesh
-    assert mesh is not None
-    blob = {
-        "name": character.name,
-        "skeleton": {
-            "names": list(sk.names),
-            "parents": list(sk.parents),
-            "offsets": sk.offsets,
-            "rest_rotations": sk.rest_rotations,
-        },
-        "mesh": {k: getattr(mesh, k) for k in SkinnedMesh.__dataclass_fields__ if k != "materials"},
-        "materials": [{"base_color": m.base_color, "texture": m.texture, "name": m.name} for m in mesh.materials],
-        "motion": {
-            "fps": motion.fps,
-            "rotations": motion.rotations,
-            "root_translation": motion.root_translation,
-            "translations": motion.translations,
-            "name": motion.name,
-        },
-    }
-    torch.save(blob, path)
-
-
-def read_scene(path: Path) -> tuple[Character, Motion]:
-    blob = torch.load(path, weights_only=True)
-    s = blob["skeleton"]
-    skeleton = Skeleton(tuple(s["names"]), tuple(s["parents"]), s["offsets"], s["rest_rotations"])
-    materials = tuple(Material(**m) for m in blob["materials"])
-    mesh = SkinnedMesh(**blob["mesh"], materials=materials)
-    return Character(name=blob["name"], skeleton=skeleton, mesh=mesh), Motion(**blob["motion"])
 
 
 def measure(character: Character, motion: Motion, views: int, width: int, height: int, repeat: int) -> dict:

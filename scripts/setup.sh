@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up AnyMoLe Bridge on Debian 12 / Ubuntu: system libraries, a virtual environment in .venv, the package.
 #   bash scripts/setup.sh          runtime only (server, CLI, offline demo)
-#   bash scripts/setup.sh --dev    + test tools: pytest, ruff, mypy, Blender and the glTF validator, buf, the C++
-#                                    toolchain of the Unreal plugin's core (cmake, gRPC, GoogleTest)
+#   bash scripts/setup.sh --dev    + test tools: pytest, ruff, mypy, Ray, Blender and the glTF validator, buf, the
+#                                    C++ toolchain of the Unreal plugin's core (cmake, gRPC, GoogleTest)
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,7 +52,8 @@ if [[ ! -x .venv/bin/python ]]; then
     say "creating .venv with $($PY --version)"
     $PY -m venv .venv
 fi
-EXTRA=""; [[ $DEV == 1 ]] && EXTRA="[dev]"
+# --dev adds Ray (the `ray` extra) so that the scale-out tests run (tests/service/test_ray.py).
+EXTRA=""; [[ $DEV == 1 ]] && EXTRA="[dev,ray]"
 say "installing anymole$EXTRA (torch 2.13.0 CPU wheel unless a CUDA torch is already present)"
 # Pin torch explicitly: an unpinned torch pulls a multi-GB CUDA build.
 if .venv/bin/python -c "import torch" 2>/dev/null; then TORCH=(); else TORCH=("torch==2.13.0"); fi

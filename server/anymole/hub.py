@@ -24,6 +24,7 @@ __all__ = [
     "default_root",
     "estimator_weights",
     "locate",
+    "manual_steps",
     "pull",
 ]
 
@@ -99,6 +100,11 @@ def _manual_hint(spec: ModelSpec, dest: Path) -> str:
         by_repo.setdefault(repo, []).append(filename)
     files = " and ".join(f"{' and '.join(names)} of the Hugging Face repo {repo}" for repo, names in by_repo.items())
     return f"download {files} into {dest}, {spec.elsewhere}"
+
+
+def manual_steps(name: str, dest: str | Path | None = None) -> str:
+    """How to put model ``name``'s files into ``dest`` (default `default_dir`) by hand."""
+    return _manual_hint(_spec(name), Path(dest) if dest is not None else default_dir(name))
 
 
 def _download(repo_id: str, filename: str, local_dir: Path) -> Path:

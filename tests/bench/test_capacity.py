@@ -205,6 +205,7 @@ def test_cli_writes_the_page_and_the_json(
     assert report["service_times"]["whole_job_s"] == 300.0  # auto took pipeline.json
     assert [(r["policy"], r["gpus"]) for r in report["results"]] == [(p, g) for p in POLICIES for g in (14, 15, 16)]
     assert set(report["gpus_needed_by_animators"]["10"]) == set(POLICIES)
+    assert 0 < report["repeats_while_adapting_share"] < 0.5  # 1 - exp(-300 s / 20 min) = 0.22 at most
     page = (tmp_path / "s.md").read_text()
     assert "## Answer" in page and "pipeline.json `whole_job_s` (X)" in page
 

@@ -84,6 +84,7 @@ def test_bench_video_without_cuda_names_the_device_and_the_cpu_run(
         (["--device", "cpu", "--device", "cuda:x"], "--device", "'cuda:x'"),
         (["--host", "no-such-host.invalid", "--port", "0"], "--host", "no-such-host.invalid"),
         (["--host", "192.0.2.1", "--port", "0"], "--host", "not an address of this machine"),  # TEST-NET-1
+        (["--ray", "auto", "--ray-worker-cpus", "0"], "--ray-worker-cpus", "more than 0"),
     ],
 )
 def test_serve_refuses_bad_options_before_listening(
@@ -95,6 +96,17 @@ def test_serve_refuses_bad_options_before_listening(
     assert "listening" not in err
     if option == "--host":
         assert "--port" not in err  # the host is to blame, not the port
+
+
+def test_serve_with_ray_says_what_to_install_where_ray_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    err = _refused(["serve", "--data-dir", str(tmp_path / "data"), "--port", "0", "--ray", "auto"], monkeypatch, capsys)
+    assert "error: --ray:" in err and "pip install 'anymole[ray]'" in err, err
 
 
 def test_serve_refuses_a_file_as_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -129,6 +141,28 @@ def _every_option() -> set[str]:
 
     walk(typer.main.get_command(app))
     return found
+
+
+def test_option_help_survives_rich_markup() -> None:
+    """The CLI renders help as rich markup, which drops a bracketed ``[word: …]`` as an unknown tag: option
+    help says its defaults in parentheses, and what ``--help`` prints keeps them."""
+    import click
+    import typer
+    from typer.testing import CliRunner
+
+    from anymole.cli import app
+
+    helps: list[str] = []
+
+    def walk(cmd: click.Command) -> None:
+        helps.extend(str(getattr(p, "help", "") or "") for p in cmd.params)
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(typer.main.get_command(app))
+    assert [h for h in helps if "[default" in h] == []
+    out = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "400"}).output
+    assert "(default: 16)" in out and "(default: keep)" in out
 
 
 def test_models_errors_point_at_options_that_exist(

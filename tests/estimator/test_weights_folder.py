@@ -12,7 +12,7 @@ import torch
 
 from anymole import hub
 from anymole.cli import main
-from anymole.cli.server import _estimator_weights
+from anymole.cli._common import _estimator_weights
 from anymole.errors import InvalidInput, ModelUnavailable
 from anymole.estimator import EstimatorConfig, ViTBackbone, build_backbone
 from anymole.estimator.backbones import pretrained_vit
@@ -33,12 +33,16 @@ def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
 def test_pull_estimator_offline_says_what_to_download_and_where(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    tries: list[object] = []
+
     def offline(**kwargs: object) -> Path:
+        tries.append(kwargs)
         raise OSError("network unreachable")
 
     monkeypatch.setattr(hub, "_download", offline)
     code, text = _cli(["models", "pull", "estimator", "--dest", str(tmp_path)], monkeypatch, capsys)
     assert code == 1 and "Traceback" not in text
+    assert len(tries) == 1  # the second model is not tried against a Hub that did not answer
     text = " ".join(text.split())  # the CLI wraps long messages
     for repo, filename, folder in (
         ("facebook/dinov2-with-registers-base", "model.safetensors", "dinov2-with-registers-base"),
@@ -110,3 +114,21 @@ def test_serve_option_takes_a_folder_none_or_finds_the_default(tmp_path: Path, m
     assert _estimator_weights(None) == full  # found in the models folder
     monkeypatch.setenv("ANYMOLE_MODELS", str(tmp_path / "empty"))
     assert _estimator_weights(None) is None  # nothing there: the conv backbone, no error
+
+
+def test_oracle_names_the_backbone_its_weights_give(tmp_path: Path) -> None:
+    """`anymole eval --oracle`'s estimator: the preset's ViT pair with a models folder, conv without one."""
+    from anymole.mimic import MimicConfig
+    from anymole.pipeline.fromvideo import estimator_config
+    from anymole.pipeline.oracle import oracle_eval
+    from asset_files import cached_load
+
+    models = write_models_folder(tmp_path, random_vit(1), random_vit(2))
+    assert estimator_config("quality", None).backbones == ("conv",)
+    assert estimator_config("draft", models) == EstimatorConfig.draft()
+    est = estimator_config("fast", models, steps=10, batch_size=8)
+    assert est.backbones == ("dinov2_vitb14_reg", "fit3d_vits14_reg")
+    result = oracle_eval(cached_load("131_01_30fps.bvh"), "131_01_30fps", (0, 61), [90], "fast", estimator=est,
+                         mimicking=MimicConfig.fast(steps=2), render=(96, 64, 2))  # fmt: skip
+    assert result.to_json()["backbone"] == "dinov2_vitb14_reg+fit3d_vits14_reg"
+    assert result.estimator_px > 0 and torch.isfinite(torch.tensor(result.estimator_px))

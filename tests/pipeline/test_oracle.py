@@ -104,15 +104,17 @@ def test_cli_oracle_parses_and_prints_json(
 ) -> None:
     seen: list[tuple[object, ...]] = []
 
-    def fake(character: object, clip: str, context: tuple[int, int], keys: list[int], preset: str) -> OracleResult:
-        seen.append((clip, context, keys, preset))
+    def fake(
+        character: object, clip: str, context: tuple[int, int], keys: list[int], preset: str, *, estimator: EstimatorConfig
+    ) -> OracleResult:
+        seen.append((clip, context, keys, preset, estimator))
         return result  # the library run above: the CLI only parses and prints
 
     monkeypatch.setattr("anymole.pipeline.oracle.oracle_eval", fake)
     argv = ["eval", "--oracle", str(ASSETS / "131_01_30fps.bvh"), "--context", "0:61", "--keys", "90", "--json"]
     code, out, err = _run(argv, monkeypatch, capsys)
     assert code == 0, err
-    assert seen == [(CLIP, (0, 61), [90], "draft")]
+    assert seen == [(CLIP, (0, 61), [90], "draft", EstimatorConfig.draft())]
     doc = json.loads(out)
     assert {"anymole", "interp", "backbone", "estimator_px"} <= set(doc)
     assert doc["backbone"] == "conv" and doc["frames"] == [61, 90]

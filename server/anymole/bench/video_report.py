@@ -3,10 +3,10 @@ from a results JSON (and nothing else), and the JSON itself."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from anymole.bench.report import replace_section, write_json
 from anymole.bench.video import (
     CLIPS_PER_STEP,
     FAST_MODES,
@@ -288,20 +288,4 @@ def write_markdown(
 ) -> None:
     """Replace the body of the section whose heading line is exactly ``heading`` in ``path`` (up to the next
     ``## `` heading) with the results; ``json_name`` is the results file the section names."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    body = _section(results, json_name)
-    line = f"\n{heading}\n"
-    if line not in f"\n{text}":
-        text = text.rstrip("\n") + f"\n\n{heading}\n\n{body}"
-    else:
-        head, rest = f"\n{text}".split(line, 1)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt:] if nxt >= 0 else ""
-        text = f"{head[1:]}\n{heading}\n\n{body}{tail}" if head else f"{heading}\n\n{body}{tail}"
-    path.write_text(text)
-
-
-def write_json(results: dict[str, Any], path: Path) -> None:
-    """Write the results as indented JSON (the machine-readable twin of the markdown table)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    replace_section(path, heading, _section(results, json_name))

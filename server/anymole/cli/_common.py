@@ -24,7 +24,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 _RECONNECT_HELP = (
     "seconds to keep trying when the server goes away mid-job (a restart): the job runs on there, and the "
-    "watch resumes after the last event seen; 0 gives up at once [default: 120]"
+    "watch resumes after the last event seen; 0 gives up at once (default: 120)"
 )
 
 
@@ -66,3 +66,22 @@ def _check_suffix(path: Path, option: str, suffixes: tuple[str, ...]) -> None:
 
     if path.suffix.lower() not in suffixes:
         raise InvalidInput(option, f"end the file name with {' or '.join(suffixes)}, got {path.name!r}")
+
+
+def _estimator_weights(value: str | None) -> Path | None:
+    """``--estimator-weights`` of ``anymole serve`` and ``anymole eval --oracle``: ``none`` → ``None`` (the conv backbone); a models folder → itself,
+    once it is seen to hold both ViTs (`ModelUnavailable` saying what to put where otherwise); not given → the
+    default models folder if it holds them, else ``None``."""
+    from anymole.errors import ModelUnavailable
+    from anymole.hub import default_root, estimator_weights
+
+    if value is not None and value.lower() == "none":
+        return None
+    root = Path(value).expanduser() if value is not None else default_root()
+    try:
+        estimator_weights(root)
+    except ModelUnavailable:
+        if value is not None:
+            raise
+        return None
+    return root

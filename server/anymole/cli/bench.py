@@ -85,6 +85,86 @@ def bench_video(
     )
 
 
+@bench_app.command("pipeline")
+def bench_pipeline(
+    model: Annotated[str, typer.Option(help="full (DynamiCrafter 512 with random weights, GPU) or tiny (CPU dry run)")] = "full",
+    device: Annotated[str, typer.Option(help="torch device")] = "cuda",
+    preset: Annotated[str, typer.Option(help="the anymole preset timed (draft: ICAdapt turbo, which the warm-up compiles)")] = "draft",
+    asset: Annotated[Path | None, typer.Option(help="character file (default: the bundled CesiumMan, a humanoid)")] = None,
+    scene: Annotated[Path | None, typer.Option(help="a scene file written by --export-scene, instead of --asset (for a machine without libassimp)")] = None,
+    export_scene: Annotated[Path | None, typer.Option(help="write the character and its clip at 30 fps here for --scene, and stop")] = None,
+    gaps: Annotated[int, typer.Option(help="one-second gaps after the 2 s context (the paper's 6)")] = 6,
+    backbone: Annotated[str | None, typer.Option(help="estimator backbone: vit (the paper's frozen pair, random weights) or conv (default: vit on CUDA, conv elsewhere)")] = None,
+    short: Annotated[str, typer.Option(help="step counts of the short job: ICADAPT,DDIM,ESTIMATOR,MIMIC")] = "15,2,300,2",
+    long: Annotated[str, typer.Option(help="step counts of the long job: ICADAPT,DDIM,ESTIMATOR,MIMIC")] = "40,5,300,8",
+    json_out: Annotated[Path, typer.Option("--json", help="results file")] = Path("docs/benchmarks/pipeline.json"),
+    markdown: Annotated[Path | None, typer.Option(help="page whose --heading section is rewritten ('' for none)")] = Path("docs/benchmarks.md"),
+    heading: Annotated[str, typer.Option(help="the page's section for this run")] = "## Whole pipeline (anymole method)",
+    budget: Annotated[float, typer.Option(help="seconds after the start (warm-up included) after which no further job starts")] = 400.0,
+    partial: Annotated[Path | None, typer.Option(help="also write the results so far here after the warm-up and at every stage")] = None,
+    from_json: Annotated[Path | None, typer.Option(help="run nothing: rewrite the --markdown section from this results file (a run's --json or --partial)")] = None,
+) -> None:
+    """Time the whole anymole job from a warm server for the paper's setting (2 s context, 6 one-second gaps,
+    30 fps): per stage and end to end, at the preset's step counts extrapolated from timed jobs at fewer steps
+    (the JSON's `how` says figure by figure), and the second fill of the same scene, whose ICAdapt and estimator
+    come from the caches.
+
+    On one H100 (no libassimp there: export the scene here first, `anymole bench pipeline --export-scene
+    bench_scene.pt`, untracked so that it travels with the tree; carry `.whl` with moderngl and glcontext, and the
+    EGL loaders `.gl`, as the device README says; a command has 10 min, setup included):
+
+        for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig; python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/server || exit; cp docs/benchmarks.md $OUT/ && python3 -m anymole.cli bench pipeline --model full --device cuda --scene bench_scene.pt --json $OUT/pipeline.json --markdown $OUT/benchmarks.md --partial $OUT/pipeline.partial.json --budget 400
+
+    A cut run leaves its partial file: `anymole bench pipeline --from-json PARTIAL` writes the section from it.
+    CPU dry run: anymole bench pipeline --model tiny --device cpu --gaps 1 --short 1,1,2,2 --long 2,2,4,4
+    """
+    from anymole.bench import pipeline as bench
+    from anymole.bench import pipeline_report as report
+
+    def steps(flag: str, text: str) -> bench.Steps:
+        try:
+            return bench.Steps(*(int(v) for v in text.split(",")))
+        except (TypeError, ValueError):
+            raise _fail(f"{flag} takes four step counts ICADAPT,DDIM,ESTIMATOR,MIMIC (each >= 1), got {text!r}") from None
+
+    if from_json is not None:
+        import json
+
+        if (page := _page(markdown)) is None:
+            raise _fail("--from-json rewrites the --markdown page's section: name the page")
+        try:
+            results = report.summarize(json.loads(from_json.read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            raise _fail(f"--from-json: {from_json} is not a results file of this benchmark ({exc})") from None
+        report.write_markdown(results, page, heading=heading, json_name=str(from_json))
+        typer.echo(f"rewrote the {heading!r} section of {page} from {from_json}")
+        return
+    if export_scene is not None:
+        from anymole.bench.scene_file import save_scene
+
+        character, clip, _ = bench.load_source(asset)
+        save_scene(export_scene, character, clip)
+        typer.echo(f"wrote {export_scene}: {character.name}, {clip.num_frames} frames at {clip.fps:g} fps")
+        return
+    device = _bench_device(device)
+    backbone = backbone or ("vit" if device.startswith("cuda") else "conv")
+    cfg = bench.PipelineBenchConfig(model=model, device=device, preset=preset, asset=asset, scene=scene, gaps=gaps,
+                                    backbone=backbone, short=steps("--short", short), long=steps("--long", long),
+                                    budget_s=budget)  # fmt: skip
+    on_partial = None if partial is None else lambda r: report.write_json(report.summarize(r), partial)
+    results = report.summarize(bench.run_pipeline_bench(cfg, say=lambda line: typer.echo(line, err=True), on_partial=on_partial))
+    report.write_json(results, json_out)
+    if (page := _page(markdown)) is not None:
+        report.write_markdown(results, page, heading=heading, json_name=str(json_out))
+    typer.echo(f"whole job {results['whole_job_s']} s, second fill {results['second_fill_s']} s, estimator "
+               f"{results['estimator_train_s']} s, mimic {results['mimic_s']} s -> {json_out}")  # fmt: skip
+
+
+def _page(markdown: Path | None) -> Path | None:
+    """The page a benchmark rewrites; ``None`` for none (``--markdown ''``, which typer hands over as ``.``)."""
+    return None if markdown is None or str(markdown) in ("", ".") else markdown
+
+
 def _bench_device(name: str) -> str:
     """``name`` as the one device a benchmark runs on, refused before any model is built if it is not here."""
     from anymole.errors import InvalidInput
@@ -108,7 +188,7 @@ def bench_capacity(
     cache_load: Annotated[float, typer.Option(help="seconds to read a scene's artefacts from shared storage")] = 5.0,
     hours: Annotated[float, typer.Option(help="simulated hours measured (after 4 h of warm-up)")] = 200.0,
     seed: Annotated[int, typer.Option(help="seed of every random draw")] = 0,
-    gpus: Annotated[str | None, typer.Option(help="GPU counts A:B (B included) [default: from the offered load]")] = None,
+    gpus: Annotated[str | None, typer.Option(help="GPU counts A:B (B included) (default: from the offered load)")] = None,
     studios: Annotated[str, typer.Option(help="studio sizes (animators, comma-separated) for the GPUs-needed table; '' for none")] = "25,50,100,200",
     wait_limit: Annotated[float, typer.Option(help="minutes: the median wait the GPU count must stay under")] = 2.0,
     json_out: Annotated[Path, typer.Option("--json", help="results file")] = Path("docs/benchmarks/capacity.json"),

@@ -144,6 +144,7 @@ def evaluate(
     context: Annotated[str | None, typer.Option(help="with --oracle: clip frames A:B given as context (at least 2 s)")] = None,
     keys: Annotated[str | None, typer.Option(help="with --oracle: keyframes, comma-separated clip frames 1, 2, … s after the context")] = None,
     preset: Annotated[str, typer.Option(help="with --oracle: draft (CPU, minutes), fast or quality")] = "draft",
+    estimator_weights: Annotated[str | None, typer.Option(help="with --oracle: models folder holding the estimator's ViT weights (`anymole models pull estimator`) for fast and quality; none: the conv backbone (default: the models folder when it holds both, else the conv backbone)")] = None,
     clip: Annotated[str | None, typer.Option(help="ground-truth clip name (default: the first)")] = None,
     pred_clip: Annotated[str | None, typer.Option(help="predicted clip name (default: the first)")] = None,
     frames: Annotated[str | None, typer.Option(help="ground-truth frames A:B to score (B excluded); default: all overlapping")] = None,
@@ -170,7 +171,7 @@ def evaluate(
             raise typer.BadParameter("give either --oracle ASSET or PRED GT, not both")
         from anymole.cli.oracle import run_oracle
 
-        run_oracle(oracle, clip, context, keys, preset, json_out)
+        run_oracle(oracle, clip, context, keys, preset, json_out, estimator_weights)
         return
     if pred is None or gt is None:
         raise typer.BadParameter("give PRED and GT, or --oracle ASSET")

@@ -13,7 +13,7 @@ models_app = typer.Typer(help="Model weights: download them where there is inter
 @models_app.command("pull")
 def models_pull(
     name: Annotated[str, typer.Argument(help="dynamicrafter-512-interp (the video prior), estimator (both of the joint estimator's ViTs), dinov2-with-registers-base or fit3d-vits14-reg")] = "dynamicrafter-512-interp",
-    dest: Annotated[Path | None, typer.Option(help="the model's folder; for estimator, the models folder holding both [default: ~/.cache/anymole/models/NAME, or $ANYMOLE_MODELS/NAME]")] = None,
+    dest: Annotated[Path | None, typer.Option(help="the model's folder; for estimator, the models folder holding both (default: ~/.cache/anymole/models/NAME, or $ANYMOLE_MODELS/NAME)")] = None,
 ) -> None:
     """Download a model's files from the Hugging Face Hub; offline, say which files to place where by hand.
 
@@ -22,11 +22,14 @@ def models_pull(
       anymole models pull estimator       # DINOv2-reg ViT-B/14 + FiT3D ViT-S/14: anymole serve finds them there
     """
     from anymole.errors import ModelUnavailable
-    from anymole.hub import GROUPS, pull
+    from anymole.hub import GROUPS, manual_steps, pull
 
-    failed = []
+    failed: list[str] = []
     for model in GROUPS.get(name, (name,)):
         folder = dest / model if dest is not None and name in GROUPS else dest
+        if failed:  # the Hub did not answer for the last one: say what to fetch instead of waiting on it again
+            failed.append(f"{model}: not tried; {manual_steps(model, folder)}")
+            continue
         try:
             typer.echo(f"{model}: {pull(model, folder)}")
         except ModelUnavailable as exc:

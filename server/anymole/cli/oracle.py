@@ -6,13 +6,22 @@ from pathlib import Path
 
 import typer
 
-from anymole.cli._common import _pick_clip, _span
+from anymole.cli._common import _estimator_weights, _pick_clip, _span
 
 __all__ = ["run_oracle"]
 
 
-def run_oracle(asset: Path, clip: str | None, context: str | None, keys: str | None, preset: str, json_out: bool) -> None:
-    """`anymole eval --oracle`: parse, run `anymole.pipeline.oracle.oracle_eval`, print."""
+def run_oracle(
+    asset: Path,
+    clip: str | None,
+    context: str | None,
+    keys: str | None,
+    preset: str,
+    json_out: bool,
+    estimator_weights: str | None = None,
+) -> None:
+    """`anymole eval --oracle`: parse, run `anymole.pipeline.oracle.oracle_eval` with the preset's estimator on
+    the backbones ``--estimator-weights`` provides (`anymole.pipeline.fromvideo.estimator_config`), print."""
     import json
 
     from rich.console import Console
@@ -20,6 +29,7 @@ def run_oracle(asset: Path, clip: str | None, context: str | None, keys: str | N
 
     from anymole.errors import InvalidInput
     from anymole.io import load_character
+    from anymole.pipeline.fromvideo import estimator_config
     from anymole.pipeline.oracle import oracle_eval
 
     start, stop = _span(context, "--context")
@@ -31,12 +41,14 @@ def run_oracle(asset: Path, clip: str | None, context: str | None, keys: str | N
         raise InvalidInput("--keys", f"expected comma-separated frame numbers, got {keys!r}") from None
     if not key_list:
         raise InvalidInput("--keys", "give the keyframes as comma-separated clip frames, e.g. --keys 72")
+    weights = _estimator_weights(estimator_weights)
     character = load_character(asset)
     name = _pick_clip(character, clip)
     options = {"context": "--context", "keyframes": "--keys", "clip": "--clip", "preset": "--preset"}
     try:
+        estimator = estimator_config(preset, weights)
         with Console(stderr=True).status(f"oracle evaluation of {asset.name}:{name} ({preset})"):
-            result = oracle_eval(character, name, (start, stop), key_list, preset)
+            result = oracle_eval(character, name, (start, stop), key_list, preset, estimator=estimator)
     except InvalidInput as exc:  # the library names its arguments; say which option to change
         raise InvalidInput(options.get(exc.field, exc.field), exc.reason) from None
     if json_out:

@@ -31,6 +31,7 @@ from anymole.estimator.backbones import build_backbone
 from anymole.estimator.config import EstimatorConfig
 from anymole.estimator.model import EstimatorNet
 from anymole.render.gl import Renders
+from anymole.seeding import seeded_global_rng
 
 __all__ = ["SceneEstimator", "color_jitter", "encode", "fit_estimator", "shift_grid", "training_set"]
 
@@ -243,15 +244,18 @@ def fit_estimator(
     s = config.feature_stride
     _check(images, joints2d, depths, weights, s)
     dev = torch.device(device) if device is not None else images.device
-    torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     # Batches and shifts are drawn on the training device: a host-drawn index copied up every step would
     # wait for the GPU's queue each time.
     gen_dev = torch.Generator(device=dev).manual_seed(config.seed)
     autocast = dev.type == "cuda" and config.autocast_dtype == "bf16"
-    bbs = list(backbones) if backbones is not None else [build_backbone(n, config) for n in config.backbones]
-    if len(bbs) != len(config.backbones):
-        raise InvalidInput("backbones", f"need {len(config.backbones)} ({config.backbones}), got {len(bbs)}")
+    # The initialisers draw from the global RNG: seeded, and with no other thread's draws in between (an ICAdapt
+    # adapting beside this job's estimator forks it), or one request would train different estimators.
+    with seeded_global_rng(config.seed):
+        bbs = list(backbones) if backbones is not None else [build_backbone(n, config) for n in config.backbones]
+        if len(bbs) != len(config.backbones):
+            raise InvalidInput("backbones", f"need {len(config.backbones)} ({config.backbones}), got {len(bbs)}")
+        net = EstimatorNet(config, bbs, joints2d.shape[1])
     copies = [images] + [color_jitter(images, gen) for _ in range(config.jitter_copies)]
     reps = len(copies)
     inputs = encode(bbs, torch.cat(copies), config, dev)
@@ -263,7 +267,7 @@ def fit_estimator(
     d_std = float((((d - d_mean) ** 2 * wn).sum() / wn.sum()).sqrt().clamp_min(1e-6))
     dn_all = ((depths.to(dev, torch.float32) - d_mean) / d_std).repeat(reps, 1)
     h, w = images.shape[-2:]
-    net = EstimatorNet(config, bbs, joints2d.shape[1]).to(dev)
+    net = net.to(dev)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _one_cycle(config))

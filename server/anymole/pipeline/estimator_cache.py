@@ -15,7 +15,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+
+from torch import nn
 
 from anymole.estimator import EstimatorConfig, SceneEstimator
 from anymole.video.cache import tensor_digest
@@ -56,13 +59,14 @@ class EstimatorCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def get(self, key: str) -> SceneEstimator | None:
-        """The estimator stored under ``key``, or ``None`` (also for an entry that cannot be read)."""
+    def get(self, key: str, backbones: Sequence[nn.Module] | None = None) -> SceneEstimator | None:
+        """The estimator stored under ``key``, or ``None`` (also for an entry that cannot be read); frozen
+        ``backbones`` as `SceneEstimator.load` takes them (default: built from the stored config)."""
         folder = self.root / key
         if not folder.is_dir():
             return None
         try:
-            return SceneEstimator.load(folder)
+            return SceneEstimator.load(folder, backbones)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:  # a damaged entry: train again
             log.warning("could not load the cached estimator %s (%s); training it again", folder, exc)
             return None

@@ -1,6 +1,7 @@
 """Motion from a generated video: the stages after sampling, shared by the ``anymole`` method and the oracle
 evaluation (`anymole.pipeline.oracle`).
 
+* `estimator_config`: a preset's estimator on the backbones this machine has weights for.
 * `training_set` / `train_estimator`: the scene-specific joint estimator trained on a job's renders, the
   context of every view at weight 1 and the keyframes at weight 3 (paper A.2).
 * `background`: the scene without the character, from the context renders themselves (the camera is fixed,
@@ -12,12 +13,16 @@ evaluation (`anymole.pipeline.oracle`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from anymole.errors import InvalidInput
 from anymole.estimator import EstimatorConfig, SceneEstimator, fit_estimator
+from anymole.hub import estimator_weights
 from anymole.mimic import MimicConfig, MimicTargets, character_mask, mimic
 from anymole.progress import OnStep, no_step
 from anymole.render.cameras import Cameras
@@ -26,10 +31,32 @@ from anymole.video.sampler import RENDER_FPS
 from anymole.video.scene import SceneRenders
 from anymole.video.timeline import VideoTimeline
 
-__all__ = ["KEY_WEIGHT", "background", "estimate", "mimic_gaps", "train_estimator", "training_set"]
+__all__ = [
+    "KEY_WEIGHT",
+    "background",
+    "estimate",
+    "estimator_config",
+    "mimic_gaps",
+    "train_estimator",
+    "training_set",
+]
 
 #: weight of a keyframe render against a context render in the estimator's loss (the paper's 3).
 KEY_WEIGHT = 3.0
+
+
+def estimator_config(preset: str, weights: Path | None, **overrides: Any) -> EstimatorConfig:
+    """``preset``'s estimator (`EstimatorConfig.preset`, with ``overrides``): its frozen ViT pair on the weights in
+    the models folder ``weights`` (`anymole.hub.estimator_weights`, which raises `ModelUnavailable` naming what
+    is missing there), or, without a folder, the conv backbone trained from scratch in its place (``draft``
+    needs no weights either way)."""
+    frozen = EstimatorConfig.preset(preset).frozen
+    if frozen and weights is not None:
+        found = estimator_weights(weights)
+        overrides["weights"] = tuple(str(found[b]) for b in frozen)
+    elif frozen:
+        overrides["backbones"] = ("conv",)
+    return EstimatorConfig.preset(preset, **overrides)
 
 
 def training_set(renders: SceneRenders) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -49,12 +76,18 @@ def training_set(renders: SceneRenders) -> tuple[torch.Tensor, torch.Tensor, tor
 
 
 def train_estimator(
-    renders: SceneRenders, config: EstimatorConfig, on_step: OnStep = no_step, device: torch.device | str = "cpu"
+    renders: SceneRenders,
+    config: EstimatorConfig,
+    on_step: OnStep = no_step,
+    device: torch.device | str = "cpu",
+    *,
+    backbones: Sequence[nn.Module] | None = None,
 ) -> SceneEstimator:
-    """`fit_estimator` on `training_set` (reports ``("estimator", fraction)``; a raising ``on_step`` stops it)."""
+    """`fit_estimator` on `training_set` (reports ``("estimator", fraction)``; a raising ``on_step`` stops it),
+    with built ``backbones`` in ``config.backbones`` order (default: built from the config)."""
     images, joints, depths, weights = training_set(renders)
     on_step("estimator", 0.0)
-    return fit_estimator(images, joints, depths, weights, config, on_step, device=device)
+    return fit_estimator(images, joints, depths, weights, config, on_step, backbones=backbones, device=device)
 
 
 def background(context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

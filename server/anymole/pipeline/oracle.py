@@ -21,7 +21,7 @@ from anymole.errors import InvalidInput
 from anymole.estimator import EstimatorConfig
 from anymole.metrics import evaluate
 from anymole.mimic import MimicConfig
-from anymole.pipeline.fromvideo import background, estimate, mimic_gaps, train_estimator
+from anymole.pipeline.fromvideo import background, estimate, estimator_config, mimic_gaps, train_estimator
 from anymole.progress import OnStep, no_step
 from anymole.render.views import pose_motion, render_motion, scene_style
 from anymole.rig import Character, Keyframes, Motion
@@ -94,7 +94,8 @@ def oracle_eval(
         context: clip frames ``[a, b)`` given as context (the video stage's 2 s at least).
         keys: clip frames of the keyframes after the context, at most `MAX_GAP_SECONDS` apart (any spacing).
         preset: ``draft``, ``fast`` or ``quality``: estimator, mimicking and render size together.
-        estimator, mimicking, render: overrides of the preset's settings (``render``: width, height, views).
+        estimator, mimicking, render: overrides of the preset's settings (``estimator``: default `estimator_config`
+            without weights, the conv backbone in place of ViTs; ``render``: width, height, views).
         on_step: progress of the stages (``render``, ``estimator``, ``mimic``).
 
     Raises:
@@ -110,7 +111,7 @@ def oracle_eval(
         raise InvalidInput("context", f"{a}:{b} must be a non-empty range of the clip's {gt.num_frames} frames")
     if not keys or max(keys) >= gt.num_frames:
         raise InvalidInput("keyframes", f"{list(keys)} must be frames of the clip's {gt.num_frames} frames")
-    est_cfg = estimator or EstimatorConfig.preset(preset)
+    est_cfg = estimator or estimator_config(preset, None)  # no weights given: the conv backbone
     mim_cfg = mimicking or MimicConfig.preset(preset)
     width, height, views = render or ORACLE_RENDER[preset]
     req_keys = [k - a for k in keys]

@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from anymole.errors import AssetError, ModelUnavailable
 from anymole.pipeline.control import CancelToken, in_daemon_thread
 from anymole.pipeline.settings import VideoSettings
+from anymole.seeding import seeded_global_rng
 from anymole.video.schedule import DDIMSchedule
 
 if TYPE_CHECKING:
@@ -103,8 +102,7 @@ class PriorPool:
 
             if self.settings.tiny:
                 config = DynamiCrafterConfig.tiny()
-                with torch.random.fork_rng(devices=[]):  # seed 0 without touching the caller's RNG
-                    torch.manual_seed(0)
+                with seeded_global_rng(0):  # seed 0 without touching the caller's RNG, or another thread's
                     prior = DynamiCrafterPrior(config)
                 prior = prior.to(device)
                 model_id = "dynamicrafter-tiny@random-seed-0"

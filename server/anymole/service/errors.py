@@ -32,6 +32,7 @@ __all__ = [
     "OverBudget",
     "ResultFormatMismatch",
     "ShuttingDown",
+    "WorkerLost",
     "code_of",
     "failed_event",
     "to_status",
@@ -40,6 +41,11 @@ __all__ = [
 
 class ShuttingDown(AnymoleError):
     """The server is stopping and takes no new jobs (UNAVAILABLE: retry against a running server)."""
+
+
+class WorkerLost(AnymoleError):
+    """A job lost the Ray workers it ran on (`anymole serve --ray`) more often than it is retried (UNAVAILABLE:
+    the cluster is losing workers; resubmit once it is healthy)."""
 
 
 class KeyReused(InvalidInput):
@@ -72,6 +78,7 @@ STATUS_TABLE: dict[type[BaseException], grpc.StatusCode] = {
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     JobCancelled: grpc.StatusCode.CANCELLED,
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    WorkerLost: grpc.StatusCode.UNAVAILABLE,
 }
 
 

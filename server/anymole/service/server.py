@@ -68,6 +68,10 @@ class ServerConfig:
         keepalive: client pings accepted, server pings, the job heartbeat (`anymole.service.keepalive`).
         video: the ``video`` method's prior (none, ``tiny`` or a checkpoint path), step overrides and render
             size; loaded on the first ``video`` job. Its ICAdapt cache defaults to ``data_dir/icadapt``.
+        ray: ``None`` (jobs run in this process, one worker per device), or the Ray cluster whose actors run
+            them (``"auto"`` or ``HOST:PORT``; `anymole.service.ray_pool`): one actor per entry of ``devices``,
+            and the per-scene cache (``video.cache_dir``) must be a path every node shares.
+        ray_worker_cpus: CPUs Ray reserves for each actor (a fraction shares a core).
     """
 
     host: str = "127.0.0.1"
@@ -86,6 +90,8 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     video: VideoSettings = field(default_factory=VideoSettings)
     keepalive: KeepalivePolicy = field(default_factory=KeepalivePolicy)
+    ray: str | None = None
+    ray_worker_cpus: float = 1.0
 
     def __post_init__(self) -> None:
         # Named by their `anymole serve` flags: the CLI passes them through unchanged.
@@ -97,6 +103,8 @@ class ServerConfig:
             raise InvalidInput("--finished-in-memory", f"must be 0 or more, got {self.finished_in_memory}")
         if not self.grace_s >= 0:
             raise InvalidInput("--grace", f"must be 0 or more seconds, got {self.grace_s}")
+        if not self.ray_worker_cpus > 0:
+            raise InvalidInput("--ray-worker-cpus", f"must be more than 0, got {self.ray_worker_cpus}")
 
 
 def resolve_devices(devices: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -154,6 +162,9 @@ class AnyMoLeServer:
         self.warm_up: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        start = getattr(self.jobs.pipeline, "start", None)  # a pipeline's own workers (`RayPipeline`), if any
+        if start is not None:
+            await start()
         await self.jobs.start()
         await self.grpc_server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -187,6 +198,9 @@ class AnyMoLeServer:
         await self.health.enter_graceful_shutdown()
         await self.jobs.shutdown(grace)
         await self.grpc_server.stop(min(grace, 1.0))  # watchers have their terminal events by now
+        close = getattr(self.jobs.pipeline, "close", None)
+        if close is not None:
+            await close()
 
     async def wait_for_termination(self) -> None:
         await self.grpc_server.wait_for_termination()
@@ -202,20 +216,29 @@ def build_server(
     """Create the server for ``cfg`` and bind its port; returns ``(server, bound_port)``. Call inside a loop.
     Without ``pipeline``, an `AnyMoLePipeline` with ``cfg.video``. ``clock`` and ``new_job_id`` replace the job
     manager's Unix time and job-id source (scripts/record_streams.py makes its recordings repeatable with them)."""
-    devices = resolve_devices(cfg.devices)
     data_dir = Path(cfg.data_dir).expanduser()
     if pipeline is None:
         video = cfg.video
         if video.prior is not None and video.cache_dir is None:
             video = dataclasses.replace(video, cache_dir=data_dir / "icadapt")
         pipeline = AnyMoLePipeline(video)
+    if cfg.ray is None:
+        devices = resolve_devices(cfg.devices)
+        slots = [n for n, _ in devices]
+    else:  # imported here only: an embedded server never imports Ray
+        from anymole.service.ray_pool import RayPipeline, connect
+
+        if not isinstance(pipeline, AnyMoLePipeline):
+            raise TypeError(f"--ray runs AnyMoLePipeline's methods on the workers, not a {type(pipeline).__name__}")
+        pipeline = RayPipeline(pipeline, cfg.devices, cfg.ray_worker_cpus, owns_connection=connect(cfg.ray))
+        devices, slots = pipeline.devices, pipeline.slots  # the servicer lists `devices` as `start` fills it in
     _make_data_dir(data_dir)
     limits = budget_limits(dataclasses.replace(cfg.limits, max_queue=cfg.max_queue), cfg.memory_budget)
     characters = CharacterStore(data_dir, limits)
     jobs = JobManager(
         pipeline,
         data_dir,
-        devices=[n for n, _ in devices],
+        devices=slots,
         max_queue=cfg.max_queue,
         resolve_character=characters.get,
         finished_in_memory=cfg.finished_in_memory,

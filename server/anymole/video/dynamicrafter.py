@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from anymole.errors import InvalidInput, ModelUnavailable
+from anymole.seeding import seeded_global_rng
 from anymole.video.dynamicrafter_config import BACKEND, DynamiCrafterConfig
 from anymole.video.openclip import (
     ByteTokenizer,
@@ -357,7 +358,7 @@ class DynamiCrafterPrior(nn.Module):
         # its record of the first round, would warn as if a second adapter were meant. Nothing reads the record.
         vars(self.unet).pop("peft_config", None)
         # peft draws the adapters from the global RNG: leave it as the caller had it (they are re-drawn below)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with seeded_global_rng(None, [device] if device.type == "cuda" else []):
             inject_adapter_in_model(lora, self.unet)
         self._reset_adapters(tuple(f"{t}." for t in targets), LORA_SEED)
 

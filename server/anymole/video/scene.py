@@ -14,6 +14,7 @@ import torch
 
 from anymole.progress import OnStep, no_step
 from anymole.render.cameras import Cameras
+from anymole.render.gl import Style
 from anymole.rig import Character, Keyframes, Motion
 from anymole.video.caption import scene_caption
 from anymole.video.config import VideoJobConfig
@@ -37,6 +38,8 @@ class SceneRenders:
         joints_depth: ``(V, N + K, J)`` float32 metric joint depths (m).
         cameras: the ``V`` cameras.
         caption: the scene caption for ICAdapt and sampling.
+        style: the floor and lights fitted to the context and keys (`anymole.render.views.scene_style`), to
+            render other motion of the scene (a filled gap) in the same place; ``None``: not recorded.
     """
 
     context: torch.Tensor
@@ -47,6 +50,7 @@ class SceneRenders:
     joints_depth: torch.Tensor
     cameras: Cameras
     caption: str
+    style: Style | None = None
 
     @property
     def views(self) -> int:
@@ -94,15 +98,24 @@ def render_scene(
         device: the job's device; on a GPU, forward kinematics and skinning run there.
         on_step: ``on_step("render", fraction)`` at the start and end.
     """
-    from anymole.render.views import render_motion  # moderngl loads only when a job renders
+    from anymole.render.views import (  # moderngl loads here
+        character_mesh,
+        pose_motion,
+        render_motion,
+        scene_style,
+    )
 
     on_step("render", 0.0)
     context30 = resample_context(context, timeline)
     n = context30.num_frames
     poses = _poses(context30, keys)
     fk_device = device if torch.device(device).type == "cuda" else None
+    # the style render_motion would fit, kept for renders of other motion in this scene (posing is cheap
+    # beside rasterising)
+    style = scene_style(pose_motion(character, poses, character_mesh(character), fk_device)[1])
     renders = render_motion(
-        character, poses, views=cfg.views, width=cfg.width, height=cfg.height, with_depth=True, device=fk_device
+        character, poses, views=cfg.views, width=cfg.width, height=cfg.height, style=style, with_depth=True,
+        device=fk_device,
     )
     images = renders.images().permute(0, 2, 1, 3, 4)  # (V, F, 3, H, W) → (V, 3, F, H, W)
     context_images = images[:, :, :n].contiguous()
@@ -116,6 +129,7 @@ def render_scene(
         joints_depth=renders.joints_depth,
         cameras=renders.cameras,
         caption=scene_caption(character.name, context_images[0], cfg.caption_model),
+        style=style,
     )
     on_step("render", 1.0)
     return scene

@@ -12,7 +12,9 @@ its context and keyframe renders, so a second fill of the same scene skips ICAda
 Presets: ``draft`` (ICAdapt ``turbo``, the draft estimator and mimicking: CPU-sized), ``fast``, ``quality`` (the
 reference's ICAdapt recipe and step counts). ``fast`` and ``quality`` use the paper's frozen ViT pair when the
 server has its weights (`VideoSettings.estimator_weights`), the conv backbone otherwise, as ``draft`` always
-does; the method's description and every job's summary name the backbone.
+does; the method's description and every job's summary name the backbone. A method given a `BackboneFactory`
+trains every preset, ``draft`` included, on the ViT pair the factory builds (`anymole bench pipeline` hands it
+random-weight ViTs on a GPU: the speed of the paper's estimator under the ``turbo`` ICAdapt of ``draft``).
 """
 
 from __future__ import annotations
@@ -20,20 +22,20 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from anymole.baseline import inbetween
 from anymole.errors import JobCancelled
-from anymole.estimator import EstimatorConfig, SceneEstimator
-from anymole.hub import estimator_weights
+from anymole.estimator import BACKBONES, EstimatorConfig, SceneEstimator, build_backbone
 from anymole.mimic import MimicConfig
 from anymole.pipeline.control import CancelToken, ProgressReporter, run_in_thread
 from anymole.pipeline.estimator_cache import EstimatorCache, estimator_key
 from anymole.pipeline.events import Completed, Event, MotionChunk
-from anymole.pipeline.fromvideo import background, estimate, mimic_gaps, train_estimator
+from anymole.pipeline.fromvideo import background, estimate, estimator_config, mimic_gaps, train_estimator
 from anymole.pipeline.methods.base import MethodSpec
 from anymole.pipeline.methods.preview import preview_event
 from anymole.pipeline.methods.video import VideoMethod
@@ -44,7 +46,7 @@ from anymole.video.generate import FROM_CACHE, GeneratedScene, check_render_size
 from anymole.video.scene import SceneRenders
 from anymole.video.timeline import MAX_GAP_SECONDS, MIN_CONTEXT_SECONDS
 
-__all__ = ["PRESETS", "AnyMoLeMethod", "gaps_per_solve"]
+__all__ = ["PRESETS", "VIT_PAIR", "AnyMoLeMethod", "BackboneFactory", "gaps_per_solve"]
 
 #: preset → the ``video`` method's ICAdapt preset
 PRESETS = {"draft": "turbo", "fast": "fast", "quality": "quality"}
@@ -61,6 +63,12 @@ def gaps_per_solve(device: str) -> int:
 #: relative costs of the stages after sampling, per estimator step and per mimicking iteration and gap
 _ESTIMATOR_STEP_COST = 0.02
 _MIMIC_STEP_COST = 0.05
+#: the paper's frozen backbones: DINOv2-B/14 with registers (2D) and FiT3D-S/14 with registers (3D-aware)
+VIT_PAIR = tuple(b for b in BACKBONES if b != "conv")
+#: ``factory(name, config)`` builds the frozen backbone ``name`` for ``config`` (`anymole.estimator.build_backbone`
+#: with local weights, or ``random_init=True`` for speed measurements). A job calls it for each frozen backbone
+#: and does not train what it returns: a factory may hand the same module to every job.
+BackboneFactory = Callable[[str, EstimatorConfig], nn.Module]
 
 
 def _chunks(spec: JobSpec, motion: Motion, final: bool, frames: range | None = None) -> list[MotionChunk]:
@@ -83,10 +91,12 @@ def _chunks(spec: JobSpec, motion: Motion, final: bool, frames: range | None = N
 
 
 class AnyMoLeMethod:
-    """The whole method on the ``video`` method's prior and settings."""
+    """The whole method on the ``video`` method's prior and settings; ``backbones`` builds the estimator's
+    frozen ViT pair (``None``: the conv backbone, trained per scene)."""
 
-    def __init__(self, video: VideoMethod) -> None:
+    def __init__(self, video: VideoMethod, backbones: BackboneFactory | None = None) -> None:
         self.video = video
+        self.backbones = backbones
 
     def spec(self) -> MethodSpec:
         reason = self.video.settings.unavailable_reason()
@@ -111,23 +121,28 @@ class AnyMoLeMethod:
     def configs(self, preset: str) -> tuple[EstimatorConfig, MimicConfig]:
         """The estimator and mimicking settings of ``preset``: the preset's backbones where the server has the
         ViT weights they need (`VideoSettings.estimator_weights`; ``draft`` needs none), the conv backbone
-        otherwise; the server's step counts (`VideoSettings.estimator_steps`, ``mimic_steps``) where it sets
-        them."""
+        otherwise, the ViT pair of the `BackboneFactory` for every preset where the method has one; the
+        server's step counts (`VideoSettings.estimator_steps`, ``mimic_steps``) where it sets them."""
         name = preset or next(iter(PRESETS))
         v = self.video.settings
         est: dict[str, Any] = {} if v.estimator_steps is None else {"steps": v.estimator_steps}
         mim = {} if v.mimic_steps is None else {"steps": v.mimic_steps}
-        frozen = EstimatorConfig.preset(name).frozen
-        if frozen and v.estimator_weights is not None:
-            found = estimator_weights(v.estimator_weights)
-            est["weights"] = tuple(str(found[b]) for b in frozen)
-        elif frozen:
-            est["backbones"] = ("conv",)
-        return EstimatorConfig.preset(name, **est), MimicConfig.preset(name, **mim)
+        if self.backbones is not None:  # the factory's frozen ViTs under every preset's heads
+            return EstimatorConfig.preset(name, backbones=VIT_PAIR, **est), MimicConfig.preset(name, **mim)
+        return estimator_config(name, v.estimator_weights, **est), MimicConfig.preset(name, **mim)
+
+    def _built(self, config: EstimatorConfig) -> list[nn.Module] | None:
+        """``config``'s backbones with the frozen ones from the factory (``None`` without one: built from the
+        config)."""
+        if self.backbones is None:
+            return None
+        return [self.backbones(b, config) if b in config.frozen else build_backbone(b, config) for b in config.backbones]
 
     def _backbones(self) -> str:
         """Which estimator backbone each preset trains (the method's description)."""
         folder = self.video.settings.estimator_weights
+        if self.backbones is not None:
+            return "estimator backbone: the frozen ViT pair of the method's backbone factory, for every preset"
         if folder is None:
             return ("estimator backbone: conv, trained per scene, for every preset (the paper's frozen ViTs need "
                     "`anymole models pull estimator` and `anymole serve --estimator-weights`)")  # fmt: skip
@@ -173,10 +188,10 @@ class AnyMoLeMethod:
         def fit(renders: SceneRenders) -> SceneEstimator:
             t = time.perf_counter()
             key = estimator_key(spec.character_id, renders, est_cfg)
-            est = est_cache.get(key) if est_cache is not None else None
+            est = est_cache.get(key, self._built(est_cfg)) if est_cache is not None else None
             cached["estimator"] = est is not None
             if est is None:
-                est = train_estimator(renders, est_cfg, fit_step, device)
+                est = train_estimator(renders, est_cfg, fit_step, device, backbones=self._built(est_cfg))
                 if est_cache is not None:
                     est_cache.put(key, est)
             else:
@@ -208,22 +223,25 @@ class AnyMoLeMethod:
         cached["icadapt"] = scene.from_cache
 
         def solve() -> Motion:
+            t = time.perf_counter()
             n = renders.context.shape[2]
             view = scene.views.index(0) if 0 in scene.views else 0
             targets = estimate(est, scene.frames[view], background(renders.context[scene.views[view]], renders.mask[scene.views[view], :n]))
             camera = renders.cameras.select(scene.views[view])
+            timings["estimate"] = time.perf_counter() - t
 
             def settled(frames: range, motion: Motion) -> None:  # a gap's final motion, as soon as it is solved
                 for chunk in _chunks(spec, motion, True, frames):
                     report.post(chunk)
 
-            return mimic_gaps(spec.character, fill, timeline, scene.render_frames, camera, targets, mim_cfg, on_step,
-                              gaps_per_solve=gaps_per_solve(device), on_settled=settled)  # fmt: skip
+            t = time.perf_counter()
+            on_step("mimic", 0.0)
+            motion = mimic_gaps(spec.character, fill, timeline, scene.render_frames, camera, targets, mim_cfg, on_step,
+                                gaps_per_solve=gaps_per_solve(device), on_settled=settled)  # fmt: skip
+            timings["mimic"] = time.perf_counter() - t
+            return motion
 
-        t = time.perf_counter()
-        on_step("mimic", 0.0)
         motion = await run_in_thread(token, solve)
-        timings["mimic"] = time.perf_counter() - t
         hits = [s for s in ("icadapt", "estimator") if cached.get(s)]
         summary = (f"filled frames {spec.context_frames}..{spec.total_frames - 1} with anymole/{preset} in "
                    f"{time.perf_counter() - t0:.1f} s (estimator backbone {'+'.join(est_cfg.backbones)}"

@@ -104,12 +104,14 @@ class VideoMethod:
         return timeline
 
     async def warm_up(self, devices: Sequence[str]) -> None:
-        """`VideoSettings.warmup`: load the prior on each device and compile ``turbo`` on CUDA devices (one
-        ICAdapt step on random frames; `PriorPool.warm_up`)."""
-        def compile_turbo(device: str, loaded: LoadedPrior) -> float:
-            return warm_up(loaded.prior, self.config("turbo", 0, loaded, device), loaded.schedule)
+        """`VideoSettings.warmup`: load the prior on each device and compile ``turbo`` on CUDA devices
+        (`compile_turbo`; `PriorPool.warm_up`)."""
+        await self.pool.warm_up(devices, self.compile_turbo)
 
-        await self.pool.warm_up(devices, compile_turbo)
+    def compile_turbo(self, device: str, loaded: LoadedPrior) -> float:
+        """The warm-up's compile on ``device``: one ``turbo`` ICAdapt step on random frames in a job's shapes
+        (`anymole.video.generate.warm_up`); hold the prior (`LoadedPrior.exclusive`). Returns its seconds."""
+        return warm_up(loaded.prior, self.config("turbo", 0, loaded, device), loaded.schedule)
 
     def config(self, preset: str, seed: int, loaded: LoadedPrior, device: str) -> VideoJobConfig:
         """A video job's settings: ``preset`` (``""``: the default) and ``seed`` on ``device``'s prior."""
