@@ -56,3 +56,27 @@ async def test_demo_writes_the_filled_fox_and_the_side_by_side_video(tmp_path):
     for i in (0, -1):
         assert np.abs(generated[i] - mimicked[i]).mean() < 6, i
     assert np.abs(generated[8] - mimicked[8]).mean() > 3 * np.abs(generated[0] - mimicked[0]).mean()
+
+
+async def test_the_video_job_after_an_anymole_job_samples_the_frames_it_mimicked(make_server, connect, tmp_path):
+    """What the demo relies on: a ``video`` job on the same scene, seed and ICAdapt preset after an ``anymole``
+    job reuses its adapted prior and samples the same frames; every sampler window's preview is byte-identical."""
+    from anymole.pipeline import AnyMoLePipeline, Preview, VideoSettings
+    from anymole.rig import Keyframes
+    from asset_files import ASSETS
+
+    settings = VideoSettings(prior="tiny", icadapt_steps=1, ddim_steps=2, width=96, height=64, views=2,
+                             estimator_steps=10, mimic_steps=2, cache_dir=tmp_path / "cache")  # fmt: skip
+    _, port = await make_server(pipeline=AnyMoLePipeline(settings))
+    client = await connect(port)
+    up = await client.upload_file(ASSETS / "Fox.glb")
+    truth = cached_load("Fox.glb").motions["Survey"]
+    key = Keyframes.of_clip(truth, [KEY])
+    previews = {}
+    for method, preset in (("anymole", "draft"), ("video", "turbo")):
+        request = client.request(up, truth.slice(0, CONTEXT), key, method=method, preset=preset)
+        events = [st.event async for st in client.inbetween(request)]
+        previews[method] = [(e.frame, e.data) for e in events if isinstance(e, Preview)]
+        summary = events[-1].summary
+    assert "adapted weights from the cache" in summary  # the video job's ICAdapt came from the anymole job's
+    assert len(previews["video"]) == 2 and previews["anymole"] == previews["video"]

@@ -92,7 +92,7 @@ def oracle_eval(
         character: the asset.
         clip: the ground-truth clip's name.
         context: clip frames ``[a, b)`` given as context (the video stage's 2 s at least).
-        keys: clip frames of the keyframes, 1, 2, … s after the last context frame.
+        keys: clip frames of the keyframes after the context, at most `MAX_GAP_SECONDS` apart (any spacing).
         preset: ``draft``, ``fast`` or ``quality``: estimator, mimicking and render size together.
         estimator, mimicking, render: overrides of the preset's settings (``estimator``: default `estimator_config`
             without weights, the conv backbone in place of ViTs; ``render``: width, height, views).
@@ -131,7 +131,7 @@ def oracle_eval(
     shown = timeline.render_times()  # context frames as render_scene posed them, then the keys
     posed = truth.sample(torch.cat((shown, torch.tensor(req_keys, dtype=torch.float64))), float(RENDER_FPS))
     _, verts, _ = pose_motion(character, posed)
-    gap_pos = (b - a - 1) + (render_frames - r0).to(torch.float64) / RENDER_FPS * gt.fps
+    gap_pos = timeline.request_positions(render_frames)
     gap = render_motion(character, truth.sample(gap_pos, RENDER_FPS / _VIDEO_STEP),
                         cameras=renders.cameras.select(0), style=scene_style(verts))  # fmt: skip
     frames = gap.images()[0].transpose(0, 1)  # (3, F, H, W)
