@@ -3,9 +3,11 @@ request's own frames gap by gap, context and keys exact, and each solve reports 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from anymole.mimic import MimicConfig, MimicTargets
+from anymole.mimic import MimicConfig, MimicTargets, mimic
+from anymole.pipeline import fromvideo
 from anymole.pipeline.fromvideo import mimic_gaps
 from anymole.render import orbit_cameras, pose_motion
 from anymole.rig import Character, Motion, Skeleton
@@ -66,3 +68,38 @@ def test_uneven_gaps_come_back_on_their_own_frames_gap_by_gap() -> None:
                        on_settled=lambda frames, m: batched.append(frames))  # fmt: skip
     assert batched == [range(49, 126)]
     torch.testing.assert_close(again.rotations, out.rotations, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))],
+)
+def test_solves_run_on_the_given_device_and_the_motion_comes_back(device: str, monkeypatch) -> None:
+    character = _chain()
+    fill = _spinning(KEYS[-1] + 1, character.skeleton.num_joints)
+    timeline = plan_timeline(CONTEXT, FPS, KEYS)
+    r0 = timeline.render_context_end
+    render_frames = torch.arange(r0, r0 + RENDER_FPS * len(KEYS) + 1, 2)
+    f, j = render_frames.numel(), character.skeleton.num_joints
+    joints, _, _ = pose_motion(character, fill)
+    camera = orbit_cameras(joints, 1, width=64, height=48)
+    # targets that pull every joint toward the image centre: the solves move the motion away from the fill
+    targets = MimicTargets(torch.full((f, j, 2), 24.0), torch.full((f, j), 3.0))
+    cfg = MimicConfig.draft(steps=3, w_silhouette=0.0)
+    seen: list[torch.device] = []
+
+    def spy(skeleton, cam, init, *args, **kwargs):
+        seen.extend({init.rotations.device, skeleton.offsets.device, cam.world_to_camera.device})
+        return mimic(skeleton, cam, init, *args, **kwargs)
+
+    ref = mimic_gaps(character, fill, timeline, render_frames, camera, targets, cfg)
+    monkeypatch.setattr(fromvideo, "mimic", spy)
+    out = mimic_gaps(character, fill, timeline, render_frames, camera, targets, cfg, device=device)
+    assert seen == [torch.device(device)]
+    assert out.rotations.device == fill.rotations.device and out.root_translation.device == fill.root_translation.device
+    exact = [*range(CONTEXT), *KEYS]
+    assert torch.equal(out.rotations[exact], fill.rotations[exact])
+    assert not torch.allclose(out.rotations, fill.rotations, atol=1e-3)  # the solves did move the gaps
+    tol = 0 if device == "cpu" else 1e-6  # float64 on both; only the order of reductions differs on a GPU
+    torch.testing.assert_close(out.rotations, ref.rotations, rtol=0, atol=tol)
+    torch.testing.assert_close(out.root_translation, ref.root_translation, rtol=0, atol=tol)

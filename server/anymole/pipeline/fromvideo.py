@@ -130,6 +130,7 @@ def mimic_gaps(
     *,
     gaps_per_solve: int = 0,
     on_settled: Callable[[range, Motion], None] | None = None,
+    device: torch.device | str | None = None,
 ) -> Motion:
     """Mimic the video's frames and bring the motion back to the request's timeline.
 
@@ -152,6 +153,8 @@ def mimic_gaps(
         on_step: ``("mimic", fraction)`` over all solves; a raising ``on_step`` stops it.
         gaps_per_solve: gaps per batched solve (0: all).
         on_settled: called after each solve (see above), in the solving thread.
+        device: where the solves run (the job's GPU: the soft silhouette dominates mimicking); default the
+            device of ``fill``. Inputs are moved there and the result comes back to ``fill``'s device.
 
     Returns:
         ``T`` frames at ``timeline.fps``: the context and keys of ``fill`` bit for bit, the gaps mimicked.
@@ -183,6 +186,10 @@ def mimic_gaps(
     size = gaps_per_solve or timeline.num_gaps
     groups = [range(g, min(g + size, timeline.num_gaps)) for g in range(0, timeline.num_gaps, size)]
     bounds = timeline.gap_bounds
+    home = fill.rotations.device
+    dev = torch.device(device) if device is not None else home
+    skeleton, cam = character.skeleton.to(dev), camera.to(dev)
+    mesh = None if character.mesh is None else character.mesh.to(dev)
     for i, gaps in enumerate(groups):
         lo, hi = per * gaps.start, per * gaps.stop  # the group's video frames, key to key
         part = init.slice(lo, hi + 1)
@@ -191,11 +198,11 @@ def mimic_gaps(
             on_step(stage, (i + fraction) / len(groups), message)
 
         sub = MimicTargets(
-            targets.joints_px[lo : hi + 1],
-            targets.depth[lo : hi + 1],
-            None if targets.mask is None else targets.mask[lo : hi + 1],
+            targets.joints_px[lo : hi + 1].to(dev),
+            targets.depth[lo : hi + 1].to(dev),
+            None if targets.mask is None else targets.mask[lo : hi + 1].to(dev),
         )
-        solved = mimic(character.skeleton, camera, part, known[lo : hi + 1], sub, config, step_of, mesh=character.mesh)
+        solved = mimic(skeleton, cam, part.to(dev), known[lo : hi + 1].to(dev), sub, config, step_of, mesh=mesh).to(home)
         # back to the request's frames inside these gaps (at the clip's own frame rate), keys exact
         a, b = bounds[gaps.start], bounds[gaps.stop]
         frames = torch.arange(a + 1, b, dtype=torch.float64)

@@ -194,7 +194,8 @@ class AnyMoLeMethod:
                 est = train_estimator(renders, est_cfg, fit_step, device, backbones=self._built(est_cfg))
                 if est_cache is not None:
                     est_cache.put(key, est)
-            else:
+            else:  # loaded on the CPU: estimation runs where the job does
+                est.to(device)
                 on_step("estimator", 1.0, FROM_CACHE)
             timings["estimator"] = time.perf_counter() - t
             return est
@@ -237,7 +238,7 @@ class AnyMoLeMethod:
             t = time.perf_counter()
             on_step("mimic", 0.0)
             motion = mimic_gaps(spec.character, fill, timeline, scene.render_frames, camera, targets, mim_cfg, on_step,
-                                gaps_per_solve=gaps_per_solve(device), on_settled=settled)  # fmt: skip
+                                gaps_per_solve=gaps_per_solve(device), on_settled=settled, device=device)  # fmt: skip
             timings["mimic"] = time.perf_counter() - t
             return motion
 
