@@ -44,7 +44,9 @@ CONTEXT, KEY = 49, 72
 def cluster():
     """A local Ray cluster on the 2 cores whose workers import this checkout."""
     path = os.pathsep.join([str(SERVER), os.environ.get("PYTHONPATH", "")])
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", runtime_env={"env_vars": {"PYTHONPATH": path}})
+    # "local": a new cluster of its own, even where `ray start` runs one on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"PYTHONPATH": path}})  # fmt: skip
     yield
     ray.shutdown()
 
