@@ -35,7 +35,7 @@ def test_bench_pipeline_tiny_cpu_writes_consistent_figures(tmp_path: Path, monke
     out, page, part = tmp_path / "pipeline.json", tmp_path / "benchmarks.md", tmp_path / "partial.json"
     page.write_text("# Benchmarks\n\n## Renderer\n\nkept\n")
     code, err = _cli(["bench", "pipeline", "--model", "tiny", "--device", "cpu", "--gaps", "1", "--short", "1,1,2,2",
-                      "--long", "2,2,4,4", "--backbone", "vit", "--json", str(out), "--markdown", str(page), "--partial", str(part)],
+                      "--long", "2,2,2,4", "--backbone", "vit", "--json", str(out), "--markdown", str(page), "--partial", str(part)],
                      monkeypatch, capsys)  # fmt: skip
     assert code == 0, err
     r = json.loads(out.read_text())
@@ -48,8 +48,9 @@ def test_bench_pipeline_tiny_cpu_writes_consistent_figures(tmp_path: Path, monke
     runs = r["runs"]
     assert list(runs) == ["short", "long", "second"] and not r["skipped"]
     assert runs["short"]["steps"] == runs["second"]["steps"] == {"icadapt": 1, "ddim": 1, "estimator": 2, "mimic": 2}
-    assert runs["long"]["steps"] == {"icadapt": 2, "ddim": 2, "estimator": 4, "mimic": 4}
-    # the first two jobs train (the long one has another config), the third loads both caches
+    assert runs["long"]["steps"] == {"icadapt": 2, "ddim": 2, "estimator": 2, "mimic": 4}
+    # the first two jobs train (the long one in a cache of its own: its estimator has the short one's key, as at
+    # the GPU defaults), the third loads both caches
     assert runs["short"]["cached"] == runs["long"]["cached"] == {"icadapt": False, "estimator": False}
     assert runs["second"]["cached"] == r["second_fill_cached"] == {"icadapt": True, "estimator": True}
     for run in runs.values():
@@ -59,6 +60,10 @@ def test_bench_pipeline_tiny_cpu_writes_consistent_figures(tmp_path: Path, monke
     s, lg, full = runs["short"]["timings_s"], runs["long"]["timings_s"], r["full_steps"]
     for stage, key in (("icadapt", "icadapt"), ("sample", "ddim"), ("estimator", "estimator"), ("mimic", "mimic")):
         n1, n2 = runs["short"]["steps"][key], runs["long"]["steps"][key]
+        if n1 == n2:  # the estimator here: the long job's time scaled
+            assert r["stages_s"][stage] == pytest.approx(lg[stage] * full[key] / n2)
+            assert r["how"][stage].startswith(f"scaled from {n2} to {full[key]} steps")
+            continue
         b = max(0.0, (lg[stage] - s[stage]) / (n2 - n1))
         assert r["per_step_s"][stage] == pytest.approx(b)
         assert r["stages_s"][stage] == pytest.approx(lg[stage] + (full[key] - n2) * b)

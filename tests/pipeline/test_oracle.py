@@ -66,10 +66,10 @@ def test_background_takes_uncovered_pixels() -> None:
     torch.testing.assert_close(bg[:, 0, 0], ctx[:, :, 0, 0].mean(1))
 
 
-def test_oracle_refuses_keys_off_the_second() -> None:
+def test_oracle_refuses_a_gap_over_the_limit() -> None:
     ch = cached_load("131_01_30fps.bvh")
-    with pytest.raises(InvalidInput, match=r"^keyframes:"):
-        oracle_eval(ch, CLIP, (0, 61), [85], "draft", **SMALL)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=r"^keyframes:.*at most 2 s"):
+        oracle_eval(ch, CLIP, (0, 61), [85, 146], "draft", **SMALL)  # type: ignore[arg-type]  # 2.03 s
     with pytest.raises(InvalidInput, match=r"^clip:"):
         oracle_eval(ch, "nope", (0, 61), [90], "draft")
 
@@ -89,7 +89,7 @@ def _run(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
 def test_cli_oracle_errors_name_the_option(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     asset = str(ASSETS / "131_01_30fps.bvh")
     for argv, option in (
-        (["--context", "0:61", "--keys", "80"], "--keys"),  # not 1 s after the context
+        (["--context", "0:61", "--keys", "130"], "--keys"),  # a gap over 2 s
         (["--context", "0:20", "--keys", "50"], "--context"),  # under 2 s
         (["--context", "0:61", "--keys", "x"], "--keys"),
         (["--keys", "90"], "--context"),

@@ -5,6 +5,7 @@ the same scene loads both caches; a cancel inside each stage stops the job."""
 
 from __future__ import annotations
 
+import grpc
 import pytest
 import torch
 
@@ -74,7 +75,7 @@ async def test_anymole_job_streams_provisional_previews_final_and_hits_both_cach
     client, up = await _fox(connect, port)
     info = {m.name: m for m in (await client.server_info()).capabilities.methods}["anymole"]
     assert info.available and list(info.presets) == ["draft", "fast", "quality"]
-    assert (info.min_context_seconds, info.key_spacing_seconds, info.max_gap_seconds) == (2.0, 1.0, 1.0)
+    assert (info.min_context_seconds, info.key_spacing_seconds, info.max_gap_seconds) == (2.0, 0.0, 2.0)
 
     events = [st.event async for st in client.inbetween(_request(client, up))]
     assert isinstance(events[-1], Completed), events[-1]
@@ -113,6 +114,71 @@ async def test_anymole_job_streams_provisional_previews_final_and_hits_both_cach
     assert "from the cache: icadapt, estimator" in second.summary
     est = [e for e in again if isinstance(e, Progress) and e.stage == "estimator"]
     assert [e.stage_fraction for e in est] == [1.0]  # loaded, not trained
+
+
+# Uneven gaps after Survey's 2 s context at 24 fps: 0.5 s, 1 s and 1.71 s (keys on no 30 fps frame), posed as
+# Survey's frames 60, 72 and 82.
+UNEVEN_KEYS, UNEVEN_POSES = (60, 84, 125), (60, 72, 82)
+
+
+def _uneven(client: AnyMoLeClient, up: object, keys=UNEVEN_KEYS, context=CONTEXT) -> pb.InbetweenRequest:
+    motion = cached_load("Fox.glb").motions["Survey"]
+    poses = [UNEVEN_POSES[min(i, 2)] for i in range(len(keys))]
+    key = Keyframes(tuple(keys), Motion(motion.fps, motion.rotations[poses], motion.root_translation[poses]))
+    return client.request(up, motion.slice(0, context), key, method="anymole", preset="draft")
+
+
+async def test_uneven_gaps_settle_gap_by_gap_with_exact_context_and_keys(make_server, connect):
+    _, port = await make_server(pipeline=AnyMoLePipeline(_settings()))
+    client, up = await _fox(connect, port)
+    events = [st.event async for st in client.inbetween(_uneven(client, up))]
+    done = events[-1]
+    assert isinstance(done, Completed), done
+    assert len([e for e in events if isinstance(e, Preview)]) == 2 * len(UNEVEN_KEYS)  # a coarse and a fine window a gap
+    # Each gap's final motion streams once its solve ends, in order, with mimicking progress between them.
+    finals = [(i, e) for i, e in enumerate(events) if isinstance(e, MotionChunk) and e.is_final]
+    bounds = (CONTEXT - 1, *UNEVEN_KEYS)
+    ends = [e.frame_start + e.frame_count for _, e in finals]
+    assert [e.frame_start for _, e in finals] == [CONTEXT, *ends[:-1]] and ends[-1] == UNEVEN_KEYS[-1] + 1
+    assert all(e.frame_count <= 30 for _, e in finals)  # chunks within a gap (41 frames: two)
+    gap_of = [sum(e.frame_start > k for k in UNEVEN_KEYS) for _, e in finals]
+    assert gap_of == sorted(gap_of) and set(gap_of) == {0, 1, 2}
+    assert all(ends[n] == bounds[gap_of[n] + 1] + 1 for n in range(len(finals) - 1) if gap_of[n + 1] != gap_of[n])
+    for n in range(len(finals) - 1):  # a gap settled, then mimicking goes on with the next before it streams
+        between = events[finals[n][0] + 1 : finals[n + 1][0]]
+        assert (gap_of[n + 1] != gap_of[n]) == any(isinstance(e, Progress) and e.stage == "mimic" for e in between)
+    assert finals[-1][0] == len(events) - 2  # the last gap's motion, then Completed
+
+    motion, _ = await client.result((await client.list_jobs())[0].job_id, 24)
+    truth = cached_load("Fox.glb").motions["Survey"]
+    assert motion.num_frames == UNEVEN_KEYS[-1] + 1 and done.metrics["key_error_deg"] == 0
+    assert torch.equal(motion.rotations[:CONTEXT], truth.rotations[:CONTEXT].float())
+    assert torch.equal(motion.root_translation[:CONTEXT], truth.root_translation[:CONTEXT].float())
+    assert torch.equal(motion.rotations[list(UNEVEN_KEYS)], truth.rotations[list(UNEVEN_POSES)].float())
+    assert torch.equal(motion.root_translation[list(UNEVEN_KEYS)], truth.root_translation[list(UNEVEN_POSES)].float())
+    streamed = torch.cat([e.rotations for _, e in finals])
+    assert torch.equal(streamed, motion.rotations[CONTEXT:])  # the streamed finals are the result
+    assert torch.isfinite(motion.rotations).all()
+
+
+async def test_published_limits_are_what_submission_enforces(make_server, connect):
+    """At the limits GetServerInfo publishes the job is accepted; one frame beyond either it is refused at
+    submission with INVALID_ARGUMENT naming the field."""
+    server, port = await make_server(pipeline=AnyMoLePipeline(_settings()))
+    client, up = await _fox(connect, port)
+    info = {m.name: m for m in (await client.server_info()).capabilities.methods}["anymole"]
+    fps = cached_load("Fox.glb").motions["Survey"].fps
+    context = round(info.min_context_seconds * fps) + 1
+    longest = round(info.max_gap_seconds * fps)
+    assert info.key_spacing_seconds == 0  # keys on any frames: a gap of one frame, then the longest gap
+    at = (context, context + longest)
+    job_id, _ = await client.submit(_uneven(client, up, keys=at, context=context))
+    await client.cancel(job_id)
+    for keys, ctx, field in ((at, context - 1, "context"), ((context, context + longest + 1), context, "keyframes")):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await client.submit(_uneven(client, up, keys=keys, context=ctx))
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith(field)
+    assert len(server.jobs.list()) == 1
 
 
 @pytest.mark.parametrize("stage", ["render", "icadapt", "estimator", "sample", "mimic"])

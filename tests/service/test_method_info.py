@@ -20,23 +20,25 @@ async def test_method_info_reports_output_and_timing_rules(make_server, connect)
     assert interp.output == pb.METHOD_OUTPUT_MOTION and interp.available
     assert (interp.min_context_seconds, interp.key_spacing_seconds, interp.max_gap_seconds) == (0, 0, 0)
     assert video.output == pb.METHOD_OUTPUT_VIDEO
-    assert (video.min_context_seconds, video.key_spacing_seconds, video.max_gap_seconds) == (2.0, 1.0, 1.0)
+    assert (video.min_context_seconds, video.key_spacing_seconds, video.max_gap_seconds) == (2.0, 0.0, 2.0)
+    assert (anymole.min_context_seconds, anymole.key_spacing_seconds, anymole.max_gap_seconds) == (2.0, 0.0, 2.0)
     assert not video.available and "--video-prior" in video.unavailable_reason  # no prior on this server
     assert anymole.output == pb.METHOD_OUTPUT_MOTION and not anymole.available and anymole.unavailable_reason
 
-    # A client that follows the advertised numbers builds a timeline the video method accepts; one frame off
-    # either rule is refused.
-    for fps in (24.0, 30.0, 60.0):
+    # A client that follows the advertised numbers builds a timeline the video methods accept (keys on any
+    # frames, gaps up to the longest); one frame beyond either limit is refused.
+    for fps in (24.0, 25.0, 30.0, 60.0):
         context = round(video.min_context_seconds * fps) + 1
         end = context - 1
-        keys = [end + round((j + 1) * video.key_spacing_seconds * fps) for j in range(3)]
+        longest = round(video.max_gap_seconds * fps)
+        keys = [end + 1, end + 1 + longest, end + 1 + longest + 7, end + 1 + 2 * longest + 7]
         plan_timeline(context, fps, keys)
-        with pytest.raises(InvalidInput):
+        with pytest.raises(InvalidInput) as err:
             plan_timeline(context - 1, fps, [k - 1 for k in keys])  # context one frame short
-        with pytest.raises(InvalidInput):
-            plan_timeline(context, fps, [keys[0] + 1, *keys[1:]])  # a key off the spacing
-        with pytest.raises(InvalidInput):
-            plan_timeline(context, fps, [keys[0], keys[2]])  # a gap longer than max_gap_seconds
+        assert err.value.field == "context"
+        with pytest.raises(InvalidInput) as err:
+            plan_timeline(context, fps, [keys[0], keys[1] + 1])  # a gap one frame longer than max_gap_seconds
+        assert err.value.field == "keyframes"
 
 
 async def test_get_character_answers_whether_the_server_holds_it(make_server, connect, tiny):

@@ -192,9 +192,9 @@ async def test_interp_job_has_no_mp4(make_server, connect, tiny, make_req):
 
 @pytest.mark.parametrize(
     ("keys", "context", "total", "field"),
-    [((70,), CONTEXT, 0, "keyframes"), ((72, 100), CONTEXT, 0, "keyframes"), ((96,), CONTEXT, 0, "keyframes"),
-     ((60,), 37, 0, "context"), ((72,), CONTEXT, 90, "total_frames")],
-    ids=["off-second", "second-key-off", "skipped-second", "short-context", "frames-after-the-last-key"],
+    [((97,), CONTEXT, 0, "keyframes"), ((72, 121), CONTEXT, 0, "keyframes"), ((60,), 37, 0, "context"),
+     ((72,), CONTEXT, 90, "total_frames")],
+    ids=["gap-over-2-s", "second-gap-over-2-s", "short-context", "frames-after-the-last-key"],
 )  # fmt: skip
 async def test_video_request_off_the_sampler_timeline_is_refused(make_server, connect, keys, context, total, field):
     server, port = await make_server(pipeline=AnyMoLePipeline(TINY))

@@ -84,7 +84,8 @@ namespace AnyMoLe.Tests
             CollectionAssert.Contains(info.Devices, "cpu");
             var video = info.Methods.Single(m => m.Name == "video");
             Assert.AreEqual(2f, video.MinContextSeconds);
-            Assert.AreEqual(1f, video.KeySpacingSeconds);
+            Assert.AreEqual(0f, video.KeySpacingSeconds);  // keys on any frames
+            Assert.AreEqual(2f, video.MaxGapSeconds);
             Assert.IsFalse(video.ProducesMotion);
             Assert.IsTrue(interp.ProducesMotion);
             using (var fresh = SecondSession()) Assert.AreEqual(SessionState.Ready, fresh.State);

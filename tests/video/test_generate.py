@@ -64,11 +64,13 @@ def test_timeline_at_24_fps() -> None:
 @pytest.mark.parametrize(
     ("context", "fps", "keys", "field", "hint"),
     [
-        (61, 30.0, [89], "keyframes", "[90]"),
-        (61, 30.0, [90, 121], "keyframes", "[90, 120]"),
-        (61, 30.0, [120], "keyframes", "[90]"),  # 2 s with the 1 s key skipped
-        (61, 29.97, [90], "keyframes", "resample"),
+        (61, 30.0, [121], "keyframes", "at most 2 s (60 frames at 30 fps)"),  # a 2 s 1-frame gap
+        (61, 30.0, [90, 151], "keyframes", "keyframe 151 is 2.03 s"),
+        (49, 24.0, [97], "keyframes", "48 frames at 24 fps"),
+        (61, 30.0, [90, 90], "keyframes", "must increase"),
+        (61, 30.0, [60], "keyframes", "must increase"),
         (60, 30.0, [89], "context", "61 frames"),
+        (48, 24.0, [72], "context", "49 frames at 24 fps"),
         (61, 30.0, [], "keyframes", "at least one"),
     ],
 )
@@ -76,6 +78,34 @@ def test_timeline_refuses_what_the_sampler_cannot_do(context, fps, keys, field, 
     with pytest.raises(InvalidInput) as err:
         plan_timeline(context, fps, keys)
     assert err.value.field == field and hint in err.value.reason
+
+
+@given(
+    fps=st.sampled_from([24.0, 25.0, 29.97, 30.0, 60.0, 1 / 0.0333333]),
+    gaps=st.lists(st.floats(0.02, 2.0), min_size=1, max_size=5),
+)
+def test_timeline_maps_uneven_gaps_onto_one_render_second_each(fps: float, gaps: list[float]) -> None:
+    """Keys at any spacing (not on 30 fps frames, gaps of different lengths): every key sits on its render
+    second, the video frames in between spread linearly over the gap, and the map inverts."""
+    context = math.ceil(2 * fps) + 1
+    keys: list[int] = []
+    for seconds in gaps:
+        keys.append((keys[-1] if keys else context - 1) + max(1, math.floor(seconds * fps)))
+    tl = plan_timeline(context, fps, keys)
+    r0 = tl.render_context_end
+    assert [tl.to_request(r0 + 30 * (j + 1)) for j in range(len(keys))] == keys
+    assert tl.to_request(r0) == context - 1
+    render = torch.arange(r0 - 30, r0 + 30 * len(keys) + 1)
+    pos = tl.request_positions(render)
+    assert bool((pos.diff() > 0).all())  # monotone
+    torch.testing.assert_close(pos[:31], (context - 1) - torch.arange(30, -1, -1, dtype=torch.float64) * fps / 30)
+    bounds = torch.tensor([context - 1, *keys], dtype=torch.float64)
+    for g in range(len(keys)):  # each gap: equal steps from its opening to its closing key
+        seg = pos[30 + 30 * g : 30 + 30 * (g + 1) + 1]
+        torch.testing.assert_close(seg.diff(), torch.full((30,), float(bounds[g + 1] - bounds[g]) / 30, dtype=torch.float64))
+    frames = torch.arange(context - 1, keys[-1] + 1)
+    torch.testing.assert_close(tl.request_positions(tl.render_positions(frames)), frames.double())
+    torch.testing.assert_close(torch.tensor(tl.gap_seconds, dtype=torch.float64), bounds.diff() / fps, rtol=0, atol=1e-12)
 
 
 def _spinning(frames: int, fps: float, joints: int = 3) -> Motion:

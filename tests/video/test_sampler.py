@@ -15,6 +15,7 @@ from anymole.video.sampler import (
     plan_stage1,
     plan_stage2,
     replace_known,
+    window_fps,
 )
 from anymole.video.schedule import DDIMSchedule
 
@@ -176,6 +177,37 @@ def test_sampler_end_to_end(conv_prior) -> None:
     # Same seed, same video.
     again = TwoStageSampler(conv_prior, DDIMSchedule(), cfg)(context, keys, "walk")
     torch.testing.assert_close(again.frames, out.frames)
+
+
+def test_window_fps_follows_each_gaps_real_length() -> None:
+    """A gap of L s is one render second: its windows keep the reference layout, their fps condition is the
+    reference's divided by L (whole fps), clamped to the trained range for very short and the longest gaps."""
+    seconds = (0.5, 1.0, 1.7, 0.1, 2.0, 0.96)
+    coarse, fine = plan_stage1(60, 6, seconds), plan_stage2(60, 6, seconds)
+    assert [p.fps for p in fine] == [30.0, 15.0, 9.0, 30.0, 8.0, 16.0]
+    assert [p.fps for p in coarse] == [10.0, 5.0, 3.0, 10.0, 3.0, 5.0]
+    for warped, plain in zip(coarse + fine, plan_stage1(60, 6) + plan_stage2(60, 6), strict=True):
+        assert (warped.frames, warped.mask, warped.keymask, warped.writes) == (
+            plain.frames, plain.mask, plain.keymask, plain.writes)  # fmt: skip
+    assert window_fps(15, 5.0) == 8.0 and window_fps(15, 0.01) == 30.0  # beyond the limits: clamped
+    with pytest.raises(InvalidInput, match="gap_seconds"):
+        plan_stage2(60, 2, (1.0,))
+
+
+def test_sampler_conditions_each_window_on_its_gaps_fps(conv_prior) -> None:
+    context, keys = _scene(gaps=3)
+    seen: list[list[float]] = []
+    condition = conv_prior.condition
+
+    def recording(prompts, first, last, fps, **kw):
+        seen.append(fps.tolist())
+        return condition(prompts, first, last, fps, **kw)
+
+    conv_prior.condition = recording
+    TwoStageSampler(conv_prior, DDIMSchedule(), SamplerConfig(num_steps=1, stage2_batch=3))(
+        context, keys, "walk", gap_seconds=(0.5, 1.7, 1.0)
+    )
+    assert seen == [[10.0], [3.0], [5.0], [30.0, 9.0, 15.0]]
 
 
 def test_sampler_checks_inputs(conv_prior) -> None:

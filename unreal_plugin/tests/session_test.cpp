@@ -159,11 +159,12 @@ TEST_F(SessionTest, HandshakeReportsVersionAndMethods) {
     ASSERT_NE(interp, nullptr);
     EXPECT_TRUE(interp->available);
     EXPECT_EQ(interp->output, MethodInfo::Output::Motion);
-    const MethodInfo* video = info.FindMethod("video");  // the tiny prior: 2 s of context, keys 1 s apart
+    const MethodInfo* video = info.FindMethod("video");  // the tiny prior: 2 s of context, keys on any frames, gaps up to 2 s
     ASSERT_NE(video, nullptr);
     EXPECT_EQ(video->output, MethodInfo::Output::Video);
     EXPECT_FLOAT_EQ(video->min_context_seconds, 2.f);
-    EXPECT_FLOAT_EQ(video->key_spacing_seconds, 1.f);
+    EXPECT_FLOAT_EQ(video->key_spacing_seconds, 0.f);
+    EXPECT_FLOAT_EQ(video->max_gap_seconds, 2.f);
     const MethodInfo* anymole = info.FindMethod("anymole");
     if (anymole && !anymole->available) EXPECT_FALSE(anymole->unavailable_reason.empty());
     EXPECT_GT(info.limits.upload_chunk_bytes, 0u);

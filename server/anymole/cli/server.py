@@ -142,13 +142,14 @@ def demo(
     fox_anymole.glb and fox_anymole_side_by_side.mp4."""
     import time
 
-    from anymole.cli.demo_anymole import AnyMoLeDemo
+    from anymole.cli.demo_anymole import CLIP, CONTEXT, KEYS, AnyMoLeDemo
 
     t0 = time.perf_counter()
     res = asyncio.run(run_demo_async(out_dir, method=method))
     if isinstance(res, AnyMoLeDemo):
-        typer.echo(f"wrote {res.glb}: the Fox with Survey_filled, frames 49..72 filled by the anymole job {res.job_id} "
-                   f"(context 0..48 and key 72 exact): {res.summary}")  # fmt: skip
+        (a, b), last = CONTEXT, KEYS[-1]
+        typer.echo(f"wrote {res.glb}: the Fox with {CLIP}_filled, frames {b}..{last} filled by the anymole job "
+                   f"{res.job_id} (context {a}..{b - 1} and keys {', '.join(map(str, KEYS))} exact): {res.summary}")  # fmt: skip
         typer.echo(f"wrote {res.video}: {res.frames} frames at 15 fps, {res.width}x{res.height}: left the video the "
                    "prior generated for the gap, right the mimicked Fox rendered from the same camera")  # fmt: skip
         typer.echo("the tiny prior has random weights: its video is noise, so the mimicked motion follows noise; "

@@ -110,6 +110,13 @@ class SceneEstimator:
     depth_std: float
     losses: list[float] = field(default_factory=list)
 
+    def to(self, device: torch.device | str) -> SceneEstimator:
+        """Move the heads and every backbone to ``device`` (in place, as `nn.Module.to`); returns ``self``."""
+        self.net.to(device)
+        for b in self.backbones:
+            b.to(device)
+        return self
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
         """2D joints ``(N, J, 2)`` (px) and metric depths ``(N, J)`` (m) of ``images (N, 3, H, W)`` in [0, 1]."""

@@ -10,14 +10,14 @@ evaluation (`anymole.pipeline.oracle`).
 * `background`: the scene without the character, from the context renders themselves (the camera is fixed,
   so every floor pixel shows up uncovered in some context frame), for the silhouette term's character mask.
 * `estimate`: the estimator's joints and depths, and the character's mask, on the generated frames.
-* `mimic_gaps`: motion video mimicking (`anymole.mimic.mimic`) on the video's own 15 fps frames, then the
-  result brought back to the request's timeline, context and keys exact.
+* `mimic_gaps`: motion video mimicking (`anymole.mimic.mimic`) on the video's own frames (15 a gap), a few gaps
+  per solve, then the result brought back to the request's timeline and frame rate, context and keys exact.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,7 +158,7 @@ def relative_targets(
 
     r = render_frames.long().cpu()
     step = int(r[1] - r[0]) if r.numel() > 1 else 1
-    positions = (timeline.context_frames - 1) + (r - timeline.render_context_end).to(torch.float64) / RENDER_FPS * timeline.fps
+    positions = timeline.request_positions(r)
     shown = render_motion(character, fill.sample(positions, RENDER_FPS / step), cameras=camera,
                           style=_scene_style(character, fill, timeline))  # fmt: skip
     assert shown.joints_px is not None and shown.joints_depth is not None
@@ -271,35 +271,51 @@ def mimic_gaps(
     targets: MimicTargets,
     config: MimicConfig,
     on_step: OnStep = no_step,
+    *,
+    gaps_per_solve: int = 0,
+    on_settled: Callable[[range, Motion], None] | None = None,
+    device: torch.device | str | None = None,
 ) -> Motion:
     """Mimic the video's frames and bring the motion back to the request's timeline.
+
+    Gaps are solved ``gaps_per_solve`` at a time, in order (0: all in one batched solve); after each solve
+    ``on_settled(frames, motion)`` receives the request frames those gaps settled (from the frame after their
+    opening key to their closing key) and the whole timeline so far (settled gaps final, the others still
+    ``fill``). A solve sees only its own gaps' frames between their keys, so its result does not depend on how
+    the gaps are grouped but for the smoothing across a key (each solve reflects at its outer keys).
 
     Args:
         character: the rig (its mesh draws the silhouette).
         fill: the request's whole timeline ``T`` frames at ``timeline.fps``, context and keys exact: the first
             guess (the SLERP fill) of every gap frame. ``T`` is the last keyframe + 1.
-        timeline: the job's `plan_timeline`.
+        timeline: the job's `plan_timeline` (gaps of any length, each one render second).
         render_frames: ``(F,)`` evenly spaced frames of the 30 fps render timeline that ``targets`` describe,
             from the last context frame to the last key (`GeneratedScene.render_frames`).
         camera: the view the frames were generated from (one camera).
         targets: `estimate` of those frames.
         config: mimicking settings.
-        on_step: ``("mimic", fraction)``; a raising ``on_step`` stops it.
+        on_step: ``("mimic", fraction)`` over all solves; a raising ``on_step`` stops it.
+        gaps_per_solve: gaps per batched solve (0: all).
+        on_settled: called after each solve (see above), in the solving thread.
+        device: where the solves run (the job's GPU: the soft silhouette dominates mimicking); default the
+            device of ``fill``. Inputs are moved there and the result comes back to ``fill``'s device.
 
     Returns:
         ``T`` frames at ``timeline.fps``: the context and keys of ``fill`` bit for bit, the gaps mimicked.
     """
-    c, fps = timeline.context_frames, timeline.fps
+    fps = timeline.fps
     r = render_frames.long().cpu()
     step = int(r[1] - r[0]) if r.numel() > 1 else 0
     r0 = timeline.render_context_end
     last = r0 + RENDER_FPS * timeline.num_gaps
-    if r.numel() < 2 or step < 1 or int(r[0]) != r0 or int(r[-1]) != last or bool((r.diff() != step).any()):
+    if r.numel() < 2 or step < 1 or RENDER_FPS % step or int(r[0]) != r0 or int(r[-1]) != last or bool((r.diff() != step).any()):
         raise InvalidInput("render_frames", f"must run evenly from render frame {r0} to {last}, got {r.tolist()}")
     if fill.num_frames != timeline.key_frames[-1] + 1:
         raise InvalidInput("fill", f"must end at the last keyframe {timeline.key_frames[-1]}, has {fill.num_frames} frames")
-    clip_fps = RENDER_FPS / step
-    positions = (c - 1) + (r - r0).to(torch.float64) / RENDER_FPS * fps  # request frames of the video frames
+    if gaps_per_solve < 0:
+        raise InvalidInput("gaps_per_solve", f"must be >= 0, got {gaps_per_solve}")
+    clip_fps = RENDER_FPS / step  # video frames per render second (each gap is one render second)
+    positions = timeline.request_positions(r)  # request frames of the video frames (fractional inside gaps)
     init = fill.sample(positions, clip_fps)
     known = ((r - r0) % RENDER_FPS == 0).to(init.rotations.device)
     # known video frames lie on whole request frames: take them from `fill` exactly, not through a SLERP at 0
@@ -307,15 +323,41 @@ def mimic_gaps(
     rot, root = init.rotations.clone(), init.root_translation.clone()
     rot[known], root[known] = fill.rotations[exact], fill.root_translation[exact]
     init = Motion(clip_fps, rot, root, init.translations, fill.name)
-    solved = mimic(character.skeleton, camera, init, known, targets, config, on_step, mesh=character.mesh)
-    # back to the request's frames c-1 .. T-1 (at the clip's own frame rate), then context and keys exact
-    back = solved.sample(torch.arange(fill.num_frames - c + 1, dtype=torch.float64) / fps * clip_fps, fps)
-    rot, root = fill.rotations.clone(), fill.root_translation.clone()
-    rot[c:], root[c:] = back.rotations[1:].to(rot.dtype), back.root_translation[1:].to(root.dtype)
-    keys = list(timeline.key_frames)
-    rot[keys], root[keys] = fill.rotations[keys], fill.root_translation[keys]
-    tr = fill.translations
-    if tr is not None:  # joints are in topological order: joint 0 is the root
-        tr = tr.clone()
-        tr[:, 0] = root
-    return Motion(fps, rot, root, tr, fill.name)
+
+    out_rot, out_root = fill.rotations.clone(), fill.root_translation.clone()
+    tr = None if fill.translations is None else fill.translations.clone()
+    per = RENDER_FPS // step  # video frames a gap
+    size = gaps_per_solve or timeline.num_gaps
+    groups = [range(g, min(g + size, timeline.num_gaps)) for g in range(0, timeline.num_gaps, size)]
+    bounds = timeline.gap_bounds
+    home = fill.rotations.device
+    dev = torch.device(device) if device is not None else home
+    skeleton, cam = character.skeleton.to(dev), camera.to(dev)
+    mesh = None if character.mesh is None else character.mesh.to(dev)
+    for i, gaps in enumerate(groups):
+        lo, hi = per * gaps.start, per * gaps.stop  # the group's video frames, key to key
+        part = init.slice(lo, hi + 1)
+
+        def step_of(stage: str, fraction: float, message: str = "", *, i: int = i, **_: object) -> None:
+            on_step(stage, (i + fraction) / len(groups), message)
+
+        sub = MimicTargets(
+            targets.joints_px[lo : hi + 1].to(dev),
+            targets.depth[lo : hi + 1].to(dev),
+            None if targets.mask is None else targets.mask[lo : hi + 1].to(dev),
+        )
+        solved = mimic(skeleton, cam, part.to(dev), known[lo : hi + 1].to(dev), sub, config, step_of, mesh=mesh).to(home)
+        # back to the request's frames inside these gaps (at the clip's own frame rate), keys exact
+        a, b = bounds[gaps.start], bounds[gaps.stop]
+        frames = torch.arange(a + 1, b, dtype=torch.float64)
+        if frames.numel():
+            at = (timeline.render_positions(frames) - r0) / step - lo  # frames of `solved`
+            back = solved.sample(at, fps)
+            out_rot[a + 1 : b] = back.rotations.to(out_rot.dtype)
+            out_root[a + 1 : b] = back.root_translation.to(out_root.dtype)
+            if tr is not None:  # joints are in topological order: joint 0 is the root
+                tr[a + 1 : b, 0] = out_root[a + 1 : b]
+        if on_settled is not None:
+            snap = None if tr is None else tr.clone()  # a copy: the later solves write on into the timeline
+            on_settled(range(a + 1, b + 1), Motion(fps, out_rot.clone(), out_root.clone(), snap, fill.name))
+    return Motion(fps, out_rot, out_root, tr, fill.name)

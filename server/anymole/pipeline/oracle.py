@@ -137,10 +137,19 @@ class OracleScene:
         """``targets`` with the true joints and depths: a perfect estimator (mimicking's own limit)."""
         return MimicTargets(self.joints_px.clone(), self.joints_depth.clone(), targets.mask)
 
-    def mimic(self, character: Character, targets: MimicTargets, config: MimicConfig, on_step: OnStep = no_step) -> Motion:
-        """`mimic_gaps` of ``targets`` from ``fill``: the request's timeline, context and keys exact."""
+    def mimic(
+        self,
+        character: Character,
+        targets: MimicTargets,
+        config: MimicConfig,
+        on_step: OnStep = no_step,
+        device: torch.device | str | None = None,
+    ) -> Motion:
+        """`mimic_gaps` of ``targets`` from ``fill`` (solved on ``device``, the fill's by default): the request's
+        timeline, context and keys exact."""
         cam = self.renders.cameras.select(0)
-        return mimic_gaps(character, self.fill, self.timeline, self.render_frames, cam, targets, config, on_step)
+        return mimic_gaps(character, self.fill, self.timeline, self.render_frames, cam, targets, config, on_step,
+                          device=device)  # fmt: skip
 
 
 def oracle_scene(
@@ -182,7 +191,7 @@ def oracle_scene(
     shown = timeline.render_times()  # context frames as render_scene posed them, then the keys
     posed = truth.sample(torch.cat((shown, torch.tensor(req_keys, dtype=torch.float64))), float(RENDER_FPS))
     _, verts, _ = pose_motion(character, posed)
-    gap_pos = (b - a - 1) + (render_frames - r0).to(torch.float64) / RENDER_FPS * gt.fps
+    gap_pos = timeline.request_positions(render_frames)
     gap = render_motion(character, truth.sample(gap_pos, RENDER_FPS / _VIDEO_STEP),
                         cameras=renders.cameras.select(0), style=scene_style(verts))  # fmt: skip
     assert gap.joints_px is not None and gap.joints_depth is not None
@@ -218,12 +227,12 @@ def oracle_eval(
         character: the asset.
         clip: the ground-truth clip's name.
         context: clip frames ``[a, b)`` given as context (the video stage's 2 s at least).
-        keys: clip frames of the keyframes, 1, 2, … s after the last context frame.
+        keys: clip frames of the keyframes after the context, at most `MAX_GAP_SECONDS` apart (any spacing).
         preset: ``draft``, ``fast`` or ``quality``: estimator, mimicking and render size together.
         estimator, mimicking, render: overrides of the preset's settings (``estimator``: default `estimator_config`
             without weights, the conv backbone in place of ViTs; ``render``: width, height, views).
         on_step: progress of the stages (``render``, ``estimator``, ``mimic``).
-        device: where the estimator trains and predicts (mimicking runs on the CPU).
+        device: where the estimator trains and predicts and mimicking solves.
 
     Raises:
         InvalidInput: naming ``clip``, ``context`` or ``keyframes``.
@@ -249,7 +258,7 @@ def oracle_eval(
     targets = scene.estimate(est)
     est_px = scene.estimator_px(targets)
     targets = scene.relative(est, targets, character, mim_cfg.fill_trust_px)
-    result = scene.mimic(character, targets, mim_cfg, on_step)
+    result = scene.mimic(character, targets, mim_cfg, on_step, device=device)
     times["mimic"] = time.perf_counter() - t
     a, b = context
     return OracleResult(

@@ -158,6 +158,10 @@ class Cameras:
         framing), e.g. a low-resolution copy for soft silhouettes."""
         return replace(self, width=width, height=height)
 
+    def to(self, device: torch.device | str) -> Cameras:
+        """The same views with ``world_to_camera`` on ``device``."""
+        return replace(self, world_to_camera=self.world_to_camera.to(device))
+
     def select(self, index: int | Sequence[int]) -> Cameras:
         """The cameras at ``index`` (one int or a sequence), as a new batch."""
         idx = [index] if isinstance(index, int) else list(index)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -62,6 +62,17 @@ class SkinnedMesh:
     materials: tuple[Material, ...] = field(default_factory=lambda: (Material(),))
     face_materials: torch.Tensor | None = None
     colors: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> SkinnedMesh:
+        """The same mesh with its geometry and skinning tensors on ``device`` (materials' textures stay where
+        they are: only the renderers read them)."""
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return replace(self, vertices=self.vertices.to(device), faces=self.faces.to(device),
+                       joint_indices=self.joint_indices.to(device), joint_weights=self.joint_weights.to(device),
+                       inverse_bind=self.inverse_bind.to(device), normals=move(self.normals), uvs=move(self.uvs),
+                       face_materials=move(self.face_materials), colors=move(self.colors))  # fmt: skip
 
     @property
     def num_vertices(self) -> int:

@@ -66,6 +66,11 @@ class Motion:
         """Seconds from the first to the last frame: ``(F - 1) / fps``."""
         return (self.num_frames - 1) / self.fps
 
+    def to(self, device: torch.device | str) -> Motion:
+        """The same clip with its tensors on ``device``."""
+        tr = None if self.translations is None else self.translations.to(device)
+        return Motion(self.fps, self.rotations.to(device), self.root_translation.to(device), tr, self.name)
+
     def slice(self, start: int, stop: int) -> Motion:
         """Frames ``start:stop`` (Python slice semantics) as a new clip."""
         return Motion(

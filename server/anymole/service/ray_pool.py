@@ -70,7 +70,9 @@ def connect(address: str) -> bool:
         ray.init(address=None if address == "auto" else address, logging_level=logging.WARNING)
     except ConnectionError as exc:
         raise InvalidInput("--ray", f"cannot reach a Ray cluster at {address!r} ({exc}); start one with `ray start "
-                           "--head` and pass the address it prints, or --ray auto for a local one") from None  # fmt: skip
+                           "--head` and pass the address it prints, or --ray auto for a local one; a cluster with token "
+                           "authentication (Ray >= 2.59) also needs RAY_AUTH_MODE=token and its token here "
+                           "(~/.ray/auth_token or RAY_AUTH_TOKEN; docs/ray.md)") from None  # fmt: skip
     return True
 
 

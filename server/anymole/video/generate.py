@@ -266,7 +266,8 @@ def sample_video(
             on_step("sample", done, preview=shown)
             window += 1
 
-        result = sampler(renders.context[view].to(device), renders.keys[view].to(device), renders.caption, on_step=step)
+        result = sampler(renders.context[view].to(device), renders.keys[view].to(device), renders.caption,
+                         on_step=step, gap_seconds=timeline.gap_seconds)  # fmt: skip
         out.append(torch.cat([renders.context[view][:, -1:], result.frames.cpu()], dim=1))
     opening = torch.tensor([timeline.render_context_end], dtype=result.indices.dtype)
     return torch.stack(out), torch.cat([opening, result.indices])

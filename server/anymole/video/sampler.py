@@ -15,13 +15,20 @@ and only those under ``keymask`` (real frames) afterwards, as the reference samp
 the same, so the cost is linear in the number of generated frames. Stage-2 windows depend only on stage-1
 output and keys, so they run batched.
 
+Gaps of any length (`window_fps`): every gap occupies 30 frames of this timeline whatever its real length
+``L``, so the window layout above never changes; what changes is the fps condition, which tells the prior how
+fast the motion it sees plays: a window of gap ``g`` is conditioned on ``round(fps / L_g)`` (the fine window's
+16 frames really are ``L / 15`` s apart). ``L`` is clamped to [`SHORTEST_SAMPLED_GAP`, `MAX_GAP_SECONDS`], which
+keeps the fine condition within 8-30 fps, the range DynamiCrafter-512 was trained and ICAdapt adapts on.
+
 The window planners are pure functions that return explicit slot → frame maps, so the schedule can be tested
 without a model. `TwoStageSampler` knows only the `VideoPrior` protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +41,9 @@ from anymole.video.schedule import DDIMSchedule
 __all__ = [
     "COARSE_FPS",
     "FINE_FPS",
+    "MAX_GAP_SECONDS",
     "RENDER_FPS",
+    "SHORTEST_SAMPLED_GAP",
     "WINDOW_SLOTS",
     "GeneratedVideo",
     "SamplerConfig",
@@ -44,6 +53,7 @@ __all__ = [
     "plan_stage1",
     "plan_stage2",
     "replace_known",
+    "window_fps",
 ]
 
 #: frame rate of the render timeline (context and keys), fps.
@@ -54,6 +64,21 @@ COARSE_FPS = 5
 FINE_FPS = 15
 #: frames the denoiser sees at once.
 WINDOW_SLOTS = 16
+#: longest gap (s) one window pair samples: its fine window's fps condition is then 15 / 2 ≈ 8, near the low
+#: end of what DynamiCrafter-512 was trained on (its recommended 15-30, the interpolation scripts' 5).
+MAX_GAP_SECONDS = 2.0
+#: a gap shorter than this (s) is sampled as if it were this long: the fine condition stays at 30 fps, the top
+#: of the trained range (ICAdapt's fastest clips), and the window shows the move in slow motion, which the
+#: mimicked motion plays back at the gap's own speed (a gap of a few frames is mostly its keys anyway).
+SHORTEST_SAMPLED_GAP = 0.5
+
+
+def window_fps(base: float, gap_seconds: float) -> float:
+    """The fps condition of a window that shows a gap of ``gap_seconds`` as one 30-frame second at ``base`` fps
+    (`COARSE_FPS` or `FINE_FPS`): ``base / L`` with ``L`` clamped to [`SHORTEST_SAMPLED_GAP`, `MAX_GAP_SECONDS`],
+    rounded to a whole fps (the condition DynamiCrafter was trained on is an integer)."""
+    seconds = min(max(gap_seconds, SHORTEST_SAMPLED_GAP), MAX_GAP_SECONDS)
+    return float(max(1, math.floor(base / seconds + 0.5)))
 
 
 @dataclass(frozen=True)
@@ -99,7 +124,15 @@ def _keys(context_end: int, num_gaps: int) -> set[int]:
     return {context_end + RENDER_FPS * j for j in range(num_gaps + 1)}
 
 
-def plan_stage1(context_end: int, num_gaps: int) -> list[WindowPlan]:
+def _gap_seconds(num_gaps: int, gap_seconds: Sequence[float] | None) -> Sequence[float]:
+    if gap_seconds is None:
+        return (1.0,) * num_gaps
+    if len(gap_seconds) != num_gaps:
+        raise InvalidInput("gap_seconds", f"one length per gap: {num_gaps} gaps, got {len(gap_seconds)} lengths")
+    return gap_seconds
+
+
+def plan_stage1(context_end: int, num_gaps: int, gap_seconds: Sequence[float] | None = None) -> list[WindowPlan]:
     """Coarse windows (Algorithm 2, lines 1-14), in the order they must run.
 
     Window ``g`` holds frames ``key_g − 60 + 6·i`` for slots ``i = 0 … 15``. Real frames (context, keys) in
@@ -111,8 +144,10 @@ def plan_stage1(context_end: int, num_gaps: int) -> list[WindowPlan]:
     Args:
         context_end: last context frame (= the opening key of gap 0), at least 60.
         num_gaps: number of keyframes after the context.
+        gap_seconds: each gap's real length (s) for its window's fps condition (`window_fps`); default 1 s.
     """
     _check_timeline(context_end, num_gaps)
+    seconds = _gap_seconds(num_gaps, gap_seconds)
     spacing = RENDER_FPS // COARSE_FPS
     keys = _keys(context_end, num_gaps)
     written: set[int] = set()
@@ -126,18 +161,19 @@ def plan_stage1(context_end: int, num_gaps: int) -> list[WindowPlan]:
         mask = tuple(keymask[i] or (i in inner and frames[i] in written) for i in range(WINDOW_SLOTS))
         writes = tuple(i for i in inner if key_g < frames[i] < key_g + RENDER_FPS)
         written.update(frames[i] for i in writes)
-        plans.append(WindowPlan(1, g, float(COARSE_FPS), frames, mask, keymask, writes))
+        plans.append(WindowPlan(1, g, window_fps(COARSE_FPS, seconds[g]), frames, mask, keymask, writes))
     return plans
 
 
-def plan_stage2(context_end: int, num_gaps: int) -> list[WindowPlan]:
+def plan_stage2(context_end: int, num_gaps: int, gap_seconds: Sequence[float] | None = None) -> list[WindowPlan]:
     """Fine windows (Algorithm 2, lines 15-20); independent of each other.
 
     Window ``g`` holds frames ``key_g + 2·i``: slots 0 and 15 are the gap's keys, slots 3, 6, 9, 12 hold the
     stage-1 frames (``mask`` only, so they guide only while ``t > onlykey``), ``keymask`` is empty and slots
-    1-14 are written.
+    1-14 are written. ``gap_seconds`` as `plan_stage1`'s.
     """
     _check_timeline(context_end, num_gaps)
+    seconds = _gap_seconds(num_gaps, gap_seconds)
     spacing = RENDER_FPS // FINE_FPS
     if spacing * (WINDOW_SLOTS - 1) != RENDER_FPS:
         raise ValueError(f"a fine window of {WINDOW_SLOTS} slots must span exactly 1 s at {FINE_FPS} fps")
@@ -148,7 +184,7 @@ def plan_stage2(context_end: int, num_gaps: int) -> list[WindowPlan]:
         frames = tuple(key_g + spacing * i for i in range(WINDOW_SLOTS))
         mask = tuple(0 < i < WINDOW_SLOTS - 1 and frames[i] in coarse for i in range(WINDOW_SLOTS))
         plans.append(
-            WindowPlan(2, g, float(FINE_FPS), frames, mask, (False,) * WINDOW_SLOTS, tuple(range(1, 15)))
+            WindowPlan(2, g, window_fps(FINE_FPS, seconds[g]), frames, mask, (False,) * WINDOW_SLOTS, tuple(range(1, 15)))
         )
     return plans
 
@@ -297,6 +333,7 @@ class TwoStageSampler:
         keys: torch.Tensor,
         prompt: str,
         on_step: OnStep | None = None,
+        gap_seconds: Sequence[float] | None = None,
     ) -> GeneratedVideo:
         """Generate the in-between video.
 
@@ -307,11 +344,13 @@ class TwoStageSampler:
             on_step: ``on_step("sample_video", fraction)`` as steps finish, and
                 ``on_step("sample_video", fraction, preview=image, frame=f)`` as each window finishes: ``image``
                 ``(3, H, W)`` in [0, 1] is render-timeline frame ``f``, the middle of the frames it wrote.
+            gap_seconds: each gap's real length (s), for its windows' fps condition (`window_fps`); default 1 s.
         """
         self.check_inputs(context, keys)
         cfg, device = self.cfg, context.device
         context_end, num_gaps = context.shape[1] - 1, keys.shape[1]
-        stage1, stage2 = plan_stage1(context_end, num_gaps), plan_stage2(context_end, num_gaps)
+        stage1 = plan_stage1(context_end, num_gaps, gap_seconds)
+        stage2 = plan_stage2(context_end, num_gaps, gap_seconds)
         pixels = {i: context[:, i] for i in range(context_end + 1)}
         pixels.update({context_end + RENDER_FPS * (j + 1): keys[:, j] for j in range(num_gaps)})
         latents = self._encode_known(pixels, stage1 + stage2)

@@ -2,7 +2,9 @@
 sampling → estimation on the generated frames → motion video mimicking.
 
 It streams the SLERP fill at once as provisional motion (``is_final=False``), a `Preview` per sampler window, and
-the final motion of every gap once mimicking settles it. The estimator needs only the renders, so it trains in a
+each gap's final motion as soon as mimicking settles it (`gaps_per_solve`: gap after gap on a CPU, all gaps in
+one batched solve on a GPU); the provisional fill of the other gaps stands until then. Keys may lie at any spacing up to `MAX_GAP_SECONDS` (see
+`anymole.video.timeline`). The estimator needs only the renders, so it trains in a
 thread of its own while the prior adapts and samples. Per scene, the adapted prior (`AdaptationCache`) and the
 trained estimator (`EstimatorCache`) are cached under `VideoSettings.cache_dir`, keyed by the character and
 its context and keyframe renders, so a second fill of the same scene skips ICAdapt and estimator training.
@@ -17,7 +19,6 @@ random-weight ViTs on a GPU: the speed of the paper's estimator under the ``turb
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import threading
 import time
@@ -51,12 +52,22 @@ from anymole.rig import Motion
 from anymole.video.cache import AdaptationCache
 from anymole.video.generate import FROM_CACHE, GeneratedScene, check_render_size, generate_video, render_scene
 from anymole.video.scene import SceneRenders
-from anymole.video.timeline import MIN_CONTEXT_SECONDS
+from anymole.video.timeline import MAX_GAP_SECONDS, MIN_CONTEXT_SECONDS
 
-__all__ = ["PRESETS", "VIT_PAIR", "AnyMoLeMethod", "BackboneFactory"]
+__all__ = ["PRESETS", "VIT_PAIR", "AnyMoLeMethod", "BackboneFactory", "gaps_per_solve"]
 
 #: preset → the ``video`` method's ICAdapt preset
 PRESETS = {"draft": "turbo", "fast": "fast", "quality": "quality"}
+
+
+def gaps_per_solve(device: str) -> int:
+    """Gaps per mimicking solve on ``device`` (0: all): one on a CPU, where a solve's time grows with its frames
+    and so the first gap's final motion comes as early as it can at no cost to the last; all on a GPU, where a
+    solve's few frames leave the device mostly idle, so that one batched solve should settle every gap about when
+    a solve of one gap would settle the first (not measured on a GPU yet). docs/anymole.md has the figures."""
+    return 1 if torch.device(device).type == "cpu" else 0
+
+
 #: relative costs of the stages after sampling, per estimator step and per mimicking iteration and gap
 _ESTIMATOR_STEP_COST = 0.02
 _MIMIC_STEP_COST = 0.05
@@ -68,12 +79,13 @@ VIT_PAIR = tuple(b for b in BACKBONES if b != "conv")
 BackboneFactory = Callable[[str, EstimatorConfig], nn.Module]
 
 
-def _chunks(spec: JobSpec, motion: Motion, final: bool) -> list[MotionChunk]:
-    """``motion``'s frames ``C .. T-1`` in chunks of ``spec.chunk_frames`` (float32)."""
+def _chunks(spec: JobSpec, motion: Motion, final: bool, frames: range | None = None) -> list[MotionChunk]:
+    """``motion``'s ``frames`` (default ``C .. T-1``) in chunks of ``spec.chunk_frames`` (float32)."""
     out = []
     tr = motion.translations
-    for s in range(spec.context_frames, motion.num_frames, spec.chunk_frames):
-        e = min(motion.num_frames, s + spec.chunk_frames)
+    frames = frames or range(spec.context_frames, motion.num_frames)
+    for s in range(frames.start, frames.stop, spec.chunk_frames):
+        e = min(frames.stop, s + spec.chunk_frames)
         out.append(
             MotionChunk(
                 s,
@@ -105,12 +117,13 @@ class AnyMoLeMethod:
             unavailable_reason=f"{reason}; meanwhile method 'interp' fills any gap instantly" if reason else "",
             sends_previews=True,
             min_context_seconds=float(MIN_CONTEXT_SECONDS),  # the video stage's timeline (`plan_timeline`)
-            key_spacing_seconds=1.0,
-            max_gap_seconds=1.0,
+            key_spacing_seconds=0.0,  # keys on any frames
+            max_gap_seconds=MAX_GAP_SECONDS,
         )
 
     def validate(self, spec: JobSpec) -> None:
-        """The video timeline's checks (keys 1 s apart after 2 s of context, ending at the last key)."""
+        """The video timeline's checks (2 s of context, gaps of at most `MAX_GAP_SECONDS`, ending at the last
+        key)."""
         self.video.timeline(spec)
 
     def configs(self, preset: str) -> tuple[EstimatorConfig, MimicConfig]:
@@ -193,7 +206,8 @@ class AnyMoLeMethod:
                 est = train_estimator(renders, est_cfg, fit_step, device, extra, backbones=self._built(est_cfg))
                 if est_cache is not None:
                     est_cache.put(key, est)
-            else:
+            else:  # loaded on the CPU: estimation runs where the job does
+                est.to(device)
                 on_step("estimator", 1.0, FROM_CACHE)
             timings["estimator"] = time.perf_counter() - t
             return est
@@ -231,16 +245,19 @@ class AnyMoLeMethod:
             targets = relative_targets(est, targets, spec.character, fill, timeline, scene.render_frames, camera,
                                        mim_cfg.fill_trust_px)  # fmt: skip
             timings["estimate"] = time.perf_counter() - t
+
+            def settled(frames: range, motion: Motion) -> None:  # a gap's final motion, as soon as it is solved
+                for chunk in _chunks(spec, motion, True, frames):
+                    report.post(chunk)
+
             t = time.perf_counter()
             on_step("mimic", 0.0)
-            motion = mimic_gaps(spec.character, fill, timeline, scene.render_frames, camera, targets, mim_cfg, on_step)
+            motion = mimic_gaps(spec.character, fill, timeline, scene.render_frames, camera, targets, mim_cfg, on_step,
+                                gaps_per_solve=gaps_per_solve(device), on_settled=settled, device=device)  # fmt: skip
             timings["mimic"] = time.perf_counter() - t
             return motion
 
         motion = await run_in_thread(token, solve)
-        for chunk in _chunks(spec, motion, final=True):
-            yield chunk
-            await asyncio.sleep(0)  # let watchers drain and cancels land between chunks
         hits = [s for s in ("icadapt", "estimator") if cached.get(s)]
         summary = (f"filled frames {spec.context_frames}..{spec.total_frames - 1} with anymole/{preset} in "
                    f"{time.perf_counter() - t0:.1f} s (estimator backbone {'+'.join(est_cfg.backbones)}"

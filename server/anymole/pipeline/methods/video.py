@@ -41,7 +41,7 @@ from anymole.video.generate import (
 from anymole.video.icadapt import ICAdaptConfig
 from anymole.video.mp4 import encode_mp4
 from anymole.video.sampler import SamplerConfig
-from anymole.video.timeline import MIN_CONTEXT_SECONDS, VideoTimeline, plan_timeline
+from anymole.video.timeline import MAX_GAP_SECONDS, MIN_CONTEXT_SECONDS, VideoTimeline, plan_timeline
 
 __all__ = ["ICADAPT_PRESETS", "VideoMethod"]
 
@@ -82,8 +82,8 @@ class VideoMethod:
             sends_previews=True,
             result="video",
             min_context_seconds=float(MIN_CONTEXT_SECONDS),
-            key_spacing_seconds=1.0,  # keyframe j exactly j + 1 s after the last context frame (plan_timeline)
-            max_gap_seconds=1.0,
+            key_spacing_seconds=0.0,  # keys on any frames: each gap is sampled as one render second
+            max_gap_seconds=MAX_GAP_SECONDS,  # what `plan_timeline` enforces
         )
 
     def validate(self, spec: JobSpec) -> None:
