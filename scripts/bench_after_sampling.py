@@ -96,7 +96,7 @@ for g, preset in ((0, "draft"), (1, "draft"), (0, "fast"), (0, "quality")):
     clock(
         f"mimic_{preset}_gaps_per_solve_{g}_s",
         lambda mc=mc, g=g: mimic_gaps(
-            character, fill, tl, render_frames, cam, targets, mc, gaps_per_solve=g, device=dev
+            character, fill, tl, render_frames, cam, targets, mc, solves=[g] * tl.num_gaps if g else None, device=dev
         ),
     )
 print(json.dumps(out))

@@ -8,7 +8,7 @@ import torch
 
 from anymole.mimic import MimicConfig, MimicTargets, mimic
 from anymole.pipeline import fromvideo
-from anymole.pipeline.fromvideo import mimic_gaps
+from anymole.pipeline.fromvideo import mimic_gaps, solve_sizes
 from anymole.render import orbit_cameras, pose_motion
 from anymole.rig import Character, Motion, Skeleton
 from anymole.rig.quat import quat_mul
@@ -49,7 +49,7 @@ def test_uneven_gaps_come_back_on_their_own_frames_gap_by_gap() -> None:
     # comes back is the fill wherever the video-to-request mapping is right.
     still = MimicConfig.draft(steps=2, w_joints=0.0, w_root=0.0, w_rot=0.0, w_silhouette=0.0, smooth_sigma=0.0)
     settled: list[tuple[range, Motion]] = []
-    out = mimic_gaps(character, fill, timeline, render_frames, camera, targets, still, gaps_per_solve=1,
+    out = mimic_gaps(character, fill, timeline, render_frames, camera, targets, still, solves=[1, 1, 1],
                      on_settled=lambda frames, m: settled.append((frames, m)))  # fmt: skip
     assert [s for s, _ in settled] == [range(49, 61), range(61, 85), range(85, 126)]
     assert out.num_frames == fill.num_frames and out.fps == FPS
@@ -103,3 +103,9 @@ def test_solves_run_on_the_given_device_and_the_motion_comes_back(device: str, m
     tol = 0 if device == "cpu" else 1e-5  # float64 on both; only the order of reductions differs on a GPU
     torch.testing.assert_close(out.rotations, ref.rotations, rtol=0, atol=tol)
     torch.testing.assert_close(out.root_translation, ref.root_translation, rtol=0, atol=tol)
+
+
+def test_solve_sizes_double_after_the_first_gap() -> None:
+    assert [solve_sizes(k, batched=False) for k in (1, 2, 3, 6, 7, 8)] == [
+        [1], [1, 1], [1, 2], [1, 2, 3], [1, 2, 4], [1, 2, 4, 1]]  # fmt: skip
+    assert solve_sizes(6, batched=True) == [6]

@@ -16,6 +16,7 @@ evaluation (`anymole.pipeline.oracle`).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ __all__ = [
     "gap_poses",
     "mimic_gaps",
     "relative_targets",
+    "solve_sizes",
     "train_estimator",
     "training_set",
 ]
@@ -262,6 +264,20 @@ def estimate(
     return MimicTargets(joints, depth, mask)
 
 
+def solve_sizes(num_gaps: int, batched: bool) -> list[int]:
+    """Gaps in each mimicking solve: all in one when ``batched``, else 1, 2, 4, … (the last takes the rest).
+
+    Doubling groups: the first gap settles after a solve of one gap, and the job pays ``log2(K) + 1`` solves,
+    not ``K`` (on a CPU a batch still saves per-step overhead: docs/anymole.md has the measurements).
+    """
+    sizes: list[int] = []
+    n = 1
+    while sum(sizes) < num_gaps:
+        sizes.append(min(n, num_gaps - sum(sizes)))
+        n *= 2
+    return [num_gaps] if batched else sizes
+
+
 def mimic_gaps(
     character: Character,
     fill: Motion,
@@ -272,13 +288,14 @@ def mimic_gaps(
     config: MimicConfig,
     on_step: OnStep = no_step,
     *,
-    gaps_per_solve: int = 0,
+    solves: Sequence[int] | None = None,
     on_settled: Callable[[range, Motion], None] | None = None,
     device: torch.device | str | None = None,
 ) -> Motion:
     """Mimic the video's frames and bring the motion back to the request's timeline.
 
-    Gaps are solved ``gaps_per_solve`` at a time, in order (0: all in one batched solve); after each solve
+    Gaps are solved in consecutive groups of ``solves[i]`` gaps, in order (default: all in one batched solve); after
+    each solve
     ``on_settled(frames, motion)`` receives the request frames those gaps settled (from the frame after their
     opening key to their closing key) and the whole timeline so far (settled gaps final, the others still
     ``fill``). A solve sees only its own gaps' frames between their keys, so its result does not depend on how
@@ -295,7 +312,7 @@ def mimic_gaps(
         targets: `estimate` of those frames.
         config: mimicking settings.
         on_step: ``("mimic", fraction)`` over all solves; a raising ``on_step`` stops it.
-        gaps_per_solve: gaps per batched solve (0: all).
+        solves: gaps in each batched solve, in order, summing to the number of gaps (`solve_sizes`).
         on_settled: called after each solve (see above), in the solving thread.
         device: where the solves run (the job's GPU: the soft silhouette dominates mimicking); default the
             device of ``fill``. Inputs are moved there and the result comes back to ``fill``'s device.
@@ -312,8 +329,9 @@ def mimic_gaps(
         raise InvalidInput("render_frames", f"must run evenly from render frame {r0} to {last}, got {r.tolist()}")
     if fill.num_frames != timeline.key_frames[-1] + 1:
         raise InvalidInput("fill", f"must end at the last keyframe {timeline.key_frames[-1]}, has {fill.num_frames} frames")
-    if gaps_per_solve < 0:
-        raise InvalidInput("gaps_per_solve", f"must be >= 0, got {gaps_per_solve}")
+    sizes = list(solves) if solves is not None else [timeline.num_gaps]
+    if sum(sizes) != timeline.num_gaps or min(sizes) < 1:
+        raise InvalidInput("solves", f"must be positive gap counts summing to {timeline.num_gaps}, got {sizes}")
     clip_fps = RENDER_FPS / step  # video frames per render second (each gap is one render second)
     positions = timeline.request_positions(r)  # request frames of the video frames (fractional inside gaps)
     init = fill.sample(positions, clip_fps)
@@ -327,8 +345,8 @@ def mimic_gaps(
     out_rot, out_root = fill.rotations.clone(), fill.root_translation.clone()
     tr = None if fill.translations is None else fill.translations.clone()
     per = RENDER_FPS // step  # video frames a gap
-    size = gaps_per_solve or timeline.num_gaps
-    groups = [range(g, min(g + size, timeline.num_gaps)) for g in range(0, timeline.num_gaps, size)]
+    starts = list(itertools.accumulate(sizes, initial=0))
+    groups = [range(a, b) for a, b in itertools.pairwise(starts)]
     bounds = timeline.gap_bounds
     home = fill.rotations.device
     dev = torch.device(device) if device is not None else home

@@ -2,8 +2,10 @@
 sampling → estimation on the generated frames → motion video mimicking.
 
 It streams the SLERP fill at once as provisional motion (``is_final=False``), a `Preview` per sampler window, and
-each gap's final motion as soon as mimicking settles it (`gaps_per_solve`: gap after gap on a CPU, all gaps in
-one batched solve on a GPU); the provisional fill of the other gaps stands until then. Keys may lie at any spacing up to `MAX_GAP_SECONDS` (see
+each gap's final motion as soon as mimicking settles it (`solve_sizes`: on a CPU the first gap alone, then
+doubling groups; on a GPU, where a solve's few frames leave the device mostly idle, all gaps in one batched
+solve, which should settle them all about when one gap alone would settle); the provisional fill of the other
+gaps stands until then. Keys may lie at any spacing up to `MAX_GAP_SECONDS` (see
 `anymole.video.timeline`). The estimator needs only the renders, so it trains in a
 thread of its own while the prior adapts and samples. Per scene, the adapted prior (`AdaptationCache`) and the
 trained estimator (`EstimatorCache`) are cached under `VideoSettings.cache_dir`, keyed by the character and
@@ -42,6 +44,7 @@ from anymole.pipeline.fromvideo import (
     gap_poses,
     mimic_gaps,
     relative_targets,
+    solve_sizes,
     train_estimator,
 )
 from anymole.pipeline.methods.base import MethodSpec
@@ -54,18 +57,10 @@ from anymole.video.generate import FROM_CACHE, GeneratedScene, check_render_size
 from anymole.video.scene import SceneRenders
 from anymole.video.timeline import MAX_GAP_SECONDS, MIN_CONTEXT_SECONDS
 
-__all__ = ["PRESETS", "VIT_PAIR", "AnyMoLeMethod", "BackboneFactory", "gaps_per_solve"]
+__all__ = ["PRESETS", "VIT_PAIR", "AnyMoLeMethod", "BackboneFactory"]
 
 #: preset → the ``video`` method's ICAdapt preset
 PRESETS = {"draft": "turbo", "fast": "fast", "quality": "quality"}
-
-
-def gaps_per_solve(device: str) -> int:
-    """Gaps per mimicking solve on ``device`` (0: all): one on a CPU, where a solve's time grows with its frames
-    and so the first gap's final motion comes as early as it can at no cost to the last; all on a GPU, where a
-    solve's few frames leave the device mostly idle, so that one batched solve should settle every gap about when
-    a solve of one gap would settle the first (not measured on a GPU yet). docs/anymole.md has the figures."""
-    return 1 if torch.device(device).type == "cpu" else 0
 
 
 #: relative costs of the stages after sampling, per estimator step and per mimicking iteration and gap
@@ -253,7 +248,8 @@ class AnyMoLeMethod:
             t = time.perf_counter()
             on_step("mimic", 0.0)
             motion = mimic_gaps(spec.character, fill, timeline, scene.render_frames, camera, targets, mim_cfg, on_step,
-                                gaps_per_solve=gaps_per_solve(device), on_settled=settled, device=device)  # fmt: skip
+                                solves=solve_sizes(timeline.num_gaps, batched=torch.device(device).type != "cpu"),
+                                on_settled=settled, device=device)  # fmt: skip
             timings["mimic"] = time.perf_counter() - t
             return motion
 
