@@ -151,10 +151,18 @@ def test_derived_times_add_up_the_recorded_stages() -> None:
 
 def test_pipeline_json_is_read_and_checked(tmp_path: Path) -> None:
     path = tmp_path / "pipeline.json"
-    path.write_text(json.dumps({"whole_job_s": 300.0, "second_fill_s": 50.0, "mimic_s": 12.0, "device": "H100"}))
+    how = {"whole_job_s": "render + ICAdapt + sampling"}
+    path.write_text(
+        json.dumps(
+            {"whole_job_s": 300.0, "second_fill_s": 50.0, "mimic_s": 12.0, "estimator_train_s": None}
+            | {"device": "H100", "headline_how": how}
+        )
+    )
     t = pipeline_times(path)
     assert (t.whole_job_s, t.second_fill_s, t.device) == (300.0, 50.0, "H100")
-    assert "mimic_s" in t.sources
+    assert t.sources["mimic_s"] == "12.0 s: pipeline.json `mimic_s` (H100)"
+    assert t.sources["whole_job_s"].endswith("(H100): render + ICAdapt + sampling")
+    assert "estimator_train_s" not in t.sources  # not measured in that run
     assert load_times("auto", tmp_path) == t  # auto prefers pipeline.json
     path.write_text(json.dumps({"whole_job_s": 300.0, "device": "H100"}))
     with pytest.raises(ValueError, match="second_fill_s"):

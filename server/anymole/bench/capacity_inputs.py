@@ -2,8 +2,9 @@
 
 Two sources:
 
-- ``pipeline.json`` (a measured whole job on one GPU): keys ``whole_job_s``, ``second_fill_s`` and ``device``;
-  ``estimator_train_s`` and ``mimic_s`` are carried into the sources when present.
+- ``pipeline.json`` (`anymole bench pipeline`: a whole job timed on one GPU): keys ``whole_job_s``,
+  ``second_fill_s`` and ``device``; ``estimator_train_s``, ``mimic_s`` and each figure's ``headline_how`` are
+  carried into the sources when present.
 - ``derived``: summed from the per-stage figures in ``docs/benchmarks/*.json`` (`DERIVED`), each named with its
   file and key, for use until a whole job has been timed. The stages' cards differ (the table says which).
 """
@@ -84,13 +85,14 @@ def pipeline_times(path: Path) -> ServiceTimes:
     data = _read(path)
     whole, device = _get(data, ("whole_job_s",), path)
     second, _ = _get(data, ("second_fill_s",), path)
-    sources = {
-        "whole_job_s": f"{whole:.1f} s: {path.name} `whole_job_s` ({device})",
-        "second_fill_s": f"{second:.1f} s: {path.name} `second_fill_s` ({device})",
-    }
-    for key in ("estimator_train_s", "mimic_s"):
-        if isinstance(data.get(key), int | float):
-            sources[key] = f"{data[key]:.1f} s of the whole job: {path.name} `{key}`"
+    found = data.get("headline_how")
+    how: dict[str, Any] = found if isinstance(found, dict) else {}
+    sources = {}
+    for key in ("whole_job_s", "second_fill_s", "estimator_train_s", "mimic_s"):
+        value = data.get(key)
+        if isinstance(value, int | float):
+            note = f": {how[key]}" if isinstance(how.get(key), str) else ""
+            sources[key] = f"{value:.1f} s: {path.name} `{key}` ({device}){note}"
     return ServiceTimes(whole_job_s=whole, second_fill_s=second, device=device, sources=sources)
 
 

@@ -109,8 +109,13 @@ def write_markdown(report: dict[str, Any], path: Path, plot: str = "scaling_wait
         "# Scaling: how many GPUs a studio needs",
         "",
         "Written by `anymole bench capacity` (`server/anymole/bench/capacity.py`: a seeded queueing simulation; raw "
-        "results in `docs/benchmarks/capacity.json`; the plot by `scripts/plot_scaling.py`). Regenerate with "
-        "`anymole bench capacity --from docs/benchmarks/pipeline.json` once a whole job has been timed.",
+        "results in `docs/benchmarks/capacity.json`; the plot by `scripts/plot_scaling.py`). "
+        + (
+            "Service times: a whole job timed by `anymole bench pipeline`; regenerate after its next run."
+            if "whole_job_s" in t["sources"]  # pipeline_times names the measured figures; derived_times the stages
+            else "Service times: the per-stage benchmarks summed; regenerate with `anymole bench capacity --from "
+            "docs/benchmarks/pipeline.json` once a whole job has been timed."
+        ),
         "",
         "## Answer",
         "",
