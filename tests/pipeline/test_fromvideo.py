@@ -3,11 +3,13 @@ estimator's own error on a render of it (`relative_targets`, issue 14.2), `anymo
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from anymole.estimator import EstimatorConfig, SceneEstimator
-from anymole.mimic import MimicTargets
+from anymole.mimic import MimicConfig, MimicTargets
 from anymole.pipeline.fromvideo import gap_poses, train_estimator, training_set
 from anymole.pipeline.oracle import OracleScene, oracle_scene
 from anymole.rig.fk import fk_motion
@@ -71,15 +73,24 @@ def test_relative_targets_cancel_the_estimators_error_where_the_video_shows_the_
     f, j = scene.joints_px.shape[:2]
     zero = MimicTargets(torch.zeros(f, j, 2), torch.zeros(f, j), None)
     # trust without limit: every target gains the estimator's error on the fill's render, P_fill − E(fill)
-    err = scene.relative(estimator, zero, ch, 1e12).joints_px
+    err = scene.relative(estimator, zero, ch, MimicConfig(fill_trust_px=1e12, fill_deadband_px=0.0)).joints_px
     reading = _fill_joints(scene) - err  # E(fill): what the estimator reads on the fill's render
     assert float((reading - _fill_joints(scene)).norm(dim=-1).mean()) > 1.0  # a 3-step estimator is far off
     # a video that shows the fill: the estimator reads the same, and the corrected targets are the fill's joints
-    same = scene.relative(estimator, MimicTargets(reading, torch.zeros(f, j), None), ch, 6.0)
+    same = scene.relative(estimator, MimicTargets(reading, torch.zeros(f, j), None), ch, MimicConfig(fill_deadband_px=0.0))
     torch.testing.assert_close(same.joints_px, _fill_joints(scene), atol=1e-3, rtol=0)
+    # a reading that moved less than the dead band (0.3 px of this 80-px image: 1.2 px of a 320-px one < 2 px)
+    # is noise: its relative target is the fill's joint; without the dead band the move passes through.
+    # Either is then blended with the plain reading at exp(-(1.2 / 6)^2).
+    nudged = reading + torch.tensor([0.3, 0.0])
+    w = math.exp(-((0.3 * 4 / 6.0) ** 2))
+    for band, moved in ((2.0, 0.0), (0.0, 0.3)):
+        out = scene.relative(estimator, MimicTargets(nudged, torch.zeros(f, j), None), ch, MimicConfig(fill_deadband_px=band))
+        want = w * (_fill_joints(scene) + torch.tensor([moved, 0.0])) + (1 - w) * nudged
+        torch.testing.assert_close(out.joints_px, want, atol=2e-3, rtol=0)
     # a video far from the fill (100 px away, ~400 px of a 320-px image): the plain estimate stands
     far = MimicTargets(reading + 100.0, torch.ones(f, j), None)
-    out = scene.relative(estimator, far, ch, 6.0)
+    out = scene.relative(estimator, far, ch, MimicConfig())
     torch.testing.assert_close(out.joints_px, far.joints_px)
     torch.testing.assert_close(out.depth, far.depth)
-    assert scene.relative(estimator, far, ch, 0.0) is far  # 0: off
+    assert scene.relative(estimator, far, ch, MimicConfig(fill_trust_px=0.0)) is far  # 0: off

@@ -144,7 +144,7 @@ def evaluate(
     context: Annotated[str | None, typer.Option(help="with --oracle: clip frames A:B given as context (at least 2 s)")] = None,
     keys: Annotated[str | None, typer.Option(help="with --oracle: keyframes, comma-separated clip frames 1, 2, … s after the context")] = None,
     preset: Annotated[str, typer.Option(help="with --oracle: draft (CPU, minutes), fast or quality")] = "draft",
-    device: Annotated[str, typer.Option(help="with --oracle: where the estimator trains (cpu, cuda, cuda:1, …)")] = "cpu",
+    device: Annotated[str, typer.Option(help="with --oracle: where the estimator trains and mimicking solves: cpu, cuda or cuda:N (default: cpu)")] = "cpu",
     estimator_weights: Annotated[str | None, typer.Option(help="with --oracle: models folder holding the estimator's ViT weights (`anymole models pull estimator`) for fast and quality; none: the conv backbone (default: the models folder when it holds both, else the conv backbone)")] = None,
     clip: Annotated[str | None, typer.Option(help="ground-truth clip name (default: the first)")] = None,
     pred_clip: Annotated[str | None, typer.Option(help="predicted clip name (default: the first)")] = None,

@@ -42,6 +42,7 @@ class MimicConfig:
         fill_trust_px: scale (px of a `REFERENCE_HEIGHT` image) of `anymole.pipeline.fromvideo.relative_targets`,
             which corrects the estimator's joints by its own error on a render of the first guess where the video
             agrees with it (0: the plain estimates, as the reference).
+        fill_deadband_px: its soft threshold on the estimator's 2D change (px of a `REFERENCE_HEIGHT` image).
         reset_ratio: go back to the best iterate when the loss exceeds this multiple of the best (2).
         patience: ... or after this many iterations without improvement (40).
         silhouette_scale: size of the soft render as a fraction of the image's (it costs pixels × triangles).
@@ -60,6 +61,7 @@ class MimicConfig:
     w_root: float = 7000.0
     w_rot: float = 30000.0
     fill_trust_px: float = 6.0
+    fill_deadband_px: float = 2.0
     reset_ratio: float = 2.0
     patience: int = 40
     silhouette_scale: float = 0.25
@@ -72,7 +74,7 @@ class MimicConfig:
                 raise InvalidInput(name, f"must be ≥ 1, got {getattr(self, name)}")
         if not 0 < self.base_lr <= self.lr:
             raise InvalidInput("lr", f"need 0 < base_lr <= lr, got {self.base_lr}, {self.lr}")
-        for name in ("w_joints", "w_depth", "w_silhouette", "w_root", "w_rot", "smooth_sigma", "fill_trust_px"):
+        for name in ("w_joints", "w_depth", "w_silhouette", "w_root", "w_rot", "smooth_sigma", "fill_trust_px", "fill_deadband_px"):
             if getattr(self, name) < 0:
                 raise InvalidInput(name, f"must be ≥ 0, got {getattr(self, name)}")
         if self.reset_ratio <= 1 or self.grad_clip <= 0 or self.sigma_px <= 0:

@@ -132,6 +132,7 @@ def relative_targets(
     render_frames: torch.Tensor,
     camera: Cameras,
     trust_px: float,
+    deadband_px: float = 0.0,
 ) -> MimicTargets:
     """``targets`` corrected by the estimator's own error on the first guess, where the video agrees with it.
 
@@ -141,7 +142,10 @@ def relative_targets(
     distance between the two estimates (px of a `REFERENCE_HEIGHT` image): an error the estimator makes on
     both images (a bias of this pose, this joint, this part of the frame) cancels where the video shows about
     the fill's pose (the target is then the fill's own joint and mimicking keeps the fill), and where the video
-    moves away from the fill the images differ, so does the error, and the plain estimate stands.
+    moves away from the fill the images differ, so does the error, and the plain estimate stands. Within that
+    correction a change of the 2D reading, ``d``, shorter than ``deadband_px`` counts as the estimator's noise
+    (a conv net's reading of a still joint moves when another part of the image changes): the change is
+    shrunk by ``deadband_px`` (soft threshold), so joints the video does not move stay at the fill's.
 
     Args:
         estimator: the scene's estimator.
@@ -150,6 +154,7 @@ def relative_targets(
         render_frames: ``(F,)`` the video's frames on the 30 fps render timeline.
         camera: the video's camera (one).
         trust_px: the distance scale (px of a `REFERENCE_HEIGHT` image); 0 returns ``targets``.
+        deadband_px: the soft threshold of the 2D change (px of a `REFERENCE_HEIGHT` image; 0: none).
 
     Returns:
         The same mask; joints ``(F, J, 2)`` and depths ``(F, J)`` corrected.
@@ -167,11 +172,14 @@ def relative_targets(
     xy, depth = estimator.predict(shown.images()[0])
     j, d = targets.joints_px, targets.depth
     xy, depth = xy.to(j), depth.to(d)
-    err_xy = shown.joints_px[0].to(j) - xy  # (F, J, 2) the estimator's error on the fill's render
-    err_d = shown.joints_depth[0].to(d) - depth
-    dist = (j - xy).norm(dim=-1) * (REFERENCE_HEIGHT / camera.height)  # (F, J)
-    w = torch.exp(-((dist / trust_px) ** 2))
-    return MimicTargets(j + w[..., None] * err_xy, d + w * err_d, targets.mask)
+    err_d = shown.joints_depth[0].to(d) - depth  # (F, J) the estimator's depth error on the fill's render
+    change = j - xy  # (F, J, 2) what the estimator sees move between the fill's render and the video
+    dist = change.norm(dim=-1) * (REFERENCE_HEIGHT / camera.height)  # (F, J)
+    w = torch.exp(-((dist / trust_px) ** 2))[..., None]
+    keep = (1 - deadband_px / dist.clamp_min(1e-9)).clamp_min(0)[..., None]
+    # the fill's joints plus the (shrunk) change: without a dead band, the reading minus its error on the fill
+    relative = shown.joints_px[0].to(j) + keep * change
+    return MimicTargets(w * relative + (1 - w) * j, d + w[..., 0] * err_d, targets.mask)
 
 
 def gap_poses(

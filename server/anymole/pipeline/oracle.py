@@ -118,10 +118,13 @@ class OracleScene:
         n = self.renders.context.shape[2]
         return estimate(estimator, self.frames, background(self.renders.context[0], self.renders.mask[0, :n]))
 
-    def relative(self, estimator: SceneEstimator, targets: MimicTargets, character: Character, trust_px: float) -> MimicTargets:
-        """`relative_targets` of the video's ``targets`` against ``fill`` (view 0)."""
+    def relative(
+        self, estimator: SceneEstimator, targets: MimicTargets, character: Character, config: MimicConfig
+    ) -> MimicTargets:
+        """`relative_targets` of the video's ``targets`` against ``fill`` (view 0), with ``config``'s scales."""
         cam = self.renders.cameras.select(0)
-        return relative_targets(estimator, targets, character, self.fill, self.timeline, self.render_frames, cam, trust_px)
+        return relative_targets(estimator, targets, character, self.fill, self.timeline, self.render_frames, cam,
+                                config.fill_trust_px, config.fill_deadband_px)  # fmt: skip
 
     def estimator_px(self, targets: MimicTargets) -> float:
         """Mean 2D error (px) of ``targets``' joints on the unknown frames."""
@@ -257,7 +260,7 @@ def oracle_eval(
     t = time.perf_counter()
     targets = scene.estimate(est)
     est_px = scene.estimator_px(targets)
-    targets = scene.relative(est, targets, character, mim_cfg.fill_trust_px)
+    targets = scene.relative(est, targets, character, mim_cfg)
     result = scene.mimic(character, targets, mim_cfg, on_step, device=device)
     times["mimic"] = time.perf_counter() - t
     a, b = context
