@@ -29,6 +29,17 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
+def _parse(path: Path) -> ast.Module:
+    """``ast.parse``, once more on CPython 3.11's spurious "AST constructor recursion depth mismatch" SystemError
+    (python/cpython#106905, fixed in later 3.11 and 3.12 releases), which another thread parsing at the same time (a Ray
+    test's workers, pytest's assertion rewriting) can trigger; a real syntax error still fails."""
+    text = path.read_text()
+    try:
+        return ast.parse(text, str(path))
+    except SystemError:
+        return ast.parse(text, str(path))
+
+
 def _imports(path: Path, name: str, known: set[str]) -> set[str]:
     """The `anymole` modules ``name`` imports when it runs (a name imported from a package counts as the
     package's module, or the submodule when it is one)."""
@@ -53,7 +64,7 @@ def _imports(path: Path, name: str, known: set[str]) -> set[str]:
         for child in ast.iter_child_nodes(node):
             visit(child)
 
-    visit(ast.parse(path.read_text(), str(path)))
+    visit(_parse(path))
     return {m for m in found if m in known and m != name}
 
 

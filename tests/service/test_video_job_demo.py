@@ -39,14 +39,15 @@ async def test_fill_output_must_match_what_the_method_produces(tmp_path, method,
 
 
 async def test_fill_keys_off_the_video_timeline_name_the_clip_frames(make_server, tmp_path):
-    """The server counts frames from the context's start; fill takes clip frames: with context 10:59 (2 s at
-    24 fps) the key must be clip frame 82, request frame 72, and the message says how to get from one to the
-    other."""
+    """The server counts frames from the context's start; fill takes clip frames: with context 10:71 (2 s at
+    30 fps) a key at clip frame 131 is request frame 121, 2.03 s after the last context frame (request 60),
+    past the video methods' longest gap; the refusal names the request frames and says how to get from them to
+    clip frames."""
     _, port = await make_server(pipeline=AnyMoLePipeline(VideoSettings(prior="tiny")))
     with pytest.raises(InvalidInput) as err:
         await fill_remote_async(
-            f"127.0.0.1:{port}", ASSETS / "Fox.glb", clip="Survey", context=(10, 59), keys=[80],
+            f"127.0.0.1:{port}", ASSETS / "131_01_30fps.bvh", context=(10, 71), keys=[131],
             out=tmp_path / "f.mp4", method="video", progress=False,
         )  # fmt: skip
     assert err.value.field == "keyframes"
-    assert "put them at frames [72]" in err.value.reason and "add 10 for clip frames" in err.value.reason
+    assert "from frame 60 to keyframe 121" in err.value.reason and "add 10 for clip frames" in err.value.reason

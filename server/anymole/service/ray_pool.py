@@ -150,6 +150,7 @@ class RayPipeline:
         lost: list[str] = []
         while True:
             worker = await self._acquire(scene)
+            released = False
             try:
                 where = f"{worker.name} ({worker.description})"
                 yield Progress(WORKER_STAGE, 0.0, 0.0, None,
@@ -158,7 +159,11 @@ class RayPipeline:
                 async with contextlib.aclosing(self._stream(worker, spec, token)) as events:
                     async for event in events:
                         if isinstance(event, Completed):
+                            # free (and holding the scene) before anyone hears of the result: a client that
+                            # submits the same scene on Completed must find its worker free, not busy
                             self.scenes.add(worker.name, scene)
+                            self._release(worker)
+                            released = True
                         yield event
                 return
             except _WorkerGone:
@@ -170,7 +175,8 @@ class RayPipeline:
                                      "see `ray logs` on the nodes for why") from None  # fmt: skip
                 log.warning("worker %s lost mid-job; retrying on another worker", worker.name)
             finally:
-                self._release(worker)
+                if not released:
+                    self._release(worker)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
