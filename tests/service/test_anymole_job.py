@@ -20,6 +20,7 @@ from anymole.pipeline import (
     MotionChunk,
     Preview,
     Progress,
+    ProgressReporter,
     VideoSettings,
 )
 from anymole.pipeline.methods.anymole import AnyMoLeMethod
@@ -70,7 +71,8 @@ def _key(motion: Motion) -> Keyframes:
     return Keyframes((KEY,), Motion(motion.fps, motion.rotations[[KEY]], motion.root_translation[[KEY]]))
 
 
-async def test_anymole_job_streams_provisional_previews_final_and_hits_both_caches(make_server, connect, tmp_path):
+async def test_anymole_job_streams_provisional_previews_final_and_hits_both_caches(make_server, connect, tmp_path,
+                                                                                   monkeypatch):
     _, port = await make_server(pipeline=AnyMoLePipeline(_settings(cache_dir=tmp_path / "cache")))
     client, up = await _fox(connect, port)
     info = {m.name: m for m in (await client.server_info()).capabilities.methods}["anymole"]
@@ -107,6 +109,9 @@ async def test_anymole_job_streams_provisional_previews_final_and_hits_both_cach
     provisional = torch.cat([e.rotations for e in events if isinstance(e, MotionChunk) and not e.is_final])
     assert not torch.equal(motion.rotations[CONTEXT:KEY], provisional[: KEY - CONTEXT])  # mimicking moved the gap
 
+    plans: list[dict[str, float]] = []  # the ETA's stage weights as the second job sets them
+    set_plan = ProgressReporter.set_plan
+    monkeypatch.setattr(ProgressReporter, "set_plan", lambda self, plan: (plans.append(dict(plan)), set_plan(self, plan)))
     again = [st.event async for st in client.inbetween(_request(client, up))]
     second = again[-1]
     assert isinstance(second, Completed), second
@@ -114,6 +119,8 @@ async def test_anymole_job_streams_provisional_previews_final_and_hits_both_cach
     assert "from the cache: icadapt, estimator" in second.summary
     est = [e for e in again if isinstance(e, Progress) and e.stage == "estimator"]
     assert [e.stage_fraction for e in est] == [1.0]  # loaded, not trained
+    # both loaded stages weigh nothing in the ETA: the second skip (from another thread) keeps the first's
+    assert plans[-1]["icadapt"] == 0 and plans[-1]["estimator"] == 0 and plans[-1]["mimic"] > 0
 
 
 # Uneven gaps after Survey's 2 s context at 24 fps: 0.5 s, 1 s and 1.71 s (keys on no 30 fps frame), posed as

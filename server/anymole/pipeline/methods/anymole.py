@@ -172,13 +172,18 @@ class AnyMoLeMethod:
         est_cache = EstimatorCache(settings.cache_dir / "estimator") if settings.cache_dir is not None else None
         timings: dict[str, float] = {"interp": time.perf_counter() - t0}
         cached: dict[str, bool] = {}
+        # stages loaded from a cache (ICAdapt, the estimator: two threads); each skip keeps the other's
+        skipped: set[str] = set()
+        plan_lock = threading.Lock()
 
         def on_step(stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
             if preview is not None:
                 report.post(preview_event(stage, preview))
                 return
             if message == FROM_CACHE:  # as the video method: a skipped stage weighs nothing in the ETA
-                report.set_plan([(s, 0.0 if s == stage else w) for s, w in plan])
+                with plan_lock:
+                    skipped.add(stage)
+                    report.set_plan([(s, 0.0 if s in skipped else w) for s, w in plan])
             report(stage, fraction, message)
 
         stop = threading.Event()  # set when the video stage fails: the estimator's thread stops at its next step
