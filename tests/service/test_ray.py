@@ -17,7 +17,6 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
-from service_fakes import wait_for
 
 from anymole.client import AnyMoLeClient
 from anymole.pipeline import (
@@ -164,10 +163,13 @@ async def test_a_cancel_reaches_the_worker_and_frees_it(cluster, make_server, co
         events.append(st.event)
         if not sent and isinstance(st.event, Progress) and st.event.stage == "icadapt":
             await client.cancel(job_id)
+            await client.cancel(job_id)  # a client's retry, while the first cancel waits for the actor
             sent = True
     assert sent and isinstance(events[-1], Cancelled), events[-1]
     pipeline = server.jobs.pipeline
-    await wait_for(lambda: not any(w.busy for w in pipeline.loads()))  # the actor's job stopped: the worker is free
+    # Cancelled is heard once the actor's job has stopped, not before: its worker is free and runs nothing
+    calls = [w.handle.__ray_call__.remote(lambda actor: len(actor._tokens)) for w in pipeline.workers]
+    assert await asyncio.gather(*calls) == [0, 0] and not any(w.busy for w in pipeline.loads())
 
 
 async def test_a_worker_killed_mid_job_is_retried_on_another_then_a_second_loss_fails(cluster, make_server, connect, tmp_path):

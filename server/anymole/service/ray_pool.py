@@ -261,9 +261,19 @@ class RayPipeline:
         finally:
             if not done:
                 worker.handle.cancel.remote(call, token.reason or "cancelled")
-                with contextlib.suppress(*_LOST):
-                    async for _ in events:  # until the actor's generator has returned
-                        pass
+                # until the actor's generator has returned, even through a second cancel of this task (a
+                # client's retried Cancel, a shutdown): the worker must not be released while its job runs
+                drain = asyncio.ensure_future(_drain(events))
+                while not drain.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(drain)
+
+
+async def _drain(events: ray.ObjectRefGenerator) -> None:
+    """Read a cancelled attempt's remaining events (the actor stops at its next step), ignoring a loss."""
+    with contextlib.suppress(*_LOST):
+        async for _ in events:
+            pass
 
 
 class _WorkerGone(Exception):
