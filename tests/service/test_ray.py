@@ -172,6 +172,16 @@ async def test_a_cancel_reaches_the_worker_and_frees_it(cluster, make_server, co
     assert await asyncio.gather(*calls) == [0, 0] and not any(w.busy for w in pipeline.loads())
 
 
+async def test_a_job_failing_on_its_worker_frees_it_before_the_client_hears_it(cluster, make_server, connect, tmp_path):
+    (tmp_path / "shared-cache").write_text("not a directory")  # the job fails on its worker, caching its prior
+    server, port = await _ray_server(make_server, tmp_path)
+    client = await connect(port)
+    _, events = await _run(client, _request(client, await client.upload_file(ASSETS / "Fox.glb")))
+    assert isinstance(events[-1], Failed), events[-1]
+    # a fill resubmitted on Failed finds the worker that holds its scene free, as on Completed
+    assert not any(w.busy for w in server.jobs.pipeline.loads())
+
+
 async def test_a_worker_killed_mid_job_is_retried_on_another_then_a_second_loss_fails(cluster, make_server, connect, tmp_path):
     _, port = await _ray_server(make_server, tmp_path)
     client = await connect(port)

@@ -39,6 +39,7 @@ from anymole.pipeline import (
     JobSpec,
     Progress,
     ProgressReporter,
+    is_terminal,
 )
 from anymole.pipeline.methods import MethodSpec
 from anymole.service.errors import WorkerLost
@@ -158,10 +159,12 @@ class RayPipeline:
                                "from the shared cache" if lost else f"running on {where}")  # fmt: skip
                 async with contextlib.aclosing(self._stream(worker, spec, token)) as events:
                     async for event in events:
-                        if isinstance(event, Completed):
+                        if is_terminal(event):
                             # free (and holding the scene) before anyone hears of the result: a client that
-                            # submits the same scene on Completed must find its worker free, not busy
-                            self.scenes.add(worker.name, scene)
+                            # submits the same scene on Completed (or again on Failed) must find its worker
+                            # free, not busy
+                            if isinstance(event, Completed):
+                                self.scenes.add(worker.name, scene)
                             self._release(worker)
                             released = True
                         yield event
