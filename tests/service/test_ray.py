@@ -239,3 +239,37 @@ def test_more_gpu_workers_than_the_cluster_has_are_refused_naming_the_flag(clust
     with pytest.raises(InvalidInput, match="1 GPU workers asked for and the Ray cluster has 0 GPUs") as err:
         build_server(ServerConfig(port=0, data_dir=tmp_path, ray="auto", devices=("cuda",)))
     assert err.value.field == "--device"
+
+
+
+@pytest.mark.parametrize("unreachable", [True, False])
+async def test_an_unreachable_worker_gets_its_attempt_cancelled_a_dead_one_does_not(unreachable: bool) -> None:
+    """A worker that is only unreachable may answer again: its attempt is cancelled before the retry elsewhere
+    (the cancel is delivered when it answers), so the job never runs twice; a dead worker has nothing to cancel.
+    No cluster: the actor handle is a stand-in whose event stream fails the way Ray's does."""
+    from types import SimpleNamespace
+
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+    from anymole.pipeline.control import CancelToken
+    from anymole.service import ray_pool
+
+    class _Events:  # a streaming generator whose actor is gone (or out of reach) before its first event
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            raise ActorUnavailableError("unreachable", None) if unreachable else ActorDiedError()
+
+    cancels: list[tuple[str, str]] = []
+    handle = SimpleNamespace(
+        run=SimpleNamespace(remote=lambda call, spec: _Events()),
+        cancel=SimpleNamespace(remote=lambda call, reason: cancels.append((call, reason))),
+    )
+    worker = ray_pool._Worker("ray-0:cpu", "cpu", handle)
+    with pytest.raises(ray_pool._WorkerGone):
+        async for _ in ray_pool.RayPipeline._stream(None, worker, None, CancelToken()):  # type: ignore[arg-type]
+            pass
+    assert len(cancels) == (1 if unreachable else 0)
+    if unreachable:
+        assert "another worker" in cancels[0][1]

@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, NodeDiedError, ObjectLostError, RayActorError, WorkerCrashedError
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    NodeDiedError,
+    ObjectLostError,
+    RayActorError,
+    WorkerCrashedError,
+)
 
 from anymole.errors import InvalidInput
 from anymole.pipeline import (
@@ -259,7 +266,12 @@ class RayPipeline:
                 yield await ref
             done = True
         except _LOST as exc:
-            done = True  # nothing left to cancel
+            done = True  # a dead worker has nothing left to cancel
+            if isinstance(exc, ActorUnavailableError):
+                # unreachable, maybe not dead: the job is retried elsewhere, so this attempt must not carry on
+                # (or hold the GPU) should the worker answer again; the cancel is delivered when it does
+                with contextlib.suppress(Exception):
+                    worker.handle.cancel.remote(call, "retried on another worker after this one was unreachable")
             raise _WorkerGone(str(exc)) from exc
         finally:
             if not done:
