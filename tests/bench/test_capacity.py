@@ -24,7 +24,7 @@ from anymole.bench.capacity import (
     simulate,
 )
 from anymole.bench.capacity_inputs import DERIVED, derived_times, load_times, pipeline_times
-from anymole.cli import main
+from cli_run import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "docs" / "benchmarks"
@@ -192,14 +192,8 @@ def test_the_committed_answer_reproduces() -> None:
 
 def _cli(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """``anymole bench capacity ARGV``: (exit code, stdout + stderr)."""
-    monkeypatch.setattr("sys.argv", ["anymole", "bench", "capacity", *argv])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    code, out, err = run_cli(["bench", "capacity", *argv], monkeypatch, capsys)
+    return code, out + err
 
 
 def test_cli_writes_the_page_and_the_json(

@@ -12,19 +12,14 @@ import torch
 
 from anymole.bench.pipeline import load_source, paper_scene
 from anymole.bench.pipeline_report import STAGES, summarize, write_markdown
-from anymole.cli import main
+from cli_run import run_cli
 
 HEADING = "## Whole pipeline (anymole method)"
 
 
 def _cli(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    monkeypatch.setattr("sys.argv", ["anymole", *argv])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
+    code, _, err = run_cli(argv, monkeypatch, capsys)
+    return code, err
 
 
 def _critical(t: dict[str, float]) -> float:

@@ -9,21 +9,14 @@ from pathlib import Path
 import pytest
 
 from anymole import __version__
-from anymole.cli import main
 from anymole.wire.version import PROTOCOL_VERSION
 from asset_files import ASSETS
+from cli_run import run_cli
 
 
 def _run(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """``anymole ARGV`` through the console-script entry point: ``(exit code, stdout, stderr)``."""
-    monkeypatch.setattr("sys.argv", ["anymole", *argv])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(argv, monkeypatch, capsys)
 
 
 def _refused(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> str:

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from anymole.cli import main
 from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
 from anymole.video.weights import export_checkpoint
+from cli_run import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +20,8 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch
 
 
 def _verify(path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    monkeypatch.setattr("sys.argv", ["anymole", "models", "verify", str(path), "--model", "tiny"])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    code, out, err = run_cli(["models", "verify", str(path), "--model", "tiny"], monkeypatch, capsys)
+    return code, out + err
 
 
 def test_complete_checkpoint_verifies(

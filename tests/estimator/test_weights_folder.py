@@ -4,30 +4,23 @@ the real path (the Hub's transformers folder and FiT3D's timm file) into the fea
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from anymole import hub
-from anymole.cli import main
 from anymole.cli._common import _estimator_weights
 from anymole.errors import InvalidInput, ModelUnavailable
 from anymole.estimator import EstimatorConfig, ViTBackbone, build_backbone
 from anymole.estimator.backbones import pretrained_vit
+from cli_run import run_cli
 from vit_folders import random_vit, write_models_folder
 
 
 def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["anymole", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    return code, out + err
 
 
 def test_pull_estimator_offline_says_what_to_download_and_where(

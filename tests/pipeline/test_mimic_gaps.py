@@ -9,11 +9,11 @@ import torch
 from anymole.mimic import MimicConfig, MimicTargets, mimic
 from anymole.pipeline import fromvideo
 from anymole.pipeline.fromvideo import mimic_gaps, solve_sizes
-from anymole.render import orbit_cameras, pose_motion
+from anymole.render import Cameras, orbit_cameras, pose_motion
 from anymole.rig import Character, Motion, Skeleton
 from anymole.rig.quat import quat_mul
 from anymole.video.sampler import RENDER_FPS
-from anymole.video.timeline import plan_timeline
+from anymole.video.timeline import VideoTimeline, plan_timeline
 
 FPS, CONTEXT, KEYS = 24.0, 49, (60, 84, 125)  # gaps of 0.5 s, 1 s and 1.71 s after 2 s of context
 
@@ -35,15 +35,21 @@ def _chain() -> Character:
     return Character("chain", Skeleton(("a", "b", "c", "d"), (-1, 0, 1, 2), offsets, rest))
 
 
-def test_uneven_gaps_come_back_on_their_own_frames_gap_by_gap() -> None:
+def _scene() -> tuple[Character, Motion, VideoTimeline, torch.Tensor, Cameras]:
+    """The chain spinning over the three uneven gaps: its fill, timeline, the video's render frames (15 fps)
+    and one camera on it."""
     character = _chain()
     fill = _spinning(KEYS[-1] + 1, character.skeleton.num_joints)
     timeline = plan_timeline(CONTEXT, FPS, KEYS)
     r0 = timeline.render_context_end
     render_frames = torch.arange(r0, r0 + RENDER_FPS * len(KEYS) + 1, 2)
-    f, j = render_frames.numel(), character.skeleton.num_joints
     joints, _, _ = pose_motion(character, fill)
-    camera = orbit_cameras(joints, 1, width=64, height=48)
+    return character, fill, timeline, render_frames, orbit_cameras(joints, 1, width=64, height=48)
+
+
+def test_uneven_gaps_come_back_on_their_own_frames_gap_by_gap() -> None:
+    character, fill, timeline, render_frames, camera = _scene()
+    f, j = render_frames.numel(), character.skeleton.num_joints
     targets = MimicTargets(torch.zeros(f, j, 2), torch.ones(f, j))
     # No loss term: every solve keeps its start, the fill sampled at the video's frames; so the motion that
     # comes back is the fill wherever the video-to-request mapping is right.
@@ -75,14 +81,8 @@ def test_uneven_gaps_come_back_on_their_own_frames_gap_by_gap() -> None:
     ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))],
 )
 def test_solves_run_on_the_given_device_and_the_motion_comes_back(device: str, monkeypatch) -> None:
-    character = _chain()
-    fill = _spinning(KEYS[-1] + 1, character.skeleton.num_joints)
-    timeline = plan_timeline(CONTEXT, FPS, KEYS)
-    r0 = timeline.render_context_end
-    render_frames = torch.arange(r0, r0 + RENDER_FPS * len(KEYS) + 1, 2)
+    character, fill, timeline, render_frames, camera = _scene()
     f, j = render_frames.numel(), character.skeleton.num_joints
-    joints, _, _ = pose_motion(character, fill)
-    camera = orbit_cameras(joints, 1, width=64, height=48)
     # targets that pull every joint toward the image centre: the solves move the motion away from the fill
     targets = MimicTargets(torch.full((f, j, 2), 24.0), torch.full((f, j), 3.0))
     cfg = MimicConfig.draft(steps=3, w_silhouette=0.0)

@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
-from anymole.cli import main
 from anymole.errors import InvalidInput
 from anymole.estimator import EstimatorConfig
 from anymole.mimic import MimicConfig
 from anymole.pipeline.fromvideo import background
 from anymole.pipeline.oracle import OracleResult, oracle_eval
 from asset_files import ASSETS, cached_load
+from cli_run import run_cli
 
 CLIP = "131_01_30fps"
 # Small settings: 2 views at 128×80, 100 estimator steps, 10 mimicking iterations a solve.
@@ -76,14 +76,7 @@ def test_oracle_refuses_a_gap_over_the_limit() -> None:
 
 def _run(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """``anymole ARGV`` through the console-script entry point: ``(exit code, stdout, stderr)``."""
-    monkeypatch.setattr("sys.argv", ["anymole", *argv])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(argv, monkeypatch, capsys)
 
 
 def test_cli_oracle_errors_name_the_option(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
