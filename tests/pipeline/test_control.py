@@ -1,0 +1,51 @@
+"""`ProgressReporter` under threads (issue 14.4): the ``anymole`` method's two stage threads (the prior's and the
+estimator's) report while one of them re-plans (a stage loaded from a cache weighs 0), so a report must see the
+old plan or the new one whole."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import pytest
+
+from anymole.pipeline import CancelToken, Progress, ProgressReporter
+
+# Two plans of the same stages: "b" half done is 0.75 of the job under the first, 0.875 under the second.
+PLANS = ([("a", 1.0), ("b", 1.0)], [("a", 3.0), ("b", 1.0)])
+VALID = (0.75, 0.875)
+
+
+@pytest.fixture
+def fast_switching():
+    """Threads switch every microsecond (CPython's default is 5 ms): a torn read shows within a few thousand
+    re-plans instead of by luck."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(old)
+
+
+def test_a_report_beside_set_plan_reads_one_whole_plan(fast_switching) -> None:
+    seen: list[float] = []
+    report = ProgressReporter(lambda e: seen.append(e.fraction) if isinstance(e, Progress) else None,
+                              CancelToken(), PLANS[0], min_interval=0.0)  # fmt: skip
+    stop = threading.Event()
+
+    def replan() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            report.set_plan(PLANS[i % 2])
+
+    t = threading.Thread(target=replan)
+    t.start()
+    try:
+        for _ in range(20000):
+            report("b", 0.5)
+    finally:
+        stop.set()
+        t.join()
+    torn = sorted({round(f, 6) for f in seen} - set(VALID))
+    assert not torn, f"fractions of no plan: {torn}"
+    assert set(VALID) <= {round(f, 6) for f in seen}  # both plans were read: the threads did interleave
