@@ -5,26 +5,33 @@ the same scene loads both caches; a cancel inside each stage stops the job."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import grpc
 import pytest
 import torch
 
 from anymole.client import AnyMoLeClient
-from anymole.errors import InvalidInput
+from anymole.errors import InvalidInput, ResourceExhausted
 from anymole.estimator import EstimatorConfig
 from anymole.mimic import MimicConfig
 from anymole.pipeline import (
     AnyMoLePipeline,
     Cancelled,
     Completed,
+    Failed,
     MotionChunk,
     Preview,
     Progress,
     ProgressReporter,
     VideoSettings,
 )
+from anymole.pipeline.methods import anymole as anymole_method
 from anymole.pipeline.methods.anymole import AnyMoLeMethod
 from anymole.rig import Keyframes, Motion
+from anymole.video import generate
+from anymole.video.cache import AdaptationCache
 from anymole.video.sampler import plan_stage1, plan_stage2
 from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 from asset_files import ASSETS, cached_load
@@ -199,3 +206,56 @@ async def test_cancel_inside_each_stage_ends_the_job_cancelled(make_server, conn
             sent = True
     assert sent and isinstance(events[-1], Cancelled), events[-1]
     assert not any(isinstance(e, (Completed, MotionChunk)) and getattr(e, "is_final", False) for e in events)
+
+
+async def test_a_failing_estimator_stops_sampling_fails_the_job_and_keeps_the_adapted_prior(make_server, connect,
+                                                                                          tmp_path, monkeypatch):
+    """The estimator's training fails (raises, not cancelled) while the prior samples: sampling stops at its next
+    step, the job fails with the estimator's error, and the adapted prior cached before stays for the next fill."""
+    adapted = threading.Event()
+    put = AdaptationCache.put
+
+    def put_and_tell(self: AdaptationCache, *args: object) -> None:
+        put(self, *args)
+        adapted.set()
+
+    train = anymole_method.train_estimator
+    oom = "estimator: out of device memory at step 1"
+
+    def train_then_fail(renders, config, on_step, *args, **kw):  # real training, failing at its first step
+        assert adapted.wait(120), "the prior was never adapted"
+
+        def step(stage: str, fraction: float, *a: object, **k: object) -> None:
+            on_step(stage, fraction, *a, **k)
+            if fraction > 0:
+                raise ResourceExhausted(oom)
+
+        return train(renders, config, step, *args, **kw)
+
+    sample = generate.sample_video
+
+    def sample_once_the_estimator_failed(*args, on_step, **kw):
+        """Sampling starts once the job's progress callback raises (the estimator's failure reached the video
+        stage), or after 30 s without it, as before the fix: then it samples to its end."""
+        for _ in range(600):
+            on_step("sample", 0.0)
+            time.sleep(0.05)
+        return sample(*args, on_step=on_step, **kw)
+
+    monkeypatch.setattr(AdaptationCache, "put", put_and_tell)
+    monkeypatch.setattr(anymole_method, "train_estimator", train_then_fail)
+    monkeypatch.setattr(generate, "sample_video", sample_once_the_estimator_failed)
+    _, port = await make_server(pipeline=AnyMoLePipeline(_settings(cache_dir=tmp_path / "cache")))
+    client, up = await _fox(connect, port)
+    events = [st.event async for st in client.inbetween(_request(client, up))]
+    failed = events[-1]
+    assert isinstance(failed, Failed), failed
+    assert (failed.code, failed.message) == (grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], oom)
+    assert not any(isinstance(e, Preview) for e in events)  # no sampler window ran
+    assert not any(isinstance(e, Progress) and e.stage in ("sample", "mimic") and e.stage_fraction > 0 for e in events)
+    assert not any(isinstance(e, MotionChunk) and e.is_final for e in events)
+
+    monkeypatch.undo()
+    done = [st.event async for st in client.inbetween(_request(client, up))][-1]
+    assert isinstance(done, Completed), done
+    assert done.metrics["icadapt_cached"] == 1 and done.metrics["estimator_cached"] == 0

@@ -74,6 +74,10 @@ VIT_PAIR = tuple(b for b in BACKBONES if b != "conv")
 BackboneFactory = Callable[[str, EstimatorConfig], nn.Module]
 
 
+class _EstimatorFailed(Exception):
+    """Raised in the video stage at its next step once the estimator's training has failed."""
+
+
 def _chunks(spec: JobSpec, motion: Motion, final: bool, frames: range | None = None) -> list[MotionChunk]:
     """``motion``'s ``frames`` (default ``C .. T-1``) in chunks of ``spec.chunk_frames`` (float32)."""
     out = []
@@ -186,11 +190,20 @@ class AnyMoLeMethod:
                     report.set_plan([(s, 0.0 if s in skipped else w) for s, w in plan])
             report(stage, fraction, message)
 
-        stop = threading.Event()  # set when the video stage fails: the estimator's thread stops at its next step
+        # Each of the two threads stops at its next step once the other has failed: `stop` is set when the video
+        # stage fails, `fit_failed` when the estimator does (then the job fails with the estimator's error, and
+        # what the video stage finished before, an adapted prior in its cache, stays).
+        stop = threading.Event()
+        fit_failed = threading.Event()
 
         def fit_step(stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
             if stop.is_set():
                 raise JobCancelled("the video stage failed")
+            on_step(stage, fraction, message, preview=preview, frame=frame)
+
+        def video_step(stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
+            if fit_failed.is_set():
+                raise _EstimatorFailed
             on_step(stage, fraction, message, preview=preview, frame=frame)
 
         def fit(renders: SceneRenders) -> SceneEstimator:
@@ -222,10 +235,15 @@ class AnyMoLeMethod:
                 # the estimator needs only the renders: it trains while the prior adapts and samples
                 with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="anymole-estimator") as pool:
                     estimator = pool.submit(fit, renders)
+                    estimator.add_done_callback(lambda f: f.exception() is not None and fit_failed.set())
                     try:
                         scene = generate_video(prior, renders, timeline, cfg, schedule=loaded.schedule, cache=adapt_cache,
                                                model_id=loaded.model_id, model_config=loaded.model_config,
-                                               character_digest=spec.character_id, on_step=on_step)  # fmt: skip
+                                               character_digest=spec.character_id, on_step=video_step)  # fmt: skip
+                    except _EstimatorFailed:
+                        error = estimator.exception()  # done: its callback set `fit_failed`
+                        assert error is not None
+                        raise error from None
                     except BaseException:
                         stop.set()
                         raise
