@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -259,3 +260,27 @@ async def test_a_failing_estimator_stops_sampling_fails_the_job_and_keeps_the_ad
     done = [st.event async for st in client.inbetween(_request(client, up))][-1]
     assert isinstance(done, Completed), done
     assert done.metrics["icadapt_cached"] == 1 and done.metrics["estimator_cached"] == 0
+
+
+async def test_the_estimator_cache_counts_key_timing_only_where_training_renders_the_gaps(make_server, connect,
+                                                                                          tmp_path, monkeypatch):
+    """The same key pose a few frames later: the context and key renders are the same, so the estimator trained
+    on them alone is reused; one that also trained on renders of the gap's fill (``pose_copies``) is not."""
+    pipeline = AnyMoLePipeline(_settings(cache_dir=tmp_path / "cache"))
+    method = pipeline.method("anymole")
+    assert isinstance(method, AnyMoLeMethod)
+    _, port = await make_server(pipeline=pipeline)
+    client, up = await _fox(connect, port)
+    survey = cached_load("Fox.glb").motions["Survey"]
+
+    async def estimator_cached(frame: int) -> float:
+        key = Keyframes((frame,), Motion(survey.fps, survey.rotations[[KEY]], survey.root_translation[[KEY]]))
+        request = client.request(up, survey.slice(0, CONTEXT), key, method="anymole", preset="draft")
+        done = [st.event async for st in client.inbetween(request)][-1]
+        assert isinstance(done, Completed), done
+        return done.metrics["estimator_cached"]
+
+    assert [await estimator_cached(KEY), await estimator_cached(KEY + 8)] == [0, 1]
+    configs = method.configs
+    monkeypatch.setattr(method, "configs", lambda p: (replace(configs(p)[0], pose_copies=2), configs(p)[1]))
+    assert [await estimator_cached(KEY), await estimator_cached(KEY + 8), await estimator_cached(KEY)] == [0, 0, 1]

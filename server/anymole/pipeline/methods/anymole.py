@@ -41,6 +41,7 @@ from anymole.pipeline.fromvideo import (
     background,
     estimate,
     estimator_config,
+    gap_fill,
     gap_poses,
     mimic_gaps,
     relative_targets,
@@ -201,6 +202,10 @@ class AnyMoLeMethod:
                 raise JobCancelled("the video stage failed")
             on_step(stage, fraction, message, preview=preview, frame=frame)
 
+        def flag_failure(training: concurrent.futures.Future[SceneEstimator]) -> None:
+            if training.exception() is not None:
+                fit_failed.set()
+
         def video_step(stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
             if fit_failed.is_set():
                 raise _EstimatorFailed
@@ -208,7 +213,7 @@ class AnyMoLeMethod:
 
         def fit(renders: SceneRenders) -> SceneEstimator:
             t = time.perf_counter()
-            key = estimator_key(spec.character_id, renders, est_cfg)
+            key = estimator_key(spec.character_id, renders, est_cfg, gap_fill(fill, timeline))
             est = est_cache.get(key, self._built(est_cfg)) if est_cache is not None else None
             cached["estimator"] = est is not None
             if est is None:
@@ -235,7 +240,7 @@ class AnyMoLeMethod:
                 # the estimator needs only the renders: it trains while the prior adapts and samples
                 with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="anymole-estimator") as pool:
                     estimator = pool.submit(fit, renders)
-                    estimator.add_done_callback(lambda f: f.exception() is not None and fit_failed.set())
+                    estimator.add_done_callback(flag_failure)
                     try:
                         scene = generate_video(prior, renders, timeline, cfg, schedule=loaded.schedule, cache=adapt_cache,
                                                model_id=loaded.model_id, model_config=loaded.model_config,
