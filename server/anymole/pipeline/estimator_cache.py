@@ -26,12 +26,12 @@ from anymole.rig import Motion
 from anymole.video.cache import tensor_digest
 from anymole.video.scene import SceneRenders
 
-__all__ = ["EstimatorCache", "estimator_key"]
+__all__ = ["EstimatorCache", "estimator_key", "weights_id"]
 
 log = logging.getLogger(__name__)
 
 
-def _stat_id(path: str) -> list[list[object]]:
+def weights_id(path: str | Path) -> list[list[object]]:
     """Name, size and mtime of the file at ``path``, or of each file in the folder: which weights a frozen
     backbone had, without reading hundreds of MB on every job."""
     p = Path(path)
@@ -51,7 +51,7 @@ def estimator_key(character_digest: str, renders: SceneRenders, config: Estimato
         "character": character_digest,
         "renders": tensor_digest(renders.context, renders.keys, renders.joints_px, renders.joints_depth),
         "config": dataclasses.asdict(config),
-        "weights": [_stat_id(w) for w in config.weights],
+        "weights": [weights_id(w) for w in config.weights],
     }
     if config.pose_copies:
         tr = () if gap.translations is None else (gap.translations,)

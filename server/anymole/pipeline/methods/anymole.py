@@ -51,6 +51,7 @@ from anymole.pipeline.fromvideo import (
 from anymole.pipeline.methods.base import MethodSpec
 from anymole.pipeline.methods.preview import preview_event
 from anymole.pipeline.methods.video import VideoMethod
+from anymole.pipeline.pool import BackbonePool
 from anymole.pipeline.spec import JobSpec, key_error_deg
 from anymole.rig import Motion
 from anymole.video.cache import AdaptationCache
@@ -100,11 +101,15 @@ def _chunks(spec: JobSpec, motion: Motion, final: bool, frames: range | None = N
 
 class AnyMoLeMethod:
     """The whole method on the ``video`` method's prior and settings; ``backbones`` builds the estimator's
-    frozen ViT pair (``None``: the conv backbone, trained per scene)."""
+    frozen ViT pair for every preset (``None``: the ViT pair on the server's weights where it has them, the conv
+    backbone trained per scene otherwise); ``vits`` keeps the ViTs read from those weights loaded between jobs
+    (default: a pool of the method's own)."""
 
-    def __init__(self, video: VideoMethod, backbones: BackboneFactory | None = None) -> None:
+    def __init__(self, video: VideoMethod, backbones: BackboneFactory | None = None,
+                 vits: BackbonePool | None = None) -> None:  # fmt: skip
         self.video = video
         self.backbones = backbones
+        self.vits = vits if vits is not None else BackbonePool()
 
     def spec(self) -> MethodSpec:
         reason = self.video.settings.unavailable_reason()
@@ -139,12 +144,19 @@ class AnyMoLeMethod:
             return EstimatorConfig.preset(name, backbones=VIT_PAIR, **est), MimicConfig.preset(name, **mim)
         return estimator_config(name, v.estimator_weights, **est), MimicConfig.preset(name, **mim)
 
-    def _built(self, config: EstimatorConfig) -> list[nn.Module] | None:
-        """``config``'s backbones with the frozen ones from the factory (``None`` without one: built from the
-        config)."""
-        if self.backbones is None:
+    def _built(self, config: EstimatorConfig, device: str) -> list[nn.Module] | None:
+        """``config``'s backbones with the frozen ones from the factory, or from the pool of loaded ViTs where
+        ``config`` names weight files for them (``None`` for a config without either: built with the
+        estimator)."""
+        if self.backbones is None and not config.weights:
             return None
-        return [self.backbones(b, config) if b in config.frozen else build_backbone(b, config) for b in config.backbones]
+
+        def frozen(name: str) -> nn.Module:
+            if self.backbones is not None:
+                return self.backbones(name, config)
+            return self.vits.get(name, config, device)
+
+        return [frozen(b) if b in config.frozen else build_backbone(b, config) for b in config.backbones]
 
     def _backbones(self) -> str:
         """Which estimator backbone each preset trains (the method's description)."""
@@ -214,14 +226,14 @@ class AnyMoLeMethod:
         def fit(renders: SceneRenders) -> SceneEstimator:
             t = time.perf_counter()
             key = estimator_key(spec.character_id, renders, est_cfg, gap_fill(fill, timeline))
-            est = est_cache.get(key, self._built(est_cfg)) if est_cache is not None else None
+            est = est_cache.get(key, self._built(est_cfg, device)) if est_cache is not None else None
             cached["estimator"] = est is not None
             if est is None:
                 extra = None  # the gaps' fill and perturbations of it, rendered like the context (fromvideo)
                 if est_cfg.pose_copies:
                     extra = gap_poses(spec.character, fill, timeline, renders.cameras, est_cfg.pose_copies,
                                       est_cfg.pose_noise_deg, est_cfg.seed)  # fmt: skip
-                est = train_estimator(renders, est_cfg, fit_step, device, extra, backbones=self._built(est_cfg))
+                est = train_estimator(renders, est_cfg, fit_step, device, extra, backbones=self._built(est_cfg, device))
                 if est_cache is not None:
                     est_cache.put(key, est)
             else:  # loaded on the CPU: estimation runs where the job does
