@@ -5,6 +5,7 @@ the same scene loads both caches; a cancel inside each stage stops the job."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import replace
@@ -284,3 +285,34 @@ async def test_the_estimator_cache_counts_key_timing_only_where_training_renders
     configs = method.configs
     monkeypatch.setattr(method, "configs", lambda p: (replace(configs(p)[0], pose_copies=2), configs(p)[1]))
     assert [await estimator_cached(KEY), await estimator_cached(KEY + 8), await estimator_cached(KEY)] == [0, 0, 1]
+
+
+async def test_a_job_cancelled_twice_ends_only_once_its_stage_has_stopped(make_server, connect, monkeypatch):
+    """A client's retried CancelJob: the job is Cancelled when its stage thread has stopped and the device's prior
+    is free again, never while the stage still runs (the next job would start beside it)."""
+    entered, release = threading.Event(), threading.Event()
+    render = anymole_method.render_scene
+
+    def slow_render(*args, **kw):  # a long step: the cancel reaches the stage at its next report
+        entered.set()
+        release.wait(60)
+        return render(*args, **kw)
+
+    monkeypatch.setattr(anymole_method, "render_scene", slow_render)
+    pipeline = AnyMoLePipeline(_settings())
+    server, port = await make_server(pipeline=pipeline)
+    client, up = await _fox(connect, port)
+    job_id, _ = await client.submit(_request(client, up))
+    try:
+        assert await asyncio.to_thread(entered.wait, 60)
+        for _ in range(2):
+            await client.cancel(job_id)
+            for _ in range(20):  # let the job's task take the cancel
+                await asyncio.sleep(0)
+        assert server.jobs.info(job_id).state.value == "running"
+        assert pipeline.pool.priors["cpu"].busy.locked()  # held by the stage that still runs
+    finally:
+        release.set()
+    events = [st.event async for st in client.watch(job_id)]
+    assert isinstance(events[-1], Cancelled), events[-1]
+    assert not pipeline.pool.priors["cpu"].busy.locked()
