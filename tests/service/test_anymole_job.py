@@ -21,6 +21,7 @@ from anymole.mimic import MimicConfig
 from anymole.pipeline import (
     AnyMoLePipeline,
     Cancelled,
+    CancelToken,
     Completed,
     Failed,
     MotionChunk,
@@ -316,3 +317,42 @@ async def test_a_job_cancelled_twice_ends_only_once_its_stage_has_stopped(make_s
     events = [st.event async for st in client.watch(job_id)]
     assert isinstance(events[-1], Cancelled), events[-1]
     assert not pipeline.pool.priors["cpu"].busy.locked()
+
+
+@pytest.mark.parametrize(("stage", "where"), [("generate_video", "the video and estimator stages"),
+                                              ("mimic_gaps", "estimation and mimicking")])  # fmt: skip
+async def test_out_of_memory_fails_with_what_to_change(make_server, connect, monkeypatch, stage, where):
+    """As the video method: a stage that runs out of device memory fails the job with RESOURCE_EXHAUSTED saying
+    how much torch tried to allocate and what to change, not an INTERNAL error."""
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
+
+    monkeypatch.setattr(anymole_method, stage, out_of_memory)
+    _, port = await make_server(pipeline=AnyMoLePipeline(_settings()))
+    client, up = await _fox(connect, port)
+    failed = [st.event async for st in client.inbetween(_request(client, up))][-1]
+    assert isinstance(failed, Failed) and failed.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], failed
+    assert f"cpu ran out of memory in {where} (CUDA out of memory. Tried to allocate 2.00 GiB)" in failed.message
+    assert "--video-size" in failed.message and "more details" not in failed.message
+
+
+async def test_a_job_waiting_for_the_devices_prior_says_so_and_cancels_at_once(make_server, connect):
+    """Two workers on one device share its prior: an anymole job that finds it held says it waits (as a video
+    job does), instead of standing at ``load`` 0, and stops when cancelled meanwhile."""
+    pipeline = AnyMoLePipeline(_settings())
+    server, port = await make_server(pipeline=pipeline, devices=("cpu", "cpu"))
+    client, up = await _fox(connect, port)
+    loaded = await asyncio.to_thread(pipeline.pool.load, "cpu")
+    with loaded.exclusive(CancelToken()):  # another job holds the prior
+        job_id, _ = await client.submit(_request(client, up))
+        for _ in range(600):  # until the job has reached the prior (30 s at most)
+            events = [st.event for st in await server.jobs.events_after(job_id, 0)]
+            if any(isinstance(e, Progress) and e.stage == "render" for e in events):
+                break
+            await asyncio.sleep(0.05)
+        progress = [e for e in events if isinstance(e, Progress)]
+        assert progress[-1].stage == "render" and progress[-1].stage_fraction == 0
+        assert "waiting for this device's video prior" in progress[-1].message
+        await client.cancel(job_id)
+        assert isinstance([st.event async for st in client.watch(job_id)][-1], Cancelled)

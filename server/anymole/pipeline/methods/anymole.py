@@ -50,7 +50,7 @@ from anymole.pipeline.fromvideo import (
 )
 from anymole.pipeline.methods.base import MethodSpec
 from anymole.pipeline.methods.preview import preview_event
-from anymole.pipeline.methods.video import VideoMethod
+from anymole.pipeline.methods.video import WAITING_FOR_PRIOR, VideoMethod, out_of_memory
 from anymole.pipeline.pool import BackbonePool
 from anymole.pipeline.spec import JobSpec, key_error_deg
 from anymole.rig import Motion
@@ -242,8 +242,11 @@ class AnyMoLeMethod:
             timings["estimator"] = time.perf_counter() - t
             return est
 
+        def waiting() -> None:
+            report("render", 0.0, WAITING_FOR_PRIOR)
+
         def generate() -> tuple[SceneRenders, GeneratedScene, SceneEstimator]:
-            with loaded.exclusive(token) as prior:
+            with loaded.exclusive(token, on_wait=waiting) as prior:
                 check_render_size(prior, cfg)
                 t = time.perf_counter()
                 renders = render_scene(spec.character, spec.context, spec.keyframes, timeline, cfg, device=device,
@@ -266,7 +269,10 @@ class AnyMoLeMethod:
                         raise
                     return renders, scene, estimator.result()  # the pool's exit waits for the thread either way
 
-        renders, scene, est = await run_in_thread(token, generate)
+        try:
+            renders, scene, est = await run_in_thread(token, generate)
+        except torch.OutOfMemoryError as exc:  # as the video method: say what to change, not INTERNAL
+            raise out_of_memory(device, "the video and estimator stages", exc) from exc
         timings.update(scene.timings)
         cached["icadapt"] = scene.from_cache
 
@@ -293,7 +299,10 @@ class AnyMoLeMethod:
             timings["mimic"] = time.perf_counter() - t
             return motion
 
-        motion = await run_in_thread(token, solve)
+        try:
+            motion = await run_in_thread(token, solve)
+        except torch.OutOfMemoryError as exc:
+            raise out_of_memory(device, "estimation and mimicking", exc) from exc
         hits = [s for s in ("icadapt", "estimator") if cached.get(s)]
         summary = (f"filled frames {spec.context_frames}..{spec.total_frames - 1} with anymole/{preset} in "
                    f"{time.perf_counter() - t0:.1f} s (estimator backbone {'+'.join(est_cfg.backbones)}"
