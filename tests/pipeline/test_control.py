@@ -43,8 +43,10 @@ def test_a_report_beside_set_plan_reads_one_whole_plan(fast_switching) -> None:
     t = threading.Thread(target=replan)
     t.start()
     try:
-        for _ in range(20000):
+        for i in range(200000):  # at least 20000 reports, and until both plans were read (a loaded machine)
             report("b", 0.5)
+            if i >= 20000 and len(set(seen)) > 1:
+                break
     finally:
         stop.set()
         t.join()
