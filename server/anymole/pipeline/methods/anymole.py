@@ -7,14 +7,17 @@ doubling groups; on a GPU, where a solve's few frames leave the device mostly id
 solve, which should settle them all about when one gap alone would settle); the provisional fill of the other
 gaps stands until then. Keys may lie at any spacing up to `MAX_GAP_SECONDS` (see
 `anymole.video.timeline`). The estimator needs only the renders, so it trains in a
-thread of its own while the prior adapts and samples. Per scene, the adapted prior (`AdaptationCache`) and the
+thread of its own while the prior adapts and samples; whichever of the two fails first stops the other at its
+next step, and the job fails with that one's error. Per scene, the adapted prior (`AdaptationCache`) and the
 trained estimator (`EstimatorCache`) are cached under `VideoSettings.cache_dir`, keyed by the character and
-its context and keyframe renders, so a second fill of the same scene skips ICAdapt and estimator training.
+its context and keyframe renders (`estimator_key` says when the gaps count too), so a second fill of the same
+scene skips ICAdapt and estimator training.
 
 Presets: ``draft`` (ICAdapt ``turbo``, the draft estimator and mimicking: CPU-sized), ``fast``, ``quality`` (the
 reference's ICAdapt recipe and step counts). ``fast`` and ``quality`` use the paper's frozen ViT pair when the
 server has its weights (`VideoSettings.estimator_weights`), the conv backbone otherwise, as ``draft`` always
-does; the method's description and every job's summary name the backbone. A method given a `BackboneFactory`
+does; the method's description and every job's summary name the backbone, and the ViTs read from those weights
+stay loaded between jobs (`BackbonePool`). A method given a `BackboneFactory`
 trains every preset, ``draft`` included, on the ViT pair the factory builds (`anymole bench pipeline` hands it
 random-weight ViTs on a GPU: the speed of the paper's estimator under the ``turbo`` ICAdapt of ``draft``).
 """
