@@ -14,7 +14,8 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from anymole.errors import JobCancelled
@@ -80,25 +81,30 @@ class ProgressReporter:
         self._emit = emit
         self._token = token
         self._lock = threading.Lock()
+        self._plan: tuple[Mapping[str, float], Mapping[str, float]] = ({}, {})
         self.set_plan(plan)
         self._min_interval = min_interval
         self._start = time.monotonic()
         self._last_emit: dict[str, float] = {}
 
     def set_plan(self, plan: Sequence[tuple[str, float]]) -> None:
-        """Declare the stages of this job and their relative cost."""
+        """Declare the stages of this job and their relative cost. Safe beside reports from other threads: the
+        new tables are built aside and swapped in with one assignment, so a report reads the old plan or the new
+        one, never half of each."""
         total = sum(w for _, w in plan) or 1.0
-        self._offset: dict[str, float] = {}
-        self._weight: dict[str, float] = {}
+        offset: dict[str, float] = {}
+        weight: dict[str, float] = {}
         acc = 0.0
         for stage, w in plan:
-            self._offset[stage] = acc / total
-            self._weight[stage] = w / total
+            offset[stage] = acc / total
+            weight[stage] = w / total
             acc += w
+        self._plan = (MappingProxyType(offset), MappingProxyType(weight))
 
     def overall(self, stage: str, stage_fraction: float) -> float:
         """Job fraction when ``stage`` is ``stage_fraction`` done (stages outside the plan count as 0)."""
-        return min(1.0, self._offset.get(stage, 0.0) + self._weight.get(stage, 0.0) * stage_fraction)
+        offset, weight = self._plan  # one read: both tables of the same plan
+        return min(1.0, offset.get(stage, 0.0) + weight.get(stage, 0.0) * stage_fraction)
 
     def __call__(self, stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
         """Report ``stage`` at ``fraction`` (an `OnStep`); ``preview``, when given, is an `Event` (a `Preview`)
@@ -133,7 +139,8 @@ async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, *
     """Run a blocking stage in a worker thread; on cancellation wait until the stage has stopped.
 
     When the awaiting task is cancelled, ``token`` is set and this waits for the thread (which raises
-    `JobCancelled` at its next ``report`` call) before re-raising, so a device is never used by two jobs.
+    `JobCancelled` at its next ``report`` call) before re-raising, so a device is never used by two jobs. Further
+    cancels meanwhile (a client's retried cancel, a server shutdown after a cancel) do not end that wait.
     """
     loop = asyncio.get_running_loop()
     fut = loop.run_in_executor(None, lambda: fn(*args, **kwargs))
@@ -141,10 +148,10 @@ async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, *
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
         token.cancel(token.reason or "cancelled")
-        try:
-            await fut
-        except Exception:  # the stage's own JobCancelled: the cancellation below is what matters
-            pass
+        while not fut.done():
+            # shielded: a cancel of a plain `await fut` would cancel the future and leave the thread running
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # Exception: the stage's JobCancelled
+                await asyncio.shield(fut)
         raise
 
 
