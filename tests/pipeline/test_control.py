@@ -1,15 +1,17 @@
-"""`ProgressReporter` under threads (issue 14.4): the ``anymole`` method's two stage threads (the prior's and the
-estimator's) report while one of them re-plans (a stage loaded from a cache weighs 0), so a report must see the
-old plan or the new one whole."""
+"""Stage control under threads and cancels (issue 14.4): the ``anymole`` method's two stage threads (the prior's
+and the estimator's) report while one of them re-plans (a stage loaded from a cache weighs 0), so a report must
+see the old plan or the new one whole; a cancelled job waits for its stage thread however often it is
+cancelled."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 
 import pytest
 
-from anymole.pipeline import CancelToken, Progress, ProgressReporter
+from anymole.pipeline import CancelToken, Progress, ProgressReporter, run_in_thread
 
 # Two plans of the same stages: "b" half done is 0.75 of the job under the first, 0.875 under the second.
 PLANS = ([("a", 1.0), ("b", 1.0)], [("a", 3.0), ("b", 1.0)])
@@ -41,11 +43,42 @@ def test_a_report_beside_set_plan_reads_one_whole_plan(fast_switching) -> None:
     t = threading.Thread(target=replan)
     t.start()
     try:
-        for _ in range(20000):
+        for i in range(200000):  # at least 20000 reports, and until both plans were read (a loaded machine)
             report("b", 0.5)
+            if i >= 20000 and len(set(seen)) > 1:
+                break
     finally:
         stop.set()
         t.join()
     torn = sorted({round(f, 6) for f in seen} - set(VALID))
     assert not torn, f"fractions of no plan: {torn}"
     assert set(VALID) <= {round(f, 6) for f in seen}  # both plans were read: the threads did interleave
+
+
+async def test_a_second_cancel_still_waits_for_the_stage_thread() -> None:
+    """`run_in_thread` waits for a cancelled stage to stop, so a device is never used by two jobs; a second
+    cancel of its task (a client's retried CancelJob, a server shutdown after a cancel) must not end that wait
+    while the thread still runs (the next job would start beside it, and the job end before its stage)."""
+    token = CancelToken()
+    entered, release = threading.Event(), threading.Event()
+    ended: list[bool] = []
+
+    def stage() -> None:  # a step that takes a while: the cancel reaches it at its next report
+        entered.set()
+        release.wait(60)
+        ended.append(True)
+        token.raise_if_cancelled()
+
+    task = asyncio.create_task(run_in_thread(token, stage))
+    try:
+        assert await asyncio.to_thread(entered.wait, 60)
+        for _ in range(2):
+            task.cancel()
+            for _ in range(10):  # let the task take the cancel
+                await asyncio.sleep(0)
+        assert token.cancelled and not task.done() and not ended  # still waiting for the running stage
+    finally:
+        release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ended == [True]

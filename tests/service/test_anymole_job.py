@@ -5,8 +5,10 @@ the same scene loads both caches; a cancel inside each stage stops the job."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -19,6 +21,7 @@ from anymole.mimic import MimicConfig
 from anymole.pipeline import (
     AnyMoLePipeline,
     Cancelled,
+    CancelToken,
     Completed,
     Failed,
     MotionChunk,
@@ -259,3 +262,97 @@ async def test_a_failing_estimator_stops_sampling_fails_the_job_and_keeps_the_ad
     done = [st.event async for st in client.inbetween(_request(client, up))][-1]
     assert isinstance(done, Completed), done
     assert done.metrics["icadapt_cached"] == 1 and done.metrics["estimator_cached"] == 0
+
+
+async def test_the_estimator_cache_counts_key_timing_only_where_training_renders_the_gaps(make_server, connect,
+                                                                                          tmp_path, monkeypatch):
+    """The same key pose a few frames later: the context and key renders are the same, so the estimator trained
+    on them alone is reused; one that also trained on renders of the gap's fill (``pose_copies``) is not."""
+    pipeline = AnyMoLePipeline(_settings(cache_dir=tmp_path / "cache"))
+    method = pipeline.method("anymole")
+    assert isinstance(method, AnyMoLeMethod)
+    _, port = await make_server(pipeline=pipeline)
+    client, up = await _fox(connect, port)
+    survey = cached_load("Fox.glb").motions["Survey"]
+
+    async def estimator_cached(frame: int) -> float:
+        key = Keyframes((frame,), Motion(survey.fps, survey.rotations[[KEY]], survey.root_translation[[KEY]]))
+        request = client.request(up, survey.slice(0, CONTEXT), key, method="anymole", preset="draft")
+        done = [st.event async for st in client.inbetween(request)][-1]
+        assert isinstance(done, Completed), done
+        return done.metrics["estimator_cached"]
+
+    assert [await estimator_cached(KEY), await estimator_cached(KEY + 8)] == [0, 1]
+    configs = method.configs
+    monkeypatch.setattr(method, "configs", lambda p: (replace(configs(p)[0], pose_copies=2), configs(p)[1]))
+    assert [await estimator_cached(KEY), await estimator_cached(KEY + 8), await estimator_cached(KEY)] == [0, 0, 1]
+
+
+async def test_a_job_cancelled_twice_ends_only_once_its_stage_has_stopped(make_server, connect, monkeypatch):
+    """A client's retried CancelJob: the job is Cancelled when its stage thread has stopped and the device's prior
+    is free again, never while the stage still runs (the next job would start beside it)."""
+    entered, release = threading.Event(), threading.Event()
+    render = anymole_method.render_scene
+
+    def slow_render(*args, **kw):  # a long step: the cancel reaches the stage at its next report
+        entered.set()
+        release.wait(60)
+        return render(*args, **kw)
+
+    monkeypatch.setattr(anymole_method, "render_scene", slow_render)
+    pipeline = AnyMoLePipeline(_settings())
+    server, port = await make_server(pipeline=pipeline)
+    client, up = await _fox(connect, port)
+    job_id, _ = await client.submit(_request(client, up))
+    try:
+        assert await asyncio.to_thread(entered.wait, 60)
+        for _ in range(2):
+            await client.cancel(job_id)
+            for _ in range(20):  # let the job's task take the cancel
+                await asyncio.sleep(0)
+        assert server.jobs.info(job_id).state.value == "running"
+        assert pipeline.pool.priors["cpu"].busy.locked()  # held by the stage that still runs
+    finally:
+        release.set()
+    events = [st.event async for st in client.watch(job_id)]
+    assert isinstance(events[-1], Cancelled), events[-1]
+    assert not pipeline.pool.priors["cpu"].busy.locked()
+
+
+@pytest.mark.parametrize(("stage", "where"), [("generate_video", "the video and estimator stages"),
+                                              ("mimic_gaps", "estimation and mimicking")])  # fmt: skip
+async def test_out_of_memory_fails_with_what_to_change(make_server, connect, monkeypatch, stage, where):
+    """As the video method: a stage that runs out of device memory fails the job with RESOURCE_EXHAUSTED saying
+    how much torch tried to allocate and what to change, not an INTERNAL error."""
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
+
+    monkeypatch.setattr(anymole_method, stage, out_of_memory)
+    _, port = await make_server(pipeline=AnyMoLePipeline(_settings()))
+    client, up = await _fox(connect, port)
+    failed = [st.event async for st in client.inbetween(_request(client, up))][-1]
+    assert isinstance(failed, Failed) and failed.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], failed
+    assert f"cpu ran out of memory in {where} (CUDA out of memory. Tried to allocate 2.00 GiB)" in failed.message
+    assert "--video-size" in failed.message and "more details" not in failed.message
+
+
+async def test_a_job_waiting_for_the_devices_prior_says_so_and_cancels_at_once(make_server, connect):
+    """Two workers on one device share its prior: an anymole job that finds it held says it waits (as a video
+    job does), instead of standing at ``load`` 0, and stops when cancelled meanwhile."""
+    pipeline = AnyMoLePipeline(_settings())
+    server, port = await make_server(pipeline=pipeline, devices=("cpu", "cpu"))
+    client, up = await _fox(connect, port)
+    loaded = await asyncio.to_thread(pipeline.pool.load, "cpu")
+    with loaded.exclusive(CancelToken()):  # another job holds the prior
+        job_id, _ = await client.submit(_request(client, up))
+        for _ in range(600):  # until the job has reached the prior (30 s at most)
+            events = [st.event for st in await server.jobs.events_after(job_id, 0)]
+            if any(isinstance(e, Progress) and e.stage == "render" for e in events):
+                break
+            await asyncio.sleep(0.05)
+        progress = [e for e in events if isinstance(e, Progress)]
+        assert progress[-1].stage == "render" and progress[-1].stage_fraction == 0
+        assert "waiting for this device's video prior" in progress[-1].message
+        await client.cancel(job_id)
+        assert isinstance([st.event async for st in client.watch(job_id)][-1], Cancelled)

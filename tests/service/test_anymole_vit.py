@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from anymole.client import AnyMoLeClient
-from anymole.estimator import EstimatorConfig
+from anymole.estimator import EstimatorConfig, backbones
 from anymole.pipeline import AnyMoLePipeline, Completed, VideoSettings
 from anymole.pipeline.methods.anymole import AnyMoLeMethod
 from anymole.rig import Keyframes, Motion
@@ -54,9 +54,18 @@ def test_presets_take_the_vit_pair_only_where_weights_are(models: Path) -> None:
     assert "estimator backbone: conv" in without.spec().description
 
 
-async def test_fast_job_trains_on_the_vits_and_the_second_job_loads_them_again(make_server, connect, models, tmp_path):
+async def test_fast_job_trains_on_the_vits_and_the_second_job_reuses_them_loaded(make_server, connect, models,
+                                                                                 tmp_path, monkeypatch):
+    loads: list[str] = []
+    load = backbones.pretrained_vit
+
+    def counted(name: str, path: object) -> object:
+        loads.append(name)
+        return load(name, path)
+
+    monkeypatch.setattr(backbones, "pretrained_vit", counted)
     pipeline = AnyMoLePipeline(_settings(estimator_weights=models, cache_dir=tmp_path / "cache"))
-    _, port = await make_server(pipeline=pipeline)
+    server, port = await make_server(pipeline=pipeline)
     client: AnyMoLeClient = await connect(port)
     info = {m.name: m for m in (await client.server_info()).capabilities.methods}["anymole"]
     assert "FiT3D ViT-S/14" in info.description
@@ -70,11 +79,15 @@ async def test_fast_job_trains_on_the_vits_and_the_second_job_loads_them_again(m
     assert "estimator backbone dinov2_vitb14_reg+fit3d_vits14_reg" in done.summary
     assert done.metrics["estimator_cached"] == 0 and torch.isfinite(torch.tensor(done.metrics["estimator_final_loss"]))
     assert done.metrics["key_error_deg"] == 0
-    # the cached estimator comes back with its frozen backbones rebuilt from the weights its config names
+    assert sorted(loads) == sorted(PAIR)  # each ViT read once, for training
+    # the cached estimator comes back with the frozen backbones its config names, still loaded from the first job
     again = [st.event async for st in client.inbetween(request)][-1]
     assert isinstance(again, Completed), again
     assert again.metrics["estimator_cached"] == 1 and "dinov2_vitb14_reg+fit3d_vits14_reg" in again.summary
+    assert sorted(loads) == sorted(PAIR) and len(pipeline.backbones) == 2
     first, second = (await client.list_jobs())[:2]
     a, _ = await client.result(first.job_id, 24)
     b, _ = await client.result(second.job_id, 24)
     torch.testing.assert_close(a.rotations, b.rotations, rtol=0, atol=1e-6)  # same scene, same seed: same fill
+    await server.stop(0.0)
+    assert len(pipeline.backbones) == 0  # released with the server

@@ -139,7 +139,8 @@ async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, *
     """Run a blocking stage in a worker thread; on cancellation wait until the stage has stopped.
 
     When the awaiting task is cancelled, ``token`` is set and this waits for the thread (which raises
-    `JobCancelled` at its next ``report`` call) before re-raising, so a device is never used by two jobs.
+    `JobCancelled` at its next ``report`` call) before re-raising, so a device is never used by two jobs. Further
+    cancels meanwhile (a client's retried cancel, a server shutdown after a cancel) do not end that wait.
     """
     loop = asyncio.get_running_loop()
     fut = loop.run_in_executor(None, lambda: fn(*args, **kwargs))
@@ -147,10 +148,10 @@ async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, *
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
         token.cancel(token.reason or "cancelled")
-        try:
-            await fut
-        except Exception:  # the stage's own JobCancelled: the cancellation below is what matters
-            pass
+        while not fut.done():
+            # shielded: a cancel of a plain `await fut` would cancel the future and leave the thread running
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # Exception: the stage's JobCancelled
+                await asyncio.shield(fut)
         raise
 
 

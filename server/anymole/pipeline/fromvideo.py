@@ -48,6 +48,7 @@ __all__ = [
     "background",
     "estimate",
     "estimator_config",
+    "gap_fill",
     "gap_poses",
     "mimic_gaps",
     "relative_targets",
@@ -182,6 +183,16 @@ def relative_targets(
     return MimicTargets(w * relative + (1 - w) * j, d + w[..., 0] * err_d, targets.mask)
 
 
+def gap_fill(fill: Motion, timeline: VideoTimeline) -> Motion:
+    """``fill``'s frames inside the gaps (context and keys excluded), in order: the poses `gap_poses` renders."""
+    inside = torch.ones(fill.num_frames, dtype=torch.bool)
+    inside[: timeline.context_frames] = False
+    inside[list(timeline.key_frames)] = False
+    frames = torch.nonzero(inside).flatten()
+    tr = fill.translations[frames] if fill.translations is not None else None
+    return Motion(fill.fps, fill.rotations[frames], fill.root_translation[frames], tr, fill.name)
+
+
 def gap_poses(
     character: Character,
     fill: Motion,
@@ -211,17 +222,14 @@ def gap_poses(
     """
     from anymole.render.views import render_motion  # moderngl loads only when used
 
-    inside = torch.ones(fill.num_frames, dtype=torch.bool)
-    inside[: timeline.context_frames] = False
-    inside[list(timeline.key_frames)] = False
-    frames = torch.nonzero(inside).flatten()
+    gap = gap_fill(fill, timeline)
     gen = torch.Generator().manual_seed(seed)
-    rot = fill.rotations[frames].repeat(copies, 1, 1)
+    rot = gap.rotations.repeat(copies, 1, 1)
     noise = torch.randn((*rot.shape[:-1], 3), generator=gen, dtype=torch.float64) * math.radians(noise_deg)
-    noise[: frames.numel()] = 0.0  # the first copy is the fill itself
+    noise[: gap.num_frames] = 0.0  # the first copy is the fill itself
     rot = quat_mul(rot, axis_angle_to_unitquat(noise).to(rot))
-    root = fill.root_translation[frames].repeat(copies, 1)
-    tr = fill.translations[frames].repeat(copies, 1, 1) if fill.translations is not None else None
+    root = gap.root_translation.repeat(copies, 1)
+    tr = gap.translations.repeat(copies, 1, 1) if gap.translations is not None else None
     poses = Motion(fill.fps, rot, root, tr, fill.name)
     r = render_motion(character, poses, cameras=cameras, style=_scene_style(character, fill, timeline))
     assert r.joints_px is not None and r.joints_depth is not None

@@ -7,14 +7,17 @@ doubling groups; on a GPU, where a solve's few frames leave the device mostly id
 solve, which should settle them all about when one gap alone would settle); the provisional fill of the other
 gaps stands until then. Keys may lie at any spacing up to `MAX_GAP_SECONDS` (see
 `anymole.video.timeline`). The estimator needs only the renders, so it trains in a
-thread of its own while the prior adapts and samples. Per scene, the adapted prior (`AdaptationCache`) and the
+thread of its own while the prior adapts and samples; whichever of the two fails first stops the other at its
+next step, and the job fails with that one's error. Per scene, the adapted prior (`AdaptationCache`) and the
 trained estimator (`EstimatorCache`) are cached under `VideoSettings.cache_dir`, keyed by the character and
-its context and keyframe renders, so a second fill of the same scene skips ICAdapt and estimator training.
+its context and keyframe renders (`estimator_key` says when the gaps count too), so a second fill of the same
+scene skips ICAdapt and estimator training.
 
 Presets: ``draft`` (ICAdapt ``turbo``, the draft estimator and mimicking: CPU-sized), ``fast``, ``quality`` (the
 reference's ICAdapt recipe and step counts). ``fast`` and ``quality`` use the paper's frozen ViT pair when the
 server has its weights (`VideoSettings.estimator_weights`), the conv backbone otherwise, as ``draft`` always
-does; the method's description and every job's summary name the backbone. A method given a `BackboneFactory`
+does; the method's description and every job's summary name the backbone, and the ViTs read from those weights
+stay loaded between jobs (`BackbonePool`). A method given a `BackboneFactory`
 trains every preset, ``draft`` included, on the ViT pair the factory builds (`anymole bench pipeline` hands it
 random-weight ViTs on a GPU: the speed of the paper's estimator under the ``turbo`` ICAdapt of ``draft``).
 """
@@ -41,6 +44,7 @@ from anymole.pipeline.fromvideo import (
     background,
     estimate,
     estimator_config,
+    gap_fill,
     gap_poses,
     mimic_gaps,
     relative_targets,
@@ -49,7 +53,8 @@ from anymole.pipeline.fromvideo import (
 )
 from anymole.pipeline.methods.base import MethodSpec
 from anymole.pipeline.methods.preview import preview_event
-from anymole.pipeline.methods.video import VideoMethod
+from anymole.pipeline.methods.video import WAITING_FOR_PRIOR, VideoMethod, out_of_memory
+from anymole.pipeline.pool import BackbonePool
 from anymole.pipeline.spec import JobSpec, key_error_deg
 from anymole.rig import Motion
 from anymole.video.cache import AdaptationCache
@@ -99,11 +104,15 @@ def _chunks(spec: JobSpec, motion: Motion, final: bool, frames: range | None = N
 
 class AnyMoLeMethod:
     """The whole method on the ``video`` method's prior and settings; ``backbones`` builds the estimator's
-    frozen ViT pair (``None``: the conv backbone, trained per scene)."""
+    frozen ViT pair for every preset (``None``: the ViT pair on the server's weights where it has them, the conv
+    backbone trained per scene otherwise); ``vits`` keeps the ViTs read from those weights loaded between jobs
+    (default: a pool of the method's own)."""
 
-    def __init__(self, video: VideoMethod, backbones: BackboneFactory | None = None) -> None:
+    def __init__(self, video: VideoMethod, backbones: BackboneFactory | None = None,
+                 vits: BackbonePool | None = None) -> None:  # fmt: skip
         self.video = video
         self.backbones = backbones
+        self.vits = vits if vits is not None else BackbonePool()
 
     def spec(self) -> MethodSpec:
         reason = self.video.settings.unavailable_reason()
@@ -138,12 +147,19 @@ class AnyMoLeMethod:
             return EstimatorConfig.preset(name, backbones=VIT_PAIR, **est), MimicConfig.preset(name, **mim)
         return estimator_config(name, v.estimator_weights, **est), MimicConfig.preset(name, **mim)
 
-    def _built(self, config: EstimatorConfig) -> list[nn.Module] | None:
-        """``config``'s backbones with the frozen ones from the factory (``None`` without one: built from the
-        config)."""
-        if self.backbones is None:
+    def _built(self, config: EstimatorConfig, device: str) -> list[nn.Module] | None:
+        """``config``'s backbones with the frozen ones from the factory, or from the pool of loaded ViTs where
+        ``config`` names weight files for them (``None`` for a config without either: built with the
+        estimator)."""
+        if self.backbones is None and not config.weights:
             return None
-        return [self.backbones(b, config) if b in config.frozen else build_backbone(b, config) for b in config.backbones]
+
+        def frozen(name: str) -> nn.Module:
+            if self.backbones is not None:
+                return self.backbones(name, config)
+            return self.vits.get(name, config, device)
+
+        return [frozen(b) if b in config.frozen else build_backbone(b, config) for b in config.backbones]
 
     def _backbones(self) -> str:
         """Which estimator backbone each preset trains (the method's description)."""
@@ -201,6 +217,10 @@ class AnyMoLeMethod:
                 raise JobCancelled("the video stage failed")
             on_step(stage, fraction, message, preview=preview, frame=frame)
 
+        def flag_failure(training: concurrent.futures.Future[SceneEstimator]) -> None:
+            if training.exception() is not None:
+                fit_failed.set()
+
         def video_step(stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
             if fit_failed.is_set():
                 raise _EstimatorFailed
@@ -208,15 +228,15 @@ class AnyMoLeMethod:
 
         def fit(renders: SceneRenders) -> SceneEstimator:
             t = time.perf_counter()
-            key = estimator_key(spec.character_id, renders, est_cfg)
-            est = est_cache.get(key, self._built(est_cfg)) if est_cache is not None else None
+            key = estimator_key(spec.character_id, renders, est_cfg, gap_fill(fill, timeline))
+            est = est_cache.get(key, self._built(est_cfg, device)) if est_cache is not None else None
             cached["estimator"] = est is not None
             if est is None:
                 extra = None  # the gaps' fill and perturbations of it, rendered like the context (fromvideo)
                 if est_cfg.pose_copies:
                     extra = gap_poses(spec.character, fill, timeline, renders.cameras, est_cfg.pose_copies,
                                       est_cfg.pose_noise_deg, est_cfg.seed)  # fmt: skip
-                est = train_estimator(renders, est_cfg, fit_step, device, extra, backbones=self._built(est_cfg))
+                est = train_estimator(renders, est_cfg, fit_step, device, extra, backbones=self._built(est_cfg, device))
                 if est_cache is not None:
                     est_cache.put(key, est)
             else:  # loaded on the CPU: estimation runs where the job does
@@ -225,8 +245,11 @@ class AnyMoLeMethod:
             timings["estimator"] = time.perf_counter() - t
             return est
 
+        def waiting() -> None:
+            report("render", 0.0, WAITING_FOR_PRIOR)
+
         def generate() -> tuple[SceneRenders, GeneratedScene, SceneEstimator]:
-            with loaded.exclusive(token) as prior:
+            with loaded.exclusive(token, on_wait=waiting) as prior:
                 check_render_size(prior, cfg)
                 t = time.perf_counter()
                 renders = render_scene(spec.character, spec.context, spec.keyframes, timeline, cfg, device=device,
@@ -235,7 +258,7 @@ class AnyMoLeMethod:
                 # the estimator needs only the renders: it trains while the prior adapts and samples
                 with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="anymole-estimator") as pool:
                     estimator = pool.submit(fit, renders)
-                    estimator.add_done_callback(lambda f: f.exception() is not None and fit_failed.set())
+                    estimator.add_done_callback(flag_failure)
                     try:
                         scene = generate_video(prior, renders, timeline, cfg, schedule=loaded.schedule, cache=adapt_cache,
                                                model_id=loaded.model_id, model_config=loaded.model_config,
@@ -249,7 +272,10 @@ class AnyMoLeMethod:
                         raise
                     return renders, scene, estimator.result()  # the pool's exit waits for the thread either way
 
-        renders, scene, est = await run_in_thread(token, generate)
+        try:
+            renders, scene, est = await run_in_thread(token, generate)
+        except torch.OutOfMemoryError as exc:  # as the video method: say what to change, not INTERNAL
+            raise out_of_memory(device, "the video and estimator stages", exc) from exc
         timings.update(scene.timings)
         cached["icadapt"] = scene.from_cache
 
@@ -276,7 +302,10 @@ class AnyMoLeMethod:
             timings["mimic"] = time.perf_counter() - t
             return motion
 
-        motion = await run_in_thread(token, solve)
+        try:
+            motion = await run_in_thread(token, solve)
+        except torch.OutOfMemoryError as exc:
+            raise out_of_memory(device, "estimation and mimicking", exc) from exc
         hits = [s for s in ("icadapt", "estimator") if cached.get(s)]
         summary = (f"filled frames {spec.context_frames}..{spec.total_frames - 1} with anymole/{preset} in "
                    f"{time.perf_counter() - t0:.1f} s (estimator backbone {'+'.join(est_cfg.backbones)}"
