@@ -46,8 +46,9 @@ class MimicTargets:
         joints_px: ``(F, J, 2)`` the estimator's 2D joints (px).
         depth: ``(F, J)`` its joint depths (m).
         mask: ``(F, H, W)`` the character's mask in [0, 1] (`character_mask`), or ``None`` for no silhouette term.
-        confidence: ``(J,)`` weight in [0, 1] of each joint's target (`anymole.pipeline.fromvideo.relative_targets`
-            lowers it where the estimator misreads renders of the first guess), or ``None``: all 1.
+        confidence: ``(J, 2)`` weight in [0, 1] of each joint's 2D target and of its depth
+            (`anymole.pipeline.fromvideo.relative_targets` lowers it where the estimator misreads renders of the
+            first guess), or ``None``: all 1.
     """
 
     joints_px: torch.Tensor

@@ -68,9 +68,9 @@ def solve_lm(
     n_j = 3 * j
     eye3 = torch.eye(3, dtype=dt, device=q0.device).expand(j, 3, 3)
     chol = torch.linalg.cholesky(prior.to(q0)) if prior is not None else eye3  # P = L Lᵀ
-    conf = torch.ones(j, dtype=dt, device=q0.device) if confidence is None else confidence.to(q0)
-    w_j = (cfg.w_joints / n_j) ** 0.5 * conf.sqrt()  # (J,)
-    w_z = w_j * cfg.w_depth**0.5 * camera.focal * scale
+    conf = torch.ones(j, 2, dtype=dt, device=q0.device) if confidence is None else confidence.to(q0)
+    w_j = (cfg.w_joints / n_j) ** 0.5 * conf[:, 0].sqrt()  # (J,)
+    w_z = (cfg.w_joints / n_j) ** 0.5 * conf[:, 1].sqrt() * cfg.w_depth**0.5 * camera.focal * scale
     w_r = (cfg.w_root / 3) ** 0.5
     w_q = (cfg.w_rot / (16 * j)) ** 0.5
     w_f = (cfg.w_fill / (16 * j)) ** 0.5

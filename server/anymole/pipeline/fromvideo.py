@@ -184,7 +184,10 @@ def relative_targets(
     relative = shown.joints_px[0].to(j) + keep * change
     conf = None
     if confidence_px > 0:  # the estimator's mean miss per joint on the fill's renders (px of REFERENCE_HEIGHT)
-        miss = (shown.joints_px[0].to(j) - xy).norm(dim=-1).mean(0) * (REFERENCE_HEIGHT / camera.height)
+        miss_xy = (shown.joints_px[0].to(j) - xy).norm(dim=-1).mean(0)  # (J,)
+        z_bar = shown.joints_depth[0].to(d).mean(-1, keepdim=True)  # (F, 1): depth as pixels there, as joint_loss
+        miss_z = (err_d.abs() * camera.focal / z_bar).mean(0)  # (J,)
+        miss = torch.stack((miss_xy, miss_z), -1) * (REFERENCE_HEIGHT / camera.height)  # (J, 2)
         conf = 1.0 / (1.0 + (miss / confidence_px) ** 2)
     return MimicTargets(w * relative + (1 - w) * j, d + w[..., 0] * err_d, targets.mask, conf)
 
