@@ -31,6 +31,7 @@ from anymole.estimator import EstimatorConfig, SceneEstimator, fit_estimator
 from anymole.hub import estimator_weights
 from anymole.mimic import MimicConfig, MimicTargets, character_mask, mimic
 from anymole.mimic.config import REFERENCE_HEIGHT
+from anymole.mimic.prior import rotation_prior
 from anymole.progress import OnStep, no_step
 from anymole.render.cameras import Cameras
 from anymole.rig import Character, Motion
@@ -134,6 +135,7 @@ def relative_targets(
     camera: Cameras,
     trust_px: float,
     deadband_px: float = 0.0,
+    confidence_px: float = 0.0,
 ) -> MimicTargets:
     """``targets`` corrected by the estimator's own error on the first guess, where the video agrees with it.
 
@@ -180,7 +182,11 @@ def relative_targets(
     keep = (1 - deadband_px / dist.clamp_min(1e-9)).clamp_min(0)[..., None]
     # the fill's joints plus the (shrunk) change: without a dead band, the reading minus its error on the fill
     relative = shown.joints_px[0].to(j) + keep * change
-    return MimicTargets(w * relative + (1 - w) * j, d + w[..., 0] * err_d, targets.mask)
+    conf = None
+    if confidence_px > 0:  # the estimator's mean miss per joint on the fill's renders (px of REFERENCE_HEIGHT)
+        miss = (shown.joints_px[0].to(j) - xy).norm(dim=-1).mean(0) * (REFERENCE_HEIGHT / camera.height)
+        conf = 1.0 / (1.0 + (miss / confidence_px) ** 2)
+    return MimicTargets(w * relative + (1 - w) * j, d + w[..., 0] * err_d, targets.mask, conf)
 
 
 def gap_fill(fill: Motion, timeline: VideoTimeline) -> Motion:
@@ -368,6 +374,9 @@ def mimic_gaps(
     dev = torch.device(device) if device is not None else home
     skeleton, cam = character.skeleton.to(dev), camera.to(dev)
     mesh = None if character.mesh is None else character.mesh.to(dev)
+    prior = None
+    if config.prior_floor > 0:
+        prior = rotation_prior(fill.rotations[: timeline.context_frames], config.prior_floor).to(dev)
     for i, gaps in enumerate(groups):
         lo, hi = per * gaps.start, per * gaps.stop  # the group's video frames, key to key
         part = init.slice(lo, hi + 1)
@@ -379,8 +388,9 @@ def mimic_gaps(
             targets.joints_px[lo : hi + 1].to(dev),
             targets.depth[lo : hi + 1].to(dev),
             None if targets.mask is None else targets.mask[lo : hi + 1].to(dev),
+            None if targets.confidence is None else targets.confidence.to(dev),
         )
-        solved = mimic(skeleton, cam, part.to(dev), known[lo : hi + 1].to(dev), sub, config, step_of, mesh=mesh).to(home)
+        solved = mimic(skeleton, cam, part.to(dev), known[lo : hi + 1].to(dev), sub, config, step_of, mesh=mesh, prior=prior).to(home)
         # back to the request's frames inside these gaps (at the clip's own frame rate), keys exact
         a, b = bounds[gaps.start], bounds[gaps.stop]
         frames = torch.arange(a + 1, b, dtype=torch.float64)

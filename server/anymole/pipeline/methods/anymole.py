@@ -287,7 +287,7 @@ class AnyMoLeMethod:
             camera = renders.cameras.select(scene.views[view])
             # the estimator's own error on a render of the fill, taken off where the video agrees with the fill
             targets = relative_targets(est, targets, spec.character, fill, timeline, scene.render_frames, camera,
-                                       mim_cfg.fill_trust_px, mim_cfg.fill_deadband_px)  # fmt: skip
+                                       mim_cfg.fill_trust_px, mim_cfg.fill_deadband_px, mim_cfg.confidence_px)  # fmt: skip
             timings["estimate"] = time.perf_counter() - t
 
             def settled(frames: range, motion: Motion) -> None:  # a gap's final motion, as soon as it is solved
