@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from anymole.errors import InvalidInput
+from anymole.errors import ModelUnavailable
 from anymole.estimator import EstimatorConfig, backbones
 from anymole.pipeline.pool import BackbonePool
 from vit_folders import random_vit, write_models_folder
@@ -70,7 +70,7 @@ def test_a_failed_load_keeps_nothing_and_the_next_get_reads_the_mended_file(tmp_
     good = target.read_bytes()
     torch.save({"pos_embed": torch.zeros(1, 4, 7)}, target)  # a 7-wide ViT: no architecture it could be
     pool = BackbonePool()
-    with pytest.raises(InvalidInput, match="7-wide"):
+    with pytest.raises(ModelUnavailable, match="7-wide"):  # the server's file: FAILED_PRECONDITION
         pool.get(PAIR[1], _config(models), "cpu")
     assert len(pool) == 0
     target.write_bytes(good)

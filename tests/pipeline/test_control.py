@@ -55,6 +55,26 @@ def test_a_report_beside_set_plan_reads_one_whole_plan(fast_switching) -> None:
     assert set(VALID) <= {round(f, 6) for f in seen}  # both plans were read: the threads did interleave
 
 
+def test_a_stage_beside_the_others_adds_its_work_and_the_fraction_only_grows() -> None:
+    """The anymole method's estimator trains beside ICAdapt and sampling: its reports count its own work, not the
+    stages before it in the plan, and it counts as done once a stage after it reports (here a: 1, b: 2, side: 1,
+    c: 4 of 8)."""
+    seen: list[float] = []
+    report = ProgressReporter(lambda e: seen.append(e.fraction) if isinstance(e, Progress) else None,
+                              CancelToken(), min_interval=0.0)  # fmt: skip
+    report.set_plan([("a", 1.0), ("b", 2.0), ("side", 1.0), ("c", 4.0)], beside=("side",))
+    steps = [("a", 0.5), ("side", 0.5), ("a", 1.0), ("b", 0.5), ("b", 1.0), ("c", 0.0), ("c", 0.5), ("c", 1.0)]
+    for stage, fraction in steps:
+        report(stage, fraction)
+    expected = [0.5, 1.0, 1.5, 2.5, 3.5, 4.0, 6.0, 8.0]
+    assert seen == pytest.approx([x / 8 for x in expected])
+    report.set_plan([("a", 1.0), ("b", 2.0), ("side", 0.0), ("c", 4.0)], beside=("side",))  # what was done stays
+    report("c", 1.0)
+    assert seen[-1] == pytest.approx(1.0)
+    report("elsewhere", 0.0)  # a stage outside the plan moves nothing
+    assert seen[-1] == pytest.approx(1.0)
+
+
 async def test_a_second_cancel_still_waits_for_the_stage_thread() -> None:
     """`run_in_thread` waits for a cancelled stage to stop, so a device is never used by two jobs; a second
     cancel of its task (a client's retried CancelJob, a server shutdown after a cancel) must not end that wait

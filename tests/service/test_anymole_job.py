@@ -121,7 +121,8 @@ async def test_anymole_job_streams_provisional_previews_final_and_hits_both_cach
 
     plans: list[dict[str, float]] = []  # the ETA's stage weights as the second job sets them
     set_plan = ProgressReporter.set_plan
-    monkeypatch.setattr(ProgressReporter, "set_plan", lambda self, plan: (plans.append(dict(plan)), set_plan(self, plan)))
+    monkeypatch.setattr(ProgressReporter, "set_plan",
+                        lambda self, plan, **kw: (plans.append(dict(plan)), set_plan(self, plan, **kw)))  # fmt: skip
     again = [st.event async for st in client.inbetween(_request(client, up))]
     second = again[-1]
     assert isinstance(second, Completed), second
@@ -356,3 +357,39 @@ async def test_a_job_waiting_for_the_devices_prior_says_so_and_cancels_at_once(m
         assert "waiting for this device's video prior" in progress[-1].message
         await client.cancel(job_id)
         assert isinstance([st.event async for st in client.watch(job_id)][-1], Cancelled)
+
+
+async def test_the_jobs_fraction_only_grows_while_the_estimator_trains_beside_the_prior(make_server, connect,
+                                                                                      monkeypatch):
+    """The estimator reports from its own thread while ICAdapt and sampling report from theirs: the job's fraction
+    (and so its ETA) only grows, whichever thread reports. Sampling starts once the estimator has trained a step,
+    so the two threads' reports interleave."""
+    trained = threading.Event()
+    train = anymole_method.train_estimator
+
+    def train_and_tell(renders, config, on_step, *args, **kw):
+        def step(stage: str, fraction: float, *a: object, **k: object) -> None:
+            on_step(stage, fraction, *a, **k)
+            if fraction > 0:
+                trained.set()
+
+        return train(renders, config, step, *args, **kw)
+
+    sample = generate.sample_video
+
+    def sample_once_trained(*args, **kw):
+        assert trained.wait(120), "the estimator never trained a step"
+        return sample(*args, **kw)
+
+    monkeypatch.setattr(anymole_method, "train_estimator", train_and_tell)
+    monkeypatch.setattr(generate, "sample_video", sample_once_trained)
+    _, port = await make_server(pipeline=AnyMoLePipeline(_settings()))
+    client, up = await _fox(connect, port)
+    events = [st.event async for st in client.inbetween(_request(client, up))]
+    assert isinstance(events[-1], Completed), events[-1]
+    progress = [e for e in events if isinstance(e, Progress)]
+    stages = [p.stage for p in progress]
+    assert stages.index("estimator") < len(stages) - 1 - stages[::-1].index("sample")  # interleaved
+    overall = [p.fraction for p in progress]
+    assert overall == sorted(overall), [(p.stage, round(p.stage_fraction, 2), round(p.fraction, 3)) for p in progress]
+    assert overall[-1] == pytest.approx(1.0)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import pytest
 import torch
 
 from anymole.client import AnyMoLeClient
 from anymole.estimator import EstimatorConfig, backbones
-from anymole.pipeline import AnyMoLePipeline, Completed, VideoSettings
+from anymole.pipeline import AnyMoLePipeline, Completed, Failed, VideoSettings
 from anymole.pipeline.methods.anymole import AnyMoLeMethod
 from anymole.rig import Keyframes, Motion
 from asset_files import ASSETS, cached_load
@@ -91,3 +92,27 @@ async def test_fast_job_trains_on_the_vits_and_the_second_job_reuses_them_loaded
     torch.testing.assert_close(a.rotations, b.rotations, rtol=0, atol=1e-6)  # same scene, same seed: same fill
     await server.stop(0.0)
     assert len(pipeline.backbones) == 0  # released with the server
+
+
+@pytest.mark.parametrize("damage", ["another architecture", "truncated"])
+async def test_a_damaged_weight_file_fails_the_job_as_the_servers_problem(make_server, connect, models, damage):
+    """The ViT weights are the server's files (`anymole serve --estimator-weights`), not the client's: one that
+    holds another ViT or cannot be read fails a fast job with FAILED_PRECONDITION naming the file and the flag, as
+    a damaged video prior does; not INVALID_ARGUMENT (nothing in the request is wrong) nor INTERNAL."""
+    target = models / "fit3d-vits14-reg" / "dinov2_reg_small_finetuned.pth"
+    if damage == "truncated":
+        target.write_bytes(target.read_bytes()[:4096])
+    else:
+        torch.save({"pos_embed": torch.zeros(1, 4, 7)}, target)  # a 7-wide ViT: no architecture it could be
+    pipeline = AnyMoLePipeline(_settings(estimator_weights=models))
+    _, port = await make_server(pipeline=pipeline)
+    client: AnyMoLeClient = await connect(port)
+    up = await client.upload_file(ASSETS / "Fox.glb")
+    truth = cached_load("Fox.glb").motions["Survey"]
+    key = Keyframes((KEY,), Motion(truth.fps, truth.rotations[[KEY]], truth.root_translation[[KEY]]))
+    request = client.request(up, truth.slice(0, CONTEXT), key, method="anymole", preset="fast")
+    failed = [st.event async for st in client.inbetween(request)][-1]
+    assert isinstance(failed, Failed), failed
+    assert failed.code == grpc.StatusCode.FAILED_PRECONDITION.value[0], failed
+    assert str(target.resolve()) in failed.message and "--estimator-weights" in failed.message, failed.message
+    assert damage != "another architecture" or "7-wide" in failed.message

@@ -20,12 +20,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from pickle import UnpicklingError
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
-from anymole.errors import AssetError, ModelUnavailable
+from anymole.errors import AssetError, InvalidInput, ModelUnavailable
 from anymole.estimator import EstimatorConfig, build_backbone
 from anymole.pipeline.control import CancelToken, in_daemon_thread
 from anymole.pipeline.estimator_cache import weights_id
@@ -219,8 +221,9 @@ class BackbonePool:
 
     def get(self, name: str, config: EstimatorConfig, device: str) -> nn.Module:
         """The frozen backbone ``name`` of ``config`` on ``device``, built from the weights ``config`` names for
-        it on first use (blocking: call it in a worker thread; loads take turns). Raises what
-        `anymole.estimator.build_backbone` raises for a missing or mismatched file (nothing is kept then)."""
+        it on first use (blocking: call it in a worker thread; loads take turns). A file that holds another ViT or
+        cannot be read is the server's, not a client's: `ModelUnavailable` (FAILED_PRECONDITION) naming it, as
+        for the video prior (nothing is kept then)."""
         if name not in config.frozen or not config.weights:
             raise ValueError(f"{name!r} is not a frozen backbone with weights in this config ({config.frozen})")
         path = Path(config.weights[config.frozen.index(name)]).resolve()
@@ -233,8 +236,16 @@ class BackbonePool:
                 return module
             # A model is initialised before its checkpoint is read: those draws from the global RNG are kept
             # from any seeded stage running in another thread.
-            with seeded_global_rng(None):
-                module = build_backbone(name, config).to(dev)
+            try:
+                with seeded_global_rng(None):
+                    module = build_backbone(name, config)
+            except (InvalidInput, OSError, UnpicklingError, SafetensorError, RuntimeError) as exc:
+                # InvalidInput: a ViT of another width (its reason names the file); the others: a damaged file
+                first = str(exc).partition("\n")[0]
+                what = exc.reason if isinstance(exc, InvalidInput) else f"cannot read {path} ({first})"
+                raise ModelUnavailable(name, f"{what}; point `anymole serve --estimator-weights` at a folder that "
+                                             "`anymole models pull estimator` filled") from exc  # fmt: skip
+            module = module.to(dev)
             self._modules[key] = module
             while len(self._modules) > self.capacity:
                 self._modules.popitem(last=False)

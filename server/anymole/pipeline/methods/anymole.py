@@ -186,7 +186,7 @@ class AnyMoLeMethod:
         cfg = self.video.config(PRESETS[preset], spec.seed, loaded, device)
         mimic_cost = _MIMIC_STEP_COST * mim_cfg.steps * timeline.num_gaps * 15
         plan = [*cfg.stage_costs(timeline), ("estimator", _ESTIMATOR_STEP_COST * est_cfg.steps), ("mimic", mimic_cost)]
-        report.set_plan(plan)
+        report.set_plan(plan, beside=("estimator",))  # it trains while the prior adapts and samples
         settings = self.video.settings
         adapt_cache = AdaptationCache(settings.cache_dir) if settings.cache_dir is not None else None
         est_cache = EstimatorCache(settings.cache_dir / "estimator") if settings.cache_dir is not None else None
@@ -203,7 +203,7 @@ class AnyMoLeMethod:
             if message == FROM_CACHE:  # as the video method: a skipped stage weighs nothing in the ETA
                 with plan_lock:
                     skipped.add(stage)
-                    report.set_plan([(s, 0.0 if s in skipped else w) for s, w in plan])
+                    report.set_plan([(s, 0.0 if s in skipped else w) for s, w in plan], beside=("estimator",))
             report(stage, fraction, message)
 
         # Each of the two threads stops at its next step once the other has failed: `stop` is set when the video
