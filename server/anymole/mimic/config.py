@@ -8,7 +8,9 @@ twice the best or after 40 iterations without improvement; a Gaussian of σ = 1 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any
 
 from anymole.errors import InvalidInput
@@ -24,14 +26,15 @@ REFERENCE_HEIGHT = 320
 #: between the start (the neighbour's solution, 30) and the fill (300), the root's pull a hundredth of the
 #: reference's (it held a walk's root 10 cm off its joints), and joints the estimator misreads on renders of the
 #: fill weighted down (4 px).
-SOLVED: dict[str, Any] = {
+SOLVED: Mapping[str, Any] = MappingProxyType({
     "solver": "lm",
+    "steps": 10,
     "prior_floor": 0.01,
     "w_rot": 30.0,
     "w_fill": 300.0,
     "w_root": 70.0,
     "confidence_px": 4.0,
-}
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class MimicConfig:
     """Settings of `mimic`.
 
     Attributes:
-        steps: optimiser iterations of each solve (reference 100).
+        steps: optimiser iterations of each solve (reference 100; Levenberg–Marquardt steps with ``solver="lm"``).
         lr: peak learning rate of the cyclic schedule (2e-3).
         base_lr: its floor (1e-5).
         cycle_up: iterations from floor to peak (20); the peak halves every cycle (``triangular2``).
@@ -65,8 +68,7 @@ class MimicConfig:
         prior_floor: shape the rotation regulariser by the context's motion (`anymole.mimic.prior.rotation_prior`
             with this floor; 0: the reference's isotropic MSE).
         solver: ``"adam"`` (the reference's loop: ``steps``, ``lr``, resets) or ``"lm"`` (Levenberg–Marquardt,
-            `anymole.mimic.gauss_newton`: ``lm_iters`` steps from damping ``lm_damping``).
-        lm_iters: Levenberg–Marquardt steps a solve.
+            `anymole.mimic.gauss_newton`: ``steps`` steps from damping ``lm_damping``).
         lm_damping: its initial damping (relative to the normal equations' diagonal).
         w_fill: weight of a second rotation regulariser that pulls toward the first guess (the SLERP fill) itself,
             not toward the solved neighbour's step, so what the joints cannot see does not drift from frame to
@@ -95,7 +97,6 @@ class MimicConfig:
     smooth_sigma: float = 1.0
     prior_floor: float = 0.0
     solver: str = "adam"
-    lm_iters: int = 10
     lm_damping: float = 1e-3
     w_fill: float = 0.0
     confidence_px: float = 0.0
@@ -114,8 +115,8 @@ class MimicConfig:
             raise InvalidInput("reset_ratio", "need reset_ratio > 1, grad_clip > 0 and sigma_px > 0")
         if self.solver not in ("adam", "lm"):
             raise InvalidInput("solver", f"expected 'adam' or 'lm', got {self.solver!r}")
-        if self.lm_iters < 1 or self.lm_damping <= 0:
-            raise InvalidInput("lm_iters", f"need lm_iters ≥ 1 and lm_damping > 0, got {self.lm_iters}, {self.lm_damping}")
+        if self.lm_damping <= 0:
+            raise InvalidInput("lm_damping", f"must be > 0, got {self.lm_damping}")
         if not 0 < self.silhouette_scale <= 1:
             raise InvalidInput("silhouette_scale", f"must be in (0, 1], got {self.silhouette_scale}")
 
@@ -133,7 +134,7 @@ class MimicConfig:
     @classmethod
     def quality(cls, **overrides: Any) -> MimicConfig:
         """`SOLVED` with 15 iterations a solve, a half-size silhouette."""
-        return replace(cls(**{**SOLVED, "lm_iters": 15}, silhouette_scale=0.5), **overrides)
+        return replace(cls(**{**SOLVED, "steps": 15}, silhouette_scale=0.5), **overrides)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> MimicConfig:

@@ -114,7 +114,7 @@ def solve_lm(
     lam = torch.full((b, 1, 1), cfg.lm_damping, dtype=dt, device=q0.device)
     with torch.no_grad():
         cur = total(x)
-    for _ in range(cfg.lm_iters):
+    for _ in range(cfg.steps):
         with torch.no_grad():
             r = res_b(x, *args)  # (B, M)
             jac = jac_b(x, *args)  # (B, M, N)
