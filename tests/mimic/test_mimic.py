@@ -117,8 +117,8 @@ def test_the_presets_solve_a_perturbed_pose_where_the_reference_holds_it() -> No
 
 def test_the_draft_preset_recovers_a_walk_gap_from_exact_joints() -> None:
     """The CMU walk's 1 s gap (frames 60-90) from exact 2D joints and depths, with the context's rotation prior:
-    global HL2Q(1/2) at most 0.15 of the SLERP fill's (measured 0.078; the reference's weights and solver at the
-    draft's 40 steps: 0.33, held by the root's pull and the isotropic regulariser)."""
+    global HL2Q(1/2) at most 0.1 of the SLERP fill's (measured 0.078; the reference's weights and solver at the
+    draft's 40 steps: 0.33; the presets with the reference's root pull 0.20, without the context's prior 0.124)."""
     ch = cached_load("131_01_30fps.bvh")
     full = ch.motions["131_01_30fps"]
     clip = full.slice(60, 91)
@@ -130,7 +130,7 @@ def test_the_draft_preset_recovers_a_walk_gap_from_exact_joints() -> None:
     out = mimic(ch.skeleton, cams, init, known, _targets(ch, clip, cams, False), MimicConfig.draft(),
                 prior=rotation_prior(full.rotations[:61], MimicConfig.draft().prior_floor))  # fmt: skip
     score = {name: evaluate(ch.skeleton, m, clip, slice(1, 30))["hl2q_1_2"] for name, m in (("slerp", init), ("mimic", out))}
-    assert score["mimic"] < 0.15 * score["slerp"], score
+    assert score["mimic"] < 0.1 * score["slerp"], score
     assert torch.equal(out.rotations[known], clip.rotations[known])
 
 

@@ -23,9 +23,9 @@ REFERENCE_HEIGHT = 320
 
 #: What the presets change from the reference (measured in docs/quality.md, "Mimicking solved"): each phase solved
 #: by Levenberg–Marquardt, the rotation regulariser shaped by the context's motion (`anymole.mimic.prior`) and split
-#: between the start (the neighbour's solution, 30) and the fill (300), the root's pull a hundredth of the
-#: reference's (it held a walk's root 10 cm off its joints), and joints the estimator misreads on renders of the
-#: fill weighted down (4 px).
+#: between the start (the neighbour's solution, 30) and the fill (300: it keeps a near-static gap at the fill), the
+#: root's pull a hundredth of the reference's (it held a walk's root 10 cm off its joints), and joints the
+#: estimator misreads on renders of the fill weighted down (4 px).
 SOLVED: Mapping[str, Any] = MappingProxyType({
     "solver": "lm",
     "steps": 10,
@@ -71,8 +71,7 @@ class MimicConfig:
             `anymole.mimic.gauss_newton`: ``steps`` steps from damping ``lm_damping``).
         lm_damping: its initial damping (relative to the normal equations' diagonal).
         w_fill: weight of a second rotation regulariser that pulls toward the first guess (the SLERP fill) itself,
-            not toward the solved neighbour's step, so what the joints cannot see does not drift from frame to
-            frame (``lm`` only).
+            not toward the solved neighbour's step (``lm`` only).
         confidence_px: scale (px of a `REFERENCE_HEIGHT` image) of the joints' confidence: a joint that the
             estimator misses by ``e`` on renders of the fill weighs ``1 / (1 + (e / confidence_px)²)``
             (`anymole.pipeline.fromvideo.relative_targets`; 0: all joints weigh 1; ``lm`` only).
