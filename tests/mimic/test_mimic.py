@@ -251,3 +251,22 @@ def test_the_context_prior_holds_still_joints_and_frees_the_axes_that_move() -> 
     torch.testing.assert_close(prior_rotation_loss(q, q0, eye), rotation_loss(q, q0), rtol=1e-4, atol=0)
     with pytest.raises(InvalidInput, match=r"^floor:"):
         rotation_prior(axis_angle_to_unitquat(aa), floor=0.0)
+
+
+def test_a_joint_of_zero_confidence_does_not_pull_the_solve() -> None:
+    """``MimicTargets.confidence``: a wrist target 15 px off turns the elbow when it counts, and at weight 0 the
+    solve is the same as with the true wrist at weight 0."""
+    sk, ch, truth, init, _, cams = _perturbed_scene()
+    known = torch.tensor([True, False, True])
+    exact = _targets(ch, truth, cams, False)
+    wrong = exact.joints_px.clone()
+    wrong[1, 6] += torch.tensor([15.0, 0.0])  # the left wrist
+    conf = torch.ones(13, 2)
+    conf[6] = 0.0
+    cfg = MimicConfig.quality(smooth_sigma=0.0)
+
+    def solve(joints: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        return mimic(sk, cams, init, known, MimicTargets(joints, exact.depth, None, c), cfg).rotations[1]
+
+    assert float(_angles(solve(wrong, None)[5], solve(exact.joints_px, None)[5])) > 5.0
+    torch.testing.assert_close(solve(wrong, conf), solve(exact.joints_px, conf), atol=1e-5, rtol=0)
