@@ -57,6 +57,8 @@ def solve_lm(
         prior: ``(J, 3, 3)`` precision of the rotation regulariser (`anymole.mimic.prior`), or ``None`` (identity:
             the reference's isotropic regulariser).
         silhouette: ``(mesh, small camera, masks (B, h, w))`` for the image term, or ``None``.
+        fill: ``(B, J, 4)`` the first guess at these frames, centre of the ``w_fill`` regulariser (default ``q0``).
+        confidence: ``(J, 2)`` weights of each joint's 2D and depth residuals (`MimicTargets.confidence`), or ``None``.
 
     Returns:
         ``(quats (B, J, 4), root (B, 3))``.

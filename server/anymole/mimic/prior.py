@@ -29,8 +29,8 @@ def rotation_prior(rotations: torch.Tensor, floor: float) -> torch.Tensor:
             that a joint the context never moves weighs at most ``1 / floor`` times an average one.
 
     Returns:
-        ``(J, 3, 3)`` symmetric positive definite; the mean of its diagonal's reciprocal scale is ``s²``-free, so a
-        regulariser weight keeps its meaning: an isotropic joint moving like the average weighs about 1 per axis.
+        ``(J, 3, 3)`` symmetric positive definite ``s² (Σ_j + floor · s² · I)⁻¹``, free of the clip's overall speed:
+        a joint that moves like the average along an axis weighs about 1 there, as in the reference's regulariser.
     """
     if rotations.ndim != 3 or rotations.shape[-1] != 4 or rotations.shape[0] < 2:
         raise InvalidInput("rotations", f"must have shape (F ≥ 2, J, 4), got {tuple(rotations.shape)}")
