@@ -22,6 +22,7 @@ from anymole.mimic import (
     phases,
     smooth_keep_known,
 )
+from anymole.mimic.gauss_newton import solve_lm
 from anymole.mimic.prior import prior_rotation_loss, rotation_prior
 from anymole.render import Cameras, orbit_cameras, pose_motion, render_motion
 from anymole.rig import Character, Motion, Skeleton
@@ -270,3 +271,22 @@ def test_a_joint_of_zero_confidence_does_not_pull_the_solve() -> None:
 
     assert float(_angles(solve(wrong, None)[5], solve(exact.joints_px, None)[5])) > 5.0
     torch.testing.assert_close(solve(wrong, conf), solve(exact.joints_px, conf), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["meta", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))],
+)
+def test_the_context_prior_and_a_levenberg_marquardt_solve_stay_on_their_inputs_device(device: str) -> None:
+    """Every tensor the prior and the solver make is made on their inputs' device: on ``meta`` a CPU tensor
+    meeting a meta one raises, so this checks the device handling without a GPU (a CUDA job built the prior's
+    identity quaternion and eye on the CPU before)."""
+    sk, ch, truth, init, _, cams = _perturbed_scene()
+    exact = _targets(ch, truth, cams, False)
+    prior = rotation_prior(truth.rotations.to(device), floor=0.01)
+    assert prior.device.type == device and prior.shape == (13, 3, 3)
+    q0, r0 = init.rotations[1:2].to(device), init.root_translation[1:2].to(device)
+    q, r = solve_lm(q0, r0, r0, sk.to(device), sk.offsets.to(device).expand(1, -1, -1), cams.to(device),
+                    exact.joints_px[1:2].to(device), exact.depth[1:2].to(device), MimicConfig.quality(steps=2), prior,
+                    fill=q0, confidence=torch.ones(13, 2, device=device))  # fmt: skip
+    assert (q.device.type, r.device.type) == (device, device) and q.shape == (1, 13, 4) and r.shape == (1, 3)

@@ -38,11 +38,11 @@ def rotation_prior(rotations: torch.Tensor, floor: float) -> torch.Tensor:
         raise InvalidInput("floor", f"must be > 0, got {floor}")
     q = rotations.double()
     step = quat_mul(quat_conj(q[:-1]), q[1:])  # (F-1, J, 4) rotation from each frame to the next, joint frame
-    v = 2.0 * quat_log(quat_align_sign(step, torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=q.dtype)))  # (F-1, J, 3) rad
+    v = 2.0 * quat_log(quat_align_sign(step, torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=q.dtype, device=q.device)))  # (F-1, J, 3) rad
     v = v - v.mean(0)
     cov = torch.einsum("fji,fjk->jik", v, v) / v.shape[0]  # (J, 3, 3)
     s2 = cov.diagonal(dim1=-2, dim2=-1).mean().clamp_min(1e-12)
-    eye = torch.eye(3, dtype=q.dtype)
+    eye = torch.eye(3, dtype=q.dtype, device=q.device)
     return (s2 * torch.linalg.inv(cov + floor * s2 * eye)).to(rotations.dtype)
 
 
