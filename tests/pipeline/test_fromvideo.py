@@ -115,3 +115,18 @@ def test_relative_targets_weigh_joints_by_the_estimators_miss_on_the_fill(
     assert int(out.confidence[:, 1].argmin()) == int(miss_z.argmax())
     assert int(out.confidence[:, 1].argmax()) == int(miss_z.argmin())
     assert scene.relative(estimator, zero, ch, MimicConfig(fill_trust_px=1e12)).confidence is None
+
+
+def test_the_joints_confidence_holds_without_the_fills_correction(scene: OracleScene, estimator: SceneEstimator) -> None:
+    """``fill_trust_px=0`` turns the correction off but not ``confidence_px``: the targets stay as estimated and the
+    confidence is the one the correction's run gives (before: the early return for trust 0 dropped it, so such a
+    config weighed every joint 1)."""
+    ch = cached_load("131_01_30fps.bvh")
+    f, j = scene.joints_px.shape[:2]
+    targets = MimicTargets(torch.rand(f, j, 2, generator=torch.Generator().manual_seed(3)) * 80, torch.full((f, j), 3.0))
+    both = scene.relative(estimator, targets, ch, MimicConfig(confidence_px=4.0))
+    alone = scene.relative(estimator, targets, ch, MimicConfig(fill_trust_px=0.0, confidence_px=4.0))
+    assert both.confidence is not None and alone.confidence is not None
+    torch.testing.assert_close(alone.confidence, both.confidence, rtol=0, atol=0)
+    assert torch.equal(alone.joints_px, targets.joints_px) and torch.equal(alone.depth, targets.depth)
+    assert not torch.equal(both.joints_px, targets.joints_px)  # the correction does act where it is on

@@ -156,13 +156,16 @@ def relative_targets(
         character, fill, timeline: as `mimic_gaps` takes them.
         render_frames: ``(F,)`` the video's frames on the 30 fps render timeline.
         camera: the video's camera (one).
-        trust_px: the distance scale (px of a `REFERENCE_HEIGHT` image); 0 returns ``targets``.
+        trust_px: the distance scale (px of a `REFERENCE_HEIGHT` image); 0: no correction (the joints and depths
+            stay as estimated).
         deadband_px: the soft threshold of the 2D change (px of a `REFERENCE_HEIGHT` image; 0: none).
+        confidence_px: the scale of the joints' confidence (`MimicConfig.confidence_px`; 0: none). With
+            ``trust_px`` also 0, ``targets`` come back as they are.
 
     Returns:
         The same mask; joints ``(F, J, 2)`` and depths ``(F, J)`` corrected.
     """
-    if trust_px <= 0:
+    if trust_px <= 0 and confidence_px <= 0:
         return targets
     from anymole.render.views import render_motion
 
@@ -178,7 +181,8 @@ def relative_targets(
     err_d = shown.joints_depth[0].to(d) - depth  # (F, J) the estimator's depth error on the fill's render
     change = j - xy  # (F, J, 2) what the estimator sees move between the fill's render and the video
     dist = change.norm(dim=-1) * (REFERENCE_HEIGHT / camera.height)  # (F, J)
-    w = torch.exp(-((dist / trust_px) ** 2))[..., None]
+    # trust 0 keeps the estimates (the confidence below still needs the renders)
+    w = torch.exp(-((dist / trust_px) ** 2))[..., None] if trust_px > 0 else torch.zeros_like(dist)[..., None]
     keep = (1 - deadband_px / dist.clamp_min(1e-9)).clamp_min(0)[..., None]
     # the fill's joints plus the (shrunk) change: without a dead band, the reading minus its error on the fill
     relative = shown.joints_px[0].to(j) + keep * change
