@@ -19,6 +19,9 @@ from anymole.rig.quat import quat_align_sign, quat_conj, quat_log, quat_mul
 
 __all__ = ["prior_rotation_loss", "rotation_prior"]
 
+#: Mean per-axis variance (rad²) of the context's rotation steps under which it counts as still.
+_STILL = 1e-12
+
 
 def rotation_prior(rotations: torch.Tensor, floor: float) -> torch.Tensor:
     """Precision of each joint's local rotation step, from a clip (the context), scaled to mean 1 over joints and axes.
@@ -31,6 +34,7 @@ def rotation_prior(rotations: torch.Tensor, floor: float) -> torch.Tensor:
     Returns:
         ``(J, 3, 3)`` symmetric positive definite ``s² (Σ_j + floor · s² · I)⁻¹``, free of the clip's overall speed:
         a joint that moves like the average along an axis weighs about 1 there, as in the reference's regulariser.
+        A context that never moves (``s²`` under a microradian squared) gives the identity.
     """
     if rotations.ndim != 3 or rotations.shape[-1] != 4 or rotations.shape[0] < 2:
         raise InvalidInput("rotations", f"must have shape (F ≥ 2, J, 4), got {tuple(rotations.shape)}")
@@ -41,9 +45,12 @@ def rotation_prior(rotations: torch.Tensor, floor: float) -> torch.Tensor:
     v = 2.0 * quat_log(quat_align_sign(step, torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=q.dtype, device=q.device)))  # (F-1, J, 3) rad
     v = v - v.mean(0)
     cov = torch.einsum("fji,fjk->jik", v, v) / v.shape[0]  # (J, 3, 3)
-    s2 = cov.diagonal(dim1=-2, dim2=-1).mean().clamp_min(1e-12)
+    s2 = cov.diagonal(dim1=-2, dim2=-1).mean()
     eye = torch.eye(3, dtype=q.dtype, device=q.device)
-    return (s2 * torch.linalg.inv(cov + floor * s2 * eye)).to(rotations.dtype)
+    # A context that never moves (steps under a microradian: rounding) shows no axis freer than another: the
+    # isotropic regulariser, not 1/floor on every joint (the still joints' weight relative to an average one).
+    # torch.where, not an if: no sync with the device.
+    return torch.where(s2 < _STILL, eye, s2 * torch.linalg.inv(cov + floor * s2.clamp_min(_STILL) * eye)).to(rotations.dtype)
 
 
 def prior_rotation_loss(quats: torch.Tensor, init: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
