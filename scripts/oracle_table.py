@@ -7,7 +7,8 @@ between the ``<!-- oracle:PRESET:DEVICE -->`` markers of docs/quality.md (append
 missing): per asset, ``anymole`` beside ``interp``, global and local rotations, HL2Q(1/2) and L2Q per joint,
 L2P, the estimator's 2D error on the gap frames and its backbone, wall and process CPU time. CesiumMan's only
 clip lasts 2 s and is a seamless walk cycle in place (its last frame equals its first), so it is looped three
-times to give 2 s of context and a 1 s gap.
+times to give 2 s of context and a 1 s gap; the Fox's Walk (a 0.71 s cycle, last frame = first) is looped five
+times, a second Fox gap beside the slow Survey turn that SLERP already fills almost exactly.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ CASES = (
     Case("CMU 131_01 walk", "mocap", "131_01_30fps.bvh", "131_01_30fps", (0, 61), 90),
     Case("Fox Survey", "quadruped", "Fox.glb", "Survey", (0, 49), 72),
     Case("CesiumMan walk ×3", "humanoid", "CesiumMan.glb", "animation_0", (0, 49), 72, loops=3),
+    Case("Fox Walk ×5", "quadruped", "Fox.glb", "Walk", (0, 49), 72, loops=5),
 )
 
 

@@ -95,3 +95,39 @@ def test_relative_targets_cancel_the_estimators_error_where_the_video_shows_the_
     torch.testing.assert_close(out.joints_px, far.joints_px)
     torch.testing.assert_close(out.depth, far.depth)
     assert scene.relative(estimator, far, ch, MimicConfig(fill_trust_px=0.0)) is far  # 0: off
+
+
+def test_relative_targets_weigh_joints_by_the_estimators_miss_on_the_fill(
+    scene: OracleScene, estimator: SceneEstimator
+) -> None:
+    """``confidence_px``: a joint the estimator misses by ``e`` (px of a 320-px image) on the fill's renders weighs
+    ``1 / (1 + (e / confidence_px)²)``, its 2D target and its depth each by their own miss; 0 leaves it out."""
+    ch = cached_load("131_01_30fps.bvh")
+    f, j = scene.joints_px.shape[:2]
+    zero = MimicTargets(torch.zeros(f, j, 2), torch.zeros(f, j), None)
+    unlimited = MimicConfig(fill_trust_px=1e12, fill_deadband_px=0.0, confidence_px=4.0)
+    out = scene.relative(estimator, zero, ch, unlimited)
+    assert out.confidence is not None and out.confidence.shape == (j, 2)
+    miss_xy = out.joints_px.norm(dim=-1).mean(0) * (320 / 80)  # the targets gained exactly the error on the fill
+    torch.testing.assert_close(out.confidence[:, 0], 1 / (1 + (miss_xy / 4.0) ** 2), atol=1e-5, rtol=0)
+    miss_z = out.depth.abs().mean(0)  # depth error (m), the same scale for every joint of a frame
+    assert bool((out.confidence > 0).all() and (out.confidence <= 1).all())
+    # a larger depth miss weighs less (the miss is taken in pixels at each frame's mean depth, so compare the ends)
+    assert int(out.confidence[:, 1].argmin()) == int(miss_z.argmax())
+    assert int(out.confidence[:, 1].argmax()) == int(miss_z.argmin())
+    assert scene.relative(estimator, zero, ch, MimicConfig(fill_trust_px=1e12)).confidence is None
+
+
+def test_the_joints_confidence_holds_without_the_fills_correction(scene: OracleScene, estimator: SceneEstimator) -> None:
+    """``fill_trust_px=0`` turns the correction off but not ``confidence_px``: the targets stay as estimated and the
+    confidence is the one the correction's run gives (before: the early return for trust 0 dropped it, so such a
+    config weighed every joint 1)."""
+    ch = cached_load("131_01_30fps.bvh")
+    f, j = scene.joints_px.shape[:2]
+    targets = MimicTargets(torch.rand(f, j, 2, generator=torch.Generator().manual_seed(3)) * 80, torch.full((f, j), 3.0))
+    both = scene.relative(estimator, targets, ch, MimicConfig(confidence_px=4.0))
+    alone = scene.relative(estimator, targets, ch, MimicConfig(fill_trust_px=0.0, confidence_px=4.0))
+    assert both.confidence is not None and alone.confidence is not None
+    torch.testing.assert_close(alone.confidence, both.confidence, rtol=0, atol=0)
+    assert torch.equal(alone.joints_px, targets.joints_px) and torch.equal(alone.depth, targets.depth)
+    assert not torch.equal(both.joints_px, targets.joints_px)  # the correction does act where it is on

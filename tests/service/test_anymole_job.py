@@ -5,26 +5,36 @@ the same scene loads both caches; a cancel inside each stage stops the job."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from dataclasses import replace
+
 import grpc
 import pytest
 import torch
 
 from anymole.client import AnyMoLeClient
-from anymole.errors import InvalidInput
+from anymole.errors import InvalidInput, ResourceExhausted
 from anymole.estimator import EstimatorConfig
 from anymole.mimic import MimicConfig
 from anymole.pipeline import (
     AnyMoLePipeline,
     Cancelled,
+    CancelToken,
     Completed,
+    Failed,
     MotionChunk,
     Preview,
     Progress,
     ProgressReporter,
     VideoSettings,
 )
+from anymole.pipeline.methods import anymole as anymole_method
 from anymole.pipeline.methods.anymole import AnyMoLeMethod
 from anymole.rig import Keyframes, Motion
+from anymole.video import generate
+from anymole.video.cache import AdaptationCache
 from anymole.video.sampler import plan_stage1, plan_stage2
 from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 from asset_files import ASSETS, cached_load
@@ -111,7 +121,8 @@ async def test_anymole_job_streams_provisional_previews_final_and_hits_both_cach
 
     plans: list[dict[str, float]] = []  # the ETA's stage weights as the second job sets them
     set_plan = ProgressReporter.set_plan
-    monkeypatch.setattr(ProgressReporter, "set_plan", lambda self, plan: (plans.append(dict(plan)), set_plan(self, plan)))
+    monkeypatch.setattr(ProgressReporter, "set_plan",
+                        lambda self, plan, **kw: (plans.append(dict(plan)), set_plan(self, plan, **kw)))  # fmt: skip
     again = [st.event async for st in client.inbetween(_request(client, up))]
     second = again[-1]
     assert isinstance(second, Completed), second
@@ -199,3 +210,186 @@ async def test_cancel_inside_each_stage_ends_the_job_cancelled(make_server, conn
             sent = True
     assert sent and isinstance(events[-1], Cancelled), events[-1]
     assert not any(isinstance(e, (Completed, MotionChunk)) and getattr(e, "is_final", False) for e in events)
+
+
+async def test_a_failing_estimator_stops_sampling_fails_the_job_and_keeps_the_adapted_prior(make_server, connect,
+                                                                                          tmp_path, monkeypatch):
+    """The estimator's training fails (raises, not cancelled) while the prior samples: sampling stops at its next
+    step, the job fails with the estimator's error, and the adapted prior cached before stays for the next fill."""
+    adapted = threading.Event()
+    put = AdaptationCache.put
+
+    def put_and_tell(self: AdaptationCache, *args: object) -> None:
+        put(self, *args)
+        adapted.set()
+
+    train = anymole_method.train_estimator
+    oom = "estimator: out of device memory at step 1"
+
+    def train_then_fail(renders, config, on_step, *args, **kw):  # real training, failing at its first step
+        assert adapted.wait(120), "the prior was never adapted"
+
+        def step(stage: str, fraction: float, *a: object, **k: object) -> None:
+            on_step(stage, fraction, *a, **k)
+            if fraction > 0:
+                raise ResourceExhausted(oom)
+
+        return train(renders, config, step, *args, **kw)
+
+    sample = generate.sample_video
+
+    def sample_once_the_estimator_failed(*args, on_step, **kw):
+        """Sampling starts once the job's progress callback raises (the estimator's failure reached the video
+        stage), or after 30 s without it, as before the fix: then it samples to its end."""
+        for _ in range(600):
+            on_step("sample", 0.0)
+            time.sleep(0.05)
+        return sample(*args, on_step=on_step, **kw)
+
+    monkeypatch.setattr(AdaptationCache, "put", put_and_tell)
+    monkeypatch.setattr(anymole_method, "train_estimator", train_then_fail)
+    monkeypatch.setattr(generate, "sample_video", sample_once_the_estimator_failed)
+    _, port = await make_server(pipeline=AnyMoLePipeline(_settings(cache_dir=tmp_path / "cache")))
+    client, up = await _fox(connect, port)
+    events = [st.event async for st in client.inbetween(_request(client, up))]
+    failed = events[-1]
+    assert isinstance(failed, Failed), failed
+    assert (failed.code, failed.message) == (grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], oom)
+    assert not any(isinstance(e, Preview) for e in events)  # no sampler window ran
+    assert not any(isinstance(e, Progress) and e.stage in ("sample", "mimic") and e.stage_fraction > 0 for e in events)
+    assert not any(isinstance(e, MotionChunk) and e.is_final for e in events)
+
+    monkeypatch.undo()
+    done = [st.event async for st in client.inbetween(_request(client, up))][-1]
+    assert isinstance(done, Completed), done
+    assert done.metrics["icadapt_cached"] == 1 and done.metrics["estimator_cached"] == 0
+
+
+async def test_the_estimator_cache_counts_key_timing_only_where_training_renders_the_gaps(make_server, connect,
+                                                                                          tmp_path, monkeypatch):
+    """The same key pose a few frames later: the context and key renders are the same, so the estimator trained
+    on them alone is reused; one that also trained on renders of the gap's fill (``pose_copies``) is not."""
+    pipeline = AnyMoLePipeline(_settings(cache_dir=tmp_path / "cache"))
+    method = pipeline.method("anymole")
+    assert isinstance(method, AnyMoLeMethod)
+    _, port = await make_server(pipeline=pipeline)
+    client, up = await _fox(connect, port)
+    survey = cached_load("Fox.glb").motions["Survey"]
+
+    async def estimator_cached(frame: int) -> float:
+        key = Keyframes((frame,), Motion(survey.fps, survey.rotations[[KEY]], survey.root_translation[[KEY]]))
+        request = client.request(up, survey.slice(0, CONTEXT), key, method="anymole", preset="draft")
+        done = [st.event async for st in client.inbetween(request)][-1]
+        assert isinstance(done, Completed), done
+        return done.metrics["estimator_cached"]
+
+    assert [await estimator_cached(KEY), await estimator_cached(KEY + 8)] == [0, 1]
+    configs = method.configs
+    monkeypatch.setattr(method, "configs", lambda p: (replace(configs(p)[0], pose_copies=2), configs(p)[1]))
+    assert [await estimator_cached(KEY), await estimator_cached(KEY + 8), await estimator_cached(KEY)] == [0, 0, 1]
+
+
+async def test_a_job_cancelled_twice_ends_only_once_its_stage_has_stopped(make_server, connect, monkeypatch):
+    """A client's retried CancelJob: the job is Cancelled when its stage thread has stopped and the device's prior
+    is free again, never while the stage still runs (the next job would start beside it)."""
+    entered, release = threading.Event(), threading.Event()
+    render = anymole_method.render_scene
+
+    def slow_render(*args, **kw):  # a long step: the cancel reaches the stage at its next report
+        entered.set()
+        release.wait(60)
+        return render(*args, **kw)
+
+    monkeypatch.setattr(anymole_method, "render_scene", slow_render)
+    pipeline = AnyMoLePipeline(_settings())
+    server, port = await make_server(pipeline=pipeline)
+    client, up = await _fox(connect, port)
+    job_id, _ = await client.submit(_request(client, up))
+    try:
+        assert await asyncio.to_thread(entered.wait, 60)
+        for _ in range(2):
+            await client.cancel(job_id)
+            for _ in range(20):  # let the job's task take the cancel
+                await asyncio.sleep(0)
+        assert server.jobs.info(job_id).state.value == "running"
+        assert pipeline.pool.priors["cpu"].busy.locked()  # held by the stage that still runs
+    finally:
+        release.set()
+    events = [st.event async for st in client.watch(job_id)]
+    assert isinstance(events[-1], Cancelled), events[-1]
+    assert not pipeline.pool.priors["cpu"].busy.locked()
+
+
+@pytest.mark.parametrize(("stage", "where"), [("generate_video", "the video and estimator stages"),
+                                              ("mimic_gaps", "estimation and mimicking")])  # fmt: skip
+async def test_out_of_memory_fails_with_what_to_change(make_server, connect, monkeypatch, stage, where):
+    """As the video method: a stage that runs out of device memory fails the job with RESOURCE_EXHAUSTED saying
+    how much torch tried to allocate and what to change, not an INTERNAL error."""
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
+
+    monkeypatch.setattr(anymole_method, stage, out_of_memory)
+    _, port = await make_server(pipeline=AnyMoLePipeline(_settings()))
+    client, up = await _fox(connect, port)
+    failed = [st.event async for st in client.inbetween(_request(client, up))][-1]
+    assert isinstance(failed, Failed) and failed.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], failed
+    assert f"cpu ran out of memory in {where} (CUDA out of memory. Tried to allocate 2.00 GiB)" in failed.message
+    assert "--video-size" in failed.message and "more details" not in failed.message
+
+
+async def test_a_job_waiting_for_the_devices_prior_says_so_and_cancels_at_once(make_server, connect):
+    """Two workers on one device share its prior: an anymole job that finds it held says it waits (as a video
+    job does), instead of standing at ``load`` 0, and stops when cancelled meanwhile."""
+    pipeline = AnyMoLePipeline(_settings())
+    server, port = await make_server(pipeline=pipeline, devices=("cpu", "cpu"))
+    client, up = await _fox(connect, port)
+    loaded = await asyncio.to_thread(pipeline.pool.load, "cpu")
+    with loaded.exclusive(CancelToken()):  # another job holds the prior
+        job_id, _ = await client.submit(_request(client, up))
+        for _ in range(600):  # until the job has reached the prior (30 s at most)
+            events = [st.event for st in await server.jobs.events_after(job_id, 0)]
+            if any(isinstance(e, Progress) and e.stage == "render" for e in events):
+                break
+            await asyncio.sleep(0.05)
+        progress = [e for e in events if isinstance(e, Progress)]
+        assert progress[-1].stage == "render" and progress[-1].stage_fraction == 0
+        assert "waiting for this device's video prior" in progress[-1].message
+        await client.cancel(job_id)
+        assert isinstance([st.event async for st in client.watch(job_id)][-1], Cancelled)
+
+
+async def test_the_jobs_fraction_only_grows_while_the_estimator_trains_beside_the_prior(make_server, connect,
+                                                                                      monkeypatch):
+    """The estimator reports from its own thread while ICAdapt and sampling report from theirs: the job's fraction
+    (and so its ETA) only grows, whichever thread reports. Sampling starts once the estimator has trained a step,
+    so the two threads' reports interleave."""
+    trained = threading.Event()
+    train = anymole_method.train_estimator
+
+    def train_and_tell(renders, config, on_step, *args, **kw):
+        def step(stage: str, fraction: float, *a: object, **k: object) -> None:
+            on_step(stage, fraction, *a, **k)
+            if fraction > 0:
+                trained.set()
+
+        return train(renders, config, step, *args, **kw)
+
+    sample = generate.sample_video
+
+    def sample_once_trained(*args, **kw):
+        assert trained.wait(120), "the estimator never trained a step"
+        return sample(*args, **kw)
+
+    monkeypatch.setattr(anymole_method, "train_estimator", train_and_tell)
+    monkeypatch.setattr(generate, "sample_video", sample_once_trained)
+    _, port = await make_server(pipeline=AnyMoLePipeline(_settings()))
+    client, up = await _fox(connect, port)
+    events = [st.event async for st in client.inbetween(_request(client, up))]
+    assert isinstance(events[-1], Completed), events[-1]
+    progress = [e for e in events if isinstance(e, Progress)]
+    stages = [p.stage for p in progress]
+    assert stages.index("estimator") < len(stages) - 1 - stages[::-1].index("sample")  # interleaved
+    overall = [p.fraction for p in progress]
+    assert overall == sorted(overall), [(p.stage, round(p.stage_fraction, 2), round(p.fraction, 3)) for p in progress]
+    assert overall[-1] == pytest.approx(1.0)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import pytest
 import torch
 
 from anymole.client import AnyMoLeClient
-from anymole.estimator import EstimatorConfig
-from anymole.pipeline import AnyMoLePipeline, Completed, VideoSettings
+from anymole.estimator import EstimatorConfig, backbones
+from anymole.pipeline import AnyMoLePipeline, Completed, Failed, VideoSettings
 from anymole.pipeline.methods.anymole import AnyMoLeMethod
 from anymole.rig import Keyframes, Motion
 from asset_files import ASSETS, cached_load
@@ -54,9 +55,18 @@ def test_presets_take_the_vit_pair_only_where_weights_are(models: Path) -> None:
     assert "estimator backbone: conv" in without.spec().description
 
 
-async def test_fast_job_trains_on_the_vits_and_the_second_job_loads_them_again(make_server, connect, models, tmp_path):
+async def test_fast_job_trains_on_the_vits_and_the_second_job_reuses_them_loaded(make_server, connect, models,
+                                                                                 tmp_path, monkeypatch):
+    loads: list[str] = []
+    load = backbones.pretrained_vit
+
+    def counted(name: str, path: object) -> object:
+        loads.append(name)
+        return load(name, path)
+
+    monkeypatch.setattr(backbones, "pretrained_vit", counted)
     pipeline = AnyMoLePipeline(_settings(estimator_weights=models, cache_dir=tmp_path / "cache"))
-    _, port = await make_server(pipeline=pipeline)
+    server, port = await make_server(pipeline=pipeline)
     client: AnyMoLeClient = await connect(port)
     info = {m.name: m for m in (await client.server_info()).capabilities.methods}["anymole"]
     assert "FiT3D ViT-S/14" in info.description
@@ -70,11 +80,39 @@ async def test_fast_job_trains_on_the_vits_and_the_second_job_loads_them_again(m
     assert "estimator backbone dinov2_vitb14_reg+fit3d_vits14_reg" in done.summary
     assert done.metrics["estimator_cached"] == 0 and torch.isfinite(torch.tensor(done.metrics["estimator_final_loss"]))
     assert done.metrics["key_error_deg"] == 0
-    # the cached estimator comes back with its frozen backbones rebuilt from the weights its config names
+    assert sorted(loads) == sorted(PAIR)  # each ViT read once, for training
+    # the cached estimator comes back with the frozen backbones its config names, still loaded from the first job
     again = [st.event async for st in client.inbetween(request)][-1]
     assert isinstance(again, Completed), again
     assert again.metrics["estimator_cached"] == 1 and "dinov2_vitb14_reg+fit3d_vits14_reg" in again.summary
+    assert sorted(loads) == sorted(PAIR) and len(pipeline.backbones) == 2
     first, second = (await client.list_jobs())[:2]
     a, _ = await client.result(first.job_id, 24)
     b, _ = await client.result(second.job_id, 24)
     torch.testing.assert_close(a.rotations, b.rotations, rtol=0, atol=1e-6)  # same scene, same seed: same fill
+    await server.stop(0.0)
+    assert len(pipeline.backbones) == 0  # released with the server
+
+
+@pytest.mark.parametrize("damage", ["another architecture", "truncated"])
+async def test_a_damaged_weight_file_fails_the_job_as_the_servers_problem(make_server, connect, models, damage):
+    """The ViT weights are the server's files (`anymole serve --estimator-weights`), not the client's: one that
+    holds another ViT or cannot be read fails a fast job with FAILED_PRECONDITION naming the file and the flag, as
+    a damaged video prior does; not INVALID_ARGUMENT (nothing in the request is wrong) nor INTERNAL."""
+    target = models / "fit3d-vits14-reg" / "dinov2_reg_small_finetuned.pth"
+    if damage == "truncated":
+        target.write_bytes(target.read_bytes()[:4096])
+    else:
+        torch.save({"pos_embed": torch.zeros(1, 4, 7)}, target)  # a 7-wide ViT: no architecture it could be
+    pipeline = AnyMoLePipeline(_settings(estimator_weights=models))
+    _, port = await make_server(pipeline=pipeline)
+    client: AnyMoLeClient = await connect(port)
+    up = await client.upload_file(ASSETS / "Fox.glb")
+    truth = cached_load("Fox.glb").motions["Survey"]
+    key = Keyframes((KEY,), Motion(truth.fps, truth.rotations[[KEY]], truth.root_translation[[KEY]]))
+    request = client.request(up, truth.slice(0, CONTEXT), key, method="anymole", preset="fast")
+    failed = [st.event async for st in client.inbetween(request)][-1]
+    assert isinstance(failed, Failed), failed
+    assert failed.code == grpc.StatusCode.FAILED_PRECONDITION.value[0], failed
+    assert str(target.resolve()) in failed.message and "--estimator-weights" in failed.message, failed.message
+    assert damage != "another architecture" or "7-wide" in failed.message

@@ -7,6 +7,7 @@ import asyncio
 import io
 import os
 import signal
+import threading
 from pathlib import Path
 
 import grpc
@@ -322,6 +323,38 @@ async def test_graceful_shutdown_finishes_or_interrupts(make_server, connect, ti
     server3, _ = await make_server(FakePipeline())
     await wait_for(lambda: server3.jobs.info(queued).state is JobState.COMPLETED)
     assert server3.jobs.info(long_job).state is JobState.INTERRUPTED
+
+
+async def test_a_job_cancelled_before_a_shutdown_ends_cancelled_not_interrupted(make_server, connect, tiny, make_req):
+    """A client cancels a job whose stage is in a long step; the server stops before the stage reaches its next
+    report. The job waits for its stage either way, and then ends as the client asked: Cancelled with the client's
+    reason, not Interrupted with "resubmit it"."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Held(FakePipeline):
+        def _blocking_stage(self, token, report):  # a long step: a cancel shows at the next report
+            entered.set()
+            release.wait(60)
+            super()._blocking_stage(token, report)
+
+    server, port = await make_server(Held(steps=2, blocking=True))
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    job_id, _ = await client.submit(make_req(up, method="fake"))
+    assert await asyncio.to_thread(entered.wait, 60)
+    await client.cancel(job_id)
+    task = server.jobs._jobs[job_id].task
+    assert task is not None
+    stop = asyncio.create_task(server.stop(0.0))
+    try:
+        await wait_for(lambda: task.cancelling() >= 2)  # the shutdown has reached the job too
+        assert server.jobs.info(job_id).state is JobState.RUNNING  # its stage still runs
+    finally:
+        release.set()
+    await stop
+    events = [e.event for e in await server.jobs.events_after(job_id, 0)]
+    assert events[-1] == Cancelled("cancelled by a client"), events[-1]
+    assert server.jobs.info(job_id).state is JobState.CANCELLED
 
 
 async def test_sigterm_stops_serve_gracefully(tmp_path, tiny, make_req):

@@ -180,10 +180,13 @@ class SceneEstimator:
         meta = json.loads((d / "estimator.json").read_text())
         fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
         cfg = EstimatorConfig(**fields)
-        bbs = list(backbones) if backbones is not None else [build_backbone(n, cfg) for n in cfg.backbones]
         fr = meta.get("framing")
         framing = None if fr is None else Framing(tuple(fr["image"]), tuple(fr["window"]), tuple(fr["input"]))
-        net = EstimatorNet(cfg, bbs, int(meta["joints"]), windowed=framing is not None)
+        # The modules draw their (overwritten) initial weights from the global RNG: not inside another thread's
+        # seeded span (a job training an estimator beside this one's cache load), whose draws would shift.
+        with seeded_global_rng(None):
+            bbs = list(backbones) if backbones is not None else [build_backbone(n, cfg) for n in cfg.backbones]
+            net = EstimatorNet(cfg, bbs, int(meta["joints"]), windowed=framing is not None)
         net.load_state_dict(load_file(str(d / "estimator.safetensors")))
         h, w = meta["image_size"]
         return cls(cfg, net, bbs, (h, w), float(meta["depth_mean"]), float(meta["depth_std"]), framing=framing)

@@ -6,7 +6,9 @@ Per solve (a `Phase` of frames across all gaps) the parameters are unit quaterni
 its solved neighbour moved by the initial motion's own step between the two frames (the initial motion is
 the SLERP fill, so a fill that the video agrees with is kept), and the rotation regulariser holds it near
 that start. The optimiser, its schedule and the adaptive resets follow the reference (`MimicConfig`); the
-resets and the gradient clip act per frame, so batching changes no frame's result.
+resets and the gradient clip act per frame, so batching changes no frame's result. The presets solve each phase
+by Levenberg–Marquardt instead (`anymole.mimic.gauss_newton`), with the regulariser shaped by the context's
+motion (`anymole.mimic.prior`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import torch
 from anymole.errors import InvalidInput
 from anymole.estimator.fit import SceneEstimator
 from anymole.mimic.config import MimicConfig
+from anymole.mimic.gauss_newton import solve_lm
 from anymole.mimic.losses import character_mask, joint_loss, root_loss, rotation_loss, silhouette_loss
+from anymole.mimic.prior import prior_rotation_loss
 from anymole.mimic.schedule import Phase, find_gaps, phases, smooth_keep_known
 from anymole.render.cameras import Cameras
 from anymole.render.mesh import stick_figure
@@ -42,11 +46,15 @@ class MimicTargets:
         joints_px: ``(F, J, 2)`` the estimator's 2D joints (px).
         depth: ``(F, J)`` its joint depths (m).
         mask: ``(F, H, W)`` the character's mask in [0, 1] (`character_mask`), or ``None`` for no silhouette term.
+        confidence: ``(J, 2)`` weight in [0, 1] of each joint's 2D target and of its depth
+            (`anymole.pipeline.fromvideo.relative_targets` lowers it where the estimator misreads renders of the
+            first guess), or ``None``: all 1.
     """
 
     joints_px: torch.Tensor
     depth: torch.Tensor
     mask: torch.Tensor | None = None
+    confidence: torch.Tensor | None = None
 
 
 def targets_from_video(
@@ -129,6 +137,7 @@ def _solve(
     targets: MimicTargets,
     masks: torch.Tensor | None,
     cfg: MimicConfig,
+    prior: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimise one phase's ``B`` frames; returns the best ``(quats (B, J, 4), root (B, 3))`` of each frame."""
     f = phase.frames
@@ -148,7 +157,8 @@ def _solve(
         gq, gp = forward_kinematics(q, offsets[f], skeleton.parents, p_r)
         px, depth = camera.project(gp)
         loss = cfg.w_joints * joint_loss(px[0], depth[0], tgt_px, tgt_d, camera.focal, camera.height, cfg.w_depth)
-        loss = loss + cfg.w_root * root_loss(p_r, root_target) + cfg.w_rot * rotation_loss(q, q0)
+        reg = rotation_loss(q, q0) if prior is None else prior_rotation_loss(q, q0, prior)
+        loss = loss + cfg.w_root * root_loss(p_r, root_target) + cfg.w_rot * reg
         if mask is not None and mesh is not None:
             verts = linear_blend_skinning(
                 mesh.vertices.to(gp), mesh.joint_indices, mesh.joint_weights, mesh.inverse_bind.to(gp), gq, gp
@@ -185,6 +195,7 @@ def mimic(
     on_step: OnStep | None = None,
     *,
     mesh: SkinnedMesh | None = None,
+    prior: torch.Tensor | None = None,
 ) -> Motion:
     """Fit the unknown frames of ``init`` to the generated video's targets.
 
@@ -198,6 +209,8 @@ def mimic(
         config: weights, optimiser, smoothing.
         on_step: ``on_step("mimic", fraction)`` after each phase; raising (a cancel) stops the fit.
         mesh: the character's skinned mesh for the silhouette term (a capsule body of the skeleton when omitted).
+        prior: ``(J, 3, 3)`` precision of the rotation regulariser from the context's motion
+            (`anymole.mimic.prior.rotation_prior`); ``None``: the reference's isotropic regulariser.
 
     Returns:
         The clip with every unknown frame solved and smoothed; known frames equal ``init``'s bit for bit.
@@ -224,8 +237,14 @@ def mimic(
     for i, phase in enumerate(plan):
         ph = phase.to(dev)
         q0, r0 = _start(ph, rot, root, init)
-        q, r = _solve(ph, q0, r0, root_interp[ph.frames], skeleton, offsets, body, camera, sil_camera,
-                      targets, masks, config)  # fmt: skip
+        if config.solver == "lm":
+            f = ph.frames
+            sil = (body, sil_camera, masks[f]) if masks is not None and body is not None else None
+            q, r = solve_lm(q0, r0, root_interp[f], skeleton, offsets[f], camera, targets.joints_px[f].to(q0),
+                            targets.depth[f].to(q0), config, prior, sil, init.rotations[f], targets.confidence)  # fmt: skip
+        else:
+            q, r = _solve(ph, q0, r0, root_interp[ph.frames], skeleton, offsets, body, camera, sil_camera,
+                          targets, masks, config, prior)  # fmt: skip
         rot[ph.frames], root[ph.frames] = q.to(dtype), r.to(dtype)
         if on_step is not None:
             on_step("mimic", (i + 1) / len(plan))

@@ -14,7 +14,7 @@ from anymole.errors import InvalidInput, ModelUnavailable
 from anymole.pipeline.control import CancelToken, ProgressReporter
 from anymole.pipeline.events import Event
 from anymole.pipeline.methods import Method, MethodSpec, VideoMethod, build_methods
-from anymole.pipeline.pool import PriorPool
+from anymole.pipeline.pool import BackbonePool, PriorPool
 from anymole.pipeline.settings import VideoSettings
 from anymole.pipeline.spec import JobSpec
 
@@ -74,8 +74,9 @@ class AnyMoLePipeline:
     def __init__(self, video: VideoSettings | None = None) -> None:
         self.video = video or VideoSettings()
         self.pool = PriorPool(self.video)
+        self.backbones = BackbonePool()
         self._video = VideoMethod(self.video, self.pool)
-        self._methods = build_methods(self._video)
+        self._methods = build_methods(self._video, self.backbones)
 
     def methods(self) -> Sequence[MethodSpec]:
         return tuple(m.spec() for m in self._methods.values())
@@ -92,6 +93,11 @@ class AnyMoLePipeline:
         """`VideoSettings.warmup`: load the video prior on ``devices`` and compile ``turbo`` where it pays
         (`VideoMethod.warm_up`)."""
         await self._video.warm_up(devices)
+
+    async def close(self) -> None:
+        """Release the models kept loaded between jobs that the server does not need once it stops (the
+        estimator's frozen backbones); the server calls it after its last job."""
+        self.backbones.clear()
 
     async def run(self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str) -> AsyncIterator[Event]:
         check_method(self, spec.method, spec.preset)  # the method's run makes its own `validate` checks

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from anymole.errors import JobCancelled
@@ -63,6 +63,11 @@ class ProgressReporter:
     and an ETA extrapolated from the elapsed time, and raises `JobCancelled` once ``token`` is set. Safe to
     call from any thread: ``emit`` must be thread-safe (the job manager posts onto its event loop).
 
+    The job's fraction is the planned work done: each stage's weight times its furthest fraction, where a report
+    of a stage counts every stage before it in the plan as done, except for stages that run beside others
+    (``beside`` in `set_plan`): their reports count only themselves, and they count as done once a stage after
+    them reports. So the fraction only grows, also while two threads report side by side.
+
     Args:
         emit: receives each `Progress` event, and the events a stage posts (`post`).
         token: the job's cancel token.
@@ -80,25 +85,33 @@ class ProgressReporter:
         self._emit = emit
         self._token = token
         self._lock = threading.Lock()
+        self._plan: tuple[Sequence[tuple[str, float]], frozenset[str]] = ((), frozenset())
         self.set_plan(plan)
+        self._done: dict[str, float] = {}  # stage → its furthest fraction, 1.0 once a later stage reported
         self._min_interval = min_interval
         self._start = time.monotonic()
         self._last_emit: dict[str, float] = {}
 
-    def set_plan(self, plan: Sequence[tuple[str, float]]) -> None:
-        """Declare the stages of this job and their relative cost."""
-        total = sum(w for _, w in plan) or 1.0
-        self._offset: dict[str, float] = {}
-        self._weight: dict[str, float] = {}
-        acc = 0.0
-        for stage, w in plan:
-            self._offset[stage] = acc / total
-            self._weight[stage] = w / total
-            acc += w
+    def set_plan(self, plan: Sequence[tuple[str, float]], beside: Collection[str] = ()) -> None:
+        """Declare the stages of this job and their relative cost; ``beside``: those that run beside the stages
+        before them in ``plan`` (in a thread of their own) rather than after them. Safe beside reports from other
+        threads: the new plan is swapped in with one assignment, so a report reads the old plan or the new one,
+        never half of each; what the stages have done stays."""
+        self._plan = (tuple(plan), frozenset(beside))
 
     def overall(self, stage: str, stage_fraction: float) -> float:
-        """Job fraction when ``stage`` is ``stage_fraction`` done (stages outside the plan count as 0)."""
-        return min(1.0, self._offset.get(stage, 0.0) + self._weight.get(stage, 0.0) * stage_fraction)
+        """The job's fraction once ``stage`` has reached ``stage_fraction`` (see the class docstring; a stage
+        outside the plan counts nothing)."""
+        plan, beside = self._plan  # one read: the stages and their kinds of the same plan
+        names = [s for s, _ in plan]
+        with self._lock:
+            if stage in names:
+                if stage not in beside:
+                    for s in names[: names.index(stage)]:
+                        self._done[s] = 1.0
+                self._done[stage] = max(self._done.get(stage, 0.0), stage_fraction)
+            total = sum(w for _, w in plan) or 1.0
+            return min(1.0, sum(w * self._done.get(s, 0.0) for s, w in plan) / total)
 
     def __call__(self, stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
         """Report ``stage`` at ``fraction`` (an `OnStep`); ``preview``, when given, is an `Event` (a `Preview`)
@@ -133,7 +146,8 @@ async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, *
     """Run a blocking stage in a worker thread; on cancellation wait until the stage has stopped.
 
     When the awaiting task is cancelled, ``token`` is set and this waits for the thread (which raises
-    `JobCancelled` at its next ``report`` call) before re-raising, so a device is never used by two jobs.
+    `JobCancelled` at its next ``report`` call) before re-raising, so a device is never used by two jobs. Further
+    cancels meanwhile (a client's retried cancel, a server shutdown after a cancel) do not end that wait.
     """
     loop = asyncio.get_running_loop()
     fut = loop.run_in_executor(None, lambda: fn(*args, **kwargs))
@@ -141,10 +155,10 @@ async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, *
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
         token.cancel(token.reason or "cancelled")
-        try:
-            await fut
-        except Exception:  # the stage's own JobCancelled: the cancellation below is what matters
-            pass
+        while not fut.done():
+            # shielded: a cancel of a plain `await fut` would cancel the future and leave the thread running
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # Exception: the stage's JobCancelled
+                await asyncio.shield(fut)
         raise
 
 

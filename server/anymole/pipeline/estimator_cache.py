@@ -1,8 +1,9 @@
 """On-disk cache of trained scene estimators, keyed like the adaptation cache (`anymole.video.cache`).
 
 The key is a SHA-256 over the character's content hash, the content hash of the estimator's training renders
-(every view's context and keyframe images and their joint labels) and the `EstimatorConfig`: a second fill of
-the same character, context and keys loads the estimator instead of training it again. An entry is written
+(every view's context and keyframe images and their joint labels), the `EstimatorConfig` and, where that config
+trains on renders of the gaps' fill too (``pose_copies``), the fill's gap poses: a second fill of the same
+character, context and key poses loads the estimator instead of training it again. An entry is written
 into a directory of its own and published with one ``rename(2)``, so a reader finds a whole entry or none.
 """
 
@@ -21,15 +22,16 @@ from pathlib import Path
 from torch import nn
 
 from anymole.estimator import EstimatorConfig, SceneEstimator
+from anymole.rig import Motion
 from anymole.video.cache import tensor_digest
 from anymole.video.scene import SceneRenders
 
-__all__ = ["EstimatorCache", "estimator_key"]
+__all__ = ["EstimatorCache", "estimator_key", "weights_id"]
 
 log = logging.getLogger(__name__)
 
 
-def _stat_id(path: str) -> list[list[object]]:
+def weights_id(path: str | Path) -> list[list[object]]:
     """Name, size and mtime of the file at ``path``, or of each file in the folder: which weights a frozen
     backbone had, without reading hundreds of MB on every job."""
     p = Path(path)
@@ -37,15 +39,23 @@ def _stat_id(path: str) -> list[list[object]]:
     return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
-def estimator_key(character_digest: str, renders: SceneRenders, config: EstimatorConfig) -> str:
-    """Cache key of the estimator trained on ``renders`` (`anymole.pipeline.fromvideo.training_set`); the
-    frozen backbones' weight files count by name, size and mtime (replacing them trains anew)."""
+def estimator_key(character_digest: str, renders: SceneRenders, config: EstimatorConfig, gap: Motion) -> str:
+    """Cache key of the estimator trained on ``renders`` (`anymole.pipeline.fromvideo.training_set`) under
+    ``config``; the frozen backbones' weight files count by name, size and mtime (replacing them trains anew).
+
+    ``gap`` holds the fill's poses inside the gaps (`anymole.pipeline.fromvideo.gap_fill`): with
+    ``config.pose_copies`` the estimator also trains on renders of them, which depend on where the keys lie in
+    time, so they count then, and only then (without them a fill whose keys move keeps the trained estimator).
+    """
     payload = {
         "character": character_digest,
         "renders": tensor_digest(renders.context, renders.keys, renders.joints_px, renders.joints_depth),
         "config": dataclasses.asdict(config),
-        "weights": [_stat_id(w) for w in config.weights],
+        "weights": [weights_id(w) for w in config.weights],
     }
+    if config.pose_copies:
+        tr = () if gap.translations is None else (gap.translations,)
+        payload["gap"] = tensor_digest(gap.rotations, gap.root_translation, *tr)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
 
 

@@ -31,6 +31,7 @@ from anymole.estimator import EstimatorConfig, SceneEstimator, fit_estimator
 from anymole.hub import estimator_weights
 from anymole.mimic import MimicConfig, MimicTargets, character_mask, mimic
 from anymole.mimic.config import REFERENCE_HEIGHT
+from anymole.mimic.prior import rotation_prior
 from anymole.progress import OnStep, no_step
 from anymole.render.cameras import Cameras
 from anymole.rig import Character, Motion
@@ -48,6 +49,7 @@ __all__ = [
     "background",
     "estimate",
     "estimator_config",
+    "gap_fill",
     "gap_poses",
     "mimic_gaps",
     "relative_targets",
@@ -137,6 +139,7 @@ def relative_targets(
     camera: Cameras,
     trust_px: float,
     deadband_px: float = 0.0,
+    confidence_px: float = 0.0,
 ) -> MimicTargets:
     """``targets`` corrected by the estimator's own error on the first guess, where the video agrees with it.
 
@@ -157,13 +160,16 @@ def relative_targets(
         character, fill, timeline: as `mimic_gaps` takes them.
         render_frames: ``(F,)`` the video's frames on the 30 fps render timeline.
         camera: the video's camera (one).
-        trust_px: the distance scale (px of a `REFERENCE_HEIGHT` image); 0 returns ``targets``.
+        trust_px: the distance scale (px of a `REFERENCE_HEIGHT` image); 0: no correction (the joints and depths
+            stay as estimated).
         deadband_px: the soft threshold of the 2D change (px of a `REFERENCE_HEIGHT` image; 0: none).
+        confidence_px: the scale of the joints' confidence (`MimicConfig.confidence_px`; 0: none). With
+            ``trust_px`` also 0, ``targets`` come back as they are.
 
     Returns:
         The same mask; joints ``(F, J, 2)`` and depths ``(F, J)`` corrected.
     """
-    if trust_px <= 0:
+    if trust_px <= 0 and confidence_px <= 0:
         return targets
     from anymole.render.views import render_motion
 
@@ -179,11 +185,29 @@ def relative_targets(
     err_d = shown.joints_depth[0].to(d) - depth  # (F, J) the estimator's depth error on the fill's render
     change = j - xy  # (F, J, 2) what the estimator sees move between the fill's render and the video
     dist = change.norm(dim=-1) * (REFERENCE_HEIGHT / camera.height)  # (F, J)
-    w = torch.exp(-((dist / trust_px) ** 2))[..., None]
+    # trust 0 keeps the estimates (the confidence below still needs the renders)
+    w = torch.exp(-((dist / trust_px) ** 2))[..., None] if trust_px > 0 else torch.zeros_like(dist)[..., None]
     keep = (1 - deadband_px / dist.clamp_min(1e-9)).clamp_min(0)[..., None]
     # the fill's joints plus the (shrunk) change: without a dead band, the reading minus its error on the fill
     relative = shown.joints_px[0].to(j) + keep * change
-    return MimicTargets(w * relative + (1 - w) * j, d + w[..., 0] * err_d, targets.mask)
+    conf = None
+    if confidence_px > 0:  # the estimator's mean miss per joint on the fill's renders (px of REFERENCE_HEIGHT)
+        miss_xy = (shown.joints_px[0].to(j) - xy).norm(dim=-1).mean(0)  # (J,)
+        z_bar = shown.joints_depth[0].to(d).mean(-1, keepdim=True)  # (F, 1): depth as pixels there, as joint_loss
+        miss_z = (err_d.abs() * camera.focal / z_bar).mean(0)  # (J,)
+        miss = torch.stack((miss_xy, miss_z), -1) * (REFERENCE_HEIGHT / camera.height)  # (J, 2)
+        conf = 1.0 / (1.0 + (miss / confidence_px) ** 2)
+    return MimicTargets(w * relative + (1 - w) * j, d + w[..., 0] * err_d, targets.mask, conf)
+
+
+def gap_fill(fill: Motion, timeline: VideoTimeline) -> Motion:
+    """``fill``'s frames inside the gaps (context and keys excluded), in order: the poses `gap_poses` renders."""
+    inside = torch.ones(fill.num_frames, dtype=torch.bool)
+    inside[: timeline.context_frames] = False
+    inside[list(timeline.key_frames)] = False
+    frames = torch.nonzero(inside).flatten()
+    tr = fill.translations[frames] if fill.translations is not None else None
+    return Motion(fill.fps, fill.rotations[frames], fill.root_translation[frames], tr, fill.name)
 
 
 def gap_poses(
@@ -215,17 +239,14 @@ def gap_poses(
     """
     from anymole.render.views import render_motion  # moderngl loads only when used
 
-    inside = torch.ones(fill.num_frames, dtype=torch.bool)
-    inside[: timeline.context_frames] = False
-    inside[list(timeline.key_frames)] = False
-    frames = torch.nonzero(inside).flatten()
+    gap = gap_fill(fill, timeline)
     gen = torch.Generator().manual_seed(seed)
-    rot = fill.rotations[frames].repeat(copies, 1, 1)
+    rot = gap.rotations.repeat(copies, 1, 1)
     noise = torch.randn((*rot.shape[:-1], 3), generator=gen, dtype=torch.float64) * math.radians(noise_deg)
-    noise[: frames.numel()] = 0.0  # the first copy is the fill itself
+    noise[: gap.num_frames] = 0.0  # the first copy is the fill itself
     rot = quat_mul(rot, axis_angle_to_unitquat(noise).to(rot))
-    root = fill.root_translation[frames].repeat(copies, 1)
-    tr = fill.translations[frames].repeat(copies, 1, 1) if fill.translations is not None else None
+    root = gap.root_translation.repeat(copies, 1)
+    tr = gap.translations.repeat(copies, 1, 1) if gap.translations is not None else None
     poses = Motion(fill.fps, rot, root, tr, fill.name)
     r = render_motion(character, poses, cameras=cameras, style=_scene_style(character, fill, timeline))
     assert r.joints_px is not None and r.joints_depth is not None
@@ -367,6 +388,9 @@ def mimic_gaps(
     dev = torch.device(device) if device is not None else home
     skeleton, cam = character.skeleton.to(dev), camera.to(dev)
     mesh = None if character.mesh is None else character.mesh.to(dev)
+    prior = None
+    if config.prior_floor > 0:
+        prior = rotation_prior(fill.rotations[: timeline.context_frames], config.prior_floor).to(dev)
     for i, gaps in enumerate(groups):
         lo, hi = per * gaps.start, per * gaps.stop  # the group's video frames, key to key
         part = init.slice(lo, hi + 1)
@@ -378,8 +402,9 @@ def mimic_gaps(
             targets.joints_px[lo : hi + 1].to(dev),
             targets.depth[lo : hi + 1].to(dev),
             None if targets.mask is None else targets.mask[lo : hi + 1].to(dev),
+            None if targets.confidence is None else targets.confidence.to(dev),
         )
-        solved = mimic(skeleton, cam, part.to(dev), known[lo : hi + 1].to(dev), sub, config, step_of, mesh=mesh).to(home)
+        solved = mimic(skeleton, cam, part.to(dev), known[lo : hi + 1].to(dev), sub, config, step_of, mesh=mesh, prior=prior).to(home)
         # back to the request's frames inside these gaps (at the clip's own frame rate), keys exact
         a, b = bounds[gaps.start], bounds[gaps.stop]
         frames = torch.arange(a + 1, b, dtype=torch.float64)

@@ -124,7 +124,7 @@ class OracleScene:
         """`relative_targets` of the video's ``targets`` against ``fill`` (view 0), with ``config``'s scales."""
         cam = self.renders.cameras.select(0)
         return relative_targets(estimator, targets, character, self.fill, self.timeline, self.render_frames, cam,
-                                config.fill_trust_px, config.fill_deadband_px)  # fmt: skip
+                                config.fill_trust_px, config.fill_deadband_px, config.confidence_px)  # fmt: skip
 
     def estimator_px(self, targets: MimicTargets) -> float:
         """Mean 2D error (px) of ``targets``' joints on the unknown frames."""

@@ -1,10 +1,13 @@
-"""The per-device model pool: each device's video prior, loaded once and shared by the jobs on that device.
+"""The per-device model pools: each device's video prior, and the estimator's frozen ViT backbones, loaded once
+and shared by the jobs on that device.
 
 `PriorPool.get` loads a device's prior in a worker thread on first use (loads take turns: one checkpoint in host
 memory at a time); the jobs that wait for a load share it, and a failed load is retried by the next job.
 `LoadedPrior.exclusive` hands the prior to one job at a time (ICAdapt overwrites its weights in place).
 `PriorPool.warm_up` loads every device's prior when the server starts and runs a method's warm-up (the
-``video`` method compiles its ``turbo`` preset) while holding it.
+``video`` method compiles its ``turbo`` preset) while holding it. `BackbonePool` keeps the frozen ViTs that the
+``fast`` and ``quality`` estimators read from the server's weight files (`VideoSettings.estimator_weights`), a few
+at a time, until the server stops.
 """
 
 from __future__ import annotations
@@ -13,12 +16,21 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from pickle import UnpicklingError
 from typing import TYPE_CHECKING, Any
 
-from anymole.errors import AssetError, ModelUnavailable
+import torch
+from safetensors import SafetensorError
+from torch import nn
+
+from anymole.errors import AssetError, InvalidInput, ModelUnavailable
+from anymole.estimator import EstimatorConfig, build_backbone
 from anymole.pipeline.control import CancelToken, in_daemon_thread
+from anymole.pipeline.estimator_cache import weights_id
 from anymole.pipeline.settings import VideoSettings
 from anymole.seeding import seeded_global_rng
 from anymole.video.schedule import DDIMSchedule
@@ -26,7 +38,7 @@ from anymole.video.schedule import DDIMSchedule
 if TYPE_CHECKING:
     from anymole.video.prior import VideoPrior
 
-__all__ = ["LoadedPrior", "PriorPool"]
+__all__ = ["BACKBONE_CAPACITY", "BackbonePool", "LoadedPrior", "PriorPool"]
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +188,70 @@ class PriorPool:
 
         seconds = await in_daemon_thread(compile_held)  # a stopping server does not wait for a compile
         log.info("turbo preset compiled on %s in %.0f s", device, seconds)
+
+
+#: frozen backbones a `BackbonePool` keeps: the paper's pair on two devices (or two weight sets on one)
+BACKBONE_CAPACITY = 4
+
+
+class BackbonePool:
+    """The estimator's frozen ViT backbones built from weight files (`EstimatorConfig.weights`), each loaded once
+    and shared by the jobs after it: reading a ViT-B checkpoint costs seconds, and the frozen modules are only
+    read (a job trains its heads on their features). A job that fits a new estimator and one that loads a cached
+    one take the same modules.
+
+    Keyed by the backbone's name, its weight files (resolved path; every file's name, size and mtime: a replaced
+    file loads anew), the feature stride and the device. The weights stay float32 on every device (bf16 is
+    autocast when features are encoded), so one module serves either autocast setting. At most ``capacity``
+    modules stay, the least recently used goes first; `clear` releases them all (the server's shutdown).
+
+    Args:
+        capacity: modules kept at most (≥ 1).
+    """
+
+    def __init__(self, capacity: int = BACKBONE_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._modules: OrderedDict[tuple[object, ...], nn.Module] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def get(self, name: str, config: EstimatorConfig, device: str) -> nn.Module:
+        """The frozen backbone ``name`` of ``config`` on ``device``, built from the weights ``config`` names for
+        it on first use (blocking: call it in a worker thread; loads take turns). A file that holds another ViT or
+        cannot be read is the server's, not a client's: `ModelUnavailable` (FAILED_PRECONDITION) naming it, as
+        for the video prior (nothing is kept then)."""
+        if name not in config.frozen or not config.weights:
+            raise ValueError(f"{name!r} is not a frozen backbone with weights in this config ({config.frozen})")
+        path = Path(config.weights[config.frozen.index(name)]).resolve()
+        dev = torch.device(device)
+        key = (name, str(path), repr(weights_id(path)), config.feature_stride, str(dev))
+        with self._lock:
+            module = self._modules.get(key)
+            if module is not None:
+                self._modules.move_to_end(key)
+                return module
+            # A model is initialised before its checkpoint is read: those draws from the global RNG are kept
+            # from any seeded stage running in another thread.
+            try:
+                with seeded_global_rng(None):
+                    module = build_backbone(name, config)
+            except (InvalidInput, OSError, UnpicklingError, SafetensorError, RuntimeError) as exc:
+                # InvalidInput: a ViT of another width (its reason names the file); the others: a damaged file
+                first = str(exc).partition("\n")[0]
+                what = exc.reason if isinstance(exc, InvalidInput) else f"cannot read {path} ({first})"
+                raise ModelUnavailable(name, f"{what}; point `anymole serve --estimator-weights` at a folder that "
+                                             "`anymole models pull estimator` filled") from exc  # fmt: skip
+            module = module.to(dev)
+            self._modules[key] = module
+            while len(self._modules) > self.capacity:
+                self._modules.popitem(last=False)
+            return module
+
+    def clear(self) -> None:
+        """Release every module (jobs that still hold one keep it until they end)."""
+        with self._lock:
+            self._modules.clear()

@@ -154,8 +154,10 @@ class JobManager:
             _, late = await asyncio.wait(tasks, timeout=max(grace, 0.0))
             for job in running:
                 if job.task in late and not job.finishing:  # one storing its result completes
-                    job.interrupting = True
-                    job.token.cancel("the server is shutting down")
+                    # One a client cancelled already ends Cancelled once its stage stops, as the client asked.
+                    if not job.token.cancelled:
+                        job.interrupting = True
+                        job.token.cancel("the server is shutting down")
                     job.task.cancel()
             if late:
                 await asyncio.wait(late)

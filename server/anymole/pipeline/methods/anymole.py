@@ -7,14 +7,17 @@ doubling groups; on a GPU, where a solve's few frames leave the device mostly id
 solve, which should settle them all about when one gap alone would settle); the provisional fill of the other
 gaps stands until then. Keys may lie at any spacing up to `MAX_GAP_SECONDS` (see
 `anymole.video.timeline`). The estimator needs only the renders, so it trains in a
-thread of its own while the prior adapts and samples. Per scene, the adapted prior (`AdaptationCache`) and the
+thread of its own while the prior adapts and samples; whichever of the two fails first stops the other at its
+next step, and the job fails with that one's error. Per scene, the adapted prior (`AdaptationCache`) and the
 trained estimator (`EstimatorCache`) are cached under `VideoSettings.cache_dir`, keyed by the character and
-its context and keyframe renders, so a second fill of the same scene skips ICAdapt and estimator training.
+its context and keyframe renders (`estimator_key` says when the gaps count too), so a second fill of the same
+scene skips ICAdapt and estimator training.
 
 Presets: ``draft`` (ICAdapt ``turbo``, the draft estimator and mimicking: CPU-sized), ``fast``, ``quality`` (the
 reference's ICAdapt recipe and step counts). ``fast`` and ``quality`` use the paper's frozen ViT pair when the
 server has its weights (`VideoSettings.estimator_weights`), the conv backbone otherwise, as ``draft`` always
-does; the method's description and every job's summary name the backbone. A method given a `BackboneFactory`
+does; the method's description and every job's summary name the backbone, and the ViTs read from those weights
+stay loaded between jobs (`BackbonePool`). A method given a `BackboneFactory`
 trains every preset, ``draft`` included, on the ViT pair the factory builds (`anymole bench pipeline` hands it
 random-weight ViTs on a GPU: the speed of the paper's estimator under the ``turbo`` ICAdapt of ``draft``).
 """
@@ -41,6 +44,7 @@ from anymole.pipeline.fromvideo import (
     background,
     estimate,
     estimator_config,
+    gap_fill,
     gap_poses,
     mimic_gaps,
     relative_targets,
@@ -49,7 +53,8 @@ from anymole.pipeline.fromvideo import (
 )
 from anymole.pipeline.methods.base import MethodSpec
 from anymole.pipeline.methods.preview import preview_event
-from anymole.pipeline.methods.video import VideoMethod
+from anymole.pipeline.methods.video import WAITING_FOR_PRIOR, VideoMethod, out_of_memory
+from anymole.pipeline.pool import BackbonePool
 from anymole.pipeline.spec import JobSpec, key_error_deg
 from anymole.rig import Motion
 from anymole.video.cache import AdaptationCache
@@ -74,6 +79,10 @@ VIT_PAIR = tuple(b for b in BACKBONES if b != "conv")
 BackboneFactory = Callable[[str, EstimatorConfig], nn.Module]
 
 
+class _EstimatorFailed(Exception):
+    """Raised in the video stage at its next step once the estimator's training has failed."""
+
+
 def _chunks(spec: JobSpec, motion: Motion, final: bool, frames: range | None = None) -> list[MotionChunk]:
     """``motion``'s ``frames`` (default ``C .. T-1``) in chunks of ``spec.chunk_frames`` (float32)."""
     out = []
@@ -95,11 +104,15 @@ def _chunks(spec: JobSpec, motion: Motion, final: bool, frames: range | None = N
 
 class AnyMoLeMethod:
     """The whole method on the ``video`` method's prior and settings; ``backbones`` builds the estimator's
-    frozen ViT pair (``None``: the conv backbone, trained per scene)."""
+    frozen ViT pair for every preset (``None``: the ViT pair on the server's weights where it has them, the conv
+    backbone trained per scene otherwise); ``vits`` keeps the ViTs read from those weights loaded between jobs
+    (default: a pool of the method's own)."""
 
-    def __init__(self, video: VideoMethod, backbones: BackboneFactory | None = None) -> None:
+    def __init__(self, video: VideoMethod, backbones: BackboneFactory | None = None,
+                 vits: BackbonePool | None = None) -> None:  # fmt: skip
         self.video = video
         self.backbones = backbones
+        self.vits = vits if vits is not None else BackbonePool()
 
     def spec(self) -> MethodSpec:
         reason = self.video.settings.unavailable_reason()
@@ -134,12 +147,19 @@ class AnyMoLeMethod:
             return EstimatorConfig.preset(name, backbones=VIT_PAIR, **est), MimicConfig.preset(name, **mim)
         return estimator_config(name, v.estimator_weights, **est), MimicConfig.preset(name, **mim)
 
-    def _built(self, config: EstimatorConfig) -> list[nn.Module] | None:
-        """``config``'s backbones with the frozen ones from the factory (``None`` without one: built from the
-        config)."""
-        if self.backbones is None:
+    def _built(self, config: EstimatorConfig, device: str) -> list[nn.Module] | None:
+        """``config``'s backbones with the frozen ones from the factory, or from the pool of loaded ViTs where
+        ``config`` names weight files for them (``None`` for a config without either: built with the
+        estimator)."""
+        if self.backbones is None and not config.weights:
             return None
-        return [self.backbones(b, config) if b in config.frozen else build_backbone(b, config) for b in config.backbones]
+
+        def frozen(name: str) -> nn.Module:
+            if self.backbones is not None:
+                return self.backbones(name, config)
+            return self.vits.get(name, config, device)
+
+        return [frozen(b) if b in config.frozen else build_backbone(b, config) for b in config.backbones]
 
     def _backbones(self) -> str:
         """Which estimator backbone each preset trains (the method's description)."""
@@ -166,7 +186,7 @@ class AnyMoLeMethod:
         cfg = self.video.config(PRESETS[preset], spec.seed, loaded, device)
         mimic_cost = _MIMIC_STEP_COST * mim_cfg.steps * timeline.num_gaps * 15
         plan = [*cfg.stage_costs(timeline), ("estimator", _ESTIMATOR_STEP_COST * est_cfg.steps), ("mimic", mimic_cost)]
-        report.set_plan(plan)
+        report.set_plan(plan, beside=("estimator",))  # it trains while the prior adapts and samples
         settings = self.video.settings
         adapt_cache = AdaptationCache(settings.cache_dir) if settings.cache_dir is not None else None
         est_cache = EstimatorCache(settings.cache_dir / "estimator") if settings.cache_dir is not None else None
@@ -183,27 +203,40 @@ class AnyMoLeMethod:
             if message == FROM_CACHE:  # as the video method: a skipped stage weighs nothing in the ETA
                 with plan_lock:
                     skipped.add(stage)
-                    report.set_plan([(s, 0.0 if s in skipped else w) for s, w in plan])
+                    report.set_plan([(s, 0.0 if s in skipped else w) for s, w in plan], beside=("estimator",))
             report(stage, fraction, message)
 
-        stop = threading.Event()  # set when the video stage fails: the estimator's thread stops at its next step
+        # Each of the two threads stops at its next step once the other has failed: `stop` is set when the video
+        # stage fails, `fit_failed` when the estimator does (then the job fails with the estimator's error, and
+        # what the video stage finished before, an adapted prior in its cache, stays).
+        stop = threading.Event()
+        fit_failed = threading.Event()
 
         def fit_step(stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
             if stop.is_set():
                 raise JobCancelled("the video stage failed")
             on_step(stage, fraction, message, preview=preview, frame=frame)
 
+        def flag_failure(training: concurrent.futures.Future[SceneEstimator]) -> None:
+            if training.exception() is not None:
+                fit_failed.set()
+
+        def video_step(stage: str, fraction: float, message: str = "", *, preview: Any = None, frame: int = 0) -> None:
+            if fit_failed.is_set():
+                raise _EstimatorFailed
+            on_step(stage, fraction, message, preview=preview, frame=frame)
+
         def fit(renders: SceneRenders) -> SceneEstimator:
             t = time.perf_counter()
-            key = estimator_key(spec.character_id, renders, est_cfg)
-            est = est_cache.get(key, self._built(est_cfg)) if est_cache is not None else None
+            key = estimator_key(spec.character_id, renders, est_cfg, gap_fill(fill, timeline))
+            est = est_cache.get(key, self._built(est_cfg, device)) if est_cache is not None else None
             cached["estimator"] = est is not None
             if est is None:
                 extra = None  # the gaps' fill and perturbations of it, rendered like the context (fromvideo)
                 if est_cfg.pose_copies:
                     extra = gap_poses(spec.character, fill, timeline, renders.cameras, est_cfg.pose_copies,
                                       est_cfg.pose_noise_deg, est_cfg.seed)  # fmt: skip
-                est = train_estimator(renders, est_cfg, fit_step, device, extra, backbones=self._built(est_cfg))
+                est = train_estimator(renders, est_cfg, fit_step, device, extra, backbones=self._built(est_cfg, device))
                 if est_cache is not None:
                     est_cache.put(key, est)
             else:  # loaded on the CPU: estimation runs where the job does
@@ -212,8 +245,11 @@ class AnyMoLeMethod:
             timings["estimator"] = time.perf_counter() - t
             return est
 
+        def waiting() -> None:
+            report("render", 0.0, WAITING_FOR_PRIOR)
+
         def generate() -> tuple[SceneRenders, GeneratedScene, SceneEstimator]:
-            with loaded.exclusive(token) as prior:
+            with loaded.exclusive(token, on_wait=waiting) as prior:
                 check_render_size(prior, cfg)
                 t = time.perf_counter()
                 renders = render_scene(spec.character, spec.context, spec.keyframes, timeline, cfg, device=device,
@@ -222,16 +258,24 @@ class AnyMoLeMethod:
                 # the estimator needs only the renders: it trains while the prior adapts and samples
                 with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="anymole-estimator") as pool:
                     estimator = pool.submit(fit, renders)
+                    estimator.add_done_callback(flag_failure)
                     try:
                         scene = generate_video(prior, renders, timeline, cfg, schedule=loaded.schedule, cache=adapt_cache,
                                                model_id=loaded.model_id, model_config=loaded.model_config,
-                                               character_digest=spec.character_id, on_step=on_step)  # fmt: skip
+                                               character_digest=spec.character_id, on_step=video_step)  # fmt: skip
+                    except _EstimatorFailed:
+                        error = estimator.exception()  # done: its callback set `fit_failed`
+                        assert error is not None
+                        raise error from None
                     except BaseException:
                         stop.set()
                         raise
                     return renders, scene, estimator.result()  # the pool's exit waits for the thread either way
 
-        renders, scene, est = await run_in_thread(token, generate)
+        try:
+            renders, scene, est = await run_in_thread(token, generate)
+        except torch.OutOfMemoryError as exc:  # as the video method: say what to change, not INTERNAL
+            raise out_of_memory(device, "the video and estimator stages", exc) from exc
         timings.update(scene.timings)
         cached["icadapt"] = scene.from_cache
 
@@ -243,7 +287,7 @@ class AnyMoLeMethod:
             camera = renders.cameras.select(scene.views[view])
             # the estimator's own error on a render of the fill, taken off where the video agrees with the fill
             targets = relative_targets(est, targets, spec.character, fill, timeline, scene.render_frames, camera,
-                                       mim_cfg.fill_trust_px, mim_cfg.fill_deadband_px)  # fmt: skip
+                                       mim_cfg.fill_trust_px, mim_cfg.fill_deadband_px, mim_cfg.confidence_px)  # fmt: skip
             timings["estimate"] = time.perf_counter() - t
 
             def settled(frames: range, motion: Motion) -> None:  # a gap's final motion, as soon as it is solved
@@ -258,7 +302,10 @@ class AnyMoLeMethod:
             timings["mimic"] = time.perf_counter() - t
             return motion
 
-        motion = await run_in_thread(token, solve)
+        try:
+            motion = await run_in_thread(token, solve)
+        except torch.OutOfMemoryError as exc:
+            raise out_of_memory(device, "estimation and mimicking", exc) from exc
         hits = [s for s in ("icadapt", "estimator") if cached.get(s)]
         summary = (f"filled frames {spec.context_frames}..{spec.total_frames - 1} with anymole/{preset} in "
                    f"{time.perf_counter() - t0:.1f} s (estimator backbone {'+'.join(est_cfg.backbones)}"

@@ -43,7 +43,7 @@ from anymole.video.mp4 import encode_mp4
 from anymole.video.sampler import SamplerConfig
 from anymole.video.timeline import MAX_GAP_SECONDS, MIN_CONTEXT_SECONDS, VideoTimeline, plan_timeline
 
-__all__ = ["ICADAPT_PRESETS", "VideoMethod"]
+__all__ = ["ICADAPT_PRESETS", "WAITING_FOR_PRIOR", "VideoMethod", "out_of_memory"]
 
 #: the presets (the first is the default) → their ICAdapt recipes
 ICADAPT_PRESETS: dict[str, Callable[[], ICAdaptConfig]] = {
@@ -60,7 +60,7 @@ _VIDEO_DESCRIPTION = (
 )
 
 #: the progress message of a video job waiting for its device's prior
-_WAITING_FOR_PRIOR = "waiting for this device's video prior: another video job or the server's warm-up holds it"
+WAITING_FOR_PRIOR = "waiting for this device's video prior: another job on it or the server's warm-up holds it"
 
 
 class VideoMethod:
@@ -163,7 +163,7 @@ class VideoMethod:
             report(stage, fraction, message)  # raises JobCancelled once the job is cancelled
 
         def waiting() -> None:
-            report("render", 0.0, _WAITING_FOR_PRIOR)
+            report("render", 0.0, WAITING_FOR_PRIOR)
 
         def generate() -> tuple[float, GeneratedScene]:
             with loaded.exclusive(token, on_wait=waiting) as prior:
@@ -195,16 +195,22 @@ class VideoMethod:
         try:
             render_s, scene = await run_in_thread(token, generate)
         except torch.OutOfMemoryError as exc:  # the weights are restored; say what to change, not INTERNAL
-            what = str(exc).partition("\n")[0]  # torch's first line: how much it tried to allocate
-            raise ResourceExhausted(
-                f"{device} ran out of memory in the video stage ({what}); retry once other work has freed "
-                "the device, or run the server with a smaller `anymole serve --video-size` or on a larger device"
-            ) from exc
+            raise out_of_memory(device, "the video stage", exc) from exc
         t1 = time.perf_counter()
         clip = await asyncio.to_thread(_video_clip, scene)
         load = (("load", load_s),) if first_load else ()
         timings = (*load, ("render", render_s), *scene.timings, ("encode", time.perf_counter() - t1))
         yield _video_completed(spec, scene, clip, cfg, timings, self.settings.tiny)
+
+
+def out_of_memory(device: str, stage: str, exc: torch.OutOfMemoryError) -> ResourceExhausted:
+    """What a job that ran out of device memory in ``stage`` fails with: RESOURCE_EXHAUSTED saying how much torch
+    tried to allocate (its first line) and what to change, not an INTERNAL error."""
+    what = str(exc).partition("\n")[0]
+    return ResourceExhausted(
+        f"{device} ran out of memory in {stage} ({what}); retry once other work has freed the device, or run the "
+        "server with a smaller `anymole serve --video-size` or on a larger device"
+    )
 
 
 def _video_clip(scene: GeneratedScene) -> VideoClip:

@@ -1,0 +1,79 @@
+"""`BackbonePool` (issue 14.4): the estimator's frozen ViTs read from weight files once and shared by the jobs
+after, a few at a time, a replaced file read anew. Tiny ViTs in the published layouts stand in for the weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from anymole.errors import ModelUnavailable
+from anymole.estimator import EstimatorConfig, backbones
+from anymole.pipeline.pool import BackbonePool
+from vit_folders import random_vit, write_models_folder
+
+PAIR = ("dinov2_vitb14_reg", "fit3d_vits14_reg")
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The backbone names read from disk, in order."""
+    seen: list[str] = []
+    load = backbones.pretrained_vit
+
+    def counted(name: str, path: object) -> object:
+        seen.append(name)
+        return load(name, path)
+
+    monkeypatch.setattr(backbones, "pretrained_vit", counted)
+    return seen
+
+
+def _config(models: Path, **kw: object) -> EstimatorConfig:
+    weights = (str(models / "dinov2-with-registers-base"), str(models / "fit3d-vits14-reg" / "dinov2_reg_small_finetuned.pth"))
+    return EstimatorConfig.fast(weights=weights, **kw)  # type: ignore[arg-type]
+
+
+def test_each_backbone_is_read_once_kept_a_few_at_a_time_and_read_again_when_replaced(tmp_path, loads) -> None:
+    models = write_models_folder(tmp_path / "models", random_vit(1), random_vit(2))
+    cfg = _config(models)
+    pool = BackbonePool(capacity=2)
+    dino, fit3d = (pool.get(b, cfg, "cpu") for b in PAIR)
+    assert pool.get(PAIR[0], _config(models), "cpu") is dino and pool.get(PAIR[1], cfg, "cpu") is fit3d
+    assert loads == list(PAIR) and len(pool) == 2
+    assert not any(p.requires_grad for p in fit3d.parameters())
+
+    images = torch.rand(1, 3, 64, 96)
+    coarse = pool.get(PAIR[1], _config(models, feature_stride=16), "cpu")  # another grid: another module
+    assert coarse is not fit3d and coarse(images).shape == (1, fit3d.channels, 4, 6)
+    assert len(pool) == 2 and loads == [*PAIR, PAIR[1]]
+    assert pool.get(PAIR[1], cfg, "cpu") is fit3d  # the most recently used of the first two stayed
+    assert pool.get(PAIR[0], cfg, "cpu") is not dino and loads[-1] == PAIR[0]  # the least recently used went
+
+    # FiT3D's file replaced by other weights: the next job reads it again
+    before = fit3d(images)
+    other = write_models_folder(tmp_path / "other", random_vit(3), random_vit(4))
+    target = models / "fit3d-vits14-reg" / "dinov2_reg_small_finetuned.pth"
+    target.write_bytes((other / "fit3d-vits14-reg" / "dinov2_reg_small_finetuned.pth").read_bytes())
+    replaced = pool.get(PAIR[1], cfg, "cpu")
+    assert replaced is not fit3d and loads[-1] == PAIR[1]
+    assert not torch.allclose(replaced(images), before)
+
+    pool.clear()
+    assert len(pool) == 0
+
+
+def test_a_failed_load_keeps_nothing_and_the_next_get_reads_the_mended_file(tmp_path, loads) -> None:
+    models = write_models_folder(tmp_path / "models", random_vit(1), random_vit(2))
+    target = models / "fit3d-vits14-reg" / "dinov2_reg_small_finetuned.pth"
+    good = target.read_bytes()
+    torch.save({"pos_embed": torch.zeros(1, 4, 7)}, target)  # a 7-wide ViT: no architecture it could be
+    pool = BackbonePool()
+    with pytest.raises(ModelUnavailable, match="7-wide"):  # the server's file: FAILED_PRECONDITION
+        pool.get(PAIR[1], _config(models), "cpu")
+    assert len(pool) == 0
+    target.write_bytes(good)
+    assert pool.get(PAIR[1], _config(models), "cpu").channels == 32 and len(pool) == 1
+    with pytest.raises(ValueError, match="not a frozen backbone"):
+        pool.get("conv", _config(models), "cpu")
