@@ -46,11 +46,12 @@ def test_training_set_appends_extra_samples_at_weight_one(scene: OracleScene) ->
     ch = cached_load("131_01_30fps.bvh")
     extra = gap_poses(ch, scene.fill, scene.timeline, scene.renders.cameras, copies=1, noise_deg=0.0)
     base = training_set(scene.renders)
-    images, joints, depths, weights = training_set(scene.renders, extra)
+    images, joints, depths, weights, masks = training_set(scene.renders, extra)
     n = base[0].shape[0]
     assert images.shape[0] == n + extra.images.shape[0] and torch.equal(images[:n], base[0])
     assert torch.equal(joints[n:], extra.joints_px) and torch.equal(depths[n:], extra.joints_depth)
     assert weights[n:].eq(1.0).all() and torch.equal(weights[:n], base[3])
+    assert torch.equal(masks[n:], extra.masks) and torch.equal(masks[:n], base[4]) and masks.shape == images[:, 0].shape
 
 
 @pytest.fixture(scope="module")

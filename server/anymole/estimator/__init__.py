@@ -6,8 +6,9 @@ Public API::
     EstimatorConfig.draft() / .fast() / .quality() / .preset(name)
     build_backbone(name, config, weights=PATH | random_init=True) -> Backbone   # "conv", ViTs via transformers
     training_set(renders, keys, views=3) -> (images, joints2d, depths, weights)   # keyframes weigh 3
-    fit_estimator(images, joints2d, depths, weights, config, on_step) -> SceneEstimator
-    SceneEstimator.predict(images) -> (joints_px (N, J, 2), depth_m (N, J)); .save(dir) / .load(dir)
+    fit_estimator(images, joints2d, depths, weights, config, on_step, masks=...) -> SceneEstimator
+    SceneEstimator.predict(images, masks) -> (joints_px (N, J, 2), depth_m (N, J)); .save(dir) / .load(dir)
+    # draft reads a window around the character (anymole.estimator.framing), placed on each image's mask
     to_transformers(state_dict) / from_transformers(state_dict)   # torch.hub / timm ↔ transformers keys
 """
 

@@ -54,6 +54,12 @@ class EstimatorConfig:
             (`anymole.pipeline.fromvideo.gap_poses`: the gaps' SLERP fill, then ``pose_copies − 1`` randomly
             perturbed copies of it); 0: the paper's training set, context and keys only.
         pose_noise_deg: std (degrees, per axis) of the perturbation of every local rotation in those copies.
+        frame_margin: read a window around the character instead of the whole image
+            (`anymole.estimator.framing`): its side is the character's largest extent over the training images
+            times this margin; 0: the whole image (as where the window would enlarge the character less than
+            `anymole.estimator.framing.MIN_ZOOM` times).
+        input_pixels: with a window, the pixels it is resampled to (the estimator's cost): ``h' · w'`` about
+            this, each side a multiple of ``feature_stride``.
         autocast_dtype: ``"bf16"`` (CUDA only: the frozen backbones' encoding, cached in bf16, and the heads'
             convolutions and linears; soft-argmax and the losses stay float32) or ``"fp32"``.
         seed: RNG seed for initialisation, batches and augmentation.
@@ -81,6 +87,8 @@ class EstimatorConfig:
     encode_batch: int = 16
     pose_copies: int = 0
     pose_noise_deg: float = 10.0
+    frame_margin: float = 1.25
+    input_pixels: int = 128 * 80
     autocast_dtype: str = "bf16"
     seed: int = 0
     weights: tuple[str, ...] = ()
@@ -104,6 +112,9 @@ class EstimatorConfig:
         if self.lr <= 0 or self.final_div < 1 or not 0 < self.warmup < 1:
             raise InvalidInput("lr", f"need lr > 0, final_div ≥ 1, 0 < warmup < 1; got {self.lr}, "
                                f"{self.final_div}, {self.warmup}")  # fmt: skip
+        if self.frame_margin and (self.frame_margin < 1 or self.input_pixels < self.feature_stride**2):
+            raise InvalidInput("frame_margin", f"must be 0 (no window) or ≥ 1 with input_pixels ≥ "
+                               f"{self.feature_stride**2}; got {self.frame_margin}, {self.input_pixels}")  # fmt: skip
         if self.weights and len(self.weights) != len(self.frozen):
             raise InvalidInput("weights", f"need one path per frozen backbone {self.frozen}, got {len(self.weights)}")
         if self.autocast_dtype not in ("bf16", "fp32"):
@@ -116,7 +127,8 @@ class EstimatorConfig:
 
     @classmethod
     def draft(cls, **overrides: Any) -> EstimatorConfig:
-        """CPU-sized: the conv backbone trained from scratch, small heads, 300 steps (the defaults)."""
+        """CPU-sized: the conv backbone trained from scratch, small heads, 300 steps, a window around the character
+        resampled to 128×80 pixels (the defaults)."""
         return cls(**overrides)
 
     @classmethod
@@ -136,6 +148,7 @@ class EstimatorConfig:
                 max_shift=4,
                 jitter_copies=1,
                 encode_batch=32,
+                frame_margin=0.0,
             ),
             **overrides,
         )
@@ -157,6 +170,7 @@ class EstimatorConfig:
                 max_shift=4,
                 jitter_copies=2,
                 encode_batch=32,
+                frame_margin=0.0,
             ),
             **overrides,
         )

@@ -12,6 +12,10 @@ reused by every step. Augmentation therefore works on what is cached:
 
 A trainable backbone (`ConvBackbone`) takes the images themselves, shifted by whole cells of pixels in
 the same way, and runs every step: it is a few convolutions.
+
+With ``frame_margin`` (the draft preset) the estimator reads a window around the character, found in each
+image's mask, resampled to ``input_pixels`` (`anymole.estimator.framing`); its joints come back in the image's
+pixels.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from torch import nn
 from anymole.errors import InvalidInput
 from anymole.estimator.backbones import build_backbone
 from anymole.estimator.config import EstimatorConfig
+from anymole.estimator.framing import Framing, frame_scene, window_corners
 from anymole.estimator.model import EstimatorNet
 from anymole.render.gl import Renders
 from anymole.seeding import seeded_global_rng
@@ -100,6 +105,8 @@ class SceneEstimator:
         image_size: ``(H, W)`` of the images it was trained on (and takes).
         depth_mean, depth_std: metric depth normalisation (m).
         losses: the training loss after each step.
+        framing: the window around the character it reads (``None``: the whole image; then `predict` needs no
+            masks).
     """
 
     config: EstimatorConfig
@@ -109,6 +116,7 @@ class SceneEstimator:
     depth_mean: float
     depth_std: float
     losses: list[float] = field(default_factory=list)
+    framing: Framing | None = None
 
     def to(self, device: torch.device | str) -> SceneEstimator:
         """Move the heads and every backbone to ``device`` (in place, as `nn.Module.to`); returns ``self``."""
@@ -118,20 +126,38 @@ class SceneEstimator:
         return self
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-        """2D joints ``(N, J, 2)`` (px) and metric depths ``(N, J)`` (m) of ``images (N, 3, H, W)`` in [0, 1]."""
+    def predict(
+        self, images: torch.Tensor, masks: torch.Tensor | None = None, batch: int = 32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """2D joints ``(N, J, 2)`` (px of ``images``) and metric depths ``(N, J)`` (m) of ``images (N, 3, H, W)``
+        in [0, 1]; with `framing`, ``masks (N, H, W)`` (> 0.5 where the character is: a render's mask or
+        `anymole.mimic.character_mask`) place each window."""
         if tuple(images.shape[-2:]) != self.image_size:
             raise InvalidInput("images", f"must be {self.image_size}, the training size, got {tuple(images.shape[-2:])}")
+        corners = None
+        if self.framing is not None:
+            if masks is None or tuple(masks.shape) != (images.shape[0], *self.image_size):
+                got = None if masks is None else tuple(masks.shape)
+                raise InvalidInput("masks", f"this estimator reads a window around the character: give its masks "
+                                            f"({images.shape[0]}, {self.image_size[0]}, {self.image_size[1]}), got {got}")  # fmt: skip
+            corners = window_corners(masks.cpu(), self.framing)
+            images = self.framing.crop(images, corners.to(images.device))
+        size = self.framing.input if self.framing is not None else self.image_size
         dev = next(self.net.parameters()).device
+        origin = None if self.framing is None or corners is None else self.framing.origin(corners.to(dev, torch.float32))
         self.net.eval()
         xy, depth = [], []
         for a in range(0, images.shape[0], batch):
             inputs = encode(self.backbones, images[a : a + batch], self.config, dev)
+            o = None if origin is None else origin[a : a + batch]
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and self.config.autocast_dtype == "bf16"):
-                p, d = self.net(inputs, self.image_size)
+                p, d = self.net(inputs, size, o)
             xy.append(p.float())
             depth.append(d.float() * self.depth_std + self.depth_mean)
-        return torch.cat(xy), torch.cat(depth)
+        joints = torch.cat(xy)
+        if self.framing is not None and corners is not None:
+            joints = self.framing.from_window(joints, corners.to(joints.device))
+        return joints, torch.cat(depth)
 
     def save(self, folder: str | Path) -> None:
         """``folder/estimator.safetensors`` (heads and trainable backbone) + ``estimator.json`` (config, stats)."""
@@ -141,7 +167,8 @@ class SceneEstimator:
         d.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous().cpu() for k, v in self.net.state_dict().items()}, str(d / "estimator.safetensors"))
         meta = {"config": asdict(self.config), "image_size": list(self.image_size), "joints": self.net.joints,
-                "depth_mean": self.depth_mean, "depth_std": self.depth_std}  # fmt: skip
+                "depth_mean": self.depth_mean, "depth_std": self.depth_std,
+                "framing": None if self.framing is None else asdict(self.framing)}  # fmt: skip
         (d / "estimator.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -153,14 +180,16 @@ class SceneEstimator:
         meta = json.loads((d / "estimator.json").read_text())
         fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
         cfg = EstimatorConfig(**fields)
+        fr = meta.get("framing")
+        framing = None if fr is None else Framing(tuple(fr["image"]), tuple(fr["window"]), tuple(fr["input"]))
         # The modules draw their (overwritten) initial weights from the global RNG: not inside another thread's
         # seeded span (a job training an estimator beside this one's cache load), whose draws would shift.
         with seeded_global_rng(None):
             bbs = list(backbones) if backbones is not None else [build_backbone(n, cfg) for n in cfg.backbones]
-            net = EstimatorNet(cfg, bbs, int(meta["joints"]))
+            net = EstimatorNet(cfg, bbs, int(meta["joints"]), windowed=framing is not None)
         net.load_state_dict(load_file(str(d / "estimator.safetensors")))
         h, w = meta["image_size"]
-        return cls(cfg, net, bbs, (h, w), float(meta["depth_mean"]), float(meta["depth_std"]))
+        return cls(cfg, net, bbs, (h, w), float(meta["depth_mean"]), float(meta["depth_std"]), framing=framing)
 
 
 def training_set(
@@ -234,6 +263,7 @@ def fit_estimator(
     *,
     backbones: Sequence[nn.Module] | None = None,
     device: torch.device | str | None = None,
+    masks: torch.Tensor | None = None,
 ) -> SceneEstimator:
     """Train a scene-specific estimator on renders with known joints.
 
@@ -247,11 +277,26 @@ def fit_estimator(
         backbones: built backbones in ``config.backbones`` order (`build_backbone`); built from the config
             when omitted (a ViT then needs weights: `ModelUnavailable`).
         device: where to train (``images``' device by default).
+        masks: ``(N, H, W)`` where the character covers each image (> 0.5); needed with ``config.frame_margin``
+            (the window's size and place).
 
     Returns:
         The trained `SceneEstimator`.
     """
     s = config.feature_stride
+    framing = None
+    full = (int(images.shape[-2]), int(images.shape[-1]))
+    if config.frame_margin:
+        if masks is None or tuple(masks.shape) != (images.shape[0], *images.shape[-2:]):
+            got = None if masks is None else tuple(masks.shape)
+            raise InvalidInput("masks", f"frame_margin > 0 reads a window around the character: give its masks "
+                                        f"({images.shape[0]}, {images.shape[-2]}, {images.shape[-1]}), got {got}")  # fmt: skip
+        framing = frame_scene(masks.cpu(), config.frame_margin, config.input_pixels, s)
+        if framing is not None:  # else the character fills the frame: read the whole image
+            corners = window_corners(masks.cpu(), framing)
+            images = framing.crop(images, corners.to(images.device))
+            joints2d = framing.to_window(joints2d, corners.to(joints2d.device))
+            corners_all = corners.float()
     _check(images, joints2d, depths, weights, s)
     dev = torch.device(device) if device is not None else images.device
     gen = torch.Generator().manual_seed(config.seed)
@@ -265,7 +310,7 @@ def fit_estimator(
         bbs = list(backbones) if backbones is not None else [build_backbone(n, config) for n in config.backbones]
         if len(bbs) != len(config.backbones):
             raise InvalidInput("backbones", f"need {len(config.backbones)} ({config.backbones}), got {len(bbs)}")
-        net = EstimatorNet(config, bbs, joints2d.shape[1])
+        net = EstimatorNet(config, bbs, joints2d.shape[1], windowed=framing is not None)
     copies = [images] + [color_jitter(images, gen) for _ in range(config.jitter_copies)]
     reps = len(copies)
     inputs = encode(bbs, torch.cat(copies), config, dev)
@@ -278,6 +323,8 @@ def fit_estimator(
     dn_all = ((depths.to(dev, torch.float32) - d_mean) / d_std).repeat(reps, 1)
     h, w = images.shape[-2:]
     net = net.to(dev)
+    if framing is not None:
+        corners_all = corners_all.to(dev)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _one_cycle(config))
@@ -296,9 +343,14 @@ def fit_estimator(
                 # A trainable backbone takes pixels: shift its images by whole cells of `s` pixels.
                 xb = shift_grid(xb, dy * s, dx * s) if tr else shift_grid(xb, dy, dx)
             batch.append(xb)
-        target = xy_all[idx] + torch.stack((dx, dy), -1)[:, None].float() * s
+        shift = torch.stack((dx, dy), -1).float() * s  # (B, 2) input px the content moved
+        target = xy_all[idx] + shift[:, None]
+        origin = None
+        if framing is not None:  # content moved right by `shift` = the window's corner moved left in the image
+            sx, sy = framing.scale()
+            origin = framing.origin(corners_all[idx % corners_all.shape[0]] - shift / torch.tensor([sx, sy], device=dev))
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
-            xy, dn = net(batch, (h, w))
+            xy, dn = net(batch, (h, w), origin)
         dn = dn.float()
         err_xy = ((xy - target) / s).square().sum(-1).mean(-1)  # (B,) squared error in feature cells
         err_d = (dn - dn_all[idx]).square().mean(-1)
@@ -313,4 +365,4 @@ def fit_estimator(
         if on_step is not None:
             on_step("estimator", (step + 1) / config.steps)
     net.eval()
-    return SceneEstimator(config, net, bbs, (h, w), d_mean, d_std, torch.stack(losses).tolist())
+    return SceneEstimator(config, net, bbs, full, d_mean, d_std, torch.stack(losses).tolist(), framing)

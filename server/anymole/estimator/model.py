@@ -96,7 +96,9 @@ class EstimatorNet(nn.Module):
         joints: ``J``.
     """
 
-    def __init__(self, config: EstimatorConfig, backbones: Sequence[nn.Module], joints: int) -> None:
+    def __init__(
+        self, config: EstimatorConfig, backbones: Sequence[nn.Module], joints: int, windowed: bool = False
+    ) -> None:
         super().__init__()
         self.trainable = nn.ModuleDict(
             {str(i): b for i, b in enumerate(backbones) if getattr(b, "trainable", False)}
@@ -109,7 +111,10 @@ class EstimatorNet(nn.Module):
         self.merge = nn.Sequential(_conv(cat, config.merge_channels), _conv(config.merge_channels, config.merge_channels))
         self.decoder = HeatmapDecoder(config.merge_channels, config.decoder_channels, joints, config.heatmap_upsamples)
         self.embed = nn.Embedding(joints, config.joint_embed) if config.joint_embed else None
-        dims = [config.merge_channels + 2 + config.joint_embed, *config.depth_hidden]
+        # With a window around the character (`anymole.estimator.framing`) the depth MLP also reads where the window
+        # sits in the image: a joint's place in the whole frame (how high above the horizon) is a cue to its depth.
+        self.windowed = windowed
+        dims = [config.merge_channels + 2 + config.joint_embed + 2 * self.windowed, *config.depth_hidden]
         mlp: list[nn.Module] = []
         for a, b in itertools.pairwise(dims):
             mlp += [nn.Linear(a, b), nn.LayerNorm(b), nn.SiLU()]
@@ -125,9 +130,11 @@ class EstimatorNet(nn.Module):
         return self.merge(torch.cat(feats, 1))
 
     def forward(
-        self, inputs: Sequence[torch.Tensor], image_size: tuple[int, int]
+        self, inputs: Sequence[torch.Tensor], image_size: tuple[int, int], origin: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(joints (B, J, 2) px, depth (B, J) normalised)`` from per-backbone inputs of ``image_size (H, W)``.
+        """``(joints (B, J, 2) px, depth (B, J) normalised)`` from per-backbone inputs of ``image_size (H, W)``;
+        ``origin (B, 2)``: with a window, its corner in the whole image, in [−1, 1] (``x0 / W``, ``y0 / H`` mapped
+        as the positions are).
 
         The depth MLP reads F at the predicted joints, detached: the depth loss trains the sampled features,
         not the 2D positions.
@@ -138,6 +145,10 @@ class EstimatorNet(nn.Module):
         parts = [sample_at(f, xy.detach(), image_size)]
         h, w = image_size
         parts.append(torch.stack((2.0 * xy[..., 0] / w - 1.0, 2.0 * xy[..., 1] / h - 1.0), -1).detach())
+        if self.windowed:
+            if origin is None:
+                raise ValueError("origin: a windowed estimator needs each window's corner (B, 2)")
+            parts.append(origin.to(xy)[:, None].expand(b, xy.shape[1], 2))
         if self.embed is not None:
             parts.append(self.embed.weight.unsqueeze(0).expand(b, -1, -1))
         return xy, self.depth(torch.cat(parts, -1)).squeeze(-1)

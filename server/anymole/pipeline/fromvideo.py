@@ -84,27 +84,30 @@ class PoseSamples:
         images: ``(M, 3, H, W)`` in [0, 1].
         joints_px: ``(M, J, 2)`` px.
         joints_depth: ``(M, J)`` m.
+        masks: ``(M, H, W)`` bool, where the character covers the image.
     """
 
     images: torch.Tensor
     joints_px: torch.Tensor
     joints_depth: torch.Tensor
+    masks: torch.Tensor
 
 
 def training_set(
     renders: SceneRenders, extra: PoseSamples | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The estimator's samples from a job's renders: every view's ``N`` context frames and ``K`` keys, then
     ``extra``'s ``E`` samples.
 
     Returns:
-        ``images (M, 3, H, W)``, ``joints2d (M, J, 2)`` px, ``depths (M, J)`` m, ``weights (M,)`` with
-        ``M = V·(N + K) + E`` (context and extra samples weigh 1, keys `KEY_WEIGHT`).
+        ``images (M, 3, H, W)``, ``joints2d (M, J, 2)`` px, ``depths (M, J)`` m, ``weights (M,)``, ``masks (M, H,
+        W)`` bool with ``M = V·(N + K) + E`` (context and extra samples weigh 1, keys `KEY_WEIGHT`).
     """
     n = renders.context.shape[2]
     images = torch.cat((renders.context.transpose(1, 2).flatten(0, 1), renders.keys.transpose(1, 2).flatten(0, 1)))
     joints = torch.cat((renders.joints_px[:, :n].flatten(0, 1), renders.joints_px[:, n:].flatten(0, 1)))
     depths = torch.cat((renders.joints_depth[:, :n].flatten(0, 1), renders.joints_depth[:, n:].flatten(0, 1)))
+    masks = torch.cat((renders.mask[:, :n].flatten(0, 1), renders.mask[:, n:].flatten(0, 1)))
     v, k = renders.views, renders.keys.shape[2]
     weights = torch.cat((torch.ones(v * n), torch.full((v * k,), KEY_WEIGHT)))
     if extra is not None:
@@ -112,7 +115,8 @@ def training_set(
         joints = torch.cat((joints, extra.joints_px.to(joints)))
         depths = torch.cat((depths, extra.joints_depth.to(depths)))
         weights = torch.cat((weights, torch.ones(extra.images.shape[0])))
-    return images, joints, depths, weights
+        masks = torch.cat((masks, extra.masks.to(masks)))
+    return images, joints, depths, weights, masks
 
 
 def _scene_style(character: Character, fill: Motion, timeline: VideoTimeline) -> Style:
@@ -175,7 +179,7 @@ def relative_targets(
     shown = render_motion(character, fill.sample(positions, RENDER_FPS / step), cameras=camera,
                           style=_scene_style(character, fill, timeline))  # fmt: skip
     assert shown.joints_px is not None and shown.joints_depth is not None
-    xy, depth = estimator.predict(shown.images()[0])
+    xy, depth = estimator.predict(shown.images()[0], torch.from_numpy(shown.mask[0]))
     j, d = targets.joints_px, targets.depth
     xy, depth = xy.to(j), depth.to(d)
     err_d = shown.joints_depth[0].to(d) - depth  # (F, J) the estimator's depth error on the fill's render
@@ -246,7 +250,8 @@ def gap_poses(
     poses = Motion(fill.fps, rot, root, tr, fill.name)
     r = render_motion(character, poses, cameras=cameras, style=_scene_style(character, fill, timeline))
     assert r.joints_px is not None and r.joints_depth is not None
-    return PoseSamples(r.images().flatten(0, 1), r.joints_px.flatten(0, 1).float(), r.joints_depth.flatten(0, 1).float())
+    return PoseSamples(r.images().flatten(0, 1), r.joints_px.flatten(0, 1).float(), r.joints_depth.flatten(0, 1).float(),
+                       torch.from_numpy(r.mask).flatten(0, 1))  # fmt: skip
 
 
 def train_estimator(
@@ -260,9 +265,10 @@ def train_estimator(
 ) -> SceneEstimator:
     """`fit_estimator` on `training_set` with ``extra`` samples (reports ``("estimator", fraction)``; a raising
     ``on_step`` stops it), with built ``backbones`` in ``config.backbones`` order (default: built from the config)."""
-    images, joints, depths, weights = training_set(renders, extra)
+    images, joints, depths, weights, masks = training_set(renders, extra)
     on_step("estimator", 0.0)
-    return fit_estimator(images, joints, depths, weights, config, on_step, backbones=backbones, device=device)
+    return fit_estimator(images, joints, depths, weights, config, on_step, backbones=backbones, device=device,
+                         masks=masks)  # fmt: skip
 
 
 def background(context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -286,10 +292,11 @@ def estimate(
     estimator: SceneEstimator, frames: torch.Tensor, backdrop: torch.Tensor | None
 ) -> MimicTargets:
     """Mimicking's targets on generated frames ``(3, F, H, W)``: the estimator's joints ``(F, J, 2)`` and depths
-    ``(F, J)``, and the character mask ``(F, H, W)`` against ``backdrop (3, H, W)`` (none without it)."""
+    ``(F, J)``, and the character mask ``(F, H, W)`` against ``backdrop (3, H, W)`` (none without it; an estimator
+    that reads a window around the character places it on that mask, so it needs ``backdrop``)."""
     images = frames.transpose(0, 1).contiguous()  # (F, 3, H, W)
-    joints, depth = estimator.predict(images)
     mask = character_mask(images, backdrop) if backdrop is not None else None
+    joints, depth = estimator.predict(images, mask)
     return MimicTargets(joints, depth, mask)
 
 
