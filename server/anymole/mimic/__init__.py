@@ -6,13 +6,12 @@ Public API::
 
     MimicConfig.draft() / .fast() / .quality() / .preset(name)
     character_mask(frames, background) -> (F, H, W)
-    targets_from_video(estimator, frames, known, background) -> MimicTargets
     mimic(skeleton, camera, init, known, MimicTargets(joints_px, depth, mask), config, on_step, mesh=...) -> Motion
     find_gaps(known), phases(gaps), smooth_keep_known(rotations, root, known, sigma)
 """
 
 from anymole.mimic.config import MimicConfig
-from anymole.mimic.fit import MimicTargets, mimic, targets_from_video
+from anymole.mimic.fit import MimicTargets, mimic
 from anymole.mimic.losses import character_mask, joint_loss, root_loss, rotation_loss, silhouette_loss
 from anymole.mimic.schedule import Phase, find_gaps, phases, smooth_keep_known
 
@@ -29,5 +28,4 @@ __all__ = [
     "rotation_loss",
     "silhouette_loss",
     "smooth_keep_known",
-    "targets_from_video",
 ]

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from anymole.errors import InvalidInput
-from anymole.estimator.fit import SceneEstimator
 from anymole.mimic.config import MimicConfig
 from anymole.mimic.gauss_newton import solve_lm
-from anymole.mimic.losses import character_mask, joint_loss, root_loss, rotation_loss, silhouette_loss
+from anymole.mimic.losses import joint_loss, root_loss, rotation_loss, silhouette_loss
 from anymole.mimic.prior import prior_rotation_loss
 from anymole.mimic.schedule import Phase, find_gaps, phases, smooth_keep_known
 from anymole.render.cameras import Cameras
@@ -33,7 +32,7 @@ from anymole.rig.fk import forward_kinematics
 from anymole.rig.quat import quat_conj, quat_mul, quat_normalize, unitquat_slerp
 from anymole.rig.skinning import linear_blend_skinning
 
-__all__ = ["MimicTargets", "mimic", "targets_from_video"]
+__all__ = ["MimicTargets", "mimic"]
 
 OnStep = Callable[..., None]
 
@@ -55,30 +54,6 @@ class MimicTargets:
     depth: torch.Tensor
     mask: torch.Tensor | None = None
     confidence: torch.Tensor | None = None
-
-
-def targets_from_video(
-    estimator: SceneEstimator, frames: torch.Tensor, known: torch.Tensor, background: torch.Tensor | None = None
-) -> MimicTargets:
-    """The estimator's joints on every unknown frame of a generated video, and the character's masks.
-
-    Args:
-        estimator: trained on this scene's renders (`anymole.estimator.fit_estimator`).
-        frames: ``(F, 3, H, W)`` in [0, 1], the video at the clip's working rate (known frames included).
-        known: ``(F,)`` bool; known frames are not estimated (their rows are zero and unused).
-        background: ``(3, H, W)`` render of the same view without the character, for `character_mask`;
-            ``None``: no silhouette term.
-    """
-    if tuple(known.shape) != (frames.shape[0],):
-        raise InvalidInput("known", f"must have shape ({frames.shape[0]},), got {tuple(known.shape)}")
-    todo = ~known.bool().cpu()
-    xy, depth = estimator.predict(frames[todo])
-    j = xy.shape[1]
-    joints = torch.zeros(frames.shape[0], j, 2, dtype=xy.dtype, device=xy.device)
-    depths = torch.ones(frames.shape[0], j, dtype=depth.dtype, device=depth.device)
-    joints[todo.to(xy.device)], depths[todo.to(depth.device)] = xy, depth
-    mask = character_mask(frames, background) if background is not None else None
-    return MimicTargets(joints, depths, mask)
 
 
 def _check(init: Motion, known: torch.Tensor, targets: MimicTargets, camera: Cameras) -> None:
