@@ -17,6 +17,7 @@ from anymole.estimator import EstimatorConfig, backbones
 from anymole.pipeline import AnyMoLePipeline, Completed, Failed, VideoSettings
 from anymole.pipeline.methods.anymole import AnyMoLeMethod
 from anymole.rig import Keyframes, Motion
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 from asset_files import ASSETS, cached_load
 from vit_folders import random_vit, write_models_folder
 
@@ -38,6 +39,14 @@ def _method(settings: VideoSettings) -> AnyMoLeMethod:
     method = AnyMoLePipeline(settings).method("anymole")
     assert isinstance(method, AnyMoLeMethod)
     return method
+
+
+async def _fast_fox_request(client: AnyMoLeClient) -> pb.InbetweenRequest:
+    """A `fast` anymole fill of the Fox's Survey: 2 s of context, the true pose as the key 1 s later."""
+    up = await client.upload_file(ASSETS / "Fox.glb")
+    truth = cached_load("Fox.glb").motions["Survey"]
+    key = Keyframes((KEY,), Motion(truth.fps, truth.rotations[[KEY]], truth.root_translation[[KEY]]))
+    return client.request(up, truth.slice(0, CONTEXT), key, method="anymole", preset="fast")
 
 
 def test_presets_take_the_vit_pair_only_where_weights_are(models: Path) -> None:
@@ -70,10 +79,7 @@ async def test_fast_job_trains_on_the_vits_and_the_second_job_reuses_them_loaded
     client: AnyMoLeClient = await connect(port)
     info = {m.name: m for m in (await client.server_info()).capabilities.methods}["anymole"]
     assert "FiT3D ViT-S/14" in info.description
-    up = await client.upload_file(ASSETS / "Fox.glb")
-    truth = cached_load("Fox.glb").motions["Survey"]
-    key = Keyframes((KEY,), Motion(truth.fps, truth.rotations[[KEY]], truth.root_translation[[KEY]]))
-    request = client.request(up, truth.slice(0, CONTEXT), key, method="anymole", preset="fast")
+    request = await _fast_fox_request(client)
 
     done = [st.event async for st in client.inbetween(request)][-1]
     assert isinstance(done, Completed), done
@@ -107,10 +113,7 @@ async def test_a_damaged_weight_file_fails_the_job_as_the_servers_problem(make_s
     pipeline = AnyMoLePipeline(_settings(estimator_weights=models))
     _, port = await make_server(pipeline=pipeline)
     client: AnyMoLeClient = await connect(port)
-    up = await client.upload_file(ASSETS / "Fox.glb")
-    truth = cached_load("Fox.glb").motions["Survey"]
-    key = Keyframes((KEY,), Motion(truth.fps, truth.rotations[[KEY]], truth.root_translation[[KEY]]))
-    request = client.request(up, truth.slice(0, CONTEXT), key, method="anymole", preset="fast")
+    request = await _fast_fox_request(client)
     failed = [st.event async for st in client.inbetween(request)][-1]
     assert isinstance(failed, Failed), failed
     assert failed.code == grpc.StatusCode.FAILED_PRECONDITION.value[0], failed
