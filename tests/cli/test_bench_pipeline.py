@@ -38,7 +38,7 @@ def test_bench_pipeline_tiny_cpu_writes_consistent_figures(tmp_path: Path, monke
         assert r[key] is not None, key
     # the method's backbone factory put tiny random ViTs of the paper's pair under the draft heads
     assert r["preset"] == "draft" and r["estimator_backbones"] == ["dinov2_vitb14_reg", "fit3d_vits14_reg"]
-    assert r["full_steps"] == {"icadapt": 500, "ddim": 50, "estimator": 300, "mimic": 40}
+    assert r["full_steps"] == {"icadapt": 500, "ddim": 50, "estimator": 300, "mimic": 10}  # draft: 10 LM iterations a solve
     assert r["scene"]["keyframes"] == [90] and r["scene"]["context_frames"] == 61 and r["scene"]["fps"] == 30
     runs = r["runs"]
     assert list(runs) == ["short", "long", "second"] and not r["skipped"]
