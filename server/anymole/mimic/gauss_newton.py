@@ -19,7 +19,7 @@ from anymole.render.cameras import Cameras
 from anymole.render.soft import soft_silhouette
 from anymole.rig import Skeleton, SkinnedMesh
 from anymole.rig.fk import forward_kinematics
-from anymole.rig.quat import axis_angle_to_unitquat, quat_align_sign, quat_conj, quat_mul
+from anymole.rig.quat import axis_angle_to_unitquat, quat_align_sign, quat_conj, quat_identity, quat_mul
 from anymole.rig.skinning import linear_blend_skinning
 
 __all__ = ["solve_lm"]
@@ -77,7 +77,7 @@ def solve_lm(
     w_q = (cfg.w_rot / (16 * j)) ** 0.5
     w_f = (cfg.w_fill / (16 * j)) ** 0.5
     anchor = fill if fill is not None else q0
-    ident = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=dt, device=q0.device)
+    ident = quat_identity(dtype=dt, device=q0.device)
 
     def residual(x: torch.Tensor, q0f: torch.Tensor, off: torch.Tensor, tpx: torch.Tensor, td: torch.Tensor,
                  zb: torch.Tensor, rt: torch.Tensor, qa: torch.Tensor) -> torch.Tensor:  # fmt: skip
@@ -97,7 +97,12 @@ def solve_lm(
 
     args = (q0, offsets, tgt_px, tgt_d, zbar, root_target, anchor)
     res_b = vmap(residual)
-    jac_b = vmap(jacfwd(residual))
+    def residual_twice(x: torch.Tensor, *a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = residual(x, *a)
+        return r, r
+
+    # the Jacobian pass computes the residuals too: take them from it (aux) rather than evaluating them again
+    jac_res_b = vmap(jacfwd(residual_twice, has_aux=True))
 
     def sil_loss(x: torch.Tensor) -> torch.Tensor:  # (B,)
         assert silhouette is not None
@@ -118,8 +123,7 @@ def solve_lm(
         cur = total(x)
     for _ in range(cfg.steps):
         with torch.no_grad():
-            r = res_b(x, *args)  # (B, M)
-            jac = jac_b(x, *args)  # (B, M, N)
+            jac, r = jac_res_b(x, *args)  # (B, M, N), (B, M)
         g = torch.einsum("bmn,bm->bn", jac, r)
         if silhouette is not None:
             xg = x.clone().requires_grad_(True)

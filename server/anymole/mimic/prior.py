@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from anymole.errors import InvalidInput
-from anymole.rig.quat import quat_align_sign, quat_conj, quat_log, quat_mul
+from anymole.rig.quat import quat_align_sign, quat_conj, quat_identity, quat_log, quat_mul
 
 __all__ = ["prior_rotation_loss", "rotation_prior"]
 
@@ -42,7 +42,7 @@ def rotation_prior(rotations: torch.Tensor, floor: float) -> torch.Tensor:
         raise InvalidInput("floor", f"must be > 0, got {floor}")
     q = rotations.double()
     step = quat_mul(quat_conj(q[:-1]), q[1:])  # (F-1, J, 4) rotation from each frame to the next, joint frame
-    v = 2.0 * quat_log(quat_align_sign(step, torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=q.dtype, device=q.device)))  # (F-1, J, 3) rad
+    v = 2.0 * quat_log(quat_align_sign(step, quat_identity(dtype=q.dtype, device=q.device)))  # (F-1, J, 3) rad
     v = v - v.mean(0)
     cov = torch.einsum("fji,fjk->jik", v, v) / v.shape[0]  # (J, 3, 3)
     s2 = cov.diagonal(dim1=-2, dim2=-1).mean()
@@ -64,6 +64,6 @@ def prior_rotation_loss(quats: torch.Tensor, init: torch.Tensor, precision: torc
         quats, init: ``(B, J, 4)`` unit xyzw.
         precision: ``(J, 3, 3)`` (`rotation_prior`).
     """
-    d = quat_align_sign(quat_mul(quat_conj(init), quats), torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=quats.dtype, device=quats.device))
+    d = quat_align_sign(quat_mul(quat_conj(init), quats), quat_identity(dtype=quats.dtype, device=quats.device))
     delta = 2.0 * d[..., :3]  # (B, J, 3): 2 sin(θ/2) · axis, smooth at the start
     return torch.einsum("bji,jik,bjk->bj", delta, precision.to(delta), delta).mean(-1) / 16.0
