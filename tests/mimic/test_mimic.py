@@ -26,7 +26,7 @@ from anymole.mimic.gauss_newton import solve_lm
 from anymole.mimic.prior import prior_rotation_loss, rotation_prior
 from anymole.render import Cameras, orbit_cameras, pose_motion, render_motion
 from anymole.rig import Character, Motion, Skeleton
-from anymole.rig.fk import fk_motion
+from anymole.rig.fk import fk_motion, forward_kinematics
 from anymole.rig.quat import axis_angle_to_unitquat, quat_conj, quat_mul, quat_normalize, unitquat_angle
 from asset_files import cached_load
 
@@ -307,3 +307,58 @@ def test_a_context_that_never_moves_gives_the_isotropic_regulariser(dtype: torch
     cfg = MimicConfig.quality(smooth_sigma=0.0)
     out = mimic(sk, cams, init, known, exact, cfg, prior=rotation_prior(truth.rotations[[0, 0, 0]], cfg.prior_floor))
     assert float(_angles(out.rotations[1, perturbed], truth.rotations[1, perturbed]).mean()) < 4.5
+
+
+@pytest.mark.parametrize("shape", [(12, 2), (13,), (3, 13, 2), (13, 1)])
+def test_a_confidence_of_the_wrong_shape_names_the_field(shape: tuple[int, ...]) -> None:
+    """``MimicTargets.confidence`` is one ``(J, 2)`` weight per joint: another shape is refused up front, naming the
+    field, rather than failing to broadcast or to index inside the solver."""
+    sk, ch, truth, init, _, cams = _perturbed_scene()
+    exact = _targets(ch, truth, cams, False)
+    bad = MimicTargets(exact.joints_px, exact.depth, None, torch.ones(shape))
+    with pytest.raises(InvalidInput, match=r"^targets\.confidence: must have shape \(13, 2\)"):
+        mimic(sk, cams, init, torch.tensor([True, False, True]), bad, MimicConfig.draft(smooth_sigma=0.0))
+
+
+def _solve_frame(cfg: MimicConfig) -> tuple[torch.Tensor, torch.Tensor, Motion, Skeleton]:
+    """``solve_lm`` on the middle frame of the perturbed scene, from exact targets: ``(quats, root, truth, rig)``."""
+    sk, ch, truth, init, _, cams = _perturbed_scene()
+    exact = _targets(ch, truth, cams, False)
+    q0, r0 = init.rotations[1:2], init.root_translation[1:2]
+    q, r = solve_lm(q0, r0, r0, sk, sk.offsets.expand(1, -1, -1), cams, exact.joints_px[1:2], exact.depth[1:2], cfg,
+                    None, fill=q0)  # fmt: skip
+    return q, r, truth, sk
+
+
+def test_the_levenberg_marquardt_loop_solves_without_the_host_checked_solve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``torch.linalg.solve`` checks every system for singularity on the host (a CUDA sync each iteration): the
+    loop uses ``solve_ex`` and gets what ``solve`` gave on the perturbed pose."""
+    cfg = MimicConfig.quality(smooth_sigma=0.0)
+
+    def checked(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.linalg.solve(a, b), torch.zeros(a.shape[:-2], dtype=torch.int32)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.linalg, "solve_ex", checked)
+        q_before, r_before, _, _ = _solve_frame(cfg)
+
+    def host_checked(*_: object) -> torch.Tensor:
+        raise AssertionError("torch.linalg.solve syncs on the host")
+
+    monkeypatch.setattr(torch.linalg, "solve", host_checked)
+    q, r, _, _ = _solve_frame(cfg)
+    torch.testing.assert_close(q, q_before, atol=1e-6, rtol=0)
+    torch.testing.assert_close(r, r_before, atol=1e-6, rtol=0)
+
+
+def test_a_singular_step_is_refused_and_the_solve_goes_on() -> None:
+    """With no rotation regulariser nothing pulls a leaf joint's rotation (it moves no joint), so at a vanishing
+    damping the normal equations are exactly singular: that step is refused, the damping raised, and the solve
+    still moves toward the pose (before: ``solve`` raised for the whole batch)."""
+    cfg = MimicConfig.quality(smooth_sigma=0.0, w_rot=0.0, w_fill=0.0, lm_damping=1e-40)
+    q, r, truth, sk = _solve_frame(cfg)
+    assert bool(torch.isfinite(q).all()) and bool(torch.isfinite(r).all())
+    _, gp = forward_kinematics(q, sk.offsets, sk.parents, r)
+    _, tp = fk_motion(sk, truth)
+    # the start is 15 cm off on average; measured 1.2 cm after (unregularised, from a damping of 1e-9)
+    assert float((gp[0] - tp[1]).norm(dim=-1).mean()) < 0.03  # m

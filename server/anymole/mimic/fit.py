@@ -69,6 +69,9 @@ def _check(init: Motion, known: torch.Tensor, targets: MimicTargets, camera: Cam
     m = targets.mask
     if m is not None and tuple(m.shape) != (f, camera.height, camera.width):
         raise InvalidInput("targets.mask", f"must have shape ({f}, {camera.height}, {camera.width}), got {tuple(m.shape)}")
+    c = targets.confidence
+    if c is not None and tuple(c.shape) != (j, 2):
+        raise InvalidInput("targets.confidence", f"must have shape ({j}, 2) (per joint: 2D, depth), got {tuple(c.shape)}")
 
 
 def _start(phase: Phase, rot: torch.Tensor, root: torch.Tensor, init: Motion) -> tuple[torch.Tensor, torch.Tensor]:

@@ -131,10 +131,13 @@ def solve_lm(
             g = g + 0.5 * grad
         h = jac.transpose(1, 2) @ jac
         diag = torch.diag_embed(h.diagonal(dim1=-2, dim2=-1) + 1e-9)
-        step = -torch.linalg.solve(h + lam * diag, g.unsqueeze(-1)).squeeze(-1)
+        # solve_ex, not solve: solve checks for a singular system on the host, a device sync every iteration.
+        # A singular frame's step (inf/nan) is refused below and its damping raised, as for a step that fails.
+        sol, info = torch.linalg.solve_ex(h + lam * diag, g.unsqueeze(-1))
+        step = -sol.squeeze(-1)
         with torch.no_grad():
             new = total(x + step)
-            ok = new < cur
+            ok = (new < cur) & (info == 0)
             x = torch.where(ok[:, None], x + step, x)
             cur = torch.where(ok, new, cur)
             lam = torch.where(ok[:, None, None], lam / 3, lam * 4).clamp(1e-9, 1e9)
