@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anymole.baseline import interpolate
-from anymole.errors import InvalidInput
+from anymole.errors import InvalidInput, JobCancelled
 from anymole.metrics import evaluate
 from anymole.mimic import (
     MimicConfig,
@@ -147,7 +147,8 @@ def test_mimicking_a_walk_gap_beats_its_slerp_fill() -> None:
     fractions: list[float] = []
     out = mimic(ch.skeleton, cams, init, known, _targets(ch, clip, cams, False), MimicConfig.draft(),
                 on_step=lambda stage, f: fractions.append(f))  # fmt: skip
-    assert fractions == [k / 7 for k in range(1, 8)]  # 7 phases from both keys toward the middle
+    # 7 phases from both keys toward the middle, a report after each of the draft's 10 iterations of each
+    assert fractions == pytest.approx([k / 70 for k in range(1, 71)], rel=0, abs=1e-12)
     _, tp = fk_motion(ch.skeleton, clip)
     err = {name: (fk_motion(ch.skeleton, m)[1] - tp).norm(dim=-1)[~known].mean() for name, m in (("slerp", init), ("mimic", out))}
     # measured: 0.084 m for the SLERP fill, 0.023 m after mimicking (the draft preset)
@@ -362,3 +363,42 @@ def test_a_singular_step_is_refused_and_the_solve_goes_on() -> None:
     _, tp = fk_motion(sk, truth)
     # the start is 15 cm off on average; measured 1.2 cm after (unregularised, from a damping of 1e-9)
     assert float((gp[0] - tp[1]).norm(dim=-1).mean()) < 0.03  # m
+
+
+@pytest.mark.parametrize("solver", ["lm", "adam"])
+def test_a_cancel_stops_mimicking_within_one_iteration(monkeypatch: pytest.MonkeyPatch, solver: str) -> None:
+    """``on_step`` is called after every iteration of a solve, so a cancel (a raising ``on_step``, as the job's
+    `ProgressReporter` raises `JobCancelled`) stops the solve after the iteration it arrived in, not at the end of
+    the phase; the fractions reported before it grow within the phase."""
+    sk, ch, truth, init, _, cams = _perturbed_scene()
+    iterations = 0
+    if solver == "lm":
+        solve_ex = torch.linalg.solve_ex
+
+        def counted(*a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            nonlocal iterations
+            iterations += 1
+            return solve_ex(*a)
+
+        monkeypatch.setattr(torch.linalg, "solve_ex", counted)
+    else:
+        step = torch.optim.Adam.step
+
+        def counted_step(self: torch.optim.Adam, *a: object) -> object:
+            nonlocal iterations
+            iterations += 1
+            return step(self, *a)
+
+        monkeypatch.setattr(torch.optim.Adam, "step", counted_step)
+    fractions: list[float] = []
+
+    def on_step(stage: str, fraction: float, *_: object, **__: object) -> None:
+        fractions.append(fraction)
+        if len(fractions) == 3:
+            raise JobCancelled("cancelled by a client")
+
+    cfg = MimicConfig.quality(smooth_sigma=0.0, solver=solver, steps=12)
+    with pytest.raises(JobCancelled):
+        mimic(sk, cams, init, torch.tensor([True, False, True]), _targets(ch, truth, cams, False), cfg, on_step)
+    assert iterations == 3
+    assert fractions == pytest.approx([1 / 12, 2 / 12, 3 / 12])  # one phase: the middle frame

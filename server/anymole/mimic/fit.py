@@ -116,8 +116,10 @@ def _solve(
     masks: torch.Tensor | None,
     cfg: MimicConfig,
     prior: torch.Tensor | None,
+    on_iteration: Callable[[int], None],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Optimise one phase's ``B`` frames; returns the best ``(quats (B, J, 4), root (B, 3))`` of each frame."""
+    """Optimise one phase's ``B`` frames; returns the best ``(quats (B, J, 4), root (B, 3))`` of each frame.
+    ``on_iteration(steps done)`` after each step; raising (a cancel) stops the solve."""
     f = phase.frames
     p_q = q0.clone().requires_grad_(True)
     p_r = r0.clone().requires_grad_(True)
@@ -130,7 +132,7 @@ def _solve(
     best = torch.full((len(f),), float("inf"), dtype=q0.dtype, device=q0.device)
     best_q, best_r = q0.clone(), r0.clone()
     since = torch.zeros(len(f), dtype=torch.long, device=q0.device)
-    for _ in range(cfg.steps):
+    for it in range(cfg.steps):
         q = quat_normalize(p_q)
         gq, gp = forward_kinematics(q, offsets[f], skeleton.parents, p_r)
         px, depth = camera.project(gp)
@@ -159,6 +161,7 @@ def _solve(
             p_q.copy_(torch.where(reset[:, None, None], best_q, p_q))
             p_r.copy_(torch.where(reset[:, None], best_r, p_r))
             since = torch.where(reset, 0, since)
+        on_iteration(it + 1)
     # the loss of the final parameters was never measured: keep the best measured iterate
     return quat_normalize(best_q.detach()), best_r.detach()
 
@@ -185,7 +188,8 @@ def mimic(
         known: ``(F,)`` bool; the first and last frames must be known (every gap has a key on each side).
         targets: the estimator's joints and the character masks, per frame.
         config: weights, optimiser, smoothing.
-        on_step: ``on_step("mimic", fraction)`` after each phase; raising (a cancel) stops the fit.
+        on_step: ``on_step("mimic", fraction)`` after each iteration of each phase's solve; raising (a cancel) stops
+            the fit there.
         mesh: the character's skinned mesh for the silhouette term (a capsule body of the skeleton when omitted).
         prior: ``(J, 3, 3)`` precision of the rotation regulariser from the context's motion
             (`anymole.mimic.prior.rotation_prior`); ``None``: the reference's isotropic regulariser.
@@ -215,17 +219,20 @@ def mimic(
     for i, phase in enumerate(plan):
         ph = phase.to(dev)
         q0, r0 = _start(ph, rot, root, init)
+
+        def done(steps: int, i: int = i) -> None:
+            if on_step is not None:
+                on_step("mimic", (i + steps / config.steps) / len(plan))
+
         if config.solver == "lm":
             f = ph.frames
             sil = (body, sil_camera, masks[f]) if masks is not None and body is not None else None
             q, r = solve_lm(q0, r0, root_interp[f], skeleton, offsets[f], camera, targets.joints_px[f].to(q0),
-                            targets.depth[f].to(q0), config, prior, sil, init.rotations[f], targets.confidence)  # fmt: skip
+                            targets.depth[f].to(q0), config, prior, sil, init.rotations[f], targets.confidence, done)  # fmt: skip
         else:
             q, r = _solve(ph, q0, r0, root_interp[ph.frames], skeleton, offsets, body, camera, sil_camera,
-                          targets, masks, config, prior)  # fmt: skip
+                          targets, masks, config, prior, done)  # fmt: skip
         rot[ph.frames], root[ph.frames] = q.to(dtype), r.to(dtype)
-        if on_step is not None:
-            on_step("mimic", (i + 1) / len(plan))
     rot, root = smooth_keep_known(rot, root, known, config.smooth_sigma)
     keep = known.bool().to(dev)
     rot = torch.where(keep[:, None, None], init.rotations, rot)

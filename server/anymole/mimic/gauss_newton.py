@@ -10,6 +10,8 @@ out of the normal equations); every step is kept only where it lowers the whole 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.func import jacfwd, vmap
 
@@ -46,6 +48,7 @@ def solve_lm(
     silhouette: tuple[SkinnedMesh, Cameras, torch.Tensor] | None = None,
     fill: torch.Tensor | None = None,
     confidence: torch.Tensor | None = None,
+    on_iteration: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Solve a batch of ``B`` frames.
 
@@ -59,6 +62,7 @@ def solve_lm(
         silhouette: ``(mesh, small camera, masks (B, h, w))`` for the image term, or ``None``.
         fill: ``(B, J, 4)`` the first guess at these frames, centre of the ``w_fill`` regulariser (default ``q0``).
         confidence: ``(J, 2)`` weights of each joint's 2D and depth residuals (`MimicTargets.confidence`), or ``None``.
+        on_iteration: called with the number of iterations done after each one; raising (a cancel) stops the solve.
 
     Returns:
         ``(quats (B, J, 4), root (B, 3))``.
@@ -121,7 +125,7 @@ def solve_lm(
     lam = torch.full((b, 1, 1), cfg.lm_damping, dtype=dt, device=q0.device)
     with torch.no_grad():
         cur = total(x)
-    for _ in range(cfg.steps):
+    for it in range(cfg.steps):
         with torch.no_grad():
             jac, r = jac_res_b(x, *args)  # (B, M, N), (B, M)
         g = torch.einsum("bmn,bm->bn", jac, r)
@@ -141,5 +145,7 @@ def solve_lm(
             x = torch.where(ok[:, None], x + step, x)
             cur = torch.where(ok, new, cur)
             lam = torch.where(ok[:, None, None], lam / 3, lam * 4).clamp(1e-9, 1e9)
+        if on_iteration is not None:
+            on_iteration(it + 1)
     q, root = _pose(x, q0)
     return q.detach(), root.detach()
