@@ -23,11 +23,14 @@ from anymole.mimic import (
     smooth_keep_known,
 )
 from anymole.mimic.gauss_newton import solve_lm
+from anymole.mimic.losses import posed_silhouette_loss
 from anymole.mimic.prior import prior_rotation_loss, rotation_prior
-from anymole.render import Cameras, orbit_cameras, pose_motion, render_motion
+from anymole.render import Cameras, orbit_cameras, pose_motion, render_motion, soft_silhouette
+from anymole.render.mesh import stick_figure
 from anymole.rig import Character, Motion, Skeleton
 from anymole.rig.fk import fk_motion, forward_kinematics
 from anymole.rig.quat import axis_angle_to_unitquat, quat_conj, quat_mul, quat_normalize, unitquat_angle
+from anymole.rig.skinning import linear_blend_skinning
 from asset_files import cached_load
 
 
@@ -402,3 +405,24 @@ def test_a_cancel_stops_mimicking_within_one_iteration(monkeypatch: pytest.Monke
         mimic(sk, cams, init, torch.tensor([True, False, True]), _targets(ch, truth, cams, False), cfg, on_step)
     assert iterations == 3
     assert fractions == pytest.approx([1 / 12, 2 / 12, 3 / 12])  # one phase: the middle frame
+
+
+def test_the_posed_silhouette_loss_is_zero_on_its_own_silhouette_and_grows_away_from_the_pose() -> None:
+    """`posed_silhouette_loss`, the one skinning + soft silhouette + MSE that both solvers call: 0 against the
+    pose's own soft silhouette, lower at the true pose than at the perturbed start against the rendered mask, and
+    differentiable in the pose."""
+    sk, ch, truth, init, _, cams = _perturbed_scene()
+    small = cams.resized(64, 40)
+    mask = torch.nn.functional.interpolate(_targets(ch, truth, cams, True).mask[1:2, None], size=(40, 64), mode="area")[:, 0]
+    body = stick_figure(sk, segments=6)
+    gq, gp = forward_kinematics(truth.rotations[1:2], sk.offsets, sk.parents, truth.root_translation[1:2])
+    verts = linear_blend_skinning(body.vertices, body.joint_indices, body.joint_weights, body.inverse_bind, gq, gp)
+    own = soft_silhouette(verts, body.faces, small, sigma=1.0)[0]
+    assert float(posed_silhouette_loss(body, gq, gp, small, own, 1.0)) == 0.0
+    root = init.root_translation[1:2].clone().requires_grad_(True)
+    gq0, gp0 = forward_kinematics(init.rotations[1:2], sk.offsets, sk.parents, root)
+    start = posed_silhouette_loss(body, gq0, gp0, small, mask, 1.0)
+    assert start.shape == (1,)
+    assert float(posed_silhouette_loss(body, gq, gp, small, mask, 1.0)) < 0.7 * float(start)
+    (grad,) = torch.autograd.grad(start.sum(), root)
+    assert bool(torch.isfinite(grad).all()) and float(grad.norm()) > 0

@@ -21,16 +21,14 @@ import torch
 from anymole.errors import InvalidInput
 from anymole.mimic.config import MimicConfig
 from anymole.mimic.gauss_newton import solve_lm
-from anymole.mimic.losses import joint_loss, root_loss, rotation_loss, silhouette_loss
+from anymole.mimic.losses import joint_loss, posed_silhouette_loss, root_loss, rotation_loss
 from anymole.mimic.prior import prior_rotation_loss
 from anymole.mimic.schedule import Phase, find_gaps, phases, smooth_keep_known
 from anymole.render.cameras import Cameras
 from anymole.render.mesh import stick_figure
-from anymole.render.soft import soft_silhouette
 from anymole.rig import Motion, Skeleton, SkinnedMesh
 from anymole.rig.fk import forward_kinematics
 from anymole.rig.quat import quat_conj, quat_mul, quat_normalize, unitquat_slerp
-from anymole.rig.skinning import linear_blend_skinning
 
 __all__ = ["MimicTargets", "mimic"]
 
@@ -140,11 +138,7 @@ def _solve(
         reg = rotation_loss(q, q0) if prior is None else prior_rotation_loss(q, q0, prior)
         loss = loss + cfg.w_root * root_loss(p_r, root_target) + cfg.w_rot * reg
         if mask is not None and mesh is not None:
-            verts = linear_blend_skinning(
-                mesh.vertices.to(gp), mesh.joint_indices, mesh.joint_weights, mesh.inverse_bind.to(gp), gq, gp
-            )
-            sil = soft_silhouette(verts, mesh.faces, sil_camera, sigma=cfg.sigma_px)[0]
-            loss = loss + cfg.w_silhouette * silhouette_loss(sil, mask)
+            loss = loss + cfg.w_silhouette * posed_silhouette_loss(mesh, gq, gp, sil_camera, mask, cfg.sigma_px)
         with torch.no_grad():
             better = loss < best
             best = torch.where(better, loss, best)

@@ -16,13 +16,11 @@ import torch
 from torch.func import jacfwd, vmap
 
 from anymole.mimic.config import REFERENCE_HEIGHT, MimicConfig
-from anymole.mimic.losses import silhouette_loss
+from anymole.mimic.losses import posed_silhouette_loss
 from anymole.render.cameras import Cameras
-from anymole.render.soft import soft_silhouette
 from anymole.rig import Skeleton, SkinnedMesh
 from anymole.rig.fk import forward_kinematics
 from anymole.rig.quat import axis_angle_to_unitquat, quat_align_sign, quat_conj, quat_identity, quat_mul
-from anymole.rig.skinning import linear_blend_skinning
 
 __all__ = ["solve_lm"]
 
@@ -113,9 +111,7 @@ def solve_lm(
         mesh, small, masks = silhouette
         q, root = _pose(x, q0)
         gq, gp = forward_kinematics(q, offsets, skeleton.parents, root)
-        verts = linear_blend_skinning(mesh.vertices.to(gp), mesh.joint_indices, mesh.joint_weights,
-                                      mesh.inverse_bind.to(gp), gq, gp)  # fmt: skip
-        return cfg.w_silhouette * silhouette_loss(soft_silhouette(verts, mesh.faces, small, sigma=cfg.sigma_px)[0], masks)
+        return cfg.w_silhouette * posed_silhouette_loss(mesh, gq, gp, small, masks, cfg.sigma_px)
 
     def total(x: torch.Tensor) -> torch.Tensor:
         loss = res_b(x, *args).square().sum(-1)
