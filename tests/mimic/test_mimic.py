@@ -32,6 +32,7 @@ from anymole.rig.fk import fk_motion, forward_kinematics
 from anymole.rig.quat import axis_angle_to_unitquat, quat_conj, quat_mul, quat_normalize, unitquat_angle
 from anymole.rig.skinning import linear_blend_skinning
 from asset_files import cached_load
+from device_waits import DeviceWaits
 
 
 def walker() -> Skeleton:
@@ -426,3 +427,23 @@ def test_the_posed_silhouette_loss_is_zero_on_its_own_silhouette_and_grows_away_
     assert float(posed_silhouette_loss(body, gq, gp, small, mask, 1.0)) < 0.7 * float(start)
     (grad,) = torch.autograd.grad(start.sum(), root)
     assert bool(torch.isfinite(grad).all()) and float(grad.norm()) > 0
+
+
+@pytest.mark.parametrize("solver", ["lm", "adam"])
+def test_a_silhouette_solve_waits_for_the_device_only_for_its_outlines_edge_count(solver: str) -> None:
+    """Per iteration of a solve with the silhouette term (the fast and quality presets), the host reads one
+    value per soft silhouette (its outline's edge count: two a Levenberg-Marquardt iteration, its gradient's and
+    its trial step's; one an Adam step) and nothing else of the silhouette's: the mesh's edge table (a data-sized
+    `unique` and an index read) is built once a fit, and no tensor is made from host data."""
+    sk, ch, truth, init, _, cams = _perturbed_scene()
+    targets = _targets(ch, truth, cams, True)
+    counts = []
+    for steps in (2, 4):
+        with DeviceWaits() as waits:
+            mimic(sk, cams, init, torch.tensor([True, False, True]), targets,
+                  MimicConfig.quality(smooth_sigma=0.0, solver=solver, steps=steps))  # fmt: skip
+        counts.append(waits.counts)
+    per_step = {kind: (counts[1][kind] - counts[0][kind]) / 2 for kind in ("read", "shape", "upload")}
+    # Adam on the CPU reads its step counts (2 parameters), host tensors whatever the device
+    expected_reads = 2 if solver == "lm" else 1 + 2
+    assert per_step == {"read": expected_reads, "shape": 0, "upload": 0}

@@ -26,6 +26,7 @@ from anymole.mimic.prior import prior_rotation_loss
 from anymole.mimic.schedule import Phase, find_gaps, phases, smooth_keep_known
 from anymole.render.cameras import Cameras
 from anymole.render.mesh import stick_figure
+from anymole.render.soft import EdgeTable, edge_table
 from anymole.rig import Motion, Skeleton, SkinnedMesh
 from anymole.rig.fk import forward_kinematics
 from anymole.rig.quat import quat_conj, quat_mul, quat_normalize, unitquat_slerp
@@ -108,6 +109,7 @@ def _solve(
     skeleton: Skeleton,
     offsets: torch.Tensor,
     mesh: SkinnedMesh | None,
+    edges: EdgeTable | None,
     camera: Cameras,
     sil_camera: Cameras,
     targets: MimicTargets,
@@ -138,7 +140,7 @@ def _solve(
         reg = rotation_loss(q, q0) if prior is None else prior_rotation_loss(q, q0, prior)
         loss = loss + cfg.w_root * root_loss(p_r, root_target) + cfg.w_rot * reg
         if mask is not None and mesh is not None:
-            loss = loss + cfg.w_silhouette * posed_silhouette_loss(mesh, gq, gp, sil_camera, mask, cfg.sigma_px)
+            loss = loss + cfg.w_silhouette * posed_silhouette_loss(mesh, gq, gp, sil_camera, mask, cfg.sigma_px, edges)
         with torch.no_grad():
             better = loss < best
             best = torch.where(better, loss, best)
@@ -202,13 +204,14 @@ def mimic(
     for a, b in gaps:
         t = torch.arange(1, b - a, device=dev, dtype=dtype)[:, None] / (b - a)
         root_interp[a + 1 : b] = (1 - t) * root[a] + t * root[b]
-    masks, sil_camera, body = None, camera, mesh
+    masks, sil_camera, body, edges = None, camera, mesh, None
     if targets.mask is not None and config.w_silhouette > 0:
         h = max(8, round(camera.height * config.silhouette_scale))
         w = max(8, round(camera.width * config.silhouette_scale))
         sil_camera = camera.resized(w, h)
         masks = torch.nn.functional.interpolate(targets.mask[:, None].to(dtype), size=(h, w), mode="area")[:, 0].to(dev)
         body = mesh if mesh is not None else stick_figure(skeleton, segments=6)
+        edges = edge_table(body.faces)  # once, not at each of the solves' iterations: building it waits for the device
     plan = phases(gaps)
     for i, phase in enumerate(plan):
         ph = phase.to(dev)
@@ -220,11 +223,11 @@ def mimic(
 
         if config.solver == "lm":
             f = ph.frames
-            sil = (body, sil_camera, masks[f]) if masks is not None and body is not None else None
+            sil = None if masks is None or body is None or edges is None else (body, edges, sil_camera, masks[f])
             q, r = solve_lm(q0, r0, root_interp[f], skeleton, offsets[f], camera, targets.joints_px[f].to(q0),
                             targets.depth[f].to(q0), config, prior, sil, init.rotations[f], targets.confidence, done)  # fmt: skip
         else:
-            q, r = _solve(ph, q0, r0, root_interp[ph.frames], skeleton, offsets, body, camera, sil_camera,
+            q, r = _solve(ph, q0, r0, root_interp[ph.frames], skeleton, offsets, body, edges, camera, sil_camera,
                           targets, masks, config, prior, done)  # fmt: skip
         rot[ph.frames], root[ph.frames] = q.to(dtype), r.to(dtype)
     rot, root = smooth_keep_known(rot, root, known, config.smooth_sigma)

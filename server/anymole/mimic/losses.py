@@ -12,7 +12,7 @@ import torch
 from anymole.errors import InvalidInput
 from anymole.mimic.config import REFERENCE_HEIGHT
 from anymole.render.cameras import Cameras
-from anymole.render.soft import soft_silhouette
+from anymole.render.soft import EdgeTable, soft_silhouette
 from anymole.rig import SkinnedMesh
 from anymole.rig.quat import quat_align_sign
 from anymole.rig.skinning import linear_blend_skinning
@@ -87,6 +87,7 @@ def posed_silhouette_loss(
     camera: Cameras,
     mask: torch.Tensor,
     sigma: float,
+    edges: EdgeTable | None = None,
 ) -> torch.Tensor:
     """`silhouette_loss` of ``mesh`` skinned to a batch of poses, seen by one camera.
 
@@ -96,13 +97,14 @@ def posed_silhouette_loss(
         camera: one camera; its image size is the silhouette's ``(h, w)``.
         mask: ``(B, h, w)`` in [0, 1].
         sigma: the soft silhouette's edge softness (px).
+        edges: ``edge_table(mesh.faces)``: a solver builds it once, not at every iteration (it waits for the device).
 
     Returns:
         ``(B,)``, differentiable in the poses.
     """
     verts = linear_blend_skinning(mesh.vertices.to(global_pos), mesh.joint_indices, mesh.joint_weights,
                                   mesh.inverse_bind.to(global_pos), global_quats, global_pos)  # fmt: skip
-    return silhouette_loss(soft_silhouette(verts, mesh.faces, camera, sigma=sigma)[0], mask)
+    return silhouette_loss(soft_silhouette(verts, mesh.faces, camera, sigma=sigma, edges=edges)[0], mask)
 
 
 def root_loss(root: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
