@@ -4,12 +4,14 @@
 to: it turns ``(stage, fraction)`` into `Progress` events weighted by the job's plan and raises `JobCancelled`
 once the token is set, so a cancel reaches a running stage at its next step. `run_in_thread` runs a blocking
 stage in a worker thread and waits for it to stop when its task is cancelled; `in_daemon_thread` runs work that
-cannot stop midway (a compile) where a stopping process need not wait for it.
+cannot stop midway (a compile) where a stopping process need not wait for it; `daemon_future` runs a stage's
+helper (a second thread of the stage) the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import threading
@@ -21,7 +23,7 @@ from anymole.errors import JobCancelled
 from anymole.pipeline.events import Event, Progress
 from anymole.progress import OnStep
 
-__all__ = ["CancelToken", "OnStep", "ProgressReporter", "in_daemon_thread", "run_in_thread"]
+__all__ = ["CancelToken", "OnStep", "ProgressReporter", "daemon_future", "in_daemon_thread", "run_in_thread"]
 
 
 class CancelToken:
@@ -30,6 +32,14 @@ class CancelToken:
     def __init__(self) -> None:
         self._flag = threading.Event()
         self.reason = ""
+        self.abandoned = False
+
+    def abandon(self) -> None:
+        """Stop waiting for the job's stage thread (a stopping server's `JobManager.shutdown` gave up on it): a
+        `run_in_thread` cancelled after this ends without it, so that no task is left waiting for a thread that
+        does not stop (the event loop's close would wait for that task for ever). Implies `cancel`."""
+        self.cancel("the server is shutting down")
+        self.abandoned = True
 
     def cancel(self, reason: str = "cancelled by a client") -> None:
         if not self._flag.is_set():
@@ -147,16 +157,17 @@ async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, *
 
     When the awaiting task is cancelled, ``token`` is set and this waits for the thread (which raises
     `JobCancelled` at its next ``report`` call) before re-raising, so a device is never used by two jobs. Further
-    cancels meanwhile (a client's retried cancel, a server shutdown after a cancel) do not end that wait. The
-    thread is a daemon (`in_daemon_thread`), not one of the loop's executor: a stage that never returns (a hung
-    device) can be left behind by a stopping server (`JobManager.shutdown`) without holding up the process's exit.
+    cancels meanwhile (a client's retried cancel, a server shutdown after a cancel) do not end that wait, except
+    once the token is abandoned (`CancelToken.abandon`). The thread is a daemon (`in_daemon_thread`), not one of
+    the loop's executor: a stage that never returns (a hung device) can be left behind by a stopping server
+    (`JobManager.shutdown`) without holding up the process's exit.
     """
     fut = in_daemon_thread(functools.partial(fn, *args, **kwargs))
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
         token.cancel(token.reason or "cancelled")
-        while not fut.done():
+        while not fut.done() and not token.abandoned:
             # shielded: a cancel of a plain `await fut` would cancel the future and leave the thread running
             with contextlib.suppress(asyncio.CancelledError, Exception):  # Exception: the stage's JobCancelled
                 await asyncio.shield(fut)
@@ -185,4 +196,25 @@ def in_daemon_thread(fn: Callable[[], _T]) -> asyncio.Future[_T]:
             loop.call_soon_threadsafe(done)
 
     threading.Thread(target=run, name="anymole-daemon", daemon=True).start()
+    return fut
+
+
+def daemon_future(fn: Callable[[], _T], name: str) -> concurrent.futures.Future[_T]:
+    """``fn()`` in a daemon thread named ``name``, as a `concurrent.futures.Future`: a second thread of a stage
+    (the estimator that trains beside the video stage). A stopping server abandons a hung stage
+    (`JobManager.shutdown`); a `ThreadPoolExecutor`'s worker would still hold the process at its exit (those are
+    joined then), a daemon does not."""
+    fut: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not fut.set_running_or_notify_cancel():  # cancelled before it started
+            return
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to whoever waits on the future
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
     return fut
