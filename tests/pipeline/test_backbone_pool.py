@@ -3,6 +3,8 @@ after, a few at a time, a replaced file read anew. Tiny ViTs in the published la
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,63 @@ def test_a_failed_load_keeps_nothing_and_the_next_get_reads_the_mended_file(tmp_
     assert pool.get(PAIR[1], _config(models), "cpu").channels == 32 and len(pool) == 1
     with pytest.raises(ValueError, match="not a frozen backbone"):
         pool.get("conv", _config(models), "cpu")
+
+
+def test_a_slow_load_is_shared_by_the_jobs_that_want_it_and_holds_up_no_other(tmp_path, monkeypatch) -> None:
+    """Two threads want the same backbone while it loads slowly: it is built once and both get it; meanwhile a
+    backbone loaded before is handed out at once (before: the pool's lock was held through the load, so every
+    other job waited for it). A failed load reaches every thread that waited for it and keeps nothing."""
+    from anymole.pipeline import pool as pool_module
+
+    models = write_models_folder(tmp_path / "models", random_vit(1), random_vit(2))
+    cfg = _config(models)
+    started, release = threading.Event(), threading.Event()
+    builds: list[str] = []
+    fail = False
+
+    def slow_build(name: str, config: EstimatorConfig) -> torch.nn.Module:
+        builds.append(name)
+        if name == PAIR[0]:
+            started.set()
+            assert release.wait(30), "the test never released the load"
+            if fail:
+                raise RuntimeError("unexpected EOF in the checkpoint")
+        return torch.nn.Linear(2, 2)
+
+    waiting = threading.Semaphore(0)  # released by each thread that waits for another's load
+
+    class Watched(concurrent.futures.Future):  # the pool's per-load future
+        def result(self, timeout: float | None = None) -> torch.nn.Module:
+            waiting.release()
+            return super().result(timeout)
+
+    monkeypatch.setattr(pool_module, "build_backbone", slow_build)
+    monkeypatch.setattr(concurrent.futures, "Future", Watched)  # the executor below makes its own (_base.Future)
+    pool = BackbonePool()
+    fit3d = pool.get(PAIR[1], cfg, "cpu")
+    with concurrent.futures.ThreadPoolExecutor(2) as threads:
+        first = threads.submit(pool.get, PAIR[0], cfg, "cpu")
+        assert started.wait(30)
+        second = threads.submit(pool.get, PAIR[0], cfg, "cpu")
+        assert waiting.acquire(timeout=30)  # the second thread waits for the first one's load
+        assert pool.get(PAIR[1], cfg, "cpu") is fit3d  # while the other one loads
+        assert not first.done() and not second.done()
+        release.set()
+        assert first.result(30) is second.result(30)
+    assert builds == [PAIR[1], PAIR[0]] and len(pool) == 2
+
+    fail, builds[:] = True, []
+    started.clear(), release.clear()
+    pool.clear()
+    with concurrent.futures.ThreadPoolExecutor(2) as threads:
+        first = threads.submit(pool.get, PAIR[0], cfg, "cpu")
+        assert started.wait(30)
+        second = threads.submit(pool.get, PAIR[0], cfg, "cpu")
+        assert waiting.acquire(timeout=30)
+        release.set()
+        for job in (first, second):
+            with pytest.raises(ModelUnavailable, match="unexpected EOF"):
+                job.result(30)
+    assert builds == [PAIR[0]] and len(pool) == 0
+    fail = False
+    assert isinstance(pool.get(PAIR[0], cfg, "cpu"), torch.nn.Linear) and builds == [PAIR[0], PAIR[0]]

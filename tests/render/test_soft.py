@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -9,6 +11,7 @@ from anymole.render import GLRasterizer, orbit_cameras, pose_mesh, soft_render, 
 from anymole.rig import Skeleton
 from anymole.rig.fk import forward_kinematics
 from anymole.rig.quat import axis_angle_to_unitquat
+from device_waits import DeviceWaits
 
 
 def tee() -> Skeleton:
@@ -123,3 +126,28 @@ def test_soft_silhouette_of_a_real_mesh_matches_the_gl_mask():
         hard = gl.render(pos, nrm, character.mesh.faces, cams).mask
     soft = (sil > 0.5).numpy()
     assert (soft & hard).sum() / (soft | hard).sum() > 0.98  # seen: 0.995
+
+
+def test_a_given_edge_table_changes_nothing_and_leaves_one_device_wait_a_call():
+    """The mesh's `edge_table` built once and passed in gives the same silhouette and gradient as building it in
+    the call, and the call then reads one value on the host (its outline's edge count, which sizes the
+    nearest-edge search) where building the table reads two values (one of them a data-sized `unique`)."""
+    from anymole.io import load_character
+    from anymole.render import edge_table, pose_motion
+
+    fox = load_character(Path(__file__).resolve().parents[2] / "assets" / "Fox.glb")
+    assert fox.mesh is not None
+    _, pos, _ = pose_motion(fox, next(iter(fox.motions.values())).slice(0, 3))
+    cams = orbit_cameras(pos.reshape(-1, 3), 2, width=48, height=32)
+    verts = pos.clone().requires_grad_(True)
+    table = edge_table(fox.mesh.faces)
+    with DeviceWaits() as given:
+        sil = soft_silhouette(verts, fox.mesh.faces, cams, edges=table)
+    with DeviceWaits() as built:
+        ref = soft_silhouette(verts, fox.mesh.faces, cams)
+    assert torch.equal(sil, ref) and float(sil.detach().max()) > 0.99  # the fox is in view
+    (g,) = torch.autograd.grad(sil.square().sum(), verts)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), verts)
+    assert torch.equal(g, g_ref) and float(g.abs().max()) > 0
+    assert given.counts == {"read": 1}
+    assert built.counts == {"read": 2, "shape": 1}

@@ -357,6 +357,45 @@ async def test_a_job_cancelled_before_a_shutdown_ends_cancelled_not_interrupted(
     assert server.jobs.info(job_id).state is JobState.CANCELLED
 
 
+async def test_a_stage_that_never_returns_does_not_hold_the_servers_stop(make_server, connect, tiny, make_req,
+                                                                        caplog):  # fmt: skip
+    """A stage blocked in one call (it never reports, so never sees the interrupt): the stop waits ``stage_stop``
+    seconds for it after the grace, then ends the job Interrupted, logs it and returns, leaving the stage's thread
+    (a daemon) behind; when that stage returns at last, the job's log stays as it was (before: the stop waited for
+    the thread for ever)."""
+    entered, release = threading.Event(), threading.Event()
+    threads: list[threading.Thread] = []
+
+    class Hung(FakePipeline):
+        def _blocking_stage(self, token, report):
+            threads.append(threading.current_thread())
+            entered.set()
+            release.wait(120)
+            super()._blocking_stage(token, report)
+
+    hung = Hung(steps=1, blocking=True)
+    server, port = await make_server(hung)
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    job_id, _ = await client.submit(make_req(up, method="fake"))
+    assert await asyncio.to_thread(entered.wait, 60)
+    (stage,) = threads
+    try:
+        with caplog.at_level("WARNING", logger="anymole.service.jobs"):
+            await asyncio.wait_for(server.stop(0.0, stage_stop=0.2), 30)
+        assert server.jobs.info(job_id).state is JobState.INTERRUPTED
+        events = [st.event for st in await server.jobs.events_after(job_id, 0)]
+        assert isinstance(events[-1], Interrupted) and "did not stop" in events[-1].reason, events[-1]
+        assert f"job {job_id}: its stage did not stop within 0.2 s" in caplog.text
+        assert stage.is_alive() and stage.daemon  # abandoned, and it cannot keep the process alive
+    finally:
+        release.set()
+    assert await asyncio.to_thread(hung.stage_exited.wait, 30)
+    for _ in range(20):  # the late driver's events reach the loop
+        await asyncio.sleep(0.01)
+    assert [st.event for st in await server.jobs.events_after(job_id, 0)] == events
+
+
 async def test_sigterm_stops_serve_gracefully(tmp_path, tiny, make_req):
     from anymole.client import AnyMoLeClient
 

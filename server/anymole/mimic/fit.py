@@ -21,16 +21,15 @@ import torch
 from anymole.errors import InvalidInput
 from anymole.mimic.config import MimicConfig
 from anymole.mimic.gauss_newton import solve_lm
-from anymole.mimic.losses import joint_loss, root_loss, rotation_loss, silhouette_loss
+from anymole.mimic.losses import joint_loss, posed_silhouette_loss, root_loss, rotation_loss
 from anymole.mimic.prior import prior_rotation_loss
 from anymole.mimic.schedule import Phase, find_gaps, phases, smooth_keep_known
 from anymole.render.cameras import Cameras
 from anymole.render.mesh import stick_figure
-from anymole.render.soft import soft_silhouette
+from anymole.render.soft import EdgeTable, edge_table
 from anymole.rig import Motion, Skeleton, SkinnedMesh
 from anymole.rig.fk import forward_kinematics
 from anymole.rig.quat import quat_conj, quat_mul, quat_normalize, unitquat_slerp
-from anymole.rig.skinning import linear_blend_skinning
 
 __all__ = ["MimicTargets", "mimic"]
 
@@ -69,6 +68,9 @@ def _check(init: Motion, known: torch.Tensor, targets: MimicTargets, camera: Cam
     m = targets.mask
     if m is not None and tuple(m.shape) != (f, camera.height, camera.width):
         raise InvalidInput("targets.mask", f"must have shape ({f}, {camera.height}, {camera.width}), got {tuple(m.shape)}")
+    c = targets.confidence
+    if c is not None and tuple(c.shape) != (j, 2):
+        raise InvalidInput("targets.confidence", f"must have shape ({j}, 2) (per joint: 2D, depth), got {tuple(c.shape)}")
 
 
 def _start(phase: Phase, rot: torch.Tensor, root: torch.Tensor, init: Motion) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,14 +109,17 @@ def _solve(
     skeleton: Skeleton,
     offsets: torch.Tensor,
     mesh: SkinnedMesh | None,
+    edges: EdgeTable | None,
     camera: Cameras,
     sil_camera: Cameras,
     targets: MimicTargets,
     masks: torch.Tensor | None,
     cfg: MimicConfig,
     prior: torch.Tensor | None,
+    on_iteration: Callable[[int], None],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Optimise one phase's ``B`` frames; returns the best ``(quats (B, J, 4), root (B, 3))`` of each frame."""
+    """Optimise one phase's ``B`` frames; returns the best ``(quats (B, J, 4), root (B, 3))`` of each frame.
+    ``on_iteration(steps done)`` after each step; raising (a cancel) stops the solve."""
     f = phase.frames
     p_q = q0.clone().requires_grad_(True)
     p_r = r0.clone().requires_grad_(True)
@@ -127,7 +132,7 @@ def _solve(
     best = torch.full((len(f),), float("inf"), dtype=q0.dtype, device=q0.device)
     best_q, best_r = q0.clone(), r0.clone()
     since = torch.zeros(len(f), dtype=torch.long, device=q0.device)
-    for _ in range(cfg.steps):
+    for it in range(cfg.steps):
         q = quat_normalize(p_q)
         gq, gp = forward_kinematics(q, offsets[f], skeleton.parents, p_r)
         px, depth = camera.project(gp)
@@ -135,11 +140,7 @@ def _solve(
         reg = rotation_loss(q, q0) if prior is None else prior_rotation_loss(q, q0, prior)
         loss = loss + cfg.w_root * root_loss(p_r, root_target) + cfg.w_rot * reg
         if mask is not None and mesh is not None:
-            verts = linear_blend_skinning(
-                mesh.vertices.to(gp), mesh.joint_indices, mesh.joint_weights, mesh.inverse_bind.to(gp), gq, gp
-            )
-            sil = soft_silhouette(verts, mesh.faces, sil_camera, sigma=cfg.sigma_px)[0]
-            loss = loss + cfg.w_silhouette * silhouette_loss(sil, mask)
+            loss = loss + cfg.w_silhouette * posed_silhouette_loss(mesh, gq, gp, sil_camera, mask, cfg.sigma_px, edges)
         with torch.no_grad():
             better = loss < best
             best = torch.where(better, loss, best)
@@ -156,6 +157,7 @@ def _solve(
             p_q.copy_(torch.where(reset[:, None, None], best_q, p_q))
             p_r.copy_(torch.where(reset[:, None], best_r, p_r))
             since = torch.where(reset, 0, since)
+        on_iteration(it + 1)
     # the loss of the final parameters was never measured: keep the best measured iterate
     return quat_normalize(best_q.detach()), best_r.detach()
 
@@ -182,7 +184,8 @@ def mimic(
         known: ``(F,)`` bool; the first and last frames must be known (every gap has a key on each side).
         targets: the estimator's joints and the character masks, per frame.
         config: weights, optimiser, smoothing.
-        on_step: ``on_step("mimic", fraction)`` after each phase; raising (a cancel) stops the fit.
+        on_step: ``on_step("mimic", fraction)`` after each iteration of each phase's solve; raising (a cancel) stops
+            the fit there.
         mesh: the character's skinned mesh for the silhouette term (a capsule body of the skeleton when omitted).
         prior: ``(J, 3, 3)`` precision of the rotation regulariser from the context's motion
             (`anymole.mimic.prior.rotation_prior`); ``None``: the reference's isotropic regulariser.
@@ -201,28 +204,32 @@ def mimic(
     for a, b in gaps:
         t = torch.arange(1, b - a, device=dev, dtype=dtype)[:, None] / (b - a)
         root_interp[a + 1 : b] = (1 - t) * root[a] + t * root[b]
-    masks, sil_camera, body = None, camera, mesh
+    masks, sil_camera, body, edges = None, camera, mesh, None
     if targets.mask is not None and config.w_silhouette > 0:
         h = max(8, round(camera.height * config.silhouette_scale))
         w = max(8, round(camera.width * config.silhouette_scale))
         sil_camera = camera.resized(w, h)
         masks = torch.nn.functional.interpolate(targets.mask[:, None].to(dtype), size=(h, w), mode="area")[:, 0].to(dev)
         body = mesh if mesh is not None else stick_figure(skeleton, segments=6)
+        edges = edge_table(body.faces)  # once, not at each of the solves' iterations: building it waits for the device
     plan = phases(gaps)
     for i, phase in enumerate(plan):
         ph = phase.to(dev)
         q0, r0 = _start(ph, rot, root, init)
+
+        def done(steps: int, i: int = i) -> None:
+            if on_step is not None:
+                on_step("mimic", (i + steps / config.steps) / len(plan))
+
         if config.solver == "lm":
             f = ph.frames
-            sil = (body, sil_camera, masks[f]) if masks is not None and body is not None else None
+            sil = None if masks is None or body is None or edges is None else (body, edges, sil_camera, masks[f])
             q, r = solve_lm(q0, r0, root_interp[f], skeleton, offsets[f], camera, targets.joints_px[f].to(q0),
-                            targets.depth[f].to(q0), config, prior, sil, init.rotations[f], targets.confidence)  # fmt: skip
+                            targets.depth[f].to(q0), config, prior, sil, init.rotations[f], targets.confidence, done)  # fmt: skip
         else:
-            q, r = _solve(ph, q0, r0, root_interp[ph.frames], skeleton, offsets, body, camera, sil_camera,
-                          targets, masks, config, prior)  # fmt: skip
+            q, r = _solve(ph, q0, r0, root_interp[ph.frames], skeleton, offsets, body, edges, camera, sil_camera,
+                          targets, masks, config, prior, done)  # fmt: skip
         rot[ph.frames], root[ph.frames] = q.to(dtype), r.to(dtype)
-        if on_step is not None:
-            on_step("mimic", (i + 1) / len(plan))
     rot, root = smooth_keep_known(rot, root, known, config.smooth_sigma)
     keep = known.bool().to(dev)
     rot = torch.where(keep[:, None, None], init.rotations, rot)

@@ -10,17 +10,18 @@ out of the normal equations); every step is kept only where it lowers the whole 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.func import jacfwd, vmap
 
 from anymole.mimic.config import REFERENCE_HEIGHT, MimicConfig
-from anymole.mimic.losses import silhouette_loss
+from anymole.mimic.losses import posed_silhouette_loss
 from anymole.render.cameras import Cameras
-from anymole.render.soft import soft_silhouette
+from anymole.render.soft import EdgeTable
 from anymole.rig import Skeleton, SkinnedMesh
 from anymole.rig.fk import forward_kinematics
 from anymole.rig.quat import axis_angle_to_unitquat, quat_align_sign, quat_conj, quat_identity, quat_mul
-from anymole.rig.skinning import linear_blend_skinning
 
 __all__ = ["solve_lm"]
 
@@ -43,9 +44,10 @@ def solve_lm(
     tgt_d: torch.Tensor,
     cfg: MimicConfig,
     prior: torch.Tensor | None,
-    silhouette: tuple[SkinnedMesh, Cameras, torch.Tensor] | None = None,
+    silhouette: tuple[SkinnedMesh, EdgeTable, Cameras, torch.Tensor] | None = None,
     fill: torch.Tensor | None = None,
     confidence: torch.Tensor | None = None,
+    on_iteration: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Solve a batch of ``B`` frames.
 
@@ -56,9 +58,10 @@ def solve_lm(
         tgt_px, tgt_d: ``(B, J, 2)`` px and ``(B, J)`` m, the targets.
         prior: ``(J, 3, 3)`` precision of the rotation regulariser (`anymole.mimic.prior`), or ``None`` (identity:
             the reference's isotropic regulariser).
-        silhouette: ``(mesh, small camera, masks (B, h, w))`` for the image term, or ``None``.
+        silhouette: ``(mesh, its edge_table, small camera, masks (B, h, w))`` for the image term, or ``None``.
         fill: ``(B, J, 4)`` the first guess at these frames, centre of the ``w_fill`` regulariser (default ``q0``).
         confidence: ``(J, 2)`` weights of each joint's 2D and depth residuals (`MimicTargets.confidence`), or ``None``.
+        on_iteration: called with the number of iterations done after each one; raising (a cancel) stops the solve.
 
     Returns:
         ``(quats (B, J, 4), root (B, 3))``.
@@ -106,12 +109,10 @@ def solve_lm(
 
     def sil_loss(x: torch.Tensor) -> torch.Tensor:  # (B,)
         assert silhouette is not None
-        mesh, small, masks = silhouette
+        mesh, edges, small, masks = silhouette
         q, root = _pose(x, q0)
         gq, gp = forward_kinematics(q, offsets, skeleton.parents, root)
-        verts = linear_blend_skinning(mesh.vertices.to(gp), mesh.joint_indices, mesh.joint_weights,
-                                      mesh.inverse_bind.to(gp), gq, gp)  # fmt: skip
-        return cfg.w_silhouette * silhouette_loss(soft_silhouette(verts, mesh.faces, small, sigma=cfg.sigma_px)[0], masks)
+        return cfg.w_silhouette * posed_silhouette_loss(mesh, gq, gp, small, masks, cfg.sigma_px, edges)
 
     def total(x: torch.Tensor) -> torch.Tensor:
         loss = res_b(x, *args).square().sum(-1)
@@ -121,7 +122,7 @@ def solve_lm(
     lam = torch.full((b, 1, 1), cfg.lm_damping, dtype=dt, device=q0.device)
     with torch.no_grad():
         cur = total(x)
-    for _ in range(cfg.steps):
+    for it in range(cfg.steps):
         with torch.no_grad():
             jac, r = jac_res_b(x, *args)  # (B, M, N), (B, M)
         g = torch.einsum("bmn,bm->bn", jac, r)
@@ -131,12 +132,17 @@ def solve_lm(
             g = g + 0.5 * grad
         h = jac.transpose(1, 2) @ jac
         diag = torch.diag_embed(h.diagonal(dim1=-2, dim2=-1) + 1e-9)
-        step = -torch.linalg.solve(h + lam * diag, g.unsqueeze(-1)).squeeze(-1)
+        # solve_ex, not solve: solve checks for a singular system on the host, a device sync every iteration.
+        # A singular frame's step (inf/nan) is refused below and its damping raised, as for a step that fails.
+        sol, info = torch.linalg.solve_ex(h + lam * diag, g.unsqueeze(-1))
+        step = -sol.squeeze(-1)
         with torch.no_grad():
             new = total(x + step)
-            ok = new < cur
+            ok = (new < cur) & (info == 0)
             x = torch.where(ok[:, None], x + step, x)
             cur = torch.where(ok, new, cur)
             lam = torch.where(ok[:, None, None], lam / 3, lam * 4).clamp(1e-9, 1e9)
+        if on_iteration is not None:
+            on_iteration(it + 1)
     q, root = _pose(x, q0)
     return q.detach(), root.detach()

@@ -11,9 +11,13 @@ import torch
 
 from anymole.errors import InvalidInput
 from anymole.mimic.config import REFERENCE_HEIGHT
+from anymole.render.cameras import Cameras
+from anymole.render.soft import EdgeTable, soft_silhouette
+from anymole.rig import SkinnedMesh
 from anymole.rig.quat import quat_align_sign
+from anymole.rig.skinning import linear_blend_skinning
 
-__all__ = ["character_mask", "joint_loss", "root_loss", "rotation_loss", "silhouette_loss"]
+__all__ = ["character_mask", "joint_loss", "posed_silhouette_loss", "root_loss", "rotation_loss", "silhouette_loss"]
 
 
 def character_mask(frames: torch.Tensor, background: torch.Tensor, threshold: float = 0.08) -> torch.Tensor:
@@ -74,6 +78,33 @@ def joint_loss(
 def silhouette_loss(silhouette: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """MSE between ``(B, h, w)`` soft silhouettes and ``(B, h, w)`` masks in [0, 1]: ``(B,)``."""
     return (silhouette - mask.to(silhouette)).square().mean(dim=(-2, -1))
+
+
+def posed_silhouette_loss(
+    mesh: SkinnedMesh,
+    global_quats: torch.Tensor,
+    global_pos: torch.Tensor,
+    camera: Cameras,
+    mask: torch.Tensor,
+    sigma: float,
+    edges: EdgeTable | None = None,
+) -> torch.Tensor:
+    """`silhouette_loss` of ``mesh`` skinned to a batch of poses, seen by one camera.
+
+    Args:
+        mesh: the character's skinned mesh (or a capsule body of its skeleton).
+        global_quats: ``(B, J, 4)`` xyzw and global_pos ``(B, J, 3)`` (m): the poses (`forward_kinematics`).
+        camera: one camera; its image size is the silhouette's ``(h, w)``.
+        mask: ``(B, h, w)`` in [0, 1].
+        sigma: the soft silhouette's edge softness (px).
+        edges: ``edge_table(mesh.faces)``: a solver builds it once, not at every iteration (it waits for the device).
+
+    Returns:
+        ``(B,)``, differentiable in the poses.
+    """
+    verts = linear_blend_skinning(mesh.vertices.to(global_pos), mesh.joint_indices, mesh.joint_weights,
+                                  mesh.inverse_bind.to(global_pos), global_quats, global_pos)  # fmt: skip
+    return silhouette_loss(soft_silhouette(verts, mesh.faces, camera, sigma=sigma, edges=edges)[0], mask)
 
 
 def root_loss(root: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

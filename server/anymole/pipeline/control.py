@@ -147,10 +147,11 @@ async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, *
 
     When the awaiting task is cancelled, ``token`` is set and this waits for the thread (which raises
     `JobCancelled` at its next ``report`` call) before re-raising, so a device is never used by two jobs. Further
-    cancels meanwhile (a client's retried cancel, a server shutdown after a cancel) do not end that wait.
+    cancels meanwhile (a client's retried cancel, a server shutdown after a cancel) do not end that wait. The
+    thread is a daemon (`in_daemon_thread`), not one of the loop's executor: a stage that never returns (a hung
+    device) can be left behind by a stopping server (`JobManager.shutdown`) without holding up the process's exit.
     """
-    loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(None, lambda: fn(*args, **kwargs))
+    fut = in_daemon_thread(functools.partial(fn, *args, **kwargs))
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:

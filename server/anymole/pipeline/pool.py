@@ -13,6 +13,7 @@ at a time, until the server stops.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -214,16 +215,19 @@ class BackbonePool:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self._modules: OrderedDict[tuple[object, ...], nn.Module] = OrderedDict()
-        self._lock = threading.Lock()
+        # the loads in progress: a second job wanting the same module waits for the first one's load
+        self._loading: dict[tuple[object, ...], concurrent.futures.Future[nn.Module]] = {}
+        self._lock = threading.Lock()  # guards the two dicts only; never held while a module loads
 
     def __len__(self) -> int:
         return len(self._modules)
 
     def get(self, name: str, config: EstimatorConfig, device: str) -> nn.Module:
         """The frozen backbone ``name`` of ``config`` on ``device``, built from the weights ``config`` names for
-        it on first use (blocking: call it in a worker thread; loads take turns). A file that holds another ViT or
+        it on first use (blocking: call it in a worker thread). Jobs asking for a module that is loading wait for
+        that one load; jobs asking for a loaded module never wait for a load. A file that holds another ViT or
         cannot be read is the server's, not a client's: `ModelUnavailable` (FAILED_PRECONDITION) naming it, as
-        for the video prior (nothing is kept then)."""
+        for the video prior (nothing is kept then, and every job that waited for that load gets the error)."""
         if name not in config.frozen or not config.weights:
             raise ValueError(f"{name!r} is not a frozen backbone with weights in this config ({config.frozen})")
         path = Path(config.weights[config.frozen.index(name)]).resolve()
@@ -234,22 +238,41 @@ class BackbonePool:
             if module is not None:
                 self._modules.move_to_end(key)
                 return module
-            # A model is initialised before its checkpoint is read: those draws from the global RNG are kept
-            # from any seeded stage running in another thread.
-            try:
-                with seeded_global_rng(None):
-                    module = build_backbone(name, config)
-            except (InvalidInput, OSError, UnpicklingError, SafetensorError, RuntimeError) as exc:
-                # InvalidInput: a ViT of another width (its reason names the file); the others: a damaged file
-                first = str(exc).partition("\n")[0]
-                what = exc.reason if isinstance(exc, InvalidInput) else f"cannot read {path} ({first})"
-                raise ModelUnavailable(name, f"{what}; point `anymole serve --estimator-weights` at a folder that "
-                                             "`anymole models pull estimator` filled") from exc  # fmt: skip
-            module = module.to(dev)
+            loading = self._loading.get(key)
+            if loading is None:
+                mine: concurrent.futures.Future[nn.Module] = concurrent.futures.Future()
+                self._loading[key] = mine
+        if loading is not None:
+            return loading.result()
+        try:
+            module = self._load(name, config, path, dev)
+        except BaseException as exc:
+            with self._lock:
+                del self._loading[key]
+            mine.set_exception(exc)
+            raise
+        with self._lock:
+            del self._loading[key]
             self._modules[key] = module
             while len(self._modules) > self.capacity:
                 self._modules.popitem(last=False)
-            return module
+        mine.set_result(module)
+        return module
+
+    @staticmethod
+    def _load(name: str, config: EstimatorConfig, path: Path, device: torch.device) -> nn.Module:
+        # A model is initialised before its checkpoint is read: those draws from the global RNG are kept from any
+        # seeded stage running in another thread.
+        try:
+            with seeded_global_rng(None):
+                module = build_backbone(name, config)
+        except (InvalidInput, OSError, UnpicklingError, SafetensorError, RuntimeError) as exc:
+            # InvalidInput: a ViT of another width (its reason names the file); the others: a damaged file
+            first = str(exc).partition("\n")[0]
+            what = exc.reason if isinstance(exc, InvalidInput) else f"cannot read {path} ({first})"
+            raise ModelUnavailable(name, f"{what}; point `anymole serve --estimator-weights` at a folder that "
+                                         "`anymole models pull estimator` filled") from exc  # fmt: skip
+        return module.to(device)
 
     def clear(self) -> None:
         """Release every module (jobs that still hold one keep it until they end)."""

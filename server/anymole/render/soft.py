@@ -22,6 +22,7 @@ outline's shape only.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -29,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from anymole.errors import InvalidInput
 from anymole.render.cameras import Cameras
 
-__all__ = ["soft_render", "soft_silhouette"]
+__all__ = ["EdgeTable", "edge_table", "soft_render", "soft_silhouette"]
 
 
 def _edges(tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,13 +106,27 @@ def _chunk(n_pix: int, batch: int, budget: int) -> int:
     return max(1, budget // max(1, n_pix * batch))
 
 
-def _edge_table(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Undirected edges of a triangle mesh with their (up to two) faces.
+class EdgeTable(NamedTuple):
+    """Undirected edges of a triangle mesh with their (up to two) faces (`edge_table`).
 
-    Returns:
-        ``(edges (E, 2), edge_faces (E, 2), opposite (E, 2))``: vertex indices, adjacent face indices (``-1``:
-        an open boundary; further faces of non-manifold edges are ignored) and, for each of those faces, its
-        vertex that is not on the edge (``-1`` with the face).
+    Attributes:
+        edges: ``(E, 2)`` vertex indices.
+        faces: ``(E, 2)`` adjacent face indices (``-1``: an open boundary; further faces of non-manifold edges
+            are ignored).
+        opposite: ``(E, 2)`` for each of those faces, its vertex that is not on the edge (``-1`` with the face).
+    """
+
+    edges: torch.Tensor
+    faces: torch.Tensor
+    opposite: torch.Tensor
+
+
+def edge_table(faces: torch.Tensor) -> EdgeTable:
+    """The `EdgeTable` of a ``(T, 3)`` triangle mesh.
+
+    Building it waits for the device twice (the largest index and the number of distinct edges are read on
+    the host): a caller that draws the same mesh again and again (a solver's iterations) builds it once and
+    passes it to `soft_silhouette`.
     """
     f = faces.long()
     a, b = f, f.roll(-1, dims=1)  # half-edge i of face t: f[t, i] → f[t, i+1]
@@ -128,7 +143,7 @@ def _edge_table(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     edge_faces = torch.where(ok, h // 3, -1)
     opposite = torch.where(ok, f.reshape(-1)[(h // 3) * 3 + (h % 3 + 2) % 3], -1)
     edges = torch.stack((lo[first], hi[first]), -1)
-    return edges, edge_faces, opposite
+    return EdgeTable(edges, edge_faces, opposite)
 
 
 def _inside_any(pix: torch.Tensor, tri: torch.Tensor, live: torch.Tensor, budget: int) -> torch.Tensor:
@@ -144,10 +159,11 @@ def _inside_any(pix: torch.Tensor, tri: torch.Tensor, live: torch.Tensor, budget
             ),
             -2,
         )  # (..., T, 3 coefficients, 3 edges): A x + B y + C > 0 inside (unnormalised)
-        # Dead (behind the camera) and degenerate triangles get the line 0·x + 0·y − 1: never inside.
+        # Dead (behind the camera) and degenerate triangles get the line 0·x + 0·y − 1: never inside. (Written
+        # with where, not a constant tensor: a tensor from host data is a copy that waits for the device.)
         dead = ~(live & (area2.abs() > 1e-9))
-        never = torch.tensor([0.0, 0.0, -1.0], dtype=coef.dtype, device=coef.device).view(3, 1)
-        coef = torch.where(dead[..., None, None], never, coef)
+        row = torch.arange(3, device=coef.device).view(3, 1)  # A, B, C
+        coef = torch.where(dead[..., None, None], torch.where(row == 2, -1.0, 0.0).to(coef.dtype), coef)
         hom = torch.cat((pix, torch.ones_like(pix[..., :1])), -1)
         n_pix, n_tri = pix.shape[-2], tri.shape[-3]
         batch = math.prod(tri.shape[:-3])
@@ -200,7 +216,7 @@ def _outline_distance(pix: torch.Tensor, seg: torch.Tensor, valid: torch.Tensor,
 
 
 def _outline(
-    px: torch.Tensor, tri_px: torch.Tensor, live: torch.Tensor, faces: torch.Tensor, budget: int
+    px: torch.Tensor, tri_px: torch.Tensor, live: torch.Tensor, table: EdgeTable, budget: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Outline segments of each image: ``(segments (C, B, K, 2, 2), valid (C, B, K))``.
 
@@ -208,9 +224,9 @@ def _outline(
         px: ``(C, B, V, 2)`` projected vertices.
         tri_px: ``(C, B, T, 3, 2)`` projected triangles.
         live: ``(C, B, T)`` triangles in front of the near plane.
-        faces: ``(T, 3)``.
+        table: the mesh's `edge_table`.
     """
-    edges, edge_faces, opposite = _edge_table(faces)
+    edges, edge_faces, opposite = table
     _, area2 = _edges(tri_px)  # (C, B, T)
     side = torch.where(live, torch.sign(area2), torch.zeros_like(area2))
     f0, f1 = edge_faces[:, 0], edge_faces[:, 1]
@@ -219,6 +235,8 @@ def _outline(
     # A contour edge: a live face whose neighbour faces away, is dead (behind the camera, degenerate) or
     # missing (an open boundary).
     contour = ((s0 != 0) | (s1 != 0)) & (s0 * s1 <= 0)
+    # The one wait for the device in a call: the search below costs pixels × K, and a fixed K (all E edges)
+    # would cost E / K times as much (2-9x on the bundled meshes' contours).
     k = max(1, int(contour.sum(-1).max()))
     pick = torch.topk(contour.to(px.dtype), k, dim=-1).indices  # (C, B, K): contour edges first
     valid = torch.gather(contour, -1, pick)
@@ -248,6 +266,7 @@ def soft_silhouette(
     *,
     sigma: float = 1.0,
     pairs_per_chunk: int = 1 << 23,
+    edges: EdgeTable | None = None,
 ) -> torch.Tensor:
     """Soft silhouettes of posed meshes from every camera.
 
@@ -257,13 +276,16 @@ def soft_silhouette(
         cameras: ``C`` cameras; their image size sets the output size.
         sigma: edge softness (px); larger widens the gradients' reach.
         pairs_per_chunk: pixel × item × batch pairs evaluated at once (memory ≈ 50 bytes a pair).
+        edges: ``edge_table(faces)``, built here when omitted; pass it when drawing the same mesh again and
+            again, since building it waits for the device.
 
     Returns:
         ``(C, B, H, W)`` coverage in [0, 1], 0.5 on the outline; differentiable in ``vertices``.
     """
     px, tri_px, _, live = _project(vertices, faces, cameras, sigma)
     c, b = live.shape[:2]
-    coverage = _coverage(px, tri_px, live, faces, cameras, sigma, pairs_per_chunk)
+    table = edges if edges is not None else edge_table(faces)
+    coverage = _coverage(px, tri_px, live, table, cameras, sigma, pairs_per_chunk)
     return coverage.reshape(c, b, cameras.height, cameras.width)
 
 
@@ -271,7 +293,7 @@ def _coverage(
     px: torch.Tensor,
     tri_px: torch.Tensor,
     live: torch.Tensor,
-    faces: torch.Tensor,
+    table: EdgeTable,
     cameras: Cameras,
     sigma: float,
     budget: int,
@@ -279,7 +301,7 @@ def _coverage(
     """``(C, B, P)`` soft coverage of the image's pixels (row-major) from `_project`'s outputs."""
     pix = _pixel_grid(cameras, px)
     inside = _inside_any(pix, tri_px.detach(), live, budget)  # (C, B, P)
-    segments, valid = _outline(px, tri_px, live, faces, budget)
+    segments, valid = _outline(px, tri_px, live, table, budget)
     dist = _outline_distance(pix, segments, valid, budget)
     return torch.sigmoid(torch.where(inside, dist, -dist) / sigma)
 
@@ -360,7 +382,7 @@ def soft_render(
         s_acc = s_acc * old + t[..., 1:2] * new
         rgb_acc = rgb_acc * old + t[..., 2:5] * new
         m_acc = m_new
-    alpha = _coverage(px, tri_px, visible, faces, cameras, sigma, pairs_per_chunk).unsqueeze(-1)
+    alpha = _coverage(px, tri_px, visible, edge_table(faces), cameras, sigma, pairs_per_chunk).unsqueeze(-1)
     rgb = alpha * rgb_acc / s_acc.clamp_min(1e-30) + (1.0 - alpha) * bg
     rgb = rgb.reshape(c, b, cameras.height, cameras.width, 3).permute(0, 1, 4, 2, 3)
     return rgb, alpha.reshape(c, b, cameras.height, cameras.width)

@@ -13,7 +13,8 @@ progress report) and its task is cancelled.
 On start the manager reloads every job directory: finished jobs stay readable (from their job.json; their logs
 stay on disk until watched), jobs that were running are marked INTERRUPTED, queued jobs re-enter the queue in
 submission order. `shutdown(grace)` stops taking jobs, lets running jobs finish for ``grace`` seconds and
-interrupts the rest.
+interrupts the rest; a stage that does not stop within `STAGE_STOP_S` of that is left running in its (daemon)
+thread and its job ends Interrupted.
 """
 
 from __future__ import annotations
@@ -51,11 +52,15 @@ from anymole.service.job_driver import drive_job
 from anymole.service.job_record import END_STATE, JobRecord, Submission, read_log
 from anymole.service.timeline import MotionRef
 
-__all__ = ["FINISHED_EVENTS_IN_MEMORY", "JobInfo", "JobManager", "JobState", "Stamped", "Submission"]
+__all__ = ["FINISHED_EVENTS_IN_MEMORY", "STAGE_STOP_S", "JobInfo", "JobManager", "JobState", "Stamped", "Submission"]
 
 # How many finished jobs keep their event logs in memory (most recently finished or replayed first); the
 # rest are replayed from disk. A handful covers clients re-watching the job they just ran.
 FINISHED_EVENTS_IN_MEMORY = 16
+
+# How long a shutdown waits for interrupted jobs' stages to stop (a stage sees the interrupt at its next progress
+# report) before it leaves them: a stage stuck in one call (a hung device, a deadlock) must not hold the server.
+STAGE_STOP_S = 30.0
 
 log = logging.getLogger("anymole.service.jobs")
 
@@ -144,9 +149,11 @@ class JobManager:
     def accepting(self) -> bool:
         return self._accepting
 
-    async def shutdown(self, grace: float) -> None:
-        """Stop taking jobs; give running jobs ``grace`` seconds, then interrupt them. Queued jobs stay stored
-        and run after the next start."""
+    async def shutdown(self, grace: float, stage_stop: float = STAGE_STOP_S) -> None:
+        """Stop taking jobs; give running jobs ``grace`` seconds, then interrupt them and wait ``stage_stop``
+        seconds at most for their stages to stop. A job whose stage is still running then ends Interrupted (or
+        Cancelled, where a client cancelled it) and its thread is abandoned, with a warning in the log. Queued
+        jobs stay stored and run after the next start."""
         self._accepting = False
         running = [j for j in self._jobs.values() if j.state is JobState.RUNNING and j.task is not None]
         if running:
@@ -160,7 +167,14 @@ class JobManager:
                         job.token.cancel("the server is shutting down")
                     job.task.cancel()
             if late:
-                await asyncio.wait(late)
+                _, hung = await asyncio.wait(late, timeout=max(stage_stop, 0.0))
+                for job in running:
+                    if job.task in hung and not job.state.terminal:
+                        log.warning("job %s: its stage did not stop within %.1f s of the shutdown's interrupt; "
+                                    "stopping without it (its thread is left running)", job.id, stage_stop)  # fmt: skip
+                        by_client = job.token.cancelled and not job.interrupting
+                        self._publish(job, Cancelled(job.token.reason) if by_client else Interrupted(
+                            "the server shut down while this job ran (its stage did not stop); resubmit it"))  # fmt: skip
         for w in self._workers:
             w.cancel()
         for w in self._workers:

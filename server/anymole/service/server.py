@@ -27,7 +27,7 @@ from anymole.pipeline import AnyMoLePipeline, Pipeline, VideoSettings
 from anymole.service.auth import GateInterceptor
 from anymole.service.budget import UPLOAD_WAIT_S, UploadGate, budget_limits
 from anymole.service.characters import CharacterStore
-from anymole.service.jobs import FINISHED_EVENTS_IN_MEMORY, JobManager
+from anymole.service.jobs import FINISHED_EVENTS_IN_MEMORY, STAGE_STOP_S, JobManager
 from anymole.service.keepalive import KeepalivePolicy
 from anymole.service.retention import Retention, RetentionPolicy
 from anymole.service.servicer import AnyMoLeServicer, add_servicer
@@ -183,8 +183,9 @@ class AnyMoLeServer:
         except Exception:
             log.exception("warm-up failed; jobs will load and compile on first use")
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Graceful stop: NOT_SERVING, no new jobs, running jobs finish within ``grace`` s or are interrupted."""
+    async def stop(self, grace: float | None = None, stage_stop: float = STAGE_STOP_S) -> None:
+        """Graceful stop: NOT_SERVING, no new jobs, running jobs finish within ``grace`` s or are interrupted; a
+        stage still running ``stage_stop`` s after its interrupt is abandoned (`JobManager.shutdown`)."""
         if self._stopped:
             return
         self._stopped = True
@@ -196,7 +197,7 @@ class AnyMoLeServer:
                 await self._retention_task
         grace = self.grace_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
-        await self.jobs.shutdown(grace)
+        await self.jobs.shutdown(grace, stage_stop)
         await self.grpc_server.stop(min(grace, 1.0))  # watchers have their terminal events by now
         close = getattr(self.jobs.pipeline, "close", None)
         if close is not None:

@@ -58,25 +58,38 @@ from anymole.pipeline.pool import BackbonePool
 from anymole.pipeline.spec import JobSpec, key_error_deg
 from anymole.rig import Motion
 from anymole.video.cache import AdaptationCache
+from anymole.video.config import VideoJobConfig
 from anymole.video.generate import FROM_CACHE, GeneratedScene, check_render_size, generate_video, render_scene
 from anymole.video.scene import SceneRenders
-from anymole.video.timeline import MAX_GAP_SECONDS, MIN_CONTEXT_SECONDS
+from anymole.video.timeline import MAX_GAP_SECONDS, MIN_CONTEXT_SECONDS, VideoTimeline
 
-__all__ = ["PRESETS", "VIT_PAIR", "AnyMoLeMethod", "BackboneFactory"]
+__all__ = ["PRESETS", "VIT_PAIR", "AnyMoLeMethod", "BackboneFactory", "progress_plan"]
 
 #: preset → the ``video`` method's ICAdapt preset
 PRESETS = {"draft": "turbo", "fast": "fast", "quality": "quality"}
 
 
-#: relative costs of the stages after sampling, per estimator step and per mimicking iteration and gap
+#: relative costs of the stages after sampling (the units of `VideoJobConfig.stage_costs`): per estimator step, and
+#: per mimicking iteration and gap frame by preset (each preset's solver and silhouette size; docs/quality.md,
+#: "Mimicking's weight in a job's progress", has the measurement)
 _ESTIMATOR_STEP_COST = 0.02
-_MIMIC_STEP_COST = 0.05
+_MIMIC_STEP_COST = {"draft": 0.027, "fast": 0.18, "quality": 0.36}
+#: video frames a gap (the fine sampler window's 15 fps)
+_GAP_FRAMES = 15
 #: the paper's frozen backbones: DINOv2-B/14 with registers (2D) and FiT3D-S/14 with registers (3D-aware)
 VIT_PAIR = tuple(b for b in BACKBONES if b != "conv")
 #: ``factory(name, config)`` builds the frozen backbone ``name`` for ``config`` (`anymole.estimator.build_backbone`
 #: with local weights, or ``random_init=True`` for speed measurements). A job calls it for each frozen backbone
 #: and does not train what it returns: a factory may hand the same module to every job.
 BackboneFactory = Callable[[str, EstimatorConfig], nn.Module]
+
+
+def progress_plan(video: VideoJobConfig, timeline: VideoTimeline, preset: str, estimator: EstimatorConfig,
+                  mimicking: MimicConfig) -> list[tuple[str, float]]:  # fmt: skip
+    """The job's stages in run order with their relative costs (`ProgressReporter.set_plan`; the estimator runs
+    beside ICAdapt and sampling)."""
+    mimic = _MIMIC_STEP_COST[preset] * mimicking.steps * timeline.num_gaps * _GAP_FRAMES
+    return [*video.stage_costs(timeline), ("estimator", _ESTIMATOR_STEP_COST * estimator.steps), ("mimic", mimic)]
 
 
 class _EstimatorFailed(Exception):
@@ -184,8 +197,7 @@ class AnyMoLeMethod:
         report("load", 0.0)
         loaded = await self.video.pool.get(device)
         cfg = self.video.config(PRESETS[preset], spec.seed, loaded, device)
-        mimic_cost = _MIMIC_STEP_COST * mim_cfg.steps * timeline.num_gaps * 15
-        plan = [*cfg.stage_costs(timeline), ("estimator", _ESTIMATOR_STEP_COST * est_cfg.steps), ("mimic", mimic_cost)]
+        plan = progress_plan(cfg, timeline, preset, est_cfg, mim_cfg)
         report.set_plan(plan, beside=("estimator",))  # it trains while the prior adapts and samples
         settings = self.video.settings
         adapt_cache = AdaptationCache(settings.cache_dir) if settings.cache_dir is not None else None
