@@ -30,11 +30,19 @@ class CancelToken:
     def __init__(self) -> None:
         self._flag = threading.Event()
         self.reason = ""
+        self.abandoned = False
 
     def cancel(self, reason: str = "cancelled by a client") -> None:
         if not self._flag.is_set():
             self.reason = reason
             self._flag.set()
+
+    def abandon(self, reason: str) -> None:
+        """Cancel, and stop waiting for the job's stage: a `run_in_thread` whose task is cancelled after this
+        returns at once and leaves the stage's thread running (a stopping server that gave up on a hung stage;
+        event-loop thread only)."""
+        self.cancel(reason)
+        self.abandoned = True
 
     @property
     def cancelled(self) -> bool:
@@ -150,16 +158,19 @@ async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, *
     cancels meanwhile (a client's retried cancel, a server shutdown after a cancel) do not end that wait. The
     thread is a daemon (`in_daemon_thread`), not one of the loop's executor: a stage that never returns (a hung
     device) can be left behind by a stopping server (`JobManager.shutdown`) without holding up the process's exit.
+    Once ``token`` is abandoned (`CancelToken.abandon`), the next cancel ends the wait: else the loop's last task
+    would wait for that thread (``asyncio.run`` cancels and awaits every task left when its coroutine returns).
     """
     fut = in_daemon_thread(functools.partial(fn, *args, **kwargs))
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
         token.cancel(token.reason or "cancelled")
-        while not fut.done():
+        while not fut.done() and not token.abandoned:
             # shielded: a cancel of a plain `await fut` would cancel the future and leave the thread running
             with contextlib.suppress(asyncio.CancelledError, Exception):  # Exception: the stage's JobCancelled
                 await asyncio.shield(fut)
+        fut.cancel()  # abandoned: the thread's late outcome is dropped (a no-op once it is done)
         raise
 
 
