@@ -140,6 +140,22 @@ class FakePipeline:
         yield Completed("fake done", (("fake", 0.0),), {"steps": float(self.steps)}, t, full)
 
 
+class HungStage(FakePipeline):
+    """A blocking `FakePipeline` whose stage first hangs in one call (a hung device: no report, so no cancel
+    reaches it) until ``unblock`` is set; ``entered`` is set once it hangs and ``threads`` holds its thread."""
+
+    def __init__(self) -> None:
+        super().__init__(steps=1, blocking=True)
+        self.entered, self.unblock = threading.Event(), threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def _blocking_stage(self, token: CancelToken, report: ProgressReporter) -> None:
+        self.threads.append(threading.current_thread())
+        self.entered.set()
+        self.unblock.wait(120)
+        super()._blocking_stage(token, report)
+
+
 async def collect(stream):
     """Every message of a server stream."""
     return [m async for m in stream]

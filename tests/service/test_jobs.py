@@ -14,12 +14,12 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from service_fakes import FakePipeline, collect, make_request, wait_for
+from service_fakes import FakePipeline, HungStage, collect, make_request, wait_for
 
 from anymole.baseline import inbetween
 from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Progress, Queued
 from anymole.service.jobs import JobState
-from anymole.service.server import ServerConfig, serve
+from anymole.service.server import ServerConfig, build_server, serve
 from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 
@@ -361,25 +361,17 @@ async def test_a_stage_that_never_returns_does_not_hold_the_servers_stop(make_se
                                                                         caplog):  # fmt: skip
     """A stage blocked in one call (it never reports, so never sees the interrupt): the stop waits ``stage_stop``
     seconds for it after the grace, then ends the job Interrupted, logs it and returns, leaving the stage's thread
-    (a daemon) behind; when that stage returns at last, the job's log stays as it was (before: the stop waited for
-    the thread for ever)."""
-    entered, release = threading.Event(), threading.Event()
-    threads: list[threading.Thread] = []
-
-    class Hung(FakePipeline):
-        def _blocking_stage(self, token, report):
-            threads.append(threading.current_thread())
-            entered.set()
-            release.wait(120)
-            super()._blocking_stage(token, report)
-
-    hung = Hung(steps=1, blocking=True)
+    (a daemon) behind and no task of the loop waiting for it; when that stage returns at last, the job's log stays
+    as it was (before: the stop waited for the thread for ever)."""
+    hung = HungStage()
     server, port = await make_server(hung)
     client = await connect(port)
     up = await client.upload_character(tiny())
     job_id, _ = await client.submit(make_req(up, method="fake"))
-    assert await asyncio.to_thread(entered.wait, 60)
-    (stage,) = threads
+    assert await asyncio.to_thread(hung.entered.wait, 60)
+    (stage,) = hung.threads
+    task = server.jobs._jobs[job_id].task
+    assert task is not None
     try:
         with caplog.at_level("WARNING", logger="anymole.service.jobs"):
             await asyncio.wait_for(server.stop(0.0, stage_stop=0.2), 30)
@@ -388,12 +380,44 @@ async def test_a_stage_that_never_returns_does_not_hold_the_servers_stop(make_se
         assert isinstance(events[-1], Interrupted) and "did not stop" in events[-1].reason, events[-1]
         assert f"job {job_id}: its stage did not stop within 0.2 s" in caplog.text
         assert stage.is_alive() and stage.daemon  # abandoned, and it cannot keep the process alive
+        await asyncio.wait({task}, timeout=30)
+        assert task.done() and stage.is_alive()  # the job's task let the thread go
     finally:
-        release.set()
+        hung.unblock.set()
     assert await asyncio.to_thread(hung.stage_exited.wait, 30)
-    for _ in range(20):  # the late driver's events reach the loop
+    for _ in range(20):  # the late thread's outcome reaches the loop
         await asyncio.sleep(0.01)
     assert [st.event for st in await server.jobs.events_after(job_id, 0)] == events
+
+
+def test_an_abandoned_stage_does_not_hold_the_event_loops_exit(tmp_path, tiny, make_req):
+    """``asyncio.run`` (how `anymole serve` runs the server) returns once the stop has abandoned a hung stage, while
+    that stage still hangs (before: asyncio.run's final cancel of the leftover tasks reached the job's task, which
+    waited in run_in_thread for the stage's thread, so the process hung until the stage returned)."""
+    from anymole.client import AnyMoLeClient
+
+    hung = HungStage()
+    states: list[JobState] = []
+
+    async def serve_one_job() -> None:
+        server, port = build_server(ServerConfig(port=0, data_dir=tmp_path / "d", devices=("cpu",)), hung)
+        await server.start()
+        async with await AnyMoLeClient.connect(f"127.0.0.1:{port}") as client:
+            up = await client.upload_character(tiny())
+            job_id, _ = await client.submit(make_req(up, method="fake"))
+            assert await asyncio.to_thread(hung.entered.wait, 60)
+        await server.stop(0.0, stage_stop=0.2)
+        states.append(server.jobs.info(job_id).state)
+
+    runner = threading.Thread(target=asyncio.run, args=(serve_one_job(),), daemon=True)
+    try:
+        runner.start()
+        runner.join(30)
+        assert not runner.is_alive() and not hung.stage_exited.is_set()  # the loop ended; the stage still hangs
+        assert states == [JobState.INTERRUPTED]
+    finally:
+        hung.unblock.set()
+    assert hung.stage_exited.wait(30)
 
 
 async def test_sigterm_stops_serve_gracefully(tmp_path, tiny, make_req):

@@ -73,7 +73,8 @@ class MimicConfig:
         w_fill: weight of a second rotation regulariser that pulls toward the first guess (the SLERP fill) itself,
             not toward the solved neighbour's step (``lm`` only).
         confidence_px: scale (px of a `REFERENCE_HEIGHT` image) of the joints' confidence: a joint that the
-            estimator misses by ``e`` on renders of the fill weighs ``1 / (1 + (e / confidence_px)²)``
+            estimator misses by ``e`` on renders of the fill weighs ``1 / (1 + (e / confidence_px)²)`` in 2D and
+            ``exp(−(e / confidence_px)²)`` in depth, its depth miss taken in pixels at the mean depth
             (`anymole.pipeline.fromvideo.relative_targets`; 0: all joints weigh 1; ``lm`` only).
     """
 

@@ -34,17 +34,17 @@ class CancelToken:
         self.reason = ""
         self.abandoned = False
 
-    def abandon(self) -> None:
-        """Stop waiting for the job's stage thread (a stopping server's `JobManager.shutdown` gave up on it): a
-        `run_in_thread` cancelled after this ends without it, so that no task is left waiting for a thread that
-        does not stop (the event loop's close would wait for that task for ever). Implies `cancel`."""
-        self.cancel("the server is shutting down")
-        self.abandoned = True
-
     def cancel(self, reason: str = "cancelled by a client") -> None:
         if not self._flag.is_set():
             self.reason = reason
             self._flag.set()
+
+    def abandon(self, reason: str) -> None:
+        """Cancel, and stop waiting for the job's stage: a `run_in_thread` whose task is cancelled after this
+        returns at once and leaves the stage's thread running (a stopping server that gave up on a hung stage;
+        event-loop thread only)."""
+        self.cancel(reason)
+        self.abandoned = True
 
     @property
     def cancelled(self) -> bool:
@@ -157,10 +157,11 @@ async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, *
 
     When the awaiting task is cancelled, ``token`` is set and this waits for the thread (which raises
     `JobCancelled` at its next ``report`` call) before re-raising, so a device is never used by two jobs. Further
-    cancels meanwhile (a client's retried cancel, a server shutdown after a cancel) do not end that wait, except
-    once the token is abandoned (`CancelToken.abandon`). The thread is a daemon (`in_daemon_thread`), not one of
-    the loop's executor: a stage that never returns (a hung device) can be left behind by a stopping server
-    (`JobManager.shutdown`) without holding up the process's exit.
+    cancels meanwhile (a client's retried cancel, a server shutdown after a cancel) do not end that wait. The
+    thread is a daemon (`in_daemon_thread`), not one of the loop's executor: a stage that never returns (a hung
+    device) can be left behind by a stopping server (`JobManager.shutdown`) without holding up the process's exit.
+    Once ``token`` is abandoned (`CancelToken.abandon`), the next cancel ends the wait: else the loop's last task
+    would wait for that thread (``asyncio.run`` cancels and awaits every task left when its coroutine returns).
     """
     fut = in_daemon_thread(functools.partial(fn, *args, **kwargs))
     try:
@@ -171,6 +172,7 @@ async def run_in_thread(token: CancelToken, fn: Callable[..., _T], *args: Any, *
             # shielded: a cancel of a plain `await fut` would cancel the future and leave the thread running
             with contextlib.suppress(asyncio.CancelledError, Exception):  # Exception: the stage's JobCancelled
                 await asyncio.shield(fut)
+        fut.cancel()  # abandoned: the thread's late outcome is dropped (a no-op once it is done)
         raise
 
 

@@ -163,7 +163,10 @@ def relative_targets(
         trust_px: the distance scale (px of a `REFERENCE_HEIGHT` image); 0: no correction (the joints and depths
             stay as estimated).
         deadband_px: the soft threshold of the 2D change (px of a `REFERENCE_HEIGHT` image; 0: none).
-        confidence_px: the scale of the joints' confidence (`MimicConfig.confidence_px`; 0: none). With
+        confidence_px: the scale of the joints' confidence (`MimicConfig.confidence_px`; 0: none): a joint the
+            estimator misses by ``e`` on the fill's renders next to the keys weighs ``1 / (1 + (e / confidence_px)²)``
+            in 2D and, by its depth miss ``e`` on all of them (in pixels at the frame's mean depth),
+            ``exp(−(e / confidence_px)²)`` in depth. With
             ``trust_px`` also 0, ``targets`` come back as they are.
 
     Returns:
@@ -192,11 +195,24 @@ def relative_targets(
     relative = shown.joints_px[0].to(j) + keep * change
     conf = None
     if confidence_px > 0:  # the estimator's mean miss per joint on the fill's renders (px of REFERENCE_HEIGHT)
-        miss_xy = (shown.joints_px[0].to(j) - xy).norm(dim=-1).mean(0)  # (J,)
+        # 2D: on the frames next to a key only. Inside a gap the fill (a SLERP between two phases of a walk) holds
+        # poses the estimator never saw, where it misreads a walk's legs 4x worse than on the video; next to a key
+        # the fill is within a frame of a real pose (docs/quality.md, "Depth that misses by more than its scale").
+        # Its depth miss is about the same on both (0.13 m and 0.12 m on CMU), so it takes every frame.
+        phase = (r - timeline.render_context_end) % RENDER_FPS
+        near = (phase == step) | (phase == RENDER_FPS - step)  # (F,) on the host: no device wait
+        near = (near if bool(near.any()) else torch.ones_like(near)).to(j.device)
+        miss_xy = (shown.joints_px[0].to(j) - xy).norm(dim=-1)[near].mean(0)  # (J,)
         z_bar = shown.joints_depth[0].to(d).mean(-1, keepdim=True)  # (F, 1): depth as pixels there, as joint_loss
         miss_z = (err_d.abs() * camera.focal / z_bar).mean(0)  # (J,)
-        miss = torch.stack((miss_xy, miss_z), -1) * (REFERENCE_HEIGHT / camera.height)  # (J, 2)
-        conf = 1.0 / (1.0 + (miss / confidence_px) ** 2)
+        k = REFERENCE_HEIGHT / camera.height
+        # 2D: an inverse variance (floored at the scale). Depth: a Gaussian, which drops a depth the estimator
+        # misses by several scales. Its miss is a bias the video shares (CMU: 0.13 m on the fill's renders, 0.12 m
+        # on the video), and the 2D joints with the rig's bone lengths already fix each bone's depth up to its
+        # flip, so such a depth only pulls the hips' turn off; at 1/(1 + m²) it still outweighed the 2D of joints
+        # the estimator misreads on the fill (docs/quality.md, "Depth that misses by more than its scale").
+        conf = torch.stack((1.0 / (1.0 + (miss_xy * k / confidence_px) ** 2),
+                            torch.exp(-((miss_z * k / confidence_px) ** 2))), -1)  # (J, 2)  # fmt: skip
     return MimicTargets(w * relative + (1 - w) * j, d + w[..., 0] * err_d, targets.mask, conf)
 
 

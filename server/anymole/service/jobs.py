@@ -175,8 +175,8 @@ class JobManager:
                         by_client = job.token.cancelled and not job.interrupting
                         self._publish(job, Cancelled(job.token.reason) if by_client else Interrupted(
                             "the server shut down while this job ran (its stage did not stop); resubmit it"))  # fmt: skip
-                        # its task stops waiting for the thread: the loop's close would wait for it for ever
-                        job.token.abandon()
+                    if job.task in hung:  # its task stops waiting for the thread, so the loop can end without it
+                        job.token.abandon("the server is shutting down")
                         job.task.cancel()
         for w in self._workers:
             w.cancel()
