@@ -78,6 +78,8 @@ def test_bench_video_without_cuda_names_the_device_and_the_cpu_run(
         (["--host", "no-such-host.invalid", "--port", "0"], "--host", "no-such-host.invalid"),
         (["--host", "192.0.2.1", "--port", "0"], "--host", "not an address of this machine"),  # TEST-NET-1
         (["--ray", "auto", "--ray-worker-cpus", "0"], "--ray-worker-cpus", "more than 0"),
+        (["--stage-stop", "-1"], "--stage-stop", "0 or more, got -1.0"),
+        (["--stage-stop", "nan"], "--stage-stop", "0 or more, got nan"),
     ],
 )
 def test_serve_refuses_bad_options_before_listening(
@@ -89,6 +91,27 @@ def test_serve_refuses_bad_options_before_listening(
     assert "listening" not in err
     if option == "--host":
         assert "--port" not in err  # the host is to blame, not the port
+
+
+def test_serve_stage_stop_reaches_the_servers_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--stage-stop`` becomes `ServerConfig.stage_stop_s`, which the server's stop waits for hung stages
+    (tests/service/test_jobs.py); without it, the 30 s of `STAGE_STOP_S`."""
+    from anymole.service import server
+    from anymole.service.jobs import STAGE_STOP_S
+
+    seen: list[server.ServerConfig] = []
+
+    async def fake_serve(cfg: server.ServerConfig, on_ready: object = None) -> None:
+        seen.append(cfg)
+
+    monkeypatch.setattr(server, "serve", fake_serve)
+    base = ["serve", "--data-dir", str(tmp_path / "data"), "--device", "cpu", "--port", "0"]
+    assert _run([*base, "--stage-stop", "0.25"], monkeypatch, capsys)[0] == 0
+    assert _run([*base, "--stage-stop", "0"], monkeypatch, capsys)[0] == 0
+    assert _run(base, monkeypatch, capsys)[0] == 0
+    assert [c.stage_stop_s for c in seen] == [0.25, 0.0, STAGE_STOP_S]
 
 
 def test_serve_with_ray_says_what_to_install_where_ray_is_missing(

@@ -6,9 +6,14 @@ the same scene loads both caches; a cancel inside each stage stops the job."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import grpc
 import pytest
@@ -393,3 +398,57 @@ async def test_the_jobs_fraction_only_grows_while_the_estimator_trains_beside_th
     overall = [p.fraction for p in progress]
     assert overall == sorted(overall), [(p.stage, round(p.stage_fraction, 2), round(p.fraction, 3)) for p in progress]
     assert overall[-1] == pytest.approx(1.0)
+
+
+# A child process: an anymole job whose estimator never returns (nor reports), the server stopped with a short
+# stage_stop, then the interpreter's exit. Prints what the stop left as JSON.
+_HUNG_ESTIMATOR_CHILD = """
+import asyncio, json, sys, tempfile, threading
+from pathlib import Path
+from anymole.client import AnyMoLeClient
+from anymole.pipeline import AnyMoLePipeline
+from anymole.pipeline.methods import anymole as anymole_method
+from anymole.service.server import ServerConfig, build_server
+from test_anymole_job import ASSETS, _request, _settings
+
+entered, threads = threading.Event(), []
+
+def hung_train(*args, **kw):
+    threads.append(threading.current_thread())
+    entered.set()
+    threading.Event().wait()  # for ever
+
+anymole_method.train_estimator = hung_train
+
+async def main():
+    pipeline = AnyMoLePipeline(_settings())
+    server, port = build_server(ServerConfig(port=0, data_dir=Path(tempfile.mkdtemp()), devices=("cpu",)), pipeline)
+    await server.start()
+    client = await AnyMoLeClient.connect(f"127.0.0.1:{port}")
+    job_id, _ = await client.submit(_request(client, await client.upload_file(ASSETS / "Fox.glb")))
+    assert await asyncio.to_thread(entered.wait, 60)
+    await client.close()
+    await server.stop(0.0, stage_stop=0.2)
+    last = (await server.jobs.events_after(job_id, 0))[-1].event
+    print(json.dumps({"state": server.jobs.info(job_id).state.value, "last": type(last).__name__,
+                      "reason": last.reason, "estimator": [threads[0].is_alive(), threads[0].daemon],
+                      "prior_held": pipeline.pool.priors["cpu"].busy.locked()}), flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_hung_estimator_does_not_hold_the_servers_stop_or_the_process_exit(tmp_path):
+    """The estimator stuck in one call beside the video stage (it never reports, so never sees the interrupt):
+    the stop waits ``stage_stop`` seconds for the job's stage, which waits for its estimator, then ends the job
+    Interrupted; the prior stays held by that stage (no second job beside it), and the process exits with the
+    estimator's thread still running (before: a `ThreadPoolExecutor` worker, which the interpreter joins at its
+    exit, so the process never ended)."""
+    here = Path(__file__).resolve().parent
+    path = os.pathsep.join([str(here.parents[1] / "server"), str(here.parent), str(here)])
+    child = subprocess.run([sys.executable, "-c", _HUNG_ESTIMATOR_CHILD], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": path}, cwd=tmp_path)  # fmt: skip
+    assert child.returncode == 0, child.stderr[-3000:]
+    left = json.loads(child.stdout.strip().splitlines()[-1])
+    assert (left["state"], left["last"]) == ("interrupted", "Interrupted") and "did not stop" in left["reason"]
+    assert left["estimator"] == [True, True] and left["prior_held"]

@@ -364,7 +364,7 @@ async def test_a_stage_that_never_returns_does_not_hold_the_servers_stop(make_se
     (a daemon) behind and no task of the loop waiting for it; when that stage returns at last, the job's log stays
     as it was (before: the stop waited for the thread for ever)."""
     hung = HungStage()
-    server, port = await make_server(hung)
+    server, port = await make_server(hung, stage_stop_s=0.2)  # `anymole serve --stage-stop 0.2`
     client = await connect(port)
     up = await client.upload_character(tiny())
     job_id, _ = await client.submit(make_req(up, method="fake"))
@@ -374,7 +374,7 @@ async def test_a_stage_that_never_returns_does_not_hold_the_servers_stop(make_se
     assert task is not None
     try:
         with caplog.at_level("WARNING", logger="anymole.service.jobs"):
-            await asyncio.wait_for(server.stop(0.0, stage_stop=0.2), 30)
+            await asyncio.wait_for(server.stop(0.0), 30)  # the server's stage_stop_s
         assert server.jobs.info(job_id).state is JobState.INTERRUPTED
         events = [st.event for st in await server.jobs.events_after(job_id, 0)]
         assert isinstance(events[-1], Interrupted) and "did not stop" in events[-1].reason, events[-1]

@@ -58,6 +58,7 @@ def serve(
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain: serve TLS (with --tls-key)")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert")] = None,
     grace: Annotated[float, typer.Option(help="seconds running jobs get to finish on SIGTERM before they are interrupted")] = 30.0,
+    stage_stop: Annotated[float | None, typer.Option(help="seconds a stopping server then waits for the interrupted jobs to stop: a stage sees the interrupt at its next step, so this is how long one step (an ICAdapt or sampler step, a mimicking iteration) may take; a stage still running then (a hung GPU or load) is left behind in its thread, its job is marked interrupted and the server exits anyway; 0 leaves it at once (default: 30)")] = None,
     finished_in_memory: Annotated[int | None, typer.Option(min=0, help="finished jobs whose events stay in memory; older ones replay from disk (default: 16)")] = None,
     keep_days: Annotated[float | None, typer.Option(min=0, help="delete finished jobs, and characters no job uses, older than this many days (checked at start and every 10 minutes; queued and running jobs are kept) (default: keep)")] = None,
     max_disk: Annotated[str | None, typer.Option(help="most disk for job directories and uploaded characters, e.g. 20G; beyond it the longest-finished jobs, then unused characters, are deleted first (default: no bound)")] = None,
@@ -77,7 +78,8 @@ def serve(
     """Run the gRPC server the Unity and Unreal plugins talk to (anymole.v1.AnyMoLeService).
 
     Stops gracefully on SIGTERM/Ctrl-C: health goes NOT_SERVING, new jobs are refused, running jobs finish
-    (or are marked interrupted after --grace), queued jobs run after the next start.
+    (or are marked interrupted after --grace; a stage that does not stop within --stage-stop of that is left
+    behind), queued jobs run after the next start.
 
       anymole serve --port 50051 --data-dir /srv/anymole --token $SECRET --tls-cert cert.pem --tls-key key.pem
 
@@ -125,6 +127,8 @@ def serve(
                        max_queue=max_queue, token=token, tls_cert=tls_cert, tls_key=tls_key, grace_s=grace, video=video)
     if finished_in_memory is not None:
         cfg = dataclasses.replace(cfg, finished_in_memory=finished_in_memory)
+    if stage_stop is not None:
+        cfg = dataclasses.replace(cfg, stage_stop_s=stage_stop)  # checked there: --stage-stop must be >= 0
     retention = RetentionPolicy(keep_days, None if max_disk is None else parse_size(max_disk, "--max-disk"))
     budget = None if memory_budget is None else parse_size(memory_budget, "--memory-budget")
     cfg = dataclasses.replace(cfg, retention=retention, memory_budget=budget, ray=ray, ray_worker_cpus=ray_worker_cpus)

@@ -4,12 +4,14 @@
 to: it turns ``(stage, fraction)`` into `Progress` events weighted by the job's plan and raises `JobCancelled`
 once the token is set, so a cancel reaches a running stage at its next step. `run_in_thread` runs a blocking
 stage in a worker thread and waits for it to stop when its task is cancelled; `in_daemon_thread` runs work that
-cannot stop midway (a compile) where a stopping process need not wait for it.
+cannot stop midway (a compile) where a stopping process need not wait for it; `daemon_future` runs a stage's
+helper (a second thread of the stage) the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import threading
@@ -21,7 +23,7 @@ from anymole.errors import JobCancelled
 from anymole.pipeline.events import Event, Progress
 from anymole.progress import OnStep
 
-__all__ = ["CancelToken", "OnStep", "ProgressReporter", "in_daemon_thread", "run_in_thread"]
+__all__ = ["CancelToken", "OnStep", "ProgressReporter", "daemon_future", "in_daemon_thread", "run_in_thread"]
 
 
 class CancelToken:
@@ -196,4 +198,25 @@ def in_daemon_thread(fn: Callable[[], _T]) -> asyncio.Future[_T]:
             loop.call_soon_threadsafe(done)
 
     threading.Thread(target=run, name="anymole-daemon", daemon=True).start()
+    return fut
+
+
+def daemon_future(fn: Callable[[], _T], name: str) -> concurrent.futures.Future[_T]:
+    """``fn()`` in a daemon thread named ``name``, as a `concurrent.futures.Future`: a second thread of a stage
+    (the estimator that trains beside the video stage). A stopping server abandons a hung stage
+    (`JobManager.shutdown`); a `ThreadPoolExecutor`'s worker would still hold the process at its exit (those are
+    joined then), a daemon does not."""
+    fut: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not fut.set_running_or_notify_cancel():  # cancelled before it started
+            return
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to whoever waits on the future
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
     return fut

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class ServerConfig:
         tls_cert: PEM certificate chain; with ``tls_key`` the server speaks TLS only.
         tls_key: PEM private key.
         grace_s: seconds running jobs get to finish on shutdown before they are interrupted.
+        stage_stop_s: seconds a shutdown then waits for the interrupted jobs' stages to stop before it leaves them
+            running in their threads and ends their jobs Interrupted (`JobManager.shutdown`).
         limits: request limits (message size, joints, frames…).
         keepalive: client pings accepted, server pings, the job heartbeat (`anymole.service.keepalive`).
         video: the ``video`` method's prior (none, ``tiny`` or a checkpoint path), step overrides and render
@@ -87,6 +90,7 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     grace_s: float = 30.0
+    stage_stop_s: float = STAGE_STOP_S
     limits: Limits = field(default_factory=Limits)
     video: VideoSettings = field(default_factory=VideoSettings)
     keepalive: KeepalivePolicy = field(default_factory=KeepalivePolicy)
@@ -103,6 +107,8 @@ class ServerConfig:
             raise InvalidInput("--finished-in-memory", f"must be 0 or more, got {self.finished_in_memory}")
         if not self.grace_s >= 0:
             raise InvalidInput("--grace", f"must be 0 or more seconds, got {self.grace_s}")
+        if not 0 <= self.stage_stop_s < math.inf:
+            raise InvalidInput("--stage-stop", f"must be a number of seconds, 0 or more, got {self.stage_stop_s}")
         if not self.ray_worker_cpus > 0:
             raise InvalidInput("--ray-worker-cpus", f"must be more than 0, got {self.ray_worker_cpus}")
 
@@ -149,12 +155,14 @@ class AnyMoLeServer:
         grace_s: float,
         uploads: UploadGate | None = None,
         retention: Retention | None = None,
+        stage_stop_s: float = STAGE_STOP_S,
     ) -> None:
         self.grpc_server = grpc_server
         self.jobs = jobs
         self.health = health
         self.characters = characters
         self.grace_s = grace_s
+        self.stage_stop_s = stage_stop_s
         self.uploads = uploads
         self.retention = retention
         self._retention_task: asyncio.Task[None] | None = None
@@ -183,9 +191,10 @@ class AnyMoLeServer:
         except Exception:
             log.exception("warm-up failed; jobs will load and compile on first use")
 
-    async def stop(self, grace: float | None = None, stage_stop: float = STAGE_STOP_S) -> None:
-        """Graceful stop: NOT_SERVING, no new jobs, running jobs finish within ``grace`` s or are interrupted; a
-        stage still running ``stage_stop`` s after its interrupt is abandoned (`JobManager.shutdown`)."""
+    async def stop(self, grace: float | None = None, stage_stop: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING, no new jobs, running jobs finish within ``grace`` s (default: the server's
+        ``grace_s``) or are interrupted; a stage still running ``stage_stop`` s after its interrupt (default: the
+        server's ``stage_stop_s``) is abandoned (`JobManager.shutdown`)."""
         if self._stopped:
             return
         self._stopped = True
@@ -196,6 +205,7 @@ class AnyMoLeServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention_task
         grace = self.grace_s if grace is None else grace
+        stage_stop = self.stage_stop_s if stage_stop is None else stage_stop
         await self.health.enter_graceful_shutdown()
         await self.jobs.shutdown(grace, stage_stop)
         await self.grpc_server.stop(min(grace, 1.0))  # watchers have their terminal events by now
@@ -285,7 +295,7 @@ def build_server(
     if port == 0:
         raise _bind_failure(cfg.host, cfg.port)
     retention = Retention(cfg.retention, jobs, characters)
-    return AnyMoLeServer(server, jobs, health, characters, cfg.grace_s, uploads, retention), port
+    return AnyMoLeServer(server, jobs, health, characters, cfg.grace_s, uploads, retention, cfg.stage_stop_s), port
 
 
 def _read_pem(path: Path, option: str) -> bytes:

@@ -25,6 +25,7 @@ random-weight ViTs on a GPU: the speed of the paper's estimator under the ``turb
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,7 +38,7 @@ from anymole.baseline import inbetween
 from anymole.errors import JobCancelled
 from anymole.estimator import BACKBONES, EstimatorConfig, SceneEstimator, build_backbone
 from anymole.mimic import MimicConfig
-from anymole.pipeline.control import CancelToken, ProgressReporter, run_in_thread
+from anymole.pipeline.control import CancelToken, ProgressReporter, daemon_future, run_in_thread
 from anymole.pipeline.estimator_cache import EstimatorCache, estimator_key
 from anymole.pipeline.events import Completed, Event, MotionChunk
 from anymole.pipeline.fromvideo import (
@@ -267,22 +268,24 @@ class AnyMoLeMethod:
                 renders = render_scene(spec.character, spec.context, spec.keyframes, timeline, cfg, device=device,
                                        on_step=on_step)  # fmt: skip
                 timings["render"] = time.perf_counter() - t
-                # the estimator needs only the renders: it trains while the prior adapts and samples
-                with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="anymole-estimator") as pool:
-                    estimator = pool.submit(fit, renders)
-                    estimator.add_done_callback(flag_failure)
-                    try:
-                        scene = generate_video(prior, renders, timeline, cfg, schedule=loaded.schedule, cache=adapt_cache,
-                                               model_id=loaded.model_id, model_config=loaded.model_config,
-                                               character_digest=spec.character_id, on_step=video_step)  # fmt: skip
-                    except _EstimatorFailed:
-                        error = estimator.exception()  # done: its callback set `fit_failed`
-                        assert error is not None
-                        raise error from None
-                    except BaseException:
-                        stop.set()
-                        raise
-                    return renders, scene, estimator.result()  # the pool's exit waits for the thread either way
+                # the estimator needs only the renders: it trains while the prior adapts and samples, in a daemon
+                # thread that a stopping server can leave behind with this stage if it hangs
+                estimator = daemon_future(functools.partial(fit, renders), "anymole-estimator")
+                estimator.add_done_callback(flag_failure)
+                try:
+                    scene = generate_video(prior, renders, timeline, cfg, schedule=loaded.schedule, cache=adapt_cache,
+                                           model_id=loaded.model_id, model_config=loaded.model_config,
+                                           character_digest=spec.character_id, on_step=video_step)  # fmt: skip
+                except _EstimatorFailed:
+                    error = estimator.exception()  # done: its callback set `fit_failed`
+                    assert error is not None
+                    raise error from None
+                except BaseException:
+                    stop.set()
+                    raise
+                finally:  # the stage ends with its estimator thread: a device is never used by two jobs
+                    concurrent.futures.wait([estimator])
+                return renders, scene, estimator.result()
 
         try:
             renders, scene, est = await run_in_thread(token, generate)
