@@ -273,3 +273,114 @@ async def test_an_unreachable_worker_gets_its_attempt_cancelled_a_dead_one_does_
     assert len(cancels) == (1 if unreachable else 0)
     if unreachable:
         assert "another worker" in cancels[0][1]
+
+
+def _stand_in_pipeline(handle, monkeypatch: pytest.MonkeyPatch):
+    """A `RayPipeline` of one worker whose actor handle is ``handle`` (no cluster), waiting 0.5 s for workers."""
+    from anymole.service import ray_pool
+    from anymole.service.ray_placement import SceneMemory
+
+    monkeypatch.setattr(ray_pool, "WORKER_WAIT_S", 0.5)
+    monkeypatch.setattr(ray_pool, "_RESTART_POLL_S", 0.01)
+    pipe = ray_pool.RayPipeline.__new__(ray_pool.RayPipeline)
+    pipe.workers = [ray_pool._Worker("ray-0:cpu", "cpu", handle, description="CPU on n1 (Ray worker, pid 1)")]
+    pipe.devices = [(w.name, w.description) for w in pipe.workers]
+    pipe.scenes, pipe._changed, pipe._watchers = SceneMemory(), asyncio.Event(), set()
+    return pipe
+
+
+class _Stream:
+    """A streaming generator of one attempt: ``events`` then, if given, ``error`` (how Ray reports a lost actor)."""
+
+    def __init__(self, events: list, error: BaseException | None = None) -> None:
+        self._events, self._error = list(events), error
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self._events:
+            event = self._events.pop(0)
+
+            async def ready():
+                return event
+
+            return ready()
+        if self._error is not None:
+            raise self._error
+        raise StopAsyncIteration
+
+
+def _job():
+    from service_fakes import random_motion, tiny_character
+
+    from anymole.pipeline import JobSpec
+    from anymole.pipeline.control import CancelToken
+
+    spec = JobSpec("sha256:a", tiny_character(), random_motion(10, 5), Keyframes((12,), random_motion(1, 5)), 13,
+                   method="interp")  # fmt: skip
+    return spec, CancelToken()
+
+
+async def test_a_lost_worker_that_never_answers_is_given_up_and_the_job_fails_saying_why(monkeypatch, caplog):
+    """The only worker is lost mid-job and Ray never brings it back (a call to it never answers, as where the
+    cluster has no room for it): the job says what it waits for, the worker is given up after WORKER_WAIT_S with a
+    warning in the log and in GetServerInfo's description, and the job, with no worker left, fails with WorkerLost
+    saying what to do (before: the job waited for ever, and the log said nothing after 'lost mid-job')."""
+    from types import SimpleNamespace
+
+    from ray.exceptions import ActorDiedError
+
+    from anymole.service.errors import WorkerLost
+
+    never = asyncio.get_running_loop().create_future()  # a describe() that never answers
+    handle = SimpleNamespace(run=SimpleNamespace(remote=lambda call, spec: _Stream([], ActorDiedError())),
+                             describe=SimpleNamespace(remote=lambda: never))  # fmt: skip
+    pipe = _stand_in_pipeline(handle, monkeypatch)
+    spec, token = _job()
+    events: list = []
+
+    async def run() -> None:
+        async for event in pipe.run(spec, token, None, "ray-0:cpu"):  # type: ignore[arg-type]
+            events.append(event)
+
+    with caplog.at_level("WARNING", logger="anymole.service.ray"), pytest.raises(WorkerLost) as err:
+        await asyncio.wait_for(run(), 30)
+    assert "every Ray worker of this server was lost and given up (ray-0:cpu" in str(err.value)
+    assert "resubmit the job once the cluster is healthy (`ray status`" in str(err.value)
+    messages = [e.message for e in events]
+    assert messages[0].startswith("running on ray-0:cpu")
+    assert messages[1] == "worker ray-0:cpu lost: no Ray worker free; waiting for Ray to restart ray-0:cpu (up to 0 s)"
+    assert "worker ray-0:cpu lost: no jobs go to it until Ray has restarted it" in caplog.text
+    assert "worker ray-0:cpu given up (it did not answer within 0 s): the server runs on with 0 of its 1" in caplog.text
+    assert pipe.devices == [("ray-0:cpu", "given up: it did not answer within 0 s")]
+
+
+async def test_a_lost_worker_that_ray_restarts_takes_the_retry_and_the_job_says_it_waited(monkeypatch, caplog):
+    """Ray restarts the lost worker (calls fail while it restarts, then it answers): the job, which said it
+    waits, is retried on it and completes; the log says the worker is back."""
+    from types import SimpleNamespace
+
+    from ray.exceptions import ActorDiedError, RayActorError
+
+    answers = iter([RayActorError(), RayActorError(), ("n2", 7, "CPU")])
+
+    async def describe():
+        answer = next(answers)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    attempts = iter([_Stream([], ActorDiedError()), _Stream([Completed(summary="filled")])])
+    handle = SimpleNamespace(run=SimpleNamespace(remote=lambda call, spec: next(attempts)),
+                             describe=SimpleNamespace(remote=describe))  # fmt: skip
+    pipe = _stand_in_pipeline(handle, monkeypatch)
+    spec, token = _job()
+    with caplog.at_level("INFO", logger="anymole.service.ray"):
+        events = [e async for e in pipe.run(spec, token, None, "ray-0:cpu")]  # type: ignore[arg-type]
+    assert isinstance(events[-1], Completed)
+    messages = [e.message for e in events[:-1]]
+    assert messages[1].startswith("worker ray-0:cpu lost: no Ray worker free; waiting for Ray to restart ray-0:cpu")
+    assert messages[2] == ("worker ray-0:cpu lost: retrying on ray-0:cpu (CPU on n2 (Ray worker, pid 7)); the stages "
+                           "that finished there load from the shared cache")  # fmt: skip
+    assert "worker ray-0:cpu is back (pid 7)" in caplog.text

@@ -11,6 +11,9 @@ A worker lost mid-job (its process killed, its node gone) is retried once on ano
 progress event: the stages that finished wrote their artefacts (adapted prior, estimator) to the shared cache
 directory, so the retry loads them instead of redoing them. A second loss fails the job with `WorkerLost`.
 Ray restarts a lost actor where it can; it takes jobs again once it answers (its models load on its next job).
+One not back within `WORKER_WAIT_S` (or one Ray cannot restart) is given up, with a warning in the log. A job
+that finds no worker free says so in a progress event and waits; once every worker is given up it fails with
+`WorkerLost`.
 The actors live and die with the front end (Ray's default ownership): a restarted front end starts its own,
 and marks the jobs that were running interrupted, as an embedded server does.
 
@@ -53,7 +56,7 @@ from anymole.service.errors import WorkerLost
 from anymole.service.ray_placement import SceneMemory, WorkerLoad, choose_worker, scene_key
 from anymole.service.ray_worker import PipelineWorker
 
-__all__ = ["WORKER_STAGE", "RayPipeline", "connect"]
+__all__ = ["WORKER_STAGE", "WORKER_WAIT_S", "RayPipeline", "connect"]
 
 log = logging.getLogger("anymole.service.ray")
 
@@ -65,6 +68,11 @@ _LOST = (RayActorError, WorkerCrashedError, NodeDiedError, ObjectLostError)
 
 #: seconds between two checks of whether a lost worker is back
 _RESTART_POLL_S = 1.0
+
+#: how long a lost worker has to answer again before it is given up (a job waiting for it then fails, where no
+#: other worker is left): Ray restarts a killed actor in seconds where its node still has room; a node that left takes as long as a new
+#: one takes to join, and nothing comes back where the cluster has no room for the actor
+WORKER_WAIT_S = 300.0
 
 
 def connect(address: str) -> bool:
@@ -96,6 +104,7 @@ class _Worker:
     jobs_done: int = 0
     pid: int = 0
     description: str = "starting"
+    gone: bool = False  # lost and given up: Ray could not restart it, or it did not answer within WORKER_WAIT_S
 
 
 class RayPipeline:
@@ -157,6 +166,10 @@ class RayPipeline:
         scene = scene_key(spec)
         lost: list[str] = []
         while True:
+            if choose_worker(scene, self.loads()) is None:  # every worker busy or lost: say so, then wait
+                waiting = self._waiting(lost)
+                log.warning("a job waits for a Ray worker: %s", waiting)
+                yield Progress(WORKER_STAGE, 0.0, 0.0, None, waiting)
             worker = await self._acquire(scene)
             released = False
             try:
@@ -218,9 +231,24 @@ class RayPipeline:
     def loads(self) -> list[WorkerLoad]:
         return [WorkerLoad(w.name, w.alive, w.busy, w.jobs_done, self.scenes.of(w.name)) for w in self.workers]
 
+    def _waiting(self, lost: Sequence[str]) -> str:
+        """What a job that finds no worker free waits for (its progress message and the log's)."""
+        busy = [w.name for w in self.workers if w.alive and w.busy]
+        out = [w.name for w in self.workers if not w.alive and not w.gone]
+        waits = ([f"{', '.join(busy)} to finish a job"] if busy else []) + (
+            [f"Ray to restart {', '.join(out)} (up to {WORKER_WAIT_S:.0f} s)"] if out else [])  # fmt: skip
+        return f"{'worker ' + lost[-1] + ' lost: ' if lost else ''}no Ray worker free; waiting for {' or '.join(waits)}"
+
     async def _acquire(self, scene: str | None) -> _Worker:
-        """The worker placement picks, marked busy; waits while none is free (a lost one may come back)."""
+        """The worker placement picks, marked busy; waits while none is free (a busy one frees, a lost one comes
+        back: `_wait_back` gives that `WORKER_WAIT_S`), and raises `WorkerLost` once every worker is given up."""
         while (name := choose_worker(scene, self.loads())) is None:
+            if all(w.gone for w in self.workers):
+                raise WorkerLost(f"every Ray worker of this server was lost and given up ({', '.join(self.slots)}: "
+                                 "their processes died or their nodes left the cluster, and Ray did not bring them "
+                                 f"back, or not within {WORKER_WAIT_S:.0f} s); resubmit the job once the cluster is healthy "
+                                 "(`ray status`; `ray logs` on the nodes says why) and the server restarted, which "
+                                 "starts new workers")  # fmt: skip
             self._changed.clear()
             await self._changed.wait()
         worker = next(w for w in self.workers if w.name == name)
@@ -240,20 +268,40 @@ class RayPipeline:
         task.add_done_callback(self._watchers.discard)
 
     async def _wait_back(self, worker: _Worker) -> None:
-        while True:
-            try:
-                node, pid, what = await worker.handle.describe.remote()
-            except ActorDiedError:  # for good: Ray could not restart it (its node is gone and nothing fits)
-                log.warning("worker %s is gone for good", worker.name)
-                return
-            except RayActorError:  # restarting
-                await asyncio.sleep(_RESTART_POLL_S)
-                continue
-            worker.pid, worker.description, worker.alive = pid, f"{what} on {node} (Ray worker, pid {pid})", True
-            self.devices[[n for n, _ in self.devices].index(worker.name)] = (worker.name, worker.description)
-            log.info("worker %s is back (pid %d)", worker.name, pid)
-            self._changed.set()
-            return
+        """Put a lost worker back into placement once it answers; give it up after `WORKER_WAIT_S` (a call to an
+        actor Ray cannot place again waits for ever) or when Ray says it is dead for good."""
+        log.warning("worker %s lost: no jobs go to it until Ray has restarted it (waiting up to %.0f s)",
+                    worker.name, WORKER_WAIT_S)  # fmt: skip
+        self._describe(worker, "lost: waiting for Ray to restart it")
+        try:
+            async with asyncio.timeout(WORKER_WAIT_S):
+                while True:
+                    try:
+                        node, pid, what = await worker.handle.describe.remote()
+                    except ActorDiedError:  # for good: Ray could not restart it (its node is gone and nothing fits)
+                        why = "Ray could not restart it"
+                        break
+                    except RayActorError:  # restarting
+                        await asyncio.sleep(_RESTART_POLL_S)
+                        continue
+                    worker.pid, worker.alive = pid, True
+                    self._describe(worker, f"{what} on {node} (Ray worker, pid {pid})")
+                    log.info("worker %s is back (pid %d)", worker.name, pid)
+                    self._changed.set()
+                    return
+        except TimeoutError:
+            why = f"it did not answer within {WORKER_WAIT_S:.0f} s"
+        worker.gone = True
+        self._describe(worker, f"given up: {why}")
+        log.warning("worker %s given up (%s): the server runs on with %d of its %d workers; see `ray status` and "
+                    "`ray logs` on its node, and restart the server to start a new worker in its place", worker.name,
+                    why, sum(not w.gone for w in self.workers), len(self.workers))  # fmt: skip
+        self._changed.set()  # jobs waiting for a worker look again: none may be left
+
+    def _describe(self, worker: _Worker, description: str) -> None:
+        """Set what GetServerInfo lists for ``worker``."""
+        worker.description = description
+        self.devices[[n for n, _ in self.devices].index(worker.name)] = (worker.name, description)
 
     async def _stream(self, worker: _Worker, spec: JobSpec, token: CancelToken) -> AsyncGenerator[Event, None]:
         """The events of one attempt on ``worker``; raises `_WorkerGone` when it is lost. When the caller stops
