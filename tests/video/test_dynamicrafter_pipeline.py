@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import functools
+from dataclasses import replace
 
 import pytest
 import torch
@@ -113,3 +115,37 @@ def test_tiny_dynamicrafter_icadapt_reduces_loss(mode: str, ckpt: bool, selectiv
     encoder_same = all(torch.equal(v, prior.unet.input_blocks.state_dict()[k]) for k, v in encoder_before.items())
     resampler_same = all(torch.equal(v, prior.image_proj.state_dict()[k]) for k, v in resampler_before.items())
     assert encoder_same == resampler_same == (mode == "decoder")
+
+
+def test_icadapt_dropout_on_the_cpu_is_the_seeds_alone_beside_another_run() -> None:
+    """The UNet's dropout draws from torch's global RNG, which another thread uses meanwhile (the estimator beside,
+    a second CPU job's ICAdapt): two runs at once, checkpointing replaying their dropout, adapt the prior exactly
+    as one run alone does with the same seed, whatever the global RNG held before (before: the masks were
+    whatever the shared RNG gave each step)."""
+    torch.manual_seed(0)
+    base = DynamiCrafterPrior(replace(DynamiCrafterConfig.tiny(), unet=replace(DynamiCrafterConfig.tiny().unet,
+                                                                             dropout=0.3))).eval()  # fmt: skip
+    frames = 17
+    video = torch.full((1, 3, frames, SIZE, SIZE), 0.3)
+    for f in range(frames):
+        video[:, :, f, 8:20, f : f + 8] = 0.9
+    bank = ClipBank(video, gather_clips(1, frames, k=16, strides=(1,)), "a box sliding")
+    cfg = ICAdaptConfig(steps=3, lr=3e-3, batch_size=2, grad_accum=1, mode="spatial", autocast_dtype="fp32",
+                        gradient_checkpointing=True, selective_checkpointing=False)  # fmt: skip
+
+    def adapt(seed_before: int) -> tuple[list[float], list[torch.Tensor]]:
+        prior = copy.deepcopy(base)
+        torch.manual_seed(seed_before)  # the global RNG as other work left it
+        result = icadapt(prior, bank, cfg, schedule=DDIMSchedule(**prior.config.scheduler_kwargs()))
+        return result.losses, [p.detach().clone() for p in prior.trainable_parameters("spatial")]
+
+    alone = adapt(1)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(adapt, (2, 3)))
+    later = adapt(4)
+    base.unet.apply(lambda m: setattr(m, "p", 0.0) if isinstance(m, torch.nn.Dropout) else None)
+    without = adapt(1)
+    for losses, params in (*both, later):
+        assert losses == alone[0]
+        assert all(torch.equal(a, b) for a, b in zip(params, alone[1], strict=True))
+    assert without[0] != alone[0]  # the dropout is live in this test

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from anymole.errors import InvalidInput
 from anymole.progress import OnStep
+from anymole.seeding import GlobalRngStream
 from anymole.video.clips import ClipBank
 from anymole.video.prior import (
     AUTOCAST_DTYPES,
@@ -313,6 +314,12 @@ def icadapt(
         params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
     )
     generator = torch.Generator().manual_seed(cfg.seed)
+    # Dropout draws from the global RNG, which other threads use meanwhile (the estimator beside, another CPU job):
+    # on the CPU each step draws from this run's own stream (seed + 1: apart from `generator`'s draws). On a GPU
+    # it draws from the device's generator, which no other job uses while this one holds the prior.
+    dropout_rng: Callable[[], contextlib.AbstractContextManager[None]] = (
+        GlobalRngStream(cfg.seed + 1).drawing if device.type == "cpu" else contextlib.nullcontext
+    )
     if len(clips) < cfg.batch_size:  # _batches can only give what there is: say so rather than train on less
         log.warning(
             "ICAdapt: %d clips, fewer than batch_size=%d: each micro-batch trains on all %d (%d clips a step, "
@@ -347,10 +354,11 @@ def icadapt(
                 rows, fps, t, noise = (_to_device(x, device) for x in (rows, clips.fps[index], t, noise))
                 x0 = latents[rows].transpose(1, 2)  # (B, C, k, h, w)
                 first, last = encoded[rows[:, 0]], encoded[rows[:, -1]]
-                with autocast(device, cfg.autocast_dtype):
-                    cond = _dropout_condition(prior, clips.caption, first, last, fps, u, cfg.uncond_prob)
-                    loss = icadapt_loss(prior, schedule, x0, cond, t, noise, predict) / cfg.grad_accum
-                loss.backward()
+                with dropout_rng():
+                    with autocast(device, cfg.autocast_dtype):
+                        cond = _dropout_condition(prior, clips.caption, first, last, fps, u, cfg.uncond_prob)
+                        loss = icadapt_loss(prior, schedule, x0, cond, t, noise, predict) / cfg.grad_accum
+                    loss.backward()
                 total += loss.detach()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
