@@ -390,6 +390,37 @@ async def test_a_stage_that_never_returns_does_not_hold_the_servers_stop(make_se
     assert [st.event for st in await server.jobs.events_after(job_id, 0)] == events
 
 
+async def test_a_job_storing_its_result_at_a_shutdown_completes(make_server, connect, tiny, make_req):
+    """A job whose pipeline has finished and whose result files are being written when the server stops: the stop
+    waits for the write, however short ``stage_stop``, and the job ends Completed with its result (a bounded file
+    write, not a hung stage; before: the stop marked it Interrupted after ``stage_stop`` and dropped its
+    Completed)."""
+    server, port = await make_server(FakePipeline(steps=1))
+    entered, unblock = threading.Event(), threading.Event()
+    store = server.jobs._store_result
+
+    def slow_store(job, event):  # runs in a worker thread
+        entered.set()
+        unblock.wait(60)
+        store(job, event)
+
+    server.jobs._store_result = slow_store
+    client = await connect(port)
+    up = await client.upload_character(tiny())
+    job_id, _ = await client.submit(make_req(up, method="fake"))
+    try:
+        assert await asyncio.to_thread(entered.wait, 60)
+        stop = asyncio.create_task(server.stop(0.0, stage_stop=0.0))
+        await asyncio.wait({stop}, timeout=1.0)  # the buggy stop returned here, with the write still going on
+    finally:
+        unblock.set()
+    await stop
+    events = [st.event for st in await server.jobs.events_after(job_id, 0)]
+    assert isinstance(events[-1], Completed), events[-1]
+    assert server.jobs.info(job_id).state is JobState.COMPLETED
+    assert server.jobs.result(job_id).num_frames == events[-1].total_frames
+
+
 def test_an_abandoned_stage_does_not_hold_the_event_loops_exit(tmp_path, tiny, make_req):
     """``asyncio.run`` (how `anymole serve` runs the server) returns once the stop has abandoned a hung stage, while
     that stage still hangs (before: asyncio.run's final cancel of the leftover tasks reached the job's task, which

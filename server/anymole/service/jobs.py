@@ -152,8 +152,8 @@ class JobManager:
     async def shutdown(self, grace: float, stage_stop: float = STAGE_STOP_S) -> None:
         """Stop taking jobs; give running jobs ``grace`` seconds, then interrupt them and wait ``stage_stop``
         seconds at most for their stages to stop. A job whose stage is still running then ends Interrupted (or
-        Cancelled, where a client cancelled it) and its thread is abandoned, with a warning in the log. Queued
-        jobs stay stored and run after the next start."""
+        Cancelled, where a client cancelled it) and its thread is abandoned, with a warning in the log; one storing
+        its result completes. Queued jobs stay stored and run after the next start."""
         self._accepting = False
         running = [j for j in self._jobs.values() if j.state is JobState.RUNNING and j.task is not None]
         if running:
@@ -168,6 +168,11 @@ class JobManager:
                     job.task.cancel()
             if late:
                 _, hung = await asyncio.wait(late, timeout=max(stage_stop, 0.0))
+                # one storing its result is not hung: its write (file I/O) completes, however short stage_stop
+                storing = {j.task for j in running if j.task is not None and j.task in hung and j.finishing}
+                if storing:
+                    await asyncio.wait(storing)
+                    hung -= storing
                 for job in running:
                     if job.task in hung and not job.state.terminal:
                         log.warning("job %s: its stage did not stop within %.1f s of the shutdown's interrupt; "
