@@ -75,6 +75,38 @@ def test_a_stage_beside_the_others_adds_its_work_and_the_fraction_only_grows() -
     assert seen[-1] == pytest.approx(1.0)
 
 
+def test_two_threads_reports_reach_the_log_in_the_order_of_their_fractions() -> None:
+    """The estimator's thread and the prior's report side by side: their fractions reach the log (``emit``) in
+    the order they were computed in, so the job's fraction only grows in its event stream too. Here the first
+    report's emit is held until the second report has had its chance to emit (before: a report's fraction was
+    computed under the reporter's lock but emitted after it, so the second, larger one was logged first)."""
+    seen: list[float] = []
+    first_emitting, second_done = threading.Event(), threading.Event()
+
+    def emit(event: object) -> None:
+        if isinstance(event, Progress):
+            if threading.current_thread().name == "first":
+                first_emitting.set()
+                second_done.wait(1.0)  # a reporter that holds the second report back runs on after this
+            seen.append(event.fraction)
+
+    report = ProgressReporter(emit, CancelToken(), min_interval=0.0)
+    report.set_plan([("video", 1.0), ("estimator", 1.0)], beside=("estimator",))
+    first = threading.Thread(target=report, args=("estimator", 0.5), name="first")
+    first.start()
+    assert first_emitting.wait(30)
+
+    def second_report() -> None:
+        report("video", 0.5)
+        second_done.set()
+
+    second = threading.Thread(target=second_report)
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert seen == pytest.approx([0.25, 0.5])
+
+
 async def test_a_second_cancel_still_waits_for_the_stage_thread() -> None:
     """`run_in_thread` waits for a cancelled stage to stop, so a device is never used by two jobs; a second
     cancel of its task (a client's retried CancelJob, a server shutdown after a cancel) must not end that wait

@@ -94,7 +94,7 @@ class ProgressReporter:
     ) -> None:
         self._emit = emit
         self._token = token
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # `overall` takes it again inside a report
         self._plan: tuple[Sequence[tuple[str, float]], frozenset[str]] = ((), frozenset())
         self.set_plan(plan)
         self._done: dict[str, float] = {}  # stage → its furthest fraction, 1.0 once a later stage reported
@@ -129,16 +129,14 @@ class ProgressReporter:
         self._token.raise_if_cancelled()
         fraction = min(1.0, max(0.0, float(fraction)))
         now = time.monotonic()
+        # emitted under the lock that computes it: two threads' reports reach the log in the order of their fractions
         with self._lock:
             last = self._last_emit.get(stage)
-            due = last is None or not 0.0 < fraction < 1.0 or now - last >= self._min_interval
-            if due:
+            if last is None or not 0.0 < fraction < 1.0 or now - last >= self._min_interval:
                 self._last_emit[stage] = now
-        if due:
-            done = self.overall(stage, fraction)
-            elapsed = now - self._start
-            eta = elapsed * (1.0 - done) / done if done > 0.01 else None
-            self._emit(Progress(stage, fraction, done, eta, message))
+                done = self.overall(stage, fraction)
+                eta = (now - self._start) * (1.0 - done) / done if done > 0.01 else None
+                self._emit(Progress(stage, fraction, done, eta, message))
         if preview is not None:  # never thinned out like the reports
             self._emit(preview)
 
