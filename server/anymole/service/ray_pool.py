@@ -166,7 +166,8 @@ class RayPipeline:
         scene = scene_key(spec)
         lost: list[str] = []
         while True:
-            if choose_worker(scene, self.loads()) is None:  # every worker busy or lost: say so, then wait
+            # every worker busy or lost: say so, then wait (where all are given up, `_acquire` fails the job)
+            if choose_worker(scene, self.loads()) is None and not all(w.gone for w in self.workers):
                 waiting = self._waiting(lost)
                 log.warning("a job waits for a Ray worker: %s", waiting)
                 yield Progress(WORKER_STAGE, 0.0, 0.0, None, waiting)
