@@ -92,3 +92,23 @@ def test_loading_a_saved_estimator_draws_nothing_inside_a_seeded_span(tmp_path: 
         loader.join()
         sys.setswitchinterval(old)
     assert shifted == 0
+
+
+def test_a_seeded_span_reseeds_no_gpu_generator_it_does_not_fork(monkeypatch):
+    """A span forks and restores the CPU RNG and ``devices`` only, so it must seed only those: the estimator's
+    span (no devices) starts while ICAdapt's dropout draws from the GPU's generator on the same device, and a
+    reseed there, never restored, would make the adapted prior depend on when the estimator started (before:
+    torch.manual_seed seeded every CUDA device). On the CPU: the calls that would reseed a GPU are recorded."""
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(("all", seed)))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(("current", seed)))
+    with seeded_global_rng(7):
+        inside = torch.rand(4)
+    assert torch.equal(inside, torch.rand(4, generator=torch.Generator().manual_seed(7)))
+    assert calls == []
+    if torch.cuda.is_available():  # with a GPU: its generator's state is untouched by a span that does not fork it
+        monkeypatch.undo()
+        before = torch.cuda.get_rng_state()
+        with seeded_global_rng(7):
+            torch.rand(4)
+        assert torch.equal(torch.cuda.get_rng_state(), before)

@@ -28,7 +28,12 @@ def seeded_global_rng(seed: int | None, devices: Sequence[torch.device] = ()) ->
     on ``devices``) and, unless ``seed`` is ``None``, seeded with ``seed``."""
     with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=list(devices)):
         if seed is not None:
-            torch.manual_seed(seed)
+            # Not torch.manual_seed: it seeds every GPU too, whose generators are not forked here (but for
+            # ``devices``), and a job's dropout on its GPU (ICAdapt) draws from one while its estimator starts.
+            torch.default_generator.manual_seed(seed)
+            for device in devices:
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(seed)
         yield
 
 

@@ -358,7 +358,8 @@ async def test_a_lost_worker_that_never_answers_is_given_up_and_the_job_fails_sa
 
 async def test_a_lost_worker_that_ray_restarts_takes_the_retry_and_the_job_says_it_waited(monkeypatch, caplog):
     """Ray restarts the lost worker (calls fail while it restarts, then it answers): the job, which said it
-    waits, is retried on it and completes; the log says the worker is back."""
+    waits, is retried on it and completes; the log says the worker is back, and that the retry goes to the first
+    worker free (before: 'retrying on another worker', of a server with one worker)."""
     from types import SimpleNamespace
 
     from ray.exceptions import ActorDiedError, RayActorError
@@ -384,3 +385,26 @@ async def test_a_lost_worker_that_ray_restarts_takes_the_retry_and_the_job_says_
     assert messages[2] == ("worker ray-0:cpu lost: retrying on ray-0:cpu (CPU on n2 (Ray worker, pid 7)); the stages "
                            "that finished there load from the shared cache")  # fmt: skip
     assert "worker ray-0:cpu is back (pid 7)" in caplog.text
+    # its only worker: the retry is not 'on another worker'
+    assert "worker ray-0:cpu lost mid-job; retrying it once, on the first worker free (another, or this one once " \
+        "Ray has restarted it)" in caplog.text
+
+
+async def test_a_job_arriving_once_every_worker_is_given_up_fails_without_saying_it_waits(monkeypatch, caplog):
+    """Every worker is given up already: a new job fails at once with WorkerLost, and neither its events nor
+    the log say it waits for a worker (before: a progress event and a warning 'no Ray worker free; waiting for '
+    with nothing after it, for there is nothing left to wait for)."""
+    from types import SimpleNamespace
+
+    from anymole.service.errors import WorkerLost
+
+    pipe = _stand_in_pipeline(SimpleNamespace(), monkeypatch)
+    pipe.workers[0].alive, pipe.workers[0].gone = False, True
+    spec, token = _job()
+    events: list = []
+    with caplog.at_level("WARNING", logger="anymole.service.ray"), pytest.raises(WorkerLost) as err:
+        async for event in pipe.run(spec, token, None, "ray-0:cpu"):  # type: ignore[arg-type]
+            events.append(event)
+    assert "every Ray worker of this server was lost and given up (ray-0:cpu" in str(err.value)
+    assert events == []
+    assert "waits for a Ray worker" not in caplog.text

@@ -7,9 +7,10 @@ the job starts (`anymole.service.ray_placement`: the worker that holds the scene
 used free one), streams the actor's events back as they come (Ray's streaming generators), and turns a cancel
 into the actor's ``cancel`` (the job's `CancelToken` there), then waits until the actor has stopped.
 
-A worker lost mid-job (its process killed, its node gone) is retried once on another worker, announced by a
-progress event: the stages that finished wrote their artefacts (adapted prior, estimator) to the shared cache
-directory, so the retry loads them instead of redoing them. A second loss fails the job with `WorkerLost`.
+A worker lost mid-job (its process killed, its node gone) is retried once on the first worker free (another,
+or this one once Ray has restarted it), announced by a progress event: the stages that finished wrote their
+artefacts (adapted prior, estimator) to the shared cache directory, so the retry loads them instead of redoing
+them. A second loss fails the job with `WorkerLost`.
 Ray restarts a lost actor where it can; it takes jobs again once it answers (its models load on its next job).
 One not back within `WORKER_WAIT_S` (or one Ray cannot restart) is given up, with a warning in the log. A job
 that finds no worker free says so in a progress event and waits; once every worker is given up it fails with
@@ -162,11 +163,12 @@ class RayPipeline:
 
     async def run(self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str) -> AsyncIterator[Event]:
         """The job's events from the worker it is placed on (``device``, the job manager's slot, is not read:
-        the worker is chosen now); one retry on another worker after a loss."""
+        the worker is chosen now); one retry after a loss, on the first worker free."""
         scene = scene_key(spec)
         lost: list[str] = []
         while True:
-            if choose_worker(scene, self.loads()) is None:  # every worker busy or lost: say so, then wait
+            # every worker busy or lost: say so, then wait (where all are given up, `_acquire` fails the job)
+            if choose_worker(scene, self.loads()) is None and not all(w.gone for w in self.workers):
                 waiting = self._waiting(lost)
                 log.warning("a job waits for a Ray worker: %s", waiting)
                 yield Progress(WORKER_STAGE, 0.0, 0.0, None, waiting)
@@ -196,7 +198,8 @@ class RayPipeline:
                     raise WorkerLost(f"this job lost its worker twice ({', '.join(lost)}: the process died or its "
                                      "node left the Ray cluster); resubmit it once the cluster is healthy, and "
                                      "see `ray logs` on the nodes for why") from None  # fmt: skip
-                log.warning("worker %s lost mid-job; retrying on another worker", worker.name)
+                log.warning("worker %s lost mid-job; retrying it once, on the first worker free (another, or this "
+                            "one once Ray has restarted it)", worker.name)  # fmt: skip
             finally:
                 if not released:
                     self._release(worker)
