@@ -181,21 +181,19 @@ def in_daemon_thread(fn: Callable[[], _T]) -> asyncio.Future[_T]:
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[_T] = loop.create_future()
 
-    def settle(outcome: Callable[[], None]) -> None:
-        if not fut.done():  # cancelled meanwhile
-            outcome()
-
-    def run() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # handed to the awaiting task
-            done = functools.partial(settle, functools.partial(fut.set_exception, exc))
+    def settle(source: concurrent.futures.Future[_T]) -> None:
+        if fut.done():  # cancelled meanwhile
+            return
+        if (exc := source.exception()) is not None:  # handed to the awaiting task
+            fut.set_exception(exc)
         else:
-            done = functools.partial(settle, functools.partial(fut.set_result, result))
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            loop.call_soon_threadsafe(done)
+            fut.set_result(source.result())
 
-    threading.Thread(target=run, name="anymole-daemon", daemon=True).start()
+    def hand_over(source: concurrent.futures.Future[_T]) -> None:  # in the thread, once ``fn`` has returned
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, source)
+
+    daemon_future(fn, "anymole-daemon").add_done_callback(hand_over)
     return fut
 
 
