@@ -225,12 +225,21 @@ class BackbonePool:
     def __len__(self) -> int:
         return len(self._modules)
 
-    def get(self, name: str, config: EstimatorConfig, device: str) -> nn.Module:
+    def get(
+        self,
+        name: str,
+        config: EstimatorConfig,
+        device: str,
+        token: CancelToken | None = None,
+        poll: float = 0.1,
+    ) -> nn.Module:
         """The frozen backbone ``name`` of ``config`` on ``device``, built from the weights ``config`` names for
         it on first use (blocking: call it in a worker thread). Jobs asking for a module that is loading wait for
-        that one load; jobs asking for a loaded module never wait for a load. A file that holds another ViT or
-        cannot be read is the server's, not a client's: `ModelUnavailable` (FAILED_PRECONDITION) naming it, as
-        for the video prior (nothing is kept then, and every job that waited for that load gets the error)."""
+        that one load, and stop within ``poll`` seconds of a cancel of their ``token`` (`JobCancelled`; the load
+        goes on for the job that started it); jobs asking for a loaded module never wait for a load. A file that
+        holds another ViT or cannot be read is the server's, not a client's: `ModelUnavailable`
+        (FAILED_PRECONDITION) naming it, as for the video prior (nothing is kept then, and every job that waited
+        for that load gets the error)."""
         if name not in config.frozen or not config.weights:
             raise ValueError(f"{name!r} is not a frozen backbone with weights in this config ({config.frozen})")
         path = Path(config.weights[config.frozen.index(name)]).resolve()
@@ -246,6 +255,8 @@ class BackbonePool:
                 mine: concurrent.futures.Future[nn.Module] = concurrent.futures.Future()
                 self._loading[key] = mine
         if loading is not None:
+            while token is not None and not concurrent.futures.wait([loading], timeout=poll).done:
+                token.raise_if_cancelled()
             return loading.result()
         try:
             module = self._load(name, config, path, dev)
