@@ -23,7 +23,7 @@ from anymole.mimic import (
     smooth_keep_known,
 )
 from anymole.mimic.gauss_newton import solve_lm
-from anymole.mimic.losses import posed_silhouette_loss
+from anymole.mimic.losses import mask_window, posed_silhouette_loss
 from anymole.mimic.prior import prior_rotation_loss, rotation_prior
 from anymole.render import Cameras, orbit_cameras, pose_motion, render_motion, soft_silhouette
 from anymole.render.mesh import stick_figure
@@ -427,6 +427,34 @@ def test_the_posed_silhouette_loss_is_zero_on_its_own_silhouette_and_grows_away_
     assert float(posed_silhouette_loss(body, gq, gp, small, mask, 1.0)) < 0.7 * float(start)
     (grad,) = torch.autograd.grad(start.sum(), root)
     assert bool(torch.isfinite(grad).all()) and float(grad.norm()) > 0
+
+
+def test_the_silhouette_term_drawn_in_the_masks_window_equals_the_whole_images() -> None:
+    """`mask_window` bounds every frame's mask with its margin, and `posed_silhouette_loss` over that window (the
+    solvers' case) equals the whole image's loss, value and gradient, while drawing a fraction of the pixels."""
+    sk, ch, truth, init, _, cams = _perturbed_scene()
+    small = cams.resized(64, 40)
+    masks = torch.nn.functional.interpolate(_targets(ch, truth, cams, True).mask[:, None], size=(40, 64), mode="area")[:, 0]
+    window = mask_window(masks, margin=0.25)
+    assert window is not None
+    x0, y0, w, h = window
+    cover = (masks > 0.5).any(0)
+    rows, cols = cover.any(1).nonzero().flatten(), cover.any(0).nonzero().flatten()
+    grow = max(2, math.ceil(0.25 * max(int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1)))
+    assert (x0, y0) == (max(0, int(cols[0]) - grow), max(0, int(rows[0]) - grow))
+    assert (x0 + w, y0 + h) == (min(64, int(cols[-1]) + 1 + grow), min(40, int(rows[-1]) + 1 + grow))
+    assert w * h < 0.6 * 64 * 40
+    assert mask_window(torch.zeros(2, 40, 64)) is None  # nothing to bound: the caller draws the whole image
+    body = stick_figure(sk, segments=6)
+    root = init.root_translation[1:2].clone().requires_grad_(True)
+    gq, gp = forward_kinematics(init.rotations[1:2], sk.offsets, sk.parents, root)
+    whole = posed_silhouette_loss(body, gq, gp, small, masks[1:2], 1.0)
+    part = posed_silhouette_loss(body, gq, gp, small, masks[1:2, y0 : y0 + h, x0 : x0 + w], 1.0, window=window)
+    assert float(whole) > 0
+    torch.testing.assert_close(part, whole, rtol=1e-5, atol=0)
+    (g_whole,) = torch.autograd.grad(whole.sum(), root, retain_graph=True)
+    (g_part,) = torch.autograd.grad(part.sum(), root)
+    torch.testing.assert_close(g_part, g_whole, rtol=1e-4, atol=1e-9)
 
 
 @pytest.mark.parametrize("solver", ["lm", "adam"])

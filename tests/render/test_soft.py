@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from anymole.errors import InvalidInput
 from anymole.render import GLRasterizer, orbit_cameras, pose_mesh, soft_render, soft_silhouette, stick_figure
 from anymole.rig import Skeleton
 from anymole.rig.fk import forward_kinematics
@@ -151,3 +153,29 @@ def test_a_given_edge_table_changes_nothing_and_leaves_one_device_wait_a_call():
     assert torch.equal(g, g_ref) and float(g.abs().max()) > 0
     assert given.counts == {"read": 1}
     assert built.counts == {"read": 2, "shape": 1}
+
+
+def test_a_window_draws_the_same_pixels_as_the_whole_image():
+    """`soft_silhouette(window=…)` is the crop of the whole image's silhouette, values and gradients, and a window
+    that leaves the image is refused naming ``window``."""
+    sk = tee()
+    mesh = stick_figure(sk, radius=0.05, segments=8)
+    aa = torch.tensor([0.0, 0.4, 0.3], dtype=torch.float64, requires_grad=True)
+    verts, _ = posed(sk, mesh, aa, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    cams = orbit_cameras(verts.detach().float(), 8, width=80, height=48).select([0, 2])
+    whole = soft_silhouette(verts, mesh.faces, cams, sigma=0.7)
+    x0, y0, w, h = 21, 9, 30, 25
+    part = soft_silhouette(verts, mesh.faces, cams, sigma=0.7, window=(x0, y0, w, h))
+    assert part.shape == (2, 1, h, w)
+    crop = whole[..., y0 : y0 + h, x0 : x0 + w]
+    assert 0.05 < float(crop.detach().mean()) < 0.95  # the window holds outline, not only body or background
+    torch.testing.assert_close(part, crop, atol=1e-12, rtol=0)
+    weights = torch.rand_like(crop, dtype=torch.float64)
+    (g_part,) = torch.autograd.grad((part * weights).sum(), aa, retain_graph=True)
+    (g_crop,) = torch.autograd.grad((crop * weights).sum(), aa)
+    torch.testing.assert_close(g_part, g_crop, atol=1e-10, rtol=1e-8)
+    assert float(g_part.norm()) > 0
+    for bad in ((70, 0, 20, 10), (-1, 0, 5, 5), (0, 0, 0, 5)):
+        with pytest.raises(InvalidInput) as err:
+            soft_silhouette(verts, mesh.faces, cams, window=bad)
+        assert err.value.field == "window"

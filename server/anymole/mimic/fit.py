@@ -21,12 +21,12 @@ import torch
 from anymole.errors import InvalidInput
 from anymole.mimic.config import MimicConfig
 from anymole.mimic.gauss_newton import solve_lm
-from anymole.mimic.losses import joint_loss, posed_silhouette_loss, root_loss, rotation_loss
+from anymole.mimic.losses import joint_loss, mask_window, posed_silhouette_loss, root_loss, rotation_loss
 from anymole.mimic.prior import prior_rotation_loss
 from anymole.mimic.schedule import Phase, find_gaps, phases, smooth_keep_known
 from anymole.render.cameras import Cameras
 from anymole.render.mesh import stick_figure
-from anymole.render.soft import EdgeTable, edge_table
+from anymole.render.soft import EdgeTable, Window, edge_table
 from anymole.rig import Motion, Skeleton, SkinnedMesh
 from anymole.rig.fk import forward_kinematics
 from anymole.rig.quat import quat_conj, quat_mul, quat_normalize, unitquat_slerp
@@ -112,6 +112,7 @@ def _solve(
     edges: EdgeTable | None,
     camera: Cameras,
     sil_camera: Cameras,
+    window: Window | None,
     targets: MimicTargets,
     masks: torch.Tensor | None,
     cfg: MimicConfig,
@@ -140,7 +141,7 @@ def _solve(
         reg = rotation_loss(q, q0) if prior is None else prior_rotation_loss(q, q0, prior)
         loss = loss + cfg.w_root * root_loss(p_r, root_target) + cfg.w_rot * reg
         if mask is not None and mesh is not None:
-            loss = loss + cfg.w_silhouette * posed_silhouette_loss(mesh, gq, gp, sil_camera, mask, cfg.sigma_px, edges)
+            loss = loss + cfg.w_silhouette * posed_silhouette_loss(mesh, gq, gp, sil_camera, mask, cfg.sigma_px, edges, window)
         with torch.no_grad():
             better = loss < best
             best = torch.where(better, loss, best)
@@ -204,12 +205,16 @@ def mimic(
     for a, b in gaps:
         t = torch.arange(1, b - a, device=dev, dtype=dtype)[:, None] / (b - a)
         root_interp[a + 1 : b] = (1 - t) * root[a] + t * root[b]
-    masks, sil_camera, body, edges = None, camera, mesh, None
+    masks, sil_camera, body, edges, window = None, camera, mesh, None, None
     if targets.mask is not None and config.w_silhouette > 0:
         h = max(8, round(camera.height * config.silhouette_scale))
         w = max(8, round(camera.width * config.silhouette_scale))
         sil_camera = camera.resized(w, h)
         masks = torch.nn.functional.interpolate(targets.mask[:, None].to(dtype), size=(h, w), mode="area")[:, 0].to(dev)
+        window = mask_window(masks[~known.bool().to(dev)])  # around the unknown frames' masks
+        if window is not None:  # draw only around the character: the term costs pixels × triangles
+            x0, y0, ww, wh = window
+            masks = masks[:, y0 : y0 + wh, x0 : x0 + ww]
         body = mesh if mesh is not None else stick_figure(skeleton, segments=6)
         edges = edge_table(body.faces)  # once, not at each of the solves' iterations: building it waits for the device
     plan = phases(gaps)
@@ -223,12 +228,12 @@ def mimic(
 
         if config.solver == "lm":
             f = ph.frames
-            sil = None if masks is None or body is None or edges is None else (body, edges, sil_camera, masks[f])
+            sil = None if masks is None or body is None or edges is None else (body, edges, sil_camera, masks[f], window)
             q, r = solve_lm(q0, r0, root_interp[f], skeleton, offsets[f], camera, targets.joints_px[f].to(q0),
                             targets.depth[f].to(q0), config, prior, sil, init.rotations[f], targets.confidence, done)  # fmt: skip
         else:
             q, r = _solve(ph, q0, r0, root_interp[ph.frames], skeleton, offsets, body, edges, camera, sil_camera,
-                          targets, masks, config, prior, done)  # fmt: skip
+                          window, targets, masks, config, prior, done)  # fmt: skip
         rot[ph.frames], root[ph.frames] = q.to(dtype), r.to(dtype)
     rot, root = smooth_keep_known(rot, root, known, config.smooth_sigma)
     keep = known.bool().to(dev)

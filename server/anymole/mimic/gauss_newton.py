@@ -18,7 +18,7 @@ from torch.func import jacfwd, vmap
 from anymole.mimic.config import REFERENCE_HEIGHT, MimicConfig
 from anymole.mimic.losses import posed_silhouette_loss
 from anymole.render.cameras import Cameras
-from anymole.render.soft import EdgeTable
+from anymole.render.soft import EdgeTable, Window
 from anymole.rig import Skeleton, SkinnedMesh
 from anymole.rig.fk import forward_kinematics
 from anymole.rig.quat import axis_angle_to_unitquat, quat_align_sign, quat_conj, quat_identity, quat_mul
@@ -44,7 +44,7 @@ def solve_lm(
     tgt_d: torch.Tensor,
     cfg: MimicConfig,
     prior: torch.Tensor | None,
-    silhouette: tuple[SkinnedMesh, EdgeTable, Cameras, torch.Tensor] | None = None,
+    silhouette: tuple[SkinnedMesh, EdgeTable, Cameras, torch.Tensor, Window | None] | None = None,
     fill: torch.Tensor | None = None,
     confidence: torch.Tensor | None = None,
     on_iteration: Callable[[int], None] | None = None,
@@ -58,7 +58,8 @@ def solve_lm(
         tgt_px, tgt_d: ``(B, J, 2)`` px and ``(B, J)`` m, the targets.
         prior: ``(J, 3, 3)`` precision of the rotation regulariser (`anymole.mimic.prior`), or ``None`` (identity:
             the reference's isotropic regulariser).
-        silhouette: ``(mesh, its edge_table, small camera, masks (B, h, w))`` for the image term, or ``None``.
+        silhouette: ``(mesh, its edge_table, small camera, masks (B, h, w), window)`` for the image term (``masks``
+            of the ``window`` of the small camera's image, `posed_silhouette_loss`), or ``None``.
         fill: ``(B, J, 4)`` the first guess at these frames, centre of the ``w_fill`` regulariser (default ``q0``).
         confidence: ``(J, 2)`` weights of each joint's 2D and depth residuals (`MimicTargets.confidence`), or ``None``.
         on_iteration: called with the number of iterations done after each one; raising (a cancel) stops the solve.
@@ -109,10 +110,10 @@ def solve_lm(
 
     def sil_loss(x: torch.Tensor) -> torch.Tensor:  # (B,)
         assert silhouette is not None
-        mesh, edges, small, masks = silhouette
+        mesh, edges, small, masks, window = silhouette
         q, root = _pose(x, q0)
         gq, gp = forward_kinematics(q, offsets, skeleton.parents, root)
-        return cfg.w_silhouette * posed_silhouette_loss(mesh, gq, gp, small, masks, cfg.sigma_px, edges)
+        return cfg.w_silhouette * posed_silhouette_loss(mesh, gq, gp, small, masks, cfg.sigma_px, edges, window)
 
     def total(x: torch.Tensor) -> torch.Tensor:
         loss = res_b(x, *args).square().sum(-1)

@@ -7,17 +7,19 @@ reference's weights (`MimicConfig`) apply unchanged.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from anymole.errors import InvalidInput
 from anymole.mimic.config import REFERENCE_HEIGHT
 from anymole.render.cameras import Cameras
-from anymole.render.soft import EdgeTable, soft_silhouette
+from anymole.render.soft import EdgeTable, Window, soft_silhouette
 from anymole.rig import SkinnedMesh
 from anymole.rig.quat import quat_align_sign
 from anymole.rig.skinning import linear_blend_skinning
 
-__all__ = ["character_mask", "joint_loss", "posed_silhouette_loss", "root_loss", "rotation_loss", "silhouette_loss"]
+__all__ = ["character_mask", "joint_loss", "mask_window", "posed_silhouette_loss", "root_loss", "rotation_loss", "silhouette_loss"]
 
 
 def character_mask(frames: torch.Tensor, background: torch.Tensor, threshold: float = 0.08) -> torch.Tensor:
@@ -88,6 +90,7 @@ def posed_silhouette_loss(
     mask: torch.Tensor,
     sigma: float,
     edges: EdgeTable | None = None,
+    window: Window | None = None,
 ) -> torch.Tensor:
     """`silhouette_loss` of ``mesh`` skinned to a batch of poses, seen by one camera.
 
@@ -98,13 +101,46 @@ def posed_silhouette_loss(
         mask: ``(B, h, w)`` in [0, 1].
         sigma: the soft silhouette's edge softness (px).
         edges: ``edge_table(mesh.faces)``: a solver builds it once, not at every iteration (it waits for the device).
+        window: draw and compare only this rectangle of the image (`mask_window`); ``mask`` is then ``(B, h, w)`` of
+            the window. The MSE keeps the whole image's scale (pixels outside count as matched), so a weight
+            means the same with or without a window.
 
     Returns:
         ``(B,)``, differentiable in the poses.
     """
     verts = linear_blend_skinning(mesh.vertices.to(global_pos), mesh.joint_indices, mesh.joint_weights,
                                   mesh.inverse_bind.to(global_pos), global_quats, global_pos)  # fmt: skip
-    return silhouette_loss(soft_silhouette(verts, mesh.faces, camera, sigma=sigma, edges=edges)[0], mask)
+    loss = silhouette_loss(soft_silhouette(verts, mesh.faces, camera, sigma=sigma, edges=edges, window=window)[0], mask)
+    if window is None:
+        return loss
+    return loss * (window[2] * window[3] / (camera.width * camera.height))
+
+
+def mask_window(masks: torch.Tensor, margin: float = 0.25) -> Window | None:
+    """The rectangle of pixels around every frame's mask, grown by ``margin`` of its larger side on each edge
+    (at least 2 px) and clipped to the image: what the silhouette term needs to draw.
+
+    The soft silhouette costs pixels × triangles, and a character often covers a small part of its frame (the
+    CMU walker: 28 × 50 of 128 × 80 px). The margin leaves room for a pose that strays from the mask; pixels
+    beyond it count as matched.
+
+    Args:
+        masks: ``(F, h, w)`` in [0, 1].
+
+    Returns:
+        ``(x0, y0, width, height)``, or ``None`` where no mask covers a pixel (draw the whole image).
+    """
+    if masks.ndim != 3:
+        raise InvalidInput("masks", f"need (F, h, w), got {tuple(masks.shape)}")
+    h, w = masks.shape[-2:]
+    cover = (masks > 0.5).any(0).cpu()  # (h, w): one read per fit
+    rows, cols = cover.any(1).nonzero().flatten(), cover.any(0).nonzero().flatten()
+    if rows.numel() == 0:
+        return None
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    grow = max(2, math.ceil(margin * max(y1 - y0, x1 - x0)))
+    x0, y0, x1, y1 = max(0, x0 - grow), max(0, y0 - grow), min(w, x1 + grow), min(h, y1 + grow)
+    return x0, y0, x1 - x0, y1 - y0
 
 
 def root_loss(root: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,10 @@ from torch.utils.checkpoint import checkpoint
 from anymole.errors import InvalidInput
 from anymole.render.cameras import Cameras
 
-__all__ = ["EdgeTable", "edge_table", "soft_render", "soft_silhouette"]
+__all__ = ["EdgeTable", "Window", "edge_table", "soft_render", "soft_silhouette"]
+
+#: ``(x0, y0, width, height)``: a rectangle of whole pixels inside the image.
+Window = tuple[int, int, int, int]
 
 
 def _edges(tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,10 +95,12 @@ def _project(
     return px, px[:, :, f], tri_depth, (tri_depth > cameras.znear).all(-1)
 
 
-def _pixel_grid(cameras: Cameras, like: torch.Tensor) -> torch.Tensor:
+def _pixel_grid(cameras: Cameras, like: torch.Tensor, window: Window | None = None) -> torch.Tensor:
+    """``(P, 2)`` pixel centres, row-major, of the image or of ``window`` in it."""
+    x0, y0, w, h = window if window is not None else (0, 0, cameras.width, cameras.height)
     ys, xs = torch.meshgrid(
-        torch.arange(cameras.height, dtype=like.dtype, device=like.device) + 0.5,
-        torch.arange(cameras.width, dtype=like.dtype, device=like.device) + 0.5,
+        torch.arange(y0, y0 + h, dtype=like.dtype, device=like.device) + 0.5,
+        torch.arange(x0, x0 + w, dtype=like.dtype, device=like.device) + 0.5,
         indexing="ij",
     )
     return torch.stack((xs, ys), -1).reshape(-1, 2)
@@ -267,6 +272,7 @@ def soft_silhouette(
     sigma: float = 1.0,
     pairs_per_chunk: int = 1 << 23,
     edges: EdgeTable | None = None,
+    window: Window | None = None,
 ) -> torch.Tensor:
     """Soft silhouettes of posed meshes from every camera.
 
@@ -278,15 +284,24 @@ def soft_silhouette(
         pairs_per_chunk: pixel × item × batch pairs evaluated at once (memory ≈ 50 bytes a pair).
         edges: ``edge_table(faces)``, built here when omitted; pass it when drawing the same mesh again and
             again, since building it waits for the device.
+        window: ``(x0, y0, w, h)``: draw only these pixels of the image (the cost is pixels × triangles, and
+            a character often covers a small part of its frame); the whole image when omitted.
 
     Returns:
-        ``(C, B, H, W)`` coverage in [0, 1], 0.5 on the outline; differentiable in ``vertices``.
+        ``(C, B, H, W)`` coverage in [0, 1], 0.5 on the outline (``(C, B, h, w)`` of ``window``);
+        differentiable in ``vertices``.
     """
+    if window is not None:
+        x0, y0, w, h = window
+        if w < 1 or h < 1 or x0 < 0 or y0 < 0 or x0 + w > cameras.width or y0 + h > cameras.height:
+            raise InvalidInput("window", f"{window} is not a rectangle of pixels inside the "
+                               f"{cameras.width}×{cameras.height} image")  # fmt: skip
     px, tri_px, _, live = _project(vertices, faces, cameras, sigma)
     c, b = live.shape[:2]
     table = edges if edges is not None else edge_table(faces)
-    coverage = _coverage(px, tri_px, live, table, cameras, sigma, pairs_per_chunk)
-    return coverage.reshape(c, b, cameras.height, cameras.width)
+    coverage = _coverage(px, tri_px, live, table, cameras, sigma, pairs_per_chunk, window)
+    _, _, w, h = window if window is not None else (0, 0, cameras.width, cameras.height)
+    return coverage.reshape(c, b, h, w)
 
 
 def _coverage(
@@ -297,9 +312,10 @@ def _coverage(
     cameras: Cameras,
     sigma: float,
     budget: int,
+    window: Window | None = None,
 ) -> torch.Tensor:
-    """``(C, B, P)`` soft coverage of the image's pixels (row-major) from `_project`'s outputs."""
-    pix = _pixel_grid(cameras, px)
+    """``(C, B, P)`` soft coverage of the image's (or ``window``'s) pixels, row-major, from `_project`'s outputs."""
+    pix = _pixel_grid(cameras, px, window)
     inside = _inside_any(pix, tri_px.detach(), live, budget)  # (C, B, P)
     segments, valid = _outline(px, tri_px, live, table, budget)
     dist = _outline_distance(pix, segments, valid, budget)
