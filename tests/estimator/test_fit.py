@@ -213,3 +213,24 @@ def test_config_errors_name_the_field() -> None:
         fit_estimator(torch.rand(2, 3, 32, 40), torch.rand(2, 4, 2), torch.rand(2, 4), torch.ones(2), EstimatorConfig())
     with pytest.raises(InvalidInput, match=r"^frame_margin:"):
         EstimatorConfig(frame_margin=0.5)
+
+
+@pytest.mark.parametrize("bad", ["missing", "one image short", "another size"])
+def test_training_and_predict_refuse_bad_masks_alike(bad: str) -> None:
+    # one check for both callers: the same field and message for the same masks
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 64, 80, generator=g)
+    masks = torch.zeros(2, 64, 80)
+    masks[:, 24:40, 32:44] = 1.0  # a small character: the draft config reads a window around it
+    joints, depths, weights = torch.rand(2, 4, 2, generator=g) * 64, torch.rand(2, 4, generator=g) + 2, torch.ones(2)
+    est = fit_estimator(images, joints, depths, weights, EstimatorConfig.draft(steps=1, batch_size=2), masks=masks)
+    assert est.framing is not None
+    wrong = {"missing": None, "one image short": masks[:1], "another size": masks[:, :32]}[bad]
+    with pytest.raises(InvalidInput) as fitting:
+        fit_estimator(images, joints, depths, weights, EstimatorConfig.draft(steps=1, batch_size=2), masks=wrong)
+    with pytest.raises(InvalidInput) as predicting:
+        est.predict(images, wrong)
+    assert fitting.value.field == predicting.value.field == "masks"
+    assert str(fitting.value) == str(predicting.value)
+    got = None if wrong is None else tuple(wrong.shape)
+    assert str(fitting.value).endswith(f"needs its masks (2, 64, 80), got {got}")

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from anymole.errors import ModelUnavailable
+from anymole.errors import JobCancelled, ModelUnavailable
 from anymole.estimator import EstimatorConfig, backbones
+from anymole.pipeline import CancelToken
 from anymole.pipeline.pool import BackbonePool
 from vit_folders import random_vit, write_models_folder
 
@@ -139,3 +140,52 @@ def test_a_slow_load_is_shared_by_the_jobs_that_want_it_and_holds_up_no_other(tm
     assert builds == [PAIR[0]] and len(pool) == 0
     fail = False
     assert isinstance(pool.get(PAIR[0], cfg, "cpu"), torch.nn.Linear) and builds == [PAIR[0], PAIR[0]]
+
+
+class _Watched(CancelToken):
+    """A job's cancel token that says when its job first checks it (the job is then waiting)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checked = threading.Event()
+
+    def raise_if_cancelled(self) -> None:
+        self.checked.set()
+        super().raise_if_cancelled()
+
+
+def test_a_job_waiting_for_another_jobs_load_stops_when_cancelled_and_the_load_serves_its_own_job(
+    tmp_path, monkeypatch
+) -> None:
+    """A job waits for the backbone another job is loading; cancelled, it ends with `JobCancelled` while the load
+    still runs (before: it waited for the whole load, seconds for a ViT-B, whatever its token said), and the load
+    completes for the job that started it and stays for the next ones, read once."""
+    from anymole.pipeline import pool as pool_module
+
+    models = write_models_folder(tmp_path / "models", random_vit(1), random_vit(2))
+    cfg = _config(models)
+    started, release = threading.Event(), threading.Event()
+    builds: list[str] = []
+
+    def slow_build(name: str, config: EstimatorConfig) -> torch.nn.Module:
+        builds.append(name)
+        started.set()
+        assert release.wait(30), "the test never released the load"
+        return torch.nn.Linear(2, 2)
+
+    monkeypatch.setattr(pool_module, "build_backbone", slow_build)
+    pool = BackbonePool()
+    loader, waiter = CancelToken(), _Watched()
+    with concurrent.futures.ThreadPoolExecutor(2) as threads:
+        first = threads.submit(pool.get, PAIR[0], cfg, "cpu", loader)
+        assert started.wait(30)
+        second = threads.submit(pool.get, PAIR[0], cfg, "cpu", waiter)
+        assert waiter.checked.wait(30)  # the second job waits for the first one's load
+        waiter.cancel("cancelled by a client")
+        with pytest.raises(JobCancelled, match="cancelled by a client"):
+            second.result(30)
+        assert not first.done() and not release.is_set()  # it ended while the load went on
+        release.set()
+        module = first.result(30)
+    assert isinstance(module, torch.nn.Linear) and not loader.cancelled
+    assert pool.get(PAIR[0], cfg, "cpu") is module and builds == [PAIR[0]] and len(pool) == 1

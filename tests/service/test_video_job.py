@@ -470,6 +470,44 @@ async def test_a_load_that_fails_after_its_job_was_cancelled_is_tried_again_by_t
     assert loads == ["cpu", "cpu"] and "cpu" in pipeline.pool.priors
 
 
+def test_a_hung_prior_load_does_not_hold_the_event_loops_exit(tmp_path):
+    """A prior load that never returns (a stalled disk or device): the server's stop interrupts the job waiting
+    for it and ``asyncio.run`` (how `anymole serve` runs the server) returns while the load still hangs, in a
+    daemon thread that cannot hold the process's exit either (before: the load ran in the loop's default
+    executor, whose threads asyncio.run joins when its coroutine returns, so the loop never ended)."""
+    pipeline = AnyMoLePipeline(TINY)
+    entered, unblock, threads = threading.Event(), threading.Event(), []
+
+    def hung_load(device: str):
+        threads.append(threading.current_thread())
+        entered.set()
+        unblock.wait(120)
+        raise OSError("the stalled read failed at last")
+
+    pipeline.pool.load = hung_load
+    states: list[JobState] = []
+
+    async def serve_one_job() -> None:
+        server, port = build_server(ServerConfig(port=0, data_dir=tmp_path / "d", devices=("cpu",)), pipeline)
+        await server.start()
+        async with await AnyMoLeClient.connect(f"127.0.0.1:{port}") as client:
+            up = await client.upload_file(ASSETS / "Fox.glb")
+            job_id, _ = await client.submit(_request(client, up, keys=KEYS[:1]))
+            assert await asyncio.to_thread(entered.wait, 60)
+        await server.stop(0.0, stage_stop=0.2)
+        states.append(server.jobs.info(job_id).state)
+
+    runner = threading.Thread(target=asyncio.run, args=(serve_one_job(),), daemon=True)
+    try:
+        runner.start()
+        runner.join(30)
+        assert not runner.is_alive() and states == [JobState.INTERRUPTED]  # the loop ended
+        (load,) = threads
+        assert load.is_alive() and load.daemon  # the load still hangs, and cannot keep the process alive
+    finally:
+        unblock.set()
+
+
 async def test_two_workers_on_one_device_take_turns_with_its_prior(make_server, connect):
     """Two workers may share a device (``--device cpu --device cpu``) and so one loaded prior, whose weights
     ICAdapt overwrites in place: a video job waits while another one holds the prior (saying so, once), stops

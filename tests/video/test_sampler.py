@@ -215,7 +215,7 @@ def test_sampler_checks_inputs(conv_prior) -> None:
     context, keys = _scene()
     with pytest.raises(InvalidInput, match="context"):
         sampler(context[:, :40], keys, "x")
-    with pytest.raises(InvalidInput, match="keyframes"):
+    with pytest.raises(InvalidInput, match="key_images"):
         sampler(context, keys[:, :, :4], "x")
     with pytest.raises(InvalidInput, match="multiples"):
         sampler(context[:, :, :7, :7], keys[:, :, :7, :7], "x")

@@ -136,10 +136,7 @@ class SceneEstimator:
             raise InvalidInput("images", f"must be {self.image_size}, the training size, got {tuple(images.shape[-2:])}")
         corners = None
         if self.framing is not None:
-            if masks is None or tuple(masks.shape) != (images.shape[0], *self.image_size):
-                got = None if masks is None else tuple(masks.shape)
-                raise InvalidInput("masks", f"this estimator reads a window around the character: give its masks "
-                                            f"({images.shape[0]}, {self.image_size[0]}, {self.image_size[1]}), got {got}")  # fmt: skip
+            masks = _check_masks(masks, images)
             corners = window_corners(masks.cpu(), self.framing)
             images = self.framing.crop(images, corners.to(images.device))
         size = self.framing.input if self.framing is not None else self.image_size
@@ -253,6 +250,17 @@ def _check(images: torch.Tensor, joints2d: torch.Tensor, depths: torch.Tensor, w
         raise InvalidInput("weights", f"must be ({n},) positive sample weights, got shape {tuple(weights.shape)}")
 
 
+def _check_masks(masks: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
+    """``masks``, checked to be ``(N, H, W)`` for ``images (N, 3, H, W)``: an estimator that reads a window around
+    the character (``frame_margin`` > 0) places it by the masks, in training (`fit_estimator`) and in `predict`."""
+    want = (images.shape[0], *images.shape[-2:])
+    if masks is None or tuple(masks.shape) != want:
+        got = None if masks is None else tuple(masks.shape)
+        why = "an estimator that reads a window around the character (frame_margin > 0) needs its masks"
+        raise InvalidInput("masks", f"{why} {want}, got {got}")
+    return masks
+
+
 def fit_estimator(
     images: torch.Tensor,
     joints2d: torch.Tensor,
@@ -287,10 +295,7 @@ def fit_estimator(
     framing = None
     full = (int(images.shape[-2]), int(images.shape[-1]))
     if config.frame_margin:
-        if masks is None or tuple(masks.shape) != (images.shape[0], *images.shape[-2:]):
-            got = None if masks is None else tuple(masks.shape)
-            raise InvalidInput("masks", f"frame_margin > 0 reads a window around the character: give its masks "
-                                        f"({images.shape[0]}, {images.shape[-2]}, {images.shape[-1]}), got {got}")  # fmt: skip
+        masks = _check_masks(masks, images)
         framing = frame_scene(masks.cpu(), config.frame_margin, config.input_pixels, s)
         if framing is not None:  # else the character fills the frame: read the whole image
             corners = window_corners(masks.cpu(), framing)

@@ -1,7 +1,7 @@
 """The per-device model pools: each device's video prior, and the estimator's frozen ViT backbones, loaded once
 and shared by the jobs on that device.
 
-`PriorPool.get` loads a device's prior in a worker thread on first use (loads take turns: one checkpoint in host
+`PriorPool.get` loads a device's prior in a daemon thread on first use (loads take turns: one checkpoint in host
 memory at a time); the jobs that wait for a load share it, and a failed load is retried by the next job.
 `LoadedPrior.exclusive` hands the prior to one job at a time (ICAdapt overwrites its weights in place).
 `PriorPool.warm_up` loads every device's prior when the server starts and runs a method's warm-up (the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 from collections import OrderedDict
@@ -86,7 +87,7 @@ class PriorPool:
 
     Attributes:
         priors: device → its loaded prior.
-        loading: device → its prior's load in a worker thread, shared by the jobs waiting for it (event loop only).
+        loading: device → its prior's load in a daemon thread, shared by the jobs waiting for it (event loop only).
         load_lock: held by the one load in progress (blocking; any thread).
     """
 
@@ -142,16 +143,18 @@ class PriorPool:
             return loaded
 
     async def get(self, device: str) -> LoadedPrior:
-        """The prior on ``device``, loading it in a worker thread on first use. A job cancelled while the prior
+        """The prior on ``device``, loading it in a daemon thread on first use. A job cancelled while the prior
         loads stops at once: a checkpoint load (about 30 s at full size) cannot be interrupted, so it goes on
         for the jobs after it, which wait for the same load rather than start another. A failed load is
-        forgotten: the next job tries again."""
+        forgotten: the next job tries again. The thread is a daemon (`in_daemon_thread`), not one of the loop's
+        executor, whose threads ``asyncio.run`` and the interpreter join at their end: a load that hangs (a
+        stalled disk or device) cannot hold a stopping server's exit."""
         loaded = self.priors.get(device)
         if loaded is not None:
             return loaded
         load = self.loading.get(device)
         if load is None or (load.done() and (load.cancelled() or load.exception() is not None)):
-            load = asyncio.get_running_loop().run_in_executor(None, self.load, device)
+            load = in_daemon_thread(functools.partial(self.load, device))
             self.loading[device] = load
         try:
             return await asyncio.shield(load)
@@ -222,12 +225,21 @@ class BackbonePool:
     def __len__(self) -> int:
         return len(self._modules)
 
-    def get(self, name: str, config: EstimatorConfig, device: str) -> nn.Module:
+    def get(
+        self,
+        name: str,
+        config: EstimatorConfig,
+        device: str,
+        token: CancelToken | None = None,
+        poll: float = 0.1,
+    ) -> nn.Module:
         """The frozen backbone ``name`` of ``config`` on ``device``, built from the weights ``config`` names for
         it on first use (blocking: call it in a worker thread). Jobs asking for a module that is loading wait for
-        that one load; jobs asking for a loaded module never wait for a load. A file that holds another ViT or
-        cannot be read is the server's, not a client's: `ModelUnavailable` (FAILED_PRECONDITION) naming it, as
-        for the video prior (nothing is kept then, and every job that waited for that load gets the error)."""
+        that one load, and stop within ``poll`` seconds of a cancel of their ``token`` (`JobCancelled`; the load
+        goes on for the job that started it); jobs asking for a loaded module never wait for a load. A file that
+        holds another ViT or cannot be read is the server's, not a client's: `ModelUnavailable`
+        (FAILED_PRECONDITION) naming it, as for the video prior (nothing is kept then, and every job that waited
+        for that load gets the error)."""
         if name not in config.frozen or not config.weights:
             raise ValueError(f"{name!r} is not a frozen backbone with weights in this config ({config.frozen})")
         path = Path(config.weights[config.frozen.index(name)]).resolve()
@@ -243,6 +255,8 @@ class BackbonePool:
                 mine: concurrent.futures.Future[nn.Module] = concurrent.futures.Future()
                 self._loading[key] = mine
         if loading is not None:
+            while token is not None and not concurrent.futures.wait([loading], timeout=poll).done:
+                token.raise_if_cancelled()
             return loading.result()
         try:
             module = self._load(name, config, path, dev)

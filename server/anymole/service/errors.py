@@ -2,10 +2,14 @@
 
 ``InvalidInput`` becomes INVALID_ARGUMENT with a ``google.rpc.BadRequest`` detail whose field violation names
 the offending request field, so that a plugin can highlight it. Anything not in the table is a bug: the
-servicer logs it with the job id and answers INTERNAL, and the server keeps running.
+servicer logs it with the job id and answers INTERNAL, and the server keeps running. A job that fails after
+it was accepted ends with `failed_event`, which answers INTERNAL for an `InvalidInput` about anything but the
+request (see there).
 """
 
 from __future__ import annotations
+
+import re
 
 import grpc
 from google.protobuf import any_pb2
@@ -23,6 +27,7 @@ from anymole.errors import (
     ResourceExhausted,
 )
 from anymole.pipeline import Failed
+from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 from anymole.wire.version import VersionMismatch
 
 __all__ = [
@@ -35,6 +40,7 @@ __all__ = [
     "WorkerLost",
     "code_of",
     "failed_event",
+    "names_request_field",
     "to_status",
 ]
 
@@ -129,9 +135,27 @@ def to_status(exc: BaseException) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+# The top-level fields of a job's request: the first name of a field path such as "keyframes[2].rotations".
+_REQUEST_FIELDS = frozenset(pb.InbetweenRequest.DESCRIPTOR.fields_by_name)
+
+
+def names_request_field(field: str) -> bool:
+    """Whether ``field`` (an `InvalidInput.field`) is a path into the job request (`InbetweenRequest`)."""
+    root = re.match(r"[A-Za-z_]*", field)
+    return root is not None and root.group() in _REQUEST_FIELDS
+
+
 def failed_event(exc: BaseException) -> Failed:
-    """The terminal `Failed` event of a job that raised ``exc``."""
+    """The terminal `Failed` event of a job that raised ``exc`` after it was accepted.
+
+    The request passed its checks at submit, so an `InvalidInput` raised while the job runs blames the request
+    only when it names a request field (the request's own data found bad late, e.g. a mesh that fails to
+    render): INVALID_ARGUMENT naming that field. Any other (a stage calling a library with an argument it built
+    wrongly) is a bug: INTERNAL, whose message keeps the argument and reason (they are ours, not a client's).
+    """
+    if isinstance(exc, InvalidInput) and not names_request_field(exc.field):
+        why = f"a stage rejected an argument the server built ({exc}); the server log has the details"
+        return Failed(grpc.StatusCode.INTERNAL.value[0], f"internal error: {why}")
     code = code_of(exc)
     field = exc.field if isinstance(exc, InvalidInput) else ""
     return Failed(code=code.value[0], message=_message(exc), field=field)
-

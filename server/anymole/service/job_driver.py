@@ -59,15 +59,18 @@ async def drive_job(
         else:
             publish(job, Cancelled(job.token.reason or "cancelled"))
     except Exception as exc:
+        import grpc
+
         from anymole.errors import JobCancelled
-        from anymole.service.errors import code_of, failed_event
+        from anymole.service.errors import failed_event
 
         if isinstance(exc, JobCancelled):
             publish(job, Cancelled(job.token.reason or str(exc)))
         else:
-            if code_of(exc).name == "INTERNAL":
+            failed = failed_event(exc)
+            if failed.code == grpc.StatusCode.INTERNAL.value[0]:
                 log.exception("job %s failed", job.id)
-            publish(job, failed_event(exc))
+            publish(job, failed)
     finally:
         with contextlib.suppress(Exception):
             await events.aclose()  # type: ignore[attr-defined]

@@ -105,7 +105,8 @@ class _Worker:
     jobs_done: int = 0
     pid: int = 0
     description: str = "starting"
-    gone: bool = False  # lost and given up: Ray could not restart it, or it did not answer within WORKER_WAIT_S
+    # lost and given up: Ray could not restart it, or it did not answer within WORKER_WAIT_S
+    gone: bool = False
 
 
 class RayPipeline:
@@ -161,7 +162,9 @@ class RayPipeline:
     def validate(self, spec: JobSpec) -> None:
         self.local.validate(spec)
 
-    async def run(self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str) -> AsyncIterator[Event]:
+    async def run(
+        self, spec: JobSpec, token: CancelToken, report: ProgressReporter, device: str
+    ) -> AsyncIterator[Event]:
         """The job's events from the worker it is placed on (``device``, the job manager's slot, is not read:
         the worker is chosen now); one retry after a loss, on the first worker free."""
         scene = scene_key(spec)
@@ -207,7 +210,9 @@ class RayPipeline:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Wait until every worker answers, and describe them (GetServerInfo's devices)."""
-        answers: list[tuple[str, int, str]] = await asyncio.gather(*(w.handle.describe.remote() for w in self.workers))
+        answers: list[tuple[str, int, str]] = await asyncio.gather(
+            *(w.handle.describe.remote() for w in self.workers)
+        )
         for i, (w, (node, pid, what)) in enumerate(zip(self.workers, answers, strict=True)):
             w.pid, w.description = pid, f"{what} on {node} (Ray worker, pid {pid})"
             self.devices[i] = (w.name, w.description)
@@ -215,7 +220,9 @@ class RayPipeline:
 
     async def warm_up(self, devices: Sequence[str]) -> None:
         """`VideoSettings.warmup` on every worker (``devices``, the slots, is not read)."""
-        outcomes = await asyncio.gather(*(w.handle.warm_up.remote() for w in self.workers), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(w.handle.warm_up.remote() for w in self.workers), return_exceptions=True
+        )
         for w, outcome in zip(self.workers, outcomes, strict=True):
             if isinstance(outcome, BaseException):  # its jobs load and compile on first use
                 log.warning("warm-up failed on worker %s: %s", w.name, outcome)
@@ -232,7 +239,9 @@ class RayPipeline:
 
     # ------------------------------------------------------------------ internals
     def loads(self) -> list[WorkerLoad]:
-        return [WorkerLoad(w.name, w.alive, w.busy, w.jobs_done, self.scenes.of(w.name)) for w in self.workers]
+        return [
+            WorkerLoad(w.name, w.alive, w.busy, w.jobs_done, self.scenes.of(w.name)) for w in self.workers
+        ]
 
     def _waiting(self, lost: Sequence[str]) -> str:
         """What a job that finds no worker free waits for (its progress message and the log's)."""
@@ -281,7 +290,8 @@ class RayPipeline:
                 while True:
                     try:
                         node, pid, what = await worker.handle.describe.remote()
-                    except ActorDiedError:  # for good: Ray could not restart it (its node is gone and nothing fits)
+                    # for good: Ray could not restart it (its node is gone and nothing fits)
+                    except ActorDiedError:
                         why = "Ray could not restart it"
                         break
                     except RayActorError:  # restarting
@@ -306,7 +316,9 @@ class RayPipeline:
         worker.description = description
         self.devices[[n for n, _ in self.devices].index(worker.name)] = (worker.name, description)
 
-    async def _stream(self, worker: _Worker, spec: JobSpec, token: CancelToken) -> AsyncGenerator[Event, None]:
+    async def _stream(
+        self, worker: _Worker, spec: JobSpec, token: CancelToken
+    ) -> AsyncGenerator[Event, None]:
         """The events of one attempt on ``worker``; raises `_WorkerGone` when it is lost. When the caller stops
         early (a cancel), the actor's job is cancelled and this waits until it has stopped."""
         call = uuid.uuid4().hex
@@ -322,7 +334,9 @@ class RayPipeline:
                 # unreachable, maybe not dead: the job is retried elsewhere, so this attempt must not carry on
                 # (or hold the GPU) should the worker answer again; the cancel is delivered when it does
                 with contextlib.suppress(Exception):
-                    worker.handle.cancel.remote(call, "retried on another worker after this one was unreachable")
+                    worker.handle.cancel.remote(
+                        call, "retried on another worker after this one was unreachable"
+                    )
             raise _WorkerGone(str(exc)) from exc
         finally:
             if not done:

@@ -92,11 +92,14 @@ class PipelineWorker:
             except asyncio.CancelledError:
                 queue.put_nowait(Cancelled(token.reason or "cancelled"))
             except Exception as exc:
-                from anymole.service.errors import code_of, failed_event
+                import grpc
 
-                if code_of(exc).name == "INTERNAL":
+                from anymole.service.errors import failed_event
+
+                failed = failed_event(exc)
+                if failed.code == grpc.StatusCode.INTERNAL.value[0]:
                     log.exception("job call %s failed on %s", call_id, self.device)
-                queue.put_nowait(failed_event(exc))
+                queue.put_nowait(failed)
             finally:
                 queue.put_nowait(None)
 

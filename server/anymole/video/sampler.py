@@ -307,18 +307,20 @@ class TwoStageSampler:
     # ---------------------------------------------------------------- inputs
     def check_inputs(self, context: torch.Tensor, keys: torch.Tensor) -> None:
         """Fail early on shapes: ``context (3, C, H, W)``, ``keys (3, K, H, W)``, H and W multiples of the
-        VAE factor."""
+        VAE factor. The fields are named ``context_images`` and ``key_images``, not after the job request's
+        ``context`` and ``keyframes``: in a job these images are renders the server made, so a failure here is
+        the server's (`anymole.service.errors.failed_event`)."""
         if context.ndim != 4 or context.shape[0] != 3:
-            raise InvalidInput("context", f"expected (3, frames, H, W), got {tuple(context.shape)}")
+            raise InvalidInput("context_images", f"expected (3, frames, H, W), got {tuple(context.shape)}")
         if keys.ndim != 4 or keys.shape[0] != 3 or keys.shape[2:] != context.shape[2:]:
             raise InvalidInput(
-                "keyframes",
+                "key_images",
                 f"expected (3, K, {context.shape[2]}, {context.shape[3]}), got {tuple(keys.shape)}",
             )
         f = self.prior.vae_scale_factor
         if context.shape[2] % f or context.shape[3] % f:
             raise InvalidInput(
-                "context", f"height and width must be multiples of {f}, got {context.shape[2:]}"
+                "context_images", f"height and width must be multiples of {f}, got {context.shape[2:]}"
             )
         _check_timeline(context.shape[1] - 1, keys.shape[1])
 

@@ -161,17 +161,17 @@ class AnyMoLeMethod:
             return EstimatorConfig.preset(name, backbones=VIT_PAIR, **est), MimicConfig.preset(name, **mim)
         return estimator_config(name, v.estimator_weights, **est), MimicConfig.preset(name, **mim)
 
-    def _built(self, config: EstimatorConfig, device: str) -> list[nn.Module] | None:
+    def _built(self, config: EstimatorConfig, device: str, token: CancelToken) -> list[nn.Module] | None:
         """``config``'s backbones with the frozen ones from the factory, or from the pool of loaded ViTs where
         ``config`` names weight files for them (``None`` for a config without either: built with the
-        estimator)."""
+        estimator); a job waiting for another one's load of a ViT stops when ``token`` is cancelled."""
         if self.backbones is None and not config.weights:
             return None
 
         def frozen(name: str) -> nn.Module:
             if self.backbones is not None:
                 return self.backbones(name, config)
-            return self.vits.get(name, config, device)
+            return self.vits.get(name, config, device, token)
 
         return [frozen(b) if b in config.frozen else build_backbone(b, config) for b in config.backbones]
 
@@ -242,14 +242,15 @@ class AnyMoLeMethod:
         def fit(renders: SceneRenders) -> SceneEstimator:
             t = time.perf_counter()
             key = estimator_key(spec.character_id, renders, est_cfg, gap_fill(fill, timeline))
-            est = est_cache.get(key, self._built(est_cfg, device)) if est_cache is not None else None
+            est = est_cache.get(key, self._built(est_cfg, device, token)) if est_cache is not None else None
             cached["estimator"] = est is not None
             if est is None:
                 extra = None  # the gaps' fill and perturbations of it, rendered like the context (fromvideo)
                 if est_cfg.pose_copies:
                     extra = gap_poses(spec.character, fill, timeline, renders.cameras, est_cfg.pose_copies,
                                       est_cfg.pose_noise_deg, est_cfg.seed)  # fmt: skip
-                est = train_estimator(renders, est_cfg, fit_step, device, extra, backbones=self._built(est_cfg, device))
+                built = self._built(est_cfg, device, token)
+                est = train_estimator(renders, est_cfg, fit_step, device, extra, backbones=built)
                 if est_cache is not None:
                     est_cache.put(key, est)
             else:  # loaded on the CPU: estimation runs where the job does
