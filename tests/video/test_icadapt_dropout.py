@@ -57,6 +57,14 @@ def _adapt(base: DynamiCrafterPrior, bank: ClipBank, cfg: ICAdaptConfig) -> list
     return [p.detach().clone() for p in prior.trainable_parameters(cfg.mode)]
 
 
+def _without_dropout(base: DynamiCrafterPrior) -> DynamiCrafterPrior:
+    prior = copy.deepcopy(base)
+    for layer in prior.modules():
+        if isinstance(layer, Dropout):
+            layer.p = 0.0
+    return prior
+
+
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
@@ -106,10 +114,10 @@ def test_the_run_leaves_the_global_rng_where_it_was(base, bank):
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_the_seed_sets_the_masks(base, bank):
+def test_the_seed_sets_the_weights_and_the_masks_are_live(base, bank):
     alone = _adapt(base, bank, CFG)
     assert _same(_adapt(base, bank, CFG), alone)
-    assert not _same(_adapt(base, bank, replace(CFG, seed=CFG.seed + 7)), alone)
+    assert not _same(_adapt(_without_dropout(base), bank, CFG), alone)
 
 
 @pytest.mark.parametrize(
@@ -143,6 +151,35 @@ def test_recomputed_masks_are_the_forwards_and_two_runs_draw_the_same(base, bank
     assert len(first) == len(again) == len(other)
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not any(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"compile_blocks": True}, {"compile": True, "gradient_checkpointing": False}],
+    ids=["compiled_blocks", "compiled_denoiser"],
+)
+def test_compiled_dropout_is_the_seeds_alone(base, bank, overrides, fast_thread_switches):
+    """Compiled code draws its masks from the run's keys: the seed sets the weights, beside a thread drawing from
+    the global RNG, and the masks are live (without dropout the prior adapts elsewhere)."""
+    cfg = replace(CFG, compile_backend="eager", **overrides)
+    with torch._dynamo.config.patch(recompile_limit=64):
+        alone = _adapt(base, bank, cfg)
+        stop = threading.Event()
+
+        def other() -> None:
+            while not stop.is_set():
+                torch.rand(64)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        try:
+            beside = _adapt(base, bank, cfg)
+        finally:
+            stop.set()
+            thread.join()
+        elsewhere = _adapt(_without_dropout(base), bank, cfg)
+    assert _same(beside, alone)
+    assert not _same(elsewhere, alone)
 
 
 def test_compiled_blocks_compile_once_for_every_key(base, bank):
