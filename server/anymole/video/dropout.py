@@ -114,8 +114,9 @@ class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.rng is None or not self.training or not 0 < self.p < 1:
             return super().forward(x)
+        scale = 1 / (1 - self.p)
         if torch.compiler.is_compiling() and self.key is not None:
-            keep = hashed_keep_mask(self.key, x.shape, self.p)
-        else:
-            keep = torch.empty_like(x, dtype=torch.bool).bernoulli_(1 - self.p, generator=self.rng.generator)
-        return (x * keep).mul_(1 / (1 - self.p))  # in place: one product allocated, as native dropout
+            # out of place: compiled checkpoint regions must hold no in-place op; inductor fuses it all anyway
+            return x * hashed_keep_mask(self.key, x.shape, self.p) * scale
+        keep = torch.empty_like(x, dtype=torch.bool).bernoulli_(1 - self.p, generator=self.rng.generator)
+        return (x * keep).mul_(scale)  # in place: one product allocated, as native dropout
