@@ -11,7 +11,7 @@ import torch
 
 from anymole.estimator import EstimatorConfig, SceneEstimator, build_backbone
 from anymole.estimator.model import EstimatorNet
-from anymole.seeding import GLOBAL_RNG_LOCK, GlobalRngStream, seeded_global_rng
+from anymole.seeding import GLOBAL_RNG_LOCK, seeded_global_rng
 
 
 def test_a_seeded_span_draws_the_seeds_sequence_and_restores_the_callers_state():
@@ -22,20 +22,6 @@ def test_a_seeded_span_draws_the_seeds_sequence_and_restores_the_callers_state()
         inside = torch.rand(4)
     assert torch.equal(inside, torch.rand(4, generator=torch.Generator().manual_seed(7)))
     assert torch.equal(torch.rand(4), expected_after)  # as if the span had not run
-
-
-def test_a_stream_continues_its_seeds_sequence_across_spans_and_leaves_the_global_rng_alone():
-    torch.manual_seed(123)
-    expected_after = torch.rand(6)
-    torch.manual_seed(123)
-    stream = GlobalRngStream(7)
-    with stream.drawing():
-        first = torch.rand(2)
-    between = torch.rand(3)  # other work's draws between the stream's spans
-    with stream.drawing():
-        second = torch.rand(2)
-    assert torch.equal(torch.cat((first, second)), torch.rand(4, generator=torch.Generator().manual_seed(7)))
-    assert torch.equal(torch.cat((between, torch.rand(3))), expected_after)  # as if the spans had not run
 
 
 def test_another_threads_fork_waits_for_the_span():

@@ -1,11 +1,12 @@
-"""torch's process-wide RNG under threads: `GLOBAL_RNG_LOCK`, `seeded_global_rng` and `GlobalRngStream`.
+"""torch's process-wide RNG under threads: `GLOBAL_RNG_LOCK` and `seeded_global_rng`.
 
 Stages run in worker threads, and two may run at once: a job's estimator trains while its prior adapts, and
 two devices' jobs run side by side. Module initialisers take no generator, so a stage that seeds the global RNG
 and builds a model draws from the one RNG of the process; another thread that draws from it, or forks it and
 restores it (``torch.random.fork_rng``) meanwhile, makes those draws depend on timing, and one request's result
-differ from run to run. Every seeded draw from the global RNG holds `GLOBAL_RNG_LOCK`. Code that draws from it
-step after step (ICAdapt's dropout on the CPU) does so from its own `GlobalRngStream`.
+differ from run to run. Every seeded draw from the global RNG holds `GLOBAL_RNG_LOCK`. Code that draws step after
+step (ICAdapt's dropout) draws from a generator of its own instead (`anymole.video.dropout.DropoutRng`): no lock
+can stop a thread that draws from the global RNG without taking it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["GLOBAL_RNG_LOCK", "GlobalRngStream", "seeded_global_rng"]
+__all__ = ["GLOBAL_RNG_LOCK", "seeded_global_rng"]
 
 #: held while a thread seeds, forks or draws from torch's global RNG on purpose
 GLOBAL_RNG_LOCK = threading.RLock()
@@ -36,26 +37,3 @@ def seeded_global_rng(seed: int | None, devices: Sequence[torch.device] = ()) ->
                     torch.cuda.manual_seed(seed)
         yield
 
-
-class GlobalRngStream:
-    """One run's own stream of torch's global CPU RNG, for draws that take no generator (``nn.Dropout``, and
-    activation checkpointing's replay of them), made step by step while other threads also use the global RNG.
-
-    ``with stream.drawing():`` holds `GLOBAL_RNG_LOCK`, puts the stream's state into the global RNG and, on exit,
-    keeps the state reached and puts the one before back: the run's draws are those of ``seed`` alone, whatever
-    ran between its steps, and other threads' seeded spans see none of them.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self._state = torch.Generator().manual_seed(seed).get_state()
-
-    @contextlib.contextmanager
-    def drawing(self) -> Iterator[None]:
-        with GLOBAL_RNG_LOCK:
-            before = torch.get_rng_state()
-            torch.set_rng_state(self._state)
-            try:
-                yield
-            finally:
-                self._state = torch.get_rng_state()
-                torch.set_rng_state(before)

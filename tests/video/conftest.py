@@ -164,3 +164,23 @@ def make_conv_prior() -> Callable[[], ConvPrior]:
 @pytest.fixture
 def conv_prior(make_conv_prior: Callable[[], ConvPrior]) -> ConvPrior:
     return make_conv_prior()
+
+
+@pytest.fixture
+def record_dropout() -> Callable[[nn.Module], dict[str, list[torch.Tensor]]]:
+    """``record(module)`` → ``{name: [dropped elements of each call]}`` for every `Dropout` layer of ``module``,
+    appended as the layers run (forward passes and checkpoint recomputations alike): bool of the layer's input
+    shape, True where the layer zeroed a nonzero input. A layer that checkpointing recomputes runs twice a
+    forward/backward pass, its recomputation right after its forward."""
+    from anymole.video.dropout import Dropout
+
+    def record(module: nn.Module) -> dict[str, list[torch.Tensor]]:
+        drops: dict[str, list[torch.Tensor]] = {}
+        for name, layer in module.named_modules():
+            if isinstance(layer, Dropout):
+                calls = drops.setdefault(name, [])
+                layer.register_forward_hook(lambda _, args, out, calls=calls: calls.append((out == 0) & (args[0] != 0)))
+        return drops
+
+    return record
+

@@ -118,10 +118,10 @@ def test_tiny_dynamicrafter_icadapt_reduces_loss(mode: str, ckpt: bool, selectiv
 
 
 def test_icadapt_dropout_on_the_cpu_is_the_seeds_alone_beside_another_run() -> None:
-    """The UNet's dropout draws from torch's global RNG, which another thread uses meanwhile (the estimator beside,
-    a second CPU job's ICAdapt): two runs at once, checkpointing replaying their dropout, adapt the prior exactly
-    as one run alone does with the same seed, whatever the global RNG held before (before: the masks were
-    whatever the shared RNG gave each step)."""
+    """The UNet's dropout draws from the run's own stream, not torch's global RNG, which another thread uses
+    meanwhile (the estimator beside, a second CPU job's ICAdapt): two runs at once, checkpointing replaying their
+    dropout, adapt the prior exactly as one run alone does with the same seed, whatever the global RNG held before
+    (before 06177d3: the masks were whatever the shared RNG gave each step)."""
     torch.manual_seed(0)
     base = DynamiCrafterPrior(replace(DynamiCrafterConfig.tiny(), unet=replace(DynamiCrafterConfig.tiny().unet,
                                                                              dropout=0.3))).eval()  # fmt: skip

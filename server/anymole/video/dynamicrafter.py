@@ -29,6 +29,7 @@ from torch import nn
 
 from anymole.errors import InvalidInput, ModelUnavailable
 from anymole.seeding import seeded_global_rng
+from anymole.video.dropout import DropoutRng
 from anymole.video.dynamicrafter_config import BACKEND, DynamiCrafterConfig
 from anymole.video.openclip import (
     ByteTokenizer,
@@ -304,6 +305,11 @@ class DynamiCrafterPrior(nn.Module):
         """Recompute UNet activations in the backward pass (ICAdapt memory saver); ``selective`` keeps the
         outputs of matmuls, convolutions and attention and recomputes only the cheap ops."""
         self.unet.set_gradient_checkpointing(enabled, selective)
+
+    def set_dropout_rng(self, rng: DropoutRng | None) -> None:
+        """ICAdapt's own dropout stream for the UNet's dropout and its checkpoint replays (``None``: torch's
+        global RNG again); see `anymole.video.dropout`."""
+        self.unet.set_dropout_rng(rng)
 
     def compile_blocks(self, enabled: bool = True, backend: str = "inductor") -> None:
         """Regional ``torch.compile`` of the UNet's repeated blocks (ICAdapt speed-up, see

@@ -29,8 +29,8 @@ from torch.nn import functional as F
 
 from anymole.errors import InvalidInput
 from anymole.progress import OnStep
-from anymole.seeding import GlobalRngStream
 from anymole.video.clips import ClipBank
+from anymole.video.dropout import DropoutRng
 from anymole.video.prior import (
     AUTOCAST_DTYPES,
     TRAIN_MODES,
@@ -314,12 +314,13 @@ def icadapt(
         params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
     )
     generator = torch.Generator().manual_seed(cfg.seed)
-    # Dropout draws from the global RNG, which other threads use meanwhile (the estimator beside, another CPU job):
-    # on the CPU each step draws from this run's own stream (seed + 1: apart from `generator`'s draws). On a GPU
-    # it draws from the device's generator, which no other job uses while this one holds the prior.
-    dropout_rng: Callable[[], contextlib.AbstractContextManager[None]] = (
-        GlobalRngStream(cfg.seed + 1).drawing if device.type == "cpu" else contextlib.nullcontext
-    )
+    # Dropout draws from the run's own stream on the training device (seed + 1: apart from `generator`'s draws),
+    # never from torch's global RNGs, which other threads use meanwhile (the estimator beside, another job):
+    # same seed, same masks, on any device, and checkpointing replays them from the same stream.
+    dropout_rng = DropoutRng(cfg.seed + 1, device)
+    set_dropout_rng = getattr(prior, "set_dropout_rng", None)
+    if set_dropout_rng is not None:
+        set_dropout_rng(dropout_rng)
     if len(clips) < cfg.batch_size:  # _batches can only give what there is: say so rather than train on less
         log.warning(
             "ICAdapt: %d clips, fewer than batch_size=%d: each micro-batch trains on all %d (%d clips a step, "
@@ -354,11 +355,11 @@ def icadapt(
                 rows, fps, t, noise = (_to_device(x, device) for x in (rows, clips.fps[index], t, noise))
                 x0 = latents[rows].transpose(1, 2)  # (B, C, k, h, w)
                 first, last = encoded[rows[:, 0]], encoded[rows[:, -1]]
-                with dropout_rng():
-                    with autocast(device, cfg.autocast_dtype):
-                        cond = _dropout_condition(prior, clips.caption, first, last, fps, u, cfg.uncond_prob)
-                        loss = icadapt_loss(prior, schedule, x0, cond, t, noise, predict) / cfg.grad_accum
-                    loss.backward()
+                dropout_rng.advance()  # the compiled path's keys of this forward pass (and its recomputation)
+                with autocast(device, cfg.autocast_dtype):
+                    cond = _dropout_condition(prior, clips.caption, first, last, fps, u, cfg.uncond_prob)
+                    loss = icadapt_loss(prior, schedule, x0, cond, t, noise, predict) / cfg.grad_accum
+                loss.backward()
                 total += loss.detach()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
@@ -376,6 +377,8 @@ def icadapt(
         result.seconds = time.perf_counter() - start
         if checkpointing is not None:
             checkpointing(False)
+        if set_dropout_rng is not None:
+            set_dropout_rng(None)
         if compile_blocks is not None:
             compile_blocks(False)
         limits.close()

@@ -13,13 +13,16 @@ and holds the checkpointing policy.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from anymole.video.dropout import Dropout, DropoutRng
 from anymole.video.unet_layers import (
     Downsample,
     GroupNorm,
@@ -72,14 +75,43 @@ def _save_heavy_ops(ctx: object, op: object, *args: object, **kwargs: object) ->
 _selective_context = functools.partial(create_selective_checkpoint_contexts, _save_heavy_ops)
 
 
+@contextlib.contextmanager
+def _nested(*contexts: contextlib.AbstractContextManager[Any]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for context in contexts:
+            stack.enter_context(context)
+        yield
+
+
 class Stage(nn.ModuleList):
     """One ``input_blocks.i`` / ``middle_block`` / ``output_blocks.i``: layers applied in order, each given
     what its type needs. With ``gradient_checkpointing`` set, each layer recomputes its activations in
     the backward pass: all of them, or with ``selective_checkpointing`` only the cheap ones (see
-    `_SAVED_OPS`)."""
+    `_SAVED_OPS`). With a ``dropout_rng`` (`UNet3D.set_dropout_rng`) the recomputation replays the layers'
+    dropout masks from that stream and leaves torch's global RNGs alone: checkpoint's own replay would swap
+    the global CPU and device states in and out, from autograd's threads, under other threads' draws."""
 
     gradient_checkpointing: bool = False
     selective_checkpointing: bool = False
+    dropout_rng: DropoutRng | None = None
+
+    def _checkpoint_options(self) -> dict[str, Any]:
+        rng = self.dropout_rng
+        if rng is None:
+            return {"context_fn": _selective_context} if self.selective_checkpointing else {}
+        if torch.compiler.is_compiling():  # compiled dropout hashes its keys: nothing to replay (and
+            # checkpoint under compile takes only dispatch modes as contexts)
+            extra: dict[str, Any] = {"context_fn": _selective_context} if self.selective_checkpointing else {}
+            return {"preserve_rng_state": False, **extra}
+
+        def contexts() -> tuple[contextlib.AbstractContextManager[Any], contextlib.AbstractContextManager[Any]]:
+            replay = rng.replay_contexts()
+            if not self.selective_checkpointing:
+                return replay
+            keep = _selective_context()
+            return _nested(keep[0], replay[0]), _nested(keep[1], replay[1])
+
+        return {"preserve_rng_state": False, "context_fn": contexts}
 
     def _layer(self, layer: nn.Module, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, frames: int):
         if isinstance(layer, ResBlock):
@@ -93,8 +125,8 @@ class Stage(nn.ModuleList):
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
         for layer in self:
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                extra: dict[str, Any] = {"context_fn": _selective_context} if self.selective_checkpointing else {}
-                x = checkpoint(self._layer, layer, x, emb, context, frames, use_reentrant=False, **extra)
+                options = self._checkpoint_options()
+                x = checkpoint(self._layer, layer, x, emb, context, frames, use_reentrant=False, **options)
             else:
                 x = self._layer(layer, x, emb, context, frames)
         return x
@@ -180,6 +212,19 @@ class UNet3D(nn.Module):
             if isinstance(module, Stage):
                 module.gradient_checkpointing = enabled
                 module.selective_checkpointing = selective
+
+    def set_dropout_rng(self, rng: DropoutRng | None) -> None:
+        """Draw every dropout mask from ``rng`` (a training run's own stream, see `anymole.video.dropout`), or
+        from torch's global RNG again (``None``)."""
+        layers = [m for m in self.modules() if isinstance(m, Dropout)]
+        if rng is None:
+            for layer in layers:
+                layer.use(None)
+        else:
+            rng.attach(layers)
+        for module in self.modules():
+            if isinstance(module, Stage):
+                module.dropout_rng = rng
 
     def set_block_compile(self, enabled: bool, backend: str = "inductor") -> None:
         """Regional compilation: ``torch.compile`` the ``forward`` of every `ResBlock`, `SpatialTransformer` and

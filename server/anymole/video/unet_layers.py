@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anymole.video.attention import multihead_attention
+from anymole.video.dropout import Dropout
 
 __all__ = [
     "Attention",
@@ -167,9 +168,9 @@ class TemporalConvBlock(nn.Module):
             return nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
 
         self.conv1 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), conv())
-        self.conv2 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
-        self.conv3 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
-        self.conv4 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
+        self.conv2 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), Dropout(dropout), conv())
+        self.conv3 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), Dropout(dropout), conv())
+        self.conv4 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), Dropout(dropout), conv())
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -195,7 +196,7 @@ class ResBlock(nn.Module):
         self.out_layers = nn.Sequential(
             GroupNorm(groups, out_channels),
             nn.SiLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
         )
         self.skip_connection: nn.Module = (
@@ -231,7 +232,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, dim: int, dropout: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(GEGLU(dim, 4 * dim), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
+        self.net = nn.Sequential(GEGLU(dim, 4 * dim), Dropout(dropout), nn.Linear(4 * dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -263,7 +264,7 @@ class Attention(nn.Module):
         self.to_q = nn.Linear(query_dim, inner, bias=False)
         self.to_k = nn.Linear(kv_dim, inner, bias=False)
         self.to_v = nn.Linear(kv_dim, inner, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(dropout))
+        self.to_out = nn.Sequential(nn.Linear(inner, query_dim), Dropout(dropout))
         if text_len is not None:
             self.to_k_ip = nn.Linear(kv_dim, inner, bias=False)
             self.to_v_ip = nn.Linear(kv_dim, inner, bias=False)
