@@ -149,9 +149,10 @@ def failed_event(exc: BaseException) -> Failed:
     """The terminal `Failed` event of a job that raised ``exc`` after it was accepted.
 
     The request passed its checks at submit, so an `InvalidInput` raised while the job runs blames the request
-    only when it names a request field (the request's own data found bad late, e.g. a mesh that fails to
-    render): INVALID_ARGUMENT naming that field. Any other (a stage calling a library with an argument it built
-    wrongly) is a bug: INTERNAL, whose message keeps the argument and reason (they are ours, not a client's).
+    only when it names a request field (a stage's own check of the request's data, as `video.timeline`'s of
+    ``context`` and ``keyframes``): INVALID_ARGUMENT naming that field. Any other (a stage calling a library
+    with an argument it built wrongly; a render refusing the character's ``uvs``, which passed its checks at
+    upload) is a bug: INTERNAL, whose message keeps the argument and reason (they are ours, not a client's).
     """
     if isinstance(exc, InvalidInput) and not names_request_field(exc.field):
         why = f"a stage rejected an argument the server built ({exc}); the server log has the details"
