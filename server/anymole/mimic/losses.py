@@ -117,8 +117,9 @@ def posed_silhouette_loss(
 
 
 def mask_window(masks: torch.Tensor, margin: float = 0.25) -> Window | None:
-    """The rectangle of pixels around every frame's mask, grown by ``margin`` of its larger side on each edge
-    (at least 2 px) and clipped to the image: what the silhouette term needs to draw.
+    """The rectangle of pixels around every frame's mask (its pixels over 0.5: fainter ones beyond the margin,
+    a limb thinner than a pixel after the downscale, count as matched), grown by ``margin`` of its larger side
+    on each edge (at least 2 px) and clipped to the image: what the silhouette term needs to draw.
 
     The soft silhouette costs pixels × triangles, and a character often covers a small part of its frame (the
     CMU walker: 28 × 50 of 128 × 80 px). The margin leaves room for a pose that strays from the mask; pixels
