@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from nonzero_weights import fill_nonzero
 
 from anymole.video.clips import ClipBank, gather_clips
 from anymole.video.dynamicrafter import DynamiCrafterConfig, DynamiCrafterPrior
@@ -52,11 +53,7 @@ def _dropout_prior() -> DynamiCrafterPrior:
     prior sit right after most dropouts and would hide the masks from the gradients); the same weights each call."""
     tiny = DynamiCrafterConfig.tiny()
     prior = DynamiCrafterPrior(replace(tiny, unet=replace(tiny.unet, dropout=0.3)), device="cuda")
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in prior.named_parameters():
-            gain = 1.0 if p.ndim == 1 and name.endswith("weight") else 0.0
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05 + gain)
+    fill_nonzero(prior)
     return prior
 
 

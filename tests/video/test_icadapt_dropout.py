@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from nonzero_weights import fill_nonzero
 from torch._dynamo.utils import counters
 
 from anymole.video.clips import ClipBank, gather_clips
@@ -30,11 +31,7 @@ def base() -> DynamiCrafterPrior:
     fresh prior sit right after most dropouts and would hide the masks from the gradients."""
     tiny = DynamiCrafterConfig.tiny()
     model = DynamiCrafterPrior(replace(tiny, unet=replace(tiny.unet, dropout=P))).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            gain = 1.0 if p.ndim == 1 and name.endswith("weight") else 0.0  # norm gains around 1
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05 + gain)
+    fill_nonzero(model)
     return model
 
 

@@ -10,6 +10,7 @@ import copy
 
 import pytest
 import torch
+from nonzero_weights import fill_nonzero
 from torch._dynamo.utils import counters
 
 from anymole.bench.video import _variant_name
@@ -29,11 +30,7 @@ BLOCKS = (ResBlock, SpatialTransformer, TemporalTransformer)
 def prior() -> DynamiCrafterPrior:
     """The tiny prior with non-zero values everywhere (fresh zero-initialised output layers hide gradients)."""
     model = DynamiCrafterPrior(DynamiCrafterConfig.tiny())
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            gain = 1.0 if p.ndim == 1 and name.endswith("weight") else 0.0  # norm gains around 1
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05 + gain)
+    fill_nonzero(model)
     return model
 
 
