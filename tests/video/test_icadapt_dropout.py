@@ -222,3 +222,17 @@ def test_hashed_masks_keep_one_minus_p_and_differ_between_keys(p):
     # neighbours are not correlated: a kept element's right neighbour is kept with probability 1 − p
     kept = a.flatten()
     assert abs(kept[1:][kept[:-1]].float().mean().item() - (1 - p)) < 0.01
+
+
+@pytest.mark.parametrize("compile_option", ["compile_blocks", "compile"])
+def test_a_run_that_fails_before_its_first_step_leaves_the_prior_as_it_found_it(base, bank, compile_option):
+    """The pool's prior serves the jobs after this one: a run that raises while it sets up (here torch.compile
+    refusing a backend) must not leave it training (dropout live in their sampling), checkpointing, or drawing
+    its dropout from this run's stream (before: those were set ahead of the ``try`` whose ``finally`` undoes them)."""
+    prior = copy.deepcopy(base)
+    cfg = replace(CFG, compile_backend="no_such_backend", **{compile_option: True})
+    with pytest.raises(Exception, match="no_such_backend"):
+        icadapt(prior, bank, cfg, schedule=DDIMSchedule(**prior.config.scheduler_kwargs()))
+    assert not prior.training
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in prior.modules())
+    assert all(layer.rng is None for layer in prior.modules() if isinstance(layer, Dropout))

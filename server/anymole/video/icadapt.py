@@ -297,19 +297,10 @@ def icadapt(
     if not params:
         raise InvalidInput("mode", f"the prior has no trainable parameters for mode {cfg.mode!r}")
     module = prior if isinstance(prior, torch.nn.Module) else None
-    if module is not None:
-        module.requires_grad_(False)
-        module.train()
-    for p in params:
-        p.requires_grad_(True)
     checkpointing = getattr(prior, "enable_gradient_checkpointing", None)
-    if checkpointing is not None:
-        checkpointing(cfg.gradient_checkpointing, selective=cfg.selective_checkpointing)
     compile_blocks = getattr(prior, "compile_blocks", None) if cfg.compile_blocks else None
     if cfg.compile_blocks and compile_blocks is None:
         raise InvalidInput("compile_blocks", f"{type(prior).__name__} has no regional compile; use compile=True")
-    # A compiled bound method keeps the protocol: any backend's `predict` can be compiled.
-    predict = torch.compile(prior.predict, backend=cfg.compile_backend) if cfg.compile else prior.predict
     optimizer = torch.optim.AdamW(
         params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
     )
@@ -319,8 +310,6 @@ def icadapt(
     # same seed, same masks, on any device, and checkpointing replays them from the same stream.
     dropout_rng = DropoutRng(cfg.seed + 1, device)
     set_dropout_rng = getattr(prior, "set_dropout_rng", None)
-    if set_dropout_rng is not None:
-        set_dropout_rng(dropout_rng)
     if len(clips) < cfg.batch_size:  # _batches can only give what there is: say so rather than train on less
         log.warning(
             "ICAdapt: %d clips, fewer than batch_size=%d: each micro-batch trains on all %d (%d clips a step, "
@@ -330,20 +319,31 @@ def icadapt(
     batches = _batches(len(clips), cfg.batch_size, generator)
     result = AdaptedWeights(cfg, trainable_parameters=sum(p.numel() for p in params))
     limits = contextlib.ExitStack()
-    if cfg.compile and cfg.compile_memory_budget < 1:  # read when the first step compiles, inside the loop
-        limits.enter_context(torch._functorch.config.patch(activation_memory_budget=cfg.compile_memory_budget))
-    if compile_blocks is not None:
-        compile_blocks(True, cfg.compile_backend)
-        # One graph per (block class, input shape): the full UNet has ~14 ResBlock shapes, over dynamo's
-        # default of 8 recompiles per code object, past which it would silently run the rest eagerly.
-        limits.enter_context(torch._dynamo.config.patch(recompile_limit=BLOCK_RECOMPILE_LIMIT))
     start = time.perf_counter()
-    # Gradients the caller left on the prior would be added into the first step.
-    optimizer.zero_grad(set_to_none=True)
     # Step losses stay on the device until the run ends: reading one back each step would make the host wait
     # for the device, which then idles while the host prepares the next step.
     losses: list[torch.Tensor] = []
-    try:
+    try:  # the prior (the pool's, shared with the jobs after this one) changes only in here: `finally` undoes it
+        if module is not None:
+            module.requires_grad_(False)
+            module.train()
+        for p in params:
+            p.requires_grad_(True)
+        if checkpointing is not None:
+            checkpointing(cfg.gradient_checkpointing, selective=cfg.selective_checkpointing)
+        if set_dropout_rng is not None:
+            set_dropout_rng(dropout_rng)
+        # A compiled bound method keeps the protocol: any backend's `predict` can be compiled.
+        predict = torch.compile(prior.predict, backend=cfg.compile_backend) if cfg.compile else prior.predict
+        if cfg.compile and cfg.compile_memory_budget < 1:  # read when the first step compiles, inside the loop
+            limits.enter_context(torch._functorch.config.patch(activation_memory_budget=cfg.compile_memory_budget))
+        if compile_blocks is not None:
+            compile_blocks(True, cfg.compile_backend)
+            # One graph per (block class, input shape): the full UNet has ~14 ResBlock shapes, over dynamo's
+            # default of 8 recompiles per code object, past which it would silently run the rest eagerly.
+            limits.enter_context(torch._dynamo.config.patch(recompile_limit=BLOCK_RECOMPILE_LIMIT))
+        # Gradients the caller left on the prior would be added into the first step.
+        optimizer.zero_grad(set_to_none=True)
         for step in range(cfg.steps):
             total = torch.zeros((), device=device)
             for _ in range(cfg.grad_accum):
