@@ -4,6 +4,7 @@ RNG, and activation checkpointing's recomputation replays the forward's masks (e
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 import threading
@@ -75,12 +76,10 @@ def fast_thread_switches() -> Iterator[None]:
     sys.setswitchinterval(old)
 
 
-def test_a_thread_drawing_from_the_global_rng_neither_moves_icadapt_nor_is_moved(base, bank, fast_thread_switches):
-    """Another thread seeds and draws from torch's global CPU RNG, without any lock, all through an ICAdapt run:
-    the run adapts the prior exactly as it does alone, and every one of the thread's seeded draws is its seed's
-    sequence (before: the run swapped its stream into the global RNG for each micro-step, so the thread's draws
-    landed in the run's stream and came out of it)."""
-    alone = _adapt(base, bank, CFG)
+@contextlib.contextmanager
+def _a_thread_seeding_and_drawing() -> Iterator[list[int]]:
+    """Another thread seeds torch's global CPU RNG and draws from it, without any lock, while the block runs;
+    yields the seeds whose draws came out other than their sequence (filled as the thread runs)."""
     stop = threading.Event()
     moved: list[int] = []
 
@@ -96,10 +95,20 @@ def test_a_thread_drawing_from_the_global_rng_neither_moves_icadapt_nor_is_moved
     thread = threading.Thread(target=other)
     thread.start()
     try:
-        beside = _adapt(base, bank, CFG)
+        yield moved
     finally:
         stop.set()
         thread.join()
+
+
+def test_a_thread_drawing_from_the_global_rng_neither_moves_icadapt_nor_is_moved(base, bank, fast_thread_switches):
+    """Another thread seeds and draws from torch's global CPU RNG, without any lock, all through an ICAdapt run:
+    the run adapts the prior exactly as it does alone, and every one of the thread's seeded draws is its seed's
+    sequence (before: the run swapped its stream into the global RNG for each micro-step, so the thread's draws
+    landed in the run's stream and came out of it)."""
+    alone = _adapt(base, bank, CFG)
+    with _a_thread_seeding_and_drawing() as moved:
+        beside = _adapt(base, bank, CFG)
     assert _same(beside, alone)
     assert moved == []
 
@@ -161,19 +170,8 @@ def test_compiled_dropout_is_the_seeds_alone(base, bank, overrides, fast_thread_
     cfg = replace(CFG, compile_backend="eager", **overrides)
     with torch._dynamo.config.patch(recompile_limit=64):
         alone = _adapt(base, bank, cfg)
-        stop = threading.Event()
-
-        def other() -> None:
-            while not stop.is_set():
-                torch.rand(64)
-
-        thread = threading.Thread(target=other)
-        thread.start()
-        try:
+        with _a_thread_seeding_and_drawing():
             beside = _adapt(base, bank, cfg)
-        finally:
-            stop.set()
-            thread.join()
         elsewhere = _adapt(_without_dropout(base), bank, cfg)
     assert _same(beside, alone)
     assert not _same(elsewhere, alone)
