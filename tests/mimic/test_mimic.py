@@ -105,7 +105,7 @@ def test_mimicking_recovers_a_perturbed_pose(silhouette: bool) -> None:
 def test_the_reference_rotation_weight_holds_a_solve_near_its_start() -> None:
     """At the reference's weights a 20° start error mostly stays: the regulariser outweighs the joints there."""
     sk, ch, truth, init, perturbed, cams = _perturbed_scene()
-    reference = MimicConfig(lr=1e-2, smooth_sigma=0.0, silhouette_scale=0.5)  # the class defaults: the reference's
+    reference = MimicConfig(lr=1e-2, smooth_sigma=0.0, silhouette_pixels=64 * 40)  # the class defaults: the reference's
     out = mimic(sk, cams, init, torch.tensor([True, False, True]), _targets(ch, truth, cams, False), reference)
     after = float(_angles(out.rotations[1, perturbed], truth.rotations[1, perturbed]).mean())
     assert 10.0 < after < 18.0  # measured 14.7°
@@ -475,3 +475,29 @@ def test_a_silhouette_solve_waits_for_the_device_only_for_its_outlines_edge_coun
     # Adam on the CPU reads its step counts (2 parameters), host tensors whatever the device
     expected_reads = 2 if solver == "lm" else 1 + 2
     assert per_step == {"read": expected_reads, "shape": 0, "upload": 0}
+
+
+def test_the_presets_draw_the_silhouette_at_a_pixel_budget_whatever_the_frames_size() -> None:
+    """`silhouette_pixels` is a budget, not a fraction: a 512 × 320 frame and a 128 × 80 one are both drawn at
+    128 × 80 px by `draft` (the soft render costs pixels × triangles), and a budget under 8 × 8 is refused."""
+    sk, ch, truth, init, _, cams = _perturbed_scene()
+    sizes = []
+    for w, h in ((128, 80), (512, 320)):
+        cam = cams.resized(w, h)
+        targets = _targets(ch, truth, cam, True)
+        drawn: list[tuple[int, int]] = []
+
+        def spy(*args: object, **kwargs: object) -> torch.Tensor:
+            camera = args[2]
+            assert isinstance(camera, Cameras)
+            drawn.append((camera.width, camera.height))
+            return soft_silhouette(*args, **kwargs)  # type: ignore[arg-type]
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("anymole.mimic.losses.soft_silhouette", spy)
+            mimic(sk, cam, init, torch.tensor([True, False, True]), targets, MimicConfig.draft(steps=1))
+        sizes.append(set(drawn))
+    assert sizes == [{(128, 80)}, {(128, 80)}]
+    assert MimicConfig.draft().w_silhouette > 0 and MimicConfig.quality().silhouette_pixels == 256 * 160
+    with pytest.raises(InvalidInput, match=r"^silhouette_pixels:"):
+        MimicConfig(silhouette_pixels=63)

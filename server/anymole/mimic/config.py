@@ -24,8 +24,9 @@ REFERENCE_HEIGHT = 320
 #: What the presets change from the reference (measured in docs/quality.md, "Mimicking solved"): each phase solved
 #: by Levenberg–Marquardt, the rotation regulariser shaped by the context's motion (`anymole.mimic.prior`) and split
 #: between the start (the neighbour's solution, 30) and the fill (300: it keeps a near-static gap at the fill), the
-#: root's pull a hundredth of the reference's (it held a walk's root 10 cm off its joints), and joints the
-#: estimator misreads on renders of the fill weighted down (4 px).
+#: root's pull a hundredth of the reference's (it held a walk's root 10 cm off its joints), joints the
+#: estimator misreads on renders of the fill weighted down (4 px), and the silhouette at 6× the reference's weight
+#: (it sees what the estimator misses: the Fox's tail, a walker's legs; docs/quality.md, "The silhouette").
 SOLVED: Mapping[str, Any] = MappingProxyType({
     "solver": "lm",
     "steps": 10,
@@ -34,6 +35,7 @@ SOLVED: Mapping[str, Any] = MappingProxyType({
     "w_fill": 300.0,
     "w_root": 70.0,
     "confidence_px": 4.0,
+    "w_silhouette": 300.0,
 })  # fmt: skip
 
 
@@ -62,7 +64,8 @@ class MimicConfig:
         fill_deadband_px: its soft threshold on the estimator's 2D change (px of a `REFERENCE_HEIGHT` image).
         reset_ratio: go back to the best iterate when the loss exceeds this multiple of the best (2).
         patience: ... or after this many iterations without improvement (40).
-        silhouette_scale: size of the soft render as a fraction of the image's (it costs pixels × triangles).
+        silhouette_pixels: size of the soft render: the video's frame resampled to about this many pixels (never
+            above its own size), whatever the frame's size; the render costs pixels × triangles.
         sigma_px: edge softness of the soft silhouette, in its own pixels.
         smooth_sigma: Gaussian filter of the solved frames over time (frames; 0 = none). Known frames stay exact.
         prior_floor: shape the rotation regulariser by the context's motion (`anymole.mimic.prior.rotation_prior`
@@ -92,7 +95,7 @@ class MimicConfig:
     fill_deadband_px: float = 2.0
     reset_ratio: float = 2.0
     patience: int = 40
-    silhouette_scale: float = 0.25
+    silhouette_pixels: int = 128 * 80
     sigma_px: float = 1.0
     smooth_sigma: float = 1.0
     prior_floor: float = 0.0
@@ -117,24 +120,23 @@ class MimicConfig:
             raise InvalidInput("solver", f"expected 'adam' or 'lm', got {self.solver!r}")
         if self.lm_damping <= 0:
             raise InvalidInput("lm_damping", f"must be > 0, got {self.lm_damping}")
-        if not 0 < self.silhouette_scale <= 1:
-            raise InvalidInput("silhouette_scale", f"must be in (0, 1], got {self.silhouette_scale}")
+        if self.silhouette_pixels < 64:
+            raise InvalidInput("silhouette_pixels", f"must be ≥ 64 (8 × 8), got {self.silhouette_pixels}")
 
     @classmethod
     def draft(cls, **overrides: Any) -> MimicConfig:
-        """CPU-sized: `SOLVED` without the silhouette term (on the oracle's draft gaps it changed CMU's ratio by 2 %,
-        made the Fox's worse, and took three quarters of the time; docs/quality.md)."""
-        return replace(cls(**SOLVED, w_silhouette=0.0, silhouette_scale=0.125), **overrides)
+        """`SOLVED`, the silhouette drawn at 128 × 80 pixels (a quarter of a 512 × 320 frame's side)."""
+        return replace(cls(**SOLVED), **overrides)
 
     @classmethod
     def fast(cls, **overrides: Any) -> MimicConfig:
-        """`SOLVED`, a quarter-size silhouette."""
+        """`SOLVED`, as `draft` (the presets differ in their estimators)."""
         return replace(cls(**SOLVED), **overrides)
 
     @classmethod
     def quality(cls, **overrides: Any) -> MimicConfig:
-        """`SOLVED` with 15 iterations a solve, a half-size silhouette."""
-        return replace(cls(**{**SOLVED, "steps": 15}, silhouette_scale=0.5), **overrides)
+        """`SOLVED` with 15 iterations a solve, the silhouette at 256 × 160 pixels (half a 512 × 320 frame's side)."""
+        return replace(cls(**{**SOLVED, "steps": 15}, silhouette_pixels=256 * 160), **overrides)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> MimicConfig:

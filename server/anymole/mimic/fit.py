@@ -13,6 +13,7 @@ motion (`anymole.mimic.prior`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -207,8 +208,8 @@ def mimic(
         root_interp[a + 1 : b] = (1 - t) * root[a] + t * root[b]
     masks, sil_camera, body, edges, window = None, camera, mesh, None, None
     if targets.mask is not None and config.w_silhouette > 0:
-        h = max(8, round(camera.height * config.silhouette_scale))
-        w = max(8, round(camera.width * config.silhouette_scale))
+        scale = min(1.0, math.sqrt(config.silhouette_pixels / (camera.height * camera.width)))
+        h, w = max(8, round(camera.height * scale)), max(8, round(camera.width * scale))
         sil_camera = camera.resized(w, h)
         masks = torch.nn.functional.interpolate(targets.mask[:, None].to(dtype), size=(h, w), mode="area")[:, 0].to(dev)
         window = mask_window(masks[~known.bool().to(dev)])  # around the unknown frames' masks
