@@ -487,7 +487,7 @@ def test_the_presets_draw_the_silhouette_at_a_pixel_budget_whatever_the_frames_s
         targets = _targets(ch, truth, cam, True)
         drawn: list[tuple[int, int]] = []
 
-        def spy(*args: object, **kwargs: object) -> torch.Tensor:
+        def spy(*args: object, drawn: list[tuple[int, int]] = drawn, **kwargs: object) -> torch.Tensor:
             camera = args[2]
             assert isinstance(camera, Cameras)
             drawn.append((camera.width, camera.height))
