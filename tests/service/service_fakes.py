@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import torch
@@ -166,3 +166,34 @@ async def wait_for(predicate, timeout=10.0):
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+def stop_while_a_stage_hangs(
+    config: Any, pipeline: Any, submit: Callable[[Any], Awaitable[str]], entered: threading.Event, join_s: float = 30.0
+) -> tuple[bool, list[Any]]:
+    """Serve ``pipeline`` under ``asyncio.run`` in a daemon thread (as `anymole serve` runs the server), submit one
+    job through a real client (``submit(client)`` returns its id), wait for ``entered`` (the hung stage or load has
+    begun), stop the server abandoning hung stages after 0.2 s, and wait up to ``join_s`` for ``asyncio.run`` to
+    return.
+
+    Returns:
+        ``(still running, [the job's state after the stop])`` (the list is empty if the loop never got there).
+    """
+    from anymole.client import AnyMoLeClient
+    from anymole.service.server import build_server
+
+    states: list[Any] = []
+
+    async def serve_one_job() -> None:
+        server, port = build_server(config, pipeline)
+        await server.start()
+        async with await AnyMoLeClient.connect(f"127.0.0.1:{port}") as client:
+            job_id = await submit(client)
+            assert await asyncio.to_thread(entered.wait, 60)
+        await server.stop(0.0, stage_stop=0.2)
+        states.append(server.jobs.info(job_id).state)
+
+    runner = threading.Thread(target=asyncio.run, args=(serve_one_job(),), daemon=True)
+    runner.start()
+    runner.join(join_s)
+    return runner.is_alive(), states

@@ -14,12 +14,12 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from service_fakes import FakePipeline, HungStage, collect, make_request, wait_for
+from service_fakes import FakePipeline, HungStage, collect, make_request, stop_while_a_stage_hangs, wait_for
 
 from anymole.baseline import inbetween
 from anymole.pipeline import Cancelled, Completed, Failed, Interrupted, MotionChunk, Progress, Queued
 from anymole.service.jobs import JobState
-from anymole.service.server import ServerConfig, build_server, serve
+from anymole.service.server import ServerConfig, serve
 from anymole.wire.proto.anymole.v1 import anymole_pb2 as pb
 
 
@@ -425,26 +425,17 @@ def test_an_abandoned_stage_does_not_hold_the_event_loops_exit(tmp_path, tiny, m
     """``asyncio.run`` (how `anymole serve` runs the server) returns once the stop has abandoned a hung stage, while
     that stage still hangs (before: asyncio.run's final cancel of the leftover tasks reached the job's task, which
     waited in run_in_thread for the stage's thread, so the process hung until the stage returned)."""
-    from anymole.client import AnyMoLeClient
-
     hung = HungStage()
-    states: list[JobState] = []
 
-    async def serve_one_job() -> None:
-        server, port = build_server(ServerConfig(port=0, data_dir=tmp_path / "d", devices=("cpu",)), hung)
-        await server.start()
-        async with await AnyMoLeClient.connect(f"127.0.0.1:{port}") as client:
-            up = await client.upload_character(tiny())
-            job_id, _ = await client.submit(make_req(up, method="fake"))
-            assert await asyncio.to_thread(hung.entered.wait, 60)
-        await server.stop(0.0, stage_stop=0.2)
-        states.append(server.jobs.info(job_id).state)
+    async def submit(client) -> str:
+        up = await client.upload_character(tiny())
+        job_id, _ = await client.submit(make_req(up, method="fake"))
+        return job_id
 
-    runner = threading.Thread(target=asyncio.run, args=(serve_one_job(),), daemon=True)
     try:
-        runner.start()
-        runner.join(30)
-        assert not runner.is_alive() and not hung.stage_exited.is_set()  # the loop ended; the stage still hangs
+        cfg = ServerConfig(port=0, data_dir=tmp_path / "d", devices=("cpu",))
+        running, states = stop_while_a_stage_hangs(cfg, hung, submit, hung.entered)
+        assert not running and not hung.stage_exited.is_set()  # the loop ended; the stage still hangs
         assert states == [JobState.INTERRUPTED]
     finally:
         hung.unblock.set()

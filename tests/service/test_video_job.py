@@ -18,6 +18,7 @@ import pytest
 import torch
 from google.rpc import error_details_pb2, status_pb2
 from PIL import Image
+from service_fakes import stop_while_a_stage_hangs
 
 from anymole.client import AnyMoLeClient, preview_image
 from anymole.pipeline import (
@@ -485,23 +486,16 @@ def test_a_hung_prior_load_does_not_hold_the_event_loops_exit(tmp_path):
         raise OSError("the stalled read failed at last")
 
     pipeline.pool.load = hung_load
-    states: list[JobState] = []
 
-    async def serve_one_job() -> None:
-        server, port = build_server(ServerConfig(port=0, data_dir=tmp_path / "d", devices=("cpu",)), pipeline)
-        await server.start()
-        async with await AnyMoLeClient.connect(f"127.0.0.1:{port}") as client:
-            up = await client.upload_file(ASSETS / "Fox.glb")
-            job_id, _ = await client.submit(_request(client, up, keys=KEYS[:1]))
-            assert await asyncio.to_thread(entered.wait, 60)
-        await server.stop(0.0, stage_stop=0.2)
-        states.append(server.jobs.info(job_id).state)
+    async def submit(client: AnyMoLeClient) -> str:
+        up = await client.upload_file(ASSETS / "Fox.glb")
+        job_id, _ = await client.submit(_request(client, up, keys=KEYS[:1]))
+        return job_id
 
-    runner = threading.Thread(target=asyncio.run, args=(serve_one_job(),), daemon=True)
     try:
-        runner.start()
-        runner.join(30)
-        assert not runner.is_alive() and states == [JobState.INTERRUPTED]  # the loop ended
+        cfg = ServerConfig(port=0, data_dir=tmp_path / "d", devices=("cpu",))
+        running, states = stop_while_a_stage_hangs(cfg, pipeline, submit, entered)
+        assert not running and states == [JobState.INTERRUPTED]  # the loop ended
         (load,) = threads
         assert load.is_alive() and load.daemon  # the load still hangs, and cannot keep the process alive
     finally:
